@@ -1,0 +1,99 @@
+package schemas
+
+// Stream names (DESIGN §2).
+const (
+	StreamTelemetry = "TELEMETRY"
+	StreamDeploys   = "DEPLOYS"
+	StreamAnomalies = "ANOMALIES"
+	StreamDecisions = "DECISIONS"
+	StreamRollbacks = "ROLLBACKS"
+	StreamRejected  = "REJECTED"
+)
+
+// KV buckets and object store (DESIGN §2).
+const (
+	BucketCatalog = "scalpel_catalog"
+	BucketActive  = "scalpel_active"
+	BucketState   = "scalpel_state"
+	ObjectBlocks  = "scalpel_blocks"
+)
+
+// Reject headers carried by every message on rejected.<stage>.
+const (
+	HeaderRejectReason  = "Scalpel-Reject-Reason"
+	HeaderRejectSubject = "Scalpel-Reject-Subject"
+)
+
+// Subjects builds subject names under an optional prefix (DESIGN §2: prefix configurable, default none).
+// The zero value uses no prefix.
+type Subjects struct {
+	// Prefix, when set, is prepended with a dot: "acme" gives "acme.telemetry.<svc>.<comp>".
+	Prefix string
+}
+
+func (s Subjects) p(rest string) string {
+	if s.Prefix == "" {
+		return rest
+	}
+	return s.Prefix + "." + rest
+}
+
+// Telemetry is telemetry.<svc>.<comp>.
+func (s Subjects) Telemetry(svc, comp string) string { return s.p("telemetry." + svc + "." + comp) }
+
+// TelemetryAll matches every telemetry subject.
+func (s Subjects) TelemetryAll() string { return s.p("telemetry.>") }
+
+// Deploy is deploy.<svc>.
+func (s Subjects) Deploy(svc string) string { return s.p("deploy." + svc) }
+
+// DeployAll matches every deploy subject.
+func (s Subjects) DeployAll() string { return s.p("deploy.>") }
+
+// Anomaly is anomaly.<svc>.<comp>.
+func (s Subjects) Anomaly(svc, comp string) string { return s.p("anomaly." + svc + "." + comp) }
+
+// AnomalyAll matches every anomaly subject.
+func (s Subjects) AnomalyAll() string { return s.p("anomaly.>") }
+
+// Decision is decision.<svc>.
+func (s Subjects) Decision(svc string) string { return s.p("decision." + svc) }
+
+// DecisionAll matches every decision subject.
+func (s Subjects) DecisionAll() string { return s.p("decision.>") }
+
+// RollbackCmd is rollback.cmd.<svc>.
+func (s Subjects) RollbackCmd(svc string) string { return s.p("rollback.cmd." + svc) }
+
+// RollbackAck is rollback.ack.<svc>.
+func (s Subjects) RollbackAck(svc string) string { return s.p("rollback.ack." + svc) }
+
+// RollbackAll matches every command and ack subject.
+func (s Subjects) RollbackAll() string { return s.p("rollback.>") }
+
+// Rejected is rejected.<stage>.
+func (s Subjects) Rejected(stage string) string { return s.p("rejected." + stage) }
+
+// RejectedAll matches every rejected subject.
+func (s Subjects) RejectedAll() string { return s.p("rejected.>") }
+
+// ActiveKey is the scalpel_active key of a target: svc.comp[.block].
+func ActiveKey(svc, comp, block string) string {
+	k := svc
+	if comp != "" {
+		k += "." + comp
+		if block != "" {
+			k += "." + block
+		}
+	}
+	return k
+}
+
+// BlockObjectName is the scalpel_blocks object name: <svc>/<comp>[/<block>]@<version>.
+func BlockObjectName(svc, comp, block, version string) string {
+	n := svc + "/" + comp
+	if block != "" {
+		n += "/" + block
+	}
+	return n + "@" + version
+}
