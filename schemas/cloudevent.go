@@ -10,8 +10,7 @@ import (
 	"fmt"
 	"mime"
 	"net/url"
-	"regexp"
-	"strings"
+		"strings"
 	"time"
 )
 
@@ -43,69 +42,24 @@ const CommandContentType = "application/json"
 // same event.
 const DefaultCommandSource = "scalpel://scalpel"
 
-// Command actions a deployer acts on. Decision-only actions (hold, recommend, escalate, none) never
-// reach a command.
-var CommandActions = []string{ActionRollback, ActionDisable, ActionEnable, ActionRestore}
-
-// ErrCommandEvent is wrapped by every error EncodeCommandEvent, DecodeCommandEvent and CheckCommand
-// return for bad input, so callers can tell a malformed command (drop it, never retry) from an I/O
-// failure.
+// ErrCommandEvent is wrapped by every error EncodeCommandEvent and DecodeCommandEvent return for
+// bad input, so callers can tell a malformed command (drop it, never retry) from an I/O failure.
+// An event whose data breaks the RollbackCommand schema matches ErrInvalid (or ErrMalformed) too.
 var ErrCommandEvent = errors.New("invalid rollback command event")
-
-// ceNameRE is the identity rule of DESIGN §2: service, component and block names are NATS-token-safe.
-var ceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func ceErrorf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrCommandEvent, fmt.Sprintf(format, args...))
 }
 
-// CheckCommand reports what is wrong with a command, or nil: the checks a deployer needs before it
-// switches anything.
-func CheckCommand(c *RollbackCommand) error {
+// ceValidate runs the command's schema validation and tags a failure as a bad command event.
+func ceValidate(c *RollbackCommand) error {
 	if c == nil {
 		return ceErrorf("nil command")
 	}
-	if c.ID == "" {
-		return ceErrorf("command has no id")
-	}
-	if !ceIsCommandAction(c.Action) {
-		return ceErrorf("command %s: action %q is not one of %s", c.ID, c.Action, strings.Join(CommandActions, ", "))
-	}
-	if !ceNameRE.MatchString(c.Service) {
-		return ceErrorf("command %s: service %q is not a name of 1-64 characters [A-Za-z0-9_-]", c.ID, c.Service)
-	}
-	if c.Component != "" && !ceNameRE.MatchString(c.Component) {
-		return ceErrorf("command %s: component %q is not a name of 1-64 characters [A-Za-z0-9_-]", c.ID, c.Component)
-	}
-	if c.Block != "" {
-		if c.Component == "" {
-			return ceErrorf("command %s: block %q without a component", c.ID, c.Block)
-		}
-		if !ceNameRE.MatchString(c.Block) {
-			return ceErrorf("command %s: block %q is not a name of 1-64 characters [A-Za-z0-9_-]", c.ID, c.Block)
-		}
-	}
-	// A rollback or restore switches to a version; disable and enable act on what is there.
-	if (c.Action == ActionRollback || c.Action == ActionRestore) && c.ToVersion == "" {
-		return ceErrorf("command %s: %s of %s needs a to_version", c.ID, c.Action, c.Target())
-	}
-	if c.IssuedAt.IsZero() {
-		return ceErrorf("command %s: issued_at is missing", c.ID)
-	}
-	if c.ExpiresAt != nil && !c.ExpiresAt.After(c.IssuedAt) {
-		return ceErrorf("command %s: expires_at %s is not after issued_at %s", c.ID,
-			c.ExpiresAt.Format(time.RFC3339Nano), c.IssuedAt.Format(time.RFC3339Nano))
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: command %s: %w", ErrCommandEvent, c.ID, err)
 	}
 	return nil
-}
-
-func ceIsCommandAction(a string) bool {
-	for _, v := range CommandActions {
-		if a == v {
-			return true
-		}
-	}
-	return false
 }
 
 // EncodeCommandEvent maps a command onto NATS message headers and data as a binary-mode CloudEvent:
@@ -113,7 +67,7 @@ func ceIsCommandAction(a string) bool {
 // ce-type = RollbackCommandType, ce-subject = cmd.Target(), ce-time = issued_at, content-type
 // application/json, and Nats-Msg-Id = command id. The data is the command as JSON.
 func EncodeCommandEvent(cmd *RollbackCommand, source string) (hdr map[string][]string, data []byte, err error) {
-	if err := CheckCommand(cmd); err != nil {
+	if err := ceValidate(cmd); err != nil {
 		return nil, nil, err
 	}
 	if source == "" {
@@ -198,9 +152,12 @@ func DecodeCommandEvent(hdr map[string][]string, data []byte) (*RollbackCommand,
 	if len(data) == 0 {
 		return nil, ceErrorf("event %s has no data", id)
 	}
+	// Unknown fields are allowed here, unlike DecodeRollbackCommand: the deployer SDK that calls
+	// this runs inside other people's services and may be older than the scalpel that sent the
+	// command; a field added later must not make it drop a rollback.
 	var cmd RollbackCommand
 	if err := json.Unmarshal(data, &cmd); err != nil {
-		return nil, ceErrorf("event %s: data is not a RollbackCommand: %v", id, err)
+		return nil, fmt.Errorf("%w: event %s: data is not a RollbackCommand: %w", ErrCommandEvent, id, fmt.Errorf("%w: %v", ErrMalformed, err))
 	}
 	// The id lives in both places; the header is what dedupes and what consumers index, so the data
 	// may omit it but never contradict it.
@@ -233,7 +190,7 @@ func DecodeCommandEvent(hdr map[string][]string, data []byte) (*RollbackCommand,
 	if msgID, ok, _ := ceHeader(hdr, HeaderMsgID); ok && msgID != id {
 		return nil, ceErrorf("%s %q disagrees with %s %q", HeaderMsgID, msgID, HeaderCEID, id)
 	}
-	if err := CheckCommand(&cmd); err != nil {
+	if err := ceValidate(&cmd); err != nil {
 		return nil, err
 	}
 	return &cmd, nil
