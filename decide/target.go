@@ -1,0 +1,153 @@
+package decide
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// evidenceBlock names the block an anomaly points at, and says how it was found: the anomaly's own
+// block; else the block with the most errors above its baseline; else the block whose line range in
+// the manifest holds the most error sites. Ties go to the name that sorts first, so replays agree.
+func evidenceBlock(a *schemas.Anomaly, comp *schemas.ManifestComponent) (block, why string) {
+	if a.Block != "" {
+		return a.Block, fmt.Sprintf("the anomaly is on block %s", a.Block)
+	}
+	type score struct {
+		block string
+		n     float64
+	}
+	best := func(m map[string]float64) (score, float64) {
+		var all []score
+		var total float64
+		for b, n := range m {
+			total += max(n, 0)
+			if n > 0 {
+				all = append(all, score{b, n})
+			}
+		}
+		slices.SortFunc(all, func(x, y score) int { return cmp.Or(cmp.Compare(y.n, x.n), cmp.Compare(x.block, y.block)) })
+		if len(all) == 0 {
+			return score{}, 0
+		}
+		return all[0], total
+	}
+	if len(a.Evidence.Blocks) > 0 {
+		excess := make(map[string]float64, len(a.Evidence.Blocks))
+		for b, n := range a.Evidence.Blocks {
+			excess[b] = float64(n) - a.Evidence.BaselineBlocks[b]
+		}
+		if s, total := best(excess); s.block != "" {
+			return s.block, fmt.Sprintf("%s of the excess errors come from block %s", share(s.n, total), s.block)
+		}
+	}
+	if comp != nil && len(a.Evidence.Sites) > 0 {
+		perBlock := map[string]float64{}
+		var total float64
+		for site, n := range a.Evidence.Sites {
+			total += float64(n)
+			if b, ok := comp.BlockForSite(site); ok {
+				perBlock[b] += float64(n)
+			}
+		}
+		if s, _ := best(perBlock); s.block != "" {
+			return s.block, fmt.Sprintf("%s of the error sites lie in block %s", share(s.n, total), s.block)
+		}
+	}
+	return "", ""
+}
+
+func share(n, total float64) string {
+	if total <= 0 {
+		return "all"
+	}
+	return fmt.Sprintf("%.0f%%", 100*n/total)
+}
+
+// blockTarget is the fine target: the evidence's block, from the version the deploy gave it back to
+// the one before. Blocks whose versions no deploy announced are unversioned: they follow their
+// component, so from/to are the component's versions and the deployer switches only that block to
+// the implementation registered under the component's previous version. why explains a failure.
+func blockTarget(c *Case) (t schemas.DecisionTarget, why string, ok bool) {
+	a, h, d := c.Anomaly, c.history, c.Attribution.Deploy
+	if c.Block == "" {
+		return t, "the evidence names no block", false
+	}
+	t = schemas.DecisionTarget{Service: a.Service, Component: a.Component, Block: c.Block}
+	var l *versionLog
+	idx := -1
+	if d != nil {
+		to, changed, versioned := h.blockChange(d, a.Component, c.Block)
+		if versioned {
+			if !changed {
+				return t, fmt.Sprintf("deploy %s did not change block %s", d.ID, c.Block), false
+			}
+			l = h.block(a.Component, c.Block)
+			idx = l.find(to, d.TS)
+		}
+	} else if bl := h.block(a.Component, c.Block); bl != nil {
+		l, idx = bl, bl.index(a.TSDetected)
+	}
+	if l == nil {
+		ct, cwhy, cok := componentTarget(c)
+		if !cok {
+			return t, cwhy, false
+		}
+		t.FromVersion, t.ToVersion = ct.FromVersion, ct.ToVersion
+		return t, "", true
+	}
+	if idx < 0 {
+		return t, fmt.Sprintf("no version of block %s is known", c.Block), false
+	}
+	prev, ok := l.previous(idx)
+	if !ok {
+		return t, fmt.Sprintf("there is no known previous version of block %s", c.Block), false
+	}
+	t.FromVersion, t.ToVersion = l.entries[idx].Version, prev
+	return t, "", true
+}
+
+// componentTarget is the medium target: the component, from the version the deploy gave it (or the
+// one running at detection when no deploy is known) back to the one before.
+func componentTarget(c *Case) (schemas.DecisionTarget, string, bool) {
+	a, h, d := c.Anomaly, c.history, c.Attribution.Deploy
+	l := h.component(a.Component)
+	idx := -1
+	if d != nil {
+		to, _ := h.componentChange(d, a.Component)
+		idx = l.find(to, d.TS)
+	} else {
+		idx = l.index(a.TSDetected)
+	}
+	name := a.Service + "/" + a.Component
+	if idx < 0 {
+		return schemas.DecisionTarget{}, fmt.Sprintf("no version of %s is known (no deploy announced it and no anomaly observed it)", name), false
+	}
+	prev, ok := l.previous(idx)
+	if !ok {
+		return schemas.DecisionTarget{}, fmt.Sprintf("there is no known previous version of %s (no earlier deploy or baseline version on record)", name), false
+	}
+	return schemas.DecisionTarget{Service: a.Service, Component: a.Component, FromVersion: l.entries[idx].Version, ToVersion: prev}, "", true
+}
+
+// appTarget is the coarse target: the application, from the deploy's app version back to the one
+// before.
+func appTarget(c *Case) (schemas.DecisionTarget, string, bool) {
+	a, h, d := c.Anomaly, c.history, c.Attribution.Deploy
+	idx := -1
+	if d != nil {
+		idx = h.app.find(d.AppVersion, d.TS)
+	} else {
+		idx = h.app.index(a.TSDetected)
+	}
+	if idx < 0 {
+		return schemas.DecisionTarget{}, fmt.Sprintf("no application version of %s is known", a.Service), false
+	}
+	prev, ok := h.app.previous(idx)
+	if !ok {
+		return schemas.DecisionTarget{}, fmt.Sprintf("there is no known previous application version of %s", a.Service), false
+	}
+	return schemas.DecisionTarget{Service: a.Service, FromVersion: h.app.entries[idx].Version, ToVersion: prev}, "", true
+}
