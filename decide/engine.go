@@ -325,9 +325,9 @@ func (e *Engine) setTarget(c *Case, g string, t schemas.DecisionTarget, what str
 	move := fmt.Sprintf("%s goes back %s → %s", what, t.FromVersion, t.ToVersion)
 	switch c.Decision.Action {
 	case schemas.ActionRollback:
-		c.reasoning = capitalize(move) + "."
+		c.reasoning = "Rolling back: " + move + "."
 	case schemas.ActionRecommend:
-		c.reasoning = fmt.Sprintf("The rollback window is closed, so this is a recommendation only: %s once a person approves it (`scalpel approve` with this decision's id).", move)
+		c.reasoning = fmt.Sprintf("Recommending only, as no rollback window is open: %s once a person approves (`scalpel approve` with this decision's id).", move)
 	}
 }
 

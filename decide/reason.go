@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/scalpel-dev/scalpel/schemas"
 )
@@ -125,12 +123,4 @@ func age(d time.Duration) string {
 		s = s[:len(s)-2]
 	}
 	return s
-}
-
-func capitalize(s string) string {
-	r, n := utf8.DecodeRuneInString(s)
-	if n == 0 {
-		return s
-	}
-	return string(unicode.ToUpper(r)) + s[n:]
 }

@@ -1,0 +1,509 @@
+package decide
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+var t0 = time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+var t1 = t0.Add(time.Hour) // the deploy under test
+
+func ptr[T any](v T) *T { return &v }
+
+func testManifest() *schemas.Manifest {
+	return &schemas.Manifest{
+		Service:        "checkout",
+		RollbackWindow: schemas.Duration(15 * time.Minute),
+		Components: []schemas.ManifestComponent{
+			{Component: "tax-calc", Granularity: schemas.GranularityFine, Blocks: []schemas.ManifestBlock{
+				{Block: "rate-lookup", File: "tax/calc.go", Lines: "40-88"},
+				{Block: "rounding", File: "tax/calc.go", Lines: "90-120"},
+			}},
+			{Component: "legacy", Granularity: schemas.GranularityFine, Blocks: []schemas.ManifestBlock{
+				{Block: "parse", File: "legacy/parse.go", Lines: "1-50"},
+			}},
+			{Component: "cart", Granularity: schemas.GranularityMedium,
+				Thresholds: &schemas.Thresholds{ErrorRate: ptr(0.05)}},
+			{Component: "pay", Granularity: schemas.GranularityCoarse},
+			{Component: "search", Granularity: schemas.GranularityMedium},
+			{Component: "ledger", Granularity: schemas.GranularityMedium},
+		},
+	}
+}
+
+// The deploy before: everything at its old version.
+var d0 = &schemas.DeployEvent{ID: "d0", TS: t0, Service: "checkout", AppVersion: "1.0", Components: []schemas.DeployComponent{
+	{Component: "tax-calc", Version: "2.4.0", Blocks: []schemas.DeployBlock{{Block: "rate-lookup", Version: "r1"}, {Block: "rounding", Version: "o1"}}},
+	{Component: "legacy", Version: "7"},
+	{Component: "cart", Version: "3.0"},
+	{Component: "pay", Version: "5.0"},
+	{Component: "search", Version: "1.0"},
+}}
+
+// The deploy under test: changes tax-calc (only its rate-lookup block), legacy (unversioned
+// blocks), cart, pay, adds ledger; leaves search alone.
+var d1 = &schemas.DeployEvent{ID: "d1", TS: t1, Service: "checkout", AppVersion: "1.1", Components: []schemas.DeployComponent{
+	{Component: "tax-calc", Version: "2.5.0", Blocks: []schemas.DeployBlock{{Block: "rate-lookup", Version: "r2"}, {Block: "rounding", Version: "o1"}}},
+	{Component: "legacy", Version: "8"},
+	{Component: "cart", Version: "3.1"},
+	{Component: "pay", Version: "5.1"},
+	{Component: "ledger", Version: "1.0"},
+}}
+
+// anomaly builds an error-rate anomaly detected at t1+after.
+func anomaly(id, comp, version string, after time.Duration, mod ...func(*schemas.Anomaly)) *schemas.Anomaly {
+	a := &schemas.Anomaly{
+		ID: id, TSDetected: t1.Add(after), Window: schemas.Window{From: t1.Add(after - 30*time.Second), To: t1.Add(after)},
+		Service: "checkout", Component: comp, Version: version, Metric: schemas.MetricErrorRate,
+		ErrorCategory: schemas.ErrException, Observed: 0.098, Baseline: 0.02, Effect: 0.078, Statistic: 12.5, Score: ptr(12.5),
+		Samples: schemas.Samples{Observed: 1200, Baseline: 5000},
+	}
+	for _, m := range mod {
+		m(a)
+	}
+	return a
+}
+
+type want struct {
+	action      string
+	granularity string
+	targets     []schemas.DecisionTarget
+	reasonHas   []string
+	dryRun      bool
+}
+
+func TestEngine(t *testing.T) {
+	tests := []struct {
+		name      string
+		manifests []*schemas.Manifest
+		cfg       func(*Config)
+		deploys   []*schemas.DeployEvent
+		anomalies []*schemas.Anomaly
+		want      []*want // one per anomaly; nil = no decision
+	}{
+		{
+			name:    "fine: the block the evidence names goes back to its previous version",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "tax-calc", "2.5.0", 4*time.Minute, func(a *schemas.Anomaly) {
+				a.BaselineVersion = "2.4.0"
+				a.Evidence.Blocks = map[string]int64{"rate-lookup": 110, "rounding": 3}
+				a.Evidence.BaselineBlocks = map[string]float64{"rate-lookup": 10, "rounding": 3}
+			})},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityFine,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "tax-calc", Block: "rate-lookup", FromVersion: "r2", ToVersion: "r1", Step: 1}},
+				reasonHas: []string{"checkout/tax-calc error rate (exception) is 9.8% against a baseline of 2%", "deploy d1 changed tax-calc 2.4.0 → 2.5.0", "inside the 15m rollback window", "100% of the excess errors come from block rate-lookup", "only block rate-lookup goes back r2 → r1"}}},
+		},
+		{
+			name:    "fine: error sites map to a block through the manifest's line ranges",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "tax-calc", "2.5.0", time.Minute, func(a *schemas.Anomaly) {
+				a.Evidence.Sites = map[string]int64{"/src/app/tax/calc.go:52": 30, "main.go:10": 10}
+			})},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityFine,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "tax-calc", Block: "rate-lookup", FromVersion: "r2", ToVersion: "r1", Step: 1}},
+				reasonHas: []string{"75% of the error sites lie in block rate-lookup"}}},
+		},
+		{
+			name:    "fine: a block the deploy did not change falls back to the component",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "tax-calc", "2.5.0", time.Minute, func(a *schemas.Anomaly) {
+				a.Block = "rounding"
+			})},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "tax-calc", FromVersion: "2.5.0", ToVersion: "2.4.0", Step: 1}},
+				reasonHas: []string{"tagged fine but deploy d1 did not change block rounding, so the whole component goes back 2.5.0 → 2.4.0"}}},
+		},
+		{
+			name:    "fine: no block named falls back to the component",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "tax-calc", "2.5.0", time.Minute)},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "tax-calc", FromVersion: "2.5.0", ToVersion: "2.4.0", Step: 1}},
+				reasonHas: []string{"the evidence names no block"}}},
+		},
+		{
+			name:    "fine: unversioned block follows its component's versions",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "legacy", "8", time.Minute, func(a *schemas.Anomaly) {
+				a.Evidence.Blocks = map[string]int64{"parse": 50}
+			})},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityFine,
+				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "legacy", Block: "parse", FromVersion: "8", ToVersion: "7", Step: 1}}}},
+		},
+		{
+			name:      "medium: the component goes back to its previous version",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", 2*time.Minute)},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0", Step: 1}},
+				reasonHas: []string{"Rolling back: cart is tagged medium, so the component goes back 3.1 → 3.0."}}},
+		},
+		{
+			name:      "coarse: the application goes back",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "pay", "5.1", 2*time.Minute), anomaly("a2", "pay", "5.1", 3*time.Minute, func(a *schemas.Anomaly) { a.Metric = schemas.MetricLatency; a.ErrorCategory = "" })},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityCoarse,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", FromVersion: "1.1", ToVersion: "1.0", Step: 1}},
+				reasonHas: []string{"the whole application goes back 1.1 → 1.0"}}, nil},
+		},
+		{
+			name:      "outside the window: recommend",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", 20*time.Minute)},
+			want: []*want{{action: schemas.ActionRecommend, granularity: schemas.GranularityMedium,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0", Step: 1}},
+				reasonHas: []string{"outside the 15m rollback window", "Recommending only", "scalpel approve"}}},
+		},
+		{
+			name:      "config window applies when the manifest sets none",
+			manifests: []*schemas.Manifest{func() *schemas.Manifest { m := testManifest(); m.RollbackWindow = 0; return m }()},
+			cfg:       func(c *Config) { c.DefaultRollbackWindow = schemas.Duration(30 * time.Minute) },
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", 20*time.Minute)},
+			want:      []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium, reasonHas: []string{"inside the 30m rollback window"}}},
+		},
+		{
+			name:      "a component the open deploy did not change is held",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "search", "1.0", 2*time.Minute)},
+			want:      []*want{{action: schemas.ActionHold, reasonHas: []string{"the open deploy d1 (app 1.1", "did not change search", "would not undo a change"}}},
+		},
+		{
+			name:      "invalid_input errors are not regressions",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.ErrorCategory = schemas.ErrInvalidInput })},
+			want:      []*want{{action: schemas.ActionNone, reasonHas: []string{"client errors"}}},
+		},
+		{
+			name:    "invalid_input may roll back when configured",
+			cfg:     func(c *Config) { c.RollbackOnInvalidInput = true },
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.ErrorCategory = schemas.ErrInvalidInput })},
+			want:    []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium}},
+		},
+		{
+			name:      "an error rate below the component's threshold is no action",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.Observed = 0.04 })},
+			want:      []*want{{action: schemas.ActionNone, reasonHas: []string{"below the component's threshold of 5%"}}},
+		},
+		{
+			name:    "one burst yields one rollback",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{
+				anomaly("a1", "cart", "3.1", time.Minute),
+				anomaly("a2", "cart", "3.1", time.Minute+time.Second),
+				anomaly("a3", "cart", "3.1", 2*time.Minute, func(a *schemas.Anomaly) { a.Metric = schemas.MetricLatency; a.ErrorCategory = ""; a.Observed = 300; a.Baseline = 100 }),
+				anomaly("a1", "cart", "3.1", time.Minute), // redelivered
+			},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium}, nil, nil, nil},
+		},
+		{
+			name:    "client errors first do not swallow the regression that follows",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{
+				anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.ErrorCategory = schemas.ErrInvalidInput }),
+				anomaly("a2", "cart", "3.1", 2*time.Minute),
+			},
+			want: []*want{{action: schemas.ActionNone}, {action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
+				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0", Step: 2}}}},
+		},
+		{
+			name:      "no previous version is a hold",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "ledger", "1.0", time.Minute)},
+			want:      []*want{{action: schemas.ActionHold, reasonHas: []string{"no known previous version of checkout/ledger"}}},
+		},
+		{
+			name:    "a baseline version observed in the anomaly is a rollback target",
+			deploys: []*schemas.DeployEvent{d1}, // scalpel adopted at d1: no earlier deploy on record
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.BaselineVersion = "3.0-legacy" })},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
+				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0-legacy", Step: 1}}}},
+		},
+		{
+			name:      "no deploy at all: recommend from observed versions",
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.BaselineVersion = "3.0" })},
+			want: []*want{{action: schemas.ActionRecommend, granularity: schemas.GranularityMedium,
+				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0", Step: 1}},
+				reasonHas: []string{"no deploy of checkout that changed cart is on record"}}},
+		},
+		{
+			name:      "a service without a manifest is held",
+			manifests: []*schemas.Manifest{},
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute)},
+			want:      []*want{{action: schemas.ActionHold, reasonHas: []string{"no catalog manifest", "scalpel catalog apply"}}},
+		},
+		{
+			name:      "dry run from the manifest",
+			manifests: []*schemas.Manifest{func() *schemas.Manifest { m := testManifest(); m.DryRun = true; return m }()},
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute)},
+			want:      []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium, dryRun: true}},
+		},
+		{
+			name:      "dry run from the config",
+			cfg:       func(c *Config) { c.DryRun = true },
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute)},
+			want:      []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium, dryRun: true}},
+		},
+		{
+			name:      "the degraded version being the target is a hold",
+			deploys:   []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.0", time.Minute)},
+			want:      []*want{{action: schemas.ActionHold, reasonHas: []string{"the degraded version 3.0 is the rollback target itself"}}},
+		},
+		{
+			name:    "a quiet incident closes; the next burst opens a new one",
+			deploys: []*schemas.DeployEvent{d0, d1},
+			anomalies: []*schemas.Anomaly{
+				anomaly("a1", "cart", "3.1", time.Minute),
+				anomaly("a2", "cart", "3.1", 2*time.Hour),
+			},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium}, {action: schemas.ActionRecommend, granularity: schemas.GranularityMedium,
+				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0", Step: 1}}}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, got := run(t, tc.manifests, tc.cfg, tc.deploys, tc.anomalies)
+			for i, w := range tc.want {
+				ds := got[i]
+				if w == nil {
+					if len(ds) != 0 {
+						t.Fatalf("anomaly %d: want no decision, got %+v", i, ds)
+					}
+					continue
+				}
+				if len(ds) != 1 {
+					t.Fatalf("anomaly %d: want 1 decision, got %d: %+v", i, len(ds), ds)
+				}
+				checkDecision(t, ds[0], w)
+			}
+			// Every decision belongs to a distinct incident step: ids never collide.
+			seen := map[string]bool{}
+			for _, ds := range got {
+				for _, d := range ds {
+					if seen[d.ID] {
+						t.Errorf("decision id %s issued twice", d.ID)
+					}
+					seen[d.ID] = true
+				}
+			}
+			_ = e
+		})
+	}
+}
+
+// run feeds deploys then anomalies to a fresh engine and returns the decisions per anomaly.
+func run(t *testing.T, manifests []*schemas.Manifest, mod func(*Config), deploys []*schemas.DeployEvent, anomalies []*schemas.Anomaly) (*Engine, [][]schemas.Decision) {
+	t.Helper()
+	if manifests == nil {
+		manifests = []*schemas.Manifest{testManifest()}
+	}
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e := New(cfg, NewStaticCatalog(manifests...))
+	ctx := context.Background()
+	for _, d := range deploys {
+		if ds, err := e.HandleDeploy(ctx, d); err != nil || len(ds) != 0 {
+			t.Fatalf("deploy %s: %v %v", d.ID, ds, err)
+		}
+	}
+	var out [][]schemas.Decision
+	for _, a := range anomalies {
+		ds, err := e.HandleAnomaly(ctx, a)
+		if err != nil {
+			t.Fatalf("anomaly %s: %v", a.ID, err)
+		}
+		out = append(out, ds)
+	}
+	return e, out
+}
+
+func checkDecision(t *testing.T, d schemas.Decision, w *want) {
+	t.Helper()
+	if err := d.Validate(); err != nil {
+		t.Errorf("decision does not validate: %v\n%+v", err, d)
+	}
+	if d.Action != w.action || d.Granularity != w.granularity {
+		t.Errorf("action/granularity = %s/%s, want %s/%s; reason: %s", d.Action, d.Granularity, w.action, w.granularity, d.Reason)
+	}
+	if w.targets != nil {
+		if !equalJSON(d.Targets, w.targets) {
+			t.Errorf("targets = %+v, want %+v", d.Targets, w.targets)
+		}
+	}
+	for _, s := range w.reasonHas {
+		if !strings.Contains(d.Reason, s) {
+			t.Errorf("reason lacks %q:\n%s", s, d.Reason)
+		}
+	}
+	if d.DryRun != w.dryRun {
+		t.Errorf("dry_run = %v, want %v", d.DryRun, w.dryRun)
+	}
+	if d.Policy.GuardsHit == nil || d.Targets == nil || d.Plan == nil {
+		t.Errorf("nil slices in %+v", d)
+	}
+	if d.Service != "checkout" || d.TS.IsZero() || d.ID == "" || d.IncidentID == "" {
+		t.Errorf("missing identity in %+v", d)
+	}
+	if (d.Action == schemas.ActionRollback || d.Action == schemas.ActionRecommend) && len(d.Plan) != len(d.Targets) {
+		t.Errorf("plan %+v does not cover targets %+v", d.Plan, d.Targets)
+	}
+	if n := strings.Count(d.Reason, ". "); n > 2 {
+		t.Errorf("reason has more than two sentences: %s", d.Reason)
+	}
+	t.Logf("%s: %s", d.Action, d.Reason)
+}
+
+func equalJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+// The same events give byte-identical decisions: ids derive from what they are about, times from the
+// events.
+func TestEngineDeterministic(t *testing.T) {
+	anoms := []*schemas.Anomaly{
+		anomaly("a1", "tax-calc", "2.5.0", time.Minute, func(a *schemas.Anomaly) { a.Evidence.Blocks = map[string]int64{"rate-lookup": 5, "rounding": 5} }),
+		anomaly("a2", "cart", "3.1", time.Minute),
+		anomaly("a3", "search", "1.0", time.Minute),
+	}
+	encode := func() string {
+		_, got := run(t, nil, nil, []*schemas.DeployEvent{d1, d0}, anoms) // out of order on purpose
+		b, err := json.Marshal(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	first := encode()
+	for range 3 {
+		if again := encode(); again != first {
+			t.Fatalf("decisions differ between runs:\n%s\n%s", first, again)
+		}
+	}
+	var got [][]schemas.Decision
+	_ = json.Unmarshal([]byte(first), &got)
+	want := schemas.DeriveID("decision", schemas.DeriveID("incident", "checkout", "tax-calc", "d1"), "1")
+	if got[0][0].ID != want {
+		t.Errorf("decision id = %s, want %s", got[0][0].ID, want)
+	}
+	// Equal error counts: the block that sorts first wins, every time.
+	if got[0][0].Targets[0].Block != "rate-lookup" {
+		t.Errorf("tie broken towards %q", got[0][0].Targets[0].Block)
+	}
+}
+
+func TestEngineRejectsBadInput(t *testing.T) {
+	e := New(DefaultConfig(), NewStaticCatalog(testManifest()))
+	ctx := context.Background()
+	if _, err := e.HandleDeploy(ctx, &schemas.DeployEvent{ID: "x"}); !errors.Is(err, ErrInvalidInput) {
+		t.Errorf("bad deploy: err = %v, want ErrInvalidInput", err)
+	}
+	if _, err := e.HandleAnomaly(ctx, &schemas.Anomaly{ID: "x"}); !errors.Is(err, ErrInvalidInput) {
+		t.Errorf("bad anomaly: err = %v, want ErrInvalidInput", err)
+	}
+	if _, err := e.HandleAnomaly(ctx, nil); !errors.Is(err, ErrInvalidInput) {
+		t.Errorf("nil anomaly: err = %v, want ErrInvalidInput", err)
+	}
+}
+
+type failingCatalog struct{}
+
+func (failingCatalog) Manifest(context.Context, string) (*schemas.Manifest, error) {
+	return nil, errors.New("kv unavailable")
+}
+
+func TestEngineCatalogErrorIsRetryable(t *testing.T) {
+	e := New(DefaultConfig(), failingCatalog{})
+	_, err := e.HandleAnomaly(context.Background(), anomaly("a1", "cart", "3.1", time.Minute))
+	if err == nil || errors.Is(err, ErrInvalidInput) {
+		t.Fatalf("err = %v, want a non-input error", err)
+	}
+}
+
+func TestGuardHolds(t *testing.T) {
+	guard := StageFunc(func(_ context.Context, c *Case) error {
+		c.Guard("blast_radius", "Holding: many components degrade at once, which looks like an outage, not a bad change.")
+		return nil
+	})
+	e := New(DefaultConfig(), NewStaticCatalog(testManifest()), WithGuard(guard))
+	ctx := context.Background()
+	for _, d := range []*schemas.DeployEvent{d0, d1} {
+		if _, err := e.HandleDeploy(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := e.HandleAnomaly(ctx, anomaly("a1", "cart", "3.1", time.Minute))
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("%v %v", ds, err)
+	}
+	d := ds[0]
+	if d.Action != schemas.ActionHold || len(d.Targets) != 0 || len(d.Plan) != 0 || len(d.Policy.GuardsHit) != 1 || d.Policy.GuardsHit[0] != "blast_radius" {
+		t.Errorf("guarded decision = %+v", d)
+	}
+	if err := d.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestIncidents(t *testing.T) {
+	e, _ := run(t, nil, nil, []*schemas.DeployEvent{d0, d1}, []*schemas.Anomaly{
+		anomaly("a1", "cart", "3.1", time.Minute),
+		anomaly("a2", "cart", "3.1", 2*time.Minute),
+	})
+	incs := e.Incidents()
+	if len(incs) != 1 {
+		t.Fatalf("incidents = %+v", incs)
+	}
+	inc := incs[0]
+	if inc.State != IncidentMitigating || len(inc.AnomalyIDs) != 2 || len(inc.DecisionIDs) != 1 || inc.DeployID != "d1" || inc.Key != "cart" {
+		t.Errorf("incident = %+v", inc)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*Config)
+		wantErr string
+	}{
+		{"default", func(*Config) {}, ""},
+		{"zero window", func(c *Config) { c.DefaultRollbackWindow = 0 }, "default_rollback_window"},
+		{"bad granularity", func(c *Config) { c.DefaultGranularity = "tiny" }, "default_granularity"},
+		{"zero quiet", func(c *Config) { c.IncidentQuietPeriod = 0 }, "incident_quiet_period"},
+		{"no deploys", func(c *Config) { c.MaxDeploysPerService = 0 }, "max_deploys_per_service"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.mod(&c)
+			err := c.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %s", err, tc.wantErr)
+			}
+		})
+	}
+}
