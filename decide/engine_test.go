@@ -120,8 +120,8 @@ func TestEngine(t *testing.T) {
 				reasonHas: []string{"tagged fine but deploy d1 did not change block rounding, so the whole component goes back 2.5.0 → 2.4.0"}}},
 		},
 		{
-			name:    "fine: no block named falls back to the component",
-			deploys: []*schemas.DeployEvent{d0, d1},
+			name:      "fine: no block named falls back to the component",
+			deploys:   []*schemas.DeployEvent{d0, d1},
 			anomalies: []*schemas.Anomaly{anomaly("a1", "tax-calc", "2.5.0", time.Minute)},
 			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
 				targets:   []schemas.DecisionTarget{{Service: "checkout", Component: "tax-calc", FromVersion: "2.5.0", ToVersion: "2.4.0", Step: 1}},
@@ -181,11 +181,11 @@ func TestEngine(t *testing.T) {
 			want:      []*want{{action: schemas.ActionNone, reasonHas: []string{"client errors"}}},
 		},
 		{
-			name:    "invalid_input may roll back when configured",
-			cfg:     func(c *Config) { c.RollbackOnInvalidInput = true },
-			deploys: []*schemas.DeployEvent{d0, d1},
+			name:      "invalid_input may roll back when configured",
+			cfg:       func(c *Config) { c.RollbackOnInvalidInput = true },
+			deploys:   []*schemas.DeployEvent{d0, d1},
 			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.ErrorCategory = schemas.ErrInvalidInput })},
-			want:    []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium}},
+			want:      []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium}},
 		},
 		{
 			name:      "an error rate below the component's threshold is no action",
@@ -199,7 +199,12 @@ func TestEngine(t *testing.T) {
 			anomalies: []*schemas.Anomaly{
 				anomaly("a1", "cart", "3.1", time.Minute),
 				anomaly("a2", "cart", "3.1", time.Minute+time.Second),
-				anomaly("a3", "cart", "3.1", 2*time.Minute, func(a *schemas.Anomaly) { a.Metric = schemas.MetricLatency; a.ErrorCategory = ""; a.Observed = 300; a.Baseline = 100 }),
+				anomaly("a3", "cart", "3.1", 2*time.Minute, func(a *schemas.Anomaly) {
+					a.Metric = schemas.MetricLatency
+					a.ErrorCategory = ""
+					a.Observed = 300
+					a.Baseline = 100
+				}),
 				anomaly("a1", "cart", "3.1", time.Minute), // redelivered
 			},
 			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium}, nil, nil, nil},
@@ -221,8 +226,8 @@ func TestEngine(t *testing.T) {
 			want:      []*want{{action: schemas.ActionHold, reasonHas: []string{"no known previous version of checkout/ledger"}}},
 		},
 		{
-			name:    "a baseline version observed in the anomaly is a rollback target",
-			deploys: []*schemas.DeployEvent{d1}, // scalpel adopted at d1: no earlier deploy on record
+			name:      "a baseline version observed in the anomaly is a rollback target",
+			deploys:   []*schemas.DeployEvent{d1}, // scalpel adopted at d1: no earlier deploy on record
 			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.BaselineVersion = "3.0-legacy" })},
 			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
 				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0-legacy", Step: 1}}}},

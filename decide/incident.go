@@ -24,11 +24,11 @@ const (
 type Incident struct {
 	// ID is DeriveID("incident", service, key, deploy id), plus the opening anomaly's id for an
 	// incident that reopens after a quiet period, so replays and a second decider derive the same id.
-	ID       string `json:"id"`
-	Service  string `json:"service"`
-	Key      string `json:"key"` // component, or "" for an application-level incident
-	DeployID string `json:"deploy_id,omitempty"`
-	State    string `json:"state"`
+	ID       string    `json:"id"`
+	Service  string    `json:"service"`
+	Key      string    `json:"key"` // component, or "" for an application-level incident
+	DeployID string    `json:"deploy_id,omitempty"`
+	State    string    `json:"state"`
 	Opened   time.Time `json:"opened"`
 	LastSeen time.Time `json:"last_seen"`
 	// AnomalyIDs lists every anomaly folded into the incident, in arrival order.
