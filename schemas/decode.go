@@ -17,6 +17,22 @@ func decodeStrict(b []byte, v any) error {
 	return expectEOF(dec)
 }
 
+// requireKeys checks that the JSON object b (already decoded once, so well-formed) has every key,
+// not null. It returns the object's members for nested checks.
+func requireKeys(b []byte, prefix string, keys ...string) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	for _, k := range keys {
+		v, ok := m[k]
+		if !ok || string(v) == "null" {
+			return nil, &ValidationError{Field: prefix + k, Reason: "required"}
+		}
+	}
+	return m, nil
+}
+
 // DecodeTelemetryEvent decodes one TelemetryEvent strictly (unknown fields are ErrMalformed) and
 // validates it (ErrInvalid). It is the reference decoder; a hot path may decode its own way but
 // must then call Validate.
@@ -57,10 +73,19 @@ func DecodeAck(b []byte) (*RollbackAck, error) {
 	return &a, nil
 }
 
-// DecodeAnomaly decodes one Anomaly strictly and validates it.
+// DecodeAnomaly decodes one Anomaly strictly and validates it. Besides Validate, it requires the
+// fields whose absence Go cannot see in the struct (observed, baseline, effect, statistic,
+// samples, evidence: a missing number would read as 0).
 func DecodeAnomaly(b []byte) (*Anomaly, error) {
 	var a Anomaly
 	if err := decodeStrict(b, &a); err != nil {
+		return nil, err
+	}
+	top, err := requireKeys(b, "", "observed", "baseline", "effect", "statistic", "samples", "evidence")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := requireKeys(top["samples"], "samples.", "observed", "baseline"); err != nil {
 		return nil, err
 	}
 	if err := a.Validate(); err != nil {
@@ -69,10 +94,19 @@ func DecodeAnomaly(b []byte) (*Anomaly, error) {
 	return &a, nil
 }
 
-// DecodeDecision decodes one Decision strictly and validates it.
+// DecodeDecision decodes one Decision strictly and validates it. Besides Validate, it requires the
+// fields whose absence Go cannot see in the struct (anomaly_ids, targets, policy with window_open
+// and guards_hit, plan, dry_run): an audit record missing them explains nothing.
 func DecodeDecision(b []byte) (*Decision, error) {
 	var d Decision
 	if err := decodeStrict(b, &d); err != nil {
+		return nil, err
+	}
+	top, err := requireKeys(b, "", "anomaly_ids", "targets", "policy", "plan", "dry_run")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := requireKeys(top["policy"], "policy.", "window_open", "guards_hit"); err != nil {
 		return nil, err
 	}
 	if err := d.Validate(); err != nil {
