@@ -6,20 +6,19 @@
 // anomalies), rollback windows, incidents, policy, guards, the expansion of a decision into an
 // ordered plan, and the Decision audit records published on decision.<svc>.
 //
-// An anomaly runs through a chain of small stages over one Case (Alertmanager-style):
+// An anomaly runs through a chain of small stages over one Case (Alertmanager-style), in this
+// order: attribute, policy, target, guards, group, expand, emit.
 //
-//		attribute → policy → target → guards → group → expand → emit
-//
-//	  - attribute finds the manifest, the component, and the deploy that changed it, and whether that
-//	    deploy's rollback window is open;
-//	  - policy decides what kind of answer the anomaly deserves (none for client errors, hold when the
-//	    deploy did not change the component, recommend outside the window, rollback inside it);
-//	  - target picks the granularity (fine → the block the evidence names, medium → the component,
-//	    coarse → the application) and the from/to versions from the version history;
-//	  - guards may stop an automatic action (blast radius, cooldown, budget, approvals — the seam);
-//	  - group folds the anomaly into its incident, so one burst yields one decision, not one per event;
-//	  - expand turns the targets into an ordered plan (dependency edges come later through the seam);
-//	  - emit stamps the deterministic id and records the decision on its incident.
+//   - attribute finds the manifest, the component, and the deploy that changed it, and whether that
+//     deploy's rollback window is open;
+//   - policy decides what kind of answer the anomaly deserves (none for client errors, hold when the
+//     deploy did not change the component, recommend outside the window, rollback inside it);
+//   - target picks the granularity (fine → the block the evidence names, medium → the component,
+//     coarse → the application) and the from/to versions from the version history;
+//   - guards may stop an automatic action (blast radius, cooldown, budget, approvals — the seam);
+//   - group folds the anomaly into its incident, so one burst yields one decision, not one per event;
+//   - expand turns the targets into an ordered plan (dependency edges come later through the seam);
+//   - emit stamps the deterministic id and records the decision on its incident.
 //
 // The Engine is a pure function of event time: it never reads the wall clock, so live serving and
 // replay produce byte-identical decisions. It is not safe for concurrent use: one goroutine (the
