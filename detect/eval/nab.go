@@ -81,6 +81,7 @@ type Window struct {
 
 // rowWindows maps windows onto row indices of ts: [left, right] inclusive, the first row at or after
 // Start and the last row at or before End. Windows must be ordered, not overlap and cover a row.
+// Timestamps must not decrease; repeated ones are allowed, as NAB's data has them.
 func rowWindows(ts []time.Time, windows []Window) ([][2]int, error) {
 	out := make([][2]int, 0, len(windows))
 	prevRight := -1
@@ -89,7 +90,11 @@ func rowWindows(ts []time.Time, windows []Window) ([][2]int, error) {
 			return nil, fmt.Errorf("%w: window %d ends (%s) before it starts (%s)", ErrBadInput, k, w.End, w.Start)
 		}
 		l := sort.Search(len(ts), func(i int) bool { return !ts[i].Before(w.Start) })
-		r := sort.Search(len(ts), func(i int) bool { return ts[i].After(w.End) }) - 1
+		// The right end is the first row at End (NAB data repeats timestamps across DST changes).
+		r := sort.Search(len(ts), func(i int) bool { return !ts[i].Before(w.End) })
+		if r == len(ts) || !ts[r].Equal(w.End) {
+			r--
+		}
 		if l > r {
 			return nil, fmt.Errorf("%w: window %d [%s, %s] covers no row", ErrBadInput, k, w.Start, w.End)
 		}
@@ -129,8 +134,8 @@ func sweep(ts []time.Time, scores []float64, windows []Window, p Profile) (*file
 		return nil, fmt.Errorf("%w: %d timestamps but %d scores", ErrBadInput, len(ts), len(scores))
 	}
 	for i := 1; i < len(ts); i++ {
-		if !ts[i].After(ts[i-1]) {
-			return nil, fmt.Errorf("%w: timestamps not strictly increasing at row %d (%s)", ErrBadInput, i, ts[i])
+		if ts[i].Before(ts[i-1]) {
+			return nil, fmt.Errorf("%w: timestamps go back in time at row %d (%s)", ErrBadInput, i, ts[i])
 		}
 	}
 	for i, s := range scores {
@@ -191,9 +196,10 @@ type FileScore struct {
 	Total     int     `json:"total"`
 	// Windows is the number of scored windows; Null and Perfect are the scores of a detector that
 	// never fires and of one that fires on every window's first scored row, the normalisation bounds.
-	Windows int     `json:"windows"`
-	Null    float64 `json:"null"`
-	Perfect float64 `json:"perfect"`
+	Windows  int     `json:"windows"`
+	Detected int     `json:"detected"` // windows with at least one detection
+	Null     float64 `json:"null"`
+	Perfect  float64 `json:"perfect"`
 	// RowScores holds, per row of the file, its contribution S(t): the window's score on the window's
 	// first scored row (the TP score of its first detection, or −FNWeight when missed), the FP score on
 	// every detection outside windows, and 0 elsewhere — the S(t)_<profile> column of NAB's results.
@@ -229,6 +235,7 @@ func (fs *fileSweep) score(threshold float64, p Profile) FileScore {
 			out.TP++
 			if !detected[r.window] {
 				detected[r.window] = true
+				out.Detected++
 				out.Score += r.weighted
 				out.RowScores[fs.rows[fs.firstRow[r.window]].row] = r.weighted
 			}

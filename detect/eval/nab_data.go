@@ -119,6 +119,7 @@ func LoadWindows(path string) (map[string][]Window, error) {
 	}
 	out := make(map[string][]Window, len(raw))
 	for file, ws := range raw {
+		out[file] = []Window{}
 		for k, w := range ws {
 			if len(w) != 2 {
 				return nil, fmt.Errorf("%w: %s: %s window %d has %d ends, want 2", ErrBadInput, path, file, k, len(w))
