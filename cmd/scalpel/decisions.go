@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+func init() { register(newDecisionsCmd) }
+
+func newDecisionsCmd() *cobra.Command {
+	var (
+		service  string
+		since    time.Duration
+		last     int
+		incident string
+	)
+	cmd := &cobra.Command{
+		Use:   "decisions [--service S] [--since 1h] [--last N]",
+		Short: "Show recent decisions with their reasons (the audit trail on decision.<svc>)",
+		Long: `decisions reads the DECISIONS stream — every decision scalpel made, including holds and
+recommendations — from --since ago up to now, and prints the most recent ones with the reason a person
+needs: what degraded against which baseline, what changed, why this granularity, what is targeted.
+Reading is passive (an ordered consumer): it never acknowledges or changes anything.`,
+		Example: `  scalpel decisions
+  scalpel decisions --service checkout --since 24h
+  scalpel decisions --incident 6f0e5d1c-... -o json
+  scalpel decisions --last 0 --since 168h   # everything of the last week`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := jsonOutput()
+			if err != nil {
+				return err
+			}
+			if since <= 0 {
+				return fmt.Errorf("--since %s: give a positive duration such as 1h or 30m", since)
+			}
+			if last < 0 {
+				return fmt.Errorf("--last %d: give a count, or 0 for all", last)
+			}
+			subj := schemas.Subjects{Prefix: global.prefix}
+			filter := subj.DecisionAll()
+			if service != "" {
+				if strings.ContainsAny(service, ".*> ") {
+					return fmt.Errorf("--service %q: a service name cannot contain '.', '*', '>' or spaces", service)
+				}
+				filter = subj.Decision(service)
+			}
+			nc, js, err := connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ds, err := readDecisions(cmd.Context(), js, filter, time.Now().Add(-since), last, incident)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if ds == nil {
+					ds = []schemas.Decision{}
+				}
+				return writeJSON(cmd.OutOrStdout(), ds)
+			}
+			if len(ds) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "no decisions on %s in the last %s\n", filter, since)
+				return nil
+			}
+			return printDecisions(cmd.OutOrStdout(), ds)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&service, "service", "", "only this service's decisions")
+	f.DurationVar(&since, "since", time.Hour, "how far back to read")
+	f.IntVar(&last, "last", 20, "print at most the N most recent decisions (0 = all)")
+	f.StringVar(&incident, "incident", "", "only the decisions of this incident id")
+	return cmd
+}
+
+// readDecisions reads the stream from start until it has caught up, keeping the last n matching
+// decisions (all when n is 0). Messages that are not decisions are skipped, not fatal: the audit
+// trail must stay readable even if something else wrote into it.
+func readDecisions(ctx context.Context, js jetstream.JetStream, filter string, start time.Time, n int, incident string) ([]schemas.Decision, error) {
+	ictx, cancel := context.WithTimeout(ctx, global.timeout)
+	defer cancel()
+	stream, err := js.Stream(ictx, schemas.StreamDecisions)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %s does not exist: start `scalpel serve` once (it creates the topology), or point --server at scalpel's NATS", schemas.StreamDecisions)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", schemas.StreamDecisions, err)
+	}
+	cons, err := stream.OrderedConsumer(ictx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", filter, err)
+	}
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", filter, err)
+	}
+	pending := info.NumPending
+	var out []schemas.Decision
+	for pending > 0 {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(global.timeout))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", filter, err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			if md, err := msg.Metadata(); err == nil {
+				pending = md.NumPending
+			}
+			d, err := schemas.DecodeDecision(msg.Data())
+			if err != nil || (incident != "" && d.IncidentID != incident) {
+				continue
+			}
+			out = append(out, *d)
+			if n > 0 && len(out) > n {
+				out = out[1:]
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("read %s: %w", filter, err)
+		}
+		if got == 0 {
+			break // the server had nothing more within the timeout: we are caught up
+		}
+	}
+	return out, nil
+}
+
+func printDecisions(w io.Writer, ds []schemas.Decision) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tSERVICE\tACTION\tGRANULARITY\tTARGETS\tREASON")
+	for _, d := range ds {
+		action := d.Action
+		if d.DryRun {
+			action += " (dry run)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.TS.UTC().Format(time.RFC3339), d.Service, action,
+			dash(d.Granularity), dash(targetsText(d.Targets)), oneLine(d.Reason))
+	}
+	return tw.Flush()
+}
+
+// targetsText renders targets as "tax-calc/rate-lookup r2→r1", the application as "app 1.1→1.0".
+func targetsText(ts []schemas.DecisionTarget) string {
+	parts := make([]string, 0, len(ts))
+	for _, t := range ts {
+		name := "app"
+		if t.Component != "" {
+			name = t.Component
+			if t.Block != "" {
+				name += "/" + t.Block
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %s→%s", name, t.FromVersion, t.ToVersion))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// oneLine keeps a table row on one line whatever the reason holds.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
