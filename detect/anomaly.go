@@ -1,0 +1,258 @@
+package detect
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// anomalyID derives the anomaly id from the series, the metric, the category and the first bucket
+// of the episode, so the same episode found again in a replay or after a restart dedupes.
+func anomalyID(k SeriesKey, metric, category string, episodeStart time.Time) string {
+	return schemas.DeriveID("anomaly", k.Service, k.Component, k.Block, k.Version, k.Cohort, metric, category,
+		episodeStart.UTC().Format(time.RFC3339Nano))
+}
+
+func (d *Detector) baseAnomaly(k SeriesKey, metric, category string, runStart, b int64) schemas.Anomaly {
+	from := d.clock.start(runStart)
+	return schemas.Anomaly{
+		ID:         anomalyID(k, metric, category, from),
+		TSDetected: d.clock.end(b),
+		Window:     schemas.Window{From: from, To: d.clock.end(b)},
+		Service:    k.Service,
+		Component:  k.Component,
+		Block:      k.Block,
+		Version:    k.Version,
+		Cohort:     k.Cohort,
+		Metric:     metric,
+	}
+}
+
+// anytimeP is the always-valid p-value of a sequential test: by Ville's inequality, the chance
+// that the likelihood ratio ever reached exp(score) under H0 is at most exp(-score).
+func anytimeP(score float64) *float64 {
+	p := math.Min(1, math.Exp(-score))
+	return &p
+}
+
+func ptr(v float64) *float64 { return &v }
+
+// relEffect is (observed - baseline) / baseline, with the baseline floored so that a zero
+// baseline gives a large finite effect rather than an infinity JSON cannot carry.
+func relEffect(observed, baseline, floor float64) float64 {
+	return (observed - baseline) / math.Max(baseline, floor)
+}
+
+func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
+	t := &s.errT[c]
+	r := s.ref
+	a := d.baseAnomaly(s.key, schemas.MetricErrorRate, categoryName(c), t.runStart, s.closed.idx)
+	a.ErrorCategory = categoryName(c)
+	a.BaselineVersion = r.label
+	a.Observed = t.x / t.n
+	score := t.score()
+	a.Statistic = score
+	a.Score = ptr(score)
+	a.PValue = anytimeP(score)
+	if paired {
+		a.Test = "msprt-conditional-binomial"
+		a.Baseline = t.xr / math.Max(t.nr, 1)
+		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(t.nr)}
+	} else {
+		a.Test = "msprt-binomial"
+		a.Baseline = r.errs[c] / r.n
+		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(r.n)}
+	}
+	a.Effect = relEffect(a.Observed, a.Baseline, 1/math.Max(float64(a.Samples.Baseline), 1))
+	a.Evidence = d.errorEvidence(s, c)
+	if s.aggregate {
+		if blk, ok := concentratedBlock(a.Evidence); ok {
+			a.Block = blk
+			a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+				"component-level test; the rise concentrates on block %s (most errors above its own baseline)", blk))
+		}
+	}
+	a.Evidence.Notes = append(a.Evidence.Notes,
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed log(1/alpha) = %.2f; H0 p0 = %.4g (baseline upper bound), H1 p1 in {%.4g, %.4g}",
+			score, d.th.upper, r.errP[c].p0, r.errP[c].p1[0], r.errP[c].p1[1]),
+		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
+	return a
+}
+
+// errorEvidence lists errors of category c by block over the series' recent history, and the
+// baseline's, scaled to the same number of requests.
+func (d *Detector) errorEvidence(s *series, c int) schemas.Evidence {
+	var ev schemas.Evidence
+	hs := []*history{s.prev, s.cur}
+	var n float64
+	ev.Blocks = map[string]int64{}
+	for _, h := range hs {
+		if h == nil {
+			continue
+		}
+		n += h.n
+		if !s.aggregate {
+			ev.Blocks[s.key.Block] += int64(h.errs[c])
+			continue
+		}
+		for blk, t := range h.blocks {
+			ev.Blocks[blk] += int64(t.errs[c])
+		}
+	}
+	if r := s.ref; r != nil && r.n > 0 {
+		scale := n / r.n
+		ev.BaselineBlocks = map[string]float64{}
+		if !s.aggregate {
+			ev.BaselineBlocks[s.key.Block] = round3(r.errs[c] * scale)
+		} else {
+			for blk, t := range r.blocks {
+				ev.BaselineBlocks[blk] = round3(t.errs[c] * scale)
+			}
+			for blk := range ev.Blocks {
+				if _, ok := ev.BaselineBlocks[blk]; !ok {
+					ev.BaselineBlocks[blk] = 0
+				}
+			}
+		}
+	}
+	if s.aggregate {
+		ev.Sites = topSites(d.cfg.MaxSites, s.prev, s.cur)
+	}
+	if len(ev.Blocks) == 0 {
+		ev.Blocks = nil
+	}
+	return ev
+}
+
+// concentratedBlock names the block whose errors rose most above its own baseline, when it holds
+// at least half of all the excess errors.
+func concentratedBlock(ev schemas.Evidence) (string, bool) {
+	var best string
+	var bestEx, total float64
+	for _, blk := range slices.Sorted(mapsKeys(ev.Blocks)) {
+		ex := float64(ev.Blocks[blk]) - ev.BaselineBlocks[blk]
+		if ex <= 0 {
+			continue
+		}
+		total += ex
+		if ex > bestEx {
+			best, bestEx = blk, ex
+		}
+	}
+	return best, bestEx > 0 && bestEx >= total/2
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// topSites merges the histories' error sites and keeps the max most frequent (ties by name).
+func topSites(maxN int, hs ...*history) map[string]int64 {
+	if maxN == 0 {
+		return nil
+	}
+	all := map[string]int64{}
+	for _, h := range hs {
+		if h == nil {
+			continue
+		}
+		for s, n := range h.sites {
+			all[s] += n
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	keys := slices.Sorted(mapsKeys(all))
+	slices.SortStableFunc(keys, func(a, b string) int { return cmp.Compare(all[b], all[a]) })
+	out := make(map[string]int64, min(maxN, len(keys)))
+	for _, k := range keys[:min(maxN, len(keys))] {
+		out[k] = all[k]
+	}
+	return out
+}
+
+func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
+	t := &s.latT[q]
+	r := s.ref
+	label := quantileLabel(d.cfg.LatencyQuantiles[q])
+	a := d.baseAnomaly(s.key, schemas.MetricLatency, label, t.runStart, s.closed.idx)
+	a.BaselineVersion = r.label
+	a.Test = "msprt-exceedance-" + label + "+mann-whitney"
+	score := t.score()
+	a.Statistic = score
+	a.Score = ptr(score)
+	a.PValue = anytimeP(score)
+	a.Baseline = round3(r.qv[q])
+	obs := s.cur.sk
+	if s.prev != nil {
+		obs = s.cur.sk.Copy()
+		_ = obs.MergeWith(s.prev.sk)
+	}
+	if v, err := obs.GetValueAtQuantile(d.cfg.LatencyQuantiles[q]); err == nil {
+		a.Observed = round3(v)
+	}
+	a.Effect = relEffect(a.Observed, a.Baseline, 1e-3)
+	a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(r.sk.GetCount())}
+	a.Evidence.Notes = append(a.Evidence.Notes,
+		fmt.Sprintf("%s: %.4g of %g requests exceeded the baseline %s of %.4g ms (baseline rate %.4g, H1 %.4g / %.4g)",
+			label, t.x/t.n, t.n, label, r.qv[q], r.latP[q].p0, r.latP[q].p1[0], r.latP[q].p1[1]),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed log(1/alpha) = %.2f", score, d.th.upper))
+	a.Evidence.Notes = append(a.Evidence.Notes, shiftNote(d.sk, obs, r.sk)...)
+	return a
+}
+
+// shiftNote explains the whole-distribution shift with Mann-Whitney and Hodges-Lehmann.
+func shiftNote(sk *sketches, obs, base *ddsketch.DDSketch) []string {
+	mw, ok := sk.mannWhitney(obs, base)
+	if !ok {
+		return nil
+	}
+	return []string{fmt.Sprintf("mann-whitney U=%.0f z=%.2f p=%.3g (n=%g, m=%g); hodges-lehmann shift ×%.3f, 95%% CI [×%.3f, ×%.3f]",
+		mw.U, mw.Z, mw.P, mw.N, mw.M, mw.Ratio, mw.RatioLo, mw.RatioHi)}
+}
+
+func (d *Detector) cusumAnomaly(k SeriesKey, metric string, c *cusum, observed, baseline float64, b int64, test, baseLabel string) schemas.Anomaly {
+	a := d.baseAnomaly(k, metric, "", c.start, b)
+	a.Test = test
+	a.BaselineVersion = baseLabel
+	a.Observed = round3(observed)
+	a.Baseline = round3(baseline)
+	a.Effect = relEffect(observed, baseline, 1e-9)
+	a.Statistic = c.s
+	a.Score = ptr(c.s)
+	a.Samples = schemas.Samples{Observed: b - c.start + 1}
+	a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("CUSUM %.2f reached h = %.2f over %d buckets",
+		c.s, d.cfg.CUSUMThreshold, b-c.start+1))
+	return a
+}
+
+func round3(v float64) float64 {
+	r, err := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 6, 64), 64)
+	if err != nil {
+		return v
+	}
+	return r
+}
+
+// compareAnomalies orders anomalies deterministically: detection time, series, metric, category.
+func compareAnomalies(a, b schemas.Anomaly) int {
+	return cmp.Or(a.TSDetected.Compare(b.TSDetected),
+		cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component),
+		cmp.Compare(a.Version, b.Version), cmp.Compare(a.Cohort, b.Cohort),
+		cmp.Compare(a.Block, b.Block), cmp.Compare(a.Metric, b.Metric),
+		cmp.Compare(a.ErrorCategory, b.ErrorCategory), cmp.Compare(a.ID, b.ID))
+}

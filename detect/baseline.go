@@ -1,0 +1,175 @@
+package detect
+
+import (
+	"math"
+	"strconv"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// lineKey identifies a line: a series across its versions. Version changes are inferred on a line,
+// since versions never appear in subjects.
+type lineKey struct {
+	Service, Component, Block, Cohort string
+}
+
+// line follows which version a (service, component, block, cohort) currently runs, and its
+// throughput, which only makes sense across versions (a rolling deploy moves traffic between
+// versions without any of it being lost).
+type line struct {
+	key     lineKey
+	current *series // the version that appeared most recently
+
+	accB   int64   // bucket being accumulated for the throughput test
+	accN   float64 // requests of the line in bucket accB
+	lastB  int64   // last bucket the throughput test consumed
+	tput   ewma
+	tputC  cusum
+	tputBL float64 // the EWMA rate when the current excursion started
+}
+
+// Kinds of reference a series can be compared with.
+const (
+	refPreviousVersion = "previous_version" // frozen recent history of the version before
+	refBaselineCohort  = "baseline_cohort"  // canary analysis against the concurrent baseline cohort
+)
+
+// reference is a series' baseline, frozen when it is built so the comparison cannot drift with the
+// thing it watches.
+type reference struct {
+	kind    string
+	version string // the baseline's version
+	label   string // what Anomaly.BaselineVersion says
+	ok      bool   // enough requests to compare against; otherwise every test is inconclusive
+	from    int64  // first bucket of the baseline window
+	to      int64  // last bucket of the baseline window
+
+	n      float64
+	errs   [numCategories]float64
+	errP   [numCategories]rateParams
+	blocks map[string]blockTally
+
+	sk     *ddsketch.DDSketch
+	latOK  bool
+	thr    [maxQuantiles]threshold
+	qv     [maxQuantiles]float64 // the baseline's latency at each tested quantile
+	latP   [maxQuantiles]rateParams
+	cpuRef robustRef
+	memRef robustRef
+
+	paired *line // the baseline cohort's line, for concurrent error-rate comparison
+}
+
+// freeze builds a reference from src's recent history (both epochs).
+func (d *Detector) freeze(src *series, kind string) *reference {
+	r := &reference{kind: kind, version: src.key.Version, from: src.firstB, to: src.lastB}
+	r.label = src.key.Version
+	if kind == refBaselineCohort {
+		r.label = src.key.Version + " (cohort " + src.key.Cohort + ")"
+	}
+	r.sk = d.sk.new()
+	if src.prev != nil {
+		r.from = max(r.from, src.prev.start)
+	} else {
+		r.from = max(r.from, src.cur.start)
+	}
+	for _, h := range []*history{src.prev, src.cur} {
+		if h == nil {
+			continue
+		}
+		r.n += h.n
+		for c := range r.errs {
+			r.errs[c] += h.errs[c]
+		}
+		if len(h.blocks) > 0 && r.blocks == nil {
+			r.blocks = make(map[string]blockTally)
+		}
+		for b, t := range h.blocks {
+			acc := r.blocks[b]
+			acc.n += t.n
+			for c := range acc.errs {
+				acc.errs[c] += t.errs[c]
+			}
+			r.blocks[b] = acc
+		}
+		_ = r.sk.MergeWith(h.sk) // same mapping by construction: cannot fail
+	}
+	r.cpuRef, r.memRef = src.cpuRef, src.memRef
+	r.ok = r.n >= float64(d.cfg.MinBaselineRequests)
+	if !r.ok {
+		return r
+	}
+	for c := range r.errs {
+		r.errP[c] = d.errorParams(r.errs[c], r.n)
+	}
+	if float64(r.sk.GetCount()) >= float64(d.cfg.MinBaselineRequests) {
+		r.latOK = true
+		for q, qq := range d.cfg.LatencyQuantiles {
+			v, err := r.sk.GetValueAtQuantile(qq)
+			if err != nil {
+				r.latOK = false
+				break
+			}
+			r.qv[q] = v
+			r.thr[q] = d.sk.thresholdAt(v)
+			r.latP[q] = d.latencyParams(r.sk, r.thr[q])
+		}
+	}
+	return r
+}
+
+// errorParams sets the hypotheses of an error-rate test against a baseline of x errors in n
+// requests. The baseline rate is taken at its upper confidence bound (a half-error pseudo-count
+// keeps a zero baseline from claiming a zero rate), so the sampling error of a finite baseline
+// cannot by itself make a healthy version fail.
+func (d *Detector) errorParams(x, n float64) rateParams {
+	p := (x + 0.5) / (n + 1)
+	p0 := p + d.cfg.BaselineConfidenceZ*math.Sqrt(p*(1-p)/(n+1))
+	p1 := math.Max(p0*(1+d.cfg.ErrorMinEffect), p0+d.cfg.ErrorMinAbsEffect)
+	pg := math.Max(p0*d.cfg.ErrorGrossFactor, p1+d.cfg.ErrorMinAbsEffect)
+	return newRateParams(p0, [alternatives]float64{p1, pg})
+}
+
+// latencyParams sets the hypotheses of an exceedance test at threshold t: under H0 a request
+// exceeds t as often as the baseline's did; under H_k every latency is the baseline's scaled by
+// the alternative's factor, so the exceedance rate is the baseline's fraction above t/factor,
+// read off the baseline sketch. This is a minimum effect stated in latency, not in rates.
+func (d *Detector) latencyParams(sk *ddsketch.DDSketch, t threshold) rateParams {
+	n := sk.GetCount()
+	p := fractionAbove(sk, t.index)
+	p0 := p + d.cfg.BaselineConfidenceZ*math.Sqrt(p*(1-p)/n)
+	var p1 [alternatives]float64
+	for k, f := range [alternatives]float64{1 + d.cfg.LatencyMinEffect, d.cfg.LatencyGrossFactor} {
+		shift := int(math.Round(math.Log(f) / d.sk.logGamma))
+		// At least half again the baseline rate: a distribution so narrow that scaling moves
+		// nothing across the threshold still needs an alternative above H0.
+		p1[k] = math.Max(fractionAbove(sk, t.index-shift), p0*1.5)
+	}
+	return newRateParams(p0, p1)
+}
+
+// resolveReference gives a newly seen series its baseline: the baseline cohort when the series is
+// a canary and a baseline cohort serves, otherwise the previous version on the same line.
+func (d *Detector) resolveReference(s *series) {
+	if s.key.Cohort == schemas.CohortCanary {
+		bk := s.key.line()
+		bk.Cohort = schemas.CohortBaseline
+		if bl := d.lines[bk]; bl != nil && bl.current != nil && !bl.current.pending {
+			s.ref = d.freeze(bl.current, refBaselineCohort)
+			s.ref.paired = bl
+			return
+		}
+	}
+	if cur := s.line.current; cur != nil && cur != s && !cur.pending && cur.key.Version != s.key.Version {
+		s.ref = d.freeze(cur, refPreviousVersion)
+	}
+}
+
+func categoryName(c int) string { return schemas.ErrorCategories[c] }
+
+// quantileLabel names a quantile the way people say it: 0.99 → "p99", 0.999 → "p99.9".
+func quantileLabel(q float64) string {
+	return "p" + strconv.FormatFloat(q*100, 'f', -1, 64)
+}

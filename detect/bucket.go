@@ -1,0 +1,69 @@
+package detect
+
+import (
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// numCategories is the number of error categories (schemas.ErrorCategories).
+const numCategories = 4
+
+// categoryIndex maps an error category to its counter; unknown categories count as "other" so a
+// producer's typo is still an error, just an unclassified one.
+func categoryIndex(c string) int {
+	switch c {
+	case schemas.ErrTimeout:
+		return 0
+	case schemas.ErrException:
+		return 1
+	case schemas.ErrInvalidInput:
+		return 2
+	default:
+		return 3
+	}
+}
+
+// categoryInvalidInput is categoryIndex(schemas.ErrInvalidInput).
+const categoryInvalidInput = 2
+
+// bucket is what one series saw during one event-time bucket. Folding an event in is O(1). An
+// open bucket holds its own latency sketch (and, for a component aggregate, block and site
+// tallies), taken from the detector's pool and merged into the series' history when the bucket
+// closes: everything a test or an anomaly reads is then a function of closed buckets only, so the
+// output does not depend on when Advance happened to be called.
+type bucket struct {
+	idx    int64 // bucket number: event time / BucketWidth
+	n      float64
+	errs   [numCategories]float64
+	latN   float64 // requests that carried a latency
+	exceed [maxQuantiles]float64
+	cpuSum float64
+	cpuN   float64
+	memSum float64
+	memN   float64
+
+	sk     *ddsketch.DDSketch
+	blocks map[string]blockTally
+	sites  map[string]int64
+}
+
+// bucketClock converts between event time and bucket numbers.
+type bucketClock struct {
+	width int64 // nanoseconds
+}
+
+// index returns the bucket holding t (floor division, so times before 1970 work too).
+func (c bucketClock) index(t time.Time) int64 {
+	ns := t.UnixNano()
+	i := ns / c.width
+	if ns%c.width < 0 {
+		i--
+	}
+	return i
+}
+
+func (c bucketClock) start(i int64) time.Time { return time.Unix(0, i*c.width).UTC() }
+func (c bucketClock) end(i int64) time.Time   { return time.Unix(0, (i+1)*c.width).UTC() }

@@ -1,0 +1,206 @@
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// ErrInvalidConfig is wrapped by every error Validate returns.
+var ErrInvalidConfig = errors.New("invalid detect config")
+
+// Config holds every parameter of the detector. The zero value is not useful: start from
+// DefaultConfig and override what you need. Durations read and write as Go duration strings.
+type Config struct {
+	// BucketWidth is the event-time bucket every series is folded into; tests run once per closed
+	// bucket. Default 1s.
+	BucketWidth schemas.Duration `json:"bucket_width" yaml:"bucket_width"`
+	// AllowedLateness is how far behind the newest event time an event may arrive and still count:
+	// the watermark is max event time minus this. Later events are dropped and counted
+	// (LateEvents). Default 2s.
+	AllowedLateness schemas.Duration `json:"allowed_lateness" yaml:"allowed_lateness"`
+	// HistoryEpoch is the length of one epoch of a series' recent history. A series keeps two
+	// epochs (the current and the previous one), so its recent history covers between one and two
+	// epochs; that history becomes the baseline when a newer version appears, and is the window the
+	// evidence of an anomaly covers. Default 5m.
+	HistoryEpoch schemas.Duration `json:"history_epoch" yaml:"history_epoch"`
+	// IdleTTL evicts a series that has seen no event for this long (event time). Default 30m.
+	IdleTTL schemas.Duration `json:"idle_ttl" yaml:"idle_ttl"`
+
+	// Alpha is the false-alarm probability each sequential test allows per run (a run ends when
+	// the test accepts H0 and restarts). Default 0.001.
+	Alpha float64 `json:"alpha" yaml:"alpha"`
+	// Beta is the missed-detection probability that sets the acceptance boundary: when the
+	// evidence falls below log(Beta) the test accepts "no regression" and restarts, and a firing
+	// episode ends. Default 0.01.
+	Beta float64 `json:"beta" yaml:"beta"`
+	// RecoveryBuckets ends a firing episode early when this many consecutive buckets with data
+	// each carried evidence against a regression. Default 30.
+	RecoveryBuckets int `json:"recovery_buckets" yaml:"recovery_buckets"`
+	// MinRequests is the minimum number of requests a test must have seen in its current run
+	// before it may fire: less data is inconclusive, never an anomaly. Default 20.
+	MinRequests int64 `json:"min_requests" yaml:"min_requests"`
+	// MinBaselineRequests is the minimum number of requests the baseline needs; with fewer, the
+	// comparison is inconclusive (this is the detector's warm-up). Default 200.
+	MinBaselineRequests int64 `json:"min_baseline_requests" yaml:"min_baseline_requests"`
+	// BaselineConfidenceZ widens the baseline rate to its upper confidence bound (z standard
+	// errors) before testing, so an unlucky small baseline does not make a healthy version look
+	// worse. Default 2.
+	BaselineConfidenceZ float64 `json:"baseline_confidence_z" yaml:"baseline_confidence_z"`
+
+	// ErrorMinEffect is the minimum relative rise of an error rate that counts as a regression
+	// (0.5 = ×1.5). Default 0.5.
+	ErrorMinEffect float64 `json:"error_min_effect" yaml:"error_min_effect"`
+	// ErrorMinAbsEffect is the minimum absolute rise of an error rate that counts (0.005 = half a
+	// percentage point), so near-zero baselines do not fire on a single error. Default 0.005.
+	ErrorMinAbsEffect float64 `json:"error_min_abs_effect" yaml:"error_min_abs_effect"`
+	// ErrorGrossFactor is the second alternative of the error test: a rate this many times the
+	// baseline. It makes gross regressions fire within a few buckets. Default 4.
+	ErrorGrossFactor float64 `json:"error_gross_factor" yaml:"error_gross_factor"`
+	// InvalidInputTriggers makes invalid_input errors testable. Client errors are not regressions
+	// of the service, so by default they are counted but never tested. Default false.
+	InvalidInputTriggers bool `json:"invalid_input_triggers" yaml:"invalid_input_triggers"`
+
+	// LatencyQuantiles are the baseline quantiles whose exceedance rate is tested. Default
+	// [0.5, 0.9, 0.99].
+	LatencyQuantiles []float64 `json:"latency_quantiles" yaml:"latency_quantiles"`
+	// LatencyMinEffect is the minimum relative latency increase that counts (0.25 = +25 %).
+	// Default 0.25.
+	LatencyMinEffect float64 `json:"latency_min_effect" yaml:"latency_min_effect"`
+	// LatencyGrossFactor is the second alternative of the latency test: every latency multiplied
+	// by this. Default 2.
+	LatencyGrossFactor float64 `json:"latency_gross_factor" yaml:"latency_gross_factor"`
+	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.02.
+	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
+	// SketchMaxBins bounds each sketch; beyond it the lowest bins collapse (the tail stays exact).
+	// Default 160.
+	SketchMaxBins int `json:"sketch_max_bins" yaml:"sketch_max_bins"`
+
+	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its own
+	// median/MAD reference is frozen (when no baseline version provides one). Default 30.
+	ResourceWarmupBuckets int `json:"resource_warmup_buckets" yaml:"resource_warmup_buckets"`
+	// ResourceMinEffect is the minimum relative rise of cpu or memory over the reference that
+	// counts; it also floors the robust scale. Default 0.1.
+	ResourceMinEffect float64 `json:"resource_min_effect" yaml:"resource_min_effect"`
+	// CUSUMSlack (k) is subtracted from each standardised deviation before it accumulates.
+	// Default 0.5.
+	CUSUMSlack float64 `json:"cusum_slack" yaml:"cusum_slack"`
+	// CUSUMThreshold (h) is where the CUSUM fires, in robust standard deviations. Default 10.
+	CUSUMThreshold float64 `json:"cusum_threshold" yaml:"cusum_threshold"`
+	// ThroughputHalfLife of the EWMA that tracks a line's normal request rate; slow enough that a
+	// daily cycle is followed, fast regressions are not. Default 10m.
+	ThroughputHalfLife schemas.Duration `json:"throughput_half_life" yaml:"throughput_half_life"`
+	// ThroughputMinRate is the baseline rate (req/s) below which throughput is not tested: sparse
+	// traffic is all noise. Default 5.
+	ThroughputMinRate float64 `json:"throughput_min_rate" yaml:"throughput_min_rate"`
+	// ThroughputMinDrop is the minimum relative drop that counts (0.5 = to half). Default 0.5.
+	ThroughputMinDrop float64 `json:"throughput_min_drop" yaml:"throughput_min_drop"`
+
+	// MaxSites bounds the error_site counts an anomaly carries (top N). Default 8.
+	MaxSites int `json:"max_sites" yaml:"max_sites"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		BucketWidth:            schemas.Duration(time.Second),
+		AllowedLateness:        schemas.Duration(2 * time.Second),
+		HistoryEpoch:           schemas.Duration(5 * time.Minute),
+		IdleTTL:                schemas.Duration(30 * time.Minute),
+		Alpha:                  0.001,
+		Beta:                   0.01,
+		RecoveryBuckets:        30,
+		MinRequests:            20,
+		MinBaselineRequests:    200,
+		BaselineConfidenceZ:    2,
+		ErrorMinEffect:         0.5,
+		ErrorMinAbsEffect:      0.005,
+		ErrorGrossFactor:       4,
+		InvalidInputTriggers:   false,
+		LatencyQuantiles:       []float64{0.5, 0.9, 0.99},
+		LatencyMinEffect:       0.25,
+		LatencyGrossFactor:     2,
+		SketchRelativeAccuracy: 0.02,
+		SketchMaxBins:          160,
+		ResourceWarmupBuckets:  30,
+		ResourceMinEffect:      0.1,
+		CUSUMSlack:             0.5,
+		CUSUMThreshold:         10,
+		ThroughputHalfLife:     schemas.Duration(10 * time.Minute),
+		ThroughputMinRate:      5,
+		ThroughputMinDrop:      0.5,
+		MaxSites:               8,
+	}
+}
+
+// maxQuantiles bounds LatencyQuantiles so a bucket's exceedance counters are a fixed array.
+const maxQuantiles = 4
+
+// Validate reports the first parameter that is out of range.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case time.Duration(c.BucketWidth) < time.Millisecond:
+		return bad("bucket_width must be at least 1ms, got %s", time.Duration(c.BucketWidth))
+	case c.AllowedLateness < 0:
+		return bad("allowed_lateness must not be negative, got %s", time.Duration(c.AllowedLateness))
+	case time.Duration(c.HistoryEpoch) < 10*time.Duration(c.BucketWidth):
+		return bad("history_epoch must be at least 10 buckets, got %s", time.Duration(c.HistoryEpoch))
+	case c.IdleTTL < c.HistoryEpoch:
+		return bad("idle_ttl (%s) must be at least history_epoch (%s)", time.Duration(c.IdleTTL), time.Duration(c.HistoryEpoch))
+	case !(c.Alpha > 0 && c.Alpha < 0.5):
+		return bad("alpha must be in (0, 0.5), got %g", c.Alpha)
+	case !(c.Beta > 0 && c.Beta < 0.5):
+		return bad("beta must be in (0, 0.5), got %g", c.Beta)
+	case c.RecoveryBuckets < 1:
+		return bad("recovery_buckets must be at least 1, got %d", c.RecoveryBuckets)
+	case c.MinRequests < 1:
+		return bad("min_requests must be at least 1, got %d", c.MinRequests)
+	case c.MinBaselineRequests < 1:
+		return bad("min_baseline_requests must be at least 1, got %d", c.MinBaselineRequests)
+	case !(c.BaselineConfidenceZ >= 0):
+		return bad("baseline_confidence_z must not be negative, got %g", c.BaselineConfidenceZ)
+	case !(c.ErrorMinEffect > 0):
+		return bad("error_min_effect must be positive, got %g", c.ErrorMinEffect)
+	case !(c.ErrorMinAbsEffect >= 0 && c.ErrorMinAbsEffect < 1):
+		return bad("error_min_abs_effect must be in [0, 1), got %g", c.ErrorMinAbsEffect)
+	case !(c.ErrorGrossFactor > 1+c.ErrorMinEffect):
+		return bad("error_gross_factor must exceed 1+error_min_effect, got %g", c.ErrorGrossFactor)
+	case len(c.LatencyQuantiles) == 0 || len(c.LatencyQuantiles) > maxQuantiles:
+		return bad("latency_quantiles needs 1 to %d entries, got %d", maxQuantiles, len(c.LatencyQuantiles))
+	case !(c.LatencyMinEffect > 0):
+		return bad("latency_min_effect must be positive, got %g", c.LatencyMinEffect)
+	case !(c.LatencyGrossFactor > 1+c.LatencyMinEffect):
+		return bad("latency_gross_factor must exceed 1+latency_min_effect, got %g", c.LatencyGrossFactor)
+	case !(c.SketchRelativeAccuracy > 0 && c.SketchRelativeAccuracy < 0.5):
+		return bad("sketch_relative_accuracy must be in (0, 0.5), got %g", c.SketchRelativeAccuracy)
+	case c.SketchMaxBins < 16:
+		return bad("sketch_max_bins must be at least 16, got %d", c.SketchMaxBins)
+	case c.ResourceWarmupBuckets < 3 || c.ResourceWarmupBuckets > warmupCap:
+		return bad("resource_warmup_buckets must be in [3, %d], got %d", warmupCap, c.ResourceWarmupBuckets)
+	case !(c.ResourceMinEffect > 0):
+		return bad("resource_min_effect must be positive, got %g", c.ResourceMinEffect)
+	case !(c.CUSUMSlack >= 0):
+		return bad("cusum_slack must not be negative, got %g", c.CUSUMSlack)
+	case !(c.CUSUMThreshold > 0):
+		return bad("cusum_threshold must be positive, got %g", c.CUSUMThreshold)
+	case c.ThroughputHalfLife < c.BucketWidth:
+		return bad("throughput_half_life must be at least one bucket, got %s", time.Duration(c.ThroughputHalfLife))
+	case !(c.ThroughputMinRate > 0):
+		return bad("throughput_min_rate must be positive, got %g", c.ThroughputMinRate)
+	case !(c.ThroughputMinDrop > 0 && c.ThroughputMinDrop < 1):
+		return bad("throughput_min_drop must be in (0, 1), got %g", c.ThroughputMinDrop)
+	case c.MaxSites < 0:
+		return bad("max_sites must not be negative, got %d", c.MaxSites)
+	}
+	for i, q := range c.LatencyQuantiles {
+		if !(q > 0 && q < 1) {
+			return bad("latency_quantiles[%d] must be in (0, 1), got %g", i, q)
+		}
+	}
+	return nil
+}

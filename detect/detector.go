@@ -1,0 +1,459 @@
+package detect
+
+import (
+	"log/slog"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// Option configures a Detector beyond its Config.
+type Option func(*Detector)
+
+// WithLogger sets the logger; the default discards. Episode changes log at Info, per-event
+// problems at Debug.
+func WithLogger(l *slog.Logger) Option {
+	return func(d *Detector) {
+		if l != nil {
+			d.log = l.With("stage", "detect")
+		}
+	}
+}
+
+// WithBlockResolver maps an error_site to a block of the component (from the catalog's block line
+// ranges) for failed requests that carry no block. The resolved block is used only as evidence of
+// the component aggregate (which block the errors concentrate on): the request's successes carry
+// no site, so a block series built from resolved errors would see only failures.
+func WithBlockResolver(f func(service, component, site string) string) Option {
+	return func(d *Detector) { d.resolveBlock = f }
+}
+
+// Detector turns telemetry into anomalies. It is not safe for concurrent use: one goroutine
+// drives it with Observe and Advance.
+type Detector struct {
+	cfg          Config
+	log          *slog.Logger
+	resolveBlock func(service, component, site string) string
+	sk           *sketches
+	clock        bucketClock
+	th           thresholds
+	epochBuckets int64
+	idleBuckets  int64
+	tputAlpha    float64
+	tested       [numCategories]bool
+	pool         pool
+
+	series map[SeriesKey]*series
+	lines  map[lineKey]*line
+	active []*series // series with open buckets
+
+	maxTS      time.Time
+	seen       bool
+	closed     int64 // every bucket <= closed is closed
+	nextSweep  int64
+	late       uint64
+	invalid    uint64
+	lastKey    [2]SeriesKey // Observe's cache: the last block series and component aggregate
+	lastSeries [2]*series
+}
+
+// New builds a detector. An invalid cfg falls back to DefaultConfig (the error is logged): a
+// detector must run, and Validate is where a caller learns about a bad config.
+func New(cfg Config, opts ...Option) *Detector {
+	d := &Detector{log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(d)
+	}
+	if err := cfg.Validate(); err != nil {
+		d.log.Error("falling back to the default detect config", "err", err)
+		cfg = DefaultConfig()
+	}
+	cfg.LatencyQuantiles = slices.Clone(cfg.LatencyQuantiles)
+	d.cfg = cfg
+	sk, err := newSketches(cfg.SketchRelativeAccuracy, cfg.SketchMaxBins)
+	if err != nil { // unreachable after Validate
+		panic(err)
+	}
+	d.sk = sk
+	d.pool.sk = sk
+	width := time.Duration(cfg.BucketWidth)
+	d.clock = bucketClock{width: int64(width)}
+	d.th = thresholds{
+		upper:       math.Log(1 / cfg.Alpha),
+		lower:       math.Log(cfg.Beta),
+		minRequests: float64(cfg.MinRequests),
+		recovery:    cfg.RecoveryBuckets,
+	}
+	d.epochBuckets = int64(time.Duration(cfg.HistoryEpoch) / width)
+	d.idleBuckets = int64(time.Duration(cfg.IdleTTL) / width)
+	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
+	for c := range d.tested {
+		d.tested[c] = c != categoryInvalidInput || cfg.InvalidInputTriggers
+	}
+	d.series = make(map[SeriesKey]*series)
+	d.lines = make(map[lineKey]*line)
+	d.closed = math.MinInt64
+	return d
+}
+
+// Config returns the configuration in effect.
+func (d *Detector) Config() Config { return d.cfg }
+
+// SeriesCount is the number of series held (block series and component aggregates).
+func (d *Detector) SeriesCount() int { return len(d.series) }
+
+// LateEvents counts events dropped because their bucket was already closed. They are dropped,
+// not folded in: a closed bucket has been tested, and letting late data change a past verdict
+// would make the output depend on arrival timing, which replay could not reproduce.
+func (d *Detector) LateEvents() uint64 { return d.late }
+
+// InvalidEvents counts events dropped because they lack a service, component, version or time.
+func (d *Detector) InvalidEvents() uint64 { return d.invalid }
+
+// Watermark is the newest event time seen minus AllowedLateness; zero before any event.
+func (d *Detector) Watermark() time.Time {
+	if !d.seen {
+		return time.Time{}
+	}
+	return d.maxTS.Add(-time.Duration(d.cfg.AllowedLateness))
+}
+
+// Observe folds one event into its series' open bucket. It does not retain ev.
+func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
+	if ev == nil || ev.Service == "" || ev.Component == "" || ev.Version == "" || ev.TS.IsZero() {
+		d.invalid++
+		d.log.Debug("dropping invalid telemetry event")
+		return
+	}
+	b := d.clock.index(ev.TS)
+	if b <= d.closed {
+		d.late++
+		d.log.Debug("dropping late telemetry event", "service", ev.Service, "component", ev.Component, "ts", ev.TS)
+		return
+	}
+	if !d.seen || ev.TS.After(d.maxTS) {
+		d.maxTS, d.seen = ev.TS, true
+	}
+	var pts [4]latencyPoint
+	np := latencyPoints(ev, &pts)
+	k := SeriesKey{Service: ev.Service, Component: ev.Component, Version: ev.Version, Cohort: ev.Cohort}
+	agg := d.seriesFor(k, 1)
+	ab := d.fold(agg, ev, b, pts[:np])
+	if ev.Block != "" {
+		k.Block = ev.Block
+		d.fold(d.seriesFor(k, 0), ev, b, pts[:np])
+	}
+	// The aggregate keeps per-block tallies and error sites as evidence.
+	block := ev.Block
+	n := float64(ev.Requests())
+	if block == "" && ev.ErrorSite != "" && d.resolveBlock != nil {
+		block = d.resolveBlock(ev.Service, ev.Component, ev.ErrorSite)
+	}
+	if block != "" {
+		if ab.blocks == nil {
+			ab.blocks = d.pool.blockMap()
+		}
+		t := ab.blocks[block]
+		if ev.Block != "" { // a resolved block saw only this failure, not its requests
+			t.n += n
+		}
+		addErrors(&t.errs, ev, n)
+		ab.blocks[block] = t
+	}
+	if ev.ErrorSite != "" && d.cfg.MaxSites > 0 {
+		if ab.sites == nil {
+			ab.sites = d.pool.siteMap()
+		}
+		if _, ok := ab.sites[ev.ErrorSite]; ok || len(ab.sites) < 4*d.cfg.MaxSites {
+			ab.sites[ev.ErrorSite] += ev.Requests() - countOK(ev)
+		}
+	}
+}
+
+// countOK is how many of the event's requests succeeded.
+func countOK(ev *schemas.TelemetryEvent) int64 {
+	var errs [numCategories]float64
+	n := float64(ev.Requests())
+	addErrors(&errs, ev, n)
+	e := 0.0
+	for _, v := range errs {
+		e += v
+	}
+	return int64(n - e)
+}
+
+// addErrors counts an event's errors by category: the errors{} map of an aggregate, or the error
+// of a single request (an aggregate with only `error` set counts all its requests as failed).
+// Counts are clamped to the event's requests so a malformed aggregate cannot push a rate above 1.
+func addErrors(dst *[numCategories]float64, ev *schemas.TelemetryEvent, n float64) {
+	if len(ev.Errors) > 0 {
+		left := n
+		for _, c := range schemas.ErrorCategories { // fixed order: float sums must not depend on map order
+			if v := float64(ev.Errors[c]); v > 0 {
+				v = math.Min(v, left)
+				dst[categoryIndex(c)] += v
+				left -= v
+			}
+		}
+		for c, v := range ev.Errors {
+			if categoryIndex(c) == 3 && c != schemas.ErrOther && v > 0 {
+				unknown := math.Min(float64(v), left)
+				dst[3] += unknown
+				left -= unknown
+			}
+		}
+		return
+	}
+	if ev.Error != "" {
+		dst[categoryIndex(ev.Error)] += n
+	}
+}
+
+func (d *Detector) fold(s *series, ev *schemas.TelemetryEvent, b int64, pts []latencyPoint) *bucket {
+	bk := s.bucketFor(b)
+	if !s.queued {
+		s.queued = true
+		d.active = append(d.active, s)
+	}
+	n := float64(ev.Requests())
+	bk.n += n
+	addErrors(&bk.errs, ev, n)
+	for _, p := range pts {
+		if bk.sk == nil {
+			bk.sk = d.pool.sketch()
+		}
+		_ = bk.sk.AddWithCount(p.v, p.w) // valid latency and positive weight: cannot fail
+		bk.latN += p.w
+	}
+	if ev.CPU != nil && !math.IsNaN(*ev.CPU) && !math.IsInf(*ev.CPU, 0) {
+		bk.cpuSum += *ev.CPU
+		bk.cpuN++
+	}
+	if ev.MemMB != nil && !math.IsNaN(*ev.MemMB) && !math.IsInf(*ev.MemMB, 0) {
+		bk.memSum += *ev.MemMB
+		bk.memN++
+	}
+	return bk
+}
+
+// seriesFor returns the series of k, creating it (and inferring a version change) when new.
+func (d *Detector) seriesFor(k SeriesKey, slot int) *series {
+	if s := d.lastSeries[slot]; s != nil && d.lastKey[slot] == k {
+		return s
+	}
+	s := d.series[k]
+	if s == nil {
+		s = d.newSeries(k)
+	}
+	d.lastKey[slot], d.lastSeries[slot] = k, s
+	return s
+}
+
+func (d *Detector) newSeries(k SeriesKey) *series {
+	lk := k.line()
+	ln := d.lines[lk]
+	if ln == nil {
+		ln = &line{key: lk, accB: math.MinInt64, lastB: math.MinInt64}
+		d.lines[lk] = ln
+	}
+	s := &series{key: k, aggregate: k.Block == "", line: ln, firstB: math.MaxInt64, lastB: math.MinInt64, pending: true}
+	s.cur = &history{start: math.MinInt64, sk: d.sk.new()}
+	if s.aggregate {
+		s.cur.blocks = make(map[string]blockTally)
+		s.cur.sites = make(map[string]int64)
+	}
+	d.series[k] = s
+	return s
+}
+
+// Advance closes every bucket that ends at or before watermark, runs the tests on them, and
+// returns the anomalies that opened a new episode, ordered by detection time, then series, metric
+// and category.
+func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
+	if watermark.IsZero() {
+		return nil
+	}
+	last := d.clock.index(watermark) - 1 // the bucket ending at or before watermark
+	if last <= d.closed {
+		return nil
+	}
+	// Every bucket with data up to last, in order: phase one closes it in every series, phase
+	// two tests, so a canary reads its baseline cohort's bucket whatever the series order.
+	var idxs []int64
+	for _, s := range d.active {
+		for _, b := range s.open {
+			if b.idx > last {
+				break
+			}
+			if _, found := slices.BinarySearch(idxs, b.idx); !found {
+				i, _ := slices.BinarySearch(idxs, b.idx)
+				idxs = slices.Insert(idxs, i, b.idx)
+			}
+		}
+	}
+	var out []schemas.Anomaly
+	var closing []*series
+	var touched []*line
+	for _, b := range idxs {
+		closing, touched = closing[:0], touched[:0]
+		// A series whose first bucket closes now gets its baseline first: the previous version's
+		// history as of the buckets closed so far, the same whatever the batching.
+		for _, s := range d.active {
+			if s.pending && len(s.open) > 0 && s.open[0].idx == b {
+				d.start(s, b)
+			}
+		}
+		for _, s := range d.active {
+			if len(s.open) > 0 && s.open[0].idx == b {
+				s.closed = s.open[0]
+				s.open = s.open[1:]
+				d.closeBucket(s)
+				closing = append(closing, s)
+				if s.aggregate && s.line.accB != b {
+					s.line.accB, s.line.accN = b, 0
+					touched = append(touched, s.line)
+				}
+				if s.aggregate {
+					s.line.accN += s.closed.n
+				}
+			}
+		}
+		for _, s := range closing {
+			out = d.test(s, out)
+		}
+		for _, ln := range touched {
+			out = d.testThroughput(ln, out)
+		}
+	}
+	d.closed = last
+	kept := d.active[:0]
+	for _, s := range d.active {
+		if len(s.open) > 0 {
+			kept = append(kept, s)
+		} else {
+			s.queued = false
+		}
+	}
+	clear(d.active[len(kept):])
+	d.active = kept
+	if last >= d.nextSweep {
+		d.sweep(last)
+		d.nextSweep = last + d.epochBuckets
+	}
+	slices.SortFunc(out, compareAnomalies)
+	return out
+}
+
+// start gives a new series its baseline and makes it its line's current version.
+func (d *Detector) start(s *series, b int64) {
+	s.pending = false
+	s.cur.start = b
+	d.resolveReference(s)
+	if s.ref != nil {
+		d.log.Info("new version: baseline frozen", "series", s.key.String(), "baseline", s.ref.label,
+			"baseline_requests", s.ref.n, "conclusive", s.ref.ok)
+	}
+	s.line.current = s // the newest version is current until an older one serves again (a rollback)
+}
+
+// closeBucket moves a closed bucket into the series' history, rotating epochs, and counts the
+// bucket's latencies above the baseline's quantiles for the sequential latency test.
+func (d *Detector) closeBucket(s *series) {
+	b := &s.closed
+	defer d.pool.release(b)
+	if b.idx-s.cur.start >= d.epochBuckets {
+		old := s.prev
+		s.prev = s.cur
+		if old == nil {
+			old = &history{sk: d.sk.new()}
+			if s.aggregate {
+				old.blocks = make(map[string]blockTally)
+				old.sites = make(map[string]int64)
+			}
+		}
+		old.reset(b.idx)
+		s.cur = old
+	}
+	if b.sk != nil {
+		if r := s.ref; r != nil && r.latOK {
+			for q := range d.cfg.LatencyQuantiles {
+				b.exceed[q] = fractionAbove(b.sk, r.thr[q].index) * b.sk.GetCount()
+			}
+		}
+		_ = s.cur.sk.MergeWith(b.sk) // one mapping for all sketches: cannot fail
+	}
+	for blk, t := range b.blocks {
+		acc := s.cur.blocks[blk]
+		acc.n += t.n
+		for c := range acc.errs {
+			acc.errs[c] += t.errs[c]
+		}
+		s.cur.blocks[blk] = acc
+	}
+	for site, n := range b.sites {
+		if _, ok := s.cur.sites[site]; ok || len(s.cur.sites) < 4*d.cfg.MaxSites {
+			s.cur.sites[site] += n
+		}
+	}
+	s.firstB = min(s.firstB, b.idx)
+	s.lastB = b.idx
+	s.cur.n += b.n
+	for c := range b.errs {
+		s.cur.errs[c] += b.errs[c]
+	}
+	// The line's current version is the one that served most recently, so after a rollback the
+	// restored version, not the bad one, becomes the next deploy's baseline.
+	if cur := s.line.current; cur != s && (cur == nil || s.lastB > cur.lastB) {
+		s.line.current = s
+	}
+}
+
+// sweep evicts idle series. A line's current series stays: it is the baseline of the next version.
+func (d *Detector) sweep(now int64) {
+	for k, s := range d.series {
+		if s.queued || s.lastB == math.MinInt64 || now-s.lastB < d.idleBuckets || s.line.current == s {
+			continue
+		}
+		delete(d.series, k)
+		for i := range d.lastSeries {
+			if d.lastSeries[i] == s {
+				d.lastSeries[i] = nil
+			}
+		}
+	}
+}
+
+// Firing lists the series with an open episode, in key order.
+func (d *Detector) Firing() []SeriesKey {
+	var out []SeriesKey
+	for k, s := range d.series {
+		if len(s.firing(d.cfg.LatencyQuantiles)) > 0 {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, compareKeys)
+	return out
+}
+
+// Status reports whether a series is still anomalous, for decide's verification after a rollback.
+func (d *Detector) Status(key SeriesKey) SeriesStatus {
+	s := d.series[key]
+	if s == nil {
+		return SeriesStatus{}
+	}
+	st := SeriesStatus{Known: true, Firing: s.firing(d.cfg.LatencyQuantiles)}
+	if s.ref != nil {
+		st.BaselineVersion = s.ref.label
+	}
+	if s.lastB != math.MinInt64 {
+		st.LastBucket = d.clock.end(s.lastB)
+	}
+	n := s.cur.n
+	if s.prev != nil {
+		n += s.prev.n
+	}
+	st.Requests = int64(n)
+	return st
+}

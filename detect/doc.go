@@ -1,0 +1,24 @@
+// Package detect owns the detect stage: it turns TelemetryEvents into Anomalies.
+//
+// Events are keyed by series (service, component, block, version, cohort) and folded into 1 s
+// event-time buckets. When the watermark passes a bucket, the bucket is closed and every test of its
+// series is updated once:
+//
+//   - error rate per category: a sequential probability ratio test (a mixture of two alternatives,
+//     the minimum effect and a gross one) against the baseline rate, with a bounded false-alarm rate
+//     under continuous monitoring (sprt.go);
+//   - latency: the fraction of requests above the baseline's quantiles (p50, p90, p99) is tested by
+//     the same sequential test, where the alternative is "every latency scaled by the minimum
+//     effect"; when it fires, a Mann-Whitney U test with a Hodges-Lehmann shift and confidence
+//     interval on the DDSketches of both sides explains the shift (mannwhitney.go);
+//   - cpu, memory and throughput: a robust baseline (median/MAD, or EWMA for throughput) and CUSUM
+//     (cusum.go).
+//
+// Baselines (baseline.go) are inferred from telemetry: when a new version appears on a line
+// (service, component, block, cohort), the previous version's recent history is frozen as its
+// baseline; a canary cohort is compared with the concurrent baseline cohort.
+//
+// Everything is a function of event time: the package never reads the wall clock, so a replay of
+// the same events with the same config yields byte-identical anomalies. It does no I/O: wiring it
+// to NATS is the pipeline's job.
+package detect

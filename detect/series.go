@@ -1,0 +1,148 @@
+package detect
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+)
+
+// SeriesKey identifies a series. Block "" is the component aggregate, which every event of the
+// component also feeds, so a sparse block still shows up in the component's test.
+type SeriesKey struct {
+	Service   string `json:"service"`
+	Component string `json:"component"`
+	Block     string `json:"block,omitempty"`
+	Version   string `json:"version"`
+	Cohort    string `json:"cohort,omitempty"`
+}
+
+// String renders the key as service/component[/block]@version[#cohort].
+func (k SeriesKey) String() string {
+	var b strings.Builder
+	b.WriteString(k.Service + "/" + k.Component)
+	if k.Block != "" {
+		b.WriteString("/" + k.Block)
+	}
+	b.WriteString("@" + k.Version)
+	if k.Cohort != "" {
+		b.WriteString("#" + k.Cohort)
+	}
+	return b.String()
+}
+
+func (k SeriesKey) line() lineKey {
+	return lineKey{Service: k.Service, Component: k.Component, Block: k.Block, Cohort: k.Cohort}
+}
+
+func compareKeys(a, b SeriesKey) int {
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component),
+		cmp.Compare(a.Block, b.Block), cmp.Compare(a.Version, b.Version), cmp.Compare(a.Cohort, b.Cohort))
+}
+
+// SeriesStatus is what decide asks while it verifies a rollback: is the series still anomalous?
+type SeriesStatus struct {
+	// Known is false when the detector holds no such series (never seen, or evicted when idle).
+	Known bool `json:"known"`
+	// Firing lists the tests in an open episode, as "metric" or "metric/category"
+	// (e.g. "error_rate/timeout", "latency/p99", "mem"). Empty means healthy or inconclusive.
+	Firing []string `json:"firing,omitempty"`
+	// BaselineVersion is what the series is compared with ("" = no baseline yet: inconclusive).
+	BaselineVersion string `json:"baseline_version,omitempty"`
+	// LastBucket is the event-time end of the last closed bucket that had data.
+	LastBucket time.Time `json:"last_bucket"`
+	// Requests counts the requests in the series' recent history.
+	Requests int64 `json:"requests"`
+}
+
+// blockTally counts one block's requests and errors inside a component aggregate.
+type blockTally struct {
+	n    float64
+	errs [numCategories]float64
+}
+
+// history is one epoch of a series' recent history: what becomes a newer version's baseline and
+// what an anomaly's evidence covers.
+type history struct {
+	start  int64 // first bucket of the epoch
+	sk     *ddsketch.DDSketch
+	n      float64
+	errs   [numCategories]float64
+	blocks map[string]blockTally // component aggregates only
+	sites  map[string]int64      // bounded to 4·MaxSites entries
+}
+
+func (h *history) reset(start int64) {
+	h.start = start
+	h.sk.Clear()
+	h.n = 0
+	h.errs = [numCategories]float64{}
+	clear(h.blocks)
+	clear(h.sites)
+}
+
+// series is the state of one SeriesKey. Everything is fixed-size except the open buckets (a few,
+// bounded by AllowedLateness), and the block and site maps of a component aggregate.
+type series struct {
+	key       SeriesKey
+	aggregate bool
+	line      *line
+	open      []bucket // open buckets, ascending
+	closed    bucket   // the last closed bucket (a canary reads its baseline cohort's)
+	queued    bool     // in Detector.active
+	pending   bool     // its first bucket has not closed yet: no baseline resolved
+	firstB    int64
+	lastB     int64 // last bucket that had data
+	cur, prev *history
+	ref       *reference
+
+	errT   [numCategories]rateTest
+	latT   [maxQuantiles]rateTest
+	latEp  bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
+	cpuRef robustRef
+	memRef robustRef
+	cpuC   cusum
+	memC   cusum
+}
+
+// bucketFor returns the open bucket for idx, opening it if needed.
+func (s *series) bucketFor(idx int64) *bucket {
+	for i := len(s.open) - 1; i >= 0; i-- {
+		if s.open[i].idx == idx {
+			return &s.open[i]
+		}
+		if s.open[i].idx < idx {
+			s.open = slices.Insert(s.open, i+1, bucket{idx: idx})
+			return &s.open[i+1]
+		}
+	}
+	s.open = slices.Insert(s.open, 0, bucket{idx: idx})
+	return &s.open[0]
+}
+
+// firing lists the open episodes of the series.
+func (s *series) firing(quantiles []float64) []string {
+	var out []string
+	for c := range s.errT {
+		if s.errT[c].firing {
+			out = append(out, "error_rate/"+categoryName(c))
+		}
+	}
+	for q := range s.latT {
+		if s.latT[q].firing {
+			out = append(out, "latency/"+quantileLabel(quantiles[q]))
+		}
+	}
+	if s.cpuC.firing {
+		out = append(out, "cpu")
+	}
+	if s.memC.firing {
+		out = append(out, "mem")
+	}
+	if s.line != nil && s.line.current == s && s.line.tputC.firing {
+		out = append(out, "throughput")
+	}
+	return out
+}

@@ -1,0 +1,137 @@
+package detect
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/mapping"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// sketches builds the latency DDSketches of one detector. All of them share one index mapping, so
+// any two can be merged and compared bin by bin (Mann-Whitney works on the bins directly).
+type sketches struct {
+	m        mapping.IndexMapping
+	maxBins  int
+	logGamma float64 // log of the ratio between consecutive bins' values
+}
+
+func newSketches(relativeAccuracy float64, maxBins int) (*sketches, error) {
+	m, err := mapping.NewLogarithmicMapping(relativeAccuracy)
+	if err != nil {
+		return nil, fmt.Errorf("latency sketch mapping: %w", err)
+	}
+	return &sketches{m: m, maxBins: maxBins, logGamma: math.Log(m.Value(1) / m.Value(0))}, nil
+}
+
+// new returns an empty sketch. The lowest bins collapse beyond maxBins: regressions that matter
+// live in the upper quantiles, which stay within the relative accuracy.
+func (s *sketches) new() *ddsketch.DDSketch {
+	return ddsketch.NewDDSketch(s.m, store.NewCollapsingLowestDenseStore(s.maxBins), store.NewCollapsingLowestDenseStore(16))
+}
+
+// threshold is a latency boundary expressed both as a bin index (for sketch arithmetic) and as the
+// smallest value that falls above it (for the per-event comparison, which must stay a single
+// float comparison).
+type threshold struct {
+	index int
+	above float64 // values >= above exceed the threshold
+}
+
+func (s *sketches) thresholdAt(v float64) threshold {
+	if v <= s.m.MinIndexableValue() {
+		v = s.m.MinIndexableValue()
+	}
+	i := s.m.Index(v)
+	return threshold{index: i, above: s.m.LowerBound(i + 1)}
+}
+
+// fractionAbove returns the fraction of the sketch's weight in bins above index.
+func fractionAbove(sk *ddsketch.DDSketch, index int) float64 {
+	total := sk.GetCount()
+	if total == 0 {
+		return 0
+	}
+	var above float64
+	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
+		if i > index {
+			above += c
+		}
+		return false
+	})
+	return above / total
+}
+
+// bin is one non-empty sketch bin; zero latencies get index math.MinInt.
+type bin struct {
+	index int
+	count float64
+}
+
+// bins lists a sketch's non-empty bins in ascending order.
+func bins(sk *ddsketch.DDSketch) []bin {
+	var out []bin
+	if z := sk.GetZeroCount(); z > 0 {
+		out = append(out, bin{index: math.MinInt, count: z})
+	}
+	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
+		if c > 0 {
+			out = append(out, bin{index: i, count: c})
+		}
+		return false
+	})
+	sort.Slice(out, func(a, b int) bool { return out[a].index < out[b].index })
+	return out
+}
+
+// latencyPoint is a latency with the number of requests it stands for.
+type latencyPoint struct {
+	v, w float64
+}
+
+// summaryFractions are the cumulative fractions of requests at or below each summary quantile.
+var summaryFractions = [4]float64{0.5, 0.9, 0.99, 1}
+
+// latencyPoints turns an event's latency into weighted points, returning how many it filled.
+//
+// A single request is one point of weight 1. An aggregate with a summary is approximated by
+// putting each quantile's share of the requests at that quantile: half at p50, 40 % at p90, 9 % at
+// p99 and 1 % at max; a missing quantile's share goes to the next one present. This overstates
+// latencies below each quantile, the same way on both sides of a comparison, and keeps the tail
+// exact. An aggregate with only Sum or a mean LatencyMS puts all its requests at the mean.
+func latencyPoints(ev *schemas.TelemetryEvent, out *[4]latencyPoint) int {
+	n := float64(ev.Requests())
+	if ls := ev.Latency; ls != nil && n > 1 {
+		vals := [4]float64{ls.P50, ls.P90, ls.P99, ls.Max}
+		k, prev := 0, 0.0
+		for i, v := range vals {
+			if !validLatency(v) || v == 0 {
+				continue
+			}
+			out[k] = latencyPoint{v: v, w: n * (summaryFractions[i] - prev)}
+			prev = summaryFractions[i]
+			k++
+		}
+		if k > 0 {
+			out[k-1].w += n * (1 - prev) // the share above the last quantile present
+			return k
+		}
+		if validLatency(ls.Sum) && ls.Sum > 0 {
+			out[0] = latencyPoint{v: ls.Sum / n, w: n}
+			return 1
+		}
+	}
+	if ev.LatencyMS != nil && validLatency(*ev.LatencyMS) {
+		out[0] = latencyPoint{v: *ev.LatencyMS, w: n}
+		return 1
+	}
+	return 0
+}
+
+func validLatency(v float64) bool {
+	return v >= 0 && !math.IsInf(v, 0) && !math.IsNaN(v)
+}
