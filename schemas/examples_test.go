@@ -218,3 +218,51 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaEnumsMatchGo: the enums the schemas document are exactly those the Go code accepts.
+func TestSchemaEnumsMatchGo(t *testing.T) {
+	enum := func(schema string, path ...string) []string {
+		b, err := schemas.Schema(schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n any
+		if err := json.Unmarshal(b, &n); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range path {
+			n = n.(map[string]any)[p]
+		}
+		var out []string
+		for _, v := range n.(map[string]any)["enum"].([]any) {
+			if v != "" {
+				out = append(out, v.(string))
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		values []string
+		accept func(string) bool
+	}{
+		{"error", enum("telemetry_event", "properties", "error"), schemas.IsErrorCategory},
+		{"errors keys", enum("telemetry_event", "properties", "errors", "propertyNames"), schemas.IsErrorCategory},
+		{"decision action", enum("decision", "properties", "action"), schemas.IsAction},
+		{"command action", enum("rollback_command", "properties", "action"), schemas.IsCommandAction},
+		{"granularity", enum("rollback_command", "properties", "granularity"), schemas.IsGranularity},
+	}
+	for _, tt := range tests {
+		for _, v := range tt.values {
+			if !tt.accept(v) {
+				t.Errorf("%s: schema allows %q, Go does not", tt.name, v)
+			}
+		}
+	}
+	if got := enum("telemetry_event", "properties", "error"); strings.Join(got, ",") != strings.Join(schemas.ErrorCategories, ",") {
+		t.Errorf("error categories: schema %v, Go %v", got, schemas.ErrorCategories)
+	}
+	if n := len(enum("decision", "properties", "action")); n != 8 {
+		t.Errorf("decision actions in schema: %d, want the 8 Action constants", n)
+	}
+}
