@@ -1,4 +1,5 @@
 package single
 
-// nabFloor is the NAB standard score of the frozen defaults on the visible corpus, minus a margin.
-const nabFloor = 0.0
+// nabFloor is the NAB standard score of the frozen defaults on the visible corpus (51.8 when the
+// defaults were frozen), minus a margin for harmless numeric changes.
+const nabFloor = 50.0

@@ -1,0 +1,133 @@
+package single
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"time"
+)
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr error
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"short warmup", func(c *Config) { c.Warmup = 5 }, ErrInvalidConfig},
+		{"too few bins", func(c *Config) { c.Bins = 2 }, ErrInvalidConfig},
+		{"memory below warmup", func(c *Config) { c.Memory = c.Warmup - 1 }, ErrInvalidConfig},
+		{"NaN drift", func(c *Config) { c.CUSUMDrift = math.NaN() }, ErrInvalidConfig},
+		{"alarm above 1", func(c *Config) { c.AlarmThreshold = 1.5 }, ErrInvalidConfig},
+		{"negative rest", func(c *Config) { c.Rest = -1 }, ErrInvalidConfig},
+	}
+	for _, tc := range tests {
+		c := DefaultConfig()
+		tc.mutate(&c)
+		if err := c.Validate(); !errors.Is(err, tc.wantErr) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.wantErr)
+		}
+	}
+}
+
+// series is a noisy daily-ish pattern from a fixed generator, with a level shift at step shift.
+func series(n, shift int) []float64 {
+	out := make([]float64, n)
+	x := uint64(42)
+	for i := range out {
+		x = x*6364136223846793005 + 1442695040888963407
+		noise := float64(x>>40)/float64(1<<24) - 0.5
+		out[i] = 10 + 3*math.Sin(float64(i)*2*math.Pi/96) + noise
+		if shift > 0 && i >= shift {
+			out[i] += 15
+		}
+	}
+	return out
+}
+
+func run(d *Detector, vs []float64) (scores []float64, alarms []int) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, v := range vs {
+		s, a := d.Step(t0.Add(time.Duration(i)*5*time.Minute), v)
+		scores = append(scores, s)
+		if a {
+			alarms = append(alarms, i)
+		}
+	}
+	return scores, alarms
+}
+
+func TestDetectsLevelShiftQuicklyAndOnce(t *testing.T) {
+	_, alarms := run(New(DefaultConfig()), series(3000, 2000))
+	first := -1
+	for _, a := range alarms {
+		if a >= 2000 {
+			first = a
+			break
+		}
+	}
+	if first < 0 || first > 2005 {
+		t.Fatalf("alarms %v: want one within 5 points of the shift at 2000", alarms)
+	}
+	for i := 1; i < len(alarms); i++ {
+		if alarms[i]-alarms[i-1] <= DefaultConfig().Rest {
+			t.Errorf("alarm at %d inside the rest period after %d", alarms[i], alarms[i-1])
+		}
+	}
+}
+
+func TestQuietOnStationarySeries(t *testing.T) {
+	scores, alarms := run(New(DefaultConfig()), series(3000, 0))
+	if len(alarms) > 3 {
+		t.Errorf("%d alarms on a stationary series: %v", len(alarms), alarms)
+	}
+	for i := range DefaultConfig().Warmup - 1 {
+		if scores[i] != 0 {
+			t.Fatalf("score %v at %d during warm-up", scores[i], i)
+		}
+	}
+}
+
+func TestBadInputIgnoredAndDeterministic(t *testing.T) {
+	vs := series(1500, 1000)
+	a, _ := run(New(DefaultConfig()), vs)
+	d := New(DefaultConfig())
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	var b []float64
+	for i, v := range vs {
+		ts := t0.Add(time.Duration(i) * 5 * time.Minute)
+		s, _ := d.Step(ts, v)
+		b = append(b, s)
+		if s, al := d.Step(ts, math.NaN()); s != 0 || al {
+			t.Fatalf("NaN at %d scored %v", i, s)
+		}
+		if s, al := d.Step(ts.Add(-time.Hour), 1e9); i > 0 && (s != 0 || al) {
+			t.Fatalf("out-of-order point at %d scored %v", i, s)
+		}
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("row %d: %v with bad input interleaved, %v without", i, b[i], a[i])
+		}
+	}
+}
+
+func TestConstantSeries(t *testing.T) {
+	vs := make([]float64, 1000)
+	scores, _ := run(New(DefaultConfig()), vs)
+	for i, s := range scores {
+		if math.IsNaN(s) || s < 0 || s > 1 {
+			t.Fatalf("score %v at %d", s, i)
+		}
+	}
+}
+
+func BenchmarkStep(b *testing.B) {
+	vs := series(4096, 3000)
+	d := New(DefaultConfig())
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d.Step(t0.Add(time.Duration(i)*time.Second), vs[i%len(vs)])
+	}
+}
