@@ -147,7 +147,9 @@ func New(js jetstream.JetStream, active jetstream.KeyValue, subj schemas.Subject
 // the command could be undone by the stale value it reads on its next start. With KV first, a crash
 // in between leaves correct desired state and no command; the retry finds its own command id in the
 // key, skips the write, and publishes — and Nats-Msg-Id makes that publish a no-op if the first one
-// did land. Either way: one KV revision and one message per command.
+// did land. Either way: one KV revision and one message per command, provided the retry comes
+// within the stream's Duplicates window; a retry after it may publish the command a second time,
+// which deployers absorb because they dedupe by command id and the desired state is unchanged.
 func (a *Actuator) Actuate(ctx context.Context, cmd schemas.RollbackCommand) error {
 	if err := actuate.ContextErr(ctx); err != nil {
 		return err
