@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"mime"
 	"net/url"
-		"strings"
+	"strings"
 	"time"
 )
 
