@@ -58,7 +58,7 @@ func (e *RejectError) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrRejected) true for every RejectError.
 func (e *RejectError) Is(target error) bool { return target == ErrRejected }
 
-func reject(class, format string, a ...any) *RejectError {
+func rejectf(class, format string, a ...any) *RejectError {
 	return &RejectError{Class: class, Reason: fmt.Sprintf(format, a...)}
 }
 
@@ -121,20 +121,20 @@ func NewDecoder(cfg DecoderConfig) *Decoder {
 // The events' strings and pointers do not alias data, so the caller may reuse data afterwards.
 func (d *Decoder) Decode(subject string, data []byte, dst []schemas.TelemetryEvent) ([]schemas.TelemetryEvent, error) {
 	if len(data) > d.max {
-		return dst, reject(ClassOversize, "message of %d bytes exceeds max %d", len(data), d.max)
+		return dst, rejectf(ClassOversize, "message of %d bytes exceeds max %d", len(data), d.max)
 	}
 	var svc, comp string
 	if subject != "" {
 		var ok bool
 		if svc, comp, ok = d.splitSubject(subject); !ok {
-			return dst, reject(ClassSubject, "subject %s is not %s<service>.<component>", subject, d.prefix)
+			return dst, rejectf(ClassSubject, "subject %s is not %s<service>.<component>", subject, d.prefix)
 		}
 	}
 	start := len(dst)
 	s := scanner{b: data}
 	s.skipWS()
 	if s.i >= len(s.b) {
-		return dst, reject(ClassEmpty, "empty message: want a JSON object, an array of objects or NDJSON")
+		return dst, rejectf(ClassEmpty, "empty message: want a JSON object, an array of objects or NDJSON")
 	}
 	batch := false
 	var err *RejectError
@@ -156,7 +156,7 @@ func (d *Decoder) Decode(subject string, data []byte, dst []schemas.TelemetryEve
 				if err := s.skipValue(0); err != nil {
 					return dst[:start], err
 				}
-				return dst[:start], reject(ClassWrongType, "event %d: want a JSON object, got %s", n, kindOf(s.b[s.lastStart]))
+				return dst[:start], rejectf(ClassWrongType, "event %d: want a JSON object, got %s", n, kindOf(s.b[s.lastStart]))
 			}
 			if dst, err = d.event(&s, dst, n, true, svc, comp, subject); err != nil {
 				return dst[:start], err
@@ -191,7 +191,7 @@ func (d *Decoder) Decode(subject string, data []byte, dst []schemas.TelemetryEve
 		if err := s.skipValue(0); err != nil {
 			return dst[:start], err
 		}
-		return dst[:start], reject(ClassWrongType, "want a JSON object, an array of objects or NDJSON, got %s", kindOf(data[s.lastStart]))
+		return dst[:start], rejectf(ClassWrongType, "want a JSON object, an array of objects or NDJSON, got %s", kindOf(data[s.lastStart]))
 	}
 	s.skipWS()
 	if s.i < len(s.b) {
@@ -226,9 +226,9 @@ func (d *Decoder) event(s *scanner, dst []schemas.TelemetryEvent, n int, batch b
 	var err *RejectError
 	if subject != "" && (e.Service != svc || e.Component != comp) {
 		if e.Service != svc {
-			err = reject(ClassSubject, "subject %s does not match body service %q", subject, e.Service)
+			err = rejectf(ClassSubject, "subject %s does not match body service %q", subject, e.Service)
 		} else {
-			err = reject(ClassSubject, "subject %s does not match body component %q", subject, e.Component)
+			err = rejectf(ClassSubject, "subject %s does not match body component %q", subject, e.Component)
 		}
 	} else if verr := e.Validate(); verr != nil {
 		err = &RejectError{Class: ClassInvalid, Reason: verr.Error(), Err: verr}
@@ -362,7 +362,7 @@ func (d *Decoder) ts(s *scanner, e *schemas.TelemetryEvent) *RejectError {
 	}
 	if !simple {
 		// time.Time.UnmarshalJSON does not unescape either; an escape cannot be part of a valid time.
-		return reject(ClassInvalid, "ts: %s is not an RFC 3339 time", raw)
+		return rejectf(ClassInvalid, "ts: %s is not an RFC 3339 time", raw)
 	}
 	if t, ok := fastTime(raw[1 : len(raw)-1]); ok {
 		e.TS = t
@@ -644,11 +644,11 @@ func (s *scanner) skipWSSlow() {
 }
 
 func (s *scanner) eof() *RejectError {
-	return reject(ClassMalformed, "malformed JSON at offset %d: unexpected end of input", s.i)
+	return rejectf(ClassMalformed, "malformed JSON at offset %d: unexpected end of input", s.i)
 }
 
 func (s *scanner) syntax(c byte, context string) *RejectError {
-	return reject(ClassMalformed, "malformed JSON at offset %d: invalid character %s %s", s.i, quoteChar(c), context)
+	return rejectf(ClassMalformed, "malformed JSON at offset %d: invalid character %s %s", s.i, quoteChar(c), context)
 }
 
 func (s *scanner) malformedAt(off int, err error) *RejectError {
@@ -673,7 +673,7 @@ func (s *scanner) typeErr(name, want string) *RejectError {
 	if err := s.skipValue(1); err != nil {
 		return err
 	}
-	return reject(ClassWrongType, "%s: want %s, got %s", name, want, kindOf(s.b[s.lastStart]))
+	return rejectf(ClassWrongType, "%s: want %s, got %s", name, want, kindOf(s.b[s.lastStart]))
 }
 
 // nullOr accepts a null (leaving the field unchanged) or reports a type error.
@@ -915,7 +915,7 @@ func (s *scanner) float(name string) (float64, *RejectError) {
 	}
 	v, perr := strconv.ParseFloat(unsafe.String(unsafe.SliceData(text), len(text)), 64)
 	if perr != nil {
-		return 0, reject(ClassWrongType, "%s: number %s out of range", name, text)
+		return 0, rejectf(ClassWrongType, "%s: number %s out of range", name, text)
 	}
 	return v, nil
 }
@@ -970,7 +970,7 @@ func (s *scanner) int(name string) (int64, *RejectError) {
 		return 0, err
 	}
 	if !isInt {
-		return 0, reject(ClassWrongType, "%s: want integer, got %s", name, text)
+		return 0, rejectf(ClassWrongType, "%s: want integer, got %s", name, text)
 	}
 	// Fast path for the short counts that are the norm.
 	if len(text) <= 18 {
@@ -990,7 +990,7 @@ func (s *scanner) int(name string) (int64, *RejectError) {
 	}
 	v, perr := strconv.ParseInt(string(text), 10, 64)
 	if perr != nil {
-		return 0, reject(ClassWrongType, "%s: integer %s out of range", name, text)
+		return 0, rejectf(ClassWrongType, "%s: integer %s out of range", name, text)
 	}
 	return v, nil
 }
@@ -1012,7 +1012,7 @@ func (s *scanner) skipValue(depth int) *RejectError {
 		return err
 	case '{', '[':
 		if depth >= maxDepth {
-			return reject(ClassMalformed, "malformed JSON at offset %d: exceeded max depth", s.i)
+			return rejectf(ClassMalformed, "malformed JSON at offset %d: exceeded max depth", s.i)
 		}
 		var err *RejectError
 		if c == '{' {

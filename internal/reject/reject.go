@@ -67,6 +67,7 @@ type Publisher struct {
 	js      jetstream.JetStream
 	subj    schemas.Subjects
 	counter *prometheus.CounterVec
+	maxBody int64 // body limit; 0 = the connection's max payload less room for headers
 }
 
 // NewPublisher returns a Publisher that counts rejections on reg (the process registry, never the
@@ -117,7 +118,11 @@ func (p *Publisher) Reject(ctx context.Context, stage string, m Message, class, 
 	out.Data = m.Data
 	// Headers add a few hundred bytes; an original at the size limit must still be kept, so cut the
 	// body rather than lose the evidence.
-	if limit := p.js.Conn().MaxPayload() - 8<<10; limit > 0 && int64(len(out.Data)) > limit {
+	limit := p.maxBody
+	if limit == 0 {
+		limit = p.js.Conn().MaxPayload() - 8<<10
+	}
+	if limit > 0 && int64(len(out.Data)) > limit {
 		out.Header.Set(HeaderTruncated, strconv.Itoa(len(out.Data)))
 		out.Data = out.Data[:limit]
 	}

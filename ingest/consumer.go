@@ -1,0 +1,524 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalpel-dev/scalpel/internal/reject"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// Handler receives decoded, validated telemetry, one call per fetched batch, in stream order.
+//
+// The events slice and its backing array are reused for the next batch: a handler that keeps events
+// must copy the structs (their strings and pointers are never reused, so a struct copy is enough).
+// An error means "not now": the same batch is offered again after a delay, in order, so a handler
+// must return errors only for conditions that pass (a full buffer, a downstream outage) — bad data
+// never reaches it.
+type Handler interface {
+	HandleTelemetry(ctx context.Context, events []schemas.TelemetryEvent) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, events []schemas.TelemetryEvent) error
+
+// HandleTelemetry calls f.
+func (f HandlerFunc) HandleTelemetry(ctx context.Context, events []schemas.TelemetryEvent) error {
+	return f(ctx, events)
+}
+
+// StageName is the stage name ingest rejects under: rejected.ingest.
+const StageName = "ingest"
+
+// Config configures the ingest consumer. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// Durable is the durable consumer's name; instances sharing it share the work and the position
+	// (default "scalpel-ingest").
+	Durable string `json:"durable" yaml:"durable"`
+	// Stream is the stream to consume (default TELEMETRY).
+	Stream string `json:"stream" yaml:"stream"`
+	// FilterSubject narrows the consumer, e.g. to one service's partition (default all telemetry,
+	// telemetry.> under the subject prefix).
+	FilterSubject string `json:"filter_subject" yaml:"filter_subject"`
+	// BatchSize is the most messages handed to the handler in one call (default 1000). Larger batches
+	// amortise acks and handler overhead; a batch is also cut as soon as the backlog is empty, so
+	// size never adds latency.
+	BatchSize int `json:"batch_size" yaml:"batch_size"`
+	// MaxWait bounds how long a partial batch waits for more messages before it is handled anyway
+	// (default 100ms). Normally the batch is cut earlier, when the server says nothing is pending.
+	MaxWait schemas.Duration `json:"max_wait" yaml:"max_wait"`
+	// MaxMessageBytes is the largest message decoded; larger ones are rejected (default 1 MiB).
+	MaxMessageBytes int `json:"max_message_bytes" yaml:"max_message_bytes"`
+	// AckWait is how long the server waits for an ack before redelivering (default 30s). While a
+	// batch is being retried, ingest keeps extending it, so it only matters after a crash.
+	AckWait schemas.Duration `json:"ack_wait" yaml:"ack_wait"`
+	// MaxDeliver caps redeliveries of one message (default -1, unlimited: telemetry is never
+	// dropped because the pipeline was down; bad input is rejected, not redelivered).
+	MaxDeliver int `json:"max_deliver" yaml:"max_deliver"`
+	// MaxAckPending caps delivered-but-unacked messages (default 8 × BatchSize), which bounds the
+	// read-ahead that keeps the pipeline busy while a batch is handled.
+	MaxAckPending int `json:"max_ack_pending" yaml:"max_ack_pending"`
+	// RetryDelay is the first delay before a failed batch (handler error, reject not stored) is
+	// retried; it doubles up to MaxRetryDelay (defaults 250ms and 10s).
+	RetryDelay    schemas.Duration `json:"retry_delay" yaml:"retry_delay"`
+	MaxRetryDelay schemas.Duration `json:"max_retry_delay" yaml:"max_retry_delay"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Durable:         "scalpel-ingest",
+		Stream:          schemas.StreamTelemetry,
+		BatchSize:       1000,
+		MaxWait:         schemas.Duration(100 * time.Millisecond),
+		MaxMessageBytes: DefaultMaxMessageBytes,
+		AckWait:         schemas.Duration(30 * time.Second),
+		MaxDeliver:      -1,
+		RetryDelay:      schemas.Duration(250 * time.Millisecond),
+		MaxRetryDelay:   schemas.Duration(10 * time.Second),
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults(subj schemas.Subjects) Config {
+	d := DefaultConfig()
+	if c.Durable == "" {
+		c.Durable = d.Durable
+	}
+	if c.Stream == "" {
+		c.Stream = d.Stream
+	}
+	if c.FilterSubject == "" {
+		c.FilterSubject = subj.TelemetryAll()
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = d.BatchSize
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = d.MaxWait
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.AckWait == 0 {
+		c.AckWait = d.AckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = d.MaxDeliver
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = 8 * c.BatchSize
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = d.RetryDelay
+	}
+	if c.MaxRetryDelay == 0 {
+		c.MaxRetryDelay = d.MaxRetryDelay
+	}
+	return c
+}
+
+// Validate reports the first bad field. Zero fields are valid: they mean the default.
+func (c Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: ingest: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case strings.ContainsAny(c.Durable, ". *>\t"):
+		return bad("durable %q must not contain '.', '*', '>' or spaces", c.Durable)
+	case c.BatchSize < 0 || c.BatchSize > 100_000:
+		return bad("batch_size must be 1..100000, got %d", c.BatchSize)
+	case c.MaxWait < 0:
+		return bad("max_wait must be > 0, got %s", time.Duration(c.MaxWait))
+	case c.MaxMessageBytes < 0:
+		return bad("max_message_bytes must be > 0, got %d", c.MaxMessageBytes)
+	case c.AckWait < 0 || (c.AckWait > 0 && time.Duration(c.AckWait) < time.Second):
+		return bad("ack_wait must be >= 1s, got %s", time.Duration(c.AckWait))
+	case c.MaxDeliver < -1:
+		return bad("max_deliver must be -1 (unlimited) or > 0, got %d", c.MaxDeliver)
+	case c.MaxAckPending < 0 || (c.MaxAckPending > 0 && c.MaxAckPending < c.BatchSize):
+		return bad("max_ack_pending (%d) must be at least batch_size (%d), or the consumer stalls", c.MaxAckPending, c.BatchSize)
+	case c.RetryDelay < 0 || c.MaxRetryDelay < 0 || (c.MaxRetryDelay > 0 && c.MaxRetryDelay < c.RetryDelay):
+		return bad("retry delays must be > 0 with max_retry_delay >= retry_delay")
+	}
+	return nil
+}
+
+// Option configures a Consumer.
+type Option func(*Consumer)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(c *Consumer) { c.log = l } }
+
+// WithRegisterer registers the consumer's metrics on reg (never the global registry by default).
+func WithRegisterer(reg prometheus.Registerer) Option { return func(c *Consumer) { c.reg = reg } }
+
+// WithRejecter sets where rejected messages go (default: a reject.Publisher on the same JetStream,
+// counting on the consumer's registerer).
+func WithRejecter(p *reject.Publisher) Option { return func(c *Consumer) { c.rejecter = p } }
+
+// Consumer is ingest's durable pull consumer: it fetches telemetry in batches, decodes and validates
+// it, sends bad messages to rejected.ingest, hands the good events to the Handler and acknowledges.
+//
+// Every message is acknowledged explicitly, after the handler returned for its batch (rejected
+// messages are terminated once their copy is stored in REJECTED). AckAll would save the server an
+// ack per message, but it acknowledges every earlier delivery too — including one that went to a
+// pull request of a stopped instance and was never handled — so it can lose telemetry; explicit
+// acks cannot. A batch that fails is retried in place, in order, with its ack deadline extended,
+// rather than negatively acknowledged, so the next stage sees events in stream order. After a
+// crash, unacknowledged messages are redelivered after AckWait.
+type Consumer struct {
+	js       jetstream.JetStream
+	cfg      Config
+	h        Handler
+	log      *slog.Logger
+	reg      prometheus.Registerer
+	rejecter *reject.Publisher
+	dec      *Decoder
+	m        metrics
+
+	// mu serialises batch handling between the delivery callback and the idle flusher.
+	mu       sync.Mutex
+	batch    []jetstream.Msg // messages waiting to be handled, in delivery order
+	spare    []jetstream.Msg // the other buffer, swapped in while a batch is handled
+	first    time.Time       // arrival of the batch's first message
+	events   []schemas.TelemetryEvent
+	flushing bool // a batch is being handled (possibly waiting between retries with mu released)
+	stopped  bool // no more retries: Stop was called
+
+	cc       jetstream.ConsumeContext
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+	draining bool
+}
+
+type metrics struct {
+	events, messages, batches prometheus.Counter
+	lag                       prometheus.Gauge
+	handle                    prometheus.Histogram
+	retries                   prometheus.Counter
+}
+
+// NewConsumer checks cfg and prepares a consumer; Start creates the durable and begins consuming.
+func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Handler, opts ...Option) (*Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, fmt.Errorf("%w: ingest: nil handler", ErrInvalidConfig)
+	}
+	c := &Consumer{js: js, cfg: cfg.withDefaults(subj), h: h, done: make(chan struct{})}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("stage", StageName, "durable", c.cfg.Durable)
+	if c.rejecter == nil {
+		p, err := reject.NewPublisher(js, subj, c.reg)
+		if err != nil {
+			return nil, err
+		}
+		c.rejecter = p
+	}
+	c.dec = NewDecoder(DecoderConfig{MaxMessageBytes: c.cfg.MaxMessageBytes, Subjects: subj})
+	c.m = metrics{
+		events:   prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_events_total", Help: "Telemetry events decoded and handed to the next stage."}),
+		messages: prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_messages_total", Help: "Telemetry messages consumed, good or rejected."}),
+		batches:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_batches_total", Help: "Batches handed to the next stage and acknowledged."}),
+		lag:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "scalpel_ingest_lag", Help: "Messages in the stream not yet delivered to the ingest consumer, as of the last delivery."}),
+		handle:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scalpel_ingest_batch_seconds", Help: "Time to decode, hand over and acknowledge one batch.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}),
+		retries:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_retries_total", Help: "Batches retried after a handler error or a failed reject."}),
+	}
+	if c.reg != nil {
+		for _, col := range []prometheus.Collector{c.m.events, c.m.messages, c.m.batches, c.m.lag, c.m.handle, c.m.retries} {
+			if err := c.reg.Register(col); err != nil {
+				return nil, fmt.Errorf("ingest: register metrics: %w", err)
+			}
+		}
+	}
+	c.batch = make([]jetstream.Msg, 0, c.cfg.BatchSize)
+	return c, nil
+}
+
+// Config returns the effective configuration, defaults filled in.
+func (c *Consumer) Config() Config { return c.cfg }
+
+// Start creates or updates the durable consumer and starts consuming. Cancelling ctx stops the
+// consumer as Stop does.
+func (c *Consumer) Start(ctx context.Context) error {
+	if c.ctx != nil {
+		return errors.New("ingest: consumer already started")
+	}
+	cctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, defaultTimeout)
+		defer cancel()
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(cctx, c.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       c.cfg.Durable,
+		Description:   "scalpel ingest: telemetry decode, validate, hand-off",
+		FilterSubject: c.cfg.FilterSubject,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Duration(c.cfg.AckWait),
+		MaxDeliver:    c.cfg.MaxDeliver,
+		MaxAckPending: c.cfg.MaxAckPending,
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
+	}
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	cc, err := cons.Consume(c.onMsg,
+		// Read ahead two batches so the next one is already here when the handler returns.
+		jetstream.PullMaxMessages(2*c.cfg.BatchSize),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Warn("consume", "err", err)
+		}))
+	if err != nil {
+		c.cancel()
+		return fmt.Errorf("ingest: consume %s: %w", c.cfg.Durable, err)
+	}
+	c.cc = cc
+	go c.flusher()
+	go func() {
+		select {
+		case <-ctx.Done():
+			c.Stop()
+		case <-c.done:
+		}
+	}()
+	c.log.Info("consuming", "stream", c.cfg.Stream, "filter", c.cfg.FilterSubject, "batch", c.cfg.BatchSize)
+	return nil
+}
+
+// Stop stops consuming now. The batch being handled finishes (or, if it is being retried, is
+// abandoned unacknowledged); messages fetched but not yet handled are negatively acknowledged so
+// another instance gets them at once. Nothing acknowledged is handled twice.
+func (c *Consumer) Stop() { c.shutdown(false) }
+
+// Drain stops fetching, hands every message already fetched to the handler, acknowledges, then
+// stops. Done closes when it has finished.
+func (c *Consumer) Drain() { c.shutdown(true) }
+
+// Done is closed when the consumer has fully stopped.
+func (c *Consumer) Done() <-chan struct{} { return c.done }
+
+func (c *Consumer) shutdown(drain bool) {
+	if c.cc == nil {
+		return
+	}
+	c.stopOnce.Do(func() {
+		c.mu.Lock()
+		c.draining = drain
+		if !drain {
+			c.stopped = true
+			c.cancel() // abort a batch stuck in retries
+		}
+		c.mu.Unlock()
+		go func() {
+			if drain {
+				c.cc.Drain()
+			} else {
+				c.cc.Stop()
+			}
+			<-c.cc.Closed()
+			c.mu.Lock()
+			if len(c.batch) > 0 {
+				if drain {
+					c.flushLocked()
+				} else {
+					for _, m := range c.batch {
+						_ = m.Nak()
+					}
+					c.batch = c.batch[:0]
+				}
+			}
+			c.mu.Unlock()
+			// Make sure the last ack reached the server before anyone restarts from this durable.
+			if err := c.js.Conn().FlushTimeout(5 * time.Second); err != nil {
+				c.log.Warn("flush acks", "err", err)
+			}
+			c.cancel()
+			close(c.done)
+			c.log.Info("stopped", "drained", drain)
+		}()
+	})
+}
+
+// onMsg runs on the consume goroutine for every delivered message.
+func (c *Consumer) onMsg(msg jetstream.Msg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		_ = msg.Nak()
+		return
+	}
+	if len(c.batch) == 0 {
+		c.first = time.Now()
+	}
+	c.batch = append(c.batch, msg)
+	pending, ok := numPending(msg.Reply())
+	if ok {
+		c.m.lag.Set(float64(pending))
+	}
+	// Cut the batch when it is full or when nothing more is waiting: batching must never add latency.
+	if !c.flushing && (len(c.batch) >= c.cfg.BatchSize || (ok && pending == 0)) {
+		c.flushLocked()
+	}
+}
+
+// flusher hands over a partial batch that waited MaxWait, should the server's pending count not
+// have said the backlog was empty (it is advisory).
+func (c *Consumer) flusher() {
+	t := time.NewTicker(time.Duration(c.cfg.MaxWait) / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			c.mu.Lock()
+			if len(c.batch) > 0 && !c.flushing && !c.stopped && time.Since(c.first) >= time.Duration(c.cfg.MaxWait) {
+				c.flushLocked()
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// flushLocked decodes the batch, stores rejects, hands the events over and acknowledges. Called
+// with c.mu held; retries release it while they wait, so messages arriving meanwhile go to the other
+// buffer and wait for the next flush — never a concurrent one, which could acknowledge past this batch.
+func (c *Consumer) flushLocked() {
+	start := time.Now()
+	batch := c.batch
+	c.batch, c.spare = c.spare[:0], nil
+	c.flushing = true
+	defer func() {
+		clear(batch) // drop references to the messages' buffers
+		c.spare = batch[:0]
+		c.flushing = false
+	}()
+	c.events = c.events[:0]
+	for _, msg := range batch {
+		var err error
+		c.events, err = c.dec.Decode(msg.Subject(), msg.Data(), c.events)
+		if err != nil {
+			var re *RejectError
+			if !errors.As(err, &re) {
+				re = &RejectError{Class: ClassMalformed, Reason: err.Error(), Err: err}
+			}
+			c.log.Debug("reject", "subject", msg.Subject(), "class", re.Class, "reason", re.Reason)
+			rm := reject.FromJetStream(msg)
+			if !c.retry(batch, "reject", func(ctx context.Context) error {
+				return c.rejecter.Reject(ctx, StageName, rm, re.Class, re.Reason)
+			}) {
+				return
+			}
+			// Stored in REJECTED: never redeliver it. The reason shows in the server's advisory too.
+			if err := msg.TermWithReason(re.Class); err != nil {
+				c.log.Warn("term rejected message", "err", err)
+			}
+		}
+	}
+	if len(c.events) > 0 {
+		if !c.retry(batch, "handler", func(ctx context.Context) error {
+			return c.h.HandleTelemetry(ctx, c.events)
+		}) {
+			return
+		}
+	}
+	// Rejected messages were terminated above; acking them again is harmless and cheaper than
+	// remembering which they were.
+	var ackErr error
+	for _, msg := range batch {
+		if err := msg.Ack(); err != nil && ackErr == nil {
+			ackErr = err
+		}
+	}
+	if ackErr != nil {
+		c.log.Warn("ack batch", "err", ackErr, "messages", len(batch))
+	}
+	c.m.messages.Add(float64(len(batch)))
+	c.m.events.Add(float64(len(c.events)))
+	c.m.batches.Inc()
+	c.m.handle.Observe(time.Since(start).Seconds())
+}
+
+// retry runs fn until it succeeds, backing off and keeping the batch's ack deadline alive, or until
+// the consumer is stopped (false).
+func (c *Consumer) retry(batch []jetstream.Msg, what string, fn func(ctx context.Context) error) bool {
+	delay := time.Duration(c.cfg.RetryDelay)
+	for attempt := 1; ; attempt++ {
+		err := fn(c.ctx)
+		if err == nil {
+			return true
+		}
+		if c.stopped || c.ctx.Err() != nil {
+			c.log.Warn("batch abandoned while stopping; it will be redelivered", "step", what, "err", err)
+			for _, m := range batch {
+				_ = m.Nak()
+			}
+			return false
+		}
+		c.m.retries.Inc()
+		c.log.Warn("batch failed; retrying", "step", what, "attempt", attempt, "delay", delay, "err", err)
+		for _, m := range batch {
+			_ = m.InProgress()
+		}
+		c.mu.Unlock() // let Stop in while we wait
+		select {
+		case <-time.After(delay):
+		case <-c.ctx.Done():
+		}
+		c.mu.Lock()
+		delay = min(2*delay, time.Duration(c.cfg.MaxRetryDelay))
+	}
+}
+
+// numPending reads the consumer's pending count from a JetStream ack subject without allocating:
+// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (9 tokens), or the newer
+// $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>
+// (12 tokens and more).
+func numPending(reply string) (uint64, bool) {
+	if !strings.HasPrefix(reply, "$JS.ACK.") {
+		return 0, false
+	}
+	tokens := strings.Count(reply, ".") + 1
+	want := 8 // index of <pending> in the 9-token form
+	if tokens >= 12 {
+		want = 10
+	} else if tokens != 9 {
+		return 0, false
+	}
+	start := 0
+	for i := 0; i < want; i++ {
+		j := strings.IndexByte(reply[start:], '.')
+		if j < 0 {
+			return 0, false
+		}
+		start += j + 1
+	}
+	end := strings.IndexByte(reply[start:], '.')
+	if end < 0 {
+		end = len(reply) - start
+	}
+	n, err := strconv.ParseUint(reply[start:start+end], 10, 64)
+	return n, err == nil
+}

@@ -1,0 +1,324 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/scalpel-dev/scalpel/internal/natstest"
+	"github.com/scalpel-dev/scalpel/internal/reject"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// recorder is a Handler that keeps every event it is given.
+type recorder struct {
+	mu     sync.Mutex
+	events []schemas.TelemetryEvent
+	fail   int // fail this many calls first
+	calls  int
+}
+
+func (r *recorder) HandleTelemetry(_ context.Context, evs []schemas.TelemetryEvent) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.fail > 0 {
+		r.fail--
+		return errors.New("downstream not ready")
+	}
+	r.events = append(r.events, evs...)
+	return nil
+}
+
+func (r *recorder) versions() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, len(r.events))
+	for i, e := range r.events {
+		out[i] = e.Version
+	}
+	return out
+}
+
+func (r *recorder) waitFor(t *testing.T, n int) {
+	t.Helper()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := len(r.versions()); got < n {
+			return fmt.Errorf("handled %d events, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+func ev(version string) string {
+	return `{"ts":"2026-11-26T10:00:00Z","service":"checkout","component":"tax-calc","version":"` + version + `","latency_ms":5}`
+}
+
+func startConsumer(t *testing.T, js jetstream.JetStream, h Handler, reg *prometheus.Registry, cfg Config) *Consumer {
+	t.Helper()
+	c, err := NewConsumer(js, schemas.Subjects{}, cfg, h, WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		<-c.Done()
+	})
+	return c
+}
+
+func publish(t *testing.T, js jetstream.JetStream, subject string, body string) {
+	t.Helper()
+	if _, err := js.Publish(context.Background(), subject, []byte(body)); err != nil {
+		t.Fatalf("publish %s: %v", subject, err)
+	}
+}
+
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue next
+				}
+			}
+			return value(m)
+		}
+	}
+	return 0
+}
+
+func value(m *dto.Metric) float64 {
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
+
+func TestConsumerRoutesGoodAndBad(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	reg := prometheus.NewRegistry()
+	startConsumer(t, js, rec, reg, Config{MaxMessageBytes: 4096})
+
+	const subj = "telemetry.checkout.tax-calc"
+	bad := []struct {
+		name, subject, body, class, reason string
+	}{
+		{"malformed JSON", subj, `{"ts":`, ClassMalformed, "malformed JSON at offset 6"},
+		{"wrong type", subj, strings.Replace(ev("x"), `"latency_ms":5`, `"latency_ms":"5"`, 1), ClassWrongType, "latency_ms: want number, got string"},
+		{"negative latency", subj, strings.Replace(ev("x"), `"latency_ms":5`, `"latency_ms":-3`, 1), ClassInvalid, "latency_ms: must be a finite number >= 0, got -3"},
+		{"unknown error category", subj, strings.Replace(ev("x"), `"latency_ms":5`, `"error":"boom"`, 1), ClassInvalid, `error: "boom"`},
+		{"subject mismatch", "telemetry.payments.tax-calc", ev("x"), ClassSubject, `does not match body service "checkout"`},
+		{"oversize", subj, `{"pad":"` + strings.Repeat("x", 5000) + `"}`, ClassOversize, "exceeds max 4096"},
+	}
+	publish(t, js, subj, ev("v0"))
+	for i, b := range bad {
+		publish(t, js, b.subject, b.body)
+		publish(t, js, subj, ev(fmt.Sprintf("v%d", i+1)))
+	}
+	// A batch in one message, as NDJSON.
+	publish(t, js, subj, ev("v7")+"\n"+ev("v8")+"\n")
+
+	rec.waitFor(t, 9)
+	want := []string{"v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"}
+	if got := rec.versions(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events = %v, want %v in order", got, want)
+	}
+
+	rejected, err := js.Stream(ctx, schemas.StreamRejected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		info, err := rejected.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != uint64(len(bad)) {
+			return fmt.Errorf("REJECTED holds %d, want %d", info.State.Msgs, len(bad))
+		}
+		return nil
+	})
+	for i, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			m, err := rejected.GetMsg(ctx, uint64(i+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Subject != "rejected.ingest" {
+				t.Errorf("subject %s", m.Subject)
+			}
+			if got := m.Header.Get(schemas.HeaderRejectReason); !strings.Contains(got, b.reason) {
+				t.Errorf("reason %q, want it to contain %q", got, b.reason)
+			}
+			if got := m.Header.Get(schemas.HeaderRejectSubject); got != b.subject {
+				t.Errorf("reject subject %q, want %q", got, b.subject)
+			}
+			if got := m.Header.Get(reject.HeaderClass); got != b.class {
+				t.Errorf("class %q, want %q", got, b.class)
+			}
+			if string(m.Data) != b.body {
+				t.Errorf("body not kept verbatim")
+			}
+			if v := metricValue(t, reg, "scalpel_rejected_total", map[string]string{"stage": "ingest", "reason_class": b.class}); v < 1 {
+				t.Errorf("scalpel_rejected_total{reason_class=%q} = %v", b.class, v)
+			}
+		})
+	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if v := metricValue(t, reg, "scalpel_ingest_messages_total", nil); v != 14 {
+			return fmt.Errorf("messages_total = %v, want 14", v)
+		}
+		if v := metricValue(t, reg, "scalpel_ingest_events_total", nil); v != 9 {
+			return fmt.Errorf("events_total = %v, want 9", v)
+		}
+		return nil
+	})
+}
+
+func TestConsumerRestartContinuesWithoutLossOrRedelivery(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+		t.Fatal(err)
+	}
+	const subj = "telemetry.checkout.tax-calc"
+	for i := range 50 {
+		publish(t, js, subj, ev(fmt.Sprintf("a%d", i)))
+	}
+	first := &recorder{}
+	// A short AckWait: a delivery that went to the stopped instance's last pull request comes back fast.
+	cfg := Config{BatchSize: 7, AckWait: schemas.Duration(time.Second)}
+	c1, err := NewConsumer(js, schemas.Subjects{}, cfg, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first.waitFor(t, 50)
+	c1.Drain()
+	<-c1.Done()
+
+	for i := range 30 {
+		publish(t, js, subj, ev(fmt.Sprintf("b%d", i)))
+	}
+	second := &recorder{}
+	startConsumer(t, js, second, prometheus.NewRegistry(), cfg)
+	second.waitFor(t, 30)
+	seen := map[string]int{}
+	for _, v := range second.versions() {
+		seen[v]++
+	}
+	for i := range 30 {
+		if v := fmt.Sprintf("b%d", i); seen[v] != 1 {
+			t.Errorf("%s handled %d times after restart, want once", v, seen[v])
+		}
+	}
+	if len(seen) != 30 {
+		t.Errorf("after restart handled %v, want exactly b0..b29 (no acknowledged work again)", second.versions())
+	}
+	for i := range 50 {
+		if first.versions()[i] != fmt.Sprintf("a%d", i) {
+			t.Fatalf("first run out of order at %d: %v", i, first.versions())
+		}
+	}
+}
+
+func TestConsumerRetriesFailedBatchInOrder(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{fail: 2}
+	reg := prometheus.NewRegistry()
+	startConsumer(t, js, rec, reg, Config{RetryDelay: schemas.Duration(10 * time.Millisecond)})
+	for i := range 20 {
+		publish(t, js, "telemetry.checkout.tax-calc", ev(fmt.Sprintf("v%d", i)))
+	}
+	rec.waitFor(t, 20)
+	got := rec.versions()
+	for i := range 20 {
+		if got[i] != fmt.Sprintf("v%d", i) {
+			t.Fatalf("events %v not each once in order", got)
+		}
+	}
+	if len(got) != 20 {
+		t.Fatalf("got %d events, want 20", len(got))
+	}
+	if v := metricValue(t, reg, "scalpel_ingest_retries_total", nil); v != 2 {
+		t.Errorf("retries_total = %v, want 2", v)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"zero is defaults", Config{}, true},
+		{"defaults", DefaultConfig(), true},
+		{"dotted durable", Config{Durable: "a.b"}, false},
+		{"negative batch", Config{BatchSize: -1}, false},
+		{"ack wait too short", Config{AckWait: schemas.Duration(time.Millisecond)}, false},
+		{"max ack pending below batch", Config{BatchSize: 100, MaxAckPending: 10}, false},
+		{"max deliver -2", Config{MaxDeliver: -2}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err == nil) != tt.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("%v does not wrap ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestNumPending(t *testing.T) {
+	tests := []struct {
+		reply string
+		want  uint64
+		ok    bool
+	}{
+		{"$JS.ACK.TELEMETRY.scalpel-ingest.1.42.42.1764151200000000000.17", 17, true},
+		{"$JS.ACK.hub.ACCHASH.TELEMETRY.scalpel-ingest.1.42.42.1764151200000000000.0.rnd", 0, true},
+		{"$JS.ACK.short", 0, false},
+		{"_INBOX.x", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := numPending(tt.reply)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("numPending(%q) = %d, %v; want %d, %v", tt.reply, got, ok, tt.want, tt.ok)
+		}
+	}
+}
