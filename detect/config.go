@@ -30,7 +30,9 @@ type Config struct {
 	IdleTTL schemas.Duration `json:"idle_ttl" yaml:"idle_ttl"`
 
 	// Alpha is the false-alarm probability each sequential test allows per run (a run ends when
-	// the test accepts H0 and restarts). Default 0.001.
+	// the test accepts H0 and restarts). A deploy runs a few dozen tests (error categories and
+	// latency quantiles, per block and for the component), so this is set well below the 1 %
+	// false-rollback target. Default 0.0002.
 	Alpha float64 `json:"alpha" yaml:"alpha"`
 	// Beta is the missed-detection probability that sets the acceptance boundary: when the
 	// evidence falls below log(Beta) the test accepts "no regression" and restarts, and a firing
@@ -72,10 +74,11 @@ type Config struct {
 	// LatencyGrossFactor is the second alternative of the latency test: every latency multiplied
 	// by this. Default 2.
 	LatencyGrossFactor float64 `json:"latency_gross_factor" yaml:"latency_gross_factor"`
-	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.02.
+	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
 	// SketchMaxBins bounds each sketch; beyond it the lowest bins collapse (the tail stays exact).
-	// Default 160.
+	// With the default accuracy, 128 bins span latencies over a ratio of ~600 (e.g. 0.5 ms to
+	// 300 ms) at full accuracy. Default 128.
 	SketchMaxBins int `json:"sketch_max_bins" yaml:"sketch_max_bins"`
 
 	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its own
@@ -109,7 +112,7 @@ func DefaultConfig() Config {
 		AllowedLateness:        schemas.Duration(2 * time.Second),
 		HistoryEpoch:           schemas.Duration(5 * time.Minute),
 		IdleTTL:                schemas.Duration(30 * time.Minute),
-		Alpha:                  0.001,
+		Alpha:                  0.0002,
 		Beta:                   0.01,
 		RecoveryBuckets:        30,
 		MinRequests:            20,
@@ -122,8 +125,8 @@ func DefaultConfig() Config {
 		LatencyQuantiles:       []float64{0.5, 0.9, 0.99},
 		LatencyMinEffect:       0.25,
 		LatencyGrossFactor:     2,
-		SketchRelativeAccuracy: 0.02,
-		SketchMaxBins:          160,
+		SketchRelativeAccuracy: 0.025,
+		SketchMaxBins:          128,
 		ResourceWarmupBuckets:  30,
 		ResourceMinEffect:      0.1,
 		CUSUMSlack:             0.5,

@@ -86,13 +86,11 @@ type ewma struct {
 	ready bool
 }
 
+// add folds v in. Until 1/alpha values are in, the weight is 1/n (a plain running mean), so the
+// first bucket does not dominate the estimate for a whole half-life.
 func (e *ewma) add(v, alpha float64, warmup int) {
-	if e.n == 0 {
-		e.mean = v
-	} else {
-		e.mean += alpha * (v - e.mean)
-	}
 	e.n++
+	e.mean += max(alpha, 1/float64(e.n)) * (v - e.mean)
 	if e.n >= warmup {
 		e.ready = true
 	}

@@ -38,21 +38,24 @@ func (p *pool) siteMap() map[string]int64 {
 	return make(map[string]int64)
 }
 
+// poolCap bounds each free list: enough to serve a burst of series closing in the same bucket
+// without allocating, small enough that after a burst the idle free lists do not hold memory
+// per series.
+const poolCap = 1024
+
 // release returns a closed bucket's borrowings.
 func (p *pool) release(b *bucket) {
-	if b.sk != nil {
+	if b.sk != nil && len(p.sks) < poolCap {
 		b.sk.Clear()
 		p.sks = append(p.sks, b.sk)
-		b.sk = nil
 	}
-	if b.blocks != nil {
+	if b.blocks != nil && len(p.blocks) < poolCap {
 		clear(b.blocks)
 		p.blocks = append(p.blocks, b.blocks)
-		b.blocks = nil
 	}
-	if b.sites != nil {
+	if b.sites != nil && len(p.sites) < poolCap {
 		clear(b.sites)
 		p.sites = append(p.sites, b.sites)
-		b.sites = nil
 	}
+	b.sk, b.blocks, b.sites = nil, nil, nil
 }
