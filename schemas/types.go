@@ -195,7 +195,24 @@ type Anomaly struct {
 	Score           *float64 `json:"score,omitempty"`
 	Samples         Samples  `json:"samples"`
 	Evidence        Evidence `json:"evidence"`
+	// Status is firing (the default, when empty) or resolved. When an episode ends, detect publishes
+	// the same anomaly again — same ID — with Status resolved and ResolvedAt set, so decide can verify
+	// that a rollback worked.
+	Status     string     `json:"status,omitempty"`
+	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
+	// Resolution says why the episode ended (e.g. "error rate back under baseline for 10s",
+	// "traffic moved to version 1.0, which is healthy").
+	Resolution string `json:"resolution,omitempty"`
 }
+
+// Anomaly statuses.
+const (
+	AnomalyFiring   = "firing"
+	AnomalyResolved = "resolved"
+)
+
+// IsResolved reports whether the anomaly announces the end of its episode.
+func (a *Anomaly) IsResolved() bool { return a.Status == AnomalyResolved }
 
 // Samples counts the observations on each side of a comparison.
 type Samples struct {

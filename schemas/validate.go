@@ -423,6 +423,18 @@ func (a *Anomaly) Validate() error {
 	if a.ErrorCategory != "" && !IsErrorCategory(a.ErrorCategory) {
 		return invalid("error_category", "%q: must be one of timeout, exception, invalid_input, other", clip(a.ErrorCategory))
 	}
+	switch a.Status {
+	case "", AnomalyFiring:
+		if a.ResolvedAt != nil {
+			return invalid("resolved_at", "set on an anomaly whose status is not resolved")
+		}
+	case AnomalyResolved:
+		if a.ResolvedAt == nil || a.ResolvedAt.IsZero() {
+			return invalid("resolved_at", "required when status is resolved")
+		}
+	default:
+		return invalid("status", "%q: must be firing or resolved", clip(a.Status))
+	}
 	for _, f := range [...]struct {
 		name string
 		v    float64
