@@ -1,0 +1,224 @@
+// Package pipeline wires the stages together over JetStream: ingest → detect → anomaly.<svc>.<comp>
+// → decide → decision.<svc> → actuate. `scalpel serve` and `scalpel demo` run it; the stages never
+// import each other, they meet here.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalpel-dev/scalpel/actuate"
+	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/reject"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// Durable consumer names. Keeping them stable is what lets a restarted process continue where the
+// last one stopped.
+const (
+	DurableDecideAnomalies = "scalpel-decide"
+	DurableActuate         = "scalpel-actuate"
+)
+
+// Pipeline is a running set of stages. Stop it with Stop, which drains consumers so that no acked
+// work is lost.
+type Pipeline struct {
+	cfg  config.Config
+	js   jetstream.JetStream
+	subj schemas.Subjects
+	log  *slog.Logger
+	reg  prometheus.Registerer
+
+	detect  *DetectStage
+	engine  *decide.Engine
+	catalog *decide.Catalog
+
+	decideMu sync.Mutex
+
+	actuators map[string]actuate.Actuator
+	rejecter  *reject.Publisher
+
+	// ctx lives from Start to Stop: handlers use it, not the caller's start-up context.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	stops   []func()
+	ready   atomic.Bool
+	deploys atomic.Int64
+
+	m metrics
+}
+
+type metrics struct {
+	anomalies  prometheus.Counter
+	decisions  *prometheus.CounterVec
+	commands   *prometheus.CounterVec
+	series     prometheus.GaugeFunc
+	actuateErr *prometheus.CounterVec
+}
+
+// Options configures New.
+type Options struct {
+	Config   config.Config
+	JS       jetstream.JetStream
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Actuators, when set, replaces the configured actuators for every service (tests and the demo use
+	// it to observe commands in-process). The configured ones still run when it is nil.
+	Actuators map[string]actuate.Actuator
+}
+
+// New prepares a pipeline; Start runs it.
+func New(o Options) (*Pipeline, error) {
+	if o.JS == nil {
+		return nil, errors.New("pipeline: a JetStream context is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	p := &Pipeline{
+		cfg:  o.Config,
+		js:   o.JS,
+		subj: o.Config.Subjects(),
+		log:  o.Logger,
+		reg:  o.Registry,
+	}
+	p.m = metrics{
+		anomalies: prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_anomalies_total", Help: "Anomalies detect published."}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_decisions_total", Help: "Decisions decide published, by action."}, []string{"action"}),
+		commands:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_commands_total", Help: "Rollback commands actuated, by actuator set outcome."}, []string{"outcome"}),
+		actuateErr: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_actuate_errors_total", Help: "Actuation failures, by class."},
+			[]string{"class"}),
+	}
+	p.detect = NewDetectStage(detect.New(o.Config.Detect, detect.WithLogger(o.Logger.With("stage", "detect"))), p.publishAnomalies)
+	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
+		func() float64 { return float64(p.detect.SeriesCount()) })
+	for _, c := range []prometheus.Collector{p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr} {
+		if err := o.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("pipeline: register metrics: %w", err)
+		}
+	}
+	if o.Actuators != nil {
+		p.actuators = o.Actuators
+	}
+	rej, err := reject.NewPublisher(p.js, p.subj, p.reg)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	p.rejecter = rej
+	return p, nil
+}
+
+// Ready reports whether every stage is consuming.
+func (p *Pipeline) Ready() bool { return p.ready.Load() }
+
+// DeploysRecorded counts the deploy events the decide stage has recorded since Start.
+func (p *Pipeline) DeploysRecorded() int64 { return p.deploys.Load() }
+
+// Catalog returns the KV-backed catalog (valid after Start).
+func (p *Pipeline) Catalog() *decide.Catalog { return p.catalog }
+
+// Start creates the topology (idempotently) and starts every stage.
+func (p *Pipeline) Start(startCtx context.Context) error {
+	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(startCtx))
+	if err := p.start(startCtx); err != nil {
+		p.Stop()
+		return err
+	}
+	p.ready.Store(true)
+	return nil
+}
+
+func (p *Pipeline) start(ctx context.Context) error {
+	if err := ingest.EnsureTopology(ctx, p.js, p.subj, p.cfg.Topology); err != nil {
+		return fmt.Errorf("create JetStream topology: %w", err)
+	}
+	catKV, err := p.js.KeyValue(ctx, schemas.BucketCatalog)
+	if err != nil {
+		return fmt.Errorf("open catalog bucket: %w", err)
+	}
+	p.catalog = decide.NewCatalog(catKV)
+	p.engine = decide.New(p.cfg.Decide, p.catalog, decide.WithLogger(p.log.With("stage", "decide")))
+
+	if err := p.startActuate(ctx); err != nil {
+		return err
+	}
+	if err := p.startDecide(ctx); err != nil {
+		return err
+	}
+	return p.startIngest(ctx)
+}
+
+// Stop drains every stage, upstream first, so in-flight work finishes and is acked before exit.
+func (p *Pipeline) Stop() {
+	p.ready.Store(false)
+	for i := len(p.stops) - 1; i >= 0; i-- {
+		p.stops[i]()
+	}
+	p.stops = nil
+	if p.cancel != nil {
+		p.cancel()
+	}
+}
+
+// ---- ingest → detect ----
+
+func (p *Pipeline) startIngest(ctx context.Context) error {
+	rej := p.rejecter
+	c, err := ingest.NewConsumer(p.js, p.subj, p.cfg.Ingest, p.detect,
+		ingest.WithLogger(p.log.With("stage", "ingest")), ingest.WithRejecter(rej), ingest.WithRegisterer(p.reg))
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	// The consumer lives until Stop, not until the start-up context ends.
+	if err := c.Start(p.ctx); err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	p.stops = append(p.stops, func() { c.Drain(); <-c.Done() })
+	return nil
+}
+
+// publishAnomalies publishes anomalies and waits until the stream has stored them all.
+func (p *Pipeline) publishAnomalies(ctx context.Context, anomalies []schemas.Anomaly) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(anomalies))
+	for i := range anomalies {
+		a := &anomalies[i]
+		b, err := json.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("encode anomaly: %w", err)
+		}
+		f, err := p.js.PublishAsync(p.subj.Anomaly(a.Service, a.Component), b, jetstream.WithMsgID(a.ID))
+		if err != nil {
+			return fmt.Errorf("publish anomaly: %w", err)
+		}
+		futures = append(futures, f)
+		p.log.Info("anomaly", "stage", "detect", "service", a.Service, "component", a.Component, "block", a.Block,
+			"version", a.Version, "metric", a.Metric, "category", a.ErrorCategory, "observed", a.Observed,
+			"baseline", a.Baseline, "baseline_version", a.BaselineVersion, "id", a.ID)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			p.m.anomalies.Inc()
+		case err := <-f.Err():
+			return fmt.Errorf("publish anomaly: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
