@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scalpel-dev/scalpel/internal/bench"
+)
+
+func init() { register(newBenchCmd) }
+
+func newBenchCmd() *cobra.Command {
+	var o bench.Options
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure ingest+detect throughput against raw JetStream consumption on one embedded server",
+		Long: `bench starts an embedded NATS server in a temporary directory and, in alternating rounds, measures
+  - the raw JetStream durable-consume rate: a bare nats.go pull consumer, 256-byte messages, the same
+    batch size and ack policy as ingest, doing nothing with the messages;
+  - events per second through ingest (decode, validate, batch, ack) and detect, for 256-byte
+    TelemetryEvents spread over many series;
+and prints the medians and their ratio. Machines are shared and noisy: read the ratio, which both sides
+of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0.8.`,
+		Example: `  scalpel bench
+  scalpel bench --events 500000 --rounds 5 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := jsonOutput()
+			if err != nil {
+				return err
+			}
+			o.Progress = os.Stderr
+			res, err := bench.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "\n%-44s %14s\n", "measure", "value")
+			fmt.Fprintf(w, "%-44s %14.0f\n", "raw JetStream durable consume (msg/s)", res.RawRate)
+			fmt.Fprintf(w, "%-44s %14.0f\n", "ingest+detect (events/s)", res.PipelineRate)
+			fmt.Fprintf(w, "%-44s %14.2f   (target >= 0.80)\n", "ratio ingest+detect / raw", res.Ratio)
+			fmt.Fprintf(w, "(%d-byte messages, %d events over %d series, median of %d rounds)\n", res.MessageBytes, res.Events, res.Series, len(res.RawRates))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Events, "events", 200_000, "events (and raw messages) per measurement")
+	f.IntVar(&o.Series, "series", 1000, "series the telemetry is spread over (a multiple of 10)")
+	f.IntVar(&o.Rounds, "rounds", 3, "alternating rounds; medians are reported")
+	return cmd
+}

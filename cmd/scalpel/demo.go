@@ -1,0 +1,474 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/sim"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+func init() { register(newDemoCmd) }
+
+type demoOptions struct {
+	speed    float64
+	seed     uint64
+	baseline time.Duration
+	verbose  bool
+	dataDir  string
+}
+
+func newDemoCmd() *cobra.Command {
+	var o demoOptions
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Watch scalpel roll back one bad code block, in one process with no setup",
+		Long: `demo starts an embedded NATS server and every scalpel stage in this process, then simulates a
+service "checkout" with three components (tax-calc with two blocks, cart, payment). It sends normal
+traffic for version 1.0, deploys 2.0 in which one block (tax-calc/rate-lookup) starts failing, and
+prints the story as it happens: the deploy, the anomaly and its evidence, the decision, the rollback
+command for that block only, the simulated service switching the block back, and recovery — while
+the rest of 2.0 stays live.
+
+Time in the story is event time; --speed runs it faster than the wall clock.`,
+		Example: `  scalpel demo
+  scalpel demo --speed 10 --seed 7`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.speed <= 0 || o.speed > 100 {
+				return fmt.Errorf("--speed %v: want a factor between 0 and 100", o.speed)
+			}
+			return runDemo(cmd.Context(), cmd.OutOrStdout(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.Float64Var(&o.speed, "speed", 4, "event seconds simulated per wall-clock second")
+	f.Uint64Var(&o.seed, "seed", 1, "seed of the simulated traffic")
+	f.DurationVar(&o.baseline, "baseline", 60*time.Second, "event time of healthy 1.0 traffic before the deploy")
+	f.BoolVar(&o.verbose, "verbose", false, "also print scalpel's own logs")
+	f.StringVar(&o.dataDir, "data-dir", "", "JetStream store of the demo's embedded server (default: a temporary directory, removed at exit)")
+	return cmd
+}
+
+const demoManifest = `service: checkout
+rollback_window: 15m
+components:
+  - component: tax-calc
+    kind: function
+    granularity: fine
+    blocks:
+      - {block: rate-lookup, file: tax/calc.go, lines: "40-88"}
+      - {block: rounding, file: tax/calc.go, lines: "90-120"}
+  - component: cart
+    kind: endpoint
+    granularity: medium
+  - component: payment
+    kind: endpoint
+    granularity: medium
+`
+
+// demoService is the simulated checkout service and its deployer: it obeys rollback commands by
+// switching the block's active version, and acks them.
+func demoService(seed uint64) *sim.Service {
+	bad := sim.Behaviour{ErrorRate: 0.25, ErrorCategory: schemas.ErrException, ErrorSite: "tax/calc.go:57", LatencyMedianMS: 22, LatencySigma: 0.35}
+	return sim.New("checkout", seed,
+		&sim.Component{Name: "tax-calc", RPS: 40, Blocks: []*sim.Block{
+			{Name: "rate-lookup", Share: 0.6, Active: "1.0", Versions: map[string]sim.Behaviour{"2.0": bad}},
+			{Name: "rounding", Share: 0.4, Active: "1.0"},
+		}},
+		&sim.Component{Name: "cart", RPS: 30, Blocks: []*sim.Block{{Active: "1.0"}}},
+		&sim.Component{Name: "payment", RPS: 20, Blocks: []*sim.Block{{Active: "1.0"}}},
+	)
+}
+
+func demoDeploy(id string, ts time.Time, v string) schemas.DeployEvent {
+	return schemas.DeployEvent{ID: id, TS: ts, Service: "checkout", AppVersion: v, Actor: "demo",
+		Components: []schemas.DeployComponent{
+			{Component: "tax-calc", Version: v, Blocks: []schemas.DeployBlock{{Block: "rate-lookup", Version: v}, {Block: "rounding", Version: v}}},
+			{Component: "cart", Version: v},
+			{Component: "payment", Version: v},
+		}}
+}
+
+func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
+	dir := o.dataDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "scalpel-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	cfg := config.Default()
+	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg.NATS.DataDir = dir
+	logLevel := "error"
+	if o.verbose {
+		logLevel = "info"
+	}
+	log := newLogger(logLevel)
+	nc, js, _, cleanup, err := connectServer(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Logger: log, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	defer p.Stop()
+
+	m, err := schemas.ParseManifest([]byte(demoManifest))
+	if err != nil {
+		return fmt.Errorf("demo manifest: %w", err)
+	}
+	if _, err := p.Catalog().Apply(ctx, m); err != nil {
+		return err
+	}
+
+	st := &story{out: out, subj: cfg.Subjects()}
+	svc := demoService(o.seed)
+	start := time.Now().UTC().Truncate(time.Second)
+	st.start = start
+	subs, err := st.follow(nc)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	// The simulated service's deployer: obey commands, ack them.
+	var svcMu sync.Mutex
+	cmdSub, err := nc.Subscribe(cfg.Subjects().RollbackCmd("checkout"), func(msg *nats.Msg) {
+		cmd, err := schemas.DecodeCommandEvent(msg.Header, msg.Data)
+		ack := schemas.RollbackAck{Service: "checkout", Instance: "checkout-1", Status: schemas.AckApplied, TS: st.now()}
+		if err != nil {
+			ack.Status, ack.Error = schemas.AckFailed, err.Error()
+		} else {
+			ack.CommandID = cmd.ID
+			svcMu.Lock()
+			ack.ActiveVersion = applyDemoCommand(svc, cmd)
+			svcMu.Unlock()
+		}
+		b, _ := json.Marshal(ack)
+		_, _ = js.Publish(ctx, cfg.Subjects().RollbackAck("checkout"), b, jetstream.WithMsgID("ack-"+ack.CommandID+"-checkout-1"))
+	})
+	if err != nil {
+		return err
+	}
+	defer cmdSub.Unsubscribe()
+
+	fmt.Fprintf(out, "scalpel demo — service \"checkout\": tax-calc (blocks rate-lookup, rounding; granularity fine), cart, payment\n")
+	fmt.Fprintf(out, "event time runs at %gx; every line is stamped with event time since start\n\n", o.speed)
+
+	publishDeploy := func(id string, ts time.Time, v string) error {
+		ev := demoDeploy(id, ts, v)
+		b, _ := json.Marshal(ev)
+		_, err := js.Publish(ctx, cfg.Subjects().Deploy("checkout"), b, jetstream.WithMsgID(ev.ID))
+		return err
+	}
+	if err := publishDeploy("demo-deploy-1.0", start, "1.0"); err != nil {
+		return err
+	}
+
+	const tick = 100 * time.Millisecond
+	evTick := time.Duration(float64(tick) * o.speed)
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	deployAt := start.Add(o.baseline)
+	deployed := false
+	var events []schemas.TelemetryEvent
+	stats := newBlockStats()
+	deadline := deployAt.Add(3 * time.Minute)
+	for evNow := start; ; evNow = evNow.Add(evTick) {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(out, "interrupted")
+			return nil
+		case <-ticker.C:
+		}
+		st.setNow(evNow)
+		if !deployed && !evNow.Before(deployAt) {
+			deployed = true
+			svcMu.Lock()
+			svc.SetVersion("2.0")
+			svcMu.Unlock()
+			if err := publishDeploy("demo-deploy-2.0", evNow, "2.0"); err != nil {
+				return err
+			}
+		}
+		svcMu.Lock()
+		events = svc.Tick(events[:0], evNow, evTick)
+		svcMu.Unlock()
+		for i := range events {
+			stats.add(&events[i])
+			b, _ := json.Marshal(&events[i])
+			if _, err := js.PublishAsync(cfg.Subjects().Telemetry("checkout", events[i].Component), b, jetstream.WithMsgID(events[i].ID)); err != nil {
+				return fmt.Errorf("publish telemetry: %w", err)
+			}
+		}
+		if stats.due(evNow, 10*time.Second) {
+			st.printf(evNow, "traffic   %s", stats.flush())
+		}
+		if st.finished(evNow) || evNow.After(deadline) {
+			break
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Second):
+	}
+	st.summary(svc)
+	return nil
+}
+
+// applyDemoCommand switches the simulated service as a deployer would and returns the now-active version.
+func applyDemoCommand(svc *sim.Service, cmd *schemas.RollbackCommand) string {
+	switch {
+	case cmd.Block != "":
+		if b := svc.Block(cmd.Component, cmd.Block); b != nil {
+			b.Active = cmd.ToVersion
+		}
+	case cmd.Component != "":
+		if c := svc.Component(cmd.Component); c != nil {
+			for _, b := range c.Blocks {
+				b.Active = cmd.ToVersion
+			}
+		}
+	default:
+		svc.SetVersion(cmd.ToVersion)
+	}
+	return cmd.ToVersion
+}
+
+// story prints what happens, as it happens.
+type story struct {
+	out   io.Writer
+	subj  schemas.Subjects
+	start time.Time
+
+	mu        sync.Mutex
+	evNow     time.Time
+	ackAt     time.Time
+	commands  int
+	anomalies int
+}
+
+func (s *story) setNow(t time.Time) { s.mu.Lock(); s.evNow = t; s.mu.Unlock() }
+func (s *story) now() time.Time     { s.mu.Lock(); defer s.mu.Unlock(); return s.evNow }
+
+func (s *story) printf(at time.Time, format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fmt.Fprintf(s.out, "[t+%3.0fs] %s\n", at.Sub(s.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// finished reports whether the story has run long enough after the rollback to show recovery.
+func (s *story) finished(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.ackAt.IsZero() && now.Sub(s.ackAt) >= 25*time.Second
+}
+
+func (s *story) follow(nc *nats.Conn) ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	add := func(subject string, h nats.MsgHandler) error {
+		sub, err := nc.Subscribe(subject, h)
+		if err == nil {
+			subs = append(subs, sub)
+		}
+		return err
+	}
+	err := add(s.subj.DeployAll(), func(m *nats.Msg) {
+		var d schemas.DeployEvent
+		if json.Unmarshal(m.Data, &d) != nil {
+			return
+		}
+		var parts []string
+		for _, c := range d.Components {
+			parts = append(parts, c.Component+" "+c.Version)
+		}
+		s.printf(d.TS, "DEPLOY    %s %s (%s)", d.Service, d.AppVersion, strings.Join(parts, ", "))
+	})
+	if err == nil {
+		err = add(s.subj.AnomalyAll(), func(m *nats.Msg) {
+			var a schemas.Anomaly
+			if json.Unmarshal(m.Data, &a) != nil {
+				return
+			}
+			s.mu.Lock()
+			s.anomalies++
+			s.mu.Unlock()
+			s.printf(a.TSDetected, "ANOMALY   %s", describeAnomaly(&a))
+		})
+	}
+	if err == nil {
+		err = add(s.subj.DecisionAll(), func(m *nats.Msg) {
+			var d schemas.Decision
+			if json.Unmarshal(m.Data, &d) != nil {
+				return
+			}
+			s.printf(d.TS, "DECISION  %s (%s): %s", strings.ToUpper(d.Action), d.Granularity, d.Reason)
+		})
+	}
+	if err == nil {
+		err = add(s.subj.RollbackAll(), func(m *nats.Msg) {
+			if strings.Contains(m.Subject, ".ack.") {
+				var a schemas.RollbackAck
+				if json.Unmarshal(m.Data, &a) != nil {
+					return
+				}
+				s.mu.Lock()
+				s.ackAt = s.evNow
+				s.mu.Unlock()
+				s.printf(s.now(), "ACK       %s by %s: %s now active %s", a.Status, a.Instance, shortID(a.CommandID), a.ActiveVersion)
+				return
+			}
+			cmd, err := schemas.DecodeCommandEvent(m.Header, m.Data)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.commands++
+			s.mu.Unlock()
+			s.printf(cmd.IssuedAt, "COMMAND   %s %s %s → %s (command %s, CloudEvent on %s)", cmd.Action, cmd.Target(), cmd.FromVersion, cmd.ToVersion, shortID(cmd.ID), m.Subject)
+		})
+	}
+	return subs, err
+}
+
+func (s *story) summary(svc *sim.Service) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fmt.Fprintln(s.out)
+	fmt.Fprintf(s.out, "outcome: %d anomaly(ies), %d rollback command(s).\n", s.anomalies, s.commands)
+	var live []string
+	for _, c := range svc.Components {
+		for _, b := range c.Blocks {
+			name := c.Name
+			if b.Name != "" {
+				name += "/" + b.Name
+			}
+			live = append(live, name+" "+b.Active)
+		}
+	}
+	fmt.Fprintf(s.out, "now running: %s\n", strings.Join(live, ", "))
+	if s.commands == 0 {
+		fmt.Fprintln(s.out, "no rollback happened: rerun with --verbose to see what scalpel logged.")
+	}
+}
+
+func describeAnomaly(a *schemas.Anomaly) string {
+	target := a.Service + "/" + a.Component
+	if a.Block != "" {
+		target += "/" + a.Block
+	}
+	what := a.Metric
+	if a.ErrorCategory != "" {
+		what = a.ErrorCategory + " rate"
+	}
+	format := func(v float64) string {
+		if a.Metric == schemas.MetricErrorRate {
+			return fmt.Sprintf("%.1f%%", 100*v)
+		}
+		return fmt.Sprintf("%.3g", v)
+	}
+	sig := ""
+	if a.PValue != nil {
+		sig = fmt.Sprintf(", p=%.2g", *a.PValue)
+	} else if a.Score != nil {
+		sig = fmt.Sprintf(", score=%.3g", *a.Score)
+	}
+	s := fmt.Sprintf("%s %s: %s %s vs %s on %s (%s, n=%d vs %d%s)", target, a.Version, what, format(a.Observed), format(a.Baseline),
+		a.BaselineVersion, a.Test, a.Samples.Observed, a.Samples.Baseline, sig)
+	if len(a.Evidence.Blocks) > 0 {
+		keys := make([]string, 0, len(a.Evidence.Blocks))
+		for k := range a.Evidence.Blocks {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return a.Evidence.Blocks[keys[i]] > a.Evidence.Blocks[keys[j]] })
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %d", k, a.Evidence.Blocks[k]))
+		}
+		s += "; errors by block: " + strings.Join(parts, ", ")
+	}
+	return s
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// blockStats summarises the simulated traffic per component/block for the story's traffic lines.
+type blockStats struct {
+	last  time.Time
+	reqs  map[string]int
+	errs  map[string]int
+	order []string
+}
+
+func newBlockStats() *blockStats {
+	return &blockStats{reqs: map[string]int{}, errs: map[string]int{}}
+}
+
+func (b *blockStats) add(ev *schemas.TelemetryEvent) {
+	k := ev.Component
+	if ev.Block != "" {
+		k += "/" + ev.Block
+	}
+	k += "@" + ev.Version
+	if _, ok := b.reqs[k]; !ok {
+		b.order = append(b.order, k)
+		sort.Strings(b.order)
+	}
+	b.reqs[k]++
+	if ev.Error != "" {
+		b.errs[k]++
+	}
+}
+
+func (b *blockStats) due(now time.Time, every time.Duration) bool {
+	if b.last.IsZero() {
+		b.last = now
+	}
+	return now.Sub(b.last) >= every
+}
+
+func (b *blockStats) flush() string {
+	var parts []string
+	for _, k := range b.order {
+		if b.reqs[k] == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.1f%% err", k, 100*float64(b.errs[k])/float64(b.reqs[k])))
+	}
+	clear(b.reqs)
+	clear(b.errs)
+	b.order = b.order[:0]
+	b.last = time.Time{}
+	return strings.Join(parts, " | ")
+}

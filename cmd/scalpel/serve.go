@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/embedded"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
+)
+
+func init() { register(newServeCmd) }
+
+func newServeCmd() *cobra.Command {
+	var (
+		cfgFile     string
+		checkConfig bool
+		natsListen  string
+		dataDir     string
+		httpListen  string
+		natsURL     string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run every stage (ingest, detect, decide, actuate), on an embedded NATS server by default",
+		Long: `serve runs scalpel. With no flags it starts an embedded nats-server with JetStream (file storage
+under ./data) listening on 127.0.0.1:4222, so services, the nats CLI and other scalpel commands can
+connect; creates every stream, KV bucket and object store it needs (idempotently); and runs all stages.
+With --nats-url it uses an existing NATS server or cluster instead.
+
+HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics (Prometheus).
+SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exits.`,
+		Example: `  scalpel serve
+  scalpel serve --nats-listen 0.0.0.0:4222 --data-dir /var/lib/scalpel
+  scalpel serve --nats-url nats://nats.internal:4222 --creds scalpel.creds
+  scalpel serve --config scalpel.yaml --check-config`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgFile)
+			if err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if f.Changed("nats-listen") {
+				cfg.NATS.Listen = natsListen
+			}
+			if f.Changed("data-dir") {
+				cfg.NATS.DataDir = dataDir
+			}
+			if f.Changed("http-listen") {
+				cfg.HTTP.Listen = httpListen
+			}
+			if f.Changed("nats-url") {
+				cfg.NATS.URL = natsURL
+			}
+			if cmd.Flags().Changed("creds") {
+				cfg.NATS.Creds = global.creds
+			}
+			if cmd.Flags().Changed("subject-prefix") {
+				cfg.NATS.SubjectPrefix = global.prefix
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			if checkConfig {
+				src := cfgFile
+				if src == "" {
+					src = "built-in defaults"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK (%s)\n", src)
+				return nil
+			}
+			return serve(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgFile, "config", "", "configuration file (YAML); flags override it")
+	f.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit")
+	f.StringVar(&natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server (HOST:PORT)")
+	f.StringVar(&dataDir, "data-dir", "./data", "directory of the embedded server's JetStream store")
+	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
+	f.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of embedding one (e.g. nats://host:4222)")
+	return cmd
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// connectServer embeds a server or connects to cfg.NATS.URL. The returned cleanup drains the
+// connection and shuts the embedded server down.
+func connectServer(cfg config.Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, *server.Server, func(), error) {
+	var (
+		srv  *server.Server
+		nc   *nats.Conn
+		err  error
+		opts = []nats.Option{nats.Name("scalpel-serve"), nats.MaxReconnects(-1),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err != nil {
+					log.Warn("disconnected from NATS", "err", err)
+				}
+			}),
+			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
+		}
+	)
+	if cfg.NATS.URL == "" {
+		srv, err = embedded.Start(embedded.Options{Listen: cfg.NATS.Listen, DataDir: cfg.NATS.DataDir, Logger: log.With("component", "nats-server")})
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		// In-process connection: no TCP on the hot path between the embedded server and the stages.
+		nc, err = nats.Connect(srv.ClientURL(), append(opts, nats.InProcessServer(srv))...)
+	} else {
+		if cfg.NATS.Creds != "" {
+			opts = append(opts, nats.UserCredentials(cfg.NATS.Creds))
+		}
+		nc, err = nats.Connect(cfg.NATS.URL, opts...)
+	}
+	if err != nil {
+		if srv != nil {
+			srv.Shutdown()
+		}
+		return nil, nil, nil, nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		if srv != nil {
+			srv.Shutdown()
+		}
+		return nil, nil, nil, nil, err
+	}
+	cleanup := func() {
+		_ = nc.Drain()
+		for i := 0; i < 100 && !nc.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if srv != nil {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}
+	}
+	return nc, js, srv, cleanup, nil
+}
+
+func serve(ctx context.Context, cfg config.Config) error {
+	log := newLogger(cfg.LogLevel)
+	_, js, srv, cleanup, err := connectServer(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	if srv != nil {
+		log.Info("embedded NATS server ready", "listen", srv.ClientURL(), "data_dir", cfg.NATS.DataDir)
+	} else {
+		log.Info("connected to NATS", "url", cfg.NATS.URL)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Logger: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = p.Start(startCtx)
+	cancel()
+	if err != nil {
+		return err
+	}
+
+	var httpSrv *http.Server
+	if cfg.HTTP.Listen != "" {
+		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, p, log)
+		if err != nil {
+			p.Stop()
+			return err
+		}
+	}
+	log.Info("scalpel serving", "http", cfg.HTTP.Listen, "subject_prefix", cfg.NATS.SubjectPrefix)
+	<-ctx.Done()
+	log.Info("shutting down: draining consumers")
+	if httpSrv != nil {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = httpSrv.Shutdown(sctx)
+		c()
+	}
+	p.Stop()
+	log.Info("stopped")
+	return nil
+}
+
+func startHTTP(addr string, reg *prometheus.Registry, p *pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !p.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w (pick another with --http-listen, or --http-listen '' to disable)", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	log.Info("http ready", "addr", ln.Addr().String())
+	return srv, nil
+}

@@ -1,0 +1,204 @@
+// Package config loads scalpel's configuration file: one struct with a section per stage, defaults
+// for everything, strict loading (unknown fields are errors) and Validate. `scalpel serve
+// --check-config` runs exactly this and exits.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// Config is the whole of scalpel's configuration. Its zero value is not useful: start from Default.
+type Config struct {
+	NATS     NATS                  `yaml:"nats" json:"nats"`
+	HTTP     HTTP                  `yaml:"http" json:"http"`
+	Topology ingest.TopologyConfig `yaml:"topology" json:"topology"`
+	Ingest   ingest.Config         `yaml:"ingest" json:"ingest"`
+	Detect   detect.Config         `yaml:"detect" json:"detect"`
+	Decide   decide.Config         `yaml:"decide" json:"decide"`
+	Actuate  Actuate               `yaml:"actuate" json:"actuate"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level" json:"log_level"`
+}
+
+// NATS says which server to use: an embedded one (URL empty) or an existing one.
+type NATS struct {
+	// URL of an existing NATS server or cluster. Empty (the default) embeds a server.
+	URL string `yaml:"url" json:"url"`
+	// Creds is a NATS credentials file for URL.
+	Creds string `yaml:"creds" json:"creds"`
+	// Listen is the embedded server's client address. Default 127.0.0.1:4222.
+	Listen string `yaml:"listen" json:"listen"`
+	// DataDir holds the embedded server's JetStream store. Default ./data.
+	DataDir string `yaml:"data_dir" json:"data_dir"`
+	// SubjectPrefix is prepended to every subject ("acme" → acme.telemetry.<svc>.<comp>). Default none.
+	SubjectPrefix string `yaml:"subject_prefix" json:"subject_prefix"`
+}
+
+// HTTP configures the health, readiness and metrics endpoints.
+type HTTP struct {
+	// Listen address of /healthz, /readyz, /metrics. Default 127.0.0.1:8080; empty string disables.
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+// Actuate chooses which actuators carry a decision's commands.
+type Actuate struct {
+	// Default actuators for services without an entry in Services (or an `actuators` list in their
+	// manifest). Known: nats, log. Default [nats, log].
+	Default []string `yaml:"default" json:"default"`
+	// Services maps a service to its actuators, overriding Default.
+	Services map[string][]string `yaml:"services" json:"services"`
+	// CommandTTL is how long a command stays valid for a deployer (expires_at = issued_at + TTL).
+	// Default 10m; 0 means commands never expire.
+	CommandTTL schemas.Duration `yaml:"command_ttl" json:"command_ttl"`
+}
+
+// KnownActuators lists the actuator names the configuration accepts.
+var KnownActuators = []string{"nats", "log"}
+
+// Default returns the configuration `scalpel serve` runs with when given no file.
+func Default() Config {
+	return Config{
+		NATS:     NATS{Listen: "127.0.0.1:4222", DataDir: "./data"},
+		HTTP:     HTTP{Listen: "127.0.0.1:8080"},
+		Topology: ingest.DefaultTopologyConfig(),
+		Ingest:   ingest.DefaultConfig(),
+		Detect:   detect.DefaultConfig(),
+		Decide:   decide.DefaultConfig(),
+		Actuate: Actuate{
+			Default:    []string{"nats", "log"},
+			CommandTTL: schemas.Duration(10 * time.Minute),
+		},
+		LogLevel: "info",
+	}
+}
+
+// Subjects returns the subject builder for the configured prefix.
+func (c *Config) Subjects() schemas.Subjects { return schemas.Subjects{Prefix: c.NATS.SubjectPrefix} }
+
+// ActuatorsFor returns the actuator names configured for a service.
+func (c *Config) ActuatorsFor(service string) []string {
+	if a, ok := c.Actuate.Services[service]; ok {
+		return a
+	}
+	return c.Actuate.Default
+}
+
+// Validate checks every section and returns all problems found, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NATS.URL == "" {
+		if _, _, err := net.SplitHostPort(c.NATS.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("nats.listen %q: want HOST:PORT", c.NATS.Listen))
+		}
+		if c.NATS.DataDir == "" {
+			errs = append(errs, errors.New("nats.data_dir: required when nats.url is empty (embedded server)"))
+		}
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("http.listen %q: want HOST:PORT", c.HTTP.Listen))
+		}
+	}
+	if p := c.NATS.SubjectPrefix; p != "" {
+		if err := validPrefix(p); err != nil {
+			errs = append(errs, fmt.Errorf("nats.subject_prefix %q: %w", p, err))
+		}
+	}
+	if err := c.Topology.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("topology: %w", err))
+	}
+	if err := c.Ingest.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("ingest: %w", err))
+	}
+	if err := c.Detect.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("detect: %w", err))
+	}
+	if err := c.Decide.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("decide: %w", err))
+	}
+	check := func(where string, names []string) {
+		for _, n := range names {
+			if !slices.Contains(KnownActuators, n) {
+				errs = append(errs, fmt.Errorf("%s: unknown actuator %q (known: %v)", where, n, KnownActuators))
+			}
+		}
+	}
+	check("actuate.default", c.Actuate.Default)
+	for svc, names := range c.Actuate.Services {
+		check("actuate.services."+svc, names)
+	}
+	if c.Actuate.CommandTTL < 0 {
+		errs = append(errs, errors.New("actuate.command_ttl: must be >= 0"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+func validPrefix(p string) error {
+	if p[0] == '.' || p[len(p)-1] == '.' {
+		return errors.New("must not start or end with a dot")
+	}
+	for _, r := range p {
+		switch {
+		case r == '*' || r == '>' || r == ' ' || r == '\t':
+			return fmt.Errorf("must not contain %q", r)
+		}
+	}
+	return nil
+}
+
+// Parse reads a YAML (or JSON, which is YAML) configuration over the defaults. Unknown fields are
+// errors, so a typo never silently falls back to a default.
+func Parse(b []byte) (Config, error) {
+	cfg := Default()
+	if len(bytes.TrimSpace(b)) == 0 {
+		return cfg, nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("parse config: %w", err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); err == nil {
+		return Config{}, errors.New("parse config: more than one YAML document; put everything in one")
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("invalid config:\n%w", err)
+	}
+	return cfg, nil
+}
+
+// Load reads and validates a configuration file. An empty path returns the validated defaults.
+func Load(path string) (Config, error) {
+	if path == "" {
+		cfg := Default()
+		return cfg, cfg.Validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
