@@ -138,10 +138,16 @@ func (c TopologyConfig) Streams(subj schemas.Subjects) []jetstream.StreamConfig 
 		tel,
 		mk(schemas.StreamDeploys, "scalpel: deploy events", subj.DeployAll(), c.DeploysMaxAge, 0),
 		mk(schemas.StreamAnomalies, "scalpel: anomalies found by detect", subj.AnomalyAll(), c.AnomaliesMaxAge, 0),
-		mk(schemas.StreamDecisions, "scalpel: decision audit records", subj.DecisionAll(), c.DecisionsMaxAge, 0),
+		withSubjects(mk(schemas.StreamDecisions, "scalpel: decision audit records and approvals", subj.DecisionAll(), c.DecisionsMaxAge, 0), subj.ApprovalAll()),
 		mk(schemas.StreamRollbacks, "scalpel: rollback commands and acks", subj.RollbackAll(), c.RollbacksMaxAge, 0),
 		mk(schemas.StreamRejected, "scalpel: rejected input with reasons", subj.RejectedAll(), c.RejectedMaxAge, c.RejectedMaxBytes),
 	}
+}
+
+// withSubjects adds subjects to a stream: approvals live next to the decisions they answer.
+func withSubjects(sc jetstream.StreamConfig, more ...string) jetstream.StreamConfig {
+	sc.Subjects = append(sc.Subjects, more...)
+	return sc
 }
 
 // defaultTimeout bounds topology calls when the caller's context has no deadline.

@@ -112,6 +112,7 @@ var goCheck = map[string]func([]byte) error{
 	schemas.SchemaDecision:        func(b []byte) error { _, err := schemas.DecodeDecision(b); return err },
 	schemas.SchemaRollbackCommand: func(b []byte) error { _, err := schemas.DecodeRollbackCommand(b); return err },
 	schemas.SchemaRollbackAck:     func(b []byte) error { _, err := schemas.DecodeAck(b); return err },
+	schemas.SchemaApproval:        func(b []byte) error { _, err := schemas.DecodeApproval(b); return err },
 }
 
 // TestExamples holds the JSON Schema files and the Go validation to the same golden examples:
@@ -185,6 +186,7 @@ func TestRoundTrip(t *testing.T) {
 		schemas.SchemaDecision:        func(b []byte) (any, error) { return schemas.DecodeDecision(b) },
 		schemas.SchemaRollbackCommand: func(b []byte) (any, error) { return schemas.DecodeRollbackCommand(b) },
 		schemas.SchemaRollbackAck:     func(b []byte) (any, error) { return schemas.DecodeAck(b) },
+		schemas.SchemaApproval:        func(b []byte) (any, error) { return schemas.DecodeApproval(b) },
 		schemas.SchemaManifest:        func(b []byte) (any, error) { return schemas.ParseManifests(b) },
 	}
 	for _, name := range schemas.Names() {

@@ -27,6 +27,7 @@ const (
 	SchemaDecision        = "decision"
 	SchemaRollbackCommand = "rollback_command"
 	SchemaRollbackAck     = "rollback_ack"
+	SchemaApproval        = "approval"
 )
 
 // Names lists the JSON Schema files this package embeds, without ".json", sorted.

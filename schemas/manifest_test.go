@@ -245,7 +245,7 @@ func FuzzParseManifest(f *testing.F) {
 }
 
 func TestSchemaFiles(t *testing.T) {
-	want := []string{"anomaly", "decision", "deploy_event", "manifest", "rollback_ack", "rollback_command", "telemetry_event"}
+	want := []string{"anomaly", "approval", "decision", "deploy_event", "manifest", "rollback_ack", "rollback_command", "telemetry_event"}
 	if got := strings.Join(schemas.Names(), ","); got != strings.Join(want, ",") {
 		t.Fatalf("Names() = %s", got)
 	}

@@ -71,6 +71,12 @@ func (s Subjects) RollbackAck(svc string) string { return s.p("rollback.ack." + 
 // RollbackAll matches every command and ack subject.
 func (s Subjects) RollbackAll() string { return s.p("rollback.>") }
 
+// Approval is approval.<svc>: answers to recommend decisions, stored in the DECISIONS stream.
+func (s Subjects) Approval(svc string) string { return s.p("approval." + svc) }
+
+// ApprovalAll matches every approval subject.
+func (s Subjects) ApprovalAll() string { return s.p("approval.>") }
+
 // Rejected is rejected.<stage>.
 func (s Subjects) Rejected(stage string) string { return s.p("rejected." + stage) }
 
