@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
@@ -349,5 +350,24 @@ func BenchmarkDecodeEncodingJSON(b *testing.B) {
 		if err := e.Validate(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSpecial8NoFalseNegatives checks the eight-bytes-at-a-time string scan against the byte table:
+// any byte the table does not call plain must stop the fast scan, wherever it sits.
+func TestSpecial8NoFalseNegatives(t *testing.T) {
+	for c := range 256 {
+		for pos := range 8 {
+			for _, fill := range []byte{'a', ' ', '~', '#', ']'} {
+				w := bytes.Repeat([]byte{fill}, 8)
+				w[pos] = byte(c)
+				if x := binary.LittleEndian.Uint64(w); !plain[c] && !special8(x) {
+					t.Fatalf("byte %#x at %d (fill %q) not flagged", c, pos, fill)
+				}
+			}
+		}
+	}
+	if special8(binary.LittleEndian.Uint64([]byte("checkout"))) {
+		t.Error("plain ASCII flagged")
 	}
 }
