@@ -1,0 +1,124 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	cfg := Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.Listen != "127.0.0.1:4222" || cfg.HTTP.Listen != "127.0.0.1:8080" || cfg.NATS.DataDir != "./data" {
+		t.Fatalf("unexpected defaults: %+v %+v", cfg.NATS, cfg.HTTP)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		wantErr []string // substrings the error must contain
+	}{
+		{name: "good", file: "good.yaml"},
+		{name: "unknown field", file: "bad_unknown_field.yaml", wantErr: []string{"lisen"}},
+		{name: "bad values", file: "bad_values.yaml", wantErr: []string{"nats.listen", "subject_prefix", "http.listen", "carrier-pigeon", "log_level"}},
+		{name: "missing file", file: "nope.yaml", wantErr: []string{"read config"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(filepath.Join("testdata", tt.file))
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("loaded %+v, want an error", cfg)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestGoodOverridesDefaults(t *testing.T) {
+	cfg, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.SubjectPrefix != "acme" || cfg.Subjects().Telemetry("a", "b") != "acme.telemetry.a.b" {
+		t.Fatalf("prefix not applied: %q", cfg.Subjects().Telemetry("a", "b"))
+	}
+	if time.Duration(cfg.Actuate.CommandTTL) != 5*time.Minute {
+		t.Fatalf("command_ttl = %v", time.Duration(cfg.Actuate.CommandTTL))
+	}
+	if got := cfg.ActuatorsFor("checkout"); len(got) != 2 {
+		t.Fatalf("ActuatorsFor(checkout) = %v", got)
+	}
+	// Sections the file does not mention keep their defaults.
+	if !reflect.DeepEqual(cfg.Detect, Default().Detect) {
+		t.Fatal("detect section changed although the file does not mention it")
+	}
+}
+
+// TestPrintedDefaultsRoundTrip: what `serve --print-config` prints loads back to the same config.
+func TestPrintedDefaultsRoundTrip(t *testing.T) {
+	b, err := yaml.Marshal(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		t.Fatalf("printed defaults do not parse: %v\n%s", err, b)
+	}
+	b2, _ := yaml.Marshal(cfg)
+	if string(b) != string(b2) {
+		t.Fatalf("round trip changed the config:\n%s\n---\n%s", b, b2)
+	}
+}
+
+func TestExampleConfigIsValid(t *testing.T) {
+	path := filepath.Join("..", "..", "deployments", "scalpel.example.yaml")
+	if _, err := os.Stat(path); err != nil {
+		t.Skip("no example config")
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, name := range []string{"good.yaml", "bad_unknown_field.yaml", "bad_values.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("{}"))
+	f.Add([]byte("nats: [1, 2"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg, err := Parse(b)
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("Parse accepted a config that does not validate: %v", verr)
+			}
+		}
+	})
+}
