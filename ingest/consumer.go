@@ -58,6 +58,9 @@ type Config struct {
 	MaxWait schemas.Duration `json:"max_wait" yaml:"max_wait"`
 	// MaxMessageBytes is the largest message decoded; larger ones are rejected (default 1 MiB).
 	MaxMessageBytes int `json:"max_message_bytes" yaml:"max_message_bytes"`
+	// AllowUnknownFields accepts events with fields the schema does not define (default false:
+	// they are rejected, as the schema says; see DecoderConfig.AllowUnknownFields).
+	AllowUnknownFields bool `json:"allow_unknown_fields" yaml:"allow_unknown_fields"`
 	// AckWait is how long the server waits for an ack before redelivering (default 30s). While a
 	// batch is being retried, ingest keeps extending it, so it only matters after a crash.
 	AckWait schemas.Duration `json:"ack_wait" yaml:"ack_wait"`
@@ -233,7 +236,7 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 		}
 		c.rejecter = p
 	}
-	c.dec = NewDecoder(DecoderConfig{MaxMessageBytes: c.cfg.MaxMessageBytes, Subjects: subj})
+	c.dec = NewDecoder(DecoderConfig{MaxMessageBytes: c.cfg.MaxMessageBytes, AllowUnknownFields: c.cfg.AllowUnknownFields, Subjects: subj})
 	c.m = metrics{
 		events:   prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_events_total", Help: "Telemetry events decoded and handed to the next stage."}),
 		messages: prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_messages_total", Help: "Telemetry messages consumed, good or rejected."}),

@@ -134,6 +134,7 @@ func TestConsumerRoutesGoodAndBad(t *testing.T) {
 		{"negative latency", subj, strings.Replace(ev("x"), `"latency_ms":5`, `"latency_ms":-3`, 1), ClassInvalid, "latency_ms: must be a finite number >= 0, got -3"},
 		{"unknown error category", subj, strings.Replace(ev("x"), `"latency_ms":5`, `"error":"boom"`, 1), ClassInvalid, `error: "boom"`},
 		{"subject mismatch", "telemetry.payments.tax-calc", ev("x"), ClassSubject, `does not match body service "checkout"`},
+		{"unknown field", subj, strings.Replace(ev("x"), `"latency_ms":5`, `"latency_msec":5`, 1), ClassUnknownField, `unknown field "latency_msec"`},
 		{"oversize", subj, `{"pad":"` + strings.Repeat("x", 5000) + `"}`, ClassOversize, "exceeds max 4096"},
 	}
 	publish(t, js, subj, ev("v0"))
@@ -142,10 +143,10 @@ func TestConsumerRoutesGoodAndBad(t *testing.T) {
 		publish(t, js, subj, ev(fmt.Sprintf("v%d", i+1)))
 	}
 	// A batch in one message, as NDJSON.
-	publish(t, js, subj, ev("v7")+"\n"+ev("v8")+"\n")
+	publish(t, js, subj, ev("v8")+"\n"+ev("v9")+"\n")
 
-	rec.waitFor(t, 9)
-	want := []string{"v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"}
+	rec.waitFor(t, 10)
+	want := []string{"v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9"}
 	if got := rec.versions(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("events = %v, want %v in order", got, want)
 	}
@@ -191,11 +192,11 @@ func TestConsumerRoutesGoodAndBad(t *testing.T) {
 		})
 	}
 	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if v := metricValue(t, reg, "scalpel_ingest_messages_total", nil); v != 14 {
-			return fmt.Errorf("messages_total = %v, want 14", v)
+		if v := metricValue(t, reg, "scalpel_ingest_messages_total", nil); v != 16 {
+			return fmt.Errorf("messages_total = %v, want 16", v)
 		}
-		if v := metricValue(t, reg, "scalpel_ingest_events_total", nil); v != 9 {
-			return fmt.Errorf("events_total = %v, want 9", v)
+		if v := metricValue(t, reg, "scalpel_ingest_events_total", nil); v != 10 {
+			return fmt.Errorf("events_total = %v, want 10", v)
 		}
 		return nil
 	})

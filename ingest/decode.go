@@ -38,6 +38,8 @@ const (
 	ClassInvalid = "invalid_value"
 	// ClassSubject: the subject is not telemetry.<svc>.<comp>, or its tokens disagree with the body.
 	ClassSubject = "subject_mismatch"
+	// ClassUnknownField: a field the schema does not define (often a typo: "latency_msec").
+	ClassUnknownField = "unknown_field"
 )
 
 // RejectError says why a message was rejected. Reason is short and meant for people: it travels in
@@ -68,14 +70,19 @@ type DecoderConfig struct {
 	// MaxMessageBytes is the largest message accepted; larger ones are rejected as oversize before
 	// any parsing (default 1 MiB). It bounds the work one message can cause.
 	MaxMessageBytes int `json:"max_message_bytes" yaml:"max_message_bytes"`
+	// AllowUnknownFields skips fields the schema does not define instead of rejecting the message.
+	// The schema (telemetry_event.json) forbids them, because a typo such as "latency_msec" would
+	// otherwise silently drop the latency; allow them only while rolling out producers that send a
+	// field this version does not know yet.
+	AllowUnknownFields bool `json:"allow_unknown_fields" yaml:"allow_unknown_fields"`
 	// Subjects carries the subject prefix telemetry is published under, so the decoder can check
 	// that the subject's <svc>.<comp> tokens agree with the body.
 	Subjects schemas.Subjects `json:"-" yaml:"-"`
 }
 
 // Decoder turns telemetry messages into validated TelemetryEvents. It is the hot path of ingest and
-// avoids encoding/json: a hand-written scanner reads the known fields, skips (but syntax-checks)
-// unknown ones, and parses `attrs` generically only when present. Its answers agree with
+// avoids encoding/json: a hand-written scanner reads the known fields, rejects (or, when allowed,
+// skips after syntax-checking) unknown ones, and parses `attrs` generically only when present. Its answers agree with
 // encoding/json followed by TelemetryEvent.Validate, with two deliberate differences listed on
 // Decode.
 //
@@ -83,6 +90,7 @@ type DecoderConfig struct {
 // use: give each goroutine its own.
 type Decoder struct {
 	max    int
+	strict bool // reject unknown fields
 	prefix string // "<prefix>.telemetry." or "telemetry."
 	names  *intern
 	floats []float64 // slab that *float64 fields point into, to save an allocation per field
@@ -96,6 +104,7 @@ func NewDecoder(cfg DecoderConfig) *Decoder {
 	}
 	return &Decoder{
 		max:    max,
+		strict: !cfg.AllowUnknownFields,
 		prefix: strings.TrimSuffix(cfg.Subjects.TelemetryAll(), ">"),
 		names:  new(intern),
 	}
@@ -113,9 +122,9 @@ func NewDecoder(cfg DecoderConfig) *Decoder {
 // When subject is not empty it must be <prefix>.telemetry.<svc>.<comp>, and every event's service
 // and component must equal those tokens.
 //
-// It accepts exactly what encoding/json followed by Validate accepts, and decodes to the same
-// events (FuzzDecodeTelemetry checks this): unknown fields are skipped so that newer producers can
-// add fields, keys match case-insensitively, null leaves a field unset, and `ts` must be an RFC 3339
+// It accepts exactly what encoding/json (with DisallowUnknownFields unless AllowUnknownFields)
+// followed by Validate accepts, and decodes to the same events (FuzzDecodeTelemetry checks this):
+// keys match case-insensitively, null leaves a field unset, and `ts` must be an RFC 3339
 // string. A number for `ts` (unix millis) is refused, as encoding/json refuses it: the schema says
 // string, and a second accepted spelling would be one more way for readers of the stream to disagree.
 //
@@ -323,6 +332,12 @@ func (d *Decoder) field(s *scanner, e *schemas.TelemetryEvent, key []byte) *Reje
 		if f := fold(key, eventFields); !bytes.Equal(f, key) {
 			return d.field(s, e, f)
 		}
+		if d.strict {
+			if err := s.skipValue(0); err != nil {
+				return err // a syntax error further in is the more useful reason
+			}
+			return rejectf(ClassUnknownField, "unknown field %q", key)
+		}
 		return s.skipValue(0)
 	}
 	return err
@@ -489,6 +504,12 @@ func (d *Decoder) latency(s *scanner, e *schemas.TelemetryEvent) *RejectError {
 		case "sum":
 			dst = &l.Sum
 		default:
+			if d.strict {
+				if err := s.skipValue(1); err != nil {
+					return err
+				}
+				return rejectf(ClassUnknownField, "unknown field \"latency.%s\"", key)
+			}
 			return s.skipValue(1)
 		}
 		if s.b[s.i] == 'n' {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -29,6 +30,7 @@ func TestDecode(t *testing.T) {
 	tests := []struct {
 		name      string
 		subject   string
+		lenient   bool // AllowUnknownFields
 		in        string
 		want      []schemas.TelemetryEvent
 		wantClass string
@@ -40,7 +42,7 @@ func TestDecode(t *testing.T) {
 		{name: "empty array", in: " [ ] ", want: nil},
 		{name: "ndjson", in: min + "\n" + min + "\n", want: []schemas.TelemetryEvent{minEv, minEv}},
 		{name: "ndjson crlf", in: min + "\r\n" + min + "\r\n", want: []schemas.TelemetryEvent{minEv, minEv}},
-		{name: "unknown fields skipped", in: `{"x":{"y":[1,2,{"z":null}],"w":"\u00e9"},"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","more":-1.5e3}`, want: []schemas.TelemetryEvent{minEv}},
+		{name: "unknown fields skipped when allowed", lenient: true, in: `{"x":{"y":[1,2,{"z":null}],"w":"\u00e9"},"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","more":-1.5e3}`, want: []schemas.TelemetryEvent{minEv}},
 		{name: "case-insensitive keys", in: `{"TS":"2026-11-26T10:00:00Z","Service":"a","COMPONENT":"b","version":"1"}`, want: []schemas.TelemetryEvent{minEv}},
 		{name: "escaped key and value", in: `{"ts":"2026-11-26T10:00:00Z","serv\u0069ce":"a","component":"b","version":"\u0031"}`, want: []schemas.TelemetryEvent{minEv}},
 		{name: "null leaves unset", in: `{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","latency_ms":null,"block":null,"errors":null,"attrs":null}`, want: []schemas.TelemetryEvent{minEv}},
@@ -50,6 +52,9 @@ func TestDecode(t *testing.T) {
 				Latency: &schemas.LatencySummary{P50: 3, P99: 9.5, Sum: 40}, Attrs: map[string]any{"k": "v", "n": 2.0}}}},
 
 		{name: "empty", in: " \n ", wantClass: ClassEmpty, wantIn: "empty message"},
+		{name: "unknown field", in: `{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","latency_msec":12}`, wantClass: ClassUnknownField, wantIn: `unknown field "latency_msec"`},
+		{name: "unknown latency field", in: `{"latency":{"p95":3}}`, wantClass: ClassUnknownField, wantIn: `unknown field "latency.p95"`},
+		{name: "syntax error beats unknown field", in: `{"x":[1,}`, wantClass: ClassMalformed},
 		{name: "malformed", in: `{"ts":"2026-11-26T10:00:00Z","service":"a" "component":"b"}`, wantClass: ClassMalformed, wantIn: "malformed JSON at offset 43: invalid character '\"' after object key:value pair"},
 		{name: "truncated", in: `{"ts":"2026-11-26T10:00:00Z","serv`, wantClass: ClassMalformed, wantIn: "unexpected end of input"},
 		{name: "bad escape", in: `{"service":"a\x"}`, wantClass: ClassMalformed, wantIn: "in string escape code"},
@@ -73,9 +78,13 @@ func TestDecode(t *testing.T) {
 		{name: "subject too long", subject: "telemetry.checkout.tax-calc.extra", in: good, wantClass: ClassSubject, wantIn: "is not telemetry.<service>.<component>"},
 		{name: "subject wrong root", subject: "deploy.checkout", in: good, wantClass: ClassSubject},
 	}
-	d := NewDecoder(DecoderConfig{})
+	strict, lenient := NewDecoder(DecoderConfig{}), NewDecoder(DecoderConfig{AllowUnknownFields: true})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			d := strict
+			if tt.lenient {
+				d = lenient
+			}
 			got, err := d.Decode(tt.subject, []byte(tt.in), nil)
 			if tt.wantClass != "" {
 				var re *RejectError
@@ -145,47 +154,59 @@ func TestDecodeSubjectPrefix(t *testing.T) {
 	}
 }
 
-// TestDecodeAgreesWithEncodingJSON runs every golden example, good and bad, through the decoder and
-// through encoding/json + Validate; they must accept the same inputs and produce the same events.
+// TestDecodeAgreesWithEncodingJSON runs every golden example through the decoder and through
+// encoding/json + Validate: they must accept the same inputs and produce the same events, valid/
+// examples must be accepted and invalid/ and semantic/ ones rejected.
 func TestDecodeAgreesWithEncodingJSON(t *testing.T) {
-	files, _ := filepath.Glob("../schemas/examples/telemetry_event/*")
-	files2, _ := filepath.Glob("../schemas/examples/telemetry_event/*/*")
-	files = append(files, files2...)
-	n := 0
+	files, _ := filepath.Glob("../schemas/examples/telemetry_event/*/*")
+	if len(files) == 0 {
+		t.Fatal("no golden examples under schemas/examples/telemetry_event")
+	}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			continue // a directory
+			t.Fatal(err)
 		}
-		n++
-		t.Run(filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), func(t *testing.T) {
-			compareWithReference(t, b)
+		kind := filepath.Base(filepath.Dir(f))
+		t.Run(kind+"/"+filepath.Base(f), func(t *testing.T) {
+			err := compareWithReference(t, b, false)
+			if (err == nil) != (kind == "valid") {
+				t.Errorf("%s example: Decode err = %v", kind, err)
+			}
+			compareWithReference(t, b, true)
 		})
 	}
 	for _, s := range decodeSeeds {
-		compareWithReference(t, []byte(s))
+		compareWithReference(t, []byte(s), false)
+		compareWithReference(t, []byte(s), true)
 	}
-	t.Logf("%d example files, %d seeds", n, len(decodeSeeds))
 }
 
 // reference decodes like Decode but with encoding/json: an array, or a stream of objects.
-func reference(data []byte) ([]schemas.TelemetryEvent, error) {
+func reference(data []byte, lenient bool) ([]schemas.TelemetryEvent, error) {
 	trim := bytes.TrimLeft(data, " \t\r\n")
 	var evs []schemas.TelemetryEvent
 	if len(trim) == 0 {
 		return nil, errors.New("empty")
 	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if !lenient {
+		dec.DisallowUnknownFields()
+	}
 	switch trim[0] {
 	case '[':
-		if err := json.Unmarshal(data, &evs); err != nil {
+		if err := dec.Decode(&evs); err != nil {
 			return nil, err
 		}
+		var extra json.RawMessage
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			return nil, errors.New("data after the array")
+		}
 	case '{':
-		dec := json.NewDecoder(bytes.NewReader(data))
 		for {
 			var e schemas.TelemetryEvent
 			if err := dec.Decode(&e); err != nil {
-				if err.Error() == "EOF" {
+				if errors.Is(err, io.EOF) {
 					break
 				}
 				return nil, err
@@ -203,16 +224,17 @@ func reference(data []byte) ([]schemas.TelemetryEvent, error) {
 	return evs, nil
 }
 
-func compareWithReference(t *testing.T, data []byte) {
+func compareWithReference(t *testing.T, data []byte, lenient bool) error {
 	t.Helper()
-	got, err := NewDecoder(DecoderConfig{}).Decode("", data, nil)
-	want, rerr := reference(data)
+	got, err := NewDecoder(DecoderConfig{AllowUnknownFields: lenient}).Decode("", data, nil)
+	want, rerr := reference(data, lenient)
 	if (err == nil) != (rerr == nil) {
-		t.Fatalf("input %q: decoder err = %v, encoding/json+Validate err = %v", data, err, rerr)
+		t.Fatalf("input %q (lenient %v): decoder err = %v, encoding/json+Validate err = %v", data, lenient, err, rerr)
 	}
 	if err == nil {
 		assertSameEvents(t, got, want)
 	}
+	return err
 }
 
 // normalise makes events comparable: instants, not locations; empty maps as nil (omitempty drops
@@ -267,7 +289,7 @@ func FuzzDecodeTelemetry(f *testing.F) {
 	for _, s := range decodeSeeds {
 		f.Add([]byte(s))
 	}
-	if files, _ := filepath.Glob("../schemas/examples/telemetry_event/*.json"); len(files) > 0 {
+	if files, _ := filepath.Glob("../schemas/examples/telemetry_event/*/*.json"); len(files) > 0 {
 		for _, p := range files {
 			if b, err := os.ReadFile(p); err == nil {
 				f.Add(b)
@@ -275,31 +297,33 @@ func FuzzDecodeTelemetry(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d := NewDecoder(DecoderConfig{})
-		got, err := d.Decode("", data, nil)
-		want, rerr := reference(data)
-		if (err == nil) != (rerr == nil) {
-			t.Fatalf("input %q: decoder err = %v, encoding/json+Validate err = %v", data, err, rerr)
-		}
-		if err != nil {
-			var re *RejectError
-			if !errors.As(err, &re) || re.Reason == "" {
-				t.Fatalf("error %v is not a RejectError with a reason", err)
+		for _, lenient := range []bool{false, true} {
+			d := NewDecoder(DecoderConfig{AllowUnknownFields: lenient})
+			got, err := d.Decode("", data, nil)
+			want, rerr := reference(data, lenient)
+			if (err == nil) != (rerr == nil) {
+				t.Fatalf("input %q (lenient %v): decoder err = %v, encoding/json+Validate err = %v", data, lenient, err, rerr)
 			}
-			return
-		}
-		assertSameEvents(t, got, want)
-		// Anything accepted re-encodes to an event that decodes to the same thing.
-		for i := range got {
-			b, merr := json.Marshal(&got[i])
-			if merr != nil {
-				t.Fatalf("re-encode: %v", merr)
-			}
-			again, err := d.Decode("", b, nil)
 			if err != nil {
-				t.Fatalf("re-encoded %s rejected: %v", b, err)
+				var re *RejectError
+				if !errors.As(err, &re) || re.Reason == "" {
+					t.Fatalf("error %v is not a RejectError with a reason", err)
+				}
+				continue
 			}
-			assertSameEvents(t, again, got[i:i+1])
+			assertSameEvents(t, got, want)
+			// Anything accepted re-encodes to an event that decodes to the same thing.
+			for i := range got {
+				b, merr := json.Marshal(&got[i])
+				if merr != nil {
+					t.Fatalf("re-encode: %v", merr)
+				}
+				again, err := d.Decode("", b, nil)
+				if err != nil {
+					t.Fatalf("re-encoded %s rejected: %v", b, err)
+				}
+				assertSameEvents(t, again, got[i:i+1])
+			}
 		}
 	})
 }

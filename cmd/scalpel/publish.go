@@ -61,7 +61,7 @@ per second; unlimited when not given). --error-rate marks that fraction of the e
 From stdin (--stdin, or automatically when stdin is a pipe and no event flags are given), it reads
 NDJSON — one event per line — or a single JSON array of events. A missing "id" is filled with a
 fresh UUID and a missing "ts" with the current time; everything else is validated exactly as ingest
-validates it. A bad line is reported with its line number and skipped; the rest are still published.
+validates it (unknown fields are errors: "latency_msec" is a typo, not a new field). A bad line is reported with its line number and skipped; the rest are still published.
 
 Events go out with JetStream async publish; each carries Nats-Msg-Id = its id, so publishing the
 same file twice within the TELEMETRY stream's duplicate window stores every event once. A summary
@@ -307,7 +307,13 @@ func (s *stdinSource) peekNonSpace() (byte, error) {
 // filling a missing id and ts.
 func (s *stdinSource) parse(b []byte, where string, now time.Time) (schemas.TelemetryEvent, bool) {
 	var ev schemas.TelemetryEvent
-	if err := json.Unmarshal(b, &ev); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields() // as ingest does by default: a typo must not silently drop a field
+	err := dec.Decode(&ev)
+	if err == nil && dec.More() {
+		err = errors.New("more than one JSON value on the line")
+	}
+	if err != nil {
 		fmt.Fprintf(s.errw, "%s: %v\n", where, err)
 		s.bad++
 		return ev, false
