@@ -90,7 +90,7 @@ type DecoderConfig struct {
 // use: give each goroutine its own.
 type Decoder struct {
 	max    int
-	strict bool // reject unknown fields
+	strict bool   // reject unknown fields
 	prefix string // "<prefix>.telemetry." or "telemetry."
 	names  *intern
 	floats []float64 // slab that *float64 fields point into, to save an allocation per field
