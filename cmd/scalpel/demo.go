@@ -227,6 +227,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 				return fmt.Errorf("publish telemetry: %w", err)
 			}
 		}
+		st.checkRecovery(evNow, events)
 		if stats.due(evNow, 10*time.Second) {
 			st.printf(evNow, "traffic   %s", stats.flush())
 		}
@@ -267,11 +268,15 @@ type story struct {
 	subj  schemas.Subjects
 	start time.Time
 
-	mu        sync.Mutex
-	evNow     time.Time
-	ackAt     time.Time
-	commands  int
-	anomalies int
+	mu         sync.Mutex
+	evNow      time.Time
+	ackAt      time.Time
+	commands   int
+	anomalies  int
+	rolledBack []string
+	recovered  bool
+	recReqs    int
+	recErrs    int
 }
 
 func (s *story) setNow(t time.Time) { s.mu.Lock(); s.evNow = t; s.mu.Unlock() }
@@ -290,71 +295,108 @@ func (s *story) finished(now time.Time) bool {
 	return !s.ackAt.IsZero() && now.Sub(s.ackAt) >= 25*time.Second
 }
 
+// follow prints every message of the loop. One subscription for all subjects keeps them in the
+// order the server delivered them: deploy, anomaly, decision, command, ack.
 func (s *story) follow(nc *nats.Conn) ([]*nats.Subscription, error) {
-	var subs []*nats.Subscription
-	add := func(subject string, h nats.MsgHandler) error {
-		sub, err := nc.Subscribe(subject, h)
-		if err == nil {
-			subs = append(subs, sub)
-		}
-		return err
+	match := func(subject, pattern string) bool {
+		return strings.HasPrefix(subject, strings.TrimSuffix(pattern, ">"))
 	}
-	err := add(s.subj.DeployAll(), func(m *nats.Msg) {
-		var d schemas.DeployEvent
-		if json.Unmarshal(m.Data, &d) != nil {
+	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
+		// ">" also matches the inboxes JetStream consumers deliver to; those copies carry an ack
+		// reply subject. Only the original publishes tell the story.
+		if strings.HasPrefix(m.Reply, "$JS.ACK.") {
 			return
 		}
-		var parts []string
-		for _, c := range d.Components {
-			parts = append(parts, c.Component+" "+c.Version)
-		}
-		s.printf(d.TS, "DEPLOY    %s %s (%s)", d.Service, d.AppVersion, strings.Join(parts, ", "))
-	})
-	if err == nil {
-		err = add(s.subj.AnomalyAll(), func(m *nats.Msg) {
+		switch {
+		case match(m.Subject, s.subj.DeployAll()):
+			var d schemas.DeployEvent
+			if json.Unmarshal(m.Data, &d) != nil {
+				return
+			}
+			var parts []string
+			for _, c := range d.Components {
+				parts = append(parts, c.Component+" "+c.Version)
+			}
+			s.printf(d.TS, "DEPLOY    %s %s (%s)", d.Service, d.AppVersion, strings.Join(parts, ", "))
+		case match(m.Subject, s.subj.AnomalyAll()):
 			var a schemas.Anomaly
 			if json.Unmarshal(m.Data, &a) != nil {
+				return
+			}
+			if a.IsResolved() {
+				at := a.TSDetected
+				if a.ResolvedAt != nil {
+					at = *a.ResolvedAt
+				}
+				s.printf(at, "RESOLVED  %s %s: %s", anomalyTarget(&a), a.Version, a.Resolution)
 				return
 			}
 			s.mu.Lock()
 			s.anomalies++
 			s.mu.Unlock()
 			s.printf(a.TSDetected, "ANOMALY   %s", describeAnomaly(&a))
-		})
-	}
-	if err == nil {
-		err = add(s.subj.DecisionAll(), func(m *nats.Msg) {
+		case match(m.Subject, s.subj.DecisionAll()):
 			var d schemas.Decision
-			if json.Unmarshal(m.Data, &d) != nil {
+			if json.Unmarshal(m.Data, &d) != nil || d.ID == "" {
 				return
 			}
 			s.printf(d.TS, "DECISION  %s (%s): %s", strings.ToUpper(d.Action), d.Granularity, d.Reason)
-		})
-	}
-	if err == nil {
-		err = add(s.subj.RollbackAll(), func(m *nats.Msg) {
-			if strings.Contains(m.Subject, ".ack.") {
-				var a schemas.RollbackAck
-				if json.Unmarshal(m.Data, &a) != nil {
-					return
-				}
-				s.mu.Lock()
-				s.ackAt = s.evNow
-				s.mu.Unlock()
-				s.printf(s.now(), "ACK       %s by %s: %s now active %s", a.Status, a.Instance, shortID(a.CommandID), a.ActiveVersion)
+		case m.Subject == s.subj.RollbackAck("checkout"):
+			var a schemas.RollbackAck
+			if json.Unmarshal(m.Data, &a) != nil {
 				return
 			}
+			s.mu.Lock()
+			s.ackAt = s.evNow
+			s.mu.Unlock()
+			s.printf(s.now(), "ACK       %s by %s: %s now active %s", a.Status, a.Instance, shortID(a.CommandID), a.ActiveVersion)
+		case m.Subject == s.subj.RollbackCmd("checkout"):
 			cmd, err := schemas.DecodeCommandEvent(m.Header, m.Data)
 			if err != nil {
 				return
 			}
 			s.mu.Lock()
 			s.commands++
+			s.rolledBack = append(s.rolledBack, cmd.Target())
 			s.mu.Unlock()
 			s.printf(cmd.IssuedAt, "COMMAND   %s %s %s → %s (command %s, CloudEvent on %s)", cmd.Action, cmd.Target(), cmd.FromVersion, cmd.ToVersion, shortID(cmd.ID), m.Subject)
-		})
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
-	return subs, err
+	return []*nats.Subscription{sub}, nil
+}
+
+// checkRecovery prints, once, how the rolled-back targets behave in the 10 event-seconds after the ack,
+// measured from the service's own traffic.
+func (s *story) checkRecovery(now time.Time, events []schemas.TelemetryEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ackAt.IsZero() || s.recovered {
+		return
+	}
+	for i := range events {
+		ev := &events[i]
+		t := ev.Service + "/" + ev.Component
+		if ev.Block != "" {
+			t += "/" + ev.Block
+		}
+		for _, rb := range s.rolledBack {
+			if t == rb || strings.HasPrefix(t, rb+"/") || rb == ev.Service {
+				s.recReqs++
+				if ev.Error != "" {
+					s.recErrs++
+				}
+			}
+		}
+	}
+	if now.Sub(s.ackAt) < 10*time.Second || s.recReqs == 0 {
+		return
+	}
+	s.recovered = true
+	fmt.Fprintf(s.out, "[t+%3.0fs] RECOVERED %s: %.1f%% errors over the 10s after the rollback (%d requests)\n",
+		now.Sub(s.start).Seconds(), strings.Join(s.rolledBack, ", "), 100*float64(s.recErrs)/float64(s.recReqs), s.recReqs)
 }
 
 func (s *story) summary(svc *sim.Service) {
@@ -378,10 +420,18 @@ func (s *story) summary(svc *sim.Service) {
 	}
 }
 
-func describeAnomaly(a *schemas.Anomaly) string {
+func anomalyTarget(a *schemas.Anomaly) string {
 	target := a.Service + "/" + a.Component
 	if a.Block != "" {
 		target += "/" + a.Block
+	}
+	return target
+}
+
+func describeAnomaly(a *schemas.Anomaly) string {
+	target := anomalyTarget(a)
+	if a.Block == "" {
+		target += " (all blocks)"
 	}
 	what := a.Metric
 	if a.ErrorCategory != "" {

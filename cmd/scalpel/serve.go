@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/embedded"
@@ -29,6 +30,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		cfgFile     string
 		checkConfig bool
+		printConfig bool
 		natsListen  string
 		dataDir     string
 		httpListen  string
@@ -47,7 +49,8 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 		Example: `  scalpel serve
   scalpel serve --nats-listen 0.0.0.0:4222 --data-dir /var/lib/scalpel
   scalpel serve --nats-url nats://nats.internal:4222 --creds scalpel.creds
-  scalpel serve --config scalpel.yaml --check-config`,
+  scalpel serve --config scalpel.yaml --check-config
+  scalpel serve --print-config > scalpel.yaml     # every setting with its default`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgFile)
@@ -76,6 +79,14 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
+			if printConfig {
+				b, err := yaml.Marshal(cfg)
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(b)
+				return err
+			}
 			if checkConfig {
 				src := cfgFile
 				if src == "" {
@@ -90,6 +101,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 	f := cmd.Flags()
 	f.StringVar(&cfgFile, "config", "", "configuration file (YAML); flags override it")
 	f.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit")
+	f.BoolVar(&printConfig, "print-config", false, "print the effective configuration (defaults, file and flags) as YAML and exit")
 	f.StringVar(&natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server (HOST:PORT)")
 	f.StringVar(&dataDir, "data-dir", "./data", "directory of the embedded server's JetStream store")
 	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
