@@ -1,0 +1,101 @@
+package replay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Record kinds: the `kind` field of every bundle line.
+const (
+	KindTelemetry = "telemetry"
+	KindDeploy    = "deploy"
+	KindManifest  = "manifest"
+	KindDecision  = "decision"
+	KindAck       = "ack"
+	KindAnomaly   = "anomaly"
+)
+
+// ErrBadRecord is wrapped when a bundle line cannot be read.
+var ErrBadRecord = errors.New("bad record")
+
+// Record is one raw event of an incident bundle: one NDJSON line. Data holds the message body as it
+// was stored, so replaying a bundle runs the same decoder on the same bytes as live ingest did.
+type Record struct {
+	Kind string `json:"kind"`
+	// Subject the message was stored under (telemetry, deploy, anomaly, decision, ack).
+	Subject string `json:"subject,omitempty"`
+	// Seq is the stream sequence, Time the time the server stored it; both are informational.
+	Seq  uint64    `json:"seq,omitempty"`
+	Time time.Time `json:"time,omitzero"`
+	// Data is the body when it is one JSON value.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Raw is the body when it is not one JSON value (NDJSON batches, malformed input that live ingest
+	// rejected): replay must see it too, or the counts would differ.
+	Raw *string `json:"raw,omitempty"`
+}
+
+// Body returns the message bytes.
+func (r *Record) Body() []byte {
+	if r.Raw != nil {
+		return []byte(*r.Raw)
+	}
+	return r.Data
+}
+
+// AppendNDJSON appends the record as one line, newline included. Bodies that are one JSON value are
+// embedded compacted (a bundle stays greppable with jq); anything else goes into raw as a string.
+func (r *Record) AppendNDJSON(dst []byte) []byte {
+	dst = append(dst, `{"kind":`...)
+	dst = strconv.AppendQuote(dst, r.Kind)
+	if r.Subject != "" {
+		dst = append(dst, `,"subject":`...)
+		dst = strconv.AppendQuote(dst, r.Subject)
+	}
+	if r.Seq != 0 {
+		dst = append(dst, `,"seq":`...)
+		dst = strconv.AppendUint(dst, r.Seq, 10)
+	}
+	if !r.Time.IsZero() {
+		dst = append(dst, `,"time":"`...)
+		dst = r.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, '"')
+	}
+	body := r.Body()
+	if r.Raw == nil && json.Valid(body) {
+		dst = append(dst, `,"data":`...)
+		var buf bytes.Buffer
+		if bytes.IndexByte(body, '\n') < 0 && bytes.IndexByte(body, '\r') < 0 {
+			dst = append(dst, bytes.TrimSpace(body)...)
+		} else if err := json.Compact(&buf, body); err == nil {
+			dst = append(dst, buf.Bytes()...)
+		}
+	} else {
+		b, _ := json.Marshal(string(body)) // escapes invalid UTF-8 as U+FFFD, as any JSON writer must
+		dst = append(dst, `,"raw":`...)
+		dst = append(dst, b...)
+	}
+	return append(dst, '}', '\n')
+}
+
+// ParseRecord reads one bundle line.
+func ParseRecord(line []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return Record{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
+	}
+	switch r.Kind {
+	case KindTelemetry, KindDeploy, KindManifest, KindDecision, KindAck, KindAnomaly:
+	case "":
+		return Record{}, fmt.Errorf("%w: no kind", ErrBadRecord)
+	default:
+		return Record{}, fmt.Errorf("%w: unknown kind %q (want telemetry, deploy, manifest, decision, ack or anomaly)", ErrBadRecord, r.Kind)
+	}
+	if len(r.Data) == 0 && r.Raw == nil {
+		return Record{}, fmt.Errorf("%w: %s record without data", ErrBadRecord, r.Kind)
+	}
+	return r, nil
+}

@@ -1,0 +1,533 @@
+package replay
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// Options configures Run.
+type Options struct {
+	// Config is the configuration to replay with: its detect and decide sections and the subject
+	// prefix. The config that was live reproduces the recorded anomalies and decisions; another one
+	// shows what it would have changed.
+	Config config.Config
+	// Since and Until bound, in event time, what the timeline reports (anomalies, decisions, charts,
+	// the diff). Everything the source yields is still fed to detect and decide, so state built
+	// before Since (baselines, open incidents) is the same as live. Zero means unbounded.
+	Since, Until time.Time
+	// Component, when set, restricts what the timeline reports to that component (and decisions
+	// that target it). The input is not filtered: the detector's watermark and decide's guards see
+	// every series, as they did live.
+	Component string
+	// Charts collects per-second series (requests, errors, p50/p99 latency) for the report. It costs
+	// memory per component and second of the range; leave it off when only the timeline is wanted.
+	Charts bool
+	// Logger receives the stages' logs (state changes at Info); default discard.
+	Logger *slog.Logger
+	// Progress, when set, is called about every ProgressEvery (default 1s) of wall time and once at
+	// the end.
+	Progress      func(Progress)
+	ProgressEvery time.Duration
+	// AdvanceEvery is how many telemetry messages are observed between detector advances (default
+	// 512). The detector's output does not depend on it; it trades calls for latency of nothing.
+	AdvanceEvery int
+}
+
+// Progress reports how far a replay is.
+type Progress struct {
+	Messages     int64         `json:"messages"`
+	Events       int64         `json:"events"`
+	EventsPerSec float64       `json:"events_per_sec"`
+	Fraction     float64       `json:"fraction"` // of the source read, -1 when unknown
+	Elapsed      time.Duration `json:"elapsed_ns"`
+	Done         bool          `json:"done"`
+}
+
+// Stats describes the input of a replay.
+type Stats struct {
+	Messages int64 `json:"messages"`
+	Events   int64 `json:"events"`
+	// Rejected counts telemetry messages live ingest would have rejected, by class.
+	Rejected     map[string]int64 `json:"rejected,omitempty"`
+	Late         uint64           `json:"late_events"`
+	Invalid      uint64           `json:"invalid_events"`
+	FirstEvent   time.Time        `json:"first_event,omitzero"`
+	LastEvent    time.Time        `json:"last_event,omitzero"`
+	Watermark    time.Time        `json:"watermark,omitzero"`
+	Elapsed      time.Duration    `json:"elapsed_ns"`
+	EventsPerSec float64          `json:"events_per_sec"`
+	// Errors are anomalies the engine could not decide (they would have been retried live).
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Recorded holds what was recorded live in the range, for the diff and the report.
+type Recorded struct {
+	Anomalies []schemas.Anomaly     `json:"anomalies"`
+	Decisions []schemas.Decision    `json:"decisions"`
+	Acks      []schemas.RollbackAck `json:"acks"`
+}
+
+// Timeline is the result of a replay.
+type Timeline struct {
+	Since     time.Time          `json:"since,omitzero"`
+	Until     time.Time          `json:"until,omitzero"`
+	Component string             `json:"component,omitempty"`
+	Stats     Stats              `json:"stats"`
+	Manifests []schemas.Manifest `json:"manifests"`
+	// Deploys are every deploy the engine saw, in event-time order.
+	Deploys []schemas.DeployEvent `json:"deploys"`
+	// Anomalies and Decisions are what the replay produced in the range, in the order produced.
+	Anomalies []schemas.Anomaly  `json:"anomalies"`
+	Decisions []schemas.Decision `json:"decisions"`
+	Recorded  Recorded           `json:"recorded"`
+	// Events is the story in order: deploys, anomalies, decisions, recorded acks.
+	Events []Entry `json:"events"`
+	Diff   *Diff   `json:"diff,omitempty"`
+	// Series holds per-second charts of the components anomalies were about (with Options.Charts).
+	Series []Series `json:"series,omitempty"`
+	// Warnings are problems with the input that did not stop the replay.
+	Warnings []string `json:"warnings,omitempty"`
+	// Interrupted is set when the replay was stopped before the source ended.
+	Interrupted bool `json:"interrupted,omitempty"`
+}
+
+// Entry is one line of the story.
+type Entry struct {
+	TS        time.Time `json:"ts"`
+	Kind      string    `json:"kind"` // deploy | anomaly | resolved | decision | ack
+	Service   string    `json:"service"`
+	Component string    `json:"component,omitempty"`
+	Block     string    `json:"block,omitempty"`
+	ID        string    `json:"id"`
+	Summary   string    `json:"summary"`
+}
+
+// ErrNoInput is returned when the source held nothing to replay.
+var ErrNoInput = errors.New("nothing to replay: no telemetry in the range")
+
+// Engine methods other versions of decide offer; replay drives them when present, as live does.
+type (
+	engineAdvancer interface {
+		Advance(ctx context.Context, watermark time.Time) ([]schemas.Decision, error)
+	}
+	ackHandler interface {
+		HandleAck(ctx context.Context, ack *schemas.RollbackAck) ([]schemas.Decision, error)
+	}
+)
+
+// run is the state of one replay.
+type run struct {
+	o      Options
+	tl     *Timeline
+	det    *detect.Detector
+	eng    *decide.Engine
+	dec    *ingest.Decoder
+	charts *charts
+
+	deploys []schemas.DeployEvent // sorted by ts; next is the first not yet handed over
+	next    int
+	acks    []schemas.RollbackAck // recorded acks, fed to HandleAck when the engine has it
+	nextAck int
+
+	anomalySeen  map[string]bool
+	decisionSeen map[string]bool
+	events       []schemas.TelemetryEvent
+}
+
+// Run replays src through detect and decide in dry-run and returns the timeline. It never
+// publishes or actuates. When ctx is cancelled it stops, and returns what it has so far with
+// Interrupted set and ctx's error.
+func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.AdvanceEvery <= 0 {
+		o.AdvanceEvery = 512
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = time.Second
+	}
+	r := &run{
+		o:            o,
+		tl:           &Timeline{Since: o.Since, Until: o.Until, Component: o.Component},
+		anomalySeen:  map[string]bool{},
+		decisionSeen: map[string]bool{},
+	}
+	if o.Charts {
+		r.charts = newCharts()
+	}
+	r.dec = ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: o.Config.Ingest.MaxMessageBytes, Subjects: o.Config.Subjects()})
+	start := time.Now()
+	lastProgress := start
+	var manifests []*schemas.Manifest
+	report := func(done bool) {
+		if o.Progress == nil {
+			return
+		}
+		el := time.Since(start)
+		o.Progress(Progress{Messages: r.tl.Stats.Messages, Events: r.tl.Stats.Events, Elapsed: el, Done: done,
+			EventsPerSec: float64(r.tl.Stats.Events) / max(el.Seconds(), 1e-9), Fraction: src.Progress()})
+	}
+	var runErr error
+	sinceAdvance := 0
+	for {
+		rec, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				r.tl.Interrupted = true
+			}
+			runErr = err
+			break
+		}
+		if rec.Kind != KindTelemetry {
+			if r.det != nil && (rec.Kind == KindDeploy || rec.Kind == KindManifest) {
+				r.warn("%s record after telemetry started (seq %d): bundles list them first; it may be handed over late", rec.Kind, rec.Seq)
+			}
+			if m := r.meta(rec); m != nil {
+				manifests = append(manifests, m)
+			}
+			if rec.Kind == KindDeploy && r.det != nil {
+				r.insertDeploy()
+			}
+			continue
+		}
+		if r.det == nil {
+			r.prepare(manifests)
+		}
+		r.telemetry(&rec)
+		sinceAdvance++
+		if sinceAdvance >= o.AdvanceEvery {
+			sinceAdvance = 0
+			if err := r.advance(ctx); err != nil {
+				runErr = err
+				break
+			}
+			if o.Progress != nil && time.Since(lastProgress) >= o.ProgressEvery {
+				lastProgress = time.Now()
+				report(false)
+			}
+		}
+	}
+	if r.det == nil {
+		r.prepare(manifests)
+	}
+	if runErr == nil {
+		runErr = r.advance(ctx)
+	}
+	if runErr == nil {
+		runErr = r.flushDeploys(ctx, time.Time{})
+	}
+	r.tl.Stats.Elapsed = time.Since(start)
+	r.tl.Stats.EventsPerSec = float64(r.tl.Stats.Events) / max(r.tl.Stats.Elapsed.Seconds(), 1e-9)
+	r.tl.Stats.Late = r.det.LateEvents()
+	r.tl.Stats.Invalid = r.det.InvalidEvents()
+	r.tl.Stats.Watermark = r.det.Watermark()
+	report(true)
+	r.finish()
+	if runErr != nil {
+		return r.tl, runErr
+	}
+	if r.tl.Stats.Messages == 0 && len(r.tl.Recorded.Decisions) == 0 {
+		return r.tl, ErrNoInput
+	}
+	return r.tl, nil
+}
+
+func (r *run) warn(format string, a ...any) {
+	if len(r.tl.Warnings) < 100 {
+		r.tl.Warnings = append(r.tl.Warnings, fmt.Sprintf(format, a...))
+	}
+}
+
+// meta takes in a record that is not telemetry.
+func (r *run) meta(rec Record) *schemas.Manifest {
+	body := rec.Body()
+	switch rec.Kind {
+	case KindManifest:
+		m, err := schemas.ParseManifest(body)
+		if err != nil {
+			r.warn("manifest %s: %v", rec.Subject, err)
+			return nil
+		}
+		r.tl.Manifests = append(r.tl.Manifests, *m)
+		return m
+	case KindDeploy:
+		ev, err := schemas.DecodeDeployEvent(body)
+		if err != nil {
+			// Live decide skips it too (after rejecting it once).
+			r.warn("deploy (seq %d) skipped: %v", rec.Seq, err)
+			return nil
+		}
+		r.deploys = append(r.deploys, *ev)
+	case KindAnomaly:
+		var a schemas.Anomaly
+		if err := json.Unmarshal(body, &a); err != nil {
+			r.warn("recorded anomaly (seq %d): %v", rec.Seq, err)
+			return nil
+		}
+		if r.inRange(a.TSDetected) && r.about(a.Component) {
+			r.tl.Recorded.Anomalies = append(r.tl.Recorded.Anomalies, a)
+		}
+	case KindDecision:
+		var d schemas.Decision
+		if err := json.Unmarshal(body, &d); err != nil {
+			r.warn("recorded decision (seq %d): %v", rec.Seq, err)
+			return nil
+		}
+		if r.inRange(d.TS) && r.targets(&d) {
+			r.tl.Recorded.Decisions = append(r.tl.Recorded.Decisions, d)
+		}
+	case KindAck:
+		ack, err := schemas.DecodeAck(body)
+		if err != nil {
+			r.warn("recorded ack (seq %d): %v", rec.Seq, err)
+			return nil
+		}
+		r.acks = append(r.acks, *ack)
+		if r.inRange(ack.TS) {
+			r.tl.Recorded.Acks = append(r.tl.Recorded.Acks, *ack)
+		}
+	}
+	return nil
+}
+
+func (r *run) inRange(t time.Time) bool {
+	return (r.o.Since.IsZero() || !t.Before(r.o.Since)) && (r.o.Until.IsZero() || !t.After(r.o.Until))
+}
+
+func (r *run) about(component string) bool { return r.o.Component == "" || component == r.o.Component }
+
+// targets reports whether a decision is about the component the timeline is restricted to.
+func (r *run) targets(d *schemas.Decision) bool {
+	if r.o.Component == "" {
+		return true
+	}
+	for _, t := range d.Targets {
+		if t.Component == r.o.Component {
+			return true
+		}
+	}
+	for _, p := range d.Plan {
+		if p.Component == r.o.Component {
+			return true
+		}
+	}
+	return false
+}
+
+// prepare builds the stages once every manifest and deploy is known.
+func (r *run) prepare(manifests []*schemas.Manifest) {
+	cat := decide.NewStaticCatalog(manifests...)
+	r.det = pipeline.NewDetector(r.o.Config, r.o.Logger)
+	r.eng = pipeline.NewEngine(r.o.Config, cat, r.o.Logger)
+	// Event-time order; stable, so deploys with equal times keep stream order, as live.
+	slices.SortStableFunc(r.deploys, func(a, b schemas.DeployEvent) int { return a.TS.Compare(b.TS) })
+	slices.SortStableFunc(r.acks, func(a, b schemas.RollbackAck) int { return a.TS.Compare(b.TS) })
+}
+
+// insertDeploy places a deploy that arrived after telemetry started among those not yet handed over.
+func (r *run) insertDeploy() {
+	tail := r.deploys[r.next:]
+	slices.SortStableFunc(tail, func(a, b schemas.DeployEvent) int { return a.TS.Compare(b.TS) })
+}
+
+func (r *run) telemetry(rec *Record) {
+	r.tl.Stats.Messages++
+	var err error
+	r.events, err = r.dec.Decode(rec.Subject, rec.Body(), r.events[:0])
+	if err != nil {
+		var re *ingest.RejectError
+		class := ingest.ClassMalformed
+		if errors.As(err, &re) {
+			class = re.Class
+		}
+		if r.tl.Stats.Rejected == nil {
+			r.tl.Stats.Rejected = map[string]int64{}
+		}
+		r.tl.Stats.Rejected[class]++
+		return
+	}
+	for i := range r.events {
+		ev := &r.events[i]
+		if r.tl.Stats.FirstEvent.IsZero() || ev.TS.Before(r.tl.Stats.FirstEvent) {
+			r.tl.Stats.FirstEvent = ev.TS
+		}
+		if ev.TS.After(r.tl.Stats.LastEvent) {
+			r.tl.Stats.LastEvent = ev.TS
+		}
+		r.det.Observe(ev)
+		if r.charts != nil {
+			r.charts.add(ev)
+		}
+	}
+	r.tl.Stats.Events += int64(len(r.events))
+}
+
+// advance closes the buckets the watermark passed and decides their anomalies, as the live detect
+// stage does after each batch.
+func (r *run) advance(ctx context.Context) error {
+	if r.det == nil {
+		return nil
+	}
+	wm := r.det.Watermark()
+	for _, a := range r.det.Advance(wm) {
+		// Live publishes anomalies with their id as Nats-Msg-Id, so the stream drops a repeat;
+		// a resolved notice is a different message.
+		key := a.ID + "/" + a.Status
+		if r.anomalySeen[key] {
+			continue
+		}
+		r.anomalySeen[key] = true
+		if err := r.flushDeploys(ctx, a.TSDetected); err != nil {
+			return err
+		}
+		if r.inRange(a.TSDetected) && r.about(a.Component) {
+			r.tl.Anomalies = append(r.tl.Anomalies, a)
+		}
+		ds, err := r.eng.HandleAnomaly(ctx, &a)
+		if err != nil {
+			r.tl.Stats.Errors = append(r.tl.Stats.Errors, err.Error())
+			continue
+		}
+		r.decisions(ds)
+	}
+	if adv, ok := any(r.eng).(engineAdvancer); ok && !wm.IsZero() {
+		if err := r.flushDeploys(ctx, wm); err != nil {
+			return err
+		}
+		ds, err := adv.Advance(ctx, wm)
+		if err != nil {
+			return fmt.Errorf("advance decide to %s: %w", wm.Format(time.RFC3339), err)
+		}
+		r.decisions(ds)
+	}
+	return ctx.Err()
+}
+
+// flushDeploys hands over every deploy (and recorded ack) at or before t; all of them when t is zero.
+func (r *run) flushDeploys(ctx context.Context, t time.Time) error {
+	ah, hasAcks := any(r.eng).(ackHandler)
+	for {
+		var dts, ats time.Time
+		haveD, haveA := r.next < len(r.deploys), hasAcks && r.nextAck < len(r.acks)
+		if haveD {
+			dts = r.deploys[r.next].TS
+		}
+		if haveA {
+			ats = r.acks[r.nextAck].TS
+		}
+		switch {
+		case haveD && (!haveA || !ats.Before(dts)) && (t.IsZero() || !dts.After(t)):
+			ev := &r.deploys[r.next]
+			r.next++
+			r.tl.Deploys = append(r.tl.Deploys, *ev)
+			ds, err := r.eng.HandleDeploy(ctx, ev)
+			if err != nil {
+				r.warn("deploy %s not recorded: %v", ev.ID, err)
+				continue
+			}
+			r.decisions(ds)
+		case haveA && (t.IsZero() || !ats.After(t)):
+			ack := &r.acks[r.nextAck]
+			r.nextAck++
+			ds, err := ah.HandleAck(ctx, ack)
+			if err != nil {
+				r.warn("ack of %s not handled: %v", ack.CommandID, err)
+				continue
+			}
+			r.decisions(ds)
+		default:
+			return nil
+		}
+	}
+}
+
+func (r *run) decisions(ds []schemas.Decision) {
+	for _, d := range ds {
+		if r.decisionSeen[d.ID] { // Nats-Msg-Id dedupe, as live
+			continue
+		}
+		r.decisionSeen[d.ID] = true
+		if r.inRange(d.TS) && r.targets(&d) {
+			r.tl.Decisions = append(r.tl.Decisions, d)
+		}
+	}
+}
+
+// finish builds the story, the diff and the charts.
+func (r *run) finish() {
+	tl := r.tl
+	if tl.Anomalies == nil {
+		tl.Anomalies = []schemas.Anomaly{}
+	}
+	if tl.Decisions == nil {
+		tl.Decisions = []schemas.Decision{}
+	}
+	for i := range tl.Deploys {
+		d := &tl.Deploys[i]
+		if !r.inRange(d.TS) {
+			continue
+		}
+		tl.Events = append(tl.Events, Entry{TS: d.TS, Kind: "deploy", Service: d.Service, ID: d.ID, Summary: deploySummary(d)})
+	}
+	for i := range tl.Anomalies {
+		a := &tl.Anomalies[i]
+		kind := "anomaly"
+		ts := a.TSDetected
+		if a.IsResolved() {
+			kind = "resolved"
+			if a.ResolvedAt != nil {
+				ts = *a.ResolvedAt
+			}
+		}
+		tl.Events = append(tl.Events, Entry{TS: ts, Kind: kind, Service: a.Service, Component: a.Component, Block: a.Block, ID: a.ID, Summary: anomalySummary(a)})
+	}
+	for i := range tl.Decisions {
+		d := &tl.Decisions[i]
+		e := Entry{TS: d.TS, Kind: "decision", Service: d.Service, ID: d.ID, Summary: decisionSummary(d)}
+		if len(d.Targets) > 0 {
+			e.Component, e.Block = d.Targets[0].Component, d.Targets[0].Block
+		}
+		tl.Events = append(tl.Events, e)
+	}
+	for i := range tl.Recorded.Acks {
+		a := &tl.Recorded.Acks[i]
+		tl.Events = append(tl.Events, Entry{TS: a.TS, Kind: "ack", Service: a.Service, ID: a.CommandID, Summary: ackSummary(a)})
+	}
+	slices.SortStableFunc(tl.Events, func(a, b Entry) int { return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind))) })
+	tl.Diff = Compare(tl.Decisions, tl.Recorded.Decisions, tl.Anomalies, tl.Recorded.Anomalies)
+	if r.charts != nil {
+		tl.Series = r.charts.build(tl, r.o.Component)
+	}
+}
+
+func kindOrder(k string) int {
+	switch k {
+	case "deploy":
+		return 0
+	case "anomaly":
+		return 1
+	case "decision":
+		return 2
+	case "ack":
+		return 3
+	}
+	return 4
+}

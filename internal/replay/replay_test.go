@@ -1,0 +1,316 @@
+package replay_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/natstest"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/replay"
+	"github.com/scalpel-dev/scalpel/internal/sim"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+const manifest = `service: checkout
+rollback_window: 15m
+components:
+  - component: tax-calc
+    granularity: fine
+    blocks:
+      - {block: rate-lookup, file: tax/calc.go, lines: "40-88"}
+      - {block: rounding, file: tax/calc.go, lines: "90-120"}
+  - component: cart
+    granularity: medium
+`
+
+func checkoutSim(seed uint64) *sim.Service {
+	bad := sim.Behaviour{ErrorRate: 0.2, ErrorCategory: schemas.ErrException, ErrorSite: "tax/calc.go:57", LatencyMedianMS: 20, LatencySigma: 0.35}
+	return sim.New("checkout", seed,
+		&sim.Component{Name: "tax-calc", RPS: 40, Blocks: []*sim.Block{
+			{Name: "rate-lookup", Share: 0.6, Active: "1.0", Versions: map[string]sim.Behaviour{"2.0": bad}},
+			{Name: "rounding", Share: 0.4, Active: "1.0"},
+		}},
+		&sim.Component{Name: "cart", RPS: 30, Blocks: []*sim.Block{{Active: "1.0"}}},
+	)
+}
+
+func deploy(id string, ts time.Time, v string) schemas.DeployEvent {
+	return schemas.DeployEvent{ID: id, TS: ts, Service: "checkout", AppVersion: v,
+		Components: []schemas.DeployComponent{
+			{Component: "tax-calc", Version: v, Blocks: []schemas.DeployBlock{{Block: "rate-lookup", Version: v}, {Block: "rounding", Version: v}}},
+			{Component: "cart", Version: v},
+		}}
+}
+
+// recording is a live incident: the pipeline ran over it and its streams hold what it did.
+type recording struct {
+	js        jetstream.JetStream
+	cfg       config.Config
+	anomalies [][]byte // as stored in ANOMALIES
+	decisions [][]byte // as stored in DECISIONS
+}
+
+// record runs a live pipeline through a bad block deploy and waits until it has decided.
+func record(t *testing.T) *recording {
+	t.Helper()
+	_, _, js := natstest.Connect(t)
+	cfg := config.Default()
+	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	m, err := schemas.ParseManifest([]byte(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Catalog().Apply(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	subj := cfg.Subjects()
+	publishDeploy := func(ev schemas.DeployEvent) {
+		want := p.DeploysRecorded() + 1
+		b, _ := json.Marshal(ev)
+		if _, err := js.Publish(ctx, subj.Deploy(ev.Service), b, jetstream.WithMsgID(ev.ID)); err != nil {
+			t.Fatal(err)
+		}
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if got := p.DeploysRecorded(); got < want {
+				return fmt.Errorf("deploys recorded %d, want %d", got, want)
+			}
+			return nil
+		})
+	}
+	publish := func(evs []schemas.TelemetryEvent) {
+		for i := range evs {
+			b, _ := json.Marshal(&evs[i])
+			if _, err := js.PublishAsync(subj.Telemetry(evs[i].Service, evs[i].Component), b, jetstream.WithMsgID(evs[i].ID)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			t.Fatal("telemetry publish did not complete")
+		}
+	}
+	svc := checkoutSim(7)
+	t0 := time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second)
+	publishDeploy(deploy("d-1.0", t0, "1.0"))
+	publish(traffic(svc, t0, 120*time.Second))
+	t1 := t0.Add(120 * time.Second)
+	publishDeploy(deploy("d-2.0", t1, "2.0"))
+	svc.SetVersion("2.0")
+	publish(traffic(svc, t1, 60*time.Second))
+	// A malformed message: live ingest rejects it, and so must the replay.
+	if _, err := js.Publish(ctx, subj.Telemetry("checkout", "cart"), []byte(`{"ts": "nope"`)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		for _, c := range []struct{ stream, durable string }{
+			{schemas.StreamTelemetry, ingest.DefaultConfig().Durable},
+			{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
+		} {
+			cons, err := js.Consumer(ctx, c.stream, c.durable)
+			if err != nil {
+				return err
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.NumPending > 0 || info.NumAckPending > 0 {
+				return fmt.Errorf("%s/%s: %d pending, %d unacked", c.stream, c.durable, info.NumPending, info.NumAckPending)
+			}
+		}
+		return nil
+	})
+	rec := &recording{js: js, cfg: cfg}
+	rec.anomalies = readStream(t, js, schemas.StreamAnomalies, subj.AnomalyAll())
+	rec.decisions = readStream(t, js, schemas.StreamDecisions, subj.Decision("*"))
+	if len(rec.decisions) == 0 || len(rec.anomalies) == 0 {
+		t.Fatalf("the live incident recorded %d anomalies and %d decisions; want some of each", len(rec.anomalies), len(rec.decisions))
+	}
+	return rec
+}
+
+func traffic(svc *sim.Service, from time.Time, d time.Duration) []schemas.TelemetryEvent {
+	var evs []schemas.TelemetryEvent
+	for t := from; t.Before(from.Add(d)); t = t.Add(100 * time.Millisecond) {
+		evs = svc.Tick(evs, t, 100*time.Millisecond)
+	}
+	return evs
+}
+
+func readStream(t *testing.T, js jetstream.JetStream, stream, subject string) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for {
+		msgs, err := cons.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			n++
+			out = append(out, append([]byte(nil), m.Data()...))
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+func marshalAll[T any](t *testing.T, xs []T) [][]byte {
+	t.Helper()
+	out := make([][]byte, len(xs))
+	for i := range xs {
+		b, err := json.Marshal(&xs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = b
+	}
+	return out
+}
+
+func sameBytes(t *testing.T, what string, got, want [][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: replay made %d, live recorded %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("%s %d differs:\nreplay: %s\nlive:   %s", what, i, got[i], want[i])
+		}
+	}
+}
+
+func TestReplayReproducesLiveIncident(t *testing.T) {
+	rec := record(t)
+	ctx := context.Background()
+	open := func() replay.Source {
+		src, err := replay.NewServerSource(ctx, rec.js, replay.ServerOptions{Subjects: rec.cfg.Subjects()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+
+	src := open()
+	var progressed int
+	tl, err := replay.Run(ctx, src, replay.Options{Config: rec.cfg, Charts: true, Progress: func(replay.Progress) { progressed++ }})
+	_ = src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, "anomaly", marshalAll(t, tl.Anomalies), rec.anomalies)
+	sameBytes(t, "decision", marshalAll(t, tl.Decisions), rec.decisions)
+	if !tl.Diff.Identical {
+		t.Fatalf("diff against the recording is not empty: %v", tl.Diff.Lines())
+	}
+	if n := sum(tl.Stats.Rejected); n != 1 {
+		t.Errorf("rejected %v, want the one malformed message", tl.Stats.Rejected)
+	}
+	if progressed == 0 {
+		t.Error("no progress reported")
+	}
+
+	t.Run("bundle", func(t *testing.T) {
+		var bundle bytes.Buffer
+		n, err := replay.Export(ctx, open(), &bundle, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]int{}
+		for _, line := range bytes.Split(bytes.TrimSpace(bundle.Bytes()), []byte("\n")) {
+			r, err := replay.ParseRecord(line)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds[r.Kind]++
+		}
+		for _, k := range []string{replay.KindManifest, replay.KindDeploy, replay.KindTelemetry, replay.KindAnomaly, replay.KindDecision} {
+			if kinds[k] == 0 {
+				t.Errorf("bundle of %d records has no %s record: %v", n, k, kinds)
+			}
+		}
+		ftl, err := replay.Run(ctx, replay.NewFileSource(bytes.NewReader(bundle.Bytes()), int64(bundle.Len())), replay.Options{Config: rec.cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, "anomaly from file", marshalAll(t, ftl.Anomalies), rec.anomalies)
+		sameBytes(t, "decision from file", marshalAll(t, ftl.Decisions), rec.decisions)
+		if !ftl.Diff.Identical {
+			t.Fatalf("diff of the bundle replay is not empty: %v", ftl.Diff.Lines())
+		}
+	})
+
+	t.Run("what-if", func(t *testing.T) {
+		cfg := rec.cfg
+		cfg.Detect.MinBaselineRequests = 1_000_000 // no baseline is ever good enough: nothing fires
+		wtl, err := replay.Run(ctx, open(), replay.Options{Config: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := wtl.Diff
+		if d.Identical || len(d.Removed) != len(rec.decisions) || len(d.Added) != 0 {
+			t.Fatalf("diff: %d removed (want %d), %d added, identical %v", len(d.Removed), len(rec.decisions), len(d.Added), d.Identical)
+		}
+		if lines := d.Lines(); len(lines) == 0 || !strings.HasPrefix(lines[0], "- ") {
+			t.Fatalf("diff lines %q: want removals first", lines)
+		}
+	})
+
+	t.Run("report", func(t *testing.T) {
+		var b bytes.Buffer
+		if err := replay.WriteReport(&b, tl, replay.ReportOptions{ConfigNote: "defaults"}); err != nil {
+			t.Fatal(err)
+		}
+		page := b.String()
+		for _, want := range []string{"<svg", "tax-calc", "rollback", "baseline band", "reproduces"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("report lacks %q", want)
+			}
+		}
+		for _, banned := range []string{"<script", "http://", "https://"} {
+			if strings.Contains(strings.ReplaceAll(page, "http://www.w3.org/2000/svg", ""), banned) {
+				t.Errorf("report is not self-contained: it contains %q", banned)
+			}
+		}
+		if out := os.Getenv("SCALPEL_REPLAY_REPORT"); out != "" { // to look at it in a browser
+			if err := os.WriteFile(out, b.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func sum(m map[string]int64) (n int64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

@@ -1,0 +1,290 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// ServerOptions says which part of the streams a ServerSource reads.
+type ServerOptions struct {
+	// Subjects carries the subject prefix scalpel runs under.
+	Subjects schemas.Subjects
+	// Since and Until bound the replay in event time; zero means from the start of the streams and
+	// up to their end. The streams are positioned by the time the server stored a message, so
+	// Warmup and Lag widen the read to cover the gap between event time and storage time.
+	Since, Until time.Time
+	// Warmup is telemetry read before Since so the detector has baselines when the range starts
+	// (it needs the previous version's recent history: two detect history epochs, 10m by default).
+	// Default 15m; ignored when Since is zero.
+	Warmup time.Duration
+	// Lag is how long after Until a message may have been stored and still belong to the range.
+	// Default 5m; ignored when Until is zero.
+	Lag time.Duration
+	// Service restricts telemetry, deploys and the recorded records to one service (empty: all).
+	Service string
+	// Batch is the ordered consumer's pull size (default 4096).
+	Batch int
+}
+
+// ServerSource reads a replay from a JetStream server: the current catalog from the scalpel_catalog
+// bucket, every deploy from the start of DEPLOYS (version history needs them all, as live decide
+// does), the recorded anomalies, decisions and acks of the range, then telemetry with an ordered
+// consumer. It reads up to the last message stored when it was opened, so a replay of a live stream
+// ends.
+type ServerSource struct {
+	js   jetstream.JetStream
+	o    ServerOptions
+	meta []Record
+	mi   int
+
+	cons    jetstream.Consumer
+	it      jetstream.MessagesContext
+	first   uint64
+	last    uint64
+	seq     uint64
+	pending uint64
+	done    bool
+}
+
+// NewServerSource opens the streams and reads everything but telemetry into memory (catalog,
+// deploys, recorded anomalies, decisions and acks are small next to telemetry).
+func NewServerSource(ctx context.Context, js jetstream.JetStream, o ServerOptions) (*ServerSource, error) {
+	if o.Warmup == 0 {
+		o.Warmup = 15 * time.Minute
+	}
+	if o.Lag == 0 {
+		o.Lag = 5 * time.Minute
+	}
+	if o.Batch <= 0 {
+		o.Batch = 4096
+	}
+	s := &ServerSource{js: js, o: o}
+	if err := s.readCatalog(ctx); err != nil {
+		return nil, err
+	}
+	svc := "*"
+	if o.Service != "" {
+		svc = o.Service
+	}
+	sub := o.Subjects
+	reads := []struct {
+		kind, stream, subject string
+		all                   bool
+	}{
+		{KindDeploy, schemas.StreamDeploys, sub.Deploy(svc), true},
+		{KindAnomaly, schemas.StreamAnomalies, sub.Anomaly(svc, "*"), false},
+		{KindDecision, schemas.StreamDecisions, sub.Decision(svc), false},
+		{KindAck, schemas.StreamRollbacks, sub.RollbackAck(svc), false},
+	}
+	for _, r := range reads {
+		if err := s.readAll(ctx, r.kind, r.stream, r.subject, r.all); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.openTelemetry(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *ServerSource) readCatalog(ctx context.Context) error {
+	kv, err := s.js.KeyValue(ctx, schemas.BucketCatalog)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil // no catalog: every decision will say so, as live
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", schemas.BucketCatalog, err)
+	}
+	cat := decide.NewCatalog(kv)
+	names, err := cat.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return err
+	}
+	for _, n := range names {
+		if s.o.Service != "" && n != s.o.Service {
+			continue
+		}
+		m, rev, err := cat.Get(ctx, n)
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("encode manifest of %s: %w", n, err)
+		}
+		s.meta = append(s.meta, Record{Kind: KindManifest, Subject: n, Seq: rev, Data: b})
+	}
+	return nil
+}
+
+// startTime is where the range starts in storage time, or nil for the start of the stream.
+func (s *ServerSource) startTime() *time.Time {
+	if s.o.Since.IsZero() {
+		return nil
+	}
+	t := s.o.Since.Add(-s.o.Warmup)
+	return &t
+}
+
+func (s *ServerSource) pastEnd(stored time.Time) bool {
+	return !s.o.Until.IsZero() && stored.After(s.o.Until.Add(s.o.Lag))
+}
+
+func (s *ServerSource) orderedConfig(subject string, all bool) jetstream.OrderedConsumerConfig {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	if t := s.startTime(); t != nil && !all {
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = t
+	}
+	return cfg
+}
+
+// readAll reads a small stream up to its current end.
+func (s *ServerSource) readAll(ctx context.Context, kind, stream, subject string, all bool) error {
+	if _, err := s.js.Stream(ctx, stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("open %s: %w", stream, err)
+	}
+	cons, err := s.js.OrderedConsumer(ctx, stream, s.orderedConfig(subject, all))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", stream, err)
+	}
+	pending := cons.CachedInfo().NumPending
+	for pending > 0 {
+		batch, err := cons.Fetch(int(min(pending, 1024)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("read %s: %w", stream, err)
+			}
+			pending = md.NumPending
+			if !all && s.pastEnd(md.Timestamp) {
+				pending = 0
+				break
+			}
+			s.meta = append(s.meta, Record{Kind: kind, Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp,
+				Data: append([]byte(nil), m.Data()...)})
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return nil
+}
+
+func (s *ServerSource) openTelemetry(ctx context.Context) error {
+	stream, err := s.js.Stream(ctx, schemas.StreamTelemetry)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s.done = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", schemas.StreamTelemetry, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", schemas.StreamTelemetry, err)
+	}
+	s.first, s.last = info.State.FirstSeq, info.State.LastSeq
+	subject := s.o.Subjects.TelemetryAll()
+	if s.o.Service != "" {
+		subject = s.o.Subjects.Telemetry(s.o.Service, "*")
+	}
+	cons, err := s.js.OrderedConsumer(ctx, schemas.StreamTelemetry, s.orderedConfig(subject, false))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
+	}
+	s.cons = cons
+	s.pending = cons.CachedInfo().NumPending
+	if s.pending == 0 || s.last == 0 {
+		s.done = true
+	}
+	return nil
+}
+
+// Next implements Source.
+func (s *ServerSource) Next(ctx context.Context) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	if s.mi < len(s.meta) {
+		s.mi++
+		return s.meta[s.mi-1], nil
+	}
+	if s.done {
+		return Record{}, io.EOF
+	}
+	if s.it == nil {
+		it, err := s.cons.Messages(jetstream.PullMaxMessages(s.o.Batch))
+		if err != nil {
+			return Record{}, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
+		}
+		s.it = it
+	}
+	m, err := s.it.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		if ctx.Err() != nil {
+			return Record{}, ctx.Err()
+		}
+		return Record{}, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return Record{}, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
+	}
+	if s.seq == 0 {
+		s.first = md.Sequence.Stream // progress counts from where the range starts
+	}
+	s.seq = md.Sequence.Stream
+	if s.pastEnd(md.Timestamp) {
+		s.finish()
+		return Record{}, io.EOF
+	}
+	if md.NumPending == 0 || s.seq >= s.last {
+		s.finish()
+	}
+	return Record{Kind: KindTelemetry, Subject: m.Subject(), Seq: s.seq, Time: md.Timestamp, Data: m.Data()}, nil
+}
+
+func (s *ServerSource) finish() {
+	s.done = true
+	if s.it != nil {
+		s.it.Stop()
+		s.it = nil
+	}
+}
+
+// Progress implements Source: the position in the telemetry stream.
+func (s *ServerSource) Progress() float64 {
+	if s.done {
+		return 1
+	}
+	if s.last <= s.first || s.seq == 0 {
+		return 0
+	}
+	return min(1, float64(s.seq-s.first)/float64(s.last-s.first))
+}
+
+// Close stops the consumer.
+func (s *ServerSource) Close() error {
+	s.finish()
+	return nil
+}
