@@ -141,3 +141,44 @@ func NewStaticCatalog(ms ...*schemas.Manifest) StaticCatalog {
 	}
 	return s
 }
+
+// ApplyAll validates ms together with the rest of the catalog — every depends_on edge must name a
+// component that exists (in ms or already stored) and the edges must not form a cycle — and only
+// then stores them, so a bad file never half-applies. It returns the KV revision of each write.
+func (c *Catalog) ApplyAll(ctx context.Context, ms []*schemas.Manifest) ([]uint64, error) {
+	for _, m := range ms {
+		if m == nil {
+			return nil, fmt.Errorf("%w: nil manifest", ErrInvalidManifest)
+		}
+		if err := m.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidManifest, m.Service, err)
+		}
+	}
+	_, stored, err := LoadGraph(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*schemas.Manifest{}
+	for _, m := range stored {
+		byName[m.Service] = m
+	}
+	for _, m := range ms {
+		byName[m.Service] = m
+	}
+	all := make([]*schemas.Manifest, 0, len(byName))
+	for _, m := range byName {
+		all = append(all, m)
+	}
+	if err := BuildGraph(all).Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidManifest, err)
+	}
+	revs := make([]uint64, 0, len(ms))
+	for _, m := range ms {
+		rev, err := c.Apply(ctx, m)
+		if err != nil {
+			return revs, err
+		}
+		revs = append(revs, rev)
+	}
+	return revs, nil
+}

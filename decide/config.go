@@ -38,6 +38,47 @@ type Config struct {
 	// MaxDeploysPerService bounds the deploys remembered per service for attribution (the newest
 	// are kept). Version history is kept separately and is not bounded by this. Default 32.
 	MaxDeploysPerService int `json:"max_deploys_per_service" yaml:"max_deploys_per_service"`
+
+	// VerifyPeriod is how long (event time) after a rollback step the incident's series are watched.
+	// If its anomalies have not all resolved by then, or a new one fires on the same component from
+	// traffic after the rollback, the ladder climbs one level (fine → medium → coarse). Default 5m.
+	VerifyPeriod schemas.Duration `json:"verify_period" yaml:"verify_period"`
+
+	// GoodAfter is how long a version must have run without an incident to count as last known
+	// good: the rollback target is the newest earlier version that qualifies, not blindly the
+	// previous one. A version observed as a detector's healthy baseline qualifies at once. Default 10m.
+	GoodAfter schemas.Duration `json:"good_after" yaml:"good_after"`
+
+	// Cooldown holds a new incident's rollback of a component that was rolled back less than this
+	// long ago (event time), so two incidents cannot flap it back and forth. Escalations of one
+	// incident are not held. Default 10m.
+	Cooldown schemas.Duration `json:"cooldown" yaml:"cooldown"`
+
+	// RollbackBudget is how many rollbacks of one component are allowed within BudgetWindow; the next
+	// one is held for a person. Default 3.
+	RollbackBudget int `json:"rollback_budget" yaml:"rollback_budget"`
+
+	// BudgetWindow is the period RollbackBudget counts over. Default 24h.
+	BudgetWindow schemas.Duration `json:"budget_window" yaml:"budget_window"`
+
+	// BlastRadius is how many unrelated components (not linked by dependencies, not changed by the
+	// same deploy) degrading within BlastWindow make an outage rather than a bad change: the
+	// decision holds. Default 4.
+	BlastRadius int `json:"blast_radius" yaml:"blast_radius"`
+
+	// BlastWindow is the event-time window the blast radius guard counts degraded components in.
+	// Default 2m.
+	BlastWindow schemas.Duration `json:"blast_window" yaml:"blast_window"`
+
+	// GranularityWindows shortens the rollback window per granularity (keys fine, medium, coarse):
+	// the window that applies is the shorter of the service's and this one, so e.g. a whole-app
+	// rollback can be automatic for 5m only while a block may go back for the full 15m. Outside it
+	// the decision is recommend. Default none.
+	GranularityWindows map[string]schemas.Duration `json:"granularity_windows,omitempty" yaml:"granularity_windows,omitempty"`
+
+	// ApprovalTimeout is how long a recommend decision waits for `scalpel approve` / `scalpel reject`
+	// (event time); after it the recommendation expires with a `none` decision. Default 1h.
+	ApprovalTimeout schemas.Duration `json:"approval_timeout" yaml:"approval_timeout"`
 }
 
 // DefaultConfig returns the configuration scalpel runs with when nothing is configured.
@@ -47,6 +88,14 @@ func DefaultConfig() Config {
 		DefaultGranularity:    schemas.GranularityMedium,
 		IncidentQuietPeriod:   schemas.Duration(30 * time.Minute),
 		MaxDeploysPerService:  32,
+		VerifyPeriod:          schemas.Duration(5 * time.Minute),
+		GoodAfter:             schemas.Duration(10 * time.Minute),
+		Cooldown:              schemas.Duration(10 * time.Minute),
+		RollbackBudget:        3,
+		BudgetWindow:          schemas.Duration(24 * time.Hour),
+		BlastRadius:           4,
+		BlastWindow:           schemas.Duration(2 * time.Minute),
+		ApprovalTimeout:       schemas.Duration(time.Hour),
 	}
 }
 
@@ -67,6 +116,28 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDeploysPerService < 1 {
 		errs = append(errs, fmt.Errorf("max_deploys_per_service must be at least 1, got %d", c.MaxDeploysPerService))
+	}
+	for _, d := range []struct {
+		name string
+		v    schemas.Duration
+	}{{"verify_period", c.VerifyPeriod}, {"good_after", c.GoodAfter}, {"cooldown", c.Cooldown},
+		{"budget_window", c.BudgetWindow}, {"blast_window", c.BlastWindow}, {"approval_timeout", c.ApprovalTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be a positive duration such as \"5m\", got %q", d.name, time.Duration(d.v)))
+		}
+	}
+	if c.RollbackBudget < 1 {
+		errs = append(errs, fmt.Errorf("rollback_budget must be at least 1, got %d", c.RollbackBudget))
+	}
+	if c.BlastRadius < 2 {
+		errs = append(errs, fmt.Errorf("blast_radius must be at least 2 components, got %d", c.BlastRadius))
+	}
+	for g, w := range c.GranularityWindows {
+		if !validGranularity(g) {
+			errs = append(errs, fmt.Errorf("granularity_windows: key %q must be fine, medium or coarse", g))
+		} else if w <= 0 {
+			errs = append(errs, fmt.Errorf("granularity_windows.%s must be a positive duration, got %q", g, time.Duration(w)))
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -28,6 +27,21 @@ type Engine struct {
 	history   map[string]*serviceHistory
 	deploys   map[string]*deployLog
 	incidents map[string]*Incident // by incidentMapKey
+
+	// byDecision finds the incident of a decision (approvals, acks, actuation failures).
+	byDecision map[string]*Incident
+	// commands maps the id of every command an acting decision implies to that decision.
+	commands map[string]string
+	// seen holds anomaly id + status already handled: redeliveries and the replay of a standby that
+	// takes over change nothing.
+	seen map[string]bool
+	// rollbacks holds the event times of the rollbacks decided per target key (cooldown, budget).
+	rollbacks map[string][]time.Time
+	// recent holds the firing anomalies of the last blast window.
+	recent []recentAnomaly
+	// due is the earliest event time at which Advance has work (zero: none), so that Advance is a
+	// comparison when nothing is due.
+	due time.Time
 }
 
 // Option configures an Engine.
@@ -68,6 +82,19 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 	if cfg.MaxDeploysPerService < 1 {
 		cfg.MaxDeploysPerService = def.MaxDeploysPerService
 	}
+	for _, d := range []struct{ v, def *schemas.Duration }{{&cfg.VerifyPeriod, &def.VerifyPeriod}, {&cfg.GoodAfter, &def.GoodAfter},
+		{&cfg.Cooldown, &def.Cooldown}, {&cfg.BudgetWindow, &def.BudgetWindow}, {&cfg.BlastWindow, &def.BlastWindow},
+		{&cfg.ApprovalTimeout, &def.ApprovalTimeout}} {
+		if *d.v <= 0 {
+			*d.v = *d.def
+		}
+	}
+	if cfg.RollbackBudget < 1 {
+		cfg.RollbackBudget = def.RollbackBudget
+	}
+	if cfg.BlastRadius < 2 {
+		cfg.BlastRadius = def.BlastRadius
+	}
 	e := &Engine{
 		cfg:       cfg,
 		cat:       cat,
@@ -75,6 +102,11 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 		history:   map[string]*serviceHistory{},
 		deploys:   map[string]*deployLog{},
 		incidents: map[string]*Incident{},
+
+		byDecision: map[string]*Incident{},
+		commands:   map[string]string{},
+		seen:       map[string]bool{},
+		rollbacks:  map[string][]time.Time{},
 	}
 	for _, o := range opts {
 		o(e)
@@ -83,6 +115,9 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 		StageFunc(e.attribute),
 		StageFunc(e.policy),
 		StageFunc(e.target),
+		StageFunc(e.granularityWindow),
+		StageFunc(e.blastRadius),
+		StageFunc(e.cooldownBudget),
 		MultiStage(e.guards),
 		StageFunc(e.group),
 		StageFunc(e.expand),
@@ -95,6 +130,7 @@ func (e *Engine) serviceHistory(svc string) *serviceHistory {
 	h := e.history[svc]
 	if h == nil {
 		h = newServiceHistory()
+		h.goodAfter = time.Duration(e.cfg.GoodAfter)
 		e.history[svc] = h
 	}
 	return h
@@ -126,7 +162,7 @@ func (e *Engine) HandleDeploy(_ context.Context, ev *schemas.DeployEvent) ([]sch
 	e.serviceHistory(ev.Service).recordDeploy(ev)
 	e.log.Info("deploy recorded", "service", ev.Service, "deploy", ev.ID, "app_version", ev.AppVersion,
 		"components", len(ev.Components), "ts", ev.TS)
-	return nil, nil
+	return e.restore(ev), nil
 }
 
 // HandleAnomaly runs the anomaly through the decision chain. It returns the decisions to publish on
@@ -140,10 +176,20 @@ func (e *Engine) HandleAnomaly(ctx context.Context, a *schemas.Anomaly) ([]schem
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: anomaly %q: %w", ErrInvalidInput, a.ID, err)
 	}
+	seenKey := a.ID + "\x1f" + a.Status
+	if e.seen[seenKey] {
+		e.log.Debug("anomaly already handled", "anomaly", a.ID, "status", a.Status)
+		return nil, nil
+	}
+	if a.IsResolved() {
+		e.seen[seenKey] = true
+		return e.resolved(a), nil
+	}
 	c := &Case{Anomaly: a}
 	if err := e.chain.Exec(ctx, c); err != nil {
 		return nil, fmt.Errorf("decide anomaly %s of %s/%s: %w", a.ID, a.Service, a.Component, err)
 	}
+	e.seen[seenKey] = true
 	e.prune(a.TSDetected)
 	return c.Out, nil
 }
@@ -164,7 +210,7 @@ func (e *Engine) Incidents() []Incident {
 func (e *Engine) prune(now time.Time) {
 	limit := 2 * time.Duration(e.cfg.IncidentQuietPeriod)
 	for k, inc := range e.incidents {
-		if now.Sub(inc.LastSeen) > limit {
+		if now.Sub(inc.LastSeen) > limit && inc.settled() {
 			delete(e.incidents, k)
 		}
 	}
@@ -200,6 +246,9 @@ func (e *Engine) attribute(ctx context.Context, c *Case) error {
 	c.history = h
 	c.Attribution = e.deployLog(a.Service).attribute(h, a.Component, a.TSDetected, c.Window)
 	c.Block, c.BlockWhy = evidenceBlock(a, c.Component)
+	if !c.escalation {
+		e.noteRecent(a, c.Attribution)
+	}
 
 	d := &c.Decision
 	d.TS = a.TSDetected
@@ -323,7 +372,13 @@ func (e *Engine) setTarget(c *Case, g string, t schemas.DecisionTarget, what str
 	c.Decision.Granularity = g
 	c.Decision.Targets = []schemas.DecisionTarget{t}
 	move := fmt.Sprintf("%s goes back %s → %s", what, t.FromVersion, t.ToVersion)
+	if c.goodNote != "" {
+		move += " (" + c.goodNote + ")"
+	}
+	c.move = move
 	switch c.Decision.Action {
+	case schemas.ActionEscalate:
+		c.reasoning = "Escalating: " + move + "."
 	case schemas.ActionRollback:
 		c.reasoning = "Rolling back: " + move + "."
 	case schemas.ActionRecommend:
@@ -344,7 +399,7 @@ func (c *Case) Guard(name, reasoning string) {
 // group folds the anomaly into its incident. An anomaly of an open incident produces no decision
 // unless it deserves a stronger action than the incident already got; then it is the incident's
 // next step.
-func (e *Engine) group(_ context.Context, c *Case) error {
+func (e *Engine) group(ctx context.Context, c *Case) error {
 	a := c.Anomaly
 	key := a.Component
 	if c.Granularity == schemas.GranularityCoarse {
@@ -357,10 +412,20 @@ func (e *Engine) group(_ context.Context, c *Case) error {
 	if inc != nil && a.TSDetected.Sub(inc.LastSeen) > time.Duration(e.cfg.IncidentQuietPeriod) {
 		inc, reopen = nil, true
 	}
-	if inc != nil {
-		if !slices.Contains(inc.AnomalyIDs, a.ID) {
-			inc.AnomalyIDs = append(inc.AnomalyIDs, a.ID)
+	if inc != nil && inc.persists(a) {
+		// Traffic after the rollback still degrades: the step did not fix it.
+		inc.addAnomaly(a)
+		why := fmt.Sprintf("a new anomaly fired on %s/%s (%s %s) from traffic after the %s rollback at %s",
+			a.Service, a.Component, metricName(a), metricValue(a.Metric, a.Observed), inc.Granularity, stamp(inc.ActedAt))
+		ds, err := e.escalate(ctx, inc, a.TSDetected, why)
+		if err != nil {
+			return err
 		}
+		c.Incident, c.Drop, c.Out = inc, true, append(c.Out, ds...)
+		return nil
+	}
+	if inc != nil {
+		inc.addAnomaly(a)
 		if a.TSDetected.After(inc.LastSeen) {
 			inc.LastSeen = a.TSDetected
 		}
@@ -386,50 +451,22 @@ func (e *Engine) group(_ context.Context, c *Case) error {
 		Opened:     a.TSDetected,
 		LastSeen:   a.TSDetected,
 		AnomalyIDs: []string{a.ID},
+		Firing:     []string{a.ID},
+		first:      a,
 	}
 	e.incidents[mk] = inc
 	c.Incident, c.Step = inc, 1
 	return nil
 }
 
-// expand turns the targets into the ordered plan. Dependency edges (depends_on: cascade, disable,
-// ignore) will add steps here; today every target is one step.
-func (e *Engine) expand(_ context.Context, c *Case) error {
-	d := &c.Decision
-	for i := range d.Targets {
-		d.Targets[i].Step = c.Step
-	}
-	if d.Action != schemas.ActionRollback && d.Action != schemas.ActionRecommend {
-		return nil
-	}
-	for i, t := range d.Targets {
-		d.Plan = append(d.Plan, schemas.PlanStep{
-			Step:        i + 1,
-			Action:      schemas.ActionRollback,
-			Service:     t.Service,
-			Component:   t.Component,
-			Block:       t.Block,
-			FromVersion: t.FromVersion,
-			ToVersion:   t.ToVersion,
-		})
-	}
-	return nil
-}
-
 // emit stamps the decision's deterministic id and reason and records it on the incident.
 func (e *Engine) emit(_ context.Context, c *Case) error {
 	d := &c.Decision
-	inc := c.Incident
-	d.IncidentID = inc.ID
-	d.ID = schemas.DeriveID("decision", inc.ID, strconv.Itoa(c.Step))
 	d.Reason = c.summary + " " + c.reasoning
-	inc.Step, inc.Action, inc.Granularity = c.Step, d.Action, d.Granularity
-	inc.DecisionIDs = append(inc.DecisionIDs, d.ID)
-	if d.Action == schemas.ActionRollback && !d.DryRun {
-		inc.State = IncidentMitigating
+	e.record(c.Incident, d, c.Step)
+	if d.Action == schemas.ActionRecommend {
+		c.Incident.pendingMove = c.move
 	}
-	e.log.Info("decision", "service", d.Service, "decision", d.ID, "incident", d.IncidentID,
-		"action", d.Action, "granularity", d.Granularity, "dry_run", d.DryRun)
 	c.Out = append(c.Out, *d)
 	return nil
 }

@@ -217,7 +217,7 @@ func TestEngine(t *testing.T) {
 				anomaly("a2", "cart", "3.1", 2*time.Minute),
 			},
 			want: []*want{{action: schemas.ActionNone}, {action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
-				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0", Step: 2}}}},
+				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0", Step: 1}}}},
 		},
 		{
 			name:      "no previous version is a hold",

@@ -8,8 +8,9 @@ import (
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
-// Incident lifecycle states. This version opens incidents and marks them mitigating when a rollback
-// is decided; verification (mitigated / failed) and resolution come with the escalation ladder.
+// Incident lifecycle states: open → mitigating (a rollback step is being verified) → mitigated (its
+// anomalies resolved) or failed (no coarser level left, or it could not be applied) → resolved (a
+// later deploy replaced what was rolled back, or the anomalies resolved before anything was done).
 const (
 	IncidentOpen       = "open"
 	IncidentMitigating = "mitigating"
@@ -38,12 +39,76 @@ type Incident struct {
 	Action      string   `json:"action"`
 	Granularity string   `json:"granularity,omitempty"`
 	DecisionIDs []string `json:"decision_ids"`
+
+	// Firing lists the incident's anomalies that detect has not resolved yet.
+	Firing []string `json:"firing"`
+	// ActedAt is the event time of the latest step that changed versions (rollback, escalation);
+	// VerifyUntil is when that step is judged: still firing then means escalate.
+	ActedAt     time.Time `json:"acted_at,omitzero"`
+	VerifyUntil time.Time `json:"verify_until,omitzero"`
+	// Targets are the latest acting step's targets, in plan order (restore undoes them).
+	Targets []schemas.DecisionTarget `json:"targets,omitempty"`
+	// PendingApproval is the recommend decision waiting for `scalpel approve`, until ApprovalDeadline.
+	PendingApproval  string    `json:"pending_approval,omitempty"`
+	ApprovalDeadline time.Time `json:"approval_deadline,omitzero"`
+
+	first       *schemas.Anomaly   // the opening anomaly: escalations re-derive targets from it
+	summary     string             // what degraded, for later steps' reasons
+	pendingMove string             // what the pending recommendation would do
+	pending     *schemas.Decision  // the pending recommendation
+	lastActing  string             // id of the latest acting decision (acks of older ones are stale)
+	// targetActions are the plan actions of Targets (rollback or disable).
+	targetActions []targetAction
+}
+
+type targetAction struct {
+	t      schemas.DecisionTarget
+	action string
+}
+
+// acting reports whether a version change of the incident is being verified or held as a fix.
+func (inc *Incident) acting() bool {
+	return (inc.State == IncidentMitigating || inc.State == IncidentMitigated) && !inc.ActedAt.IsZero()
+}
+
+// settled reports whether nothing of the incident is still pending: it may be forgotten when quiet.
+func (inc *Incident) settled() bool {
+	switch inc.State {
+	case IncidentMitigating, IncidentMitigated:
+		return false
+	}
+	return inc.PendingApproval == ""
+}
+
+// persists reports whether firing anomaly a shows the incident's acting step did not fix it: its
+// window starts after the rollback (its evidence is post-rollback traffic) and, unless the step was
+// a block (whose traffic keeps the component's version label), it is not about the version the
+// step rolled away from (late data of the old version is not news).
+func (inc *Incident) persists(a *schemas.Anomaly) bool {
+	if !inc.acting() || a.Window.From.Before(inc.ActedAt) {
+		return false
+	}
+	return inc.Granularity == schemas.GranularityFine || inc.first == nil || a.Version != inc.first.Version
+}
+
+func (inc *Incident) addAnomaly(a *schemas.Anomaly) {
+	if !slices.Contains(inc.AnomalyIDs, a.ID) {
+		inc.AnomalyIDs = append(inc.AnomalyIDs, a.ID)
+	}
+	if !slices.Contains(inc.Firing, a.ID) {
+		inc.Firing = append(inc.Firing, a.ID)
+	}
+	if a.TSDetected.After(inc.LastSeen) {
+		inc.LastSeen = a.TSDetected
+	}
 }
 
 func (inc *Incident) clone() Incident {
 	c := *inc
 	c.AnomalyIDs = slices.Clone(inc.AnomalyIDs)
 	c.DecisionIDs = slices.Clone(inc.DecisionIDs)
+	c.Firing = slices.Clone(inc.Firing)
+	c.Targets = slices.Clone(inc.Targets)
 	return c
 }
 

@@ -50,6 +50,13 @@ type Case struct {
 	// summary and reasoning are the two halves of Decision.Reason: what degraded and what changed,
 	// then what the decision does and why at this granularity.
 	summary, reasoning string
+	// move says what the target does ("only block x goes back r2 → r1"), for approvals and windows.
+	move string
+	// goodNote explains a rollback target other than the previous version.
+	goodNote string
+	// escalation is set when the case is a ladder step of an existing incident.
+	escalation bool
+	graph      *Graph
 
 	history *serviceHistory
 }

@@ -101,11 +101,12 @@ func blockTarget(c *Case) (t schemas.DecisionTarget, why string, ok bool) {
 	if idx < 0 {
 		return t, fmt.Sprintf("no version of block %s is known", c.Block), false
 	}
-	prev, ok := l.previous(idx)
+	prev, note, ok := h.lastGood(l, idx, blockKey(a.Component, c.Block))
 	if !ok {
-		return t, fmt.Sprintf("there is no known previous version of block %s", c.Block), false
+		return t, fmt.Sprintf("there is no known previous version of block %s to go back to", c.Block), false
 	}
 	t.FromVersion, t.ToVersion = l.entries[idx].Version, prev
+	c.goodNote = note
 	return t, "", true
 }
 
@@ -125,10 +126,11 @@ func componentTarget(c *Case) (schemas.DecisionTarget, string, bool) {
 	if idx < 0 {
 		return schemas.DecisionTarget{}, fmt.Sprintf("no version of %s is known (no deploy announced it and no anomaly observed it)", name), false
 	}
-	prev, ok := l.previous(idx)
+	prev, note, ok := h.lastGood(l, idx, a.Component)
 	if !ok {
-		return schemas.DecisionTarget{}, fmt.Sprintf("there is no known previous version of %s (no earlier deploy or baseline version on record)", name), false
+		return schemas.DecisionTarget{}, fmt.Sprintf("there is no known previous version of %s to go back to (no earlier deploy or baseline version on record, or an incident rolled back every earlier one)", name), false
 	}
+	c.goodNote = note
 	return schemas.DecisionTarget{Service: a.Service, Component: a.Component, FromVersion: l.entries[idx].Version, ToVersion: prev}, "", true
 }
 
@@ -145,9 +147,10 @@ func appTarget(c *Case) (schemas.DecisionTarget, string, bool) {
 	if idx < 0 {
 		return schemas.DecisionTarget{}, fmt.Sprintf("no application version of %s is known", a.Service), false
 	}
-	prev, ok := h.app.previous(idx)
+	prev, note, ok := h.lastGood(&h.app, idx, "")
 	if !ok {
-		return schemas.DecisionTarget{}, fmt.Sprintf("there is no known previous application version of %s", a.Service), false
+		return schemas.DecisionTarget{}, fmt.Sprintf("there is no known previous application version of %s to go back to", a.Service), false
 	}
+	c.goodNote = note
 	return schemas.DecisionTarget{Service: a.Service, FromVersion: h.app.entries[idx].Version, ToVersion: prev}, "", true
 }

@@ -1,7 +1,9 @@
 package decide
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -106,13 +108,18 @@ func (l *versionLog) empty() bool { return l == nil || len(l.entries) == 0 }
 // A component that no deploy ever listed on its own is versioned with the application (a deploy
 // without a component list replaces every component), so its history is the application's.
 type serviceHistory struct {
+	// goodAfter is how long a version must have run to count as last known good.
+	goodAfter time.Duration
+	// bad holds "key@version" of versions an incident rolled back (key: "" for the application,
+	// comp, or comp/block): they are never a rollback target again.
+	bad    map[string]bool
 	app    versionLog
 	comps  map[string]*versionLog
 	blocks map[string]*versionLog // key comp + "/" + block
 }
 
 func newServiceHistory() *serviceHistory {
-	return &serviceHistory{comps: map[string]*versionLog{}, blocks: map[string]*versionLog{}}
+	return &serviceHistory{comps: map[string]*versionLog{}, blocks: map[string]*versionLog{}, bad: map[string]bool{}}
 }
 
 func blockKey(comp, block string) string { return comp + "/" + block }
@@ -219,3 +226,46 @@ func (h *serviceHistory) observedLog(comp, version string) *versionLog {
 	// Nothing known: the component's versions are the application's until a deploy lists it.
 	return &h.app
 }
+
+// lastGood returns the rollback target for entry i of l (key names l for the bad set): the newest
+// earlier version that ran at least goodAfter (or was observed as a healthy baseline) and that no
+// incident rolled back. When none ran that long, the newest earlier version no incident rolled
+// back. note explains a choice other than the immediately previous version, for the reason.
+func (h *serviceHistory) lastGood(l *versionLog, i int, key string) (v, note string, ok bool) {
+	if i < 0 || i >= len(l.entries) {
+		return "", "", false
+	}
+	cur := l.entries[i].Version
+	prev, short := "", ""
+	var skipped []string
+	for j := i - 1; j >= 0; j-- {
+		en := l.entries[j]
+		if en.Version == cur {
+			continue
+		}
+		if prev == "" {
+			prev = en.Version
+		}
+		if h.bad[key+"@"+en.Version] {
+			skipped = append(skipped, en.Version+" (rolled back by an earlier incident)")
+			continue
+		}
+		ran := l.entries[j+1].Since.Sub(en.Since)
+		if en.Source == sourceObserved || ran >= h.goodAfter {
+			if en.Version != prev {
+				note = fmt.Sprintf("last known good version %s, skipping %s", en.Version, strings.Join(skipped, ", "))
+			}
+			return en.Version, note, true
+		}
+		if short == "" {
+			short = en.Version
+		}
+		skipped = append(skipped, fmt.Sprintf("%s (ran only %s)", en.Version, age(ran)))
+	}
+	if short != "" {
+		return short, fmt.Sprintf("no earlier version ran %s without an incident, so the newest one not rolled back, %s", age(h.goodAfter), short), true
+	}
+	return "", "", false
+}
+
+func (h *serviceHistory) markBad(key, version string) { h.bad[key+"@"+version] = true }
