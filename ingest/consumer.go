@@ -195,8 +195,9 @@ type Consumer struct {
 	spare    []jetstream.Msg // the other buffer, swapped in while a batch is handled
 	first    time.Time       // arrival of the batch's first message
 	events   []schemas.TelemetryEvent
-	flushing bool // a batch is being handled (possibly waiting between retries with mu released)
-	stopped  bool // no more retries: Stop was called
+	flushing bool       // a batch is being handled (possibly waiting between retries with mu released)
+	idle     *sync.Cond // signalled on mu when a flush ends
+	stopped  bool       // no more retries: Stop was called
 
 	cc       jetstream.ConsumeContext
 	ctx      context.Context
@@ -253,6 +254,7 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 		}
 	}
 	c.batch = make([]jetstream.Msg, 0, c.cfg.BatchSize)
+	c.idle = sync.NewCond(&c.mu)
 	return c, nil
 }
 
@@ -309,8 +311,11 @@ func (c *Consumer) Start(ctx context.Context) error {
 }
 
 // Stop stops consuming now. The batch being handled finishes (or, if it is being retried, is
-// abandoned unacknowledged); messages fetched but not yet handled are negatively acknowledged so
-// another instance gets them at once. Nothing acknowledged is handled twice.
+// abandoned unacknowledged); messages fetched but not yet handled are negatively acknowledged, in
+// stream order, so another instance gets them at once. Nothing acknowledged is handled twice.
+// The order in which the server redelivers them is its own (it may put a message whose deadline
+// was extended last), so the next instance may see them slightly out of order: the watermark of
+// event-time processing absorbs that.
 func (c *Consumer) Stop() { c.shutdown(false) }
 
 // Drain stops fetching, hands every message already fetched to the handler, acknowledges, then
@@ -340,6 +345,9 @@ func (c *Consumer) shutdown(drain bool) {
 			}
 			<-c.cc.Closed()
 			c.mu.Lock()
+			for c.flushing { // the flusher may be between retries of the last batch
+				c.idle.Wait()
+			}
 			if len(c.batch) > 0 {
 				if drain {
 					c.flushLocked()
@@ -367,7 +375,9 @@ func (c *Consumer) onMsg(msg jetstream.Msg) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
-		_ = msg.Nak()
+		// Keep it: Stop negatively acknowledges everything left, in order, once the subscription is
+		// closed — a nak now would be redelivered to this very subscription and lose its place.
+		c.batch = append(c.batch, msg)
 		return
 	}
 	if len(c.batch) == 0 {
@@ -413,10 +423,16 @@ func (c *Consumer) flushLocked() {
 	batch := c.batch
 	c.batch, c.spare = c.spare[:0], nil
 	c.flushing = true
+	abandoned := true // until the batch is acknowledged
 	defer func() {
+		if abandoned {
+			// Stopping mid-retry: put the batch back in front, for Stop to nak in stream order.
+			c.batch = append(append(make([]jetstream.Msg, 0, len(batch)+len(c.batch)), batch...), c.batch...)
+		}
 		clear(batch) // drop references to the messages' buffers
 		c.spare = batch[:0]
 		c.flushing = false
+		c.idle.Broadcast()
 	}()
 	c.events = c.events[:0]
 	for _, msg := range batch {
@@ -455,6 +471,7 @@ func (c *Consumer) flushLocked() {
 			ackErr = err
 		}
 	}
+	abandoned = false
 	if ackErr != nil {
 		c.log.Warn("ack batch", "err", ackErr, "messages", len(batch))
 	}
@@ -475,9 +492,6 @@ func (c *Consumer) retry(batch []jetstream.Msg, what string, fn func(ctx context
 		}
 		if c.stopped || c.ctx.Err() != nil {
 			c.log.Warn("batch abandoned while stopping; it will be redelivered", "step", what, "err", err)
-			for _, m := range batch {
-				_ = m.Nak()
-			}
 			return false
 		}
 		c.m.retries.Inc()

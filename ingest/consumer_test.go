@@ -323,3 +323,47 @@ func TestNumPending(t *testing.T) {
 		}
 	}
 }
+
+func TestConsumerStopAbandonsFailingBatchForRedelivery(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		publish(t, js, "telemetry.checkout.tax-calc", ev(fmt.Sprintf("v%d", i)))
+	}
+	failing := &recorder{fail: 1 << 30}
+	c, err := NewConsumer(js, schemas.Subjects{}, Config{RetryDelay: schemas.Duration(5 * time.Millisecond)}, failing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		failing.mu.Lock()
+		defer failing.mu.Unlock()
+		if failing.calls < 2 {
+			return fmt.Errorf("%d handler calls", failing.calls)
+		}
+		return nil
+	})
+	c.Stop()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop did not finish while the handler kept failing")
+	}
+	// The abandoned batch was negatively acknowledged, so the next instance gets it at once.
+	rec := &recorder{}
+	startConsumer(t, js, rec, prometheus.NewRegistry(), Config{})
+	rec.waitFor(t, 5)
+	seen := map[string]bool{}
+	for _, v := range rec.versions() {
+		seen[v] = true
+	}
+	if len(seen) != 5 || len(rec.versions()) != 5 {
+		t.Fatalf("after restart got %v, want v0..v4 once each", rec.versions())
+	}
+}
