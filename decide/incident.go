@@ -52,11 +52,11 @@ type Incident struct {
 	PendingApproval  string    `json:"pending_approval,omitempty"`
 	ApprovalDeadline time.Time `json:"approval_deadline,omitzero"`
 
-	first       *schemas.Anomaly   // the opening anomaly: escalations re-derive targets from it
-	summary     string             // what degraded, for later steps' reasons
-	pendingMove string             // what the pending recommendation would do
-	pending     *schemas.Decision  // the pending recommendation
-	lastActing  string             // id of the latest acting decision (acks of older ones are stale)
+	first       *schemas.Anomaly  // the opening anomaly: escalations re-derive targets from it
+	summary     string            // what degraded, for later steps' reasons
+	pendingMove string            // what the pending recommendation would do
+	pending     *schemas.Decision // the pending recommendation
+	lastActing  string            // id of the latest acting decision (acks of older ones are stale)
 	// targetActions are the plan actions of Targets (rollback or disable).
 	targetActions []targetAction
 }
