@@ -1,0 +1,131 @@
+package decide
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// LeaseKey is the scalpel_state key of the single active decider's lease.
+const LeaseKey = "decide.lease"
+
+// ErrLeaseHeld is returned by Acquire while another holder's lease has not expired.
+var ErrLeaseHeld = errors.New("decide lease held by another process")
+
+// leaseValue is the lease record. Expiry is in the value, not a per-key TTL, because the bucket may
+// not allow per-key TTLs; updates are compare-and-set on the key's revision, so two processes can
+// never both believe they hold it.
+type leaseValue struct {
+	Holder  string    `json:"holder"`
+	Expires time.Time `json:"expires"`
+}
+
+// Lease makes one decider active among several serve processes. The lease is about processes, not
+// events: it is the one place in decide that reads the wall clock (through now), and no decision
+// depends on it.
+type Lease struct {
+	kv     jetstream.KeyValue
+	holder string
+	ttl    time.Duration
+	now    func() time.Time
+	rev    uint64
+}
+
+// NewLease returns a lease over the scalpel_state bucket for a holder named hostname+pid+random.
+// ttl is how long a holder that stops renewing keeps it (renew at ttl/3).
+func NewLease(kv jetstream.KeyValue, ttl time.Duration) *Lease {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return &Lease{kv: kv, ttl: ttl, now: time.Now, holder: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))}
+}
+
+// Holder names this process in the lease.
+func (l *Lease) Holder() string { return l.holder }
+
+// TTL is the lease's time to live.
+func (l *Lease) TTL() time.Duration { return l.ttl }
+
+// Acquire takes or renews the lease. It returns ErrLeaseHeld when another holder's lease is still
+// valid, and any other error when the bucket cannot be reached (the caller must then stop deciding
+// once its own lease would have expired).
+func (l *Lease) Acquire(ctx context.Context) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	val, err := json.Marshal(leaseValue{Holder: l.holder, Expires: l.now().Add(l.ttl)})
+	if err != nil {
+		return err
+	}
+	e, err := l.kv.Get(ctx, LeaseKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		rev, err := l.kv.Create(ctx, LeaseKey, val)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return ErrLeaseHeld
+		}
+		if err != nil {
+			return fmt.Errorf("create lease: %w", err)
+		}
+		l.rev = rev
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read lease: %w", err)
+	}
+	var cur leaseValue
+	if json.Unmarshal(e.Value(), &cur) == nil && cur.Holder != l.holder && l.now().Before(cur.Expires) {
+		return ErrLeaseHeld
+	}
+	rev, err := l.kv.Update(ctx, LeaseKey, val, e.Revision())
+	if err != nil {
+		return fmt.Errorf("%w (lost the race to renew: %v)", ErrLeaseHeld, err)
+	}
+	l.rev = rev
+	return nil
+}
+
+// Release gives the lease up if this process holds it, so a standby takes over at once.
+func (l *Lease) Release(ctx context.Context) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	val, _ := json.Marshal(leaseValue{Holder: l.holder})
+	if l.rev == 0 {
+		return nil
+	}
+	_, err := l.kv.Update(ctx, LeaseKey, val, l.rev)
+	l.rev = 0
+	return err
+}
+
+// Published records in the scalpel_state bucket that decision id was published (key
+// decision.<id>, created only if absent). It reports false when the key already existed: another
+// decider, or this one before a restart, published it, and it must not be published again.
+func Published(ctx context.Context, kv jetstream.KeyValue, id string) (bool, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	_, err := kv.Create(ctx, "decision."+id, nil)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("record decision %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// WasPublished reports whether decision id is recorded as published.
+func WasPublished(ctx context.Context, kv jetstream.KeyValue, id string) (bool, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	_, err := kv.Get(ctx, "decision."+id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
