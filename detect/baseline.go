@@ -27,7 +27,8 @@ type line struct {
 	lastB  int64   // last bucket the throughput test consumed
 	tput   ewma
 	tputC  cusum
-	tputBL float64 // the EWMA rate when the current excursion started
+	tputBL float64          // the EWMA rate when the current excursion started
+	tputA  *schemas.Anomaly // the open throughput episode's anomaly
 }
 
 // Kinds of reference a series can be compared with.
@@ -140,6 +141,12 @@ func (d *Detector) latencyParams(sk *ddsketch.DDSketch, t threshold) rateParams 
 	n := sk.GetCount()
 	p := fractionAbove(sk, t.index)
 	p0 := p + d.cfg.BaselineConfidenceZ*math.Sqrt(p*(1-p)/n)
+	// H0 is "at most LatencyTolerance slower", not "exactly as fast": load moves latency a few
+	// percent (a traffic spike, the busy hour), and a test of exact equality would call that a
+	// regression once it has enough requests.
+	if tol := int(math.Round(math.Log(1+d.cfg.LatencyTolerance) / d.sk.logGamma)); tol > 0 {
+		p0 = math.Max(p0, fractionAbove(sk, t.index-tol))
+	}
 	var p1 [alternatives]float64
 	for k, f := range [alternatives]float64{1 + d.cfg.LatencyMinEffect, d.cfg.LatencyGrossFactor} {
 		shift := int(math.Round(math.Log(f) / d.sk.logGamma))

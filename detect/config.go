@@ -31,8 +31,8 @@ type Config struct {
 
 	// Alpha is the false-alarm probability each sequential test allows per run (a run ends when
 	// the test accepts H0 and restarts). A deploy runs a few dozen tests (error categories and
-	// latency quantiles, per block and for the component), so this is set well below the 1 %
-	// false-rollback target. Default 0.0002.
+	// latency quantiles, per block and for the component), so this is set below the 1 %
+	// false-rollback target (the scenario suite measures the rate per deploy). Default 0.001.
 	Alpha float64 `json:"alpha" yaml:"alpha"`
 	// Beta is the missed-detection probability that sets the acceptance boundary: when the
 	// evidence falls below log(Beta) the test accepts "no regression" and restarts, and a firing
@@ -41,6 +41,10 @@ type Config struct {
 	// RecoveryBuckets ends a firing episode early when this many consecutive buckets with data
 	// each carried evidence against a regression. Default 30.
 	RecoveryBuckets int `json:"recovery_buckets" yaml:"recovery_buckets"`
+	// TrafficMovedAfter resolves a firing series that has served no request for this long while
+	// its line (same service, component, block and cohort) serves another version whose tests are
+	// not firing: the traffic moved away (a rollback), so the episode is over. Default 10s.
+	TrafficMovedAfter schemas.Duration `json:"traffic_moved_after" yaml:"traffic_moved_after"`
 	// MinRequests is the minimum number of requests a test must have seen in its current run
 	// before it may fire: less data is inconclusive, never an anomaly. Default 20.
 	MinRequests int64 `json:"min_requests" yaml:"min_requests"`
@@ -71,6 +75,10 @@ type Config struct {
 	// LatencyMinEffect is the minimum relative latency increase that counts (0.25 = +25 %).
 	// Default 0.25.
 	LatencyMinEffect float64 `json:"latency_min_effect" yaml:"latency_min_effect"`
+	// LatencyTolerance is the slowdown the null hypothesis of the latency test still accepts
+	// (0.1 = +10 %): latency moves with load, and a regression is LatencyMinEffect or more.
+	// Must be below LatencyMinEffect. Default 0.1.
+	LatencyTolerance float64 `json:"latency_tolerance" yaml:"latency_tolerance"`
 	// LatencyGrossFactor is the second alternative of the latency test: every latency multiplied
 	// by this. Default 2.
 	LatencyGrossFactor float64 `json:"latency_gross_factor" yaml:"latency_gross_factor"`
@@ -96,7 +104,7 @@ type Config struct {
 	// daily cycle is followed, fast regressions are not. Default 10m.
 	ThroughputHalfLife schemas.Duration `json:"throughput_half_life" yaml:"throughput_half_life"`
 	// ThroughputMinRate is the baseline rate (req/s) below which throughput is not tested: sparse
-	// traffic is all noise. Default 5.
+	// traffic is all noise (a Poisson count of a few per bucket drops to half by chance). Default 10.
 	ThroughputMinRate float64 `json:"throughput_min_rate" yaml:"throughput_min_rate"`
 	// ThroughputMinDrop is the minimum relative drop that counts (0.5 = to half). Default 0.5.
 	ThroughputMinDrop float64 `json:"throughput_min_drop" yaml:"throughput_min_drop"`
@@ -112,9 +120,10 @@ func DefaultConfig() Config {
 		AllowedLateness:        schemas.Duration(2 * time.Second),
 		HistoryEpoch:           schemas.Duration(5 * time.Minute),
 		IdleTTL:                schemas.Duration(30 * time.Minute),
-		Alpha:                  0.0002,
+		Alpha:                  0.001,
 		Beta:                   0.01,
 		RecoveryBuckets:        30,
+		TrafficMovedAfter:      schemas.Duration(10 * time.Second),
 		MinRequests:            20,
 		MinBaselineRequests:    200,
 		BaselineConfidenceZ:    2,
@@ -124,6 +133,7 @@ func DefaultConfig() Config {
 		InvalidInputTriggers:   false,
 		LatencyQuantiles:       []float64{0.5, 0.9, 0.99},
 		LatencyMinEffect:       0.25,
+		LatencyTolerance:       0.1,
 		LatencyGrossFactor:     2,
 		SketchRelativeAccuracy: 0.025,
 		SketchMaxBins:          128,
@@ -132,7 +142,7 @@ func DefaultConfig() Config {
 		CUSUMSlack:             0.5,
 		CUSUMThreshold:         10,
 		ThroughputHalfLife:     schemas.Duration(10 * time.Minute),
-		ThroughputMinRate:      5,
+		ThroughputMinRate:      10,
 		ThroughputMinDrop:      0.5,
 		MaxSites:               8,
 	}
@@ -161,6 +171,8 @@ func (c Config) Validate() error {
 		return bad("beta must be in (0, 0.5), got %g", c.Beta)
 	case c.RecoveryBuckets < 1:
 		return bad("recovery_buckets must be at least 1, got %d", c.RecoveryBuckets)
+	case c.TrafficMovedAfter < c.BucketWidth:
+		return bad("traffic_moved_after must be at least one bucket, got %s", time.Duration(c.TrafficMovedAfter))
 	case c.MinRequests < 1:
 		return bad("min_requests must be at least 1, got %d", c.MinRequests)
 	case c.MinBaselineRequests < 1:
@@ -177,6 +189,8 @@ func (c Config) Validate() error {
 		return bad("latency_quantiles needs 1 to %d entries, got %d", maxQuantiles, len(c.LatencyQuantiles))
 	case !(c.LatencyMinEffect > 0):
 		return bad("latency_min_effect must be positive, got %g", c.LatencyMinEffect)
+	case !(c.LatencyTolerance >= 0 && c.LatencyTolerance < c.LatencyMinEffect):
+		return bad("latency_tolerance must be in [0, latency_min_effect), got %g", c.LatencyTolerance)
 	case !(c.LatencyGrossFactor > 1+c.LatencyMinEffect):
 		return bad("latency_gross_factor must exceed 1+latency_min_effect, got %g", c.LatencyGrossFactor)
 	case !(c.SketchRelativeAccuracy > 0 && c.SketchRelativeAccuracy < 0.5):

@@ -48,6 +48,9 @@ type Detector struct {
 	series map[SeriesKey]*series
 	lines  map[lineKey]*line
 	active []*series // series with open buckets
+	firing []*series // series with an open episode
+
+	movedBuckets int64
 
 	maxTS      time.Time
 	seen       bool
@@ -88,6 +91,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	}
 	d.epochBuckets = int64(time.Duration(cfg.HistoryEpoch) / width)
 	d.idleBuckets = int64(time.Duration(cfg.IdleTTL) / width)
+	d.movedBuckets = int64(time.Duration(cfg.TrafficMovedAfter) / width)
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
 	for c := range d.tested {
 		d.tested[c] = c != categoryInvalidInput || cfg.InvalidInputTriggers
@@ -269,7 +273,8 @@ func (d *Detector) newSeries(k SeriesKey) *series {
 }
 
 // Advance closes every bucket that ends at or before watermark, runs the tests on them, and
-// returns the anomalies that opened a new episode, ordered by detection time, then series, metric
+// returns the anomalies that opened a new episode and those that ended one (the same anomaly with
+// Status resolved), ordered by detection time, then series, metric
 // and category.
 func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 	if watermark.IsZero() {
@@ -325,6 +330,9 @@ func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 		}
 		for _, ln := range touched {
 			out = d.testThroughput(ln, out)
+		}
+		if len(d.firing) > 0 {
+			out = d.trafficMoved(b, out)
 		}
 	}
 	d.closed = last
@@ -413,7 +421,7 @@ func (d *Detector) closeBucket(s *series) {
 // sweep evicts idle series. A line's current series stays: it is the baseline of the next version.
 func (d *Detector) sweep(now int64) {
 	for k, s := range d.series {
-		if s.queued || s.lastB == math.MinInt64 || now-s.lastB < d.idleBuckets || s.line.current == s {
+		if s.queued || s.inFiring || s.lastB == math.MinInt64 || now-s.lastB < d.idleBuckets || s.line.current == s {
 			continue
 		}
 		delete(d.series, k)

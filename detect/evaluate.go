@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"math"
 	"time"
 
@@ -14,17 +15,17 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	r := s.ref
 
 	// Memory: against the baseline version's reference when there is one, else the series' own
-	// warm-up. CPU follows load (daily cycles), so it is only compared across a change.
+	// warm-up. CPU follows load (spikes, daily cycles), so a reference from another time says
+	// nothing: it is only compared with a baseline cohort that serves at the same time.
 	var baseMem, baseCPU *robustRef
 	if r != nil {
-		baseMem, baseCPU = &r.memRef, &r.cpuRef
+		baseMem = &r.memRef
+		if r.kind == refBaselineCohort {
+			baseCPU = &r.cpuRef
+		}
 	}
-	if a, ok := d.testResource(s, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, schemas.MetricMem, true); ok {
-		out = append(out, a)
-	}
-	if a, ok := d.testResource(s, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, baseCPU, schemas.MetricCPU, false); ok {
-		out = append(out, a)
-	}
+	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, schemas.MetricMem, true)
+	out = d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, baseCPU, schemas.MetricCPU, false)
 
 	if r == nil || !r.ok {
 		return out // no baseline, or too small a one: inconclusive
@@ -49,9 +50,10 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 		switch v {
 		case verdictFired:
-			out = append(out, d.errorAnomaly(s, c, pb != nil))
+			out = d.open(s, c, d.errorAnomaly(s, c, pb != nil), out)
 		case verdictRecovered:
-			d.log.Info("error rate recovered", "series", s.key.String(), "category", categoryName(c), "at", d.clock.end(b.idx))
+			out = d.resolve(s, c, b.idx, fmt.Sprintf("%s error rate back within baseline for %s",
+				categoryName(c), d.quietFor(t.quietRun)), out)
 		}
 	}
 	if r.latOK && b.latN > 0 {
@@ -61,13 +63,13 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			v := t.updateFixed(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
 			if v == verdictFired && !s.latEp {
 				s.latEp = true // one anomaly per latency episode, from the quantile that fired first
-				out = append(out, d.latencyAnomaly(s, q))
+				out = d.open(s, epLatency, d.latencyAnomaly(s, q), out)
 			}
 			anyFiring = anyFiring || t.firing
 		}
 		if s.latEp && !anyFiring {
 			s.latEp = false
-			d.log.Info("latency recovered", "series", s.key.String(), "at", d.clock.end(b.idx))
+			out = d.resolve(s, epLatency, b.idx, "latency back within baseline", out)
 		}
 	}
 	return out
@@ -75,9 +77,9 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is the baseline version's
 // when it has one, otherwise (only when ownProfile) the series' own median/MAD after warm-up.
-func (d *Detector) testResource(s *series, own *robustRef, c *cusum, sum, cnt float64, base *robustRef, metric string, ownProfile bool) (schemas.Anomaly, bool) {
+func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, c *cusum, sum, cnt float64, base *robustRef, metric string, ownProfile bool) []schemas.Anomaly {
 	if cnt == 0 {
-		return schemas.Anomaly{}, false
+		return out
 	}
 	x := sum / cnt
 	own.add(x, d.cfg.ResourceWarmupBuckets, d.cfg.ResourceMinEffect)
@@ -85,19 +87,23 @@ func (d *Detector) testResource(s *series, own *robustRef, c *cusum, sum, cnt fl
 	if base != nil && base.ready {
 		ref = base
 	} else if !ownProfile {
-		return schemas.Anomaly{}, false
+		return out
 	}
 	if !ref.ready {
-		return schemas.Anomaly{}, false
+		return out
+	}
+	slot := epCPU
+	if metric == schemas.MetricMem {
+		slot = epMem
 	}
 	z := (x - ref.center) / ref.scale
 	switch c.update(z, d.cfg.CUSUMSlack, d.cfg.CUSUMThreshold, s.closed.idx) {
 	case verdictFired:
-		return d.cusumAnomaly(s.key, metric, c, x, ref.center, s.closed.idx, "cusum-median-mad", refLabel(s)), true
+		return d.open(s, slot, d.cusumAnomaly(s.key, metric, c, x, ref.center, s.closed.idx, "cusum-median-mad", refLabel(s)), out)
 	case verdictRecovered:
-		d.log.Info(metric+" recovered", "series", s.key.String(), "at", d.clock.end(s.closed.idx))
+		return d.resolve(s, slot, s.closed.idx, metric+" back within baseline", out)
 	}
-	return schemas.Anomaly{}, false
+	return out
 }
 
 // testThroughput tests a line's request rate in the bucket it just accumulated against its EWMA:
@@ -133,12 +139,28 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, out []schemas.An
 			secs := time.Duration(d.cfg.BucketWidth).Seconds()
 			a := d.cusumAnomaly(ln.current.key, schemas.MetricThroughput, &ln.tputC, x/secs, ln.tputBL/secs, b, "cusum-ewma-poisson", "")
 			a.Evidence.Notes = append(a.Evidence.Notes, "throughput of the line across versions, in requests per second")
+			a.Status = schemas.AnomalyFiring
+			keep := a
+			ln.tputA = &keep
 			out = append(out, a)
 		case verdictRecovered:
-			d.log.Info("throughput recovered", "line", ln.current.key.String(), "at", d.clock.end(b))
+			if a := ln.tputA; a != nil {
+				ln.tputA = nil
+				r := *a
+				at := d.clock.end(b)
+				r.Status, r.ResolvedAt, r.Resolution = schemas.AnomalyResolved, &at, "throughput back to its usual rate"
+				out = append(out, r)
+			}
 		}
 	}
-	if ln.tputC.s == 0 {
+	if !ln.tputC.firing {
+		// Updated during an excursion too, so a slow decline (the evening side of a daily cycle)
+		// is followed rather than accumulated; a real drop fires within seconds, long before a
+		// 10-minute half-life absorbs it. Winsorised: a spike moves the usual rate by at most a few standard deviations per
+		// bucket, so a burst of traffic does not make the normal rate afterwards look like a drop.
+		if ln.tput.ready {
+			x = math.Min(x, m+3*math.Sqrt(m)+0.05*m)
+		}
 		ln.tput.add(x, d.tputAlpha, throughputWarmup)
 	}
 	return out
@@ -149,4 +171,97 @@ func refLabel(s *series) string {
 		return s.ref.label
 	}
 	return ""
+}
+
+// open records the anomaly that opened an episode of s (slot) and emits it.
+func (d *Detector) open(s *series, slot int, a schemas.Anomaly, out []schemas.Anomaly) []schemas.Anomaly {
+	a.Status = schemas.AnomalyFiring
+	keep := a
+	s.eps[slot] = &keep
+	if !s.inFiring {
+		s.inFiring = true
+		d.firing = append(d.firing, s)
+	}
+	return append(out, a)
+}
+
+// resolve announces the end of the episode in slot: the same anomaly, status resolved.
+func (d *Detector) resolve(s *series, slot int, b int64, why string, out []schemas.Anomaly) []schemas.Anomaly {
+	a := s.eps[slot]
+	if a == nil {
+		return out
+	}
+	s.eps[slot] = nil
+	r := *a
+	at := d.clock.end(b)
+	r.Status, r.ResolvedAt, r.Resolution = schemas.AnomalyResolved, &at, why
+	d.log.Info("episode resolved", "series", s.key.String(), "metric", r.Metric, "category", r.ErrorCategory, "why", why)
+	return append(out, r)
+}
+
+// quietFor renders how long a test saw no evidence of a regression, in event time.
+func (d *Detector) quietFor(buckets int) string {
+	return (time.Duration(buckets) * time.Duration(d.cfg.BucketWidth)).String()
+}
+
+// trafficMoved resolves every open episode of a series that has stopped serving while its line
+// serves another version that is not firing (a rollback, or a roll forward, moved the traffic).
+// It runs once per bucket index b, after that bucket's tests, so it is independent of batching.
+func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomaly {
+	kept := d.firing[:0]
+	for _, s := range d.firing {
+		cur := s.line.current
+		if cur == nil || cur == s || cur.lastB != b {
+			s.movedN, s.movedErrs = 0, [numCategories]float64{}
+		} else {
+			// What the version now serving does, against the firing series' own baseline: a
+			// restored version that is as bad (it may have no baseline of its own to fire
+			// against) must not end the episode.
+			s.movedN += cur.closed.n
+			for c := range s.movedErrs {
+				s.movedErrs[c] += cur.closed.errs[c]
+			}
+		}
+		if cur != nil && cur != s && cur.lastB == b && b-s.lastB >= d.movedBuckets &&
+			len(cur.firing(d.cfg.LatencyQuantiles)) == 0 && d.movedHealthy(s) {
+			why := "traffic moved to version " + cur.key.Version + ", which is healthy"
+			for slot := range s.eps {
+				out = d.resolve(s, slot, b, why, out)
+			}
+			for c := range s.errT {
+				s.errT[c].reset()
+			}
+			for q := range s.latT {
+				s.latT[q].reset()
+			}
+			s.latEp = false
+			s.cpuC, s.memC = cusum{}, cusum{}
+		}
+		open := false
+		for _, a := range s.eps {
+			open = open || a != nil
+		}
+		if open {
+			kept = append(kept, s)
+		} else {
+			s.inFiring = false
+		}
+	}
+	clear(d.firing[len(kept):])
+	d.firing = kept
+	return out
+}
+
+// movedHealthy reports whether the traffic that moved away from s is served without the error
+// rates s fired on: each firing category's rate stays below the test's minimum-effect alternative.
+func (d *Detector) movedHealthy(s *series) bool {
+	for c := range numCategories {
+		if s.eps[c] == nil || s.ref == nil {
+			continue
+		}
+		if s.movedN < d.th.minRequests || s.movedErrs[c]/s.movedN > s.ref.errP[c].p1[0] {
+			return false
+		}
+	}
+	return true
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
+
+	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 // SeriesKey identifies a series. Block "" is the component aggregate, which every event of the
@@ -105,7 +107,23 @@ type series struct {
 	memRef robustRef
 	cpuC   cusum
 	memC   cusum
+
+	// eps holds the anomaly that opened each open episode (slots epError+category, epLatency,
+	// epCPU, epMem), so its end is announced with the same ID and fields.
+	eps      [numEpisodes]*schemas.Anomaly
+	inFiring bool // in Detector.firing
+	// The line's other version's requests and errors since this series stopped serving.
+	movedN    float64
+	movedErrs [numCategories]float64
 }
+
+// Episode slots of series.eps.
+const (
+	epLatency   = numCategories
+	epCPU       = numCategories + 1
+	epMem       = numCategories + 2
+	numEpisodes = numCategories + 3
+)
 
 // bucketFor returns the open bucket for idx, opening it if needed.
 func (s *series) bucketFor(idx int64) *bucket {

@@ -49,6 +49,7 @@ type rateTest struct {
 	nr, xr   float64 // the concurrent reference's requests and hits (paired runs only)
 	firing   bool
 	quiet    int // consecutive buckets of evidence against H1 while firing
+	quietRun int // quiet when the episode ended (for the resolution's wording)
 }
 
 // rateVerdict is what one bucket update did to a rate test.
@@ -148,7 +149,9 @@ func (t *rateTest) step(inc [alternatives]float64, x, n float64, b int64, th *th
 		t.quiet = 0
 	}
 	if maxLLR <= th.lower || t.quiet >= th.recovery {
+		q := t.quiet
 		t.reset()
+		t.quietRun = q
 		return verdictRecovered
 	}
 	return verdictNone

@@ -1,0 +1,83 @@
+package detect
+
+import (
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// BenchFigures runs a short deterministic workload (about a second) and returns the per-event
+// cost of the detector (Observe plus its share of Advance, tests included) and the steady-state
+// heap per tracked series. It is what `scalpel bench` prints; the Go benchmark BenchmarkObserve
+// measures the same cost more precisely.
+func BenchFigures() (nsPerEvent, bytesPerSeries float64) {
+	return measureCost(200_000), MeasureMemoryPerSeries(1000)
+}
+
+// measureCost times n events of one component (three blocks, two versions, 200 req/s).
+func measureCost(n int) float64 {
+	rng := rand.New(rand.NewPCG(1, 2))
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	blocks := [...]string{"a", "b", "c"}
+	evs := make([]schemas.TelemetryEvent, 4096)
+	lats := make([]float64, len(evs))
+	for i := range evs {
+		lats[i] = 20 * math.Exp(0.3*rng.NormFloat64())
+		evs[i] = schemas.TelemetryEvent{Service: "svc", Component: "comp", Block: blocks[i%3], Version: "1", LatencyMS: &lats[i]}
+		if rng.Float64() < 0.02 {
+			evs[i].Error = schemas.ErrException
+		}
+	}
+	d := New(DefaultConfig())
+	start := time.Now() // benchmark timing only: detection itself never reads the clock
+	for i := range n {
+		e := evs[i%len(evs)]
+		e.TS = t0.Add(time.Duration(i) * 5 * time.Millisecond)
+		if i >= n/2 {
+			e.Version = "2"
+		}
+		d.Observe(&e)
+		if i%200 == 0 {
+			d.Advance(d.Watermark())
+		}
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(n)
+}
+
+// MeasureMemoryPerSeries feeds n components (three blocks each, so 4n series) for a minute of
+// event time and returns the heap they hold, per series.
+func MeasureMemoryPerSeries(n int) float64 {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	blocks := [...]string{"a", "b", "c"}
+	names := make([]string, n)
+	for c := range names {
+		names[c] = "c" + strconv.Itoa(c)
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	d := New(DefaultConfig())
+	for s := range 60 {
+		for c := range n {
+			for i, blk := range blocks {
+				lat := float64(5 + (s*7+c+i*13)%200)
+				e := schemas.TelemetryEvent{TS: t0.Add(time.Duration(s) * time.Second), Service: "svc",
+					Component: names[c], Block: blk, Version: "1", LatencyMS: &lat}
+				d.Observe(&e)
+			}
+		}
+		d.Advance(d.Watermark())
+	}
+	d.Advance(t0.Add(time.Hour))
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	per := (float64(after.HeapAlloc) - float64(before.HeapAlloc) - float64(n)*16) / float64(d.SeriesCount())
+	runtime.KeepAlive(d)
+	runtime.KeepAlive(names)
+	return per
+}

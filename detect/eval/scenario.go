@@ -1,0 +1,232 @@
+package eval
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// Scenario is one kind of generated deploy: a version 1.0 serves for Pre seconds, then version
+// 2.0 takes over (or, with CanaryShare > 0, serves that share of the traffic as the canary cohort
+// next to the baseline cohort) for Post seconds, behaving as the fields say.
+//
+// The traffic model, shared by both versions: Poisson arrivals whose rate follows a load factor
+// (a slow random walk of a few percent, plus the scenario's spike or daily cycle); latencies are a
+// log-normal body (median 20 ms, σ 0.3) with a 2 % slow path (median 60 ms, σ 0.3) that makes the
+// p99; the median rises a little with load, as a loaded service's does. Errors: a 2 % exception
+// rate and a 1 % invalid_input rate (client noise). cpu follows load; memory is flat with noise.
+type Scenario struct {
+	Name string `json:"name"`
+	// Regression says the scenario should be detected; false ones count towards false rollbacks.
+	Regression bool    `json:"regression"`
+	RPS        float64 `json:"rps"`
+	Pre        int     `json:"pre_s"`
+	Post       int     `json:"post_s"`
+	// CanaryShare > 0 runs the new version as a canary cohort with this share of the traffic.
+	CanaryShare float64 `json:"canary_share,omitempty"`
+
+	ErrMul     float64 `json:"err_mul,omitempty"`     // exception rate ×, new version (0 = 1)
+	ErrRamp    int     `json:"err_ramp_s,omitempty"`  // seconds the error rise takes to reach ErrMul
+	InvalidMul float64 `json:"invalid_mul,omitempty"` // invalid_input rate ×, new version
+	BodyMul    float64 `json:"body_mul,omitempty"`    // latency × of the body (every request but the slow path)
+	TailMul    float64 `json:"tail_mul,omitempty"`    // latency × of the slow path (the p99)
+	RateMul    float64 `json:"rate_mul,omitempty"`    // request rate × after the deploy (a throughput drop)
+	LeakMBMin  float64 `json:"leak_mb_per_min,omitempty"`
+	SpikeAt    int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
+	SpikeLen   int     `json:"spike_len_s,omitempty"`
+	SpikeMul   float64 `json:"spike_mul,omitempty"`
+	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
+	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
+	CyclePeriod int `json:"cycle_period_s,omitempty"`
+}
+
+// Traffic model constants (see Scenario).
+const (
+	baseErr      = 0.02
+	baseInvalid  = 0.01
+	bodyMedian   = 20.0
+	bodySigma    = 0.3
+	tailShare    = 0.02
+	tailMedian   = 60.0
+	tailSigma    = 0.3
+	baseMemMB    = 512.0
+	oldVersion   = "1.0"
+	newVersion   = "2.0"
+	scenarioSvc  = "shop"
+	scenarioComp = "checkout"
+)
+
+// scenarioT0 is the event time every generated deploy starts at.
+var scenarioT0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+func orOne(v float64) float64 {
+	if v == 0 {
+		return 1
+	}
+	return v
+}
+
+// DefaultScenarios is the suite: aaRuns A/A deploys (spread over 20, 50 and 100 req/s) and runs
+// deploys of every other scenario.
+func DefaultScenarios() []Scenario {
+	const pre, post = 240, 330
+	s := []Scenario{
+		{Name: "A/A no change", RPS: 0, Pre: pre, Post: post}, // RPS 0: rotates 20/50/100
+		{Name: "error x1.5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 1.5},
+		{Name: "error x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 2},
+		{Name: "error x5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5},
+		{Name: "error x10 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 10},
+		{Name: "error ramp x5/60s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5, ErrRamp: 60},
+		{Name: "invalid_input x10 @20rps", RPS: 20, Pre: pre, Post: post, InvalidMul: 10},
+		{Name: "latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, BodyMul: 2, TailMul: 2},
+		{Name: "median +25% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, BodyMul: 1.25},
+		{Name: "p99 +10% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 1.1},
+		{Name: "p99 +25% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 1.25},
+		{Name: "p99 +50% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 1.5},
+		{Name: "p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2},
+		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
+		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
+		{Name: "traffic spike x3, no regression", RPS: 50, Pre: pre, Post: post, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
+		{Name: "low traffic 0.5rps, no change", RPS: 0.5, Pre: 1200, Post: 1200},
+		{Name: "low traffic 0.5rps, error x5", Regression: true, RPS: 0.5, Pre: 1200, Post: 1200, ErrMul: 5},
+		{Name: "daily cycle (6h), no change", RPS: 10, Pre: 600, Post: 10800, CyclePeriod: 21600},
+		{Name: "canary 5% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05},
+		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
+		{Name: "canary 50% of 100rps, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, ErrMul: 2},
+		{Name: "canary 50% of 100rps, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, BodyMul: 2, TailMul: 2},
+	}
+	return s
+}
+
+// aaRates are the request rates A/A deploys rotate through.
+var aaRates = [...]float64{20, 50, 100}
+
+// runRPS is the request rate of one run of a scenario.
+func (sc *Scenario) runRPS(run int) float64 {
+	if sc.RPS == 0 {
+		return aaRates[run%len(aaRates)]
+	}
+	return sc.RPS
+}
+
+// deployAt is the event time the new version starts serving.
+func (sc *Scenario) deployAt() time.Time {
+	return scenarioT0.Add(time.Duration(sc.Pre) * time.Second)
+}
+
+// errMulAt is the new version's exception-rate multiplier t seconds after the deploy.
+func (sc *Scenario) errMulAt(t float64) float64 {
+	m := orOne(sc.ErrMul)
+	if sc.ErrRamp > 0 && t < float64(sc.ErrRamp) {
+		return 1 + (m-1)*t/float64(sc.ErrRamp)
+	}
+	return m
+}
+
+// generate produces one run's events in time order into buf (reused) and returns it.
+func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent) []schemas.TelemetryEvent {
+	rng := rand.New(rand.NewPCG(seed, uint64(run)*0x9e3779b97f4a7c15+0x5ca1))
+	rps := sc.runRPS(run)
+	out := buf[:0]
+	walk := 0.0
+	phase := rng.Float64() * 2 * math.Pi
+	total := sc.Pre + sc.Post
+	for sec := range total {
+		walk = 0.98*walk + 0.004*rng.NormFloat64() // a slow random walk of the load, a few percent
+		load := math.Exp(walk)
+		after := sec >= sc.Pre
+		t := float64(sec - sc.Pre)
+		if sc.CyclePeriod > 0 {
+			load *= 1 + 0.6*math.Sin(2*math.Pi*float64(sec)/float64(sc.CyclePeriod)+phase)
+		}
+		if after && sc.SpikeLen > 0 && t >= float64(sc.SpikeAt) && t < float64(sc.SpikeAt+sc.SpikeLen) {
+			load *= sc.SpikeMul
+		}
+		latLoad := 1 + 0.05*(load-1)
+		segStart := len(out)
+		base := scenarioT0.Add(time.Duration(sec) * time.Second)
+		type side struct {
+			version, cohort string
+			rate            float64
+			changed         bool
+		}
+		var sides [2]side
+		ns := 1
+		switch {
+		case !after && sc.CanaryShare > 0:
+			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load, false}
+		case !after:
+			sides[0] = side{oldVersion, "", rps * load, false}
+		case sc.CanaryShare > 0:
+			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load * (1 - sc.CanaryShare), false}
+			sides[1] = side{newVersion, schemas.CohortCanary, rps * load * sc.CanaryShare * orOne(sc.RateMul), true}
+			ns = 2
+		default:
+			sides[0] = side{newVersion, "", rps * load * orOne(sc.RateMul), true}
+		}
+		for _, sd := range sides[:ns] {
+			n := poissonN(rng, sd.rate)
+			errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
+			mem := baseMemMB + 3*rng.NormFloat64()
+			if sd.changed {
+				errP *= sc.errMulAt(t)
+				invP *= orOne(sc.InvalidMul)
+				bodyM *= orOne(sc.BodyMul)
+				tailM *= orOne(sc.TailMul)
+				mem += sc.LeakMBMin * t / 60
+			}
+			cpu := math.Max(0, 0.3*sd.rate/math.Max(rps, 1e-9)+0.02*rng.NormFloat64())
+			for i := range n {
+				ts := base.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Millisecond)
+				var lat float64
+				if rng.Float64() < tailShare {
+					lat = tailMedian * tailM * math.Exp(tailSigma*rng.NormFloat64())
+				} else {
+					lat = bodyMedian * bodyM * math.Exp(bodySigma*rng.NormFloat64())
+				}
+				lat = math.Round(lat*100) / 100
+				ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: scenarioComp,
+					Version: sd.version, Cohort: sd.cohort, LatencyMS: &lat}
+				switch u := rng.Float64(); {
+				case u < errP:
+					ev.Error = schemas.ErrException
+				case u < errP+invP:
+					ev.Error = schemas.ErrInvalidInput
+				}
+				if i == 0 { // one resource sample per second and instance
+					c, m := cpu, mem
+					ev.CPU, ev.MemMB = &c, &m
+				}
+				out = append(out, ev)
+			}
+		}
+		sortEvents(out[segStart:])
+	}
+	return out
+}
+
+// sortEvents orders one second's events by time (stable, so equal stamps keep generation order).
+func sortEvents(evs []schemas.TelemetryEvent) {
+	slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+}
+
+// poissonN draws a Poisson count (normal approximation above 30).
+func poissonN(rng *rand.Rand, lambda float64) int {
+	if lambda <= 0 {
+		return 0
+	}
+	if lambda > 30 {
+		return max(0, int(math.Round(lambda+math.Sqrt(lambda)*rng.NormFloat64())))
+	}
+	l, k, p := math.Exp(-lambda), 0, 1.0
+	for {
+		p *= rng.Float64()
+		if p <= l {
+			return k
+		}
+		k++
+	}
+}

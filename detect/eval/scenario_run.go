@@ -1,0 +1,453 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// ScenarioOptions configures a run of the scenario suite.
+type ScenarioOptions struct {
+	// Seed makes the suite reproducible: the same seed, options and config give the same report.
+	Seed uint64
+	// AARuns is the number of A/A deploys (scenario "A/A no change"); at least 1000 for a
+	// false-rollback rate worth quoting.
+	AARuns int
+	// Runs is the number of deploys of every other scenario.
+	Runs int
+	// Workers runs deploys in parallel (default GOMAXPROCS). The report does not depend on it.
+	Workers int
+	// Config is the detector's configuration.
+	Config detect.Config
+	// Scenarios defaults to DefaultScenarios.
+	Scenarios []Scenario
+	// FloorAlpha and FloorBeta are the error probabilities of the ideal SPRT behind the floor
+	// (default 0.01 each: the false-rollback budget).
+	FloorAlpha, FloorBeta float64
+}
+
+// RuleOutcome is what a static rule (Argo Rollouts, Flagger) decided over a scenario's runs.
+type RuleOutcome struct {
+	Rollbacks int      `json:"rollbacks"`
+	TTDP50    *float64 `json:"ttd_p50_s,omitempty"`
+}
+
+// ScenarioResult is one scenario's line of the report.
+type ScenarioResult struct {
+	Scenario Scenario `json:"scenario"`
+	Runs     int      `json:"runs"`
+	// Detected counts runs in which the detector raised an anomaly on the new version (for a
+	// scenario without regression: any anomaly at all, i.e. a false rollback).
+	Detected int `json:"detected"`
+	// TTDP50 and TTDP95 are event seconds from the deploy to the first anomaly, over all runs
+	// (a missed run counts as never: a p95 over more than 5 % missed runs is absent).
+	TTDP50 *float64 `json:"ttd_p50_s,omitempty"`
+	TTDP95 *float64 `json:"ttd_p95_s,omitempty"`
+	// FloorS is the expected detection time of the ideal SPRT (see FloorSeconds); absent when the
+	// scenario has no closed-form floor (memory leak) or no regression.
+	FloorS *float64 `json:"floor_s,omitempty"`
+	// Ratio is TTDP95 / max(FloorS, one bucket).
+	Ratio   *float64    `json:"ratio_to_floor,omitempty"`
+	Argo0   RuleOutcome `json:"argo_failure_limit_0"`
+	Argo3   RuleOutcome `json:"argo_failure_limit_3"`
+	Flagger RuleOutcome `json:"flagger_threshold_5"`
+}
+
+// ScenarioReport is the suite's result.
+type ScenarioReport struct {
+	Seed    uint64           `json:"seed"`
+	Results []ScenarioResult `json:"results"`
+	// FalseRollbackRate is the share of all no-regression deploys (A/A and the other quiet
+	// scenarios) in which the detector raised any anomaly.
+	FalseRollbackRate float64 `json:"false_rollback_rate"`
+	AAFalseRollbacks  int     `json:"aa_false_rollbacks"`
+	AARuns            int     `json:"aa_runs"`
+	Elapsed           string  `json:"elapsed"`
+}
+
+// runOutcome is one deploy's result.
+type runOutcome struct {
+	detected              bool
+	ttd                   float64
+	argo0, argo3, flagger float64 // seconds to the rule's rollback, +Inf when none
+}
+
+// RunScenarios runs the suite. It stops early (with ctx's error) when ctx is done.
+func RunScenarios(ctx context.Context, opt ScenarioOptions) (*ScenarioReport, error) {
+	start := time.Now()
+	if opt.Scenarios == nil {
+		opt.Scenarios = DefaultScenarios()
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opt.FloorAlpha == 0 {
+		opt.FloorAlpha = 0.01
+	}
+	if opt.FloorBeta == 0 {
+		opt.FloorBeta = 0.01
+	}
+	if err := opt.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if opt.AARuns < 1 || opt.Runs < 1 {
+		return nil, fmt.Errorf("scenario suite: runs and A/A runs must be at least 1")
+	}
+	type task struct{ sc, run int }
+	outcomes := make([][]runOutcome, len(opt.Scenarios))
+	var tasks []task
+	for i := range opt.Scenarios {
+		n := opt.Runs
+		if !opt.Scenarios[i].Regression && opt.Scenarios[i].RPS == 0 {
+			n = opt.AARuns
+		}
+		outcomes[i] = make([]runOutcome, n)
+		for r := range n {
+			tasks = append(tasks, task{i, r})
+		}
+	}
+	ch := make(chan task)
+	var wg sync.WaitGroup
+	for range opt.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []schemas.TelemetryEvent
+			for t := range ch {
+				if t.sc < 0 {
+					return // stop sentinel (the package's close is not the builtin)
+				}
+				var o runOutcome
+				o, buf = runDeploy(&opt.Scenarios[t.sc], opt.Config, opt.Seed, t.run, buf)
+				outcomes[t.sc][t.run] = o
+			}
+		}()
+	}
+	var err error
+feed:
+	for _, t := range tasks {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		case ch <- t:
+		}
+	}
+	for range opt.Workers {
+		ch <- task{-1, -1}
+	}
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	rep := &ScenarioReport{Seed: opt.Seed}
+	quiet, falses := 0, 0
+	for i := range opt.Scenarios {
+		sc := &opt.Scenarios[i]
+		res := summarise(sc, outcomes[i], opt.FloorAlpha, opt.FloorBeta)
+		if !sc.Regression {
+			quiet += res.Runs
+			falses += res.Detected
+			if sc.RPS == 0 {
+				rep.AARuns, rep.AAFalseRollbacks = res.Runs, res.Detected
+			}
+		}
+		rep.Results = append(rep.Results, res)
+	}
+	if quiet > 0 {
+		rep.FalseRollbackRate = float64(falses) / float64(quiet)
+	}
+	rep.Elapsed = time.Since(start).Round(time.Millisecond).String()
+	return rep, nil
+}
+
+func summarise(sc *Scenario, os []runOutcome, alpha, beta float64) ScenarioResult {
+	res := ScenarioResult{Scenario: *sc, Runs: len(os)}
+	ttd := make([]float64, len(os))
+	var a0, a3, fl []float64
+	for i, o := range os {
+		ttd[i] = math.Inf(1)
+		if o.detected {
+			res.Detected++
+			ttd[i] = o.ttd
+		}
+		for _, r := range []struct {
+			v   float64
+			out *RuleOutcome
+			all *[]float64
+		}{{o.argo0, &res.Argo0, &a0}, {o.argo3, &res.Argo3, &a3}, {o.flagger, &res.Flagger, &fl}} {
+			*r.all = append(*r.all, r.v)
+			if !math.IsInf(r.v, 1) {
+				r.out.Rollbacks++
+			}
+		}
+	}
+	if sc.Regression {
+		res.TTDP50, res.TTDP95 = quantileFinite(ttd, 0.5), quantileFinite(ttd, 0.95)
+		res.Argo0.TTDP50, res.Argo3.TTDP50, res.Flagger.TTDP50 = quantileFinite(a0, 0.5), quantileFinite(a3, 0.5), quantileFinite(fl, 0.5)
+		if f, ok := FloorSeconds(sc, alpha, beta); ok {
+			res.FloorS = &f
+			if res.TTDP95 != nil {
+				r := *res.TTDP95 / math.Max(f, 1)
+				res.Ratio = &r
+			}
+		}
+	}
+	return res
+}
+
+// quantileFinite is the q quantile (nearest rank) of vs, nil when it is infinite or vs is empty.
+func quantileFinite(vs []float64, q float64) *float64 {
+	if len(vs) == 0 {
+		return nil
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	v := s[max(0, min(i, len(s)-1))]
+	if math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+// runDeploy generates one deploy, drives a detector over it the way the pipeline does (Observe,
+// then Advance to the watermark once per second of event time) and applies the static rules.
+func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []schemas.TelemetryEvent) (runOutcome, []schemas.TelemetryEvent) {
+	evs := sc.generate(seed, run, buf)
+	o := runOutcome{ttd: math.Inf(1)}
+	deploy := sc.deployAt()
+	d := detect.New(cfg)
+	consider := func(as []schemas.Anomaly) {
+		for i := range as {
+			a := &as[i]
+			if o.detected || a.IsResolved() {
+				continue
+			}
+			if sc.Regression && a.Version != newVersion {
+				continue
+			}
+			o.detected = true
+			o.ttd = a.TSDetected.Sub(deploy).Seconds()
+		}
+	}
+	var sec int64 = math.MinInt64
+	for i := range evs {
+		if s := evs[i].TS.Unix(); s != sec {
+			sec = s
+			consider(d.Advance(d.Watermark()))
+		}
+		d.Observe(&evs[i])
+	}
+	consider(d.Advance(scenarioT0.Add(time.Duration(sc.Pre+sc.Post+1) * time.Second)))
+	o.argo0, o.argo3, o.flagger = staticRules(sc, evs)
+	return o, evs
+}
+
+// window is one minute of a version's traffic, as a metrics query would see it.
+type window struct {
+	n, errs float64
+	p99     float64
+}
+
+// measure computes error rate and p99 latency of (version, cohort) over [from, to) seconds.
+func measure(evs []schemas.TelemetryEvent, secIdx []int, from, to int, version, cohort string, lats []float64) (window, []float64) {
+	var w window
+	lats = lats[:0]
+	for _, ev := range evs[secIdx[from]:secIdx[to]] {
+		if ev.Version != version || ev.Cohort != cohort {
+			continue
+		}
+		w.n++
+		if ev.Error != "" && ev.Error != schemas.ErrInvalidInput {
+			w.errs++
+		}
+		if ev.LatencyMS != nil {
+			lats = append(lats, *ev.LatencyMS)
+		}
+	}
+	if len(lats) > 0 {
+		slices.Sort(lats)
+		w.p99 = lats[max(0, int(math.Ceil(0.99*float64(len(lats))))-1)]
+	}
+	return w, lats
+}
+
+// staticRules applies the peers' documented analyses to the same events: every minute after
+// the deploy, the last minute's error rate and p99 latency of the new version (the canary) are
+// compared with static thresholds set at the 99th percentile of the same one-minute metrics over
+// the baseline period (sliding windows every 10 s). Argo Rollouts (interval 1m) rolls back when
+// failures exceed failureLimit (0: the first failure; 3: the fourth); Flagger (interval 1m,
+// threshold 5) when failed checks reach 5. A minute without requests is no failure.
+func staticRules(sc *Scenario, evs []schemas.TelemetryEvent) (argo0, argo3, flagger float64) {
+	total := sc.Pre + sc.Post
+	secIdx := make([]int, total+2)
+	j := 0
+	for s := 0; s <= total+1; s++ {
+		bound := scenarioT0.Add(time.Duration(s) * time.Second)
+		for j < len(evs) && evs[j].TS.Before(bound) {
+			j++
+		}
+		secIdx[s] = j
+	}
+	// secIdx[s] is the first event at or after second s; shift so [from, to) reads naturally.
+	oldCohort, newCohort := "", ""
+	if sc.CanaryShare > 0 {
+		oldCohort, newCohort = schemas.CohortBaseline, schemas.CohortCanary
+	}
+	var lats []float64
+	var errRates, p99s []float64
+	for end := 60; end <= sc.Pre; end += 10 {
+		var w window
+		w, lats = measure(evs, secIdx, end-60, end, oldVersion, oldCohort, lats)
+		if w.n > 0 {
+			errRates = append(errRates, w.errs/w.n)
+			p99s = append(p99s, w.p99)
+		}
+	}
+	thrErr, thrLat := math.Inf(1), math.Inf(1)
+	if q := quantileFinite(errRates, 0.99); q != nil {
+		thrErr = *q
+	}
+	if q := quantileFinite(p99s, 0.99); q != nil {
+		thrLat = *q
+	}
+	argo0, argo3, flagger = math.Inf(1), math.Inf(1), math.Inf(1)
+	fails := 0
+	for k := 1; sc.Pre+60*k <= total; k++ {
+		end := sc.Pre + 60*k
+		var w window
+		w, lats = measure(evs, secIdx, end-60, end, newVersion, newCohort, lats)
+		if w.n == 0 || (w.errs/w.n <= thrErr && w.p99 <= thrLat) {
+			continue
+		}
+		fails++
+		t := float64(60 * k)
+		if fails == 1 {
+			argo0 = t
+		}
+		if fails == 4 {
+			argo3 = t
+		}
+		if fails == 5 {
+			flagger = t
+		}
+	}
+	return argo0, argo3, flagger
+}
+
+// FloorSeconds is the expected detection time, in seconds, of the ideal test for the scenario:
+// Wald's SPRT that knows the distribution before and after the change, with false-alarm
+// probability alpha and miss probability beta. Its expected sample number under the change is
+// E[N] = ((1-β)·ln((1-β)/α) + β·ln(β/(1-α))) / KL, where KL is the Kullback-Leibler divergence
+// per request between the new and the old distribution of (error category, latency), computed
+// from the generator's model (numerically for the latency mixture); E[N] divided by the new
+// version's request rate gives seconds. A throughput drop uses the Poisson count per second
+// instead of requests. For a ramp, the final rates are used, so the floor is a lower bound.
+// ok is false when the scenario has no such floor (a memory leak, no change).
+func FloorSeconds(sc *Scenario, alpha, beta float64) (secs float64, ok bool) {
+	wald := (1-beta)*math.Log((1-beta)/alpha) + beta*math.Log(beta/(1-alpha))
+	rate := sc.runRPS(0)
+	if sc.CanaryShare > 0 {
+		rate *= sc.CanaryShare
+	}
+	if sc.RateMul != 0 {
+		l0, l1 := rate, rate*sc.RateMul
+		kl := l1*math.Log(l1/l0) + l0 - l1 // per second
+		return wald / kl, true
+	}
+	kl := errorKL(orOne(sc.ErrMul)) + latencyKL(orOne(sc.BodyMul), orOne(sc.TailMul))
+	if kl <= 0 || rate <= 0 {
+		return 0, false
+	}
+	return wald / kl / rate, true
+}
+
+// errorKL is the divergence per request of the (exception, invalid_input, ok) outcome when the
+// exception rate is multiplied by m.
+func errorKL(m float64) float64 {
+	p0, p1 := baseErr, baseErr*m
+	ok0, ok1 := 1-p0-baseInvalid, 1-p1-baseInvalid
+	if m == 1 {
+		return 0
+	}
+	return p1*math.Log(p1/p0) + ok1*math.Log(ok1/ok0)
+}
+
+// latencyKL integrates the divergence between the latency mixtures (body × bm, slow path × tm)
+// and the unchanged one over log latency.
+func latencyKL(bm, tm float64) float64 {
+	if bm == 1 && tm == 1 {
+		return 0
+	}
+	dens := func(x, b, t float64) float64 {
+		return (1-tailShare)*normPDF(x, math.Log(bodyMedian*b), bodySigma) + tailShare*normPDF(x, math.Log(tailMedian*t), tailSigma)
+	}
+	const lo, hi, step = -2.0, 10.0, 0.0005
+	kl := 0.0
+	for x := lo; x < hi; x += step {
+		f1, f0 := dens(x, bm, tm), dens(x, 1, 1)
+		if f1 > 1e-300 && f0 > 1e-300 {
+			kl += f1 * math.Log(f1/f0) * step
+		}
+	}
+	return kl
+}
+
+func normPDF(x, mu, sigma float64) float64 {
+	z := (x - mu) / sigma
+	return math.Exp(-z*z/2) / (sigma * math.Sqrt(2*math.Pi))
+}
+
+// WriteTable prints the report as a table.
+func (r *ScenarioReport) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tdetected\tTTD p50\tTTD p95\tSPRT floor\tratio\tArgo fl=0\tArgo fl=3\tFlagger t=5\t")
+	for _, res := range r.Results {
+		det := fmt.Sprintf("%d/%d", res.Detected, res.Runs)
+		if !res.Scenario.Regression {
+			det = fmt.Sprintf("%d/%d false", res.Detected, res.Runs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Scenario.Name, det,
+			secs(res.TTDP50), secs(res.TTDP95), secs(res.FloorS), ratio(res.Ratio),
+			rule(res.Argo0, res), rule(res.Argo3, res), rule(res.Flagger, res))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nfalse rollbacks: %d/%d A/A deploys (%.2f %%); %.2f %% over all deploys without regression\nseed %d, %s\n",
+		r.AAFalseRollbacks, r.AARuns, 100*float64(r.AAFalseRollbacks)/math.Max(1, float64(r.AARuns)),
+		100*r.FalseRollbackRate, r.Seed, r.Elapsed)
+	return err
+}
+
+func secs(v *float64) string {
+	if v == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.1fs", *v)
+}
+
+func ratio(v *float64) string {
+	if v == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f×", *v)
+}
+
+func rule(o RuleOutcome, res ScenarioResult) string {
+	s := fmt.Sprintf("%d/%d", o.Rollbacks, res.Runs)
+	if res.Scenario.Regression && o.TTDP50 != nil {
+		s += " " + secs(o.TTDP50)
+	}
+	return s
+}

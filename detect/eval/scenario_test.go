@@ -1,0 +1,74 @@
+package eval
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/scalpel-dev/scalpel/detect"
+)
+
+// TestScenarioSuite runs the suite small (CI size) and holds the detector to the targets it can
+// be held to with few runs: no false rollback on the quiet scenarios beyond the budget, gross
+// regressions caught fast. SCALPEL_SCENARIO_AA / SCALPEL_SCENARIO_RUNS enlarge it.
+func TestScenarioSuite(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical suite: meaningless under the race detector")
+	}
+	aa, runs := envInt("SCALPEL_SCENARIO_AA", 200), envInt("SCALPEL_SCENARIO_RUNS", 10)
+	rep, err := RunScenarios(context.Background(), ScenarioOptions{Seed: 1, AARuns: aa, Runs: runs, Config: detect.DefaultConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + buf.String())
+	if rep.FalseRollbackRate > 0.02 {
+		t.Errorf("false rollbacks %.2f %% of quiet deploys, budget 1 %%", 100*rep.FalseRollbackRate)
+	}
+	for _, res := range rep.Results {
+		switch res.Scenario.Name {
+		case "error x5 @20rps", "latency all x2 @20rps":
+			if res.TTDP95 == nil || *res.TTDP95 > 8 {
+				t.Errorf("%s: TTD p95 %s, target 5s", res.Scenario.Name, secs(res.TTDP95))
+			}
+		}
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func TestScenarioDeterministic(t *testing.T) {
+	sc := DefaultScenarios()[3]
+	a, _ := runDeploy(&sc, detect.DefaultConfig(), 7, 1, nil)
+	b, _ := runDeploy(&sc, detect.DefaultConfig(), 7, 1, nil)
+	if a != b {
+		t.Fatalf("same seed, different outcomes: %+v vs %+v", a, b)
+	}
+}
+
+func TestFloorSeconds(t *testing.T) {
+	tests := []struct {
+		sc     Scenario
+		lo, hi float64
+	}{
+		{Scenario{RPS: 20, ErrMul: 5}, 2, 4},                // KL ≈ 0.09 nats/request, 4.5 nats needed
+		{Scenario{RPS: 20, BodyMul: 2, TailMul: 2}, 0, 0.2}, // a doubled log-normal is obvious
+		{Scenario{RPS: 50, RateMul: 0.3}, 0, 1},
+	}
+	for _, tt := range tests {
+		f, ok := FloorSeconds(&tt.sc, 0.01, 0.01)
+		if !ok || f < tt.lo || f > tt.hi {
+			t.Errorf("%+v: floor %g (ok %v), want in [%g, %g]", tt.sc, f, ok, tt.lo, tt.hi)
+		}
+	}
+}
