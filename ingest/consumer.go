@@ -463,11 +463,11 @@ func (c *Consumer) flushLocked() {
 			return
 		}
 	}
-	// Rejected messages were terminated above; acking them again is harmless and cheaper than
-	// remembering which they were.
+	// Rejected messages were terminated above; acking them again is refused locally by nats.go,
+	// which is cheaper than remembering which they were.
 	var ackErr error
 	for _, msg := range batch {
-		if err := msg.Ack(); err != nil && ackErr == nil {
+		if err := msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) && ackErr == nil {
 			ackErr = err
 		}
 	}

@@ -34,9 +34,10 @@ type TopologyConfig struct {
 	// TelemetryMaxBytes bounds the TELEMETRY stream's size; the oldest telemetry is discarded first.
 	// 0 = no byte limit (default).
 	TelemetryMaxBytes int64 `json:"telemetry_max_bytes" yaml:"telemetry_max_bytes"`
-	// TelemetryMaxMsgSize is the largest telemetry message the server accepts (default 1 MiB, the
-	// decoder's default limit). Larger ones are refused at publish time; the decoder rejects any that
-	// got in under an older setting.
+	// TelemetryMaxMsgSize is the largest telemetry message the stream stores (default 0 = the
+	// server's max_payload). It is deliberately not the decoder's limit: a message the stream refused
+	// would vanish without a trace for a publisher that does not wait for acks (core NATS), whereas
+	// one the stream stores and ingest finds too large goes to rejected.ingest with its reason.
 	TelemetryMaxMsgSize int32 `json:"telemetry_max_msg_size" yaml:"telemetry_max_msg_size"`
 
 	// DeploysMaxAge bounds the deploy history (default 365 days): version history for rollback targets.
@@ -63,17 +64,16 @@ type TopologyConfig struct {
 // DefaultTopologyConfig returns the documented defaults.
 func DefaultTopologyConfig() TopologyConfig {
 	return TopologyConfig{
-		Replicas:            1,
-		Duplicates:          schemas.Duration(2 * time.Minute),
-		TelemetryMaxAge:     schemas.Duration(7 * Day),
-		TelemetryMaxMsgSize: DefaultMaxMessageBytes,
-		DeploysMaxAge:       schemas.Duration(365 * Day),
-		AnomaliesMaxAge:     schemas.Duration(90 * Day),
-		DecisionsMaxAge:     schemas.Duration(365 * Day),
-		RollbacksMaxAge:     schemas.Duration(90 * Day),
-		RejectedMaxAge:      schemas.Duration(7 * Day),
-		ActiveHistory:       10,
-		CatalogHistory:      10,
+		Replicas:        1,
+		Duplicates:      schemas.Duration(2 * time.Minute),
+		TelemetryMaxAge: schemas.Duration(7 * Day),
+		DeploysMaxAge:   schemas.Duration(365 * Day),
+		AnomaliesMaxAge: schemas.Duration(90 * Day),
+		DecisionsMaxAge: schemas.Duration(365 * Day),
+		RollbacksMaxAge: schemas.Duration(90 * Day),
+		RejectedMaxAge:  schemas.Duration(7 * Day),
+		ActiveHistory:   10,
+		CatalogHistory:  10,
 	}
 }
 

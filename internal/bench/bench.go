@@ -147,8 +147,8 @@ func publish(ctx context.Context, js jetstream.JetStream, subject func(i int) st
 	}
 }
 
-// measureRaw is the baseline: a bare nats.go durable pull consumer with ingest's batch size and ack
-// policy, doing nothing with the messages.
+// measureRaw is the baseline: a bare nats.go durable pull consumer with ingest's read-ahead and ack
+// policy (explicit, every message), doing nothing with the messages.
 func measureRaw(ctx context.Context, srv *server.Server, n int) (float64, error) {
 	nc, js, err := connect(srv)
 	if err != nil {
@@ -169,7 +169,7 @@ func measureRaw(ctx context.Context, srv *server.Server, n int) (float64, error)
 	}
 	icfg := ingest.DefaultConfig()
 	cons, err := js.CreateOrUpdateConsumer(ctx, "BENCH", jetstream.ConsumerConfig{
-		Durable: "bench-raw", AckPolicy: jetstream.AckAllPolicy, MaxAckPending: 8 * icfg.BatchSize,
+		Durable: "bench-raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 8 * icfg.BatchSize,
 	})
 	if err != nil {
 		return 0, err
@@ -190,10 +190,7 @@ func measureRaw(ctx context.Context, srv *server.Server, n int) (float64, error)
 				return
 			}
 			got++
-			// AckAll, one ack per batch: what ingest does.
-			if got%icfg.BatchSize == 0 || got == n {
-				_ = m.Ack()
-			}
+			_ = m.Ack() // explicit ack of every message, as ingest does
 		}
 	}()
 	select {
