@@ -10,69 +10,253 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
+// Durable consumers of the active decider besides DurableDecideAnomalies.
+const (
+	DurableDecideAcks      = "scalpel-decide-acks"
+	DurableDecideApprovals = "scalpel-decide-approvals"
+	DurableDecideRejected  = "scalpel-decide-rejected"
+)
+
+// deciderState is the decide stage's part of a Pipeline. It lives beside the struct (keyed by the
+// pipeline) so the decide wiring stays in this file; fields are guarded by Pipeline.decideMu.
+type deciderState struct {
+	state jetstream.KeyValue // scalpel_state: lease and published-once records
+	stops []func()           // consumers of the active decider; nil while standing by
+}
+
+var deciders sync.Map // *Pipeline → *deciderState
+
+func (p *Pipeline) dec() *deciderState {
+	v, _ := deciders.LoadOrStore(p, &deciderState{})
+	return v.(*deciderState)
+}
+
+// decideLeaseTTL is how long a decider that stopped renewing keeps the lease; a standby takes over
+// within about this long after a crash.
+const decideLeaseTTL = 10 * time.Second
+
+// startDecide runs the decide stage as a single active instance: the process holding the lease in
+// scalpel_state consumes deploys, anomalies, acks, approvals and actuation failures; the others
+// wait and take over when the lease lapses, rebuilding the engine from the streams first.
 func (p *Pipeline) startDecide(ctx context.Context) error {
-	// Deploy history is replayed from the start of DEPLOYS on every start, so a restarted decider
-	// knows every version and open window. Decisions made while catching up are dropped: they were
-	// published by the process that saw those deploys first.
-	stream, err := p.js.Stream(ctx, schemas.StreamDeploys)
+	stateKV, err := p.js.KeyValue(ctx, schemas.BucketState)
 	if err != nil {
+		return fmt.Errorf("decide: open %s: %w", schemas.BucketState, err)
+	}
+	p.dec().state = stateKV
+	lease := decide.NewLease(stateKV, decideLeaseTTL)
+	leading := false
+	if err := lease.Acquire(ctx); err == nil {
+		if err := p.lead(ctx); err != nil {
+			return err
+		}
+		leading = true
+	} else if !errors.Is(err, decide.ErrLeaseHeld) {
+		return fmt.Errorf("decide: %w", err)
+	} else {
+		p.log.Info("decide: standing by, another process holds the lease", "stage", "decide")
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(lease.TTL() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			err := lease.Acquire(p.ctx)
+			switch {
+			case err == nil && !leading:
+				p.log.Info("decide: lease acquired, taking over", "stage", "decide", "holder", lease.Holder())
+				if err := p.lead(p.ctx); err != nil {
+					p.log.Error("decide: take over failed", "stage", "decide", "err", err)
+					p.unlead()
+					continue
+				}
+				leading = true
+			case err != nil && leading:
+				p.log.Warn("decide: lease lost, standing by", "stage", "decide", "err", err)
+				p.unlead()
+				leading = false
+			}
+		}
+	}()
+	p.stops = append(p.stops, func() {
+		close(done)
+		wg.Wait()
+		p.unlead()
+		_ = lease.Release(context.Background())
+		deciders.Delete(p)
+	})
+	return nil
+}
+
+// lead rebuilds the engine and starts the consumers of the active decider.
+func (p *Pipeline) lead(ctx context.Context) error {
+	p.decideMu.Lock()
+	p.engine = decide.New(p.cfg.Decide, p.catalog, decide.WithLogger(p.log.With("stage", "decide")))
+	p.decideMu.Unlock()
+	var stops []func()
+	fail := func(err error) error {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
 		return fmt.Errorf("decide: %w", err)
 	}
-	info, err := stream.Info(ctx)
+	// Deploy history is replayed from the start of DEPLOYS on every takeover, so the engine knows
+	// every version and open window. Decisions made while catching up are dropped: they were
+	// published by the process that saw those deploys first (and the published-once records in
+	// scalpel_state would drop them anyway).
+	dstop, err := p.replayThenFollow(ctx, schemas.StreamDeploys, p.subj.DeployAll(), p.handleDeployMsg)
 	if err != nil {
-		return fmt.Errorf("decide: %w", err)
+		return fail(err)
+	}
+	stops = append(stops, dstop)
+	// Incidents are rebuilt from the anomalies the previous holder already acknowledged.
+	if err := p.rebuildAnomalies(ctx); err != nil {
+		return fail(err)
+	}
+	for _, c := range []struct {
+		stream, durable, filter string
+		handle                  func(context.Context, jetstream.Msg)
+	}{
+		{schemas.StreamAnomalies, DurableDecideAnomalies, p.subj.AnomalyAll(), p.handleAnomalyMsg},
+		{schemas.StreamRollbacks, DurableDecideAcks, p.subj.RollbackAck("*"), p.handleAckMsg},
+		{schemas.StreamDecisions, DurableDecideApprovals, p.subj.ApprovalAll(), p.handleApprovalMsg},
+		{schemas.StreamRejected, DurableDecideRejected, p.subj.Rejected("actuate"), p.handleRejectedActuateMsg},
+	} {
+		cons, err := p.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
+			Durable: c.durable, FilterSubject: c.filter, AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: 30 * time.Second, MaxDeliver: 10,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("%s consumer: %w", c.durable, err))
+		}
+		h := c.handle
+		cc, err := cons.Consume(func(m jetstream.Msg) { h(p.ctx, m) })
+		if err != nil {
+			return fail(fmt.Errorf("%s consumer: %w", c.durable, err))
+		}
+		stops = append(stops, cc.Drain)
+	}
+	p.decideMu.Lock()
+	p.dec().stops = stops
+	p.decideMu.Unlock()
+	return nil
+}
+
+// unlead stops the active decider's consumers (standby).
+func (p *Pipeline) unlead() {
+	p.decideMu.Lock()
+	stops := p.dec().stops
+	p.dec().stops = nil
+	p.decideMu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+}
+
+// replayThenFollow consumes a stream from its start with an ordered consumer, handing messages up to
+// the last one present at start-up with live=false, and returns once those are handled; later
+// messages are live.
+func (p *Pipeline) replayThenFollow(ctx context.Context, stream, filter string, handle func(context.Context, jetstream.Msg, bool)) (func(), error) {
+	s, err := p.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
 	}
 	catchUpTo := info.State.LastSeq
-	deploys, err := p.js.OrderedConsumer(ctx, schemas.StreamDeploys, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{p.subj.DeployAll()},
-	})
+	oc, err := p.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
-		return fmt.Errorf("decide: deploys consumer: %w", err)
+		return nil, fmt.Errorf("%s replay: %w", stream, err)
 	}
 	caughtUp := make(chan struct{})
 	var once sync.Once
 	if catchUpTo == 0 {
 		once.Do(func() { close(caughtUp) })
 	}
-	dcc, err := deploys.Consume(func(m jetstream.Msg) {
+	cc, err := oc.Consume(func(m jetstream.Msg) {
 		md, _ := m.Metadata()
 		live := md == nil || md.Sequence.Stream > catchUpTo
-		p.handleDeployMsg(p.ctx, m, live)
-		if md != nil && md.Sequence.Stream >= catchUpTo {
+		handle(p.ctx, m, live)
+		if md != nil && (md.Sequence.Stream >= catchUpTo || md.NumPending == 0) {
 			once.Do(func() { close(caughtUp) })
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("decide: deploys consumer: %w", err)
+		return nil, fmt.Errorf("%s replay: %w", stream, err)
 	}
-	p.stops = append(p.stops, dcc.Stop)
 	select {
 	case <-caughtUp:
 	case <-ctx.Done():
-		return ctx.Err()
+		cc.Stop()
+		return nil, ctx.Err()
 	case <-time.After(30 * time.Second):
-		return errors.New("decide: timed out replaying deploy history")
+		cc.Stop()
+		return nil, fmt.Errorf("timed out replaying %s", stream)
 	}
+	return cc.Stop, nil
+}
 
-	cons, err := p.js.CreateOrUpdateConsumer(ctx, schemas.StreamAnomalies, jetstream.ConsumerConfig{
-		Durable:       DurableDecideAnomalies,
-		FilterSubject: p.subj.AnomalyAll(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    10,
-	})
-	if err != nil {
-		return fmt.Errorf("decide: anomalies consumer: %w", err)
+// rebuildAnomalies feeds the engine, outputs suppressed, every anomaly up to the decide durable's
+// ack floor: what the previous holder decided on. The durable redelivers the rest.
+func (p *Pipeline) rebuildAnomalies(ctx context.Context) error {
+	cons, err := p.js.Consumer(ctx, schemas.StreamAnomalies, DurableDecideAnomalies)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
 	}
-	acc, err := cons.Consume(func(m jetstream.Msg) { p.handleAnomalyMsg(p.ctx, m) })
 	if err != nil {
-		return fmt.Errorf("decide: anomalies consumer: %w", err)
+		return err
 	}
-	p.stops = append(p.stops, acc.Drain)
-	return nil
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	floor := info.AckFloor.Stream
+	if floor == 0 {
+		return nil
+	}
+	oc, err := p.js.OrderedConsumer(ctx, schemas.StreamAnomalies, jetstream.OrderedConsumerConfig{FilterSubjects: []string{p.subj.AnomalyAll()}})
+	if err != nil {
+		return err
+	}
+	for {
+		batch, err := oc.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, _ := m.Metadata()
+			if md != nil && md.Sequence.Stream > floor {
+				return nil
+			}
+			if a, err := schemas.DecodeAnomaly(m.Data()); err == nil {
+				p.decideMu.Lock()
+				_, _ = p.engine.HandleAnomaly(ctx, a)
+				p.decideMu.Unlock()
+			}
+			if md != nil && (md.Sequence.Stream == floor || md.NumPending == 0) {
+				return nil
+			}
+		}
+		if n == 0 {
+			return nil
+		}
+	}
 }
 
 func (p *Pipeline) handleDeployMsg(ctx context.Context, m jetstream.Msg, live bool) {
@@ -99,23 +283,23 @@ func (p *Pipeline) handleDeployMsg(ctx context.Context, m jetstream.Msg, live bo
 	}
 }
 
-func (p *Pipeline) handleAnomalyMsg(ctx context.Context, m jetstream.Msg) {
-	var a schemas.Anomaly
-	if err := json.Unmarshal(m.Data(), &a); err != nil {
-		p.reject(ctx, "decide", m, "anomaly: malformed JSON: "+err.Error())
-		_ = m.Term()
-		return
-	}
-	if err := a.Validate(); err != nil {
-		p.reject(ctx, "decide", m, "anomaly: "+err.Error())
-		_ = m.Term()
-		return
-	}
+// decideAndAck runs one engine call under the lock, publishes its decisions and settles the
+// message: bad input is terminated, other errors are retried.
+func (p *Pipeline) decideAndAck(ctx context.Context, m jetstream.Msg, what string, f func() ([]schemas.Decision, error)) {
 	p.decideMu.Lock()
-	decisions, err := p.engine.HandleAnomaly(ctx, &a)
+	decisions, err := f()
 	p.decideMu.Unlock()
-	if err != nil {
-		p.log.Warn("anomaly not decided; will retry", "stage", "decide", "anomaly", a.ID, "err", err)
+	switch {
+	case errors.Is(err, decide.ErrInvalidInput):
+		p.reject(ctx, "decide", m, what+": "+err.Error())
+		_ = m.Term()
+		return
+	case errors.Is(err, decide.ErrUnknownDecision):
+		p.log.Warn("decide: "+what+" names an unknown decision", "stage", "decide", "err", err)
+		_ = m.Ack()
+		return
+	case err != nil:
+		p.log.Warn(what+" not decided; will retry", "stage", "decide", "err", err)
 		_ = m.NakWithDelay(2 * time.Second)
 		return
 	}
@@ -127,15 +311,96 @@ func (p *Pipeline) handleAnomalyMsg(ctx context.Context, m jetstream.Msg) {
 	_ = m.Ack()
 }
 
+func (p *Pipeline) handleAnomalyMsg(ctx context.Context, m jetstream.Msg) {
+	var a schemas.Anomaly
+	if err := json.Unmarshal(m.Data(), &a); err != nil {
+		p.reject(ctx, "decide", m, "anomaly: malformed JSON: "+err.Error())
+		_ = m.Term()
+		return
+	}
+	p.decideAndAck(ctx, m, "anomaly", func() ([]schemas.Decision, error) { return p.engine.HandleAnomaly(ctx, &a) })
+}
+
+func (p *Pipeline) handleAckMsg(ctx context.Context, m jetstream.Msg) {
+	ack, err := schemas.DecodeAck(m.Data())
+	if err != nil {
+		p.reject(ctx, "decide", m, "rollback ack: "+err.Error())
+		_ = m.Term()
+		return
+	}
+	p.decideAndAck(ctx, m, "rollback ack", func() ([]schemas.Decision, error) { return p.engine.HandleAck(ctx, ack) })
+}
+
+func (p *Pipeline) handleApprovalMsg(ctx context.Context, m jetstream.Msg) {
+	ap, err := schemas.DecodeApproval(m.Data())
+	if err != nil {
+		p.reject(ctx, "decide", m, "approval: "+err.Error())
+		_ = m.Term()
+		return
+	}
+	p.decideAndAck(ctx, m, "approval", func() ([]schemas.Decision, error) { return p.engine.HandleApproval(ctx, ap) })
+}
+
+// handleRejectedActuateMsg turns a decision actuate gave up on into a failed ladder step.
+func (p *Pipeline) handleRejectedActuateMsg(ctx context.Context, m jetstream.Msg) {
+	d, err := schemas.DecodeDecision(m.Data())
+	if err != nil {
+		_ = m.Ack() // not a decision (actuate rejects only decisions); nothing to verify
+		return
+	}
+	reason := m.Headers().Get(schemas.HeaderRejectReason)
+	at := d.TS
+	if md, err := m.Metadata(); err == nil && md.Timestamp.After(at) {
+		at = md.Timestamp
+	}
+	p.decideAndAck(ctx, m, "actuation failure", func() ([]schemas.Decision, error) {
+		return p.engine.HandleActuationFailure(ctx, d.ID, reason, at)
+	})
+}
+
+// AdvanceDecide lets event time pass in the decide stage up to the detector's watermark: verify
+// periods, approval timeouts. The detect stage calls it after each telemetry batch.
+func (p *Pipeline) AdvanceDecide(ctx context.Context, watermark time.Time) {
+	p.decideMu.Lock()
+	if p.engine == nil || p.dec().stops == nil {
+		p.decideMu.Unlock()
+		return // standing by: the active decider advances its own engine
+	}
+	decisions, err := p.engine.Advance(watermark)
+	p.decideMu.Unlock()
+	if err != nil {
+		p.log.Warn("decide: advance", "stage", "decide", "err", err)
+	}
+	if err := p.publishDecisions(ctx, decisions); err != nil {
+		p.log.Error("publish decisions", "stage", "decide", "err", err)
+	}
+}
+
+// publishDecisions publishes each decision once: a decision already recorded in scalpel_state
+// (published before a restart or by the previous lease holder) is skipped; the Nats-Msg-Id covers a
+// crash between publishing and recording.
 func (p *Pipeline) publishDecisions(ctx context.Context, decisions []schemas.Decision) error {
 	for i := range decisions {
 		d := &decisions[i]
+		if p.dec().state != nil {
+			if done, err := decide.WasPublished(ctx, p.dec().state, d.ID); err != nil {
+				return err
+			} else if done {
+				p.log.Debug("decision already published", "stage", "decide", "id", d.ID)
+				continue
+			}
+		}
 		b, err := json.Marshal(d)
 		if err != nil {
 			return fmt.Errorf("encode decision: %w", err)
 		}
 		if _, err := p.js.Publish(ctx, p.subj.Decision(d.Service), b, jetstream.WithMsgID(d.ID)); err != nil {
 			return fmt.Errorf("publish decision %s: %w", d.ID, err)
+		}
+		if p.dec().state != nil {
+			if _, err := decide.Published(ctx, p.dec().state, d.ID); err != nil {
+				return err
+			}
 		}
 		p.m.decisions.WithLabelValues(d.Action).Inc()
 		p.log.Debug("decision published", "stage", "decide", "service", d.Service, "action", d.Action, "granularity", d.Granularity,
