@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/scalpel-dev/scalpel/actuate/exec"
+	"github.com/scalpel-dev/scalpel/actuate/handoff"
+	"github.com/scalpel-dev/scalpel/actuate/webhook"
 	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/ingest"
@@ -53,20 +55,61 @@ type HTTP struct {
 	Listen string `yaml:"listen" json:"listen"`
 }
 
-// Actuate chooses which actuators carry a decision's commands.
+// Actuate chooses which actuators carry a decision's commands, and how the hand-off retries.
 type Actuate struct {
 	// Default actuators for services without an entry in Services (or an `actuators` list in their
-	// manifest). Known: nats, log. Default [nats, log].
+	// manifest, which wins over both). Known: nats, log, webhook, exec. Default [nats, log].
 	Default []string `yaml:"default" json:"default"`
 	// Services maps a service to its actuators, overriding Default.
 	Services map[string][]string `yaml:"services" json:"services"`
 	// CommandTTL is how long a command stays valid for a deployer (expires_at = issued_at + TTL).
 	// Default 10m; 0 means commands never expire.
 	CommandTTL schemas.Duration `yaml:"command_ttl" json:"command_ttl"`
+	// HandOff is the decision → actuator hand-off: retries with backoff of a failing decision
+	// before it goes to rejected.actuate, and the de-duplication window of decision ids.
+	HandOff handoff.Config `yaml:"handoff" json:"handoff"`
+	// Webhook configures the webhook actuator: where each service's commands are POSTed.
+	Webhook WebhookActuators `yaml:"webhook" json:"webhook"`
+	// Exec configures the exec actuator: which program carries out each service's commands.
+	Exec ExecActuators `yaml:"exec" json:"exec"`
 }
 
-// KnownActuators lists the actuator names the configuration accepts.
-var KnownActuators = []string{"nats", "log"}
+// WebhookActuators holds the webhook settings of every service. A service's entry inherits each
+// field it leaves unset from Default, so a shared secret and timeouts are written once.
+type WebhookActuators struct {
+	// Default applies to services without an entry in Services (and fills their unset fields).
+	Default webhook.Config `yaml:"default" json:"default"`
+	// Services maps a service to its webhook settings (typically just its url).
+	Services map[string]webhook.Config `yaml:"services" json:"services"`
+}
+
+// For returns the webhook settings of service.
+func (w WebhookActuators) For(service string) webhook.Config {
+	if c, ok := w.Services[service]; ok {
+		return c.Inherit(w.Default).Inherit(webhook.DefaultConfig())
+	}
+	return w.Default.Inherit(webhook.DefaultConfig())
+}
+
+// ExecActuators holds the exec settings of every service, inheriting as WebhookActuators does.
+type ExecActuators struct {
+	// Default applies to services without an entry in Services (and fills their unset fields).
+	Default exec.Config `yaml:"default" json:"default"`
+	// Services maps a service to its exec settings (typically just its argv).
+	Services map[string]exec.Config `yaml:"services" json:"services"`
+}
+
+// For returns the exec settings of service.
+func (e ExecActuators) For(service string) exec.Config {
+	if c, ok := e.Services[service]; ok {
+		return c.Inherit(e.Default).Inherit(exec.DefaultConfig())
+	}
+	return e.Default.Inherit(exec.DefaultConfig())
+}
+
+// KnownActuators lists the actuator names the configuration accepts. (The watermill actuator
+// needs a Publisher built in code, so it is wired by programs embedding scalpel, not by name.)
+var KnownActuators = []string{"nats", "log", "webhook", "exec"}
 
 // Default returns the configuration `scalpel serve` runs with when given no file.
 func Default() Config {
@@ -80,6 +123,7 @@ func Default() Config {
 		Actuate: Actuate{
 			Default:    []string{"nats", "log"},
 			CommandTTL: schemas.Duration(10 * time.Minute),
+			HandOff:    handoff.DefaultConfig(),
 		},
 		LogLevel: "info",
 	}
@@ -129,20 +173,7 @@ func (c *Config) Validate() error {
 	if err := c.Decide.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("decide: %w", err))
 	}
-	check := func(where string, names []string) {
-		for _, n := range names {
-			if !slices.Contains(KnownActuators, n) {
-				errs = append(errs, fmt.Errorf("%s: unknown actuator %q (known: %v)", where, n, KnownActuators))
-			}
-		}
-	}
-	check("actuate.default", c.Actuate.Default)
-	for svc, names := range c.Actuate.Services {
-		check("actuate.services."+svc, names)
-	}
-	if c.Actuate.CommandTTL < 0 {
-		errs = append(errs, errors.New("actuate.command_ttl: must be >= 0"))
-	}
+	errs = append(errs, c.Actuate.validate()...)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
