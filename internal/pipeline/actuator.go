@@ -2,98 +2,183 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalpel-dev/scalpel/actuate"
+	"github.com/scalpel-dev/scalpel/actuate/exec"
+	"github.com/scalpel-dev/scalpel/actuate/handoff"
 	"github.com/scalpel-dev/scalpel/actuate/logactuator"
 	"github.com/scalpel-dev/scalpel/actuate/natsactuator"
+	"github.com/scalpel-dev/scalpel/actuate/webhook"
 	"github.com/scalpel-dev/scalpel/internal/reject"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
+// startActuate runs the decision → actuator hand-off on watermill's Router over the durable
+// DurableActuate consumer of DECISIONS; decisions that cannot be carried out land in
+// rejected.actuate.
 func (p *Pipeline) startActuate(ctx context.Context) error {
-	if p.actuators == nil {
-		activeKV, err := p.js.KeyValue(ctx, schemas.BucketActive)
-		if err != nil {
-			return fmt.Errorf("actuate: open %s: %w", schemas.BucketActive, err)
-		}
-		na, err := natsactuator.New(p.js, activeKV, p.subj, natsactuator.WithLogger(p.log.With("stage", "actuate", "actuator", "nats")))
-		if err != nil {
-			return fmt.Errorf("actuate: %w", err)
-		}
-		p.actuators = map[string]actuate.Actuator{
-			"nats": na,
-			"log":  logactuator.New(p.log.With("stage", "actuate", "actuator", "log")),
-		}
+	log := p.log.With("stage", "actuate")
+	resolver, err := p.newActuatorSet(ctx, log)
+	if err != nil {
+		return err
 	}
-	cons, err := p.js.CreateOrUpdateConsumer(ctx, schemas.StreamDecisions, jetstream.ConsumerConfig{
-		Durable:       DurableActuate,
-		FilterSubject: p.subj.DecisionAll(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       60 * time.Second,
-		MaxDeliver:    8,
-		BackOff:       []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second},
+	// watermill-nats drains and closes the connection it is given, so it gets one of its own,
+	// dialled with the pipeline connection's options.
+	nc, err := ownConn(p.js.Conn())
+	if err != nil {
+		return fmt.Errorf("actuate: connect: %w", err)
+	}
+	sub, err := handoff.NewJetStreamSubscriber(nc, handoff.JetStreamConfig{
+		Durable: DurableActuate, Subjects: p.subj, Handoff: p.cfg.Actuate.HandOff, Logger: log,
 	})
 	if err != nil {
-		return fmt.Errorf("actuate: decisions consumer: %w", err)
+		nc.Close()
+		return fmt.Errorf("actuate: %w", err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { p.handleDecisionMsg(p.ctx, m) })
+	h, err := handoff.New(p.cfg.Actuate.HandOff, sub, handoff.NewRejectPublisher(p.rejecter), resolver.resolve,
+		handoff.WithLogger(log), handoff.WithSubjects(p.subj),
+		handoff.WithCommandTTL(time.Duration(p.cfg.Actuate.CommandTTL)),
+		handoff.WithObserver(func(cmd schemas.RollbackCommand, err error) {
+			switch {
+			case err == nil:
+				p.m.commands.WithLabelValues("ok").Inc()
+			case actuate.IsPermanent(err):
+				p.m.actuateErr.WithLabelValues("permanent").Inc()
+			default:
+				p.m.actuateErr.WithLabelValues("retryable").Inc()
+			}
+		}))
 	if err != nil {
-		return fmt.Errorf("actuate: decisions consumer: %w", err)
+		_ = sub.Close()
+		return fmt.Errorf("actuate: %w", err)
 	}
-	p.stops = append(p.stops, cc.Drain)
+	// The router lives until Stop, not until the start-up context ends.
+	if err := h.Start(p.ctx); err != nil {
+		_ = h.Close()
+		return fmt.Errorf("actuate: %w", err)
+	}
+	p.stops = append(p.stops, func() {
+		if err := h.Close(); err != nil {
+			log.Warn("closing the hand-off", "err", err)
+		}
+	})
 	return nil
 }
 
-func (p *Pipeline) actuatorFor(service string) actuate.Actuator {
-	names := p.cfg.ActuatorsFor(service)
-	if m, err := p.catalog.Manifest(context.Background(), service); err == nil && len(m.Actuators) > 0 {
-		names = m.Actuators
+// ownConn dials a second connection with nc's options (servers, credentials, TLS, in-process
+// server) to the server nc is connected to.
+func ownConn(nc *nats.Conn) (*nats.Conn, error) {
+	opts := nc.Opts
+	if u := nc.ConnectedUrl(); u != "" {
+		opts.Url = u
 	}
-	var as []actuate.Actuator
-	for _, n := range names {
-		if a, ok := p.actuators[n]; ok {
-			as = append(as, a)
-		}
+	if opts.Name != "" {
+		opts.Name += "-actuate"
 	}
-	if len(as) == 1 {
-		return as[0]
-	}
-	return actuate.Multi(as...)
+	return opts.Connect()
 }
 
-func (p *Pipeline) handleDecisionMsg(ctx context.Context, m jetstream.Msg) {
-	var d schemas.Decision
-	if err := json.Unmarshal(m.Data(), &d); err != nil {
-		p.reject(ctx, "actuate", m, "decision: malformed JSON: "+err.Error())
-		_ = m.Term()
-		return
+// actuatorSet builds and caches each service's actuators: nats and log are shared, webhook and exec
+// are per service (their settings are).
+type actuatorSet struct {
+	p        *Pipeline
+	log      *slog.Logger
+	override map[string]actuate.Actuator
+
+	mu        sync.Mutex
+	perTarget map[string]actuate.Actuator // "<name>/<service>" → actuator
+}
+
+func (p *Pipeline) newActuatorSet(ctx context.Context, log *slog.Logger) (*actuatorSet, error) {
+	s := &actuatorSet{p: p, log: log, override: p.actuators, perTarget: map[string]actuate.Actuator{}}
+	if s.override != nil {
+		return s, nil
 	}
-	cmds := actuate.Commands(&d, time.Duration(p.cfg.Actuate.CommandTTL))
-	act := p.actuatorFor(d.Service)
-	for _, cmd := range cmds {
-		if err := act.Actuate(ctx, cmd); err != nil {
-			if actuate.IsPermanent(err) {
-				p.m.actuateErr.WithLabelValues("permanent").Inc()
-				p.log.Error("command failed permanently", "stage", "actuate", "command", cmd.ID, "target", cmd.Target(), "err", err)
-				p.reject(ctx, "actuate", m, fmt.Sprintf("command %s for %s: %v", cmd.ID, cmd.Target(), err))
-				_ = m.Term()
-				return
+	activeKV, err := p.js.KeyValue(ctx, schemas.BucketActive)
+	if err != nil {
+		return nil, fmt.Errorf("actuate: open %s: %w", schemas.BucketActive, err)
+	}
+	na, err := natsactuator.New(p.js, activeKV, p.subj, natsactuator.WithLogger(log.With("actuator", "nats")))
+	if err != nil {
+		return nil, fmt.Errorf("actuate: %w", err)
+	}
+	s.perTarget["nats/"] = na
+	s.perTarget["log/"] = logactuator.New(log.With("actuator", "log"))
+	return s, nil
+}
+
+// names returns the actuators of service: its manifest's list, else the configuration's.
+func (s *actuatorSet) names(ctx context.Context, service string) []string {
+	names := s.p.cfg.ActuatorsFor(service)
+	if m, err := s.p.catalog.Manifest(ctx, service); err == nil && len(m.Actuators) > 0 {
+		names = m.Actuators
+	}
+	return names
+}
+
+// resolve is the hand-off's Resolver.
+func (s *actuatorSet) resolve(ctx context.Context, service string) (actuate.Actuator, error) {
+	names := s.names(ctx, service)
+	var as []actuate.Actuator
+	for _, n := range names {
+		if s.override != nil {
+			if a, ok := s.override[n]; ok {
+				as = append(as, a)
 			}
-			p.m.actuateErr.WithLabelValues("retryable").Inc()
-			p.log.Warn("command failed; will retry", "stage", "actuate", "command", cmd.ID, "target", cmd.Target(), "err", err)
-			_ = m.Nak() // the consumer's BackOff spaces the retries
-			return
+			continue
 		}
-		p.m.commands.WithLabelValues("ok").Inc()
-		p.log.Info("command", "stage", "actuate", "command", cmd.ID, "action", cmd.Action, "target", cmd.Target(),
-			"from", cmd.FromVersion, "to", cmd.ToVersion)
+		a, err := s.get(n, service)
+		if err != nil {
+			// A manifest naming an actuator the configuration cannot build: no retry repairs it.
+			return nil, actuate.Permanent(err)
+		}
+		as = append(as, a)
 	}
-	_ = m.Ack()
+	switch len(as) {
+	case 0:
+		return nil, actuate.Permanent(fmt.Errorf("no usable actuator among [%s] for %s", strings.Join(names, ", "), service))
+	case 1:
+		return as[0], nil
+	}
+	return actuate.Multi(as...), nil
+}
+
+func (s *actuatorSet) get(name, service string) (actuate.Actuator, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.perTarget[name+"/"]; ok {
+		return a, nil
+	}
+	key := name + "/" + service
+	if a, ok := s.perTarget[key]; ok {
+		return a, nil
+	}
+	log := s.log.With("actuator", name, "service", service)
+	var (
+		a   actuate.Actuator
+		err error
+	)
+	switch name {
+	case "webhook":
+		a, err = webhook.New(s.p.cfg.Actuate.Webhook.For(service), webhook.WithLogger(log))
+	case "exec":
+		a, err = exec.New(s.p.cfg.Actuate.Exec.For(service), exec.WithLogger(log))
+	default:
+		err = fmt.Errorf("unknown actuator %q", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("actuator %s for %s: %w", name, service, err)
+	}
+	s.perTarget[key] = a
+	return a, nil
 }
 
 func (p *Pipeline) reject(ctx context.Context, stage string, m jetstream.Msg, reason string) {
