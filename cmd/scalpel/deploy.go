@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -23,6 +25,7 @@ func newDeployCmd() *cobra.Command {
 		ev         schemas.DeployEvent
 		components []string
 		blocks     []string
+		sources    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy --service S --app-version V [--component C=V ...] [--block C/B=V ...]",
@@ -58,10 +61,6 @@ with the same --id within the stream's duplicate window records the deploy once.
 			if err := ev.Validate(); err != nil {
 				return fmt.Errorf("invalid deploy: %w", err)
 			}
-			b, err := json.Marshal(&ev)
-			if err != nil {
-				return err
-			}
 			nc, js, err := connect()
 			if err != nil {
 				return err
@@ -69,6 +68,13 @@ with the same --id within the stream's duplicate window records the deploy once.
 			defer nc.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), global.timeout)
 			defer cancel()
+			if err := uploadSources(ctx, js, &ev, sources); err != nil {
+				return err
+			}
+			b, err := json.Marshal(&ev)
+			if err != nil {
+				return err
+			}
 			subj := schemas.Subjects{Prefix: global.prefix}.Deploy(ev.Service)
 			ack, err := js.Publish(ctx, subj, b, jetstream.WithMsgID(ev.ID))
 			if errors.Is(err, jetstream.ErrNoStreamResponse) {
@@ -96,6 +102,7 @@ with the same --id within the stream's duplicate window records the deploy once.
 	f.StringVar(&ev.AppVersion, "app-version", "", "application version now running (required)")
 	f.StringArrayVar(&components, "component", nil, "component the deploy changed, as NAME=VERSION (repeatable)")
 	f.StringArrayVar(&blocks, "block", nil, "block version inside a component, as COMPONENT/BLOCK=VERSION (repeatable)")
+	f.StringArrayVar(&sources, "source", nil, "upload a block's source to the block store, as COMPONENT/BLOCK=PATH (repeatable; the block must be in --block)")
 	f.StringVar(&ev.ID, "id", "", "deploy id, also the Nats-Msg-Id (default: a new UUID)")
 	f.StringVar(&ev.Actor, "actor", "", "who or what deployed, for the audit trail")
 	_ = cmd.MarkFlagRequired("service")
@@ -134,4 +141,45 @@ func parseDeployComponents(components, blocks []string) ([]schemas.DeployCompone
 		out[i].Blocks = append(out[i].Blocks, schemas.DeployBlock{Block: block, Version: version})
 	}
 	return out, nil
+}
+
+// uploadSources stores each --source COMPONENT/BLOCK=PATH in scalpel_blocks under the block's
+// version and records the object name and sha256 in the deploy, so the audit trail says exactly
+// what code each version was.
+func uploadSources(ctx context.Context, js jetstream.JetStream, ev *schemas.DeployEvent, sources []string) error {
+	if len(sources) == 0 {
+		return nil
+	}
+	obj, err := js.ObjectStore(ctx, schemas.ObjectBlocks)
+	if err != nil {
+		return fmt.Errorf("open object store %s: %w (start `scalpel serve` once to create it)", schemas.ObjectBlocks, err)
+	}
+	store := decide.NewBlockStore(obj)
+	for _, s := range sources {
+		path, file, ok := strings.Cut(s, "=")
+		comp, block, ok2 := strings.Cut(path, "/")
+		if !ok || !ok2 || file == "" {
+			return fmt.Errorf("--source %q: want COMPONENT/BLOCK=PATH", s)
+		}
+		ci := slices.IndexFunc(ev.Components, func(c schemas.DeployComponent) bool { return c.Component == comp })
+		if ci < 0 {
+			return fmt.Errorf("--source %s: component %s is not in the deploy", s, comp)
+		}
+		c := &ev.Components[ci]
+		bi := slices.IndexFunc(c.Blocks, func(b schemas.DeployBlock) bool { return b.Block == block })
+		if bi < 0 {
+			return fmt.Errorf("--source %s: block %s/%s is not in the deploy; add --block %s/%s=VERSION", s, comp, block, comp, block)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return fmt.Errorf("--source %s: %w", s, err)
+		}
+		ref, hash, err := store.Put(ctx, ev.Service, comp, block, c.Blocks[bi].Version, f)
+		_ = f.Close()
+		if err != nil {
+			return err
+		}
+		c.Blocks[bi].SourceRef, c.Blocks[bi].Hash = ref, hash
+	}
+	return nil
 }
