@@ -226,18 +226,19 @@ func unitPrice(sku string) float64 {
 	return float64(100+h.Sum32()%9900) / 100
 }
 
-// lookup stands for the I/O a real pricing block does (a rules service, a cache): about a
-// millisecond, varying by SKU, the same in every version — so that versions differ by what they
+// lookup stands for the I/O a real pricing block does (a rules service, a cache): a few
+// milliseconds, varying by SKU, the same in every version. Milliseconds, not microseconds, so that
+// scheduler jitter on a busy machine stays well under the detector's minimum latency effect — so that versions differ by what they
 // compute, not by nanoseconds of formatting an error.
 func lookup(sku string, base time.Duration) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(sku))
-	time.Sleep(base + time.Duration(h.Sum32()%500)*time.Microsecond)
+	time.Sleep(base + time.Duration(h.Sum32()%2000)*time.Microsecond)
 }
 
 // discountV1: 10 % off ten or more.
 func discountV1(sku string, qty int, price float64) (float64, error) {
-	lookup(sku, time.Millisecond)
+	lookup(sku, 4*time.Millisecond)
 	if qty >= 10 {
 		return round2(price * 0.10), nil
 	}
@@ -251,7 +252,7 @@ var tiers = map[string]float64{"sku-0": 0.05, "sku-1": 0.05, "sku-2": 0.08, "sku
 
 // discountV2: tiered discounts per SKU — and a failure for every SKU missing from the table.
 func discountV2(sku string, qty int, price float64) (float64, error) {
-	lookup(sku, time.Millisecond)
+	lookup(sku, 4*time.Millisecond)
 	rate, ok := tiers[sku]
 	if !ok {
 		return 0, fmt.Errorf("%s: %w", sku, errNoTier)
@@ -264,13 +265,13 @@ func discountV2(sku string, qty int, price float64) (float64, error) {
 
 // taxV1: 20 %, rounded half up to the cent.
 func taxV1(amount float64) float64 {
-	lookup("tax", 500*time.Microsecond)
+	lookup("tax", 3*time.Millisecond)
 	return round2(amount * 0.20)
 }
 
 // taxV2: 20 %, rounded half to even (what the accountants asked for). Fine.
 func taxV2(amount float64) float64 {
-	lookup("tax", 500*time.Microsecond)
+	lookup("tax", 3*time.Millisecond)
 	return math.RoundToEven(amount*0.20*100) / 100
 }
 
