@@ -217,7 +217,9 @@ func (c *charts) build(tl *Timeline, only string) []Series {
 		s.LatencyBand = band(lats)
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b Series) int { return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component)) })
+	slices.SortFunc(out, func(a, b Series) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component))
+	})
 	return out
 }
 

@@ -511,7 +511,9 @@ func (r *run) finish() {
 		a := &tl.Recorded.Acks[i]
 		tl.Events = append(tl.Events, Entry{TS: a.TS, Kind: "ack", Service: a.Service, ID: a.CommandID, Summary: ackSummary(a)})
 	}
-	slices.SortStableFunc(tl.Events, func(a, b Entry) int { return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind))) })
+	slices.SortStableFunc(tl.Events, func(a, b Entry) int {
+		return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind)))
+	})
 	tl.Diff = Compare(tl.Decisions, tl.Recorded.Decisions, tl.Anomalies, tl.Recorded.Anomalies)
 	if r.charts != nil {
 		tl.Series = r.charts.build(tl, r.o.Component)

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/replay"
+)
+
+func init() { register(newReplayCmd) }
+
+func newReplayCmd() *cobra.Command {
+	var (
+		since, until, service, component, cfgPath, reportPath, exportPath, fromFile, timelinePath string
+		warmup                                                                                    time.Duration
+		diff, quiet                                                                               bool
+	)
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Re-run detect and decide over recorded events: what happened, and what another config would have done",
+		Long: `replay reads TELEMETRY and DEPLOYS (and the catalog, and the anomalies, decisions and acks that were
+recorded) from the server with ordered consumers, runs detect and decide over event time in dry-run — it
+never publishes or actuates — and prints a timeline. With the config that was live it reproduces the
+recorded anomalies and decisions exactly; with another one (--config) it shows what would have changed
+(--diff). --report writes a self-contained HTML page; --export writes the raw events of the range as an
+NDJSON incident bundle, and --from-file replays such a bundle without a server.
+
+--since and --until are event times (RFC 3339, or a duration before now such as 2h). Telemetry from
+--warmup before --since is replayed too, so the detector has baselines when the range starts. Progress
+goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
+		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
+  scalpel replay --since 1h --service checkout --config stricter.yaml --diff
+  scalpel replay --since 1h --service checkout --export incident.ndjson
+  scalpel replay --from-file incident.ndjson --report incident.html`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := jsonOutput()
+			if err != nil {
+				return err
+			}
+			now := time.Now().UTC()
+			s, err := parseWhen(since, now)
+			if err != nil {
+				return fmt.Errorf("--since: %w", err)
+			}
+			u, err := parseWhen(until, now)
+			if err != nil {
+				return fmt.Errorf("--until: %w", err)
+			}
+			if !s.IsZero() && !u.IsZero() && u.Before(s) {
+				return errors.New("--until is before --since")
+			}
+			if exportPath != "" && fromFile != "" {
+				return errors.New("--export and --from-file do not go together: the bundle already is an export")
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			if global.prefix != "" {
+				cfg.NATS.SubjectPrefix = global.prefix
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+
+			var src replay.Source
+			if fromFile != "" {
+				f, err := os.Open(fromFile)
+				if err != nil {
+					return fmt.Errorf("--from-file: %w", err)
+				}
+				st, _ := f.Stat()
+				var size int64
+				if st != nil {
+					size = st.Size()
+				}
+				src = replay.NewFileSource(f, size)
+			} else {
+				nc, js, err := connect()
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				ss, err := replay.NewServerSource(ctx, js, replay.ServerOptions{Subjects: cfg.Subjects(), Since: s, Until: u,
+					Warmup: warmup, Service: service})
+				if err != nil {
+					return err
+				}
+				src = ss
+			}
+			defer src.Close()
+
+			stderr := cmd.ErrOrStderr()
+			if exportPath != "" {
+				f, err := os.Create(exportPath)
+				if err != nil {
+					return fmt.Errorf("--export: %w", err)
+				}
+				n, err := replay.Export(ctx, src, f, func(records int, frac float64) {
+					if !quiet {
+						fmt.Fprintf(stderr, "\rexport: %d records, %s", records, pct(frac))
+					}
+				})
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if !quiet {
+					fmt.Fprintln(stderr)
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						fmt.Fprintf(stderr, "interrupted: %s holds the first %d records\n", exportPath, n)
+						return errSilent
+					}
+					return fmt.Errorf("--export: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %d records to %s\n", n, exportPath)
+				return nil
+			}
+
+			opts := replay.Options{Config: cfg, Since: s, Until: u, Component: component, Charts: reportPath != "",
+				Logger: slog.New(slog.DiscardHandler)}
+			if !quiet {
+				opts.Progress = func(p replay.Progress) {
+					fmt.Fprintf(stderr, "\rreplay: %d events, %.0f events/s, %s of the range   ", p.Events, p.EventsPerSec, pct(p.Fraction))
+					if p.Done {
+						fmt.Fprintln(stderr)
+					}
+				}
+			}
+			tl, runErr := replay.Run(ctx, src, opts)
+			if runErr != nil && !tl.Interrupted && !errors.Is(runErr, replay.ErrNoInput) {
+				return runErr
+			}
+			if tl.Interrupted {
+				fmt.Fprintln(stderr, "interrupted: writing what was replayed so far")
+			}
+			if errors.Is(runErr, replay.ErrNoInput) {
+				fmt.Fprintln(stderr, "warning:", runErr)
+			}
+			if reportPath != "" {
+				f, err := os.Create(reportPath)
+				if err != nil {
+					return fmt.Errorf("--report: %w", err)
+				}
+				note := cfgPath
+				if note == "" {
+					note = "defaults"
+				}
+				err = replay.WriteReport(f, tl, replay.ReportOptions{ConfigNote: note, Generated: time.Now()})
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stderr, "report written to %s\n", reportPath)
+			}
+			if timelinePath != "" {
+				f, err := os.Create(timelinePath)
+				if err != nil {
+					return fmt.Errorf("--timeline: %w", err)
+				}
+				err = writeJSON(f, tl)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return err
+				}
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case asJSON && diff:
+				return writeJSON(out, tl.Diff)
+			case asJSON:
+				return writeJSON(out, tl)
+			}
+			for _, e := range tl.Events {
+				fmt.Fprintf(out, "%s  %-8s  %s\n", e.TS.UTC().Format("2006-01-02 15:04:05.000"), e.Kind, e.Summary)
+			}
+			if len(tl.Events) == 0 {
+				fmt.Fprintln(out, "nothing happened in the range: no deploy, anomaly or decision")
+			}
+			if diff && tl.Diff != nil {
+				fmt.Fprintln(out)
+				if tl.Diff.Identical {
+					fmt.Fprintf(out, "diff: identical to what was recorded (%d decisions, %d anomalies)\n", tl.Diff.Same, tl.Diff.Anomalies.Same)
+				} else {
+					fmt.Fprintf(out, "diff against %d recorded decision(s):\n  %s\n", len(tl.Recorded.Decisions), strings.Join(tl.Diff.Lines(), "\n  "))
+				}
+			}
+			if tl.Interrupted {
+				return errSilent
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&since, "since", "", "start of the range in event time: RFC 3339 or a duration before now (1h); default the start of the streams")
+	f.StringVar(&until, "until", "", "end of the range in event time: RFC 3339 or a duration before now; default the end of the streams")
+	f.DurationVar(&warmup, "warmup", 15*time.Minute, "telemetry replayed before --since so the detector has baselines")
+	f.StringVar(&service, "service", "", "replay only this service")
+	f.StringVar(&component, "component", "", "report only this component (every series is still replayed)")
+	f.StringVar(&cfgPath, "config", "", "config file to replay with (default: the built-in defaults)")
+	f.BoolVar(&diff, "diff", false, "compare replayed decisions with those recorded in DECISIONS")
+	f.StringVar(&reportPath, "report", "", "write a self-contained HTML incident report to this file")
+	f.StringVar(&timelinePath, "timeline", "", "also write the JSON timeline to this file")
+	f.StringVar(&exportPath, "export", "", "write the raw events of the range to this NDJSON bundle instead of replaying")
+	f.StringVar(&fromFile, "from-file", "", "replay an NDJSON bundle written by --export (no server needed)")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
+	return cmd
+}
+
+// parseWhen reads an RFC 3339 time or a duration before now; "" is the zero time.
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-26T10:00:00Z) nor a duration (90m)", s)
+}
+
+func pct(f float64) string {
+	if f < 0 {
+		return "?%"
+	}
+	return fmt.Sprintf("%.0f%%", 100*f)
+}

@@ -1,0 +1,152 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalpel-dev/scalpel/internal/config"
+)
+
+// benchBatch is the pull size of both sides of BenchReplay, and of ServerSource's default.
+const benchBatch = 4096
+
+// BenchReplay measures replay throughput against the raw ordered-consumer rate on the same stream
+// in the same run: first a bare nats.go ordered consumer reads n messages and does nothing with
+// them, then a replay reads the same n messages and decodes, detects and decides. The stream must
+// hold at least n telemetry messages (telemetry.<svc>.<comp> under any prefix). Machines are
+// shared and noisy: the ratio, not the absolute rates, is the result.
+func BenchReplay(ctx context.Context, js jetstream.JetStream, stream string, n int) (replayRate, orderedRate float64, err error) {
+	if n <= 0 {
+		return 0, 0, errors.New("bench replay: n must be > 0")
+	}
+	// Alternating rounds, medians: a neighbour's burst of CPU then hurts both sides alike.
+	const rounds = 3
+	var reps, ords []float64
+	for range rounds {
+		o, err := benchOrdered(ctx, js, stream, n)
+		if err != nil {
+			return 0, 0, err
+		}
+		r, err := benchReplay(ctx, js, stream, n)
+		if err != nil {
+			return 0, 0, err
+		}
+		ords, reps = append(ords, o), append(reps, r)
+	}
+	return median(reps), median(ords), nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// benchOrdered is the baseline: a bare ordered consumer that reads n messages and does nothing.
+func benchOrdered(ctx context.Context, js jetstream.JetStream, stream string, n int) (float64, error) {
+	start := time.Now()
+	src, err := newStreamSource(ctx, js, stream, n)
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	got := 0
+	for {
+		_, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("bench replay: ordered consumer: %w", err)
+		}
+		got++
+	}
+	return float64(got) / time.Since(start).Seconds(), nil
+}
+
+// benchReplay reads the same messages through Run with the default config.
+func benchReplay(ctx context.Context, js jetstream.JetStream, stream string, n int) (float64, error) {
+	cfg := config.Default()
+	start := time.Now()
+	src, err := newStreamSource(ctx, js, stream, n)
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	cfg.NATS.SubjectPrefix = src.prefix
+	tl, err := Run(ctx, src, Options{Config: cfg})
+	if err != nil && !errors.Is(err, ErrNoInput) {
+		return 0, fmt.Errorf("bench replay: %w", err)
+	}
+	el := time.Since(start).Seconds()
+	if r := tl.Stats.Rejected; len(r) > 0 {
+		return 0, fmt.Errorf("bench replay: %v messages rejected: the stream does not hold valid telemetry", r)
+	}
+	return float64(tl.Stats.Messages) / el, nil
+}
+
+// streamSource yields the first n messages of a stream as telemetry records.
+type streamSource struct {
+	it     jetstream.MessagesContext
+	first  jetstream.Msg
+	n, got int
+	prefix string
+}
+
+func newStreamSource(ctx context.Context, js jetstream.JetStream, stream string, n int) (*streamSource, error) {
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("bench replay: %w", err)
+	}
+	if p := cons.CachedInfo().NumPending; p < uint64(n) {
+		return nil, fmt.Errorf("bench replay: stream %s holds %d messages, want %d", stream, p, n)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(benchBatch))
+	if err != nil {
+		return nil, fmt.Errorf("bench replay: %w", err)
+	}
+	s := &streamSource{it: it, n: n}
+	// Peek at the first subject: the decoder checks subjects under the stream's prefix.
+	first, err := it.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		it.Stop()
+		return nil, fmt.Errorf("bench replay: %w", err)
+	}
+	s.first = first
+	if subj := first.Subject(); strings.HasPrefix(subj, "telemetry.") {
+		s.prefix = ""
+	} else if i := strings.Index(subj, ".telemetry."); i > 0 {
+		s.prefix = subj[:i]
+	}
+	return s, nil
+}
+
+func (s *streamSource) Next(ctx context.Context) (Record, error) {
+	if s.got >= s.n {
+		return Record{}, io.EOF
+	}
+	m := s.first
+	s.first = nil
+	if m == nil {
+		var err error
+		if m, err = s.it.Next(jetstream.NextContext(ctx)); err != nil {
+			return Record{}, err
+		}
+	}
+	s.got++
+	return Record{Kind: KindTelemetry, Subject: m.Subject(), Data: m.Data()}, nil
+}
+
+func (s *streamSource) Progress() float64 { return float64(s.got) / float64(s.n) }
+
+func (s *streamSource) Close() error {
+	s.it.Stop()
+	return nil
+}
