@@ -1,0 +1,148 @@
+package handoff_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalpel-dev/scalpel/actuate"
+	"github.com/scalpel-dev/scalpel/actuate/handoff"
+	"github.com/scalpel-dev/scalpel/internal/natstest"
+	"github.com/scalpel-dev/scalpel/internal/reject"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// TestJetStreamPath runs the hand-off as serve does: a durable consumer on DECISIONS through
+// watermill-nats on a connection of its own, rejects stored in REJECTED through reject.Publisher.
+func TestJetStreamPath(t *testing.T) {
+	srv := natstest.Run(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	subj := schemas.Subjects{}
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: schemas.StreamDecisions, Subjects: []string{subj.DecisionAll()}, Duplicates: time.Minute},
+		{Name: schemas.StreamRejected, Subjects: []string{subj.RejectedAll()}, Duplicates: time.Minute},
+	} {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rp, err := reject.NewPublisher(js, subj, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig()
+	sub, err := handoff.NewJetStreamSubscriber(own, handoff.JetStreamConfig{Durable: "scalpel-actuate", Subjects: subj, Handoff: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	act := &recorder{fail: func(_ int, cmd schemas.RollbackCommand) error {
+		if cmd.Component == "receipt" {
+			return actuate.Permanent(errors.New("422 receipt has no version 1.1.0"))
+		}
+		return nil
+	}}
+	resolve := func(context.Context, string) (actuate.Actuator, error) { return act, nil }
+	h, err := handoff.New(cfg, sub, handoff.NewRejectPublisher(rp), resolve, handoff.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	t.Cleanup(func() { _ = h.Close(); cancel() })
+	if err := h.Start(runCtx); err != nil {
+		t.Fatal(err)
+	}
+
+	good := decision("js-good")
+	good.Targets = good.Targets[:1]
+	bad := decision("js-bad")
+	for _, d := range []schemas.Decision{good, bad, good} {
+		b, _ := json.Marshal(d)
+		if _, err := js.Publish(ctx, subj.Decision(d.Service), b, jetstream.WithMsgID(d.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Something else on decision.> is skipped, not rejected.
+	if _, err := js.Publish(ctx, "decision.checkout", []byte(`{"kind":"note"}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		cons, err := js.Consumer(ctx, schemas.StreamDecisions, "scalpel-actuate")
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending > 0 || info.NumAckPending > 0 {
+			return fmt.Errorf("%d pending, %d unacked", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+	// good: one call; bad: the first target succeeds, the second is refused once.
+	if got := act.count(); got != 3 {
+		t.Errorf("%d Actuate calls, want 3", got)
+	}
+
+	stream, err := js.Stream(ctx, schemas.StreamRejected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *jetstream.RawStreamMsg
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		m, err = stream.GetLastMsgForSubject(ctx, "rejected.actuate")
+		return err
+	})
+	got, err := schemas.DecodeDecision(m.Data)
+	if err != nil || got.ID != bad.ID {
+		t.Fatalf("reject body decodes to %v (err %v), want decision %s", got, err, bad.ID)
+	}
+	for k, want := range map[string]string{
+		handoff.HeaderDecisionID:    bad.ID,
+		schemas.HeaderRejectSubject: "decision.checkout",
+		reject.HeaderClass:          handoff.ClassPermanent,
+		reject.HeaderStage:          "actuate",
+	} {
+		if v := m.Header.Get(k); v != want {
+			t.Errorf("%s = %q, want %q", k, v, want)
+		}
+	}
+	if r := m.Header.Get(schemas.HeaderRejectReason); r == "" {
+		t.Error("no reason")
+	}
+	info, _ := stream.Info(ctx)
+	if info.State.Msgs != 1 {
+		t.Errorf("%d rejects, want 1", info.State.Msgs)
+	}
+	// Topology is not ours: the hand-off must not have created streams.
+	names := js.StreamNames(ctx)
+	n := 0
+	for range names.Name() {
+		n++
+	}
+	if n != 2 {
+		t.Errorf("%d streams, want the 2 the test created", n)
+	}
+}
