@@ -122,7 +122,7 @@ var ErrNoInput = errors.New("nothing to replay: no telemetry in the range")
 // Engine methods other versions of decide offer; replay drives them when present, as live does.
 type (
 	engineAdvancer interface {
-		Advance(ctx context.Context, watermark time.Time) ([]schemas.Decision, error)
+		Advance(watermark time.Time) ([]schemas.Decision, error)
 	}
 	ackHandler interface {
 		HandleAck(ctx context.Context, ack *schemas.RollbackAck) ([]schemas.Decision, error)
@@ -388,9 +388,9 @@ func (r *run) advance(ctx context.Context) error {
 	}
 	wm := r.det.Watermark()
 	for _, a := range r.det.Advance(wm) {
-		// Live publishes anomalies with their id as Nats-Msg-Id, so the stream drops a repeat;
-		// a resolved notice is a different message.
-		key := a.ID + "/" + a.Status
+		// Live publishes anomalies with their id as Nats-Msg-Id, so the stream drops a repeat of
+		// the id (within its Duplicates window) and decide never sees it.
+		key := a.ID
 		if r.anomalySeen[key] {
 			continue
 		}
@@ -412,7 +412,7 @@ func (r *run) advance(ctx context.Context) error {
 		if err := r.flushDeploys(ctx, wm); err != nil {
 			return err
 		}
-		ds, err := adv.Advance(ctx, wm)
+		ds, err := adv.Advance(wm)
 		if err != nil {
 			return fmt.Errorf("advance decide to %s: %w", wm.Format(time.RFC3339), err)
 		}

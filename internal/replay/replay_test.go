@@ -244,6 +244,11 @@ func TestReplayReproducesLiveIncident(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if out := os.Getenv("SCALPEL_REPLAY_BUNDLE"); out != "" { // to try `scalpel replay --from-file`
+			if err := os.WriteFile(out, bundle.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		kinds := map[string]int{}
 		for _, line := range bytes.Split(bytes.TrimSpace(bundle.Bytes()), []byte("\n")) {
 			r, err := replay.ParseRecord(line)

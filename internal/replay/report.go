@@ -191,7 +191,11 @@ func svgChart(title string, s *Series, marks []mark, y func(*Point) (float64, bo
 	ticks := 6
 	for i := 0; i <= ticks; i++ {
 		t := t0.Add(time.Duration(float64(t1.Sub(t0)) * float64(i) / float64(ticks)))
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="xl">%s</text>`, x(t), chartH-8, t.UTC().Format("15:04:05"))
+		anchor := "middle"
+		if i == ticks {
+			anchor = "end" // keep the last label inside the frame
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="xl" text-anchor="%s">%s</text>`, x(t), chartH-8, anchor, t.UTC().Format("15:04:05"))
 	}
 	// Baseline band.
 	if bnd[1] > 0 || bnd[0] > 0 {
@@ -221,23 +225,61 @@ func svgChart(title string, s *Series, marks []mark, y func(*Point) (float64, bo
 		prev = p.T
 	}
 	fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="1.3"/>`, path.String(), observedColor)
-	// Marks, labels staggered so neighbours do not overwrite each other.
-	lastX := map[int]float64{}
+	// Marks; the labels of marks within a few pixels of each other are merged ("2× anomaly"), and
+	// label rows are staggered so neighbours do not overwrite each other.
+	type group struct {
+		x      float64
+		labels []string
+		counts map[string]int
+		colors map[string]string
+	}
+	var groups []*group
 	for _, m := range marks {
 		st := markStyle[m.kind]
 		mx := x(m.t)
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="%s" stroke-width="1.5" stroke-dasharray="%s"><title>%s %s</title></line>`,
 			mx, mx, padT, padT+plotH, st.color, st.dash, html.EscapeString(m.label), m.t.UTC().Format("15:04:05.000"))
+		var g *group
+		for _, h := range groups {
+			if math.Abs(h.x-mx) < 4 {
+				g = h
+			}
+		}
+		if g == nil {
+			g = &group{x: mx, counts: map[string]int{}, colors: map[string]string{}}
+			groups = append(groups, g)
+		}
+		if g.counts[m.label] == 0 {
+			g.labels = append(g.labels, m.label)
+			g.colors[m.label] = st.color
+		}
+		g.counts[m.label]++
+	}
+	sort.SliceStable(groups, func(i, j int) bool { return groups[i].x < groups[j].x })
+	lastX := map[int]float64{}
+	for _, g := range groups {
 		row := 0
-		for ; row < 3; row++ {
-			if lx, ok := lastX[row]; !ok || mx-lx > 70 {
+		for ; row < 4; row++ {
+			if lx, ok := lastX[row]; !ok || g.x-lx > 150 {
 				break
 			}
 		}
-		if row < 3 {
-			lastX[row] = mx
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="ml" fill="%s">%s</text>`, mx+3, padT+12+12*row, st.color, html.EscapeString(m.label))
+		if row == 4 {
+			continue
 		}
+		lastX[row] = g.x
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="ml">`, g.x+3, padT+12+12*row)
+		for i, l := range g.labels {
+			text := l
+			if n := g.counts[l]; n > 1 {
+				text = fmt.Sprintf("%d× %s", n, l)
+			}
+			if i > 0 {
+				text = ", " + text
+			}
+			fmt.Fprintf(&b, `<tspan fill="%s">%s</tspan>`, g.colors[l], html.EscapeString(text))
+		}
+		b.WriteString(`</text>`)
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#d0d7de"/>`, padL, padT, plotW, plotH)
 	b.WriteString(`</svg>`)
