@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -189,22 +190,27 @@ type Consumer struct {
 	dec      *Decoder
 	m        metrics
 
-	// mu serialises batch handling between the delivery callback and the idle flusher.
-	mu       sync.Mutex
-	batch    []jetstream.Msg // messages waiting to be handled, in delivery order
-	spare    []jetstream.Msg // the other buffer, swapped in while a batch is handled
-	first    time.Time       // arrival of the batch's first message
-	events   []schemas.TelemetryEvent
-	flushing bool       // a batch is being handled (possibly waiting between retries with mu released)
-	idle     *sync.Cond // signalled on mu when a flush ends
-	stopped  bool       // no more retries: Stop was called
+	// mu guards the batch being filled, shared by the delivery callback and the idle flusher.
+	mu      sync.Mutex
+	batch   []jetstream.Msg // messages waiting to be cut into a batch, in delivery order
+	first   time.Time       // arrival of the batch's first message
+	stopped atomic.Bool     // Stop was called: no more handling or retries, nak what is left
+
+	// work carries cut batches, in order, to the one worker that decodes, hands over and acks
+	// them. Its capacity of one lets the next batch be received while one is being handled — the
+	// two cores of a small machine then work at once — and makes delivery wait when the worker is
+	// behind, so memory stays bounded.
+	work          chan []jetstream.Msg
+	workerDone    chan struct{}
+	flusherEnd    chan struct{}
+	flusherCancel context.CancelFunc
+	events        []schemas.TelemetryEvent // worker only
 
 	cc       jetstream.ConsumeContext
 	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
-	draining bool
 }
 
 type metrics struct {
@@ -254,7 +260,9 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 		}
 	}
 	c.batch = make([]jetstream.Msg, 0, c.cfg.BatchSize)
-	c.idle = sync.NewCond(&c.mu)
+	c.work = make(chan []jetstream.Msg, 1)
+	c.workerDone = make(chan struct{})
+	c.flusherEnd = make(chan struct{})
 	return c, nil
 }
 
@@ -287,6 +295,8 @@ func (c *Consumer) Start(ctx context.Context) error {
 		return fmt.Errorf("ingest: create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	var fctx context.Context
+	fctx, c.flusherCancel = context.WithCancel(c.ctx)
 	cc, err := cons.Consume(c.onMsg,
 		// Read ahead two batches so the next one is already here when the handler returns.
 		jetstream.PullMaxMessages(2*c.cfg.BatchSize),
@@ -298,7 +308,8 @@ func (c *Consumer) Start(ctx context.Context) error {
 		return fmt.Errorf("ingest: consume %s: %w", c.cfg.Durable, err)
 	}
 	c.cc = cc
-	go c.flusher()
+	go c.worker()
+	go c.flusher(fctx)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -330,35 +341,27 @@ func (c *Consumer) shutdown(drain bool) {
 		return
 	}
 	c.stopOnce.Do(func() {
-		c.mu.Lock()
-		c.draining = drain
 		if !drain {
-			c.stopped = true
+			c.stopped.Store(true)
 			c.cancel() // abort a batch stuck in retries
 		}
-		c.mu.Unlock()
 		go func() {
 			if drain {
 				c.cc.Drain()
 			} else {
 				c.cc.Stop()
 			}
-			<-c.cc.Closed()
+			<-c.cc.Closed() // no more deliveries: onMsg will not run again
+			c.stopFlusher()
 			c.mu.Lock()
-			for c.flushing { // the flusher may be between retries of the last batch
-				c.idle.Wait()
-			}
-			if len(c.batch) > 0 {
-				if drain {
-					c.flushLocked()
-				} else {
-					for _, m := range c.batch {
-						_ = m.Nak()
-					}
-					c.batch = c.batch[:0]
-				}
-			}
+			last := c.batch
+			c.batch = nil
 			c.mu.Unlock()
+			if len(last) > 0 {
+				c.work <- last // handled when draining, naked in order when stopping
+			}
+			close(c.work)
+			<-c.workerDone
 			// Make sure the last ack reached the server before anyone restarts from this durable.
 			if err := c.js.Conn().FlushTimeout(5 * time.Second); err != nil {
 				c.log.Warn("flush acks", "err", err)
@@ -373,13 +376,6 @@ func (c *Consumer) shutdown(drain bool) {
 // onMsg runs on the consume goroutine for every delivered message.
 func (c *Consumer) onMsg(msg jetstream.Msg) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped {
-		// Keep it: Stop negatively acknowledges everything left, in order, once the subscription is
-		// closed — a nak now would be redelivered to this very subscription and lose its place.
-		c.batch = append(c.batch, msg)
-		return
-	}
 	if len(c.batch) == 0 {
 		c.first = time.Now()
 	}
@@ -389,51 +385,77 @@ func (c *Consumer) onMsg(msg jetstream.Msg) {
 		c.m.lag.Set(float64(pending))
 	}
 	// Cut the batch when it is full or when nothing more is waiting: batching must never add latency.
-	if !c.flushing && (len(c.batch) >= c.cfg.BatchSize || (ok && pending == 0)) {
-		c.flushLocked()
+	var cut []jetstream.Msg
+	if len(c.batch) >= c.cfg.BatchSize || (ok && pending == 0) {
+		cut = c.batch
+		c.batch = make([]jetstream.Msg, 0, c.cfg.BatchSize)
+	}
+	c.mu.Unlock()
+	if cut != nil {
+		c.work <- cut // waits while the worker is a batch behind: back-pressure, not buffering
 	}
 }
 
 // flusher hands over a partial batch that waited MaxWait, should the server's pending count not
 // have said the backlog was empty (it is advisory).
-func (c *Consumer) flusher() {
+func (c *Consumer) flusher(ctx context.Context) {
+	defer close(c.flusherEnd)
 	t := time.NewTicker(time.Duration(c.cfg.MaxWait) / 2)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.done:
-			return
-		case <-c.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			c.mu.Lock()
-			if len(c.batch) > 0 && !c.flushing && !c.stopped && time.Since(c.first) >= time.Duration(c.cfg.MaxWait) {
-				c.flushLocked()
+			var cut []jetstream.Msg
+			if len(c.batch) > 0 && time.Since(c.first) >= time.Duration(c.cfg.MaxWait) {
+				cut = c.batch
+				c.batch = make([]jetstream.Msg, 0, c.cfg.BatchSize)
 			}
 			c.mu.Unlock()
+			if cut != nil {
+				select {
+				case c.work <- cut:
+				case <-ctx.Done():
+					c.mu.Lock() // stopping: put it back in front for shutdown to pass on in order
+					c.batch = append(cut, c.batch...)
+					c.mu.Unlock()
+					return
+				}
+			}
 		}
 	}
 }
 
-// flushLocked decodes the batch, stores rejects, hands the events over and acknowledges. Called
-// with c.mu held; retries release it while they wait, so messages arriving meanwhile go to the other
-// buffer and wait for the next flush — never a concurrent one, which could acknowledge past this batch.
-func (c *Consumer) flushLocked() {
-	start := time.Now()
-	batch := c.batch
-	c.batch, c.spare = c.spare[:0], nil
-	c.flushing = true
-	abandoned := true // until the batch is acknowledged
-	defer func() {
-		if abandoned {
-			// Stopping mid-retry: put the batch back in front, for Stop to nak in stream order.
-			c.batch = append(append(make([]jetstream.Msg, 0, len(batch)+len(c.batch)), batch...), c.batch...)
+// stopFlusher ends the flusher before the work channel closes.
+func (c *Consumer) stopFlusher() {
+	select {
+	case <-c.flusherEnd:
+		return
+	default:
+	}
+	c.flusherCancel()
+	<-c.flusherEnd
+}
+
+// worker handles batches one at a time, in the order they were cut. After Stop it
+// negatively acknowledges what is left, in stream order, so another instance gets it at once.
+func (c *Consumer) worker() {
+	defer close(c.workerDone)
+	for batch := range c.work {
+		if c.stopped.Load() || !c.handle(batch) {
+			for _, m := range batch {
+				_ = m.Nak()
+			}
 		}
-		clear(batch) // drop references to the messages' buffers
-		c.spare = batch[:0]
-		c.flushing = false
-		c.idle.Broadcast()
-	}()
+	}
+}
+
+// handle decodes the batch, stores rejects, hands the events over and acknowledges. It returns
+// false when the consumer stopped before the batch was acknowledged.
+func (c *Consumer) handle(batch []jetstream.Msg) bool {
+	start := time.Now()
 	c.events = c.events[:0]
 	for _, msg := range batch {
 		var err error
@@ -448,7 +470,7 @@ func (c *Consumer) flushLocked() {
 			if !c.retry(batch, "reject", func(ctx context.Context) error {
 				return c.rejecter.Reject(ctx, StageName, rm, re.Class, re.Reason)
 			}) {
-				return
+				return false
 			}
 			// Stored in REJECTED: never redeliver it. The reason shows in the server's advisory too.
 			if err := msg.TermWithReason(re.Class); err != nil {
@@ -460,7 +482,7 @@ func (c *Consumer) flushLocked() {
 		if !c.retry(batch, "handler", func(ctx context.Context) error {
 			return c.h.HandleTelemetry(ctx, c.events)
 		}) {
-			return
+			return false
 		}
 	}
 	// Rejected messages were terminated above; acking them again is refused locally by nats.go,
@@ -471,7 +493,6 @@ func (c *Consumer) flushLocked() {
 			ackErr = err
 		}
 	}
-	abandoned = false
 	if ackErr != nil {
 		c.log.Warn("ack batch", "err", ackErr, "messages", len(batch))
 	}
@@ -479,6 +500,7 @@ func (c *Consumer) flushLocked() {
 	c.m.events.Add(float64(len(c.events)))
 	c.m.batches.Inc()
 	c.m.handle.Observe(time.Since(start).Seconds())
+	return true
 }
 
 // retry runs fn until it succeeds, backing off and keeping the batch's ack deadline alive, or until
@@ -490,7 +512,7 @@ func (c *Consumer) retry(batch []jetstream.Msg, what string, fn func(ctx context
 		if err == nil {
 			return true
 		}
-		if c.stopped || c.ctx.Err() != nil {
+		if c.stopped.Load() || c.ctx.Err() != nil {
 			c.log.Warn("batch abandoned while stopping; it will be redelivered", "step", what, "err", err)
 			return false
 		}
@@ -499,12 +521,10 @@ func (c *Consumer) retry(batch []jetstream.Msg, what string, fn func(ctx context
 		for _, m := range batch {
 			_ = m.InProgress()
 		}
-		c.mu.Unlock() // let Stop in while we wait
 		select {
 		case <-time.After(delay):
 		case <-c.ctx.Done():
 		}
-		c.mu.Lock()
 		delay = min(2*delay, time.Duration(c.cfg.MaxRetryDelay))
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -12,7 +13,10 @@ import (
 func init() { register(newBenchCmd) }
 
 func newBenchCmd() *cobra.Command {
-	var o bench.Options
+	var (
+		o          bench.Options
+		cpuProfile string
+	)
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure ingest+detect throughput against raw JetStream consumption on one embedded server",
@@ -32,6 +36,17 @@ of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0
 				return err
 			}
 			o.Progress = os.Stderr
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -44,7 +59,8 @@ of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0
 			fmt.Fprintf(w, "%-44s %14.0f\n", "raw JetStream durable consume (msg/s)", res.RawRate)
 			fmt.Fprintf(w, "%-44s %14.0f\n", "ingest+detect (events/s)", res.PipelineRate)
 			fmt.Fprintf(w, "%-44s %14.2f   (target >= 0.80)\n", "ratio ingest+detect / raw", res.Ratio)
-			fmt.Fprintf(w, "(%d-byte messages, %d events over %d series, median of %d rounds)\n", res.MessageBytes, res.Events, res.Series, len(res.RawRates))
+			fmt.Fprintf(w, "(%d-byte messages, %d events over %d series at %d events per event-second, median of %d rounds)\n",
+				res.MessageBytes, res.Events, res.Series, res.EventRate, len(res.RawRates))
 			return nil
 		},
 	}
@@ -52,5 +68,7 @@ of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0
 	f.IntVar(&o.Events, "events", 200_000, "events (and raw messages) per measurement")
 	f.IntVar(&o.Series, "series", 1000, "series the telemetry is spread over (a multiple of 10)")
 	f.IntVar(&o.Rounds, "rounds", 3, "alternating rounds; medians are reported")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	f.IntVar(&o.EventRate, "event-rate", 20_000, "events per second of event time (sets how often buckets close)")
 	return cmd
 }

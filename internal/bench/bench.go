@@ -36,6 +36,10 @@ type Options struct {
 	Series int
 	// Rounds of (raw, pipeline) measurements; the median of each is reported. Default 3.
 	Rounds int
+	// EventRate is how many events one second of event time holds (default 20 000, i.e. 20 requests
+	// per series per second over 1 000 series). It sets how often buckets close and the tests run
+	// relative to the per-event work.
+	EventRate int
 	// Progress receives a line per measurement; nil for none.
 	Progress io.Writer
 }
@@ -50,6 +54,7 @@ type Result struct {
 	PipelineRates []float64
 	Series        int
 	Events        int
+	EventRate     int
 }
 
 const bodySize = 256
@@ -66,6 +71,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Rounds <= 0 {
 		o.Rounds = 3
 	}
+	if o.EventRate <= 0 {
+		o.EventRate = 20_000
+	}
+	o.Series = max(10, o.Series/10*10) // subjects and bodies agree only for a multiple of 10
 	dir, err := os.MkdirTemp("", "scalpel-bench-")
 	if err != nil {
 		return nil, err
@@ -77,8 +86,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 
-	res := &Result{MessageBytes: bodySize, Series: o.Series, Events: o.Events}
-	payloads := telemetryPayloads(o.Events, o.Series)
+	res := &Result{MessageBytes: bodySize, Series: o.Series, Events: o.Events, EventRate: o.EventRate}
+	payloads := telemetryPayloads(o.Events, o.Series, o.EventRate)
 	for r := 0; r < o.Rounds; r++ {
 		raw, err := measureRaw(ctx, srv, o.Events)
 		if err != nil {
@@ -131,7 +140,7 @@ func publish(ctx context.Context, js jetstream.JetStream, subject func(i int) st
 		if _, err := js.PublishAsync(subject(i), body(i)); err != nil {
 			return err
 		}
-		if i%20_000 == 19_999 {
+		if js.PublishAsyncPending() >= 2000 {
 			select {
 			case <-js.PublishAsyncComplete():
 			case <-ctx.Done():
@@ -266,15 +275,15 @@ func measurePipeline(ctx context.Context, srv *server.Server, payloads [][]byte,
 func compName(i int) string { return "c" + strconv.Itoa(i%10) }
 
 // telemetryPayloads builds n valid TelemetryEvent bodies of exactly bodySize bytes, spread over the
-// given number of series, with event time advancing 1 ms per event so buckets close and the
-// statistical tests run as they would live.
-func telemetryPayloads(n, series int) [][]byte {
+// given number of series, with event time advancing at rate events per second so buckets close and
+// the statistical tests run as they would live.
+func telemetryPayloads(n, series, rate int) [][]byte {
 	r := rand.New(rand.NewPCG(1, 2))
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	out := make([][]byte, n)
 	for i := range out {
 		s := i % series
-		ts := t0.Add(time.Duration(i) * time.Millisecond).Format("2006-01-02T15:04:05.000Z07:00")
+		ts := t0.Add(time.Duration(i) * time.Second / time.Duration(rate)).Format("2006-01-02T15:04:05.000Z07:00")
 		errField := ""
 		if r.Float64() < 0.01 {
 			errField = `,"error":"exception"`

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -16,6 +17,9 @@ type DetectStage struct {
 	mu   sync.Mutex
 	det  *detect.Detector
 	emit func(context.Context, []schemas.Anomaly) error
+	// afterBatch, when set, lets event time pass downstream (decide's verify periods and approval
+	// timeouts) once the batch's anomalies are stored.
+	afterBatch func(context.Context, time.Time)
 }
 
 // NewDetectStage wraps a detector; emit may be nil to discard anomalies (benchmarks).
@@ -29,12 +33,18 @@ func (s *DetectStage) HandleTelemetry(ctx context.Context, events []schemas.Tele
 	for i := range events {
 		s.det.Observe(&events[i])
 	}
-	anomalies := s.det.Advance(s.det.Watermark())
+	wm := s.det.Watermark()
+	anomalies := s.det.Advance(wm)
 	s.mu.Unlock()
-	if len(anomalies) == 0 || s.emit == nil {
-		return nil
+	if len(anomalies) > 0 && s.emit != nil {
+		if err := s.emit(ctx, anomalies); err != nil {
+			return err
+		}
 	}
-	return s.emit(ctx, anomalies)
+	if s.afterBatch != nil {
+		s.afterBatch(ctx, wm)
+	}
+	return nil
 }
 
 // SeriesCount reports how many series the detector tracks.

@@ -178,6 +178,13 @@ func (h *harness) publishJS(evs []schemas.TelemetryEvent) {
 		if _, err := h.js.PublishAsync(h.cfg.Subjects().Telemetry(evs[i].Service, evs[i].Component), b, jetstream.WithMsgID(evs[i].ID)); err != nil {
 			h.t.Fatal(err)
 		}
+		if h.js.PublishAsyncPending() >= 1000 { // stay under the client's outstanding-publish limit
+			select {
+			case <-h.js.PublishAsyncComplete():
+			case <-time.After(30 * time.Second):
+				h.t.Fatal("telemetry publish did not complete")
+			}
+		}
 	}
 	select {
 	case <-h.js.PublishAsyncComplete():

@@ -105,6 +105,7 @@ func New(o Options) (*Pipeline, error) {
 			[]string{"class"}),
 	}
 	p.detect = NewDetectStage(detect.New(o.Config.Detect, detect.WithLogger(o.Logger.With("stage", "detect"))), p.publishAnomalies)
+	p.detect.afterBatch = p.AdvanceDecide
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
 		func() float64 { return float64(p.detect.SeriesCount()) })
 	for _, c := range []prometheus.Collector{p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr} {
