@@ -100,6 +100,9 @@ func record(t *testing.T) *recording {
 	}
 	publish := func(evs []schemas.TelemetryEvent) {
 		for i := range evs {
+			if js.PublishAsyncPending() > 1000 { // bound in-flight publishes: slow runs (-race) stall otherwise
+				<-js.PublishAsyncComplete()
+			}
 			b, _ := json.Marshal(&evs[i])
 			if _, err := js.PublishAsync(subj.Telemetry(evs[i].Service, evs[i].Component), b, jetstream.WithMsgID(evs[i].ID)); err != nil {
 				t.Fatal(err)
