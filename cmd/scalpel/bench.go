@@ -59,6 +59,8 @@ of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0
 			fmt.Fprintf(w, "%-44s %14.0f\n", "raw JetStream durable consume (msg/s)", res.RawRate)
 			fmt.Fprintf(w, "%-44s %14.0f\n", "ingest+detect (events/s)", res.PipelineRate)
 			fmt.Fprintf(w, "%-44s %14.2f   (target >= 0.80)\n", "ratio ingest+detect / raw", res.Ratio)
+			fmt.Fprintf(w, "%-44s %14.0f\n", "detect cost (ns/event, in-process)", res.DetectNsPerEvent)
+			fmt.Fprintf(w, "%-44s %14.0f   (target <= 8192)\n", "detect memory per series (bytes)", res.DetectBytesPerSeries)
 			fmt.Fprintf(w, "(%d-byte messages, %d events over %d series at %d events per event-second, median of %d rounds)\n",
 				res.MessageBytes, res.Events, res.Series, res.EventRate, len(res.RawRates))
 			return nil

@@ -55,6 +55,12 @@ type Result struct {
 	Series        int
 	Events        int
 	EventRate     int
+
+	// DetectNsPerEvent is the detector's cost per event (Observe plus its share of Advance, tests
+	// included), in-process, no NATS.
+	DetectNsPerEvent float64
+	// DetectBytesPerSeries is the detector's steady-state heap per tracked series (target <= 8 KiB).
+	DetectBytesPerSeries float64
 }
 
 const bodySize = 256
@@ -102,6 +108,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.PipelineRates = append(res.PipelineRates, pipe)
 		progress(o.Progress, "round %d/%d: ingest+detect                  %9.0f events/s", r+1, o.Rounds, pipe)
 	}
+	progress(o.Progress, "detector cost and memory per series ...")
+	res.DetectNsPerEvent, res.DetectBytesPerSeries = detect.BenchFigures()
 	res.RawRate = median(res.RawRates)
 	res.PipelineRate = median(res.PipelineRates)
 	res.Ratio = res.PipelineRate / res.RawRate
