@@ -214,6 +214,16 @@ const (
 // IsResolved reports whether the anomaly announces the end of its episode.
 func (a *Anomaly) IsResolved() bool { return a.Status == AnomalyResolved }
 
+// MsgID is the Nats-Msg-Id to publish the anomaly with: its id while firing, and an id derived from
+// it when resolved — the resolution carries the same anomaly id, and the stream's duplicate window
+// would otherwise drop it as a repeat of the firing one.
+func (a *Anomaly) MsgID() string {
+	if a.IsResolved() {
+		return DeriveID("anomaly-resolved", a.ID)
+	}
+	return a.ID
+}
+
 // Samples counts the observations on each side of a comparison.
 type Samples struct {
 	Observed int64 `json:"observed"`

@@ -17,7 +17,6 @@ import (
 
 	"github.com/scalpel-dev/scalpel/actuate"
 	"github.com/scalpel-dev/scalpel/decide"
-	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/reject"
@@ -104,7 +103,7 @@ func New(o Options) (*Pipeline, error) {
 		actuateErr: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_actuate_errors_total", Help: "Actuation failures, by class."},
 			[]string{"class"}),
 	}
-	p.detect = NewDetectStage(detect.New(o.Config.Detect, detect.WithLogger(o.Logger.With("stage", "detect"))), p.publishAnomalies)
+	p.detect = NewDetectStage(NewDetector(o.Config, o.Logger), p.publishAnomalies)
 	p.detect.afterBatch = p.AdvanceDecide
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
 		func() float64 { return float64(p.detect.SeriesCount()) })
@@ -153,7 +152,7 @@ func (p *Pipeline) start(ctx context.Context) error {
 		return fmt.Errorf("open catalog bucket: %w", err)
 	}
 	p.catalog = decide.NewCatalog(catKV)
-	p.engine = decide.New(p.cfg.Decide, p.catalog, decide.WithLogger(p.log.With("stage", "decide")))
+	p.engine = NewEngine(p.cfg, p.catalog, p.log)
 
 	if err := p.startActuate(ctx); err != nil {
 		return err
@@ -202,7 +201,7 @@ func (p *Pipeline) publishAnomalies(ctx context.Context, anomalies []schemas.Ano
 		if err != nil {
 			return fmt.Errorf("encode anomaly: %w", err)
 		}
-		f, err := p.js.PublishAsync(p.subj.Anomaly(a.Service, a.Component), b, jetstream.WithMsgID(a.ID))
+		f, err := p.js.PublishAsync(p.subj.Anomaly(a.Service, a.Component), b, jetstream.WithMsgID(a.MsgID()))
 		if err != nil {
 			return fmt.Errorf("publish anomaly: %w", err)
 		}

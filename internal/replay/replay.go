@@ -388,9 +388,9 @@ func (r *run) advance(ctx context.Context) error {
 	}
 	wm := r.det.Watermark()
 	for _, a := range r.det.Advance(wm) {
-		// Live publishes anomalies with their id as Nats-Msg-Id, so the stream drops a repeat of
-		// the id (within its Duplicates window) and decide never sees it.
-		key := a.ID
+		// Live publishes anomalies with a.MsgID() as Nats-Msg-Id, so the stream drops a repeat
+		// (within its Duplicates window) and decide never sees it.
+		key := a.MsgID()
 		if r.anomalySeen[key] {
 			continue
 		}
