@@ -115,7 +115,7 @@ type Deployer struct {
 	started  bool
 	targets  map[string]Target // by schemas.ActiveKey
 	hooks    []AppRollbackFunc
-	seen     map[string]schemas.RollbackAck // command id → the ack it got
+	seen     map[string]seenCommand // command id → how it was applied and the ack it got
 	seenFIFO []string
 	lastTS   map[string]time.Time // target key → issued_at of the command that set it
 
@@ -126,6 +126,12 @@ type Deployer struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	ackHook func(schemas.RollbackAck) // tests observe acks as they are sent
+}
+
+// seenCommand remembers an applied command.
+type seenCommand struct {
+	ack schemas.RollbackAck
+	src string
 }
 
 // incoming is a command to apply, with where it came from.
@@ -159,7 +165,7 @@ func New(nc *nats.Conn, service string, opts ...Option) (*Deployer, error) {
 		now:        time.Now,
 		ackTimeout: DefaultAckTimeout,
 		targets:    map[string]Target{},
-		seen:       map[string]schemas.RollbackAck{},
+		seen:       map[string]seenCommand{},
 		lastTS:     map[string]time.Time{},
 		cmds:       make(chan incoming, 256),
 		acks:       make(chan schemas.RollbackAck, 256),
@@ -301,6 +307,13 @@ initialLoop:
 		return fail(fmt.Errorf("deployer: subscribe %s: %w", d.subj.RollbackCmd(d.service), err))
 	}
 	d.sub = sub
+	// Once Start returns, the subscription is registered with the server: a command published
+	// after that reaches this instance.
+	if err := d.nc.FlushWithContext(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		_ = w.Stop()
+		return fail(fmt.Errorf("deployer: subscribe %s: %w", d.subj.RollbackCmd(d.service), err))
+	}
 
 	d.wg.Add(3)
 	go func() { defer d.wg.Done(); d.watch(runCtx, w) }()
@@ -430,11 +443,12 @@ func (d *Deployer) decide(ctx context.Context, in incoming) *schemas.RollbackAck
 	prev, seen := d.seen[cmd.ID]
 	d.mu.Unlock()
 	if seen {
-		// The other source already delivered it. Repeat the ack only for a re-sent command: its
-		// Nats-Msg-Id makes the repeat free, and a sender that retried may have missed the first.
-		log.Debug("command already applied")
-		if in.src == "command" {
-			return &prev
+		// Already applied. Repeat the ack only for a command delivered twice on the command subject
+		// (a sender's retry, which may have missed the first ack; its Nats-Msg-Id makes the repeat
+		// free). The usual pair — the bucket's update, then the command — is acked once.
+		log.Debug("command already applied", "first_source", prev.src)
+		if in.src == "command" && prev.src == "command" {
+			return &prev.ack
 		}
 		return nil
 	}
@@ -459,7 +473,7 @@ func (d *Deployer) decide(ctx context.Context, in incoming) *schemas.RollbackAck
 		d.lastTS[key] = cmd.IssuedAt
 		d.mu.Unlock()
 	}
-	d.remember(cmd.ID, ack)
+	d.remember(cmd.ID, seenCommand{ack: ack, src: in.src})
 	lvl := slog.LevelInfo
 	if ack.Status == schemas.AckFailed {
 		lvl = slog.LevelWarn
@@ -469,10 +483,10 @@ func (d *Deployer) decide(ctx context.Context, in incoming) *schemas.RollbackAck
 	return &ack
 }
 
-func (d *Deployer) remember(id string, ack schemas.RollbackAck) {
+func (d *Deployer) remember(id string, sc seenCommand) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.seen[id] = ack
+	d.seen[id] = sc
 	d.seenFIFO = append(d.seenFIFO, id)
 	if len(d.seenFIFO) > rememberCommands {
 		delete(d.seen, d.seenFIFO[0])

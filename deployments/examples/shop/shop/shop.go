@@ -17,6 +17,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -78,8 +79,8 @@ func DeployEvent(id string, ts time.Time, version string) schemas.DeployEvent {
 // DiscountFunc returns the discount on a line of qty items of sku costing price in total.
 type DiscountFunc func(sku string, qty int, price float64) (float64, error)
 
-// TaxFunc returns the tax on an amount.
-type TaxFunc func(amount float64) float64
+// TaxFunc returns the tax on an amount spent on sku.
+type TaxFunc func(sku string, amount float64) float64
 
 // Shop is the running service.
 type Shop struct {
@@ -210,7 +211,7 @@ func (s *Shop) quote(w http.ResponseWriter, r *http.Request) {
 	_ = s.Telemetry.Observe(s.Tax, func() error {
 		var f TaxFunc
 		tv, f = s.Tax.Current()
-		q.Tax = f(q.Price - q.Discount)
+		q.Tax = f(sku, q.Price-q.Discount)
 		return nil
 	})
 	q.Total = q.Price - q.Discount + q.Tax
@@ -230,10 +231,13 @@ func unitPrice(sku string) float64 {
 // milliseconds, varying by SKU, the same in every version. Milliseconds, not microseconds, so that
 // scheduler jitter on a busy machine stays well under the detector's minimum latency effect — so that versions differ by what they
 // compute, not by nanoseconds of formatting an error.
+// The spread (log-normal, σ 0.4) is what real I/O has; a near-constant latency would make any
+// scheduler hiccup look like a shifted distribution.
 func lookup(sku string, base time.Duration) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(sku))
-	time.Sleep(base + time.Duration(h.Sum32()%2000)*time.Microsecond)
+	d := float64(base+time.Duration(h.Sum32()%2000)*time.Microsecond) * math.Exp(0.4*rand.NormFloat64())
+	time.Sleep(time.Duration(d))
 }
 
 // discountV1: 10 % off ten or more.
@@ -264,14 +268,16 @@ func discountV2(sku string, qty int, price float64) (float64, error) {
 }
 
 // taxV1: 20 %, rounded half up to the cent.
-func taxV1(amount float64) float64 {
-	lookup("tax", 3*time.Millisecond)
+// Both blocks cost the same, so that when 2.0's discount fails early (and tax never runs) the
+// pricing component's latency mix does not shift.
+func taxV1(sku string, amount float64) float64 {
+	lookup(sku, 4*time.Millisecond)
 	return round2(amount * 0.20)
 }
 
 // taxV2: 20 %, rounded half to even (what the accountants asked for). Fine.
-func taxV2(amount float64) float64 {
-	lookup("tax", 3*time.Millisecond)
+func taxV2(sku string, amount float64) float64 {
+	lookup(sku, 4*time.Millisecond)
 	return math.RoundToEven(amount*0.20*100) / 100
 }
 
@@ -287,6 +293,7 @@ type Product struct {
 
 func catalogHandler(version string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		lookup("catalog", 2*time.Millisecond)
 		ps := make([]Product, 0, 10)
 		for i := range 10 {
 			sku := "sku-" + strconv.Itoa(i)
