@@ -30,6 +30,7 @@ type demoOptions struct {
 	baseline time.Duration
 	verbose  bool
 	dataDir  string
+	live     bool
 }
 
 func newDemoCmd() *cobra.Command {
@@ -44,11 +45,23 @@ prints the story as it happens: the deploy, the anomaly and its evidence, the de
 command for that block only, the simulated service switching the block back, and recovery — while
 the rest of 2.0 stays live.
 
-Time in the story is event time; --speed runs it faster than the wall clock.`,
+Time in the story is event time; --speed runs it faster than the wall clock.
+
+With --live nothing is simulated: the example service deployments/examples/shop runs on a loopback
+HTTP port with the telemetry and deployer SDKs, a load generator calls it over HTTP, and the story
+ends with what the shop itself answers — its discount block back on 1.0, tax and catalog still 2.0.
+It runs in wall-clock time (about a minute).`,
 		Example: `  scalpel demo
+  scalpel demo --live
   scalpel demo --speed 10 --seed 7`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.live {
+				if !cmd.Flags().Changed("baseline") {
+					o.baseline = 0 // the live default
+				}
+				return runDemoLive(cmd.Context(), cmd.OutOrStdout(), o)
+			}
 			if o.speed <= 0 || o.speed > 100 {
 				return fmt.Errorf("--speed %v: want a factor between 0 and 100", o.speed)
 			}
@@ -60,6 +73,7 @@ Time in the story is event time; --speed runs it faster than the wall clock.`,
 	f.Uint64Var(&o.seed, "seed", 1, "seed of the simulated traffic")
 	f.DurationVar(&o.baseline, "baseline", 60*time.Second, "event time of healthy 1.0 traffic before the deploy")
 	f.BoolVar(&o.verbose, "verbose", false, "also print scalpel's own logs")
+	f.BoolVar(&o.live, "live", false, "run the real example service over HTTP instead of a simulation (wall-clock time)")
 	f.StringVar(&o.dataDir, "data-dir", "", "JetStream store of the demo's embedded server (default: a temporary directory, removed at exit)")
 	return cmd
 }
