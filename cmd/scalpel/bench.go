@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,14 +20,21 @@ func newBenchCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure ingest+detect throughput against raw JetStream consumption on one embedded server",
+		Short: "Measure throughput, latency and cost figures on one embedded server (what make bench prints)",
 		Long: `bench starts an embedded NATS server in a temporary directory and, in alternating rounds, measures
   - the raw JetStream durable-consume rate: a bare nats.go pull consumer, 256-byte messages, the same
     batch size and ack policy as ingest, doing nothing with the messages;
   - events per second through ingest (decode, validate, batch, ack) and detect, for 256-byte
     TelemetryEvents spread over many series;
 and prints the medians and their ratio. Machines are shared and noisy: read the ratio, which both sides
-of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0.8.`,
+of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0.8.
+
+It then measures, on the same server:
+  - replay (decode, detect, decide in dry run) against a bare ordered consumer over the same
+    TELEMETRY stream, and their ratio (target >= 0.7);
+  - rollback command → deployer ack latency, p50 and p99 (actuate/deployer embedded in-process);
+  - the telemetry SDK's net/http middleware cost per request, aggregation on and off;
+  - the detector's cost per event and heap per tracked series (target <= 8 KiB), in-process.`,
 		Example: `  scalpel bench
   scalpel bench --events 500000 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
@@ -59,6 +67,13 @@ of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0
 			fmt.Fprintf(w, "%-44s %14.0f\n", "raw JetStream durable consume (msg/s)", res.RawRate)
 			fmt.Fprintf(w, "%-44s %14.0f\n", "ingest+detect (events/s)", res.PipelineRate)
 			fmt.Fprintf(w, "%-44s %14.2f   (target >= 0.80)\n", "ratio ingest+detect / raw", res.Ratio)
+			fmt.Fprintf(w, "%-44s %14.0f\n", "bare ordered consumer (msg/s)", res.OrderedRate)
+			fmt.Fprintf(w, "%-44s %14.0f\n", "replay: decode+detect+decide (events/s)", res.ReplayRate)
+			fmt.Fprintf(w, "%-44s %14.2f   (target >= 0.70)\n", "ratio replay / ordered", res.ReplayRatio)
+			fmt.Fprintf(w, "%-44s %14s\n", "command → ack latency p50", res.AckP50.Round(10*time.Microsecond))
+			fmt.Fprintf(w, "%-44s %14s\n", "command → ack latency p99", res.AckP99.Round(10*time.Microsecond))
+			fmt.Fprintf(w, "%-44s %8.0f ns %3.0f allocs\n", "telemetry SDK per request, aggregation on", res.SDKNsAgg, res.SDKAllocsAgg)
+			fmt.Fprintf(w, "%-44s %8.0f ns %3.0f allocs\n", "telemetry SDK per request, aggregation off", res.SDKNsRaw, res.SDKAllocsRaw)
 			fmt.Fprintf(w, "%-44s %14.0f\n", "detect cost (ns/event, in-process)", res.DetectNsPerEvent)
 			fmt.Fprintf(w, "%-44s %14.0f   (target <= 8192)\n", "detect memory per series (bytes)", res.DetectBytesPerSeries)
 			fmt.Fprintf(w, "(%d-byte messages, %d events over %d series at %d events per event-second, median of %d rounds)\n",

@@ -21,10 +21,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scalpel-dev/scalpel/actuate/deployer"
+	"github.com/scalpel-dev/scalpel/actuate/natsactuator"
 	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/ingest/telemetry"
 	"github.com/scalpel-dev/scalpel/internal/embedded"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/replay"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -55,6 +59,18 @@ type Result struct {
 	Series        int
 	Events        int
 	EventRate     int
+
+	// ReplayRate is events/s through `scalpel replay` (decode, detect, decide in dry run) reading
+	// TELEMETRY with an ordered consumer; OrderedRate is a bare ordered consumer on the same stream.
+	ReplayRate  float64
+	OrderedRate float64
+	ReplayRatio float64 // target >= 0.7
+
+	// AckP50/AckP99: rollback command issued (KV write + CloudEvent) → the deployer's ack received.
+	AckP50, AckP99 time.Duration
+	// SDK*: the telemetry SDK's net/http middleware cost per request, with per-second aggregation on
+	// (Agg) and off (Raw).
+	SDKNsAgg, SDKAllocsAgg, SDKNsRaw, SDKAllocsRaw float64
 
 	// DetectNsPerEvent is the detector's cost per event (Observe plus its share of Advance, tests
 	// included), in-process, no NATS.
@@ -108,6 +124,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.PipelineRates = append(res.PipelineRates, pipe)
 		progress(o.Progress, "round %d/%d: ingest+detect                  %9.0f events/s", r+1, o.Rounds, pipe)
 	}
+	progress(o.Progress, "replay against a bare ordered consumer on the same stream ...")
+	if res.ReplayRate, res.OrderedRate, err = measureReplay(ctx, srv, payloads); err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	res.ReplayRatio = res.ReplayRate / res.OrderedRate
+	progress(o.Progress, "command → ack latency through a deployer ...")
+	if res.AckP50, res.AckP99, err = measureCommandAck(ctx, srv, 200); err != nil {
+		return nil, fmt.Errorf("command → ack: %w", err)
+	}
+	progress(o.Progress, "telemetry SDK overhead per request ...")
+	res.SDKNsAgg, res.SDKAllocsAgg, res.SDKNsRaw, res.SDKAllocsRaw = telemetry.BenchTelemetryOverhead()
 	progress(o.Progress, "detector cost and memory per series ...")
 	res.DetectNsPerEvent, res.DetectBytesPerSeries = detect.BenchFigures()
 	res.RawRate = median(res.RawRates)
@@ -305,4 +332,52 @@ func telemetryPayloads(n, series, rate int) [][]byte {
 		out[i] = b
 	}
 	return out
+}
+
+// measureReplay loads the telemetry into a fresh TELEMETRY stream and runs replay's own benchmark:
+// alternating rounds of a bare ordered consumer and a full replay over the same messages.
+func measureReplay(ctx context.Context, srv *server.Server, payloads [][]byte) (replayRate, orderedRate float64, err error) {
+	nc, js, err := connect(srv)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer nc.Close()
+	subj := schemas.Subjects{Prefix: "benchreplay"}
+	topo := ingest.DefaultTopologyConfig()
+	if err := ingest.EnsureTopology(ctx, js, subj, topo); err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		for _, s := range topo.Streams(subj) {
+			_ = js.DeleteStream(context.Background(), s.Name)
+		}
+	}()
+	n := len(payloads)
+	if err := publish(ctx, js, func(i int) string { return subj.Telemetry("shop", compName(i)) }, func(i int) []byte { return payloads[i] }, n); err != nil {
+		return 0, 0, err
+	}
+	return replay.BenchReplay(ctx, js, schemas.StreamTelemetry, n)
+}
+
+// measureCommandAck issues n block rollbacks through the nats actuator to a deployer embedded in
+// this process and times each until its ack arrives.
+func measureCommandAck(ctx context.Context, srv *server.Server, n int) (p50, p99 time.Duration, err error) {
+	nc, js, err := connect(srv)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer nc.Close()
+	subj := schemas.Subjects{}
+	if err := ingest.EnsureTopology(ctx, js, subj, ingest.DefaultTopologyConfig()); err != nil {
+		return 0, 0, err
+	}
+	kv, err := js.KeyValue(ctx, schemas.BucketActive)
+	if err != nil {
+		return 0, 0, err
+	}
+	act, err := natsactuator.New(js, kv, subj)
+	if err != nil {
+		return 0, 0, err
+	}
+	return deployer.BenchCommandAck(ctx, js, act.Actuate, n)
 }
