@@ -3,19 +3,21 @@
 //
 // It keeps a few constant-size summaries of the series' recent past and scores each point by how
 // surprising it is against them:
-//   - value rarity: a decaying histogram of values on a grid learned in warm-up; a point scores by the
-//     p-value of its bin — the share of mass lying in bins no more likely than its own (both tails and
-//     holes are rare) — on a log scale, 1 at p ≤ 1e-4;
+//   - value rarity: a decaying histogram of values on a grid learned in warm-up; a point in a seen
+//     bin scores by the p-value of its bin — the share of mass lying in bins no more likely than its
+//     own (both tails and holes are rare) — on a log scale, up to SeenCap at p ≤ 1e-4; a point in an
+//     unseen bin scores from SeenCap up to 1 by its distance to the nearest seen bin;
+//   - context novelty: the share of the pairs (level k points ago, level now), for k = 1, 2, 4, …,
+//     that the decaying memory has not seen — a new shape made of ordinary values;
 //   - level shift: a two-sided CUSUM of robustly standardised values against a slow EWMA baseline,
 //     1 when it saturates.
 //
-// The score is the larger of the two. After an alarm the detector rests for a while (scores are
-// damped and recover linearly): an incident is one alarm, not a storm of them. Transition counts
-// (previous level → level) are kept and computed but, measured on NAB, cost more false positives than
-// they found windows, so they do not enter the score.
+// The score is the largest of the three. After an alarm the detector rests for a while (scores are
+// damped and recover linearly): an incident is one alarm, not a storm of them.
 //
-// Memory is bounded by the config (bins, levels², a short ring); each Step is O(bins + levels) — a
-// constant — and never reads the wall clock: the timestamp is only checked for order.
+// Memory is bounded by the config (bins, ContextLags·(3·Levels)², a ring of 2^(ContextLags−1)
+// levels); each Step is O(bins + ContextLags) — a constant — and never reads the wall clock: the
+// timestamp is only checked for order.
 package single
 
 import (
@@ -34,7 +36,8 @@ type Config struct {
 	// Bins is the number of histogram bins spanning the warm-up range of values; values outside it
 	// fall in further bins of the same width (up to Bins more on each side, then clamped).
 	Bins int `json:"bins" yaml:"bins"`
-	// Levels is the number of coarse levels spanning the warm-up range used for transitions.
+	// Levels is the number of coarse levels spanning the warm-up range, the alphabet of the
+	// context pairs (Levels more on each side for values outside it, then clamped).
 	Levels int `json:"levels" yaml:"levels"`
 	// Memory is the horizon, in points, of the decaying histograms and the long-run statistics.
 	Memory int `json:"memory" yaml:"memory"`
@@ -47,6 +50,21 @@ type Config struct {
 	// Rest is the number of points after an alarm during which scores are damped, so one incident
 	// raises one alarm.
 	Rest int `json:"rest" yaml:"rest"`
+	// ContextLags is the number of lags (1, 2, 4, … 2^(ContextLags−1) points) whose pairs
+	// (level then, level now), on the Levels grid, form the context of a point; the context
+	// novelty score is the share of those pairs not seen within Memory. It catches a changed
+	// pattern made of ordinary values (a flat stretch in a daily cycle). 0 disables it.
+	ContextLags int `json:"context_lags" yaml:"context_lags"`
+	// ContextSeen is the decayed count (in points) below which a context pair counts as unseen.
+	ContextSeen float64 `json:"context_seen" yaml:"context_seen"`
+	// SeenCap is the highest score a value in an already-seen bin can get: the p-value score of
+	// seen values is scaled into [0, SeenCap], and values in unseen bins score from SeenCap up to 1
+	// by their distance to the nearest seen bin, so that a far-out value outranks a merely new one
+	// and the threshold optimiser can tell them apart (instead of both saturating at 1).
+	SeenCap float64 `json:"seen_cap" yaml:"seen_cap"`
+	// UnseenSpread is the distance, in bins, over which an unseen value's score climbs from
+	// SeenCap towards 1 (tanh of distance / UnseenSpread).
+	UnseenSpread float64 `json:"unseen_spread" yaml:"unseen_spread"`
 }
 
 // DefaultConfig returns the frozen defaults.
@@ -60,6 +78,10 @@ func DefaultConfig() Config {
 		CUSUMLimit:     20,
 		AlarmThreshold: 0.95,
 		Rest:           400,
+		ContextLags:    7,
+		ContextSeen:    0.5,
+		SeenCap:        0.9,
+		UnseenSpread:   4,
 	}
 }
 
@@ -83,6 +105,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: alarm threshold %v: want (0, 1]", ErrInvalidConfig, c.AlarmThreshold)
 	case c.Rest < 0:
 		return fmt.Errorf("%w: rest %d must be ≥ 0", ErrInvalidConfig, c.Rest)
+	case c.ContextLags < 0 || c.ContextLags > 12:
+		return fmt.Errorf("%w: context lags %d: want 0..12 (the longest lag is 2^(lags−1) points)", ErrInvalidConfig, c.ContextLags)
+	case !(c.ContextSeen > 0):
+		return fmt.Errorf("%w: context seen %v must be > 0", ErrInvalidConfig, c.ContextSeen)
+	case !(c.SeenCap > 0 && c.SeenCap < 1):
+		return fmt.Errorf("%w: seen cap %v: want (0, 1)", ErrInvalidConfig, c.SeenCap)
+	case !(c.UnseenSpread > 0):
+		return fmt.Errorf("%w: unseen spread %v must be > 0", ErrInvalidConfig, c.UnseenSpread)
 	}
 	return nil
 }
@@ -100,9 +130,7 @@ type Detector struct {
 	hist        []float64
 	histTotal   float64
 	lvlWidth    float64
-	trans       []float64 // (prev level, level) counts, row-major
-	transTotal  []float64 // per previous level
-	prevLevel   int
+	nLevels     int     // Levels below, inside and above the warm-up range
 	decay       float64 // per-step multiplier of the histograms' weights
 	weight      float64 // current weight of a new observation (grows instead of decaying all counts)
 	mean, scale float64 // slow baseline for the CUSUM
@@ -110,6 +138,11 @@ type Detector struct {
 	cusLo       float64
 
 	rest int // points left in the rest period after an alarm
+
+	ctx     []float64 // context pair counts: [lag][level then][level now]
+	ring    []int     // last levels, ring buffer
+	ringPos int
+	filled  int
 }
 
 // New returns a detector; an invalid config is replaced by DefaultConfig (call Validate first to
@@ -177,8 +210,7 @@ func (d *Detector) initGrid() {
 	d.hist = make([]float64, 3*b)
 	d.lvlWidth = span / float64(d.cfg.Levels)
 	L := 3 * d.cfg.Levels
-	d.trans = make([]float64, L*L)
-	d.transTotal = make([]float64, L)
+	d.nLevels = L
 	d.decay = 1 - 1/float64(d.cfg.Memory)
 	d.weight = 1
 	d.mean = sum / float64(len(d.warm))
@@ -186,7 +218,10 @@ func (d *Detector) initGrid() {
 		d.scale += math.Abs(x - d.mean)
 	}
 	d.scale = math.Max(d.scale/float64(len(d.warm))*1.25, span*1e-3)
-	d.prevLevel = -1
+	if d.cfg.ContextLags > 0 {
+		d.ctx = make([]float64, d.cfg.ContextLags*L*L)
+		d.ring = make([]int, 1<<(d.cfg.ContextLags-1)+1)
+	}
 	for _, x := range d.warm {
 		d.update(x)
 	}
@@ -198,7 +233,7 @@ func (d *Detector) bin(v float64) int {
 }
 
 func (d *Detector) level(v float64) int {
-	L := len(d.transTotal)
+	L := d.nLevels
 	return clamp(int(math.Floor((v-d.lo)/d.lvlWidth))-2*d.cfg.Levels+L/3, 0, L-1)
 }
 
@@ -215,14 +250,16 @@ func (d *Detector) surprise(v float64) float64 {
 		}
 	}
 	sv := math.Min(1, -math.Log10(math.Max(rare/d.histTotal, 1e-4))/4)
-	// Transition rarity: P(level | previous level), smoothed.
-	st := 0.0
-	if d.prevLevel >= 0 {
-		L := len(d.transTotal)
-		row := d.trans[d.prevLevel*L : (d.prevLevel+1)*L]
-		tot := d.transTotal[d.prevLevel]
-		p := (row[d.level(v)] + d.weight*0.1) / (tot + d.weight)
-		st = math.Min(1, -math.Log10(p)/4)
+	sv *= d.cfg.SeenCap
+	if c < 0.5*d.weight { // an (almost) unseen bin: graded by the distance to the seen values
+		b := d.bin(v)
+		dist := len(d.hist)
+		for i, h := range d.hist {
+			if h >= 0.5*d.weight {
+				dist = min(dist, max(i-b, b-i))
+			}
+		}
+		sv = d.cfg.SeenCap + (1-d.cfg.SeenCap)*math.Tanh(float64(dist)/d.cfg.UnseenSpread)
 	}
 	// Level shift: CUSUM of robust z against a slow baseline.
 	z := (v - d.mean) / d.scale
@@ -230,8 +267,12 @@ func (d *Detector) surprise(v float64) float64 {
 	lo := math.Max(0, d.cusLo-z-d.cfg.CUSUMDrift)
 	d.cusHi, d.cusLo = math.Min(hi, d.cfg.CUSUMLimit), math.Min(lo, d.cfg.CUSUMLimit)
 	sc := math.Max(d.cusHi, d.cusLo) / d.cfg.CUSUMLimit
-	_ = st // transitions cost more false positives than they found windows on NAB; kept for Config.Levels
-	return math.Max(sv, sc)
+	// Context novelty: the share of (level then, level now) pairs never seen.
+	sn := 0.0
+	if d.ctx != nil && d.filled > 0 {
+		sn = d.novelty(v)
+	}
+	return max(sv, sc, sn)
 }
 
 // update adds v to the decaying summaries.
@@ -241,25 +282,63 @@ func (d *Detector) update(v float64) {
 		for i := range d.hist {
 			d.hist[i] /= d.weight
 		}
-		for i := range d.trans {
-			d.trans[i] /= d.weight
-		}
-		for i := range d.transTotal {
-			d.transTotal[i] /= d.weight
+		for i := range d.ctx {
+			d.ctx[i] /= d.weight
 		}
 		d.histTotal /= d.weight
 		d.weight = 1
 	}
 	d.hist[d.bin(v)] += d.weight
 	d.histTotal += d.weight
-	l := d.level(v)
-	if d.prevLevel >= 0 {
-		L := len(d.transTotal)
-		d.trans[d.prevLevel*L+l] += d.weight
-		d.transTotal[d.prevLevel] += d.weight
-	}
-	d.prevLevel = l
+	d.addContext(d.level(v))
 	a := 1 / float64(d.cfg.Memory)
 	d.mean += a * (v - d.mean)
 	d.scale += a * (math.Abs(v-d.mean)*1.25 - d.scale)
+}
+
+// lagged returns the level `lag` points back, or -1 if not yet known.
+func (d *Detector) lagged(lag int) int {
+	if lag > d.filled {
+		return -1
+	}
+	n := len(d.ring)
+	return d.ring[((d.ringPos-lag)%n+n)%n]
+}
+
+// novelty is the fraction of v's context pairs not seen (decayed count below ContextSeen).
+func (d *Detector) novelty(v float64) float64 {
+	L := d.nLevels
+	l := d.level(v)
+	unseen, n := 0, 0
+	for k := 0; k < d.cfg.ContextLags; k++ {
+		p := d.lagged(1 << k)
+		if p < 0 {
+			break
+		}
+		n++
+		if d.ctx[(k*L+p)*L+l] < d.cfg.ContextSeen*d.weight {
+			unseen++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(unseen) / float64(n)
+}
+
+func (d *Detector) addContext(l int) {
+	if d.ctx == nil {
+		return
+	}
+	L := d.nLevels
+	for k := 0; k < d.cfg.ContextLags; k++ {
+		p := d.lagged(1 << k)
+		if p < 0 {
+			break
+		}
+		d.ctx[(k*L+p)*L+l] += d.weight
+	}
+	d.ringPos = (d.ringPos + 1) % len(d.ring)
+	d.ring[d.ringPos] = l
+	d.filled = min(d.filled+1, len(d.ring)-1)
 }

@@ -131,3 +131,28 @@ func BenchmarkStep(b *testing.B) {
 		d.Step(t0.Add(time.Duration(i)*time.Second), vs[i%len(vs)])
 	}
 }
+
+// TestContextNoveltyFlagsFlatStretch checks the pattern awareness: a daily cycle that goes flat at
+// its mid level for a while has no rare value, only a shape never seen, and must score well above what
+// value rarity and CUSUM alone give it. (It does not reach the alarm threshold: most pairs stay seen.)
+func TestContextNoveltyFlagsFlatStretch(t *testing.T) {
+	vs := series(3000, 0)
+	for i := 2000; i < 2100; i++ {
+		vs[i] = 10
+	}
+	scores, _ := run(New(DefaultConfig()), vs)
+	peak := 0.0
+	for _, s := range scores[2000:2100] {
+		peak = math.Max(peak, s)
+	}
+	cfg := DefaultConfig()
+	cfg.ContextLags = 0
+	scores, _ = run(New(cfg), vs)
+	base := 0.0
+	for _, s := range scores[2000:2100] {
+		base = math.Max(base, s)
+	}
+	if peak < 0.6 || peak < base+0.2 {
+		t.Errorf("flat stretch: peak %.3f with context novelty, %.3f without: want ≥ 0.6 and 0.2 above", peak, base)
+	}
+}
