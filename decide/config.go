@@ -79,6 +79,13 @@ type Config struct {
 	// ApprovalTimeout is how long a recommend decision waits for `scalpel approve` / `scalpel reject`
 	// (event time); after it the recommendation expires with a `none` decision. Default 1h.
 	ApprovalTimeout schemas.Duration `json:"approval_timeout" yaml:"approval_timeout"`
+
+	// LeaseTTL is how long the active decider's lease in scalpel_state lasts without renewal (it
+	// renews every third of it). It is wall-clock process time, not event time: a standby takes over
+	// within about this long after the active decider dies, and at once when it stops cleanly.
+	// Shorter means faster failover but more KV writes and a risk of flapping on a slow link.
+	// Default 10s; at least 1s.
+	LeaseTTL schemas.Duration `json:"lease_ttl" yaml:"lease_ttl"`
 }
 
 // DefaultConfig returns the configuration scalpel runs with when nothing is configured.
@@ -96,6 +103,7 @@ func DefaultConfig() Config {
 		BlastRadius:           4,
 		BlastWindow:           schemas.Duration(2 * time.Minute),
 		ApprovalTimeout:       schemas.Duration(time.Hour),
+		LeaseTTL:              schemas.Duration(10 * time.Second),
 	}
 }
 
@@ -126,6 +134,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be a positive duration such as \"5m\", got %q", d.name, time.Duration(d.v)))
 		}
 	}
+	if c.LeaseTTL != 0 && c.LeaseTTL < schemas.Duration(time.Second) {
+		errs = append(errs, fmt.Errorf("lease_ttl must be at least 1s (or left out for the default 10s), got %q", time.Duration(c.LeaseTTL)))
+	}
 	if c.RollbackBudget < 1 {
 		errs = append(errs, fmt.Errorf("rollback_budget must be at least 1, got %d", c.RollbackBudget))
 	}
@@ -151,4 +162,12 @@ func validGranularity(g string) bool {
 		return true
 	}
 	return false
+}
+
+// LeaseDuration is LeaseTTL, or its default when unset.
+func (c Config) LeaseDuration() time.Duration {
+	if c.LeaseTTL <= 0 {
+		return time.Duration(DefaultConfig().LeaseTTL)
+	}
+	return time.Duration(c.LeaseTTL)
 }

@@ -81,7 +81,9 @@ func NewStory(incident string, decisions []schemas.Decision, commands []schemas.
 			for id, t := range commandIDs(&d) {
 				c := StoryCommand{ID: id, Action: planActionOf(&d, t), Service: cmp.Or(t.Service, d.Service), Target: targetName(withService(t, d.Service)),
 					FromVersion: t.FromVersion, ToVersion: t.ToVersion, Published: published[id], Acks: acksOf[id]}
-				slices.SortStableFunc(c.Acks, func(a, b schemas.RollbackAck) int { return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(a.Instance, b.Instance)) })
+				slices.SortStableFunc(c.Acks, func(a, b schemas.RollbackAck) int {
+					return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(a.Instance, b.Instance))
+				})
 				if c.Acks == nil {
 					c.Acks = []schemas.RollbackAck{}
 				}
@@ -95,7 +97,9 @@ func NewStory(incident string, decisions []schemas.Decision, commands []schemas.
 				}
 				return 0
 			}
-			slices.SortFunc(st.Commands, func(a, b StoryCommand) int { return cmp.Or(cmp.Compare(step(a), step(b)), cmp.Compare(a.Target, b.Target)) })
+			slices.SortFunc(st.Commands, func(a, b StoryCommand) int {
+				return cmp.Or(cmp.Compare(step(a), step(b)), cmp.Compare(a.Target, b.Target))
+			})
 		}
 		for _, ap := range approvals {
 			if ap.DecisionID == d.ID && !slices.ContainsFunc(st.Approvals, func(x schemas.Approval) bool { return x.ID == ap.ID }) {

@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,10 +37,6 @@ func (p *Pipeline) dec() *deciderState {
 	return v.(*deciderState)
 }
 
-// decideLeaseTTL is how long a decider that stopped renewing keeps the lease; a standby takes over
-// within about this long after a crash.
-const decideLeaseTTL = 10 * time.Second
-
 // startDecide runs the decide stage as a single active instance: the process holding the lease in
 // scalpel_state consumes deploys, anomalies, acks, approvals and actuation failures; the others
 // wait and take over when the lease lapses, rebuilding the engine from the streams first.
@@ -48,7 +46,7 @@ func (p *Pipeline) startDecide(ctx context.Context) error {
 		return fmt.Errorf("decide: open %s: %w", schemas.BucketState, err)
 	}
 	p.dec().state = stateKV
-	lease := decide.NewLease(stateKV, decideLeaseTTL)
+	lease := decide.NewLease(stateKV, p.cfg.Decide.LeaseDuration())
 	leading := false
 	if err := lease.Acquire(ctx); err == nil {
 		if err := p.lead(ctx); err != nil {
@@ -112,19 +110,16 @@ func (p *Pipeline) lead(ctx context.Context) error {
 		}
 		return fmt.Errorf("decide: %w", err)
 	}
-	// Deploy history is replayed from the start of DEPLOYS on every takeover, so the engine knows
-	// every version and open window. Decisions made while catching up are dropped: they were
-	// published by the process that saw those deploys first (and the published-once records in
-	// scalpel_state would drop them anyway).
-	dstop, err := p.replayThenFollow(ctx, schemas.StreamDeploys, p.subj.DeployAll(), p.handleDeployMsg)
+	deploysUpTo, err := p.rebuild(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	// Deploys after the rebuild's last one are live: their decisions (restores) are published.
+	dstop, err := p.followDeploys(ctx, deploysUpTo+1)
 	if err != nil {
 		return fail(err)
 	}
 	stops = append(stops, dstop)
-	// Incidents are rebuilt from the anomalies the previous holder already acknowledged.
-	if err := p.rebuildAnomalies(ctx); err != nil {
-		return fail(err)
-	}
 	for _, c := range []struct {
 		stream, durable, filter string
 		handle                  func(context.Context, jetstream.Msg)
@@ -154,6 +149,24 @@ func (p *Pipeline) lead(ctx context.Context) error {
 	return nil
 }
 
+// Leading reports whether this process is the active decider (it holds the lease and consumes).
+func (p *Pipeline) Leading() bool {
+	p.decideMu.Lock()
+	defer p.decideMu.Unlock()
+	return p.dec().stops != nil
+}
+
+// DecideIncidents returns the incidents the decide engine tracks (oldest first); a standby's
+// engine is the one it rebuilt at its last takeover, or empty.
+func (p *Pipeline) DecideIncidents() []decide.Incident {
+	p.decideMu.Lock()
+	defer p.decideMu.Unlock()
+	if p.engine == nil {
+		return nil
+	}
+	return p.engine.Incidents()
+}
+
 // unlead stops the active decider's consumers (standby).
 func (p *Pipeline) unlead() {
 	p.decideMu.Lock()
@@ -165,91 +178,154 @@ func (p *Pipeline) unlead() {
 	}
 }
 
-// replayThenFollow consumes a stream from its start with an ordered consumer, handing messages up to
-// the last one present at start-up with live=false, and returns once those are handled; later
-// messages are live.
-func (p *Pipeline) replayThenFollow(ctx context.Context, stream, filter string, handle func(context.Context, jetstream.Msg, bool)) (func(), error) {
-	s, err := p.js.Stream(ctx, stream)
+// rebuildInput is one recorded input of the engine, replayed at takeover.
+type rebuildInput struct {
+	ts    time.Time
+	kind  int // order at equal times: deploys, anomalies, approvals, acks, actuation failures
+	apply func(context.Context) ([]schemas.Decision, error)
+}
+
+// rebuild feeds a fresh engine, outputs suppressed, with what the previous holder had handled:
+// every deploy so far, and the anomalies, approvals, acks and actuation failures up to each
+// durable's ack floor (the durables redeliver the rest). Inputs are merged in event time, so an
+// approval lands after the recommendation it answers and an ack after its command's decision, as
+// they did live; a takeover then knows every answered approval and every acked step instead of
+// showing them pending again. Decisions re-made while rebuilding carry the ids the previous holder
+// published them under, and the published-once records drop any that resurface later. It returns
+// the stream sequence of the last deploy replayed.
+func (p *Pipeline) rebuild(ctx context.Context) (uint64, error) {
+	var inputs []rebuildInput
+	add := func(ts time.Time, kind int, f func(context.Context) ([]schemas.Decision, error)) {
+		inputs = append(inputs, rebuildInput{ts: ts, kind: kind, apply: f})
+	}
+	ds, err := p.js.Stream(ctx, schemas.StreamDeploys)
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("%s: %w", schemas.StreamDeploys, err)
 	}
-	info, err := s.Info(ctx)
+	dinfo, err := ds.Info(ctx)
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("%s: %w", schemas.StreamDeploys, err)
 	}
-	catchUpTo := info.State.LastSeq
-	oc, err := p.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		return nil, fmt.Errorf("%s replay: %w", stream, err)
-	}
-	caughtUp := make(chan struct{})
-	var once sync.Once
-	if catchUpTo == 0 {
-		once.Do(func() { close(caughtUp) })
-	}
-	cc, err := oc.Consume(func(m jetstream.Msg) {
-		md, _ := m.Metadata()
-		live := md == nil || md.Sequence.Stream > catchUpTo
-		handle(p.ctx, m, live)
-		if md != nil && (md.Sequence.Stream >= catchUpTo || md.NumPending == 0) {
-			once.Do(func() { close(caughtUp) })
+	deploysUpTo := dinfo.State.LastSeq
+	err = p.readUpTo(ctx, schemas.StreamDeploys, p.subj.DeployAll(), deploysUpTo, func(m jetstream.Msg) {
+		if ev, err := schemas.DecodeDeployEvent(m.Data()); err == nil {
+			add(ev.TS, 0, func(ctx context.Context) ([]schemas.Decision, error) {
+				ds, err := p.engine.HandleDeploy(ctx, ev)
+				if err == nil {
+					p.deploys.Add(1)
+				}
+				return ds, err
+			})
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s replay: %w", stream, err)
+		return 0, err
 	}
-	select {
-	case <-caughtUp:
-	case <-ctx.Done():
-		cc.Stop()
-		return nil, ctx.Err()
-	case <-time.After(30 * time.Second):
-		cc.Stop()
-		return nil, fmt.Errorf("timed out replaying %s", stream)
+	for _, c := range []struct {
+		stream, durable, filter string
+		kind                    int
+		read                    func(jetstream.Msg)
+	}{
+		{schemas.StreamAnomalies, DurableDecideAnomalies, p.subj.AnomalyAll(), 1, func(m jetstream.Msg) {
+			if a, err := schemas.DecodeAnomaly(m.Data()); err == nil {
+				ts := a.TSDetected
+				if a.IsResolved() && a.ResolvedAt != nil {
+					ts = *a.ResolvedAt
+				}
+				add(ts, 1, func(ctx context.Context) ([]schemas.Decision, error) { return p.engine.HandleAnomaly(ctx, a) })
+			}
+		}},
+		{schemas.StreamDecisions, DurableDecideApprovals, p.subj.ApprovalAll(), 2, func(m jetstream.Msg) {
+			if ap, err := schemas.DecodeApproval(m.Data()); err == nil {
+				add(ap.TS, 2, func(ctx context.Context) ([]schemas.Decision, error) { return p.engine.HandleApproval(ctx, ap) })
+			}
+		}},
+		{schemas.StreamRollbacks, DurableDecideAcks, p.subj.RollbackAck("*"), 3, func(m jetstream.Msg) {
+			if ack, err := schemas.DecodeAck(m.Data()); err == nil {
+				add(ack.TS, 3, func(ctx context.Context) ([]schemas.Decision, error) { return p.engine.HandleAck(ctx, ack) })
+			}
+		}},
+		{schemas.StreamRejected, DurableDecideRejected, p.subj.Rejected("actuate"), 4, func(m jetstream.Msg) {
+			if d, err := schemas.DecodeDecision(m.Data()); err == nil {
+				reason, at := m.Headers().Get(schemas.HeaderRejectReason), d.TS
+				if md, err := m.Metadata(); err == nil && md.Timestamp.After(at) {
+					at = md.Timestamp
+				}
+				add(at, 4, func(ctx context.Context) ([]schemas.Decision, error) {
+					return p.engine.HandleActuationFailure(ctx, d.ID, reason, at)
+				})
+			}
+		}},
+	} {
+		floor, err := p.ackFloor(ctx, c.stream, c.durable)
+		if err != nil {
+			return 0, err
+		}
+		if err := p.readUpTo(ctx, c.stream, c.filter, floor, c.read); err != nil {
+			return 0, err
+		}
 	}
-	return cc.Stop, nil
+	slices.SortStableFunc(inputs, func(a, b rebuildInput) int { return cmp.Or(a.ts.Compare(b.ts), cmp.Compare(a.kind, b.kind)) })
+	p.decideMu.Lock()
+	defer p.decideMu.Unlock()
+	for _, in := range inputs {
+		_, _ = in.apply(ctx) // already decided and published by the process that saw it first
+	}
+	p.log.Info("decide: engine rebuilt", "stage", "decide", "inputs", len(inputs), "incidents", len(p.engine.Incidents()))
+	return deploysUpTo, nil
 }
 
-// rebuildAnomalies feeds the engine, outputs suppressed, every anomaly up to the decide durable's
-// ack floor: what the previous holder decided on. The durable redelivers the rest.
-func (p *Pipeline) rebuildAnomalies(ctx context.Context) error {
-	cons, err := p.js.Consumer(ctx, schemas.StreamAnomalies, DurableDecideAnomalies)
+// ackFloor is the stream sequence up to which durable has acknowledged everything (0 when the
+// durable does not exist yet).
+func (p *Pipeline) ackFloor(ctx context.Context, stream, durable string) (uint64, error) {
+	cons, err := p.js.Consumer(ctx, stream, durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("%s/%s: %w", stream, durable, err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("%s/%s: %w", stream, durable, err)
 	}
-	floor := info.AckFloor.Stream
-	if floor == 0 {
+	return info.AckFloor.Stream, nil
+}
+
+// readUpTo hands every message of stream matching filter with a sequence up to upTo to read, in
+// stream order, through an ordered consumer (nothing is acknowledged or changed).
+func (p *Pipeline) readUpTo(ctx context.Context, stream, filter string, upTo uint64, read func(jetstream.Msg)) error {
+	if upTo == 0 {
 		return nil
 	}
-	oc, err := p.js.OrderedConsumer(ctx, schemas.StreamAnomalies, jetstream.OrderedConsumerConfig{FilterSubjects: []string{p.subj.AnomalyAll()}})
+	oc, err := p.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
-		return err
+		return fmt.Errorf("%s replay: %w", stream, err)
+	}
+	info, err := oc.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%s replay: %w", stream, err)
+	}
+	if info.NumPending == 0 {
+		return nil
 	}
 	for {
 		batch, err := oc.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return err
+			return fmt.Errorf("%s replay: %w", stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			md, _ := m.Metadata()
-			if md != nil && md.Sequence.Stream > floor {
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Sequence.Stream > upTo {
 				return nil
 			}
-			if a, err := schemas.DecodeAnomaly(m.Data()); err == nil {
-				p.decideMu.Lock()
-				_, _ = p.engine.HandleAnomaly(ctx, a)
-				p.decideMu.Unlock()
-			}
-			if md != nil && (md.Sequence.Stream == floor || md.NumPending == 0) {
+			read(m)
+			if md.Sequence.Stream == upTo || md.NumPending == 0 {
 				return nil
 			}
 		}
@@ -257,6 +333,23 @@ func (p *Pipeline) rebuildAnomalies(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// followDeploys hands deploys from stream sequence from on to the engine as they arrive.
+func (p *Pipeline) followDeploys(ctx context.Context, from uint64) (func(), error) {
+	oc, err := p.js.OrderedConsumer(ctx, schemas.StreamDeploys, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{p.subj.DeployAll()},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s follow: %w", schemas.StreamDeploys, err)
+	}
+	cc, err := oc.Consume(func(m jetstream.Msg) { p.handleDeployMsg(p.ctx, m, true) })
+	if err != nil {
+		return nil, fmt.Errorf("%s follow: %w", schemas.StreamDeploys, err)
+	}
+	return cc.Stop, nil
 }
 
 func (p *Pipeline) handleDeployMsg(ctx context.Context, m jetstream.Msg, live bool) {

@@ -1,0 +1,293 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/natstest"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+const ledgerManifest = `service: ledger
+rollback_window: 1m
+components:
+  - component: post
+    granularity: medium
+`
+
+// TestDeciderFailover runs two processes on one server. The first holds the decide lease: it rolls
+// back the bad block of checkout and, for ledger, turns a recommendation into a rollback when a
+// person approves it. It stops mid-incident; the second takes over within the lease TTL, knows the
+// approval was answered and the block rolled back, and carries the checkout incident to its end —
+// without a second command and without losing a decision.
+func TestDeciderFailover(t *testing.T) {
+	const ttl = 2 * time.Second
+	_, nc, js := natstest.Connect(t)
+	cfg := config.Default()
+	cfg.Decide.LeaseTTL = schemas.Duration(ttl)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	startP := func(name string) *pipeline.Pipeline {
+		t.Helper()
+		p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t).With("process", name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		return p
+	}
+
+	p1 := startP("first")
+	if !p1.Leading() {
+		t.Fatal("the first process does not hold the decide lease")
+	}
+	for _, y := range []string{manifest, ledgerManifest} {
+		m, err := schemas.ParseManifest([]byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p1.Catalog().Apply(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &harness{t: t, nc: nc, js: js, p: p1, cfg: cfg}
+
+	// checkout: the bad block is rolled back by the first process.
+	svc := checkoutSim(7)
+	t0 := eventStart()
+	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	h.publishJS(traffic(svc, t0, 120*time.Second))
+	t1 := t0.Add(120 * time.Second)
+	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	svc.SetVersion("2.0")
+	h.publishJS(traffic(svc, t1, 60*time.Second))
+	h.idle()
+	cmds := h.commands()
+	checkOneBlockRollback(t, cmds)
+	checkoutInc := cmds[0].IncidentID
+	h.publishAck(schemas.RollbackAck{CommandID: cmds[0].ID, Service: "checkout", Instance: "checkout-1", Status: schemas.AckApplied, ActiveVersion: "1.0", TS: t1.Add(61 * time.Second)})
+	svc.Block("tax-calc", "rate-lookup").Active = "1.0" // the deployer applied it
+
+	// ledger: outside its 1m window the answer is a recommendation, which a person approves.
+	h.publishDeploy(schemas.DeployEvent{ID: "l-1", TS: t0.Add(-30 * time.Minute), Service: "ledger", AppVersion: "1.0",
+		Components: []schemas.DeployComponent{{Component: "post", Version: "1.0"}}})
+	h.publishDeploy(schemas.DeployEvent{ID: "l-2", TS: t0, Service: "ledger", AppVersion: "2.0",
+		Components: []schemas.DeployComponent{{Component: "post", Version: "2.0"}}})
+	score := 14.0
+	ledgerAnomaly := schemas.Anomaly{ID: schemas.DeriveID("anomaly", "ledger-test"), TSDetected: t0.Add(3 * time.Minute),
+		Window: schemas.Window{From: t0.Add(150 * time.Second), To: t0.Add(3 * time.Minute)}, Service: "ledger", Component: "post",
+		Version: "2.0", BaselineVersion: "1.0", Metric: schemas.MetricErrorRate, ErrorCategory: schemas.ErrException,
+		Observed: 0.12, Baseline: 0.01, Effect: 0.11, Statistic: 14, Score: &score, Samples: schemas.Samples{Observed: 900, Baseline: 4000}}
+	if err := ledgerAnomaly.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h.publishAnomaly(ledgerAnomaly)
+	rec := h.waitDecision(func(d schemas.Decision) bool { return d.Service == "ledger" && d.Action == schemas.ActionRecommend })
+	h.publishApproval(schemas.Approval{ID: schemas.DeriveID("approval", rec.ID), DecisionID: rec.ID, Service: "ledger", Approve: true,
+		Actor: "alice@ops", Reason: "the deploy broke posting", TS: rec.TS.Add(time.Minute)})
+	h.waitDecision(func(d schemas.Decision) bool { return d.IncidentID == rec.IncidentID && d.Action == schemas.ActionRollback })
+	h.idleDecider()
+
+	// The second process stands by while the first holds the lease.
+	p2 := startP("second")
+	if p2.Leading() {
+		t.Fatal("two processes lead at once")
+	}
+
+	// Stop the first mid-incident: the block rollback is being verified.
+	stopped := time.Now()
+	p1.Stop()
+	natstest.CheckFor(t, ttl, 20*time.Millisecond, func() error {
+		if !p2.Leading() {
+			return fmt.Errorf("the second process has not taken over %s after the first stopped", time.Since(stopped).Round(time.Millisecond))
+		}
+		return nil
+	})
+	t.Logf("takeover %s after stop (lease TTL %s)", time.Since(stopped).Round(time.Millisecond), ttl)
+	h.p = p2
+
+	// The rebuilt engine knows what the first process decided and what people and deployers answered.
+	incs := map[string]decide.Incident{}
+	for _, inc := range p2.DecideIncidents() {
+		incs[inc.ID] = inc
+	}
+	if inc := incs[rec.IncidentID]; inc.PendingApproval != "" || inc.State != decide.IncidentMitigating {
+		t.Errorf("ledger incident after takeover: state %q, pending approval %q; want mitigating with the approval answered", inc.State, inc.PendingApproval)
+	}
+	if inc := incs[checkoutInc]; inc.State != decide.IncidentMitigating || inc.Granularity != schemas.GranularityFine {
+		t.Errorf("checkout incident after takeover: state %q at %q; want mitigating at fine", inc.State, inc.Granularity)
+	}
+
+	// The incident continues on the second process: traffic after the rollback flows through its
+	// stages, and detect's end-of-episode notice — as the detector that saw the episode publishes it
+	// (the second process's detector starts without the first one's windows) — closes the step.
+	t2 := t1.Add(60 * time.Second)
+	h.publishJS(traffic(svc, t2, 30*time.Second))
+	var firing []schemas.Anomaly
+	for _, a := range h.anomalies() {
+		if a.Service == "checkout" && a.Component == "tax-calc" && !a.IsResolved() {
+			firing = append(firing, a)
+		}
+	}
+	if len(firing) == 0 {
+		t.Fatal("no firing checkout/tax-calc anomaly in ANOMALIES")
+	}
+	for i, a := range firing {
+		a.Status, a.Resolution = schemas.AnomalyResolved, "error rate back under baseline after traffic moved to rate-lookup 1.0"
+		at := t2.Add(time.Duration(20+i) * time.Second)
+		a.ResolvedAt = &at
+		h.publishAnomaly(a)
+	}
+	h.waitDecision(func(d schemas.Decision) bool { return d.IncidentID == checkoutInc && d.Action == schemas.ActionNone })
+	h.idle()
+	h.idleDecider()
+
+	// Exactly one command for the checkout incident, and each decision stored once.
+	var n int
+	for _, c := range h.commands() {
+		if c.IncidentID == checkoutInc {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d commands for the checkout incident, want exactly 1", n)
+	}
+	seen := map[string]int{}
+	var steps []string
+	for _, d := range h.decisions() {
+		seen[d.ID]++
+		if d.IncidentID == checkoutInc || d.IncidentID == rec.IncidentID {
+			steps = append(steps, d.Service+" "+d.Action)
+		}
+	}
+	for id, c := range seen {
+		if c > 1 {
+			t.Errorf("decision %s stored %d times", id, c)
+		}
+	}
+	want := []string{"checkout rollback", "ledger recommend", "ledger rollback", "checkout none"}
+	if fmt.Sprint(steps) != fmt.Sprint(want) {
+		t.Errorf("decisions of the two incidents = %v, want %v", steps, want)
+	}
+}
+
+func (h *harness) publishAnomaly(a schemas.Anomaly) {
+	h.t.Helper()
+	b, _ := json.Marshal(&a)
+	if _, err := h.js.Publish(context.Background(), h.cfg.Subjects().Anomaly(a.Service, a.Component), b, jetstream.WithMsgID(a.ID+"-"+a.Status)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) publishApproval(ap schemas.Approval) {
+	h.t.Helper()
+	b, _ := json.Marshal(&ap)
+	if _, err := h.js.Publish(context.Background(), h.cfg.Subjects().Approval(ap.Service), b, jetstream.WithMsgID(ap.ID)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) publishAck(a schemas.RollbackAck) {
+	h.t.Helper()
+	b, _ := json.Marshal(&a)
+	if _, err := h.js.Publish(context.Background(), h.cfg.Subjects().RollbackAck(a.Service), b); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// readAll hands every message of stream matching filter to f.
+func (h *harness) readAll(stream, filter string, f func(jetstream.Msg)) {
+	h.t.Helper()
+	cons, err := h.js.OrderedConsumer(context.Background(), stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for {
+		msgs, err := cons.FetchNoWait(100)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			n++
+			f(m)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+func (h *harness) decisions() []schemas.Decision {
+	var out []schemas.Decision
+	h.readAll(schemas.StreamDecisions, h.cfg.Subjects().DecisionAll(), func(m jetstream.Msg) {
+		if d, err := schemas.DecodeDecision(m.Data()); err == nil {
+			out = append(out, *d)
+		}
+	})
+	return out
+}
+
+func (h *harness) anomalies() []schemas.Anomaly {
+	var out []schemas.Anomaly
+	h.readAll(schemas.StreamAnomalies, h.cfg.Subjects().AnomalyAll(), func(m jetstream.Msg) {
+		if a, err := schemas.DecodeAnomaly(m.Data()); err == nil {
+			out = append(out, *a)
+		}
+	})
+	return out
+}
+
+// waitDecision waits until a decision matching ok is stored, and returns it.
+func (h *harness) waitDecision(ok func(schemas.Decision) bool) schemas.Decision {
+	h.t.Helper()
+	var got schemas.Decision
+	natstest.CheckFor(h.t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, d := range h.decisions() {
+			if ok(d) {
+				got = d
+				return nil
+			}
+		}
+		return fmt.Errorf("no such decision yet")
+	})
+	return got
+}
+
+// idleDecider waits until the decider's ack and approval durables have nothing pending.
+func (h *harness) idleDecider() {
+	h.t.Helper()
+	ctx := context.Background()
+	natstest.CheckFor(h.t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, c := range []struct{ stream, durable string }{
+			{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
+			{schemas.StreamRollbacks, pipeline.DurableDecideAcks},
+			{schemas.StreamDecisions, pipeline.DurableDecideApprovals},
+		} {
+			cons, err := h.js.Consumer(ctx, c.stream, c.durable)
+			if err != nil {
+				return err
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.NumPending > 0 || info.NumAckPending > 0 {
+				return fmt.Errorf("%s/%s: %d pending, %d unacked", c.stream, c.durable, info.NumPending, info.NumAckPending)
+			}
+		}
+		return nil
+	})
+}
