@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -25,11 +26,15 @@ func newDecisionsCmd() *cobra.Command {
 		incident string
 	)
 	cmd := &cobra.Command{
-		Use:   "decisions [--service S] [--since 1h] [--last N]",
+		Use:   "decisions [--service S] [--since 1h] [--last N] | --incident ID",
 		Short: "Show recent decisions with their reasons (the audit trail on decision.<svc>)",
 		Long: `decisions reads the DECISIONS stream — every decision scalpel made, including holds and
 recommendations — from --since ago up to now, and prints the most recent ones with the reason a person
 needs: what degraded against which baseline, what changed, why this granularity, what is targeted.
+With --incident it tells that incident's whole story instead, whatever its age: what degraded
+against which baseline, each step in order with its time, action, granularity, full reason, plan,
+the guards that held it and whether it was a dry run, the commands each step sent with the
+deployers' acks (ROLLBACKS), and the approvals people gave (approval.<svc>).
 Reading is passive (an ordered consumer): it never acknowledges or changes anything.`,
 		Example: `  scalpel decisions
   scalpel decisions --service checkout --since 24h
@@ -60,6 +65,9 @@ Reading is passive (an ordered consumer): it never acknowledges or changes anyth
 				return err
 			}
 			defer nc.Close()
+			if incident != "" {
+				return printStory(cmd.Context(), cmd.OutOrStdout(), js, subj, filter, incident, asJSON)
+			}
 			ds, err := readDecisions(cmd.Context(), js, filter, time.Now().Add(-since), last, incident)
 			if err != nil {
 				return err
@@ -81,7 +89,7 @@ Reading is passive (an ordered consumer): it never acknowledges or changes anyth
 	f.StringVar(&service, "service", "", "only this service's decisions")
 	f.DurationVar(&since, "since", time.Hour, "how far back to read")
 	f.IntVar(&last, "last", 20, "print at most the N most recent decisions (0 = all)")
-	f.StringVar(&incident, "incident", "", "only the decisions of this incident id")
+	f.StringVar(&incident, "incident", "", "tell the whole story of this incident id (steps, plans, commands, acks, approvals)")
 	return cmd
 }
 
@@ -175,4 +183,47 @@ func targetsText(ts []schemas.DecisionTarget) string {
 // oneLine keeps a table row on one line whatever the reason holds.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// printStory reads everything the streams hold about incident and tells it (decide.Story), or
+// prints it as one JSON object.
+func printStory(ctx context.Context, w io.Writer, js jetstream.JetStream, subj schemas.Subjects, filter, incident string, asJSON bool) error {
+	ds, err := readDecisions(ctx, js, filter, time.Unix(0, 0), 0, incident)
+	if err != nil {
+		return err
+	}
+	if len(ds) == 0 {
+		return fmt.Errorf("no decisions of incident %s on %s: list recent ones with `scalpel decisions`", incident, filter)
+	}
+	var (
+		cmds      []schemas.RollbackCommand
+		acks      []schemas.RollbackAck
+		approvals []schemas.Approval
+	)
+	if err := readStream(ctx, js, schemas.StreamRollbacks, subj.RollbackAll(), func(m jetstream.Msg) {
+		if strings.HasPrefix(m.Subject(), strings.TrimSuffix(subj.RollbackAck("x"), "x")) {
+			if a, err := schemas.DecodeAck(m.Data()); err == nil {
+				acks = append(acks, *a)
+			}
+			return
+		}
+		if c, err := schemas.DecodeCommandEvent(m.Headers(), m.Data()); err == nil && c.IncidentID == incident {
+			cmds = append(cmds, *c)
+		}
+	}); err != nil {
+		return err
+	}
+	if err := readStream(ctx, js, schemas.StreamDecisions, subj.ApprovalAll(), func(m jetstream.Msg) {
+		if ap, err := schemas.DecodeApproval(m.Data()); err == nil {
+			approvals = append(approvals, *ap)
+		}
+	}); err != nil {
+		return err
+	}
+	story := decide.NewStory(incident, ds, cmds, acks, approvals)
+	if asJSON {
+		return writeJSON(w, story)
+	}
+	_, err = io.WriteString(w, story.String())
+	return err
 }

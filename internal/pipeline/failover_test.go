@@ -97,7 +97,9 @@ func TestDeciderFailover(t *testing.T) {
 	rec := h.waitDecision(func(d schemas.Decision) bool { return d.Service == "ledger" && d.Action == schemas.ActionRecommend })
 	h.publishApproval(schemas.Approval{ID: schemas.DeriveID("approval", rec.ID), DecisionID: rec.ID, Service: "ledger", Approve: true,
 		Actor: "alice@ops", Reason: "the deploy broke posting", TS: rec.TS.Add(time.Minute)})
-	h.waitDecision(func(d schemas.Decision) bool { return d.IncidentID == rec.IncidentID && d.Action == schemas.ActionRollback })
+	h.waitDecision(func(d schemas.Decision) bool {
+		return d.IncidentID == rec.IncidentID && d.Action == schemas.ActionRollback
+	})
 	h.idleDecider()
 
 	// The second process stands by while the first holds the lease.
