@@ -171,6 +171,9 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 		r.charts = newCharts()
 	}
 	r.dec = ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: o.Config.Ingest.MaxMessageBytes, Subjects: o.Config.Subjects()})
+	pf := newPrefetch(ctx, src)
+	defer pf.Close()
+	src = pf
 	start := time.Now()
 	lastProgress := start
 	var manifests []*schemas.Manifest
