@@ -54,6 +54,7 @@ type reference struct {
 
 	sk     *ddsketch.DDSketch
 	latOK  bool
+	latQ   [maxQuantiles]bool // which quantiles the baseline supports (LatencyMinTailCount)
 	thr    [maxQuantiles]threshold
 	qv     [maxQuantiles]float64 // the baseline's latency at each tested quantile
 	latP   [maxQuantiles]rateParams
@@ -108,6 +109,10 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 	if float64(r.sk.GetCount()) >= float64(d.cfg.MinBaselineRequests) {
 		r.latOK = true
 		for q, qq := range d.cfg.LatencyQuantiles {
+			// A quantile is tested only when the baseline saw enough requests above it for its
+			// exceedance rate to be an estimate rather than a guess (p99.9 needs 10 000 requests
+			// for 10 of them); the other quantiles still cover the regression.
+			r.latQ[q] = r.sk.GetCount()*(1-qq) >= float64(d.cfg.LatencyMinTailCount)
 			v, err := r.sk.GetValueAtQuantile(qq)
 			if err != nil {
 				r.latOK = false
@@ -122,15 +127,25 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 }
 
 // errorParams sets the hypotheses of an error-rate test against a baseline of x errors in n
-// requests. The baseline rate is taken at its upper confidence bound (a half-error pseudo-count
-// keeps a zero baseline from claiming a zero rate), so the sampling error of a finite baseline
-// cannot by itself make a healthy version fail.
+// requests. The baseline rate is taken at its upper confidence bound, so the sampling error of a
+// finite baseline cannot by itself make a healthy version fail (see upperRate).
 func (d *Detector) errorParams(x, n float64) rateParams {
-	p := (x + 0.5) / (n + 1)
-	p0 := p + d.cfg.BaselineConfidenceZ*math.Sqrt(p*(1-p)/(n+1))
+	p0 := upperRate(x, n, d.cfg.BaselineConfidenceZ)
 	p1 := math.Max(p0*(1+d.cfg.ErrorMinEffect), p0+d.cfg.ErrorMinAbsEffect)
 	pg := math.Max(p0*d.cfg.ErrorGrossFactor, p1+d.cfg.ErrorMinAbsEffect)
 	return newRateParams(p0, [alternatives]float64{p1, pg})
+}
+
+// upperRate is the upper confidence bound, z standard errors out, of a rate seen as x events in
+// n trials: the score bound of a Poisson count, (x + z²/2 + z·sqrt(x + z²/4)) / n. Unlike the
+// normal bound p + z·sqrt(p/n) it stays honest for the few events of a rare error or of a high
+// latency quantile (5 seen: bound 11.9 at z = 2, the exact Poisson bound is 11.6), and a zero
+// count still gets a positive rate (z²/n).
+func upperRate(x, n, z float64) float64 {
+	if n <= 0 {
+		return 1
+	}
+	return (x + z*z/2 + z*math.Sqrt(x+z*z/4)) / n
 }
 
 // latencyParams sets the hypotheses of an exceedance test at threshold t: under H0 a request
@@ -139,8 +154,7 @@ func (d *Detector) errorParams(x, n float64) rateParams {
 // read off the baseline sketch. This is a minimum effect stated in latency, not in rates.
 func (d *Detector) latencyParams(sk *ddsketch.DDSketch, t threshold) rateParams {
 	n := sk.GetCount()
-	p := fractionAbove(sk, t.index)
-	p0 := p + d.cfg.BaselineConfidenceZ*math.Sqrt(p*(1-p)/n)
+	p0 := upperRate(fractionAbove(sk, t.index)*n, n, d.cfg.BaselineConfidenceZ)
 	// H0 is "at most LatencyTolerance slower", not "exactly as fast": load moves latency a few
 	// percent (a traffic spike, the busy hour), and a test of exact equality would call that a
 	// regression once it has enough requests.

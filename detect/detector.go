@@ -313,7 +313,9 @@ func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 		for _, s := range d.active {
 			if len(s.open) > 0 && s.open[0].idx == b {
 				s.closed = s.open[0]
-				s.open = s.open[1:]
+				// Delete shifts in place and zeroes the vacated slot: the backing array is reused
+				// instead of creeping forward, and holds no stale pointer to a pooled sketch.
+				s.open = slices.Delete(s.open, 0, 1)
 				d.closeBucket(s)
 				closing = append(closing, s)
 				if s.aggregate && s.line.accB != b {

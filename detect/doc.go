@@ -4,13 +4,18 @@
 // event-time buckets. When the watermark passes a bucket, the bucket is closed and every test of its
 // series is updated once:
 //
-//   - error rate per category: a sequential probability ratio test (a mixture of two alternatives,
-//     the minimum effect and a gross one) against the baseline rate, with a bounded false-alarm rate
-//     under continuous monitoring (sprt.go);
-//   - latency: the fraction of requests above the baseline's quantiles (p50, p90, p99) is tested by
-//     the same sequential test, where the alternative is "every latency scaled by the minimum
-//     effect"; when it fires, a Mann-Whitney U test with a Hodges-Lehmann shift and confidence
-//     interval on the DDSketches of both sides explains the shift (mannwhitney.go);
+//   - error rate per category: a sequential probability ratio test (a mixture of two
+//     alternatives, the minimum effect and a gross one) against the baseline rate, taken at its
+//     upper confidence bound so the baseline's own sampling error cannot fire it, with a bounded
+//     false-alarm rate under continuous monitoring (sprt.go);
+//   - latency: the fraction of requests above the baseline's quantiles (p50, p90, p99, p99.9) is
+//     tested by the same sequential test, where the alternative is "every latency scaled by the
+//     minimum effect" (or by the gross factor). p99.9 catches a regression of the tail alone: a
+//     slow path twice as slow doubles the share above p99 but multiplies the share above p99.9
+//     about fifteenfold. A quantile is tested only when the baseline saw enough requests above
+//     it (LatencyMinTailCount). When a test fires, a Mann-Whitney U test with a Hodges-Lehmann
+//     shift and confidence interval on the DDSketches of both sides explains the shift
+//     (mannwhitney.go);
 //   - cpu, memory and throughput: a robust baseline (median/MAD, or EWMA for throughput) and CUSUM
 //     (cusum.go).
 //

@@ -59,6 +59,9 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	if r.latOK && b.latN > 0 {
 		anyFiring := false
 		for q := range d.cfg.LatencyQuantiles {
+			if !r.latQ[q] {
+				continue
+			}
 			t := &s.latT[q]
 			v := t.updateFixed(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
 			if v == verdictFired && !s.latEp {

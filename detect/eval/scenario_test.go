@@ -33,10 +33,17 @@ func TestScenarioSuite(t *testing.T) {
 	for _, res := range rep.Results {
 		switch res.Scenario.Name {
 		case "error x5 @20rps", "latency all x2 @20rps":
-			// The target is 5 s; the detector reaches ~15 s p95 on error x5 (2 s on latency x2).
-			// This guard holds what is reached while the gap is worked on.
+			// The target for error x5 is 5 s; no test with a false-alarm rate of 1 % can
+			// reach it at 20 req/s (at 5 s, 100 requests: 5 errors are the p5 under x5 and happen
+			// by chance 5 % of the time at the 2 % baseline). The detector reaches ~12 s p95; this
+			// guard holds what is reached.
 			if res.TTDP95 == nil || *res.TTDP95 > 20 {
-				t.Errorf("%s: TTD p95 %s, guard 20s (target 5s)", res.Scenario.Name, secs(res.TTDP95))
+				t.Errorf("%s: TTD p95 %s, guard 20s", res.Scenario.Name, secs(res.TTDP95))
+			}
+		case "p99 x2 tail-only @50rps":
+			// Target 120 s; the p99.9 exceedance test reaches ~30 s p95.
+			if res.TTDP95 == nil || *res.TTDP95 > 60 {
+				t.Errorf("%s: TTD p95 %s, guard 60s (target 120s)", res.Scenario.Name, secs(res.TTDP95))
 			}
 		}
 	}
