@@ -44,6 +44,12 @@ type Config struct {
 	// traffic after the rollback, the ladder climbs one level (fine → medium → coarse). Default 5m.
 	VerifyPeriod schemas.Duration `json:"verify_period" yaml:"verify_period"`
 
+	// VerifySettle is how long after a rollback step a new anomaly is still taken as news of the
+	// traffic before it: requests in flight, buckets still open and the detector's allowed lateness
+	// all carry pre-rollback evidence for a few seconds. An anomaly whose window starts within it does
+	// not count as the problem persisting. Default 5s.
+	VerifySettle schemas.Duration `json:"verify_settle" yaml:"verify_settle"`
+
 	// GoodAfter is how long a version must have run without an incident to count as last known
 	// good: the rollback target is the newest earlier version that qualifies, not blindly the
 	// previous one. A version observed as a detector's healthy baseline qualifies at once. Default 10m.
@@ -96,6 +102,7 @@ func DefaultConfig() Config {
 		IncidentQuietPeriod:   schemas.Duration(30 * time.Minute),
 		MaxDeploysPerService:  32,
 		VerifyPeriod:          schemas.Duration(5 * time.Minute),
+		VerifySettle:          schemas.Duration(5 * time.Second),
 		GoodAfter:             schemas.Duration(10 * time.Minute),
 		Cooldown:              schemas.Duration(10 * time.Minute),
 		RollbackBudget:        3,
@@ -133,6 +140,9 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be a positive duration such as \"5m\", got %q", d.name, time.Duration(d.v)))
 		}
+	}
+	if c.VerifySettle < 0 || c.VerifySettle >= c.VerifyPeriod {
+		errs = append(errs, fmt.Errorf("verify_settle must be >= 0 and shorter than verify_period (%s), got %q", time.Duration(c.VerifyPeriod), time.Duration(c.VerifySettle)))
 	}
 	if c.LeaseTTL != 0 && c.LeaseTTL < schemas.Duration(time.Second) {
 		errs = append(errs, fmt.Errorf("lease_ttl must be at least 1s (or left out for the default 10s), got %q", time.Duration(c.LeaseTTL)))

@@ -89,6 +89,9 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 			*d.v = *d.def
 		}
 	}
+	if cfg.VerifySettle <= 0 {
+		cfg.VerifySettle = def.VerifySettle
+	}
 	if cfg.RollbackBudget < 1 {
 		cfg.RollbackBudget = def.RollbackBudget
 	}
@@ -412,7 +415,7 @@ func (e *Engine) group(ctx context.Context, c *Case) error {
 	if inc != nil && a.TSDetected.Sub(inc.LastSeen) > time.Duration(e.cfg.IncidentQuietPeriod) {
 		inc, reopen = nil, true
 	}
-	if inc != nil && inc.persists(a) {
+	if inc != nil && inc.persists(a, time.Duration(e.cfg.VerifySettle)) {
 		// Traffic after the rollback still degrades: the step did not fix it.
 		inc.addAnomaly(a)
 		why := fmt.Sprintf("a new anomaly fired on %s/%s (%s %s) from traffic after the %s rollback at %s",

@@ -81,14 +81,23 @@ func (inc *Incident) settled() bool {
 }
 
 // persists reports whether firing anomaly a shows the incident's acting step did not fix it: its
-// window starts after the rollback (its evidence is post-rollback traffic) and, unless the step was
-// a block (whose traffic keeps the component's version label), it is not about the version the
-// step rolled away from (late data of the old version is not news).
-func (inc *Incident) persists(a *schemas.Anomaly) bool {
-	if !inc.acting() || a.Window.From.Before(inc.ActedAt) {
+// window starts after the rollback has settled (its evidence is post-rollback traffic) and it is not
+// about traffic the step moved away from. After a block rollback the block's events carry its
+// restored version, but the component aggregate of the version rolled away from still holds the
+// block's last pre-rollback requests, so an aggregate anomaly there is not news; an anomaly on one
+// of the component's blocks is. After a component or application rollback, late data of the old
+// version is not news either.
+func (inc *Incident) persists(a *schemas.Anomaly, settle time.Duration) bool {
+	if !inc.acting() || a.Window.From.Before(inc.ActedAt.Add(settle)) {
 		return false
 	}
-	return inc.Granularity == schemas.GranularityFine || inc.first == nil || a.Version != inc.first.Version
+	if inc.first == nil {
+		return true
+	}
+	if inc.Granularity == schemas.GranularityFine {
+		return a.Block != "" || a.Version != inc.first.Version
+	}
+	return a.Version != inc.first.Version
 }
 
 func (inc *Incident) addAnomaly(a *schemas.Anomaly) {

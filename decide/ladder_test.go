@@ -163,6 +163,16 @@ func TestLadder(t *testing.T) {
 			want: []string{"escalate/coarse"}, has: "a new anomaly fired on checkout/cart",
 		},
 		{
+			name: "an anomaly whose evidence starts while the rollback settles is not persistence",
+			run: func(t *testing.T, e *Engine, first schemas.Decision) []schemas.Decision {
+				// The first decision is at t1+1m; this anomaly's window starts 2s later, inside the 5s settle.
+				ds, _ := e.HandleAnomaly(ctx, anomaly("b1", "cart", "3.0", 5*time.Minute, func(a *schemas.Anomaly) {
+					a.Window.From = first.TS.Add(2 * time.Second)
+				}))
+				return ds
+			},
+		},
+		{
 			name: "late data of the old version is not persistence",
 			run: func(t *testing.T, e *Engine, first schemas.Decision) []schemas.Decision {
 				ds, _ := e.HandleAnomaly(ctx, anomaly("b1", "cart", "3.1", 5*time.Minute))
@@ -357,6 +367,43 @@ func TestLastKnownGood(t *testing.T) {
 			v, note, ok := h.lastGood(l, len(l.entries)-1, "c")
 			if !ok || v != tt.want || !strings.Contains(note, tt.note) {
 				t.Errorf("lastGood = %q %q %v, want %q with %q", v, note, ok, tt.want, tt.note)
+			}
+		})
+	}
+}
+
+// After a block rollback, the component aggregate of the version rolled away from still holds the
+// block's last pre-rollback requests: an anomaly there is not the problem persisting, while one on
+// another block of that version is.
+func TestFineRollbackAggregateOfOldVersionIsNotPersistence(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name      string
+		block     string
+		wantSteps int
+	}{
+		{name: "aggregate of the old version", block: "", wantSteps: 0},
+		{name: "another block of the old version", block: "rounding", wantSteps: 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setup(t, DefaultConfig(), nil2(testManifest()))
+			ds, err := e.HandleAnomaly(ctx, anomaly("a1", "tax-calc", "2.5.0", 2*time.Minute, func(a *schemas.Anomaly) {
+				a.Evidence.Blocks = map[string]int64{"rate-lookup": 90}
+			}))
+			if err != nil || len(ds) != 1 || ds[0].Granularity != schemas.GranularityFine {
+				t.Fatalf("first decision: %v %v", ds, err)
+			}
+			later := anomaly("a2", "tax-calc", "2.5.0", 3*time.Minute, func(a *schemas.Anomaly) {
+				a.Metric, a.ErrorCategory = schemas.MetricLatency, ""
+				a.Block = tt.block
+				a.Window.From = ds[0].TS.Add(20 * time.Second) // well after the rollback settled
+			})
+			got, err := e.HandleAnomaly(ctx, later)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != tt.wantSteps {
+				t.Fatalf("got %d decisions after the rollback, want %d: %+v", len(got), tt.wantSteps, got)
 			}
 		})
 	}
