@@ -31,6 +31,11 @@ type Config struct {
 	Detect   detect.Config         `yaml:"detect" json:"detect"`
 	Decide   decide.Config         `yaml:"decide" json:"decide"`
 	Actuate  Actuate               `yaml:"actuate" json:"actuate"`
+	// DetectRestore is how much event time of already-acknowledged telemetry is run back through
+	// the detector when serve starts, so that a restart or a crash loses none of its state (open
+	// buckets, baselines, running tests). It should cover detect.history_epoch twice. Default 10m;
+	// 0 starts the detector empty.
+	DetectRestore schemas.Duration `yaml:"detect_restore" json:"detect_restore"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level" json:"log_level"`
 }
@@ -125,7 +130,8 @@ func Default() Config {
 			CommandTTL: schemas.Duration(10 * time.Minute),
 			HandOff:    handoff.DefaultConfig(),
 		},
-		LogLevel: "info",
+		DetectRestore: schemas.Duration(10 * time.Minute),
+		LogLevel:      "info",
 	}
 }
 
@@ -174,6 +180,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("decide: %w", err))
 	}
 	errs = append(errs, c.Actuate.validate()...)
+	if c.DetectRestore < 0 {
+		errs = append(errs, errors.New("detect_restore: must be >= 0 (0 starts the detector empty)"))
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

@@ -53,3 +53,14 @@ func (s *DetectStage) SeriesCount() int {
 	defer s.mu.Unlock()
 	return s.det.SeriesCount()
 }
+
+// restore feeds events the detector had already accounted before a restart and discards what they
+// produce: their anomalies were published the first time.
+func (s *DetectStage) restore(events []schemas.TelemetryEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range events {
+		s.det.Observe(&events[i])
+	}
+	s.det.Advance(s.det.Watermark())
+}

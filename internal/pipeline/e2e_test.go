@@ -362,3 +362,48 @@ func (w testWriter) Write(p []byte) (int, error) {
 // eventStart places the simulated history so that it ends near the wall clock: commands carry an
 // expiry in event time, and actuators refuse expired ones.
 func eventStart() time.Time { return time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second) }
+
+// TestEndToEndRestartRestoresDetector: scalpel stops after the baseline traffic of 1.0 was
+// acknowledged, and a new process carries on. The new detector has no baseline unless it rebuilt
+// its state from the acknowledged telemetry; with it, the bad block is still rolled back once.
+func TestEndToEndRestartRestoresDetector(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	cfg := config.Default()
+	newPipeline := func() *pipeline.Pipeline {
+		p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	first := newPipeline()
+	m, err := schemas.ParseManifest([]byte(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Catalog().Apply(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
+	svc := checkoutSim(4)
+	t0 := eventStart()
+	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	h.publishJS(traffic(svc, t0, 120*time.Second))
+	h.idle()
+	first.Stop()
+
+	second := newPipeline()
+	t.Cleanup(second.Stop)
+	h.p = second
+	t1 := t0.Add(120 * time.Second)
+	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	svc.SetVersion("2.0")
+	h.publishJS(traffic(svc, t1, 60*time.Second))
+	h.idle()
+	checkOneBlockRollback(t, h.commands())
+}

@@ -178,6 +178,9 @@ func (p *Pipeline) Stop() {
 // ---- ingest → detect ----
 
 func (p *Pipeline) startIngest(ctx context.Context) error {
+	if err := p.restoreDetector(ctx); err != nil {
+		return err
+	}
 	rej := p.rejecter
 	c, err := ingest.NewConsumer(p.js, p.subj, p.cfg.Ingest, p.detect,
 		ingest.WithLogger(p.log.With("stage", "ingest")), ingest.WithRejecter(rej), ingest.WithRegisterer(p.reg))
