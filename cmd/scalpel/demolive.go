@@ -135,7 +135,7 @@ func runDemoLive(ctx context.Context, out io.Writer, o demoOptions) error {
 		baseline = liveBaseline
 	}
 	deployAt := start.Add(baseline)
-	deadline := deployAt.Add(90 * time.Second)
+	deadline := deployAt.Add(120 * time.Second)
 	deployed := false
 	ticker := time.NewTicker(100 * time.Millisecond)
 	defer ticker.Stop()
@@ -161,7 +161,7 @@ func runDemoLive(ctx context.Context, out io.Writer, o demoOptions) error {
 			st.printf(now, "HTTP      %s", describeLoad(load.Take(), now.Sub(lastTraffic)))
 			lastTraffic = now
 		}
-		if st.finished(now, 15*time.Second) || now.After(deadline) {
+		if st.finished(now, 60*time.Second) || now.After(deadline) {
 			break
 		}
 	}
@@ -193,6 +193,8 @@ type liveStory struct {
 	ackAt     time.Time
 	commands  int
 	anomalies int
+	// mitigatedAt is when the decision engine said the rollback fixed it (verified recovery).
+	mitigatedAt time.Time
 }
 
 func (s *liveStory) printf(at time.Time, format string, args ...any) {
@@ -201,10 +203,14 @@ func (s *liveStory) printf(at time.Time, format string, args ...any) {
 	fmt.Fprintf(s.out, "[t+%3.0fs] %s\n", at.Sub(s.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// finished reports whether the story ran for after past the first ack.
+// finished reports whether the story has shown its end: the decision engine marked the incident
+// mitigated (and a few seconds passed), or `after` went by since the first ack without it.
 func (s *liveStory) finished(now time.Time, after time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.mitigatedAt.IsZero() {
+		return now.Sub(s.mitigatedAt) >= 3*time.Second
+	}
 	return !s.ackAt.IsZero() && now.Sub(s.ackAt) >= after
 }
 
@@ -249,6 +255,11 @@ func (s *liveStory) follow(nc *nats.Conn) (*nats.Subscription, error) {
 				return
 			}
 			s.printf(now, "DECISION  %s (%s): %s", strings.ToUpper(d.Action), d.Granularity, d.Reason)
+			if d.Action == schemas.ActionNone && strings.Contains(d.Reason, "Mitigated") {
+				s.mu.Lock()
+				s.mitigatedAt = now
+				s.mu.Unlock()
+			}
 		case m.Subject == s.subj.RollbackCmd(shop.Service):
 			cmd, err := schemas.DecodeCommandEvent(m.Header, m.Data)
 			if err != nil {
