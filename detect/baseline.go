@@ -154,13 +154,16 @@ func upperRate(x, n, z float64) float64 {
 // read off the baseline sketch. This is a minimum effect stated in latency, not in rates.
 func (d *Detector) latencyParams(sk *ddsketch.DDSketch, t threshold) rateParams {
 	n := sk.GetCount()
-	p0 := upperRate(fractionAbove(sk, t.index)*n, n, d.cfg.BaselineConfidenceZ)
+	above := fractionAbove(sk, t.index)
 	// H0 is "at most LatencyTolerance slower", not "exactly as fast": load moves latency a few
 	// percent (a traffic spike, the busy hour), and a test of exact equality would call that a
 	// regression once it has enough requests.
+	// Both are baseline estimates, so the bound is taken on the tolerated rate too: at p99.9 it
+	// rests on a few dozen requests.
 	if tol := int(math.Round(math.Log(1+d.cfg.LatencyTolerance) / d.sk.logGamma)); tol > 0 {
-		p0 = math.Max(p0, fractionAbove(sk, t.index-tol))
+		above = math.Max(above, fractionAbove(sk, t.index-tol))
 	}
+	p0 := upperRate(above*n, n, d.cfg.BaselineConfidenceZ)
 	var p1 [alternatives]float64
 	for k, f := range [alternatives]float64{1 + d.cfg.LatencyMinEffect, d.cfg.LatencyGrossFactor} {
 		shift := int(math.Round(math.Log(f) / d.sk.logGamma))
