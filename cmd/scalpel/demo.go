@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,7 +71,7 @@ It runs in wall-clock time (about a minute).`,
 		},
 	}
 	f := cmd.Flags()
-	f.Float64Var(&o.speed, "speed", 4, "event seconds simulated per wall-clock second")
+	f.Float64Var(&o.speed, "speed", 6, "event seconds simulated per wall-clock second")
 	f.Uint64Var(&o.seed, "seed", 1, "seed of the simulated traffic")
 	f.DurationVar(&o.baseline, "baseline", 60*time.Second, "event time of healthy 1.0 traffic before the deploy")
 	f.BoolVar(&o.verbose, "verbose", false, "also print scalpel's own logs")
@@ -118,14 +120,31 @@ func demoDeploy(id string, ts time.Time, v string) schemas.DeployEvent {
 		}}
 }
 
-func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
+// demoEnv is scalpel running in-process for a demo: an embedded server in a temporary directory
+// (unless --data-dir), every stage, and the demo service's manifest applied.
+type demoEnv struct {
+	cfg   config.Config
+	log   *slog.Logger
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	srv   *server.Server
+	close func()
+}
+
+func startDemoScalpel(ctx context.Context, o demoOptions, manifest string) (*demoEnv, error) {
+	var cleanups []func()
+	closeAll := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
 	dir := o.dataDir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "scalpel-demo-")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer os.RemoveAll(d)
+		cleanups = append(cleanups, func() { os.RemoveAll(d) })
 		dir = d
 	}
 	cfg := config.Default()
@@ -136,27 +155,39 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		logLevel = "info"
 	}
 	log := newLogger(logLevel)
-	nc, js, _, cleanup, err := connectServer(cfg, log)
+	nc, js, srv, cleanup, err := connectServer(cfg, log)
 	if err != nil {
-		return err
+		closeAll()
+		return nil, err
 	}
-	defer cleanup()
+	cleanups = append(cleanups, cleanup)
 	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Logger: log, Registry: prometheus.NewRegistry()})
+	if err == nil {
+		err = p.Start(ctx)
+	}
 	if err != nil {
-		return err
+		closeAll()
+		return nil, err
 	}
-	if err := p.Start(ctx); err != nil {
-		return err
+	cleanups = append(cleanups, p.Stop)
+	m, err := schemas.ParseManifest([]byte(manifest))
+	if err == nil {
+		_, err = p.Catalog().Apply(ctx, m)
 	}
-	defer p.Stop()
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("demo manifest: %w", err)
+	}
+	return &demoEnv{cfg: cfg, log: log, nc: nc, js: js, srv: srv, close: closeAll}, nil
+}
 
-	m, err := schemas.ParseManifest([]byte(demoManifest))
+func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
+	env, err := startDemoScalpel(ctx, o, demoManifest)
 	if err != nil {
-		return fmt.Errorf("demo manifest: %w", err)
-	}
-	if _, err := p.Catalog().Apply(ctx, m); err != nil {
 		return err
 	}
+	defer env.close()
+	cfg, nc, js := env.cfg, env.nc, env.js
 
 	st := &story{out: out, subj: cfg.Subjects()}
 	svc := demoService(o.seed)
@@ -282,15 +313,16 @@ type story struct {
 	subj  schemas.Subjects
 	start time.Time
 
-	mu         sync.Mutex
-	evNow      time.Time
-	ackAt      time.Time
-	commands   int
-	anomalies  int
-	rolledBack []string
-	recovered  bool
-	recReqs    int
-	recErrs    int
+	mu          sync.Mutex
+	evNow       time.Time
+	ackAt       time.Time
+	commands    int
+	anomalies   int
+	rolledBack  []string
+	recovered   bool
+	mitigatedAt time.Time
+	recReqs     int
+	recErrs     int
 }
 
 func (s *story) setNow(t time.Time) { s.mu.Lock(); s.evNow = t; s.mu.Unlock() }
@@ -302,11 +334,16 @@ func (s *story) printf(at time.Time, format string, args ...any) {
 	fmt.Fprintf(s.out, "[t+%3.0fs] %s\n", at.Sub(s.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// finished reports whether the story has run long enough after the rollback to show recovery.
+// finished reports whether the story has shown its end: the decision engine verified the rollback
+// (the incident is mitigated) a few seconds ago, or a minute of event time went by after the ack
+// without that.
 func (s *story) finished(now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.ackAt.IsZero() && now.Sub(s.ackAt) >= 25*time.Second
+	if !s.mitigatedAt.IsZero() {
+		return now.Sub(s.mitigatedAt) >= 5*time.Second
+	}
+	return !s.ackAt.IsZero() && now.Sub(s.ackAt) >= 3*time.Minute
 }
 
 // follow prints every message of the loop. One subscription for all subjects keeps them in the
@@ -355,6 +392,11 @@ func (s *story) follow(nc *nats.Conn) ([]*nats.Subscription, error) {
 				return
 			}
 			s.printf(d.TS, "DECISION  %s (%s): %s", strings.ToUpper(d.Action), d.Granularity, d.Reason)
+			if d.Action == schemas.ActionNone && strings.Contains(d.Reason, "Mitigated") {
+				s.mu.Lock()
+				s.mitigatedAt = s.evNow
+				s.mu.Unlock()
+			}
 		case m.Subject == s.subj.RollbackAck("checkout"):
 			var a schemas.RollbackAck
 			if json.Unmarshal(m.Data, &a) != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -16,11 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalpel-dev/scalpel/deployments/examples/shop/shop"
-	"github.com/scalpel-dev/scalpel/internal/config"
-	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -37,43 +33,12 @@ const liveRPS = 150
 // deployer SDK over its own NATS connection — drives it with a load generator over HTTP, deploys
 // 2.0, and prints the story in wall-clock time, ending with what the shop itself answers.
 func runDemoLive(ctx context.Context, out io.Writer, o demoOptions) error {
-	dir := o.dataDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "scalpel-demo-live-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	cfg := config.Default()
-	cfg.NATS.Listen = "127.0.0.1:0"
-	cfg.NATS.DataDir = dir
-	logLevel := "error"
-	if o.verbose {
-		logLevel = "info"
-	}
-	log := newLogger(logLevel)
-	nc, js, srv, cleanup, err := connectServer(cfg, log)
+	env, err := startDemoScalpel(ctx, o, shop.Manifest)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Logger: log, Registry: prometheus.NewRegistry()})
-	if err != nil {
-		return err
-	}
-	if err := p.Start(ctx); err != nil {
-		return err
-	}
-	defer p.Stop()
-	m, err := schemas.ParseManifest([]byte(shop.Manifest))
-	if err != nil {
-		return fmt.Errorf("shop manifest: %w", err)
-	}
-	if _, err := p.Catalog().Apply(ctx, m); err != nil {
-		return err
-	}
+	defer env.close()
+	cfg, log, nc, js, srv := env.cfg, env.log, env.nc, env.js, env.srv
 
 	// The shop connects over TCP, as a separate process would.
 	snc, err := nats.Connect(srv.ClientURL(), nats.Name("shop-1"), nats.MaxReconnects(-1))
