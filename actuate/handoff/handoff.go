@@ -286,7 +286,7 @@ func (h *Handoff) handle(msg *message.Message) error {
 		msg.Metadata.Set(reject.HeaderClass, ClassInvalid)
 		return actuate.Permanent(fmt.Errorf("decision %s: %w", d.ID, err))
 	}
-	log := h.log.With("stage", "actuate", "decision_id", d.ID, "service", d.Service)
+	log := h.log.With("decision_id", d.ID, "service", d.Service)
 	for _, cmd := range cmds {
 		act, err := h.resolve(ctx, cmd.Service)
 		if err != nil {

@@ -110,7 +110,7 @@ line (or -o json) reports published, failed and invalid counts and the rate.`,
 				}
 				o.ev.Count = o.requests
 				if o.errorRate > 0 && o.ev.Error == "" {
-					return errors.New("--error-rate needs --error CATEGORY (timeout, exception, invalid_input or other)")
+					o.ev.Error = schemas.ErrException // the usual failure; --error picks another
 				}
 				if o.errorRate == 0 && o.ev.Error != "" {
 					o.errorRate = 1
@@ -173,7 +173,7 @@ line (or -o json) reports published, failed and invalid counts and the rate.`,
 	f.StringVar(&o.ev.Version, "version", "", "version of the component that served the request")
 	f.StringVar(&o.ev.Cohort, "cohort", "", "cohort, e.g. canary or baseline (optional)")
 	f.Float64Var(&o.latency, "latency-ms", 0, "request latency in milliseconds")
-	f.StringVar(&o.ev.Error, "error", "", "error category of failed events: timeout, exception, invalid_input or other")
+	f.StringVar(&o.ev.Error, "error", "", "error category of failed events: timeout, exception, invalid_input or other (with --error-rate, default exception)")
 	f.Float64Var(&o.errorRate, "error-rate", 0, "fraction of events that fail with --error (default 1 when --error is given)")
 	f.Int64Var(&o.requests, "requests", 0, "the event's count field: requests an aggregate event stands for (default 1)")
 	f.IntVar(&o.count, "count", 1, "number of events to publish (with --duration: at most this many)")

@@ -183,7 +183,7 @@ func (p *Pipeline) startIngest(ctx context.Context) error {
 	}
 	rej := p.rejecter
 	c, err := ingest.NewConsumer(p.js, p.subj, p.cfg.Ingest, p.detect,
-		ingest.WithLogger(p.log.With("stage", "ingest")), ingest.WithRejecter(rej), ingest.WithRegisterer(p.reg))
+		ingest.WithLogger(p.log), ingest.WithRejecter(rej), ingest.WithRegisterer(p.reg))
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}

@@ -15,7 +15,7 @@ func NewDetector(cfg config.Config, log *slog.Logger) *detect.Detector {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return detect.New(cfg.Detect, detect.WithLogger(log.With("stage", "detect")))
+	return detect.New(cfg.Detect, detect.WithLogger(log)) // detect names its stage itself
 }
 
 // NewEngine builds the decision engine the way the live pipeline does, over any catalog: the KV
