@@ -66,7 +66,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
 		a.Baseline = t.xr / math.Max(t.nr, 1)
 		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(t.nr)}
 	} else {
-		a.Test = "msprt-binomial"
+		a.Test = "msprt-two-sample"
 		a.Baseline = r.errs[c] / r.n
 		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(r.n)}
 	}
@@ -80,8 +80,8 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
 		}
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes,
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed log(1/alpha) = %.2f; H0 p0 = %.4g (baseline upper bound), H1 p1 in {%.4g, %.4g}",
-			score, d.th.upper, r.errP[c].p0, r.errP[c].p1[0], r.errP[c].p1[1]),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g); H0: rate at most the baseline's (%g errors in %g requests, pooled with the new version's under H0), H1: ×%.3g, ×%.3g or ×%.3g",
+			score, t.bound, t.runs, r.errP[c].xb, r.errP[c].nb, r.errP[c].r[0], r.errP[c].r[1], r.errP[c].r[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	return a
 }
@@ -208,9 +208,9 @@ func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
 	a.Effect = relEffect(a.Observed, a.Baseline, 1e-3)
 	a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(r.sk.GetCount())}
 	a.Evidence.Notes = append(a.Evidence.Notes,
-		fmt.Sprintf("%s: %.4g of %g requests exceeded the baseline %s of %.4g ms (baseline rate %.4g, H1 %.4g / %.4g)",
-			label, t.x/t.n, t.n, label, r.qv[q], r.latP[q].p0, r.latP[q].p1[0], r.latP[q].p1[1]),
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed log(1/alpha) = %.2f", score, d.th.upper))
+		fmt.Sprintf("%s: %.4g of %g requests exceeded the baseline %s of %.4g ms (baseline rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g)",
+			label, t.x/t.n, t.n, label, r.qv[q], r.latP[q].rate(), r.latP[q].r[0], r.latP[q].r[1], r.latP[q].r[2]),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g)", score, t.bound, t.runs))
 	a.Evidence.Notes = append(a.Evidence.Notes, shiftNote(d.sk, obs, r.sk)...)
 	return a
 }

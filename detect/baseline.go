@@ -127,51 +127,52 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 }
 
 // errorParams sets the hypotheses of an error-rate test against a baseline of x errors in n
-// requests. The baseline rate is taken at its upper confidence bound, so the sampling error of a
-// finite baseline cannot by itself make a healthy version fail (see upperRate).
+// requests (the test treats the baseline's sampling error itself, see rateParams). The smallest
+// alternative is the larger of the relative and the absolute minimum effect, so a near-zero
+// baseline does not fire on a single error; the others keep their spacing above it.
 func (d *Detector) errorParams(x, n float64) rateParams {
-	p0 := upperRate(x, n, d.cfg.BaselineConfidenceZ)
-	p1 := math.Max(p0*(1+d.cfg.ErrorMinEffect), p0+d.cfg.ErrorMinAbsEffect)
-	pg := math.Max(p0*d.cfg.ErrorGrossFactor, p1+d.cfg.ErrorMinAbsEffect)
-	return newRateParams(p0, [alternatives]float64{p1, pg})
+	p := (x + 0.5) / (n + 1)
+	r := d.errorRatios()
+	lift := math.Max(1, (1+d.cfg.ErrorMinAbsEffect/p)/r[0])
+	for k := range r {
+		r[k] *= lift
+	}
+	return newRateParams(x, n, r)
 }
 
-// upperRate is the upper confidence bound, z standard errors out, of a rate seen as x events in
-// n trials: the score bound of a Poisson count, (x + z²/2 + z·sqrt(x + z²/4)) / n. Unlike the
-// normal bound p + z·sqrt(p/n) it stays honest for the few events of a rare error or of a high
-// latency quantile (5 seen: bound 11.9 at z = 2, the exact Poisson bound is 11.6), and a zero
-// count still gets a positive rate (z²/n).
-func upperRate(x, n, z float64) float64 {
-	if n <= 0 {
-		return 1
-	}
-	return (x + z*z/2 + z*math.Sqrt(x+z*z/4)) / n
+// errorRatios are the alternatives of the error tests as rate ratios: the minimum effect, the
+// gross factor and their geometric mean.
+func (d *Detector) errorRatios() [alternatives]float64 {
+	lo, hi := 1+d.cfg.ErrorMinEffect, d.cfg.ErrorGrossFactor
+	return [alternatives]float64{lo, math.Sqrt(lo * hi), hi}
 }
 
 // latencyParams sets the hypotheses of an exceedance test at threshold t: under H0 a request
-// exceeds t as often as the baseline's did; under H_k every latency is the baseline's scaled by
-// the alternative's factor, so the exceedance rate is the baseline's fraction above t/factor,
-// read off the baseline sketch. This is a minimum effect stated in latency, not in rates.
+// exceeds t at most as often as a baseline request exceeded t/(1+LatencyTolerance); under H_k
+// every latency is the baseline's scaled by the alternative's factor, so the exceedance rate is
+// the baseline's fraction above t/factor, read off the baseline sketch. This is a minimum effect
+// stated in latency, not in rates.
 func (d *Detector) latencyParams(sk *ddsketch.DDSketch, t threshold) rateParams {
 	n := sk.GetCount()
 	above := fractionAbove(sk, t.index)
 	// H0 is "at most LatencyTolerance slower", not "exactly as fast": load moves latency a few
 	// percent (a traffic spike, the busy hour), and a test of exact equality would call that a
 	// regression once it has enough requests.
-	// Both are baseline estimates, so the bound is taken on the tolerated rate too: at p99.9 it
-	// rests on a few dozen requests.
 	if tol := int(math.Round(math.Log(1+d.cfg.LatencyTolerance) / d.sk.logGamma)); tol > 0 {
 		above = math.Max(above, fractionAbove(sk, t.index-tol))
 	}
-	p0 := upperRate(above*n, n, d.cfg.BaselineConfidenceZ)
-	var p1 [alternatives]float64
-	for k, f := range [alternatives]float64{1 + d.cfg.LatencyMinEffect, d.cfg.LatencyGrossFactor} {
+	xb := above * n
+	p0 := (xb + 0.5) / (n + 1)
+	lo, hi := 1+d.cfg.LatencyMinEffect, d.cfg.LatencyGrossFactor
+	var r [alternatives]float64
+	for k, f := range [alternatives]float64{lo, math.Sqrt(lo * hi), hi} {
 		shift := int(math.Round(math.Log(f) / d.sk.logGamma))
-		// At least half again the baseline rate: a distribution so narrow that scaling moves
-		// nothing across the threshold still needs an alternative above H0.
-		p1[k] = math.Max(fractionAbove(sk, t.index-shift), p0*1.5)
+		// At least half again the baseline's odds: a distribution so narrow that scaling moves
+		// nothing across the threshold still needs an alternative above H0. Odds, not rate: at
+		// p50 half again the rate (60 % to 90 %) would be a far larger step than any scaling.
+		r[k] = math.Max(fractionAbove(sk, t.index-shift), 1.5*p0/(1+0.5*p0)) / p0
 	}
-	return newRateParams(p0, p1)
+	return newRateParams(xb, n, r)
 }
 
 // resolveReference gives a newly seen series its baseline: the baseline cohort when the series is

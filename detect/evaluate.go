@@ -36,7 +36,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			pb = c
 		}
 	}
-	rho := [alternatives]float64{1 + d.cfg.ErrorMinEffect, d.cfg.ErrorGrossFactor}
+	rho := d.errorRatios()
 	for c := range s.errT {
 		if !d.tested[c] {
 			continue
@@ -46,7 +46,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		if pb != nil {
 			v = t.updatePaired(rho, b.errs[c], b.n, pb.errs[c], pb.n, b.idx, &d.th)
 		} else {
-			v = t.updateFixed(&r.errP[c], b.errs[c], b.n, b.idx, &d.th)
+			v = t.updateBaseline(&r.errP[c], b.errs[c], b.n, b.idx, &d.th)
 		}
 		switch v {
 		case verdictFired:
@@ -63,7 +63,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				continue
 			}
 			t := &s.latT[q]
-			v := t.updateFixed(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
+			v := t.updateBaseline(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
 			if v == verdictFired && !s.latEp {
 				s.latEp = true // one anomaly per latency episode, from the quantile that fired first
 				out = d.open(s, epLatency, d.latencyAnomaly(s, q), out)
@@ -262,7 +262,7 @@ func (d *Detector) movedHealthy(s *series) bool {
 		if s.eps[c] == nil || s.ref == nil {
 			continue
 		}
-		if s.movedN < d.th.minRequests || s.movedErrs[c]/s.movedN > s.ref.errP[c].p1[0] {
+		if s.movedN < d.th.minRequests || s.movedErrs[c]/s.movedN > s.ref.errP[c].rate()*s.ref.errP[c].r[0] {
 			return false
 		}
 	}

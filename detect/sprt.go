@@ -3,33 +3,62 @@ package detect
 import "math"
 
 // alternatives is how many alternative hypotheses a rate test mixes: the minimum effect (so subtle
-// regressions are caught) and a gross one (so large regressions are caught within a few buckets).
-const alternatives = 2
+// regressions are caught), a gross one (so large regressions are caught within a few buckets) and
+// their geometric mean, so a regression between the two (×2 to ×3) is not left to whichever of
+// them it happens to resemble more. Each alternative costs log(alternatives) nats of threshold.
+const alternatives = 3
 
-// rateParams fixes the hypotheses of a rate test against a known baseline rate p0:
-// H0: p = p0, H_k: p = p1[k]. Logs are precomputed so a bucket update is a few multiplications.
+// rateParams fixes the hypotheses of a rate test against a baseline that saw xb hits (errors,
+// latency exceedances) in nb requests. H0: the new rate is at most the baseline's; H_k: it is r[k]
+// times the baseline's.
+//
+// The baseline's rate is not plugged in as a known constant (an estimate from a few dozen hits is
+// off by 10-30 %, and a test against a rate that is too low fires on a healthy version eventually)
+// nor as an upper confidence bound (which slows every test down by the bound's width). Both
+// sides are treated as samples of one unknown rate under H0: before each bucket, H0's rate is
+// predicted from the baseline's hits and the new version's hits so far, pooled (the posterior
+// mean); H_k's is r[k] times that. The product of these predictive likelihood ratios is the
+// Bayes factor of the two-sample comparison, the sequential form of the exact conditional test
+// of two Poisson rates: given the total hits of both sides, the new side's share is binomial
+// with p = r·n/(r·n + nb). It needs no bound, and it corrects itself: a baseline that
+// underestimated its rate is outweighed by the new version's own healthy data over a long watch,
+// instead of firing it eventually.
 type rateParams struct {
-	p0     float64
-	p1     [alternatives]float64
-	logHit [alternatives]float64 // log(p1/p0): evidence per hit (error, exceedance)
-	logMis [alternatives]float64 // log((1-p1)/(1-p0)): evidence per miss
+	xb, nb float64
+	r      [alternatives]float64
 }
 
-// newRateParams builds the hypotheses for a baseline rate p0 and alternatives p1. Both are clamped
-// away from 0 and 1 so every log is finite; an alternative at or below p0 is lifted above it.
-func newRateParams(p0 float64, p1 [alternatives]float64) rateParams {
-	p0 = clamp(p0, 1e-6, 0.98)
-	rp := rateParams{p0: p0}
-	for k := range p1 {
-		a := clamp(p1[k], p0+1e-6, 0.999)
-		if k > 0 && a <= rp.p1[k-1] {
-			a = math.Min(0.999, rp.p1[k-1]+1e-6)
-		}
-		rp.p1[k] = a
-		rp.logHit[k] = math.Log(a / p0)
-		rp.logMis[k] = math.Log((1 - a) / (1 - p0))
+// newRateParams builds the hypotheses for a baseline of xb hits in nb requests and alternatives
+// at rate ratios r, lifted above 1 and made increasing so every alternative is a regression.
+func newRateParams(xb, nb float64, r [alternatives]float64) rateParams {
+	rp := rateParams{xb: xb, nb: nb}
+	lo := 1.0
+	for k, v := range r {
+		v = math.Max(v, lo*1.001)
+		rp.r[k] = v
+		lo = v
 	}
 	return rp
+}
+
+// rate is the baseline's own rate (for reports).
+func (rp *rateParams) rate() float64 {
+	if rp.nb <= 0 {
+		return 0
+	}
+	return rp.xb / rp.nb
+}
+
+// h0Rate predicts H0's rate from the baseline and the new side's cx hits in cn requests so far:
+// the posterior mean of the common rate (Jeffreys prior), but never below the baseline's own.
+// Pooling is right at H0's boundary (equal rates), where it corrects a baseline that came out
+// low; a new side that ran better than the baseline (a latency inside the tolerance, a quiet
+// night of a daily cycle) must not pull H0's rate down, or the next busy hour, still inside H0,
+// would look like a regression against it. Kept away from 0 and 1 so every log is finite.
+func (rp *rateParams) h0Rate(cx, cn float64) float64 {
+	base := (rp.xb + 0.5) / (rp.nb + 1)
+	pooled := (rp.xb + cx + 0.5) / (rp.nb + cn + 1)
+	return clamp(math.Max(base, pooled), 1e-6, 0.98)
 }
 
 // rateTest is a repeated sequential probability ratio test on a rate (errors or latency
@@ -37,16 +66,26 @@ func newRateParams(p0 float64, p1 [alternatives]float64) rateParams {
 //
 // Why this keeps its false-alarm rate under continuous monitoring: within a run, the mixture
 // likelihood ratio is a non-negative martingale with mean 1 under H0, so by Ville's inequality the
-// probability that it ever reaches 1/Alpha is at most Alpha, however often it is looked at. A run
+// probability that it ever reaches 1/Alpha is at most Alpha, however often it is looked at. (For
+// the paired test this is exact; against a frozen baseline it holds on average over the rates
+// the baseline is compatible with, since H0's rate is a posterior mean; the scenario suite's A/A
+// deploys and long quiet watches measure what it comes to.) A run
 // ends when the evidence for every alternative falls to log(Beta) (the test accepts H0); the test
-// then restarts, so a regression that starts late is not buried under old healthy evidence. The
-// false-alarm rate is therefore Alpha per run, and runs under H0 last long (the drift towards
-// log(Beta) is the Kullback-Leibler divergence per request, small for a minimum effect).
+// then restarts, so a regression that starts late is not buried under old healthy evidence. Each
+// run spends part of the false-alarm budget: run 1 gets Alpha, run k ≥ 2 gets Alpha/(k(k-1)),
+// whose sum over every later run is Alpha again, so the whole watch, however long, fires a
+// healthy version with probability at most 2·Alpha. Without that, a test whose runs are short (a
+// p50 exceedance test accepts H0 within a dozen requests) would get thousands of chances at
+// Alpha over a long watch. The price is a threshold higher by log(k(k-1)) for a regression that
+// starts in run k: logarithmic, a few seconds for a gross one hours into a watch.
 type rateTest struct {
 	llr      [alternatives]float64
 	runStart int64   // first bucket of the current run
 	n, x     float64 // requests and hits in the current run
 	nr, xr   float64 // the concurrent reference's requests and hits (paired runs only)
+	cn, cx   float64 // requests and hits of the observed side since the test began, across runs
+	runs     float64 // runs started since the test began
+	bound    float64 // the current run's firing threshold (log of 1/its share of Alpha)
 	firing   bool
 	quiet    int // consecutive buckets of evidence against H1 while firing
 	quietRun int // quiet when the episode ended (for the resolution's wording)
@@ -74,14 +113,24 @@ func (t *rateTest) score() float64 {
 	return m + math.Log(s/alternatives)
 }
 
-// updateFixed adds a bucket of n requests with x hits against a fixed baseline rate.
-func (t *rateTest) updateFixed(rp *rateParams, x, n float64, b int64, th *thresholds) rateVerdict {
+// updateBaseline adds a bucket of n requests with x hits against a frozen baseline (rp). H0's
+// rate is predicted from what came before the bucket, so the update is a likelihood ratio of
+// data not yet seen, as a martingale needs; it is taken once per bucket (a bucket is small next
+// to the baseline), so the result depends on the buckets, not on how events were batched.
+func (t *rateTest) updateBaseline(rp *rateParams, x, n float64, b int64, th *thresholds) rateVerdict {
 	if n <= 0 {
 		return verdictNone // an empty bucket is inconclusive: no evidence either way
 	}
+	q := rp.h0Rate(t.cx, t.cn)
+	t.cx += x
+	t.cn += n
 	var inc [alternatives]float64
 	for k := range inc {
-		inc[k] = x*rp.logHit[k] + (n-x)*rp.logMis[k]
+		p := math.Min(rp.r[k]*q, 0.999)
+		if p <= q {
+			continue // no room above H0's rate: this alternative cannot be told apart
+		}
+		inc[k] = x*math.Log(p/q) + (n-x)*math.Log((1-p)/(1-q))
 	}
 	return t.step(inc, x, n, b, th)
 }
@@ -119,6 +168,11 @@ type thresholds struct {
 func (t *rateTest) step(inc [alternatives]float64, x, n float64, b int64, th *thresholds) rateVerdict {
 	if t.n == 0 {
 		t.runStart = b
+		t.runs++
+		t.bound = th.upper
+		if t.runs > 1 {
+			t.bound += math.Log(t.runs * (t.runs - 1))
+		}
 	}
 	t.n += n
 	t.x += x
@@ -127,13 +181,13 @@ func (t *rateTest) step(inc [alternatives]float64, x, n float64, b int64, th *th
 		t.llr[k] += inc[k]
 		if t.firing {
 			// Capped while firing so recovery takes a bounded time however bad the episode was.
-			t.llr[k] = math.Min(t.llr[k], th.upper)
+			t.llr[k] = math.Min(t.llr[k], t.bound)
 		}
 		maxInc = math.Max(maxInc, inc[k])
 		maxLLR = math.Max(maxLLR, t.llr[k])
 	}
 	if !t.firing {
-		if t.n >= th.minRequests && t.score() >= th.upper {
+		if t.n >= th.minRequests && t.score() >= t.bound {
 			t.firing = true
 			t.quiet = 0
 			return verdictFired
@@ -157,8 +211,9 @@ func (t *rateTest) step(inc [alternatives]float64, x, n float64, b int64, th *th
 	return verdictNone
 }
 
+// reset ends the run. What the observed side served so far is kept: it still tells H0's rate.
 func (t *rateTest) reset() {
-	*t = rateTest{}
+	*t = rateTest{cn: t.cn, cx: t.cx, runs: t.runs}
 }
 
 func clamp(v, lo, hi float64) float64 {
