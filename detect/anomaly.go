@@ -37,6 +37,7 @@ func (d *Detector) baseAnomaly(k SeriesKey, metric, category string, runStart, b
 
 // anytimeP is the always-valid p-value of a sequential test: by Ville's inequality, the chance
 // that the likelihood ratio ever reached exp(score) under H0 is at most exp(-score).
+// The score passed in is net of the run's share of the budget (its threshold above log(1/Alpha)).
 func anytimeP(score float64) *float64 {
 	p := math.Min(1, math.Exp(-score))
 	return &p
@@ -60,7 +61,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
 	score := t.score()
 	a.Statistic = score
 	a.Score = ptr(score)
-	a.PValue = anytimeP(score)
+	a.PValue = anytimeP(score - (t.bound - d.th.upper))
 	if paired {
 		a.Test = "msprt-conditional-binomial"
 		a.Baseline = t.xr / math.Max(t.nr, 1)
@@ -195,7 +196,7 @@ func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
 	score := t.score()
 	a.Statistic = score
 	a.Score = ptr(score)
-	a.PValue = anytimeP(score)
+	a.PValue = anytimeP(score - (t.bound - d.th.upper))
 	a.Baseline = round3(r.qv[q])
 	obs := s.cur.sk
 	if s.prev != nil {

@@ -51,12 +51,10 @@ type Config struct {
 	// MinBaselineRequests is the minimum number of requests the baseline needs; with fewer, the
 	// comparison is inconclusive (this is the detector's warm-up). Default 200.
 	MinBaselineRequests int64 `json:"min_baseline_requests" yaml:"min_baseline_requests"`
-	// BaselineConfidenceZ widens the baseline rate (errors, latency exceedances) to its upper
-	// confidence bound, z standard errors out (a Poisson score bound, honest for few counts),
-	// before testing, so an unlucky small baseline does not make a healthy version look worse.
-	// Larger is safer and slower. 1.5 would catch a 20 req/s error x5 a few seconds sooner, but
-	// over a three-hour watch a baseline that underestimated its rate by 15 % eventually fires
-	// (the scenario suite's daily cycle: 5 % of runs at 1.5). Default 2.
+	// BaselineConfidenceZ is no longer used: the error and latency tests treat the baseline's
+	// sampling error themselves (a two-sample test that pools both sides under H0) instead of
+	// widening the baseline rate to an upper bound. Kept so configuration files that set it still
+	// load; it has no effect.
 	BaselineConfidenceZ float64 `json:"baseline_confidence_z" yaml:"baseline_confidence_z"`
 
 	// ErrorMinEffect is the minimum relative rise of an error rate that counts as a regression

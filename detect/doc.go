@@ -4,10 +4,11 @@
 // event-time buckets. When the watermark passes a bucket, the bucket is closed and every test of its
 // series is updated once:
 //
-//   - error rate per category: a sequential probability ratio test (a mixture of two
-//     alternatives, the minimum effect and a gross one) against the baseline rate, taken at its
-//     upper confidence bound so the baseline's own sampling error cannot fire it, with a bounded
-//     false-alarm rate under continuous monitoring (sprt.go);
+//   - error rate per category: a two-sample sequential probability ratio test against the
+//     baseline's errors (a mixture of three alternatives, from the minimum effect to a gross
+//     one), in which H0's rate is predicted from both sides pooled, so the baseline's own
+//     sampling error is part of the test rather than a bound around it; its false-alarm rate is
+//     bounded under continuous monitoring over a watch of any length (sprt.go);
 //   - latency: the fraction of requests above the baseline's quantiles (p50, p90, p99, p99.9) is
 //     tested by the same sequential test, where the alternative is "every latency scaled by the
 //     minimum effect" (or by the gross factor). p99.9 catches a regression of the tail alone: a

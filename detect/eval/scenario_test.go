@@ -33,12 +33,13 @@ func TestScenarioSuite(t *testing.T) {
 	for _, res := range rep.Results {
 		switch res.Scenario.Name {
 		case "error x5 @20rps", "latency all x2 @20rps":
-			// The target for error x5 is 5 s; no test with a false-alarm rate of 1 % can
-			// reach it at 20 req/s (at 5 s, 100 requests: 5 errors are the p5 under x5 and happen
-			// by chance 5 % of the time at the 2 % baseline). The detector reaches ~14 s p95; this
-			// guard holds what is reached.
-			if res.TTDP95 == nil || *res.TTDP95 > 20 {
-				t.Errorf("%s: TTD p95 %s, guard 20s", res.Scenario.Name, secs(res.TTDP95))
+			// The target for error x5 is 5 s; no test can reach it at 20 req/s. Even a
+			// fixed-sample test that knows both rates needs 116 requests (5.8 s) for 95 % power at
+			// a 1 % false-alarm rate, 167 (8.4 s) at the 0.1 % each test here is allowed; the SPRT
+			// that knows both rates, watched every second, reaches 11 s p95 at 0.1 %. The
+			// detector reaches ~11 s; this guard holds what is reached, with room for 10 runs.
+			if res.TTDP95 == nil || *res.TTDP95 > 15 {
+				t.Errorf("%s: TTD p95 %s, guard 15s", res.Scenario.Name, secs(res.TTDP95))
 			}
 		case "p99 x2 tail-only @50rps":
 			// Target 120 s; the p99.9 exceedance test reaches ~30 s p95.

@@ -1,0 +1,74 @@
+package detect
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// bucketDraw is one second of Bernoulli(p) requests at a Poisson rate.
+func bucketDraw(rng *rand.Rand, rps, p float64) (x, n float64) {
+	n = float64(poisson(rng, rps))
+	for range int(n) {
+		if rng.Float64() < p {
+			x++
+		}
+	}
+	return x, n
+}
+
+// TestBaselineTestLongWatch holds the two-sample test to what the upper-bound plug-in could not
+// do: a baseline that came out 20 % low (80 errors where 100 were expected) does not fire a
+// healthy version over three hours, because the new version's own data pulls H0's rate up,
+// while an error x5 is still caught within seconds.
+func TestBaselineTestLongWatch(t *testing.T) {
+	d := New(DefaultConfig())
+	rp := d.errorParams(80, 5000)
+	tests := []struct {
+		name    string
+		p       float64
+		buckets int
+		fire    bool
+		within  int
+	}{
+		{"healthy, 3 h", 0.02, 3 * 3600, false, 0},
+		{"error x5", 0.10, 60, true, 15},
+	}
+	for _, tt := range tests {
+		for seed := range uint64(10) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			var rt rateTest
+			fired := -1
+			for b := range tt.buckets {
+				x, n := bucketDraw(rng, 20, tt.p)
+				if rt.updateBaseline(&rp, x, n, int64(b), &d.th) == verdictFired {
+					fired = b
+					break
+				}
+			}
+			switch {
+			case !tt.fire && fired >= 0:
+				t.Errorf("%s, seed %d: fired at bucket %d", tt.name, seed, fired)
+			case tt.fire && (fired < 0 || fired >= tt.within):
+				t.Errorf("%s, seed %d: fired at bucket %d, want within %d", tt.name, seed, fired, tt.within)
+			}
+		}
+	}
+}
+
+// TestRunThresholdSpendsAlpha checks the threshold of later runs: log(1/alpha) + log(k(k-1)).
+func TestRunThresholdSpendsAlpha(t *testing.T) {
+	d := New(DefaultConfig())
+	rp := d.errorParams(0, 10000)
+	var rt rateTest
+	for b := range 200 {
+		rt.updateBaseline(&rp, 0, 50, int64(b), &d.th) // error-free: every run accepts H0
+	}
+	if rt.runs < 3 {
+		t.Fatalf("runs %g: error-free traffic should accept H0 repeatedly", rt.runs)
+	}
+	want := d.th.upper + math.Log(rt.runs*(rt.runs-1))
+	if math.Abs(rt.bound-want) > 1e-9 {
+		t.Errorf("run %g threshold %g, want %g", rt.runs, rt.bound, want)
+	}
+}
