@@ -10,7 +10,7 @@
 //   - context novelty: the share of the pairs (level k points ago, level now), for k = 1, 2, 4, …,
 //     that the decaying memory has not seen — a new shape made of ordinary values;
 //   - level shift: a two-sided CUSUM of robustly standardised values against a slow EWMA baseline,
-//     1 when it saturates.
+//     graded like value rarity: up to SeenCap at its limit h, then towards 1 as it runs past h.
 //
 // The score is the largest of the three. After an alarm the detector rests for a while (scores are
 // damped and recover linearly): an incident is one alarm, not a storm of them.
@@ -42,7 +42,8 @@ type Config struct {
 	// Memory is the horizon, in points, of the decaying histograms and the long-run statistics.
 	Memory int `json:"memory" yaml:"memory"`
 	// CUSUMDrift (k) and CUSUMLimit (h) are in robust standard deviations: the CUSUM accumulates
-	// |z| − k and its contribution saturates at h.
+	// |z| − k; at h its contribution reaches SeenCap and beyond h it climbs towards 1 (tanh of
+	// (CUSUM − h)/h), the CUSUM itself being bounded at 4·h.
 	CUSUMDrift float64 `json:"cusum_drift" yaml:"cusum_drift"`
 	CUSUMLimit float64 `json:"cusum_limit" yaml:"cusum_limit"`
 	// AlarmThreshold is the score at or above which Step reports an alarm.
@@ -74,8 +75,8 @@ func DefaultConfig() Config {
 		Bins:           40,
 		Levels:         12,
 		Memory:         4000,
-		CUSUMDrift:     1,
-		CUSUMLimit:     20,
+		CUSUMDrift:     2,
+		CUSUMLimit:     25,
 		AlarmThreshold: 0.95,
 		Rest:           400,
 		ContextLags:    7,
@@ -237,6 +238,10 @@ func (d *Detector) level(v float64) int {
 	return clamp(int(math.Floor((v-d.lo)/d.lvlWidth))-2*d.cfg.Levels+L/3, 0, L-1)
 }
 
+// cusumRun bounds the CUSUM at cusumRun·CUSUMLimit, so that it forgets a shift it has already
+// reported within a few limits' worth of points once the baseline catches up.
+const cusumRun = 4
+
 func clamp(x, lo, hi int) int { return max(lo, min(hi, x)) }
 
 // surprise is the raw surprise of v in [0, 1] against the state before v.
@@ -265,8 +270,16 @@ func (d *Detector) surprise(v float64) float64 {
 	z := (v - d.mean) / d.scale
 	hi := math.Max(0, d.cusHi+z-d.cfg.CUSUMDrift)
 	lo := math.Max(0, d.cusLo-z-d.cfg.CUSUMDrift)
-	d.cusHi, d.cusLo = math.Min(hi, d.cfg.CUSUMLimit), math.Min(lo, d.cfg.CUSUMLimit)
-	sc := math.Max(d.cusHi, d.cusLo) / d.cfg.CUSUMLimit
+	// The CUSUM may run on to cusumRun·h; below h it scores like a seen value (up to SeenCap), past h
+	// it climbs towards 1 as unseen values do. A CUSUM that merely reached h (a long bump of an
+	// ordinary cycle) so stays below a far larger shift, instead of both saturating at 1.
+	h := d.cfg.CUSUMLimit
+	d.cusHi, d.cusLo = math.Min(hi, cusumRun*h), math.Min(lo, cusumRun*h)
+	cus := math.Max(d.cusHi, d.cusLo)
+	sc := cus / h * d.cfg.SeenCap
+	if cus >= h {
+		sc = d.cfg.SeenCap + (1-d.cfg.SeenCap)*math.Tanh((cus-h)/h)
+	}
 	// Context novelty: the share of (level then, level now) pairs never seen.
 	sn := 0.0
 	if d.ctx != nil && d.filled > 0 {
