@@ -24,8 +24,9 @@ a slow memory leak, a throughput drop, a traffic spike, low traffic, a daily cyc
 cohorts at 5 % and 50 % of the traffic.
 
 For each scenario: how many deploys were detected (for the quiet ones: false rollbacks), the time
-to detect (TTD, event seconds from the deploy to the first anomaly; p50 and p95 over all runs),
-the SPRT floor and the ratio of the TTD p95 to it (floored at one 1 s bucket), and what the
+to detect (TTD, event seconds from the deploy to the first anomaly; p50, p95 and mean over all
+runs), the SPRT floor and the ratios of the mean and the p95 TTD to it (floored at one 1 s bucket;
+the floor is an expected time, so the mean is what it compares with like for like), and what the
 peers' rules decide on the same events: Argo Rollouts (interval 1m, failureLimit 0 and 3) and
 Flagger (interval 1m, threshold 5), both with static thresholds at the 99th percentile of the
 baseline period's one-minute error rate and p99 latency.

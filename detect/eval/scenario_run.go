@@ -55,7 +55,14 @@ type ScenarioResult struct {
 	// FloorS is the expected detection time of the ideal SPRT (see FloorSeconds); absent when the
 	// scenario has no closed-form floor (memory leak) or no regression.
 	FloorS *float64 `json:"floor_s,omitempty"`
-	// Ratio is TTDP95 / max(FloorS, one bucket).
+	// TTDMean is the mean time to detect, present only when every run detected (a miss has no
+	// time): it is the statistic the floor, an expected detection time, is comparable with.
+	TTDMean *float64 `json:"ttd_mean_s,omitempty"`
+	// RatioMean is TTDMean / max(FloorS, one bucket): like against like, the figure the "within 2×
+	// of the floor" target is read on.
+	RatioMean *float64 `json:"ratio_mean_to_floor,omitempty"`
+	// Ratio is TTDP95 / max(FloorS, one bucket). The ideal test's own p95 is several times its mean
+	// at low counts, so this ratio overstates the gap; it is shown because p95 is what users feel.
 	Ratio   *float64    `json:"ratio_to_floor,omitempty"`
 	Argo0   RuleOutcome `json:"argo_failure_limit_0"`
 	Argo3   RuleOutcome `json:"argo_failure_limit_3"`
@@ -193,6 +200,7 @@ func summarise(sc *Scenario, os []runOutcome, alpha, beta float64) ScenarioResul
 	}
 	if sc.Regression {
 		res.TTDP50, res.TTDP95 = quantileFinite(ttd, 0.5), quantileFinite(ttd, 0.95)
+		res.TTDMean = meanFinite(ttd)
 		res.Argo0.TTDP50, res.Argo3.TTDP50, res.Flagger.TTDP50 = quantileFinite(a0, 0.5), quantileFinite(a3, 0.5), quantileFinite(fl, 0.5)
 		if f, ok := FloorSeconds(sc, alpha, beta); ok {
 			res.FloorS = &f
@@ -200,9 +208,29 @@ func summarise(sc *Scenario, os []runOutcome, alpha, beta float64) ScenarioResul
 				r := *res.TTDP95 / math.Max(f, 1)
 				res.Ratio = &r
 			}
+			if res.TTDMean != nil {
+				r := *res.TTDMean / math.Max(f, 1)
+				res.RatioMean = &r
+			}
 		}
 	}
 	return res
+}
+
+// meanFinite is the mean of vs, nil when vs is empty or any value is infinite (a missed run).
+func meanFinite(vs []float64) *float64 {
+	if len(vs) == 0 {
+		return nil
+	}
+	sum := 0.0
+	for _, v := range vs {
+		if math.IsInf(v, 0) {
+			return nil
+		}
+		sum += v
+	}
+	m := sum / float64(len(vs))
+	return &m
 }
 
 // quantileFinite is the q quantile (nearest rank) of vs, nil when it is infinite or vs is empty.
@@ -411,14 +439,14 @@ func normPDF(x, mu, sigma float64) float64 {
 // WriteTable prints the report as a table.
 func (r *ScenarioReport) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tdetected\tTTD p50\tTTD p95\tSPRT floor\tratio\tArgo fl=0\tArgo fl=3\tFlagger t=5\t")
+	fmt.Fprintln(tw, "scenario\tdetected\tTTD p50\tTTD p95\tTTD mean\tSPRT floor\tmean/floor\tp95/floor\tArgo fl=0\tArgo fl=3\tFlagger t=5\t")
 	for _, res := range r.Results {
 		det := fmt.Sprintf("%d/%d", res.Detected, res.Runs)
 		if !res.Scenario.Regression {
 			det = fmt.Sprintf("%d/%d false", res.Detected, res.Runs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Scenario.Name, det,
-			secs(res.TTDP50), secs(res.TTDP95), secs(res.FloorS), ratio(res.Ratio),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Scenario.Name, det,
+			secs(res.TTDP50), secs(res.TTDP95), secs(res.TTDMean), secs(res.FloorS), ratio(res.RatioMean), ratio(res.Ratio),
 			rule(res.Argo0, res), rule(res.Argo3, res), rule(res.Flagger, res))
 	}
 	if err := tw.Flush(); err != nil {
