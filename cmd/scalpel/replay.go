@@ -27,9 +27,11 @@ func newReplayCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "replay",
 		Short: "Re-run detect and decide over recorded events: what happened, and what another config would have done",
-		Long: `replay reads TELEMETRY and DEPLOYS (and the catalog, and the anomalies, decisions and acks that were
-recorded) from the server with ordered consumers, runs detect and decide over event time in dry-run — it
-never publishes or actuates — and prints a timeline. With the config that was live it reproduces the
+		Long: `replay reads TELEMETRY and DEPLOYS (and the catalog, and the anomalies, decisions, acks, approvals and
+actuation failures that were recorded) from the server with ordered consumers, runs detect and decide over
+event time in dry-run — it never publishes or actuates — and prints a timeline. Approvals (scalpel approve
+and reject), acks and actuation failures (rejected.actuate) are handed to decide in event time, as live
+decide took them, so an incident a person or a failed actuator steered replays the same way. With the config that was live it reproduces the
 recorded anomalies and decisions exactly; with another one (--config) it shows what would have changed
 (--diff). --report writes a self-contained HTML page; --export writes the raw events of the range as an
 NDJSON incident bundle, and --from-file replays such a bundle without a server.
@@ -186,7 +188,11 @@ goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
 				return writeJSON(out, tl)
 			}
 			for _, e := range tl.Events {
-				fmt.Fprintf(out, "%s  %-8s  %s\n", e.TS.UTC().Format("2006-01-02 15:04:05.000"), e.Kind, e.Summary)
+				kind := e.Kind
+				if kind == "actuation_failure" {
+					kind = "failed" // keeps the column narrow; the summary says what failed
+				}
+				fmt.Fprintf(out, "%s  %-8s  %s\n", e.TS.UTC().Format("2006-01-02 15:04:05.000"), kind, e.Summary)
 			}
 			if len(tl.Events) == 0 {
 				fmt.Fprintln(out, "nothing happened in the range: no deploy, anomaly or decision")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -17,6 +18,12 @@ const (
 	KindDecision  = "decision"
 	KindAck       = "ack"
 	KindAnomaly   = "anomaly"
+	// KindApproval is a person's answer to a recommendation (approval.<svc> in DECISIONS).
+	KindApproval = "approval"
+	// KindActuationFailure is a decision actuate gave up on (rejected.actuate in REJECTED); its
+	// Headers carry the reject reason, and its Time, the time it was stored, is when decide learnt
+	// of the failure.
+	KindActuationFailure = "actuation_failure"
 )
 
 // ErrBadRecord is wrapped when a bundle line cannot be read.
@@ -26,8 +33,12 @@ var ErrBadRecord = errors.New("bad record")
 // was stored, so replaying a bundle runs the same decoder on the same bytes as live ingest did.
 type Record struct {
 	Kind string `json:"kind"`
-	// Subject the message was stored under (telemetry, deploy, anomaly, decision, ack).
+	// Subject the message was stored under (telemetry, deploy, anomaly, decision, ack, approval,
+	// actuation failure).
 	Subject string `json:"subject,omitempty"`
+	// Headers are the message headers replay needs (the Scalpel-* headers of an actuation
+	// failure: reject reason, class, decision and command ids); nil for the other kinds.
+	Headers map[string]string `json:"headers,omitempty"`
 	// Seq is the stream sequence, Time the time the server stored it; both are informational.
 	Seq  uint64    `json:"seq,omitempty"`
 	Time time.Time `json:"time,omitzero"`
@@ -64,6 +75,23 @@ func (r *Record) AppendNDJSON(dst []byte) []byte {
 		dst = r.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
 		dst = append(dst, '"')
 	}
+	if len(r.Headers) > 0 {
+		keys := make([]string, 0, len(r.Headers))
+		for k := range r.Headers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys) // one bundle, one byte sequence
+		dst = append(dst, `,"headers":{`...)
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJSONString(dst, r.Headers[k])
+		}
+		dst = append(dst, '}')
+	}
 	body := r.Body()
 	if r.Raw == nil && json.Valid(body) {
 		dst = append(dst, `,"data":`...)
@@ -81,6 +109,12 @@ func (r *Record) AppendNDJSON(dst []byte) []byte {
 	return append(dst, '}', '\n')
 }
 
+// appendJSONString appends s as a JSON string (invalid UTF-8 becomes U+FFFD).
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s)
+	return append(dst, b...)
+}
+
 // ParseRecord reads one bundle line.
 func ParseRecord(line []byte) (Record, error) {
 	var r Record
@@ -88,11 +122,11 @@ func ParseRecord(line []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
 	switch r.Kind {
-	case KindTelemetry, KindDeploy, KindManifest, KindDecision, KindAck, KindAnomaly:
+	case KindTelemetry, KindDeploy, KindManifest, KindDecision, KindAck, KindAnomaly, KindApproval, KindActuationFailure:
 	case "":
 		return Record{}, fmt.Errorf("%w: no kind", ErrBadRecord)
 	default:
-		return Record{}, fmt.Errorf("%w: unknown kind %q (want telemetry, deploy, manifest, decision, ack or anomaly)", ErrBadRecord, r.Kind)
+		return Record{}, fmt.Errorf("%w: unknown kind %q (want telemetry, deploy, manifest, decision, ack, anomaly, approval or actuation_failure)", ErrBadRecord, r.Kind)
 	}
 	if len(r.Data) == 0 && r.Raw == nil {
 		return Record{}, fmt.Errorf("%w: %s record without data", ErrBadRecord, r.Kind)

@@ -16,6 +16,7 @@ import (
 	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/reject"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -79,6 +80,29 @@ type Recorded struct {
 	Anomalies []schemas.Anomaly     `json:"anomalies"`
 	Decisions []schemas.Decision    `json:"decisions"`
 	Acks      []schemas.RollbackAck `json:"acks"`
+	// Approvals are people's answers to recommendations; the replayed engine gets them too.
+	Approvals []schemas.Approval `json:"approvals,omitempty"`
+	// ActuationFailures are decisions actuate gave up on; the replayed engine gets them too.
+	ActuationFailures []ActuationFailure `json:"actuation_failures,omitempty"`
+}
+
+// ActuationFailure is a decision whose commands actuate could not deliver (it landed in
+// rejected.actuate). Live decide takes it as a failed step and escalates; so does the replay.
+type ActuationFailure struct {
+	// TS is when decide learnt of it: the later of the decision's ts and the time the rejected
+	// message was stored, as live decide uses.
+	TS         time.Time `json:"ts"`
+	DecisionID string    `json:"decision_id"`
+	IncidentID string    `json:"incident_id,omitempty"`
+	Service    string    `json:"service"`
+	Component  string    `json:"component,omitempty"`
+	Block      string    `json:"block,omitempty"`
+	Action     string    `json:"action,omitempty"`
+	// Reason is the Scalpel-Reject-Reason header; Class the reject class (permanent,
+	// retries_exhausted, invalid); CommandID the command that failed, when one did.
+	Reason    string `json:"reason"`
+	Class     string `json:"class,omitempty"`
+	CommandID string `json:"command_id,omitempty"`
 }
 
 // Timeline is the result of a replay.
@@ -108,7 +132,7 @@ type Timeline struct {
 // Entry is one line of the story.
 type Entry struct {
 	TS        time.Time `json:"ts"`
-	Kind      string    `json:"kind"` // deploy | anomaly | resolved | decision | ack
+	Kind      string    `json:"kind"` // deploy | anomaly | resolved | decision | approval | ack | actuation_failure
 	Service   string    `json:"service"`
 	Component string    `json:"component,omitempty"`
 	Block     string    `json:"block,omitempty"`
@@ -119,15 +143,27 @@ type Entry struct {
 // ErrNoInput is returned when the source held nothing to replay.
 var ErrNoInput = errors.New("nothing to replay: no telemetry in the range")
 
-// Engine methods other versions of decide offer; replay drives them when present, as live does.
-type (
-	engineAdvancer interface {
-		Advance(watermark time.Time) ([]schemas.Decision, error)
-	}
-	ackHandler interface {
-		HandleAck(ctx context.Context, ack *schemas.RollbackAck) ([]schemas.Decision, error)
-	}
+// Order of the engine's inputs at equal event times: live decide's rebuild order (deploys,
+// anomalies, approvals, acks, actuation failures), which replay follows too.
+const (
+	orderDeploy = iota
+	orderAnomaly
+	orderApproval
+	orderAck
+	orderFailure
+	orderLast // Advance: after every input at its time
 )
+
+// input is a recorded input of the engine: anything but the anomalies, which the replay detects.
+// Exactly one of the pointers is set.
+type input struct {
+	ts       time.Time
+	order    int
+	deploy   *schemas.DeployEvent
+	approval *schemas.Approval
+	ack      *schemas.RollbackAck
+	failure  *ActuationFailure
+}
 
 // run is the state of one replay.
 type run struct {
@@ -138,10 +174,9 @@ type run struct {
 	dec    *ingest.Decoder
 	charts *charts
 
-	deploys []schemas.DeployEvent // sorted by ts; next is the first not yet handed over
-	next    int
-	acks    []schemas.RollbackAck // recorded acks, fed to HandleAck when the engine has it
-	nextAck int
+	// inputs are the recorded inputs sorted by (ts, order); next is the first not yet handed over.
+	inputs []input
+	next   int
 
 	anomalySeen  map[string]bool
 	decisionSeen map[string]bool
@@ -206,8 +241,8 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 			if m := r.meta(rec); m != nil {
 				manifests = append(manifests, m)
 			}
-			if rec.Kind == KindDeploy && r.det != nil {
-				r.insertDeploy()
+			if r.det != nil {
+				r.sortPending()
 			}
 			continue
 		}
@@ -235,7 +270,7 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 		runErr = r.advance(ctx)
 	}
 	if runErr == nil {
-		runErr = r.flushDeploys(ctx, time.Time{})
+		runErr = r.flush(ctx, time.Time{}, orderLast)
 	}
 	r.tl.Stats.Elapsed = time.Since(start)
 	r.tl.Stats.EventsPerSec = float64(r.tl.Stats.Events) / max(r.tl.Stats.Elapsed.Seconds(), 1e-9)
@@ -278,7 +313,7 @@ func (r *run) meta(rec Record) *schemas.Manifest {
 			r.warn("deploy (seq %d) skipped: %v", rec.Seq, err)
 			return nil
 		}
-		r.deploys = append(r.deploys, *ev)
+		r.inputs = append(r.inputs, input{ts: ev.TS, order: orderDeploy, deploy: ev})
 	case KindAnomaly:
 		var a schemas.Anomaly
 		if err := json.Unmarshal(body, &a); err != nil {
@@ -303,9 +338,37 @@ func (r *run) meta(rec Record) *schemas.Manifest {
 			r.warn("recorded ack (seq %d): %v", rec.Seq, err)
 			return nil
 		}
-		r.acks = append(r.acks, *ack)
+		r.inputs = append(r.inputs, input{ts: ack.TS, order: orderAck, ack: ack})
 		if r.inRange(ack.TS) {
 			r.tl.Recorded.Acks = append(r.tl.Recorded.Acks, *ack)
+		}
+	case KindApproval:
+		ap, err := schemas.DecodeApproval(body)
+		if err != nil {
+			// Live decide rejects it and goes on.
+			r.warn("recorded approval (seq %d) skipped: %v", rec.Seq, err)
+			return nil
+		}
+		r.inputs = append(r.inputs, input{ts: ap.TS, order: orderApproval, approval: ap})
+		if r.inRange(ap.TS) {
+			r.tl.Recorded.Approvals = append(r.tl.Recorded.Approvals, *ap)
+		}
+	case KindActuationFailure:
+		d, err := schemas.DecodeDecision(body)
+		if err != nil {
+			return nil // not a decision: live decide skips it too (actuate rejects only decisions)
+		}
+		f := &ActuationFailure{TS: d.TS, DecisionID: d.ID, IncidentID: d.IncidentID, Service: d.Service, Action: d.Action,
+			Reason: rec.Headers[schemas.HeaderRejectReason], Class: rec.Headers[reject.HeaderClass], CommandID: rec.Headers[headerCommandID]}
+		if len(d.Targets) > 0 {
+			f.Component, f.Block = d.Targets[0].Component, d.Targets[0].Block
+		}
+		if rec.Time.After(f.TS) { // as live: decide learns of it when it is stored, never before the decision
+			f.TS = rec.Time
+		}
+		r.inputs = append(r.inputs, input{ts: f.TS, order: orderFailure, failure: f})
+		if r.inRange(f.TS) && r.targets(d) {
+			r.tl.Recorded.ActuationFailures = append(r.tl.Recorded.ActuationFailures, *f)
 		}
 	}
 	return nil
@@ -340,15 +403,14 @@ func (r *run) prepare(manifests []*schemas.Manifest) {
 	cat := decide.NewStaticCatalog(manifests...)
 	r.det = pipeline.NewDetector(r.o.Config, r.o.Logger)
 	r.eng = pipeline.NewEngine(r.o.Config, cat, r.o.Logger)
-	// Event-time order; stable, so deploys with equal times keep stream order, as live.
-	slices.SortStableFunc(r.deploys, func(a, b schemas.DeployEvent) int { return a.TS.Compare(b.TS) })
-	slices.SortStableFunc(r.acks, func(a, b schemas.RollbackAck) int { return a.TS.Compare(b.TS) })
+	r.sortPending()
 }
 
-// insertDeploy places a deploy that arrived after telemetry started among those not yet handed over.
-func (r *run) insertDeploy() {
-	tail := r.deploys[r.next:]
-	slices.SortStableFunc(tail, func(a, b schemas.DeployEvent) int { return a.TS.Compare(b.TS) })
+// sortPending puts the inputs not yet handed over in event-time order, kinds at equal times in
+// live decide's rebuild order; stable, so inputs of one kind with equal times keep stream order, as
+// live. It also places an input that arrived after telemetry started.
+func (r *run) sortPending() {
+	slices.SortStableFunc(r.inputs[r.next:], func(a, b input) int { return cmp.Or(a.ts.Compare(b.ts), cmp.Compare(a.order, b.order)) })
 }
 
 func (r *run) telemetry(rec *Record) {
@@ -398,7 +460,12 @@ func (r *run) advance(ctx context.Context) error {
 			continue
 		}
 		r.anomalySeen[key] = true
-		if err := r.flushDeploys(ctx, a.TSDetected); err != nil {
+		// A resolution counts at the time it was resolved, as live decide's rebuild orders it.
+		at := a.TSDetected
+		if a.IsResolved() && a.ResolvedAt != nil {
+			at = *a.ResolvedAt
+		}
+		if err := r.flush(ctx, at, orderAnomaly); err != nil {
 			return err
 		}
 		if r.inRange(a.TSDetected) && r.about(a.Component) {
@@ -411,11 +478,11 @@ func (r *run) advance(ctx context.Context) error {
 		}
 		r.decisions(ds)
 	}
-	if adv, ok := any(r.eng).(engineAdvancer); ok && !wm.IsZero() {
-		if err := r.flushDeploys(ctx, wm); err != nil {
+	if !wm.IsZero() {
+		if err := r.flush(ctx, wm, orderLast); err != nil {
 			return err
 		}
-		ds, err := adv.Advance(wm)
+		ds, err := r.eng.Advance(wm)
 		if err != nil {
 			return fmt.Errorf("advance decide to %s: %w", wm.Format(time.RFC3339), err)
 		}
@@ -424,42 +491,53 @@ func (r *run) advance(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// flushDeploys hands over every deploy (and recorded ack) at or before t; all of them when t is zero.
-func (r *run) flushDeploys(ctx context.Context, t time.Time) error {
-	ah, hasAcks := any(r.eng).(ackHandler)
-	for {
-		var dts, ats time.Time
-		haveD, haveA := r.next < len(r.deploys), hasAcks && r.nextAck < len(r.acks)
-		if haveD {
-			dts = r.deploys[r.next].TS
+// flush hands the engine every recorded input before (t, order): those earlier than t, and those
+// at t that come before an input of that order; every input when t is zero.
+func (r *run) flush(ctx context.Context, t time.Time, order int) error {
+	for r.next < len(r.inputs) {
+		in := &r.inputs[r.next]
+		if !t.IsZero() {
+			if c := in.ts.Compare(t); c > 0 || (c == 0 && in.order >= order) {
+				return nil
+			}
 		}
-		if haveA {
-			ats = r.acks[r.nextAck].TS
-		}
+		r.next++
+		var (
+			ds  []schemas.Decision
+			err error
+		)
 		switch {
-		case haveD && (!haveA || !ats.Before(dts)) && (t.IsZero() || !dts.After(t)):
-			ev := &r.deploys[r.next]
-			r.next++
+		case in.deploy != nil:
+			ev := in.deploy
 			r.tl.Deploys = append(r.tl.Deploys, *ev)
-			ds, err := r.eng.HandleDeploy(ctx, ev)
-			if err != nil {
+			if ds, err = r.eng.HandleDeploy(ctx, ev); err != nil {
 				r.warn("deploy %s not recorded: %v", ev.ID, err)
 				continue
 			}
-			r.decisions(ds)
-		case haveA && (t.IsZero() || !ats.After(t)):
-			ack := &r.acks[r.nextAck]
-			r.nextAck++
-			ds, err := ah.HandleAck(ctx, ack)
-			if err != nil {
+		case in.approval != nil:
+			ap := in.approval
+			if ds, err = r.eng.HandleApproval(ctx, ap); err != nil {
+				// Live decide rejects bad ones and skips answers to decisions it does not know;
+				// here the usual cause is a range or service filter that left the recommendation out.
+				r.warn("approval %s of decision %s not handled: %v", ap.ID, ap.DecisionID, err)
+				continue
+			}
+		case in.ack != nil:
+			ack := in.ack
+			if ds, err = r.eng.HandleAck(ctx, ack); err != nil {
 				r.warn("ack of %s not handled: %v", ack.CommandID, err)
 				continue
 			}
-			r.decisions(ds)
-		default:
-			return nil
+		case in.failure != nil:
+			f := in.failure
+			if ds, err = r.eng.HandleActuationFailure(ctx, f.DecisionID, f.Reason, f.TS); err != nil {
+				r.warn("actuation failure of decision %s not handled: %v", f.DecisionID, err)
+				continue
+			}
 		}
+		r.decisions(ds)
 	}
+	return ctx.Err()
 }
 
 func (r *run) decisions(ds []schemas.Decision) {
@@ -514,6 +592,35 @@ func (r *run) finish() {
 		a := &tl.Recorded.Acks[i]
 		tl.Events = append(tl.Events, Entry{TS: a.TS, Kind: "ack", Service: a.Service, ID: a.CommandID, Summary: ackSummary(a)})
 	}
+	byID := map[string]*schemas.Decision{}
+	for _, ds := range [][]schemas.Decision{tl.Recorded.Decisions, tl.Decisions} {
+		for i := range ds {
+			byID[ds[i].ID] = &ds[i]
+		}
+	}
+	approvals := tl.Recorded.Approvals[:0:0]
+	for i := range tl.Recorded.Approvals {
+		ap := &tl.Recorded.Approvals[i]
+		e := Entry{TS: ap.TS, Kind: "approval", Service: ap.Service, ID: ap.ID, Summary: approvalSummary(ap, byID[ap.DecisionID])}
+		if d := byID[ap.DecisionID]; d != nil {
+			if !r.targets(d) {
+				continue
+			}
+			if len(d.Targets) > 0 {
+				e.Component, e.Block = d.Targets[0].Component, d.Targets[0].Block
+			}
+		} else if r.o.Component != "" {
+			continue
+		}
+		approvals = append(approvals, *ap)
+		tl.Events = append(tl.Events, e)
+	}
+	tl.Recorded.Approvals = approvals
+	for i := range tl.Recorded.ActuationFailures {
+		f := &tl.Recorded.ActuationFailures[i]
+		tl.Events = append(tl.Events, Entry{TS: f.TS, Kind: "actuation_failure", Service: f.Service, Component: f.Component, Block: f.Block,
+			ID: f.DecisionID, Summary: failureSummary(f)})
+	}
 	slices.SortStableFunc(tl.Events, func(a, b Entry) int {
 		return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind)))
 	})
@@ -531,8 +638,12 @@ func kindOrder(k string) int {
 		return 1
 	case "decision":
 		return 2
-	case "ack":
+	case "approval":
 		return 3
+	case "ack":
+		return 4
+	case "actuation_failure":
+		return 5
 	}
-	return 4
+	return 6
 }

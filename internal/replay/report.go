@@ -108,6 +108,9 @@ var markStyle = map[string]struct{ color, dash string }{
 	"resolved": {"#1a7f37", "2 3"},
 	"decision": {"#8250df", ""},
 	"ack":      {"#bc4c00", "4 2"},
+	// A person's answer and a failed actuation turn an incident: solid, in colours of their own.
+	"approval":          {"#0a7ea4", ""},
+	"actuation_failure": {"#9a6700", "1 2"},
 }
 
 func chartsFor(tl *Timeline, s *Series) chartView {
@@ -126,8 +129,11 @@ func chartsFor(tl *Timeline, s *Series) chartView {
 			continue
 		}
 		label := e.Kind
-		if e.Kind == "decision" {
+		switch e.Kind {
+		case "decision":
 			label = strings.SplitN(e.Summary, " ", 2)[0]
+		case "actuation_failure":
+			label = "actuation failed"
 		}
 		marks = append(marks, mark{e.TS, e.Kind, label})
 	}

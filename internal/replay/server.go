@@ -8,9 +8,11 @@ import (
 	"io"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/internal/reject"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -37,7 +39,8 @@ type ServerOptions struct {
 
 // ServerSource reads a replay from a JetStream server: the current catalog from the scalpel_catalog
 // bucket, every deploy from the start of DEPLOYS (version history needs them all, as live decide
-// does), the recorded anomalies, decisions and acks of the range, then telemetry with an ordered
+// does), the recorded anomalies, decisions, acks, approvals (approval.<svc> in DECISIONS) and
+// actuation failures (rejected.actuate in REJECTED) of the range, then telemetry with an ordered
 // consumer. It reads up to the last message stored when it was opened, so a replay of a live stream
 // ends.
 type ServerSource struct {
@@ -56,7 +59,8 @@ type ServerSource struct {
 }
 
 // NewServerSource opens the streams and reads everything but telemetry into memory (catalog,
-// deploys, recorded anomalies, decisions and acks are small next to telemetry).
+// deploys, recorded anomalies, decisions, acks, approvals and actuation failures are small next to
+// telemetry).
 func NewServerSource(ctx context.Context, js jetstream.JetStream, o ServerOptions) (*ServerSource, error) {
 	if o.Warmup == 0 {
 		o.Warmup = 15 * time.Minute
@@ -84,6 +88,9 @@ func NewServerSource(ctx context.Context, js jetstream.JetStream, o ServerOption
 		{KindAnomaly, schemas.StreamAnomalies, sub.Anomaly(svc, "*"), false},
 		{KindDecision, schemas.StreamDecisions, sub.Decision(svc), false},
 		{KindAck, schemas.StreamRollbacks, sub.RollbackAck(svc), false},
+		{KindApproval, schemas.StreamDecisions, sub.Approval(svc), false},
+		// rejected.actuate carries no service token: readAll filters by the decision's service.
+		{KindActuationFailure, schemas.StreamRejected, sub.Rejected(actuateStage), false},
 	}
 	for _, r := range reads {
 		if err := s.readAll(ctx, r.kind, r.stream, r.subject, r.all); err != nil {
@@ -177,8 +184,15 @@ func (s *ServerSource) readAll(ctx context.Context, kind, stream, subject string
 				pending = 0
 				break
 			}
-			s.meta = append(s.meta, Record{Kind: kind, Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp,
-				Data: append([]byte(nil), m.Data()...)})
+			rec := Record{Kind: kind, Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp,
+				Data: append([]byte(nil), m.Data()...)}
+			if kind == KindActuationFailure {
+				if !s.failureOf(rec.Data) {
+					continue
+				}
+				rec.Headers = rejectHeaders(m.Headers())
+			}
+			s.meta = append(s.meta, rec)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return fmt.Errorf("read %s: %w", stream, err)
@@ -188,6 +202,45 @@ func (s *ServerSource) readAll(ctx context.Context, kind, stream, subject string
 		}
 	}
 	return nil
+}
+
+// actuateStage is the stage token of rejected.actuate (actuate/handoff.RejectStage; replay reads the
+// subject, it does not import the stage).
+const actuateStage = "actuate"
+
+// failureOf reports whether a rejected.actuate body is a decision of the service the source is
+// restricted to. Bodies that are not decisions stay in: live decide skips them, and so will Run.
+func (s *ServerSource) failureOf(body []byte) bool {
+	if s.o.Service == "" {
+		return true
+	}
+	var d struct {
+		Service string `json:"service"`
+	}
+	if err := json.Unmarshal(body, &d); err != nil {
+		return true
+	}
+	return d.Service == s.o.Service
+}
+
+// Headers of a rejected.actuate message that a bundle keeps (actuate/handoff's names).
+const (
+	headerDecisionID = "Scalpel-Decision-Id"
+	headerCommandID  = "Scalpel-Command-Id"
+)
+
+// rejectHeaders keeps the headers that explain an actuation failure.
+func rejectHeaders(h nats.Header) map[string]string {
+	out := map[string]string{}
+	for _, k := range []string{schemas.HeaderRejectReason, schemas.HeaderRejectSubject, headerDecisionID, headerCommandID, reject.HeaderClass} {
+		if v := h.Get(k); v != "" {
+			out[k] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 func (s *ServerSource) openTelemetry(ctx context.Context) error {

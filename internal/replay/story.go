@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -146,6 +147,38 @@ func ackSummary(a *schemas.RollbackAck) string {
 	s := fmt.Sprintf("%s instance %s %s command %s, now on %s", a.Service, a.Instance, a.Status, a.CommandID, a.ActiveVersion)
 	if a.Error != "" {
 		s += ": " + a.Error
+	}
+	return s
+}
+
+func approvalSummary(ap *schemas.Approval, rec *schemas.Decision) string {
+	verb := "rejected"
+	if ap.Approve {
+		verb = "approved"
+	}
+	s := fmt.Sprintf("%s %s recommendation %s", cmp.Or(ap.Actor, "someone"), verb, ap.DecisionID)
+	if rec != nil {
+		if t := targetsText(rec.Targets); t != "" {
+			s += " (" + rec.Action + " of " + t + ")"
+		}
+	}
+	if ap.Reason != "" {
+		s += ": " + ap.Reason
+	}
+	return s
+}
+
+func failureSummary(f *ActuationFailure) string {
+	s := "actuation failed"
+	if f.Class != "" {
+		s += " (" + f.Class + ")"
+	}
+	s += " for " + cmp.Or(f.Action, "decision") + " " + f.DecisionID
+	if f.Component != "" {
+		s += " of " + target(f.Service, f.Component, f.Block)
+	}
+	if f.Reason != "" {
+		s += ": " + f.Reason
 	}
 	return s
 }
