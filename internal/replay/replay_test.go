@@ -62,96 +62,132 @@ type recording struct {
 	decisions [][]byte // as stored in DECISIONS
 }
 
-// record runs a live pipeline through a bad block deploy and waits until it has decided.
-func record(t *testing.T) *recording {
+// live is a running pipeline on an embedded server, and the means to feed it.
+type live struct {
+	t    *testing.T
+	ctx  context.Context
+	js   jetstream.JetStream
+	cfg  config.Config
+	p    *pipeline.Pipeline
+	subj schemas.Subjects
+}
+
+// startLive starts the whole pipeline with cfg and applies the manifests.
+func startLive(t *testing.T, cfg config.Config, manifests ...string) *live {
 	t.Helper()
 	_, _, js := natstest.Connect(t)
-	cfg := config.Default()
 	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Stop)
-	m, err := schemas.ParseManifest([]byte(manifest))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Catalog().Apply(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	subj := cfg.Subjects()
-	publishDeploy := func(ev schemas.DeployEvent) {
-		want := p.DeploysRecorded() + 1
-		b, _ := json.Marshal(ev)
-		if _, err := js.Publish(ctx, subj.Deploy(ev.Service), b, jetstream.WithMsgID(ev.ID)); err != nil {
+	for _, y := range manifests {
+		m, err := schemas.ParseManifest([]byte(y))
+		if err != nil {
 			t.Fatal(err)
 		}
-		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-			if got := p.DeploysRecorded(); got < want {
-				return fmt.Errorf("deploys recorded %d, want %d", got, want)
-			}
-			return nil
-		})
-	}
-	publish := func(evs []schemas.TelemetryEvent) {
-		for i := range evs {
-			if js.PublishAsyncPending() > 1000 { // bound in-flight publishes: slow runs (-race) stall otherwise
-				<-js.PublishAsyncComplete()
-			}
-			b, _ := json.Marshal(&evs[i])
-			if _, err := js.PublishAsync(subj.Telemetry(evs[i].Service, evs[i].Component), b, jetstream.WithMsgID(evs[i].ID)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-ctx.Done():
-			t.Fatal("telemetry publish did not complete")
+		if _, err := p.Catalog().Apply(ctx, m); err != nil {
+			t.Fatal(err)
 		}
 	}
-	svc := checkoutSim(7)
-	t0 := time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second)
-	publishDeploy(deploy("d-1.0", t0, "1.0"))
-	publish(traffic(svc, t0, 120*time.Second))
-	t1 := t0.Add(120 * time.Second)
-	publishDeploy(deploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
-	publish(traffic(svc, t1, 60*time.Second))
-	// A malformed message: live ingest rejects it, and so must the replay.
-	if _, err := js.Publish(ctx, subj.Telemetry("checkout", "cart"), []byte(`{"ts": "nope"`)); err != nil {
-		t.Fatal(err)
+	return &live{t: t, ctx: ctx, js: js, cfg: cfg, p: p, subj: cfg.Subjects()}
+}
+
+func (l *live) publishDeploy(ev schemas.DeployEvent) {
+	l.t.Helper()
+	want := l.p.DeploysRecorded() + 1
+	b, _ := json.Marshal(ev)
+	if _, err := l.js.Publish(l.ctx, l.subj.Deploy(ev.Service), b, jetstream.WithMsgID(ev.ID)); err != nil {
+		l.t.Fatal(err)
 	}
-	natstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
-		for _, c := range []struct{ stream, durable string }{
-			{schemas.StreamTelemetry, ingest.DefaultConfig().Durable},
-			{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
-		} {
-			cons, err := js.Consumer(ctx, c.stream, c.durable)
+	natstest.CheckFor(l.t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := l.p.DeploysRecorded(); got < want {
+			return fmt.Errorf("deploys recorded %d, want %d", got, want)
+		}
+		return nil
+	})
+}
+
+func (l *live) publish(evs []schemas.TelemetryEvent) {
+	l.t.Helper()
+	for i := range evs {
+		if l.js.PublishAsyncPending() > 1000 { // bound in-flight publishes: slow runs (-race) stall otherwise
+			<-l.js.PublishAsyncComplete()
+		}
+		b, _ := json.Marshal(&evs[i])
+		if _, err := l.js.PublishAsync(l.subj.Telemetry(evs[i].Service, evs[i].Component), b, jetstream.WithMsgID(evs[i].ID)); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	select {
+	case <-l.js.PublishAsyncComplete():
+	case <-l.ctx.Done():
+		l.t.Fatal("telemetry publish did not complete")
+	}
+}
+
+// idle waits until every listed durable has handled everything stored so far.
+func (l *live) idle(durables ...[2]string) {
+	l.t.Helper()
+	natstest.CheckFor(l.t, 60*time.Second, 50*time.Millisecond, func() error {
+		for _, c := range durables {
+			cons, err := l.js.Consumer(l.ctx, c[0], c[1])
 			if err != nil {
 				return err
 			}
-			info, err := cons.Info(ctx)
+			info, err := cons.Info(l.ctx)
 			if err != nil {
 				return err
 			}
 			if info.NumPending > 0 || info.NumAckPending > 0 {
-				return fmt.Errorf("%s/%s: %d pending, %d unacked", c.stream, c.durable, info.NumPending, info.NumAckPending)
+				return fmt.Errorf("%s/%s: %d pending, %d unacked", c[0], c[1], info.NumPending, info.NumAckPending)
 			}
 		}
 		return nil
 	})
-	rec := &recording{js: js, cfg: cfg}
-	rec.anomalies = readStream(t, js, schemas.StreamAnomalies, subj.AnomalyAll())
-	rec.decisions = readStream(t, js, schemas.StreamDecisions, subj.Decision("*"))
+}
+
+// Durables of the stages that turn telemetry into decisions.
+var (
+	durIngest = [2]string{schemas.StreamTelemetry, ingest.DefaultConfig().Durable}
+	durDecide = [2]string{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies}
+)
+
+// recording reads what the live pipeline stored.
+func (l *live) recording() *recording {
+	l.t.Helper()
+	rec := &recording{js: l.js, cfg: l.cfg}
+	rec.anomalies = readStream(l.t, l.js, schemas.StreamAnomalies, l.subj.AnomalyAll())
+	rec.decisions = readStream(l.t, l.js, schemas.StreamDecisions, l.subj.Decision("*"))
 	if len(rec.decisions) == 0 || len(rec.anomalies) == 0 {
-		t.Fatalf("the live incident recorded %d anomalies and %d decisions; want some of each", len(rec.anomalies), len(rec.decisions))
+		l.t.Fatalf("the live incident recorded %d anomalies and %d decisions; want some of each", len(rec.anomalies), len(rec.decisions))
 	}
 	return rec
+}
+
+// record runs a live pipeline through a bad block deploy and waits until it has decided.
+func record(t *testing.T) *recording {
+	t.Helper()
+	l := startLive(t, config.Default(), manifest)
+	svc := checkoutSim(7)
+	t0 := time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second)
+	l.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	l.publish(traffic(svc, t0, 120*time.Second))
+	t1 := t0.Add(120 * time.Second)
+	l.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	svc.SetVersion("2.0")
+	l.publish(traffic(svc, t1, 60*time.Second))
+	// A malformed message: live ingest rejects it, and so must the replay.
+	if _, err := l.js.Publish(l.ctx, l.subj.Telemetry("checkout", "cart"), []byte(`{"ts": "nope"`)); err != nil {
+		t.Fatal(err)
+	}
+	l.idle(durIngest, durDecide)
+	return l.recording()
 }
 
 func traffic(svc *sim.Service, from time.Time, d time.Duration) []schemas.TelemetryEvent {
