@@ -9,7 +9,8 @@ import (
 )
 
 // Source yields the records of a replay in order. Every record that is not telemetry (manifests,
-// deploys, and the recorded anomalies, decisions and acks) comes before the first telemetry record;
+// deploys, and the recorded anomalies, decisions, acks, approvals and actuation failures) comes
+// before the first telemetry record;
 // telemetry comes in stream order, the order live ingest saw it. Next returns io.EOF after the last
 // record. A record's Data may be reused after the next call to Next.
 type Source interface {
