@@ -48,6 +48,9 @@ type Incident struct {
 	VerifyUntil time.Time `json:"verify_until,omitzero"`
 	// Targets are the latest acting step's targets, in plan order (restore undoes them).
 	Targets []schemas.DecisionTarget `json:"targets,omitempty"`
+	// AppliedBy lists the deployer instances that acked the latest acting step's commands as
+	// applied, with the version each reported active ("shop-1: 1.0").
+	AppliedBy []string `json:"applied_by,omitempty"`
 	// PendingApproval is the recommend decision waiting for `scalpel approve`, until ApprovalDeadline.
 	PendingApproval  string    `json:"pending_approval,omitempty"`
 	ApprovalDeadline time.Time `json:"approval_deadline,omitzero"`
@@ -118,6 +121,7 @@ func (inc *Incident) clone() Incident {
 	c.DecisionIDs = slices.Clone(inc.DecisionIDs)
 	c.Firing = slices.Clone(inc.Firing)
 	c.Targets = slices.Clone(inc.Targets)
+	c.AppliedBy = slices.Clone(inc.AppliedBy)
 	return c
 }
 

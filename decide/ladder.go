@@ -73,6 +73,7 @@ func (e *Engine) record(inc *Incident, d *schemas.Decision, step int) {
 			inc.targetActions = append(inc.targetActions, targetAction{t, act})
 		}
 		inc.lastActing = d.ID
+		inc.AppliedBy = nil // acks are per step
 		for id := range commandIDs(d) {
 			e.commands[id] = d.ID
 		}
@@ -320,6 +321,11 @@ func (e *Engine) HandleAck(ctx context.Context, ack *schemas.RollbackAck) ([]sch
 	}
 	if ack.Status != schemas.AckFailed {
 		e.log.Debug("ack", "command", ack.CommandID, "decision", decisionID, "status", ack.Status, "instance", ack.Instance)
+		if inc := e.byDecision[decisionID]; ack.Status == schemas.AckApplied && inc != nil && inc.lastActing == decisionID {
+			if who := ack.Instance + ": " + ack.ActiveVersion; !slices.Contains(inc.AppliedBy, who) {
+				inc.AppliedBy = append(inc.AppliedBy, who)
+			}
+		}
 		return nil, nil
 	}
 	return e.stepFailed(ctx, decisionID, fmt.Sprintf("instance %s could not apply it (%s)", ack.Instance, ack.Error), ack.TS)

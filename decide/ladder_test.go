@@ -408,3 +408,34 @@ func TestFineRollbackAggregateOfOldVersionIsNotPersistence(t *testing.T) {
 		})
 	}
 }
+
+// The engine hears the deployers' applied acks of the current step, and forgets them when the
+// ladder moves to another step.
+func TestAppliedAcksAreRecorded(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t, DefaultConfig(), nil2(testManifest()))
+	ds, err := e.HandleAnomaly(ctx, anomaly("a1", "cart", "3.1", time.Minute))
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("%v %v", ds, err)
+	}
+	var cmd string
+	for id := range commandIDs(&ds[0]) {
+		cmd = id
+	}
+	for _, inst := range []string{"pod-1", "pod-2", "pod-1"} { // pod-1's ack redelivered
+		if _, err := e.HandleAck(ctx, &schemas.RollbackAck{CommandID: cmd, Service: "checkout", Instance: inst,
+			Status: schemas.AckApplied, ActiveVersion: "3.0", TS: ds[0].TS.Add(time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.Incidents()[0].AppliedBy; strings.Join(got, ",") != "pod-1: 3.0,pod-2: 3.0" {
+		t.Fatalf("AppliedBy = %v", got)
+	}
+	// The step fails to fix it: the escalation is a new step whose acks start empty.
+	if _, err := e.Advance(ds[0].TS.Add(6 * time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Incidents()[0].AppliedBy; len(got) != 0 {
+		t.Fatalf("AppliedBy after escalation = %v", got)
+	}
+}

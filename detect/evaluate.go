@@ -64,9 +64,16 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 			t := &s.latT[q]
 			v := t.updateBaseline(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
-			if v == verdictFired && !s.latEp {
-				s.latEp = true // one anomaly per latency episode, from the quantile that fired first
-				out = d.open(s, epLatency, d.latencyAnomaly(s, q), out)
+			if (v == verdictFired || t.firing) && !s.latEp {
+				// The exceedance test fires on a shifted distribution, however small the shift: a
+				// tight distribution (a fixed amount of I/O) doubles its exceedances for a few per
+				// cent of latency. The quantile itself must have moved by a clear share of the
+				// minimum effect before it is called a regression; until then the test keeps
+				// watching, and the episode opens when the shift grows.
+				if a := d.latencyAnomaly(s, q); a.Effect >= d.latencyGate() {
+					s.latEp = true // one anomaly per latency episode, from the quantile that fired first
+					out = d.open(s, epLatency, a, out)
+				}
 			}
 			anyFiring = anyFiring || t.firing
 		}
@@ -267,4 +274,11 @@ func (d *Detector) movedHealthy(s *series) bool {
 		}
 	}
 	return true
+}
+
+// latencyGate is the relative rise of the tested quantile a latency anomaly needs: halfway between
+// what the null hypothesis tolerates and the minimum effect, so load noise stays quiet and a
+// regression of the minimum effect is reported.
+func (d *Detector) latencyGate() float64 {
+	return (d.cfg.LatencyTolerance + d.cfg.LatencyMinEffect) / 2
 }

@@ -209,7 +209,7 @@ func (p *Pipeline) publishAnomalies(ctx context.Context, anomalies []schemas.Ano
 			return fmt.Errorf("publish anomaly: %w", err)
 		}
 		futures = append(futures, f)
-		p.log.Info("anomaly", "stage", "detect", "service", a.Service, "component", a.Component, "block", a.Block,
+		p.log.Info("anomaly", "stage", "detect", "status", a.Status, "service", a.Service, "component", a.Component, "block", a.Block,
 			"version", a.Version, "metric", a.Metric, "category", a.ErrorCategory, "observed", a.Observed,
 			"baseline", a.Baseline, "baseline_version", a.BaselineVersion, "id", a.ID)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalpel-dev/scalpel/deployments/examples/shop/shop"
+	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
@@ -171,6 +173,26 @@ func TestShopBlockRollback(t *testing.T) {
 	if st := s.Telemetry.Stats(); st.Dropped != 0 || st.Failed != 0 {
 		t.Errorf("telemetry lost events: %+v", st)
 	}
+
+	// The decision engine heard the ack, and sees the recovery: detect resolves the incident's
+	// anomalies, and the incident is marked mitigated without climbing the ladder.
+	natstest.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		incs := p.DecideIncidents()
+		if len(incs) != 1 {
+			return fmt.Errorf("%d incidents, want 1", len(incs))
+		}
+		inc := incs[0]
+		if inc.Granularity != schemas.GranularityFine {
+			return fmt.Errorf("incident at %s granularity, want fine (no escalation)", inc.Granularity)
+		}
+		if !slices.Contains(inc.AppliedBy, "shop-1: "+shop.V1) {
+			return fmt.Errorf("engine has not heard shop-1's ack (applied by %v)", inc.AppliedBy)
+		}
+		if inc.State != decide.IncidentMitigated {
+			return fmt.Errorf("incident %s, still firing %v", inc.State, inc.Firing)
+		}
+		return nil
+	})
 }
 
 // rollbacks reads every command and ack in ROLLBACKS.
