@@ -8,12 +8,14 @@
 //     own (both tails and holes are rare) — on a log scale, up to SeenCap at p ≤ 1e-4; a point in an
 //     unseen bin scores from SeenCap up to 1 by its distance to the nearest seen bin;
 //   - context novelty: the share of the pairs (level k points ago, level now), for k = 1, 2, 4, …,
-//     that the decaying memory has not seen — a new shape made of ordinary values;
+//     that the decaying memory has not seen — a new shape made of ordinary values — scaled into
+//     [0, SeenCap]: ordinary values in a new order rank with rare seen values, below far-out ones;
 //   - level shift: a two-sided CUSUM of robustly standardised values against a slow EWMA baseline,
 //     graded like value rarity: up to SeenCap at its limit h, then towards 1 as it runs past h.
 //
 // The score is the largest of the three. After an alarm the detector rests for a while (scores are
-// damped and recover linearly): an incident is one alarm, not a storm of them.
+// damped and recover linearly): an incident is one alarm, not a storm of them. A point clearly more
+// surprising than anything since the alarm (RestMargin) is a new incident and passes undamped.
 //
 // Memory is bounded by the config (bins, ContextLags·(3·Levels)², a ring of 2^(ContextLags−1)
 // levels); each Step is O(bins + ContextLags) — a constant — and never reads the wall clock: the
@@ -54,7 +56,9 @@ type Config struct {
 	// ContextLags is the number of lags (1, 2, 4, … 2^(ContextLags−1) points) whose pairs
 	// (level then, level now), on the Levels grid, form the context of a point; the context
 	// novelty score is the share of those pairs not seen within Memory. It catches a changed
-	// pattern made of ordinary values (a flat stretch in a daily cycle). 0 disables it.
+	// pattern made of ordinary values (a flat stretch in a daily cycle). It scores at most SeenCap:
+	// scored up to 1 it tied with far-out values, and an alarm on a new shape started a rest that
+	// hid the spike that followed. 0 disables it.
 	ContextLags int `json:"context_lags" yaml:"context_lags"`
 	// ContextSeen is the decayed count (in points) below which a context pair counts as unseen.
 	ContextSeen float64 `json:"context_seen" yaml:"context_seen"`
@@ -66,6 +70,11 @@ type Config struct {
 	// UnseenSpread is the distance, in bins, over which an unseen value's score climbs from
 	// SeenCap towards 1 (tanh of distance / UnseenSpread).
 	UnseenSpread float64 `json:"unseen_spread" yaml:"unseen_spread"`
+	// RestMargin lets a new incident through the rest: a point whose tail (1 − score) is below
+	// RestMargin times the tail of the highest score since the alarm (a clearly more surprising
+	// point, not the same incident running on) scores undamped and may alarm again, starting a new
+	// rest. Without it a rest hides a second incident on a short series entirely. 0 disables it.
+	RestMargin float64 `json:"rest_margin" yaml:"rest_margin"`
 }
 
 // DefaultConfig returns the frozen defaults.
@@ -83,6 +92,7 @@ func DefaultConfig() Config {
 		ContextSeen:    0.5,
 		SeenCap:        0.9,
 		UnseenSpread:   4,
+		RestMargin:     0.2,
 	}
 }
 
@@ -114,6 +124,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: seen cap %v: want (0, 1)", ErrInvalidConfig, c.SeenCap)
 	case !(c.UnseenSpread > 0):
 		return fmt.Errorf("%w: unseen spread %v must be > 0", ErrInvalidConfig, c.UnseenSpread)
+	case !(c.RestMargin >= 0 && c.RestMargin < 1):
+		return fmt.Errorf("%w: rest margin %v: want [0, 1)", ErrInvalidConfig, c.RestMargin)
 	}
 	return nil
 }
@@ -138,7 +150,10 @@ type Detector struct {
 	cusHi       float64
 	cusLo       float64
 
-	rest int // points left in the rest period after an alarm
+	parts [3]float64 // last surprise's components (value, cusum, context), for inspection
+
+	restPeak float64 // highest raw score since the alarm that started the rest
+	rest     int     // points left in the rest period after an alarm
 
 	ctx     []float64 // context pair counts: [lag][level then][level now]
 	ring    []int     // last levels, ring buffer
@@ -182,13 +197,20 @@ func (d *Detector) Step(ts time.Time, v float64) (score float64, alarm bool) {
 	if d.n < d.cfg.Warmup { // second half of warm-up: the histograms fill before anything is scored
 		return 0, false
 	}
+	raw := score
 	if d.rest > 0 {
 		d.rest--
-		score *= 0.5 * (1 - float64(d.rest)/float64(d.cfg.Rest+1))
+		// A point far more surprising than anything since the alarm is a new incident, not an echo
+		// of the last one: its score passes undamped (tail 1 − score below RestMargin of the peak's).
+		if d.cfg.RestMargin <= 0 || !(1-raw < d.cfg.RestMargin*(1-d.restPeak)) {
+			score *= 0.5 * (1 - float64(d.rest)/float64(d.cfg.Rest+1))
+		}
+		d.restPeak = max(d.restPeak, raw)
 	}
 	alarm = score >= d.cfg.AlarmThreshold
 	if alarm {
 		d.rest = d.cfg.Rest
+		d.restPeak = raw
 	}
 	return score, alarm
 }
@@ -285,6 +307,7 @@ func (d *Detector) surprise(v float64) float64 {
 	if d.ctx != nil && d.filled > 0 {
 		sn = d.novelty(v)
 	}
+	d.parts = [3]float64{sv, sc, sn}
 	return max(sv, sc, sn)
 }
 
@@ -336,7 +359,7 @@ func (d *Detector) novelty(v float64) float64 {
 	if n == 0 {
 		return 0
 	}
-	return float64(unseen) / float64(n)
+	return d.cfg.SeenCap * float64(unseen) / float64(n)
 }
 
 func (d *Detector) addContext(l int) {
