@@ -150,8 +150,6 @@ type Detector struct {
 	cusHi       float64
 	cusLo       float64
 
-	parts [3]float64 // last surprise's components (value, cusum, context), for inspection
-
 	restPeak float64 // highest raw score since the alarm that started the rest
 	rest     int     // points left in the rest period after an alarm
 
@@ -307,7 +305,6 @@ func (d *Detector) surprise(v float64) float64 {
 	if d.ctx != nil && d.filled > 0 {
 		sn = d.novelty(v)
 	}
-	d.parts = [3]float64{sv, sc, sn}
 	return max(sv, sc, sn)
 }
 

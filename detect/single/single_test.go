@@ -20,6 +20,8 @@ func TestValidate(t *testing.T) {
 		{"NaN drift", func(c *Config) { c.CUSUMDrift = math.NaN() }, ErrInvalidConfig},
 		{"alarm above 1", func(c *Config) { c.AlarmThreshold = 1.5 }, ErrInvalidConfig},
 		{"negative rest", func(c *Config) { c.Rest = -1 }, ErrInvalidConfig},
+		{"rest margin 1", func(c *Config) { c.RestMargin = 1 }, ErrInvalidConfig},
+		{"rest margin off", func(c *Config) { c.RestMargin = 0 }, nil},
 	}
 	for _, tc := range tests {
 		c := DefaultConfig()
@@ -154,5 +156,33 @@ func TestContextNoveltyFlagsFlatStretch(t *testing.T) {
 	}
 	if peak < 0.6 || peak < base+0.2 {
 		t.Errorf("flat stretch: peak %.3f with context novelty, %.3f without: want ≥ 0.6 and 0.2 above", peak, base)
+	}
+}
+
+// TestRestLetsAFarLargerIncidentThrough: within the rest after a spike, the same spike again is the
+// same incident (no alarm) but a far larger one is a new incident and alarms.
+func TestRestLetsAFarLargerIncidentThrough(t *testing.T) {
+	tests := []struct {
+		name       string
+		second     float64
+		wantAlarms int
+	}{
+		{"same spike again", 8, 1},
+		{"far larger spike", 200, 2},
+	}
+	for _, tc := range tests {
+		vs := series(2400, 0)
+		vs[2000] += 8
+		vs[2100] += tc.second
+		_, alarms := run(New(DefaultConfig()), vs)
+		var in []int
+		for _, a := range alarms {
+			if a >= 2000 {
+				in = append(in, a)
+			}
+		}
+		if len(in) != tc.wantAlarms || in[0] != 2000 {
+			t.Errorf("%s: alarms %v from 2000 on, want %d starting at 2000", tc.name, in, tc.wantAlarms)
+		}
 	}
 }
