@@ -205,6 +205,7 @@ type Consumer struct {
 	flusherEnd    chan struct{}
 	flusherCancel context.CancelFunc
 	events        []schemas.TelemetryEvent // worker only
+	abandoned     []jetstream.Msg          // worker only until it exits: unhandled after Stop
 
 	cc       jetstream.ConsumeContext
 	ctx      context.Context
@@ -362,6 +363,12 @@ func (c *Consumer) shutdown(drain bool) {
 			}
 			close(c.work)
 			<-c.workerDone
+			// The subscription is closed: hand back what was not handled, in stream order, so
+			// another instance gets it at once.
+			for _, m := range c.abandoned {
+				_ = m.Nak()
+			}
+			c.abandoned = nil
 			// Make sure the last ack reached the server before anyone restarts from this durable.
 			if err := c.js.Conn().FlushTimeout(5 * time.Second); err != nil {
 				c.log.Warn("flush acks", "err", err)
@@ -439,15 +446,14 @@ func (c *Consumer) stopFlusher() {
 	<-c.flusherEnd
 }
 
-// worker handles batches one at a time, in the order they were cut. After Stop it
-// negatively acknowledges what is left, in stream order, so another instance gets it at once.
+// worker handles batches one at a time, in the order they were cut. After Stop it keeps what is
+// left, unacknowledged, for shutdown to negatively acknowledge once the subscription is closed: a
+// nak while it is still open would be redelivered to this very subscription and lose its place.
 func (c *Consumer) worker() {
 	defer close(c.workerDone)
 	for batch := range c.work {
 		if c.stopped.Load() || !c.handle(batch) {
-			for _, m := range batch {
-				_ = m.Nak()
-			}
+			c.abandoned = append(c.abandoned, batch...)
 		}
 	}
 }
