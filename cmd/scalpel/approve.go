@@ -36,7 +36,7 @@ func newAnswerCmd(approve bool) *cobra.Command {
 The answer is published on approval.<service>; answering a decision that is no longer pending
 (already answered, expired, withdrawn) changes nothing.`, verb, effect),
 		Example: fmt.Sprintf("  scalpel %s 3f2a9c0e-... --reason \"checked the dashboards\"", verb),
-		Args:    cobra.ExactArgs(1),
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := jsonOutput()
 			if err != nil {

@@ -98,3 +98,13 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// exactArgs is cobra.ExactArgs with an error that names what is missing and where to look.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		return fmt.Errorf("usage: %s (got %d argument(s), want %d; see %s --help)", cmd.UseLine(), len(args), n, cmd.CommandPath())
+	}
+}

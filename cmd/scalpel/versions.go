@@ -31,7 +31,7 @@ version's source when scalpel_blocks holds it. Reading is passive: nothing is ac
 		Example: `  scalpel versions checkout
   scalpel versions checkout/tax-calc
   scalpel versions checkout/tax-calc/rate-lookup -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := jsonOutput()
 			if err != nil {

@@ -39,7 +39,7 @@ With -o json every message is one JSON object per line (NDJSON) with "kind": "co
   scalpel watch checkout --since 1h
   scalpel watch checkout --since 2026-11-26T10:00:00Z -o json | jq .
   scalpel watch checkout --all --count 2   # the first command and its ack, then exit`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := jsonOutput()
 			if err != nil {
