@@ -98,6 +98,12 @@ type DeployBlock struct {
 	Version   string `json:"version"`
 	SourceRef string `json:"source_ref,omitempty"`
 	Hash      string `json:"hash,omitempty"`
+	// File and Lines say where the block lives in the component version this deploy ships
+	// ("tax/calc.go", "40-88"), with the same rules as a ManifestBlock's. A refactor moves code, so
+	// error sites of this version map to blocks through these ranges rather than the catalog's,
+	// which describe one version only. Lines needs File.
+	File  string `json:"file,omitempty"`
+	Lines string `json:"lines,omitempty"`
 }
 
 // Granularity of a rollback: fine = one block, medium = one component, coarse = the application.

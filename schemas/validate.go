@@ -375,6 +375,9 @@ func (d *DeployEvent) Validate() error {
 			if err := checkOptVersion(bp+".hash", b.Hash); err != nil {
 				return err
 			}
+			if err := checkBlockRange(bp, b.File, b.Lines); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -707,4 +710,26 @@ func (a *RollbackAck) Validate() error {
 		return invalid("error", "must be valid UTF-8")
 	}
 	return checkTime("ts", a.TS)
+}
+
+// checkBlockRange checks a deploy block's optional file and "START-END" line range (p names the
+// block in errors) by the rules of a manifest block's.
+func checkBlockRange(p, file, lines string) error {
+	if file != "" && !isPath(file) {
+		return invalid(p+".file", "%q: must be 1-%d characters without control characters", clip(file), MaxPathLen)
+	}
+	if lines == "" {
+		return nil
+	}
+	if file == "" {
+		return invalid(p+".file", "required when lines is set")
+	}
+	start, end, ok := parseLines(lines)
+	if !ok {
+		return invalid(p+".lines", "%q: must be \"START-END\" with line numbers from 1", clip(lines))
+	}
+	if start > end {
+		return invalid(p+".lines", "%q: start after end", lines)
+	}
+	return nil
 }
