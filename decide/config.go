@@ -86,6 +86,19 @@ type Config struct {
 	// (event time); after it the recommendation expires with a `none` decision. Default 1h.
 	ApprovalTimeout schemas.Duration `json:"approval_timeout" yaml:"approval_timeout"`
 
+	// BlockMinShare is the share of an anomaly's errors above baseline that one block must hold for
+	// the evidence to name it, so that a component tagged fine rolls back only that block. Errors
+	// are counted per block against the block's own baseline; error sites in no block's line range
+	// count as "unknown site". Below the share the errors are spread over several blocks (or over
+	// code no block covers), rolling back one block would likely leave the fault running, and the
+	// decision acts at the next coarser level (the component), saying how the errors spread. In
+	// (0, 1]. Default 0.6.
+	BlockMinShare float64 `json:"block_min_share" yaml:"block_min_share"`
+
+	// BlockMinErrors is how many errors above baseline the block must hold as well: a handful of
+	// errors is no evidence for one block over another, whatever its share. At least 1. Default 5.
+	BlockMinErrors int `json:"block_min_errors" yaml:"block_min_errors"`
+
 	// LeaseTTL is how long the active decider's lease in scalpel_state lasts without renewal (it
 	// renews every third of it). It is wall-clock process time, not event time: a standby takes over
 	// within about this long after the active decider dies, and at once when it stops cleanly.
@@ -111,6 +124,8 @@ func DefaultConfig() Config {
 		BlastWindow:           schemas.Duration(2 * time.Minute),
 		ApprovalTimeout:       schemas.Duration(time.Hour),
 		LeaseTTL:              schemas.Duration(10 * time.Second),
+		BlockMinShare:         0.6,
+		BlockMinErrors:        5,
 	}
 }
 
@@ -146,6 +161,12 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL != 0 && c.LeaseTTL < schemas.Duration(time.Second) {
 		errs = append(errs, fmt.Errorf("lease_ttl must be at least 1s (or left out for the default 10s), got %q", time.Duration(c.LeaseTTL)))
+	}
+	if !(c.BlockMinShare > 0 && c.BlockMinShare <= 1) {
+		errs = append(errs, fmt.Errorf("block_min_share must be a share in (0, 1] such as 0.6, got %v", c.BlockMinShare))
+	}
+	if c.BlockMinErrors < 1 {
+		errs = append(errs, fmt.Errorf("block_min_errors must be at least 1, got %d", c.BlockMinErrors))
 	}
 	if c.RollbackBudget < 1 {
 		errs = append(errs, fmt.Errorf("rollback_budget must be at least 1, got %d", c.RollbackBudget))

@@ -98,6 +98,12 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 	if cfg.BlastRadius < 2 {
 		cfg.BlastRadius = def.BlastRadius
 	}
+	if !(cfg.BlockMinShare > 0 && cfg.BlockMinShare <= 1) {
+		cfg.BlockMinShare = def.BlockMinShare
+	}
+	if cfg.BlockMinErrors < 1 {
+		cfg.BlockMinErrors = def.BlockMinErrors
+	}
 	e := &Engine{
 		cfg:       cfg,
 		cat:       cat,
@@ -248,7 +254,7 @@ func (e *Engine) attribute(ctx context.Context, c *Case) error {
 	h.recordObserved(a)
 	c.history = h
 	c.Attribution = e.deployLog(a.Service).attribute(h, a.Component, a.TSDetected, c.Window)
-	c.Block, c.BlockWhy = evidenceBlock(a, c.Component)
+	c.Block, c.BlockWhy = evidenceBlock(a, c.Component, h, e.cfg)
 	if !c.escalation {
 		e.noteRecent(a, c.Attribution)
 	}

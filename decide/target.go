@@ -1,70 +1,10 @@
 package decide
 
 import (
-	"cmp"
 	"fmt"
-	"slices"
 
 	"github.com/scalpel-dev/scalpel/schemas"
 )
-
-// evidenceBlock names the block an anomaly points at, and says how it was found: the anomaly's own
-// block; else the block with the most errors above its baseline; else the block whose line range in
-// the manifest holds the most error sites. Ties go to the name that sorts first, so replays agree.
-func evidenceBlock(a *schemas.Anomaly, comp *schemas.ManifestComponent) (block, why string) {
-	if a.Block != "" {
-		return a.Block, fmt.Sprintf("the anomaly is on block %s", a.Block)
-	}
-	type score struct {
-		block string
-		n     float64
-	}
-	best := func(m map[string]float64) (score, float64) {
-		var all []score
-		var total float64
-		for b, n := range m {
-			total += max(n, 0)
-			if n > 0 {
-				all = append(all, score{b, n})
-			}
-		}
-		slices.SortFunc(all, func(x, y score) int { return cmp.Or(cmp.Compare(y.n, x.n), cmp.Compare(x.block, y.block)) })
-		if len(all) == 0 {
-			return score{}, 0
-		}
-		return all[0], total
-	}
-	if len(a.Evidence.Blocks) > 0 {
-		excess := make(map[string]float64, len(a.Evidence.Blocks))
-		for b, n := range a.Evidence.Blocks {
-			excess[b] = float64(n) - a.Evidence.BaselineBlocks[b]
-		}
-		if s, total := best(excess); s.block != "" {
-			return s.block, fmt.Sprintf("%s of the excess errors come from block %s", share(s.n, total), s.block)
-		}
-	}
-	if comp != nil && len(a.Evidence.Sites) > 0 {
-		perBlock := map[string]float64{}
-		var total float64
-		for site, n := range a.Evidence.Sites {
-			total += float64(n)
-			if b, ok := comp.BlockForSite(site); ok {
-				perBlock[b] += float64(n)
-			}
-		}
-		if s, _ := best(perBlock); s.block != "" {
-			return s.block, fmt.Sprintf("%s of the error sites lie in block %s", share(s.n, total), s.block)
-		}
-	}
-	return "", ""
-}
-
-func share(n, total float64) string {
-	if total <= 0 {
-		return "all"
-	}
-	return fmt.Sprintf("%.0f%%", 100*n/total)
-}
 
 // blockTarget is the fine target: the evidence's block, from the version the deploy gave it back to
 // the one before. Blocks whose versions no deploy announced are unversioned: they follow their
@@ -73,6 +13,9 @@ func share(n, total float64) string {
 func blockTarget(c *Case) (t schemas.DecisionTarget, why string, ok bool) {
 	a, h, d := c.Anomaly, c.history, c.Attribution.Deploy
 	if c.Block == "" {
+		if c.BlockWhy != "" {
+			return t, c.BlockWhy, false
+		}
 		return t, "the evidence names no block", false
 	}
 	t = schemas.DecisionTarget{Service: a.Service, Component: a.Component, Block: c.Block}

@@ -116,6 +116,9 @@ type serviceHistory struct {
 	app    versionLog
 	comps  map[string]*versionLog
 	blocks map[string]*versionLog // key comp + "/" + block
+	// placements holds, per component, where deploys said its blocks live in the versions they
+	// shipped (see ranges.go).
+	placements map[string][]placement
 }
 
 func newServiceHistory() *serviceHistory {
@@ -153,6 +156,7 @@ func (h *serviceHistory) ownComponent(comp string) *versionLog {
 
 // recordDeploy adds the versions a deploy announced.
 func (h *serviceHistory) recordDeploy(ev *schemas.DeployEvent) {
+	h.recordPlacements(ev)
 	h.app.add(versionEntry{Version: ev.AppVersion, Since: ev.TS, Source: sourceDeploy, DeployID: ev.ID})
 	if len(ev.Components) == 0 {
 		// The whole application was replaced: components with a history of their own move with it.
