@@ -37,14 +37,19 @@ a component this deploy changed, detected inside the window, is rolled back auto
 List the components the deploy changed with --component; components left out are unchanged (their
 own anomalies are then held, not rolled back). With no --component at all, the whole application is
 replaced and every component counts as changed. --block gives block versions inside a component,
-which lets a fine-grained rollback move one block back.
+which lets a fine-grained rollback move one block back. --block C/B=V@FILE:START-END also says where
+the block lives in this version: error sites of this version then map to blocks through these line
+ranges instead of the catalog's, so a refactor that moves code does not blame the wrong block
+(@FILE alone places the block in a file without ranges).
 
 The event id (--id, a fresh UUID by default) is also the Nats-Msg-Id, so re-running the same command
 with the same --id within the stream's duplicate window records the deploy once.`,
 		Example: `  scalpel deploy --service checkout --app-version 1.8.0
   scalpel deploy --service checkout --app-version 1.8.0 --component tax-calc=2.5.0 --component cart=3.1
   scalpel deploy --service checkout --app-version 1.8.0 --component tax-calc=2.5.0 \
-      --block tax-calc/rate-lookup=9f2c1e --id "$CI_PIPELINE_ID" --actor "ci: $CI_COMMIT_SHA"`,
+      --block tax-calc/rate-lookup=9f2c1e --id "$CI_PIPELINE_ID" --actor "ci: $CI_COMMIT_SHA"
+  scalpel deploy --service checkout --app-version 2.0 --component tax-calc=2.0 \
+      --block tax-calc/rate-lookup=2.0@tax/calc.go:71-130 --block tax-calc/rounding=2.0@tax/calc.go:40-70`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()
@@ -101,7 +106,7 @@ with the same --id within the stream's duplicate window records the deploy once.
 	f.StringVar(&ev.Service, "service", "", "service that was deployed (required)")
 	f.StringVar(&ev.AppVersion, "app-version", "", "application version now running (required)")
 	f.StringArrayVar(&components, "component", nil, "component the deploy changed, as NAME=VERSION (repeatable)")
-	f.StringArrayVar(&blocks, "block", nil, "block version inside a component, as COMPONENT/BLOCK=VERSION (repeatable)")
+	f.StringArrayVar(&blocks, "block", nil, "block version inside a component, as COMPONENT/BLOCK=VERSION or COMPONENT/BLOCK=VERSION@FILE:START-END to give its line range in this version (repeatable)")
 	f.StringArrayVar(&sources, "source", nil, "upload a block's source to the block store, as COMPONENT/BLOCK=PATH (repeatable; the block must be in --block)")
 	f.StringVar(&ev.ID, "id", "", "deploy id, also the Nats-Msg-Id (default: a new UUID)")
 	f.StringVar(&ev.Actor, "actor", "", "who or what deployed, for the audit trail")
@@ -128,8 +133,16 @@ func parseDeployComponents(components, blocks []string) ([]schemas.DeployCompone
 	for _, s := range blocks {
 		path, version, ok := strings.Cut(s, "=")
 		comp, block, ok2 := strings.Cut(path, "/")
+		version, where, placed := strings.Cut(version, "@")
 		if !ok || !ok2 || comp == "" || block == "" || version == "" {
-			return nil, fmt.Errorf("--block %q: want COMPONENT/BLOCK=VERSION, e.g. --block tax-calc/rate-lookup=9f2c1e", s)
+			return nil, fmt.Errorf("--block %q: want COMPONENT/BLOCK=VERSION[@FILE:START-END], e.g. --block tax-calc/rate-lookup=9f2c1e@tax/calc.go:40-88", s)
+		}
+		db := schemas.DeployBlock{Block: block, Version: version}
+		if placed {
+			var err error
+			if db.File, db.Lines, err = parseBlockPlace(where); err != nil {
+				return nil, fmt.Errorf("--block %q: %w", s, err)
+			}
 		}
 		i := slices.IndexFunc(out, func(c schemas.DeployComponent) bool { return c.Component == comp })
 		if i < 0 {
@@ -138,9 +151,24 @@ func parseDeployComponents(components, blocks []string) ([]schemas.DeployCompone
 		if slices.ContainsFunc(out[i].Blocks, func(b schemas.DeployBlock) bool { return b.Block == block }) {
 			return nil, fmt.Errorf("--block %s/%s given twice", comp, block)
 		}
-		out[i].Blocks = append(out[i].Blocks, schemas.DeployBlock{Block: block, Version: version})
+		out[i].Blocks = append(out[i].Blocks, db)
 	}
 	return out, nil
+}
+
+// parseBlockPlace reads the FILE:START-END (or FILE) after a --block's "@". The range is the part
+// after the last ':' when it looks like one, so a Windows drive letter stays in the file name;
+// DeployEvent.Validate checks the numbers.
+func parseBlockPlace(s string) (file, lines string, err error) {
+	if i := strings.LastIndexByte(s, ':'); i >= 0 && strings.Contains(s[i+1:], "-") {
+		file, lines = s[:i], s[i+1:]
+	} else {
+		file = s
+	}
+	if file == "" {
+		return "", "", fmt.Errorf("want @FILE:START-END after the version, e.g. @tax/calc.go:40-88")
+	}
+	return file, lines, nil
 }
 
 // uploadSources stores each --source COMPONENT/BLOCK=PATH in scalpel_blocks under the block's
