@@ -72,8 +72,8 @@ type Config struct {
 	UnseenSpread float64 `json:"unseen_spread" yaml:"unseen_spread"`
 	// RestMargin lets a new incident through the rest: a point whose tail (1 − score) is below
 	// RestMargin times the tail of the highest score since the alarm (a clearly more surprising
-	// point, not the same incident running on) scores undamped and may alarm again, starting a new
-	// rest. Without it a rest hides a second incident on a short series entirely. 0 disables it.
+	// point, not the same incident running on), right after an ordinary point (raw score at most
+	// SeenCap), scores undamped and may alarm again, starting a new rest. Without it a rest hides a second incident on a short series entirely. 0 disables it.
 	RestMargin float64 `json:"rest_margin" yaml:"rest_margin"`
 }
 
@@ -150,6 +150,7 @@ type Detector struct {
 	cusHi       float64
 	cusLo       float64
 
+	prevRaw  float64 // raw score of the previous scored point
 	restPeak float64 // highest raw score since the alarm that started the rest
 	rest     int     // points left in the rest period after an alarm
 
@@ -200,11 +201,14 @@ func (d *Detector) Step(ts time.Time, v float64) (score float64, alarm bool) {
 		d.rest--
 		// A point far more surprising than anything since the alarm is a new incident, not an echo
 		// of the last one: its score passes undamped (tail 1 − score below RestMargin of the peak's).
-		if d.cfg.RestMargin <= 0 || !(1-raw < d.cfg.RestMargin*(1-d.restPeak)) {
+		// It must also rise from an ordinary point (the previous raw score at most SeenCap): the
+		// climbing edge of one spike is one incident, not an alarm per point.
+		if d.cfg.RestMargin <= 0 || !(1-raw < d.cfg.RestMargin*(1-d.restPeak)) || d.prevRaw > d.cfg.SeenCap {
 			score *= 0.5 * (1 - float64(d.rest)/float64(d.cfg.Rest+1))
 		}
 		d.restPeak = max(d.restPeak, raw)
 	}
+	d.prevRaw = raw
 	alarm = score >= d.cfg.AlarmThreshold
 	if alarm {
 		d.rest = d.cfg.Rest
