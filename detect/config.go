@@ -117,6 +117,19 @@ type Config struct {
 	// ThroughputMinDrop is the minimum relative drop that counts (0.5 = to half). Default 0.5.
 	ThroughputMinDrop float64 `json:"throughput_min_drop" yaml:"throughput_min_drop"`
 
+	// OwnProfileWarmup is how long a series (one version of a component or block) must have
+	// served before it is also compared with its own long-run profile, the baseline for
+	// regressions no deploy explains: a dependency that broke, a configuration flag, a slow
+	// database. The profile starts from the series' recent history at that point, so it needs
+	// enough of it to be a reference (and MinBaselineRequests requests). Zero turns the
+	// own-profile tests off. Default 10m.
+	OwnProfileWarmup schemas.Duration `json:"own_profile_warmup" yaml:"own_profile_warmup"`
+	// OwnProfileHalfLife is the half-life of the own profile's exponential decay: slow enough
+	// that minutes of a regression stand out against it, fast enough to follow a daily cycle.
+	// The profile is frozen while the series fires, so a regression does not become its normal.
+	// Anomalies against it carry BaselineVersion "own profile (<half-life>)". Default 1h.
+	OwnProfileHalfLife schemas.Duration `json:"own_profile_half_life" yaml:"own_profile_half_life"`
+
 	// MaxSites bounds the error_site counts an anomaly carries (top N). Default 8.
 	MaxSites int `json:"max_sites" yaml:"max_sites"`
 }
@@ -153,6 +166,8 @@ func DefaultConfig() Config {
 		ThroughputHalfLife:     schemas.Duration(10 * time.Minute),
 		ThroughputMinRate:      10,
 		ThroughputMinDrop:      0.5,
+		OwnProfileWarmup:       schemas.Duration(10 * time.Minute),
+		OwnProfileHalfLife:     schemas.Duration(time.Hour),
 		MaxSites:               8,
 	}
 }
@@ -222,6 +237,10 @@ func (c Config) Validate() error {
 		return bad("throughput_min_rate must be positive, got %g", c.ThroughputMinRate)
 	case !(c.ThroughputMinDrop > 0 && c.ThroughputMinDrop < 1):
 		return bad("throughput_min_drop must be in (0, 1), got %g", c.ThroughputMinDrop)
+	case c.OwnProfileWarmup < 0:
+		return bad("own_profile_warmup must not be negative, got %s", time.Duration(c.OwnProfileWarmup))
+	case c.OwnProfileWarmup > 0 && c.OwnProfileHalfLife < 10*c.BucketWidth:
+		return bad("own_profile_half_life must be at least 10 buckets, got %s", time.Duration(c.OwnProfileHalfLife))
 	case c.MaxSites < 0:
 		return bad("max_sites must not be negative, got %d", c.MaxSites)
 	}

@@ -51,6 +51,8 @@ type Detector struct {
 	firing []*series // series with an open episode
 
 	movedBuckets int64
+	ownWarmup    int64   // buckets a series serves before its own profile starts (0: never)
+	ownHalfLife  float64 // the own profile's half-life, in buckets
 
 	maxTS      time.Time
 	seen       bool
@@ -92,6 +94,8 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.epochBuckets = int64(time.Duration(cfg.HistoryEpoch) / width)
 	d.idleBuckets = int64(time.Duration(cfg.IdleTTL) / width)
 	d.movedBuckets = int64(time.Duration(cfg.TrafficMovedAfter) / width)
+	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
+	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
 	for c := range d.tested {
 		d.tested[c] = c != categoryInvalidInput || cfg.InvalidInputTriggers
@@ -386,6 +390,7 @@ func (d *Detector) closeBucket(s *series) {
 		old.reset(b.idx)
 		s.cur = old
 	}
+	d.ownClose(s, b)
 	if b.sk != nil {
 		if r := s.ref; r != nil && r.latOK {
 			for q := range d.cfg.LatencyQuantiles {
@@ -456,6 +461,8 @@ func (d *Detector) Status(key SeriesKey) SeriesStatus {
 	st := SeriesStatus{Known: true, Firing: s.firing(d.cfg.LatencyQuantiles)}
 	if s.ref != nil {
 		st.BaselineVersion = s.ref.label
+	} else if s.own != nil {
+		st.BaselineVersion = d.ownLabel()
 	}
 	if s.lastB != math.MinInt64 {
 		st.LastBucket = d.clock.end(s.lastB)

@@ -24,6 +24,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "quantile out of range", mutate: func(c *Config) { c.LatencyQuantiles = []float64{0.5, 1} }, wantErr: ErrInvalidConfig},
 		{name: "too many quantiles", mutate: func(c *Config) { c.LatencyQuantiles = []float64{.1, .2, .3, .4, .5} }, wantErr: ErrInvalidConfig},
 		{name: "negative lateness", mutate: func(c *Config) { c.AllowedLateness = -1 }, wantErr: ErrInvalidConfig},
+		{name: "negative own-profile warm-up", mutate: func(c *Config) { c.OwnProfileWarmup = -1 }, wantErr: ErrInvalidConfig},
+		{name: "own-profile half-life too short", mutate: func(c *Config) { c.OwnProfileHalfLife = c.BucketWidth }, wantErr: ErrInvalidConfig},
+		{name: "own profile off, half-life unused", mutate: func(c *Config) { c.OwnProfileWarmup, c.OwnProfileHalfLife = 0, 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,7 +22,12 @@
 //
 // Baselines (baseline.go) are inferred from telemetry: when a new version appears on a line
 // (service, component, block, cohort), the previous version's recent history is frozen as its
-// baseline; a canary cohort is compared with the concurrent baseline cohort.
+// baseline; a canary cohort is compared with the concurrent baseline cohort. A series that has
+// served for OwnProfileWarmup is also compared with its own long-run profile (profile.go): its
+// error counts and latency sketch decayed with a long half-life, frozen while it fires, tested
+// by the same error and latency tests. That is the baseline for regressions no deploy explains
+// (a dependency broke, a flag flipped, a database got slow); its anomalies say
+// BaselineVersion "own profile (1h)" and explain themselves in Evidence.Notes.
 //
 // Everything is a function of event time: the package never reads the wall clock, so a replay of
 // the same events with the same config yields byte-identical anomalies. It does no I/O: wiring it

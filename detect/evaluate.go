@@ -27,6 +27,9 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, schemas.MetricMem, true)
 	out = d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, baseCPU, schemas.MetricCPU, false)
 
+	// The own profile runs next to any version baseline: a regression no deploy explains (a
+	// dependency, a flag) shows up there, whatever the series was deployed against.
+	out = d.testOwn(s, out)
 	if r == nil || !r.ok {
 		return out // no baseline, or too small a one: inconclusive
 	}
@@ -245,6 +248,7 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 				s.latT[q].reset()
 			}
 			s.latEp = false
+			s.resetOwn()
 			s.cpuC, s.memC = cusum{}, cusum{}
 		}
 		open := false

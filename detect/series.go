@@ -99,6 +99,7 @@ type series struct {
 	lastB     int64 // last bucket that had data
 	cur, prev *history
 	ref       *reference
+	own       *ownProfile // nil until the series has served for OwnProfileWarmup
 
 	errT   [numCategories]rateTest
 	latT   [maxQuantiles]rateTest
@@ -109,7 +110,8 @@ type series struct {
 	memC   cusum
 
 	// eps holds the anomaly that opened each open episode (slots epError+category, epLatency,
-	// epCPU, epMem), so its end is announced with the same ID and fields.
+	// epCPU, epMem, and the own profile's epOwnError+category, epOwnLatency), so its end is
+	// announced with the same ID and fields.
 	eps      [numEpisodes]*schemas.Anomaly
 	inFiring bool // in Detector.firing
 	// The line's other version's requests and errors since this series stopped serving.
@@ -122,7 +124,7 @@ const (
 	epLatency   = numCategories
 	epCPU       = numCategories + 1
 	epMem       = numCategories + 2
-	numEpisodes = numCategories + 3
+	numEpisodes = epOwnLatency + 1
 )
 
 // bucketFor returns the open bucket for idx, opening it if needed.
@@ -148,8 +150,15 @@ func (s *series) firing(quantiles []float64) []string {
 			out = append(out, "error_rate/"+categoryName(c))
 		}
 	}
+	if o := s.own; o != nil {
+		for c := range o.errT {
+			if o.errT[c].firing && !s.errT[c].firing {
+				out = append(out, "error_rate/"+categoryName(c))
+			}
+		}
+	}
 	for q := range s.latT {
-		if s.latT[q].firing {
+		if s.latT[q].firing || (s.own != nil && s.own.latT[q].firing) {
 			out = append(out, "latency/"+quantileLabel(quantiles[q]))
 		}
 	}

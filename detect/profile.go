@@ -1,0 +1,318 @@
+package detect
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// ownProfile is a series' own long-run profile: its error counts and latency sketch, decayed
+// exponentially with a long half-life (OwnProfileHalfLife). It is the third kind of baseline,
+// for regressions no deploy explains (a dependency broke, a flag flipped, a database got slow):
+// the version and cohort baselines cannot see them, since nothing about the version changed.
+//
+// It starts once the series has served for OwnProfileWarmup, seeded from the series' recent
+// history, then absorbs each closed bucket. It is frozen while the series fires (any error or
+// latency test, against any baseline), so a regression does not teach itself to the reference;
+// while frozen it does not decay either, so the reference stays what the series was before.
+// The profile follows slow change (a daily cycle moves it by a few per cent an hour) and the
+// sequential tests see fast change against it.
+type ownProfile struct {
+	lastB int64   // last bucket absorbed
+	n     float64 // decayed requests
+	errs  [numCategories]float64
+	sk    *ddsketch.DDSketch // decayed latencies (counts are decayed request weights)
+
+	// The last absorbed bucket's own counts, so a test compares a bucket with the profile as it
+	// was before that bucket.
+	bn    float64
+	berrs [numCategories]float64
+
+	latB   int64 // bucket the latency thresholds were last set
+	latOK  bool
+	latQ   [maxQuantiles]bool
+	thr    [maxQuantiles]threshold
+	qv     [maxQuantiles]float64
+	latP   [maxQuantiles]rateParams
+	exceed [maxQuantiles]float64 // the last closed bucket's requests above each threshold
+
+	errT  [numCategories]rateTest
+	latT  [maxQuantiles]rateTest
+	latEp bool
+}
+
+// ownLatencyRefresh is how many buckets the latency thresholds of an own profile are kept
+// between refreshes: the profile moves over an hour, so reading four quantiles off it every
+// bucket would cost without changing anything.
+const ownLatencyRefresh = 60
+
+// Episode slots of the own-profile tests, after the version baseline's (series.eps).
+const (
+	epOwnError   = numCategories + 3
+	epOwnLatency = epOwnError + numCategories
+)
+
+// ownTestName marks the anomaly IDs of own-profile tests, so an own-profile episode and a
+// version-baseline episode of the same metric that start in the same bucket stay distinct.
+const ownTestName = "own-profile"
+
+// ownLabel is what Anomaly.BaselineVersion says for the own profile, e.g. "own profile (1h)".
+func (d *Detector) ownLabel() string {
+	return "own profile (" + shortDuration(time.Duration(d.cfg.OwnProfileHalfLife)) + ")"
+}
+
+// shortDuration renders 1h0m0s as 1h and 10m0s as 10m.
+func shortDuration(v time.Duration) string {
+	s := v.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// frozen reports whether any error or latency test of s is firing: the own profile then keeps
+// what the series was before the episode.
+func (s *series) frozen() bool {
+	for c := range s.errT {
+		if s.errT[c].firing || (s.own != nil && s.own.errT[c].firing) {
+			return true
+		}
+	}
+	for q := range s.latT {
+		if s.latT[q].firing || (s.own != nil && s.own.latT[q].firing) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownClose runs when bucket b of s closes, before b joins the history: it starts the profile when
+// the series has served long enough, counts b's latencies above the profile's thresholds and
+// absorbs b (unless frozen).
+func (d *Detector) ownClose(s *series, b *bucket) {
+	if d.ownWarmup <= 0 {
+		return
+	}
+	o := s.own
+	if o == nil {
+		if s.firstB == math.MaxInt64 || b.idx-s.firstB < d.ownWarmup {
+			return
+		}
+		o = d.seedOwn(s, b.idx)
+		s.own = o
+	}
+	frozen := s.frozen()
+	if o.latOK && !frozen && b.idx-o.latB >= ownLatencyRefresh {
+		d.ownThresholds(o, b.idx)
+	}
+	o.exceed = [maxQuantiles]float64{}
+	if b.sk != nil && o.latOK {
+		for q := range d.cfg.LatencyQuantiles {
+			if o.latQ[q] {
+				o.exceed[q] = fractionAbove(b.sk, o.thr[q].index) * b.sk.GetCount()
+			}
+		}
+	}
+	o.bn, o.berrs = 0, [numCategories]float64{}
+	if frozen {
+		return
+	}
+	if gap := b.idx - o.lastB; gap > 0 {
+		f := math.Exp2(-float64(gap) / d.ownHalfLife)
+		o.n *= f
+		for c := range o.errs {
+			o.errs[c] *= f
+		}
+		if o.sk.GetCount() > 0 {
+			_ = o.sk.Reweight(f) // f > 0: cannot fail
+		}
+	}
+	o.lastB = b.idx
+	o.n += b.n
+	o.bn = b.n
+	for c := range o.errs {
+		o.errs[c] += b.errs[c]
+		o.berrs[c] = b.errs[c]
+	}
+	if b.sk != nil {
+		_ = o.sk.MergeWith(b.sk) // one mapping for all sketches: cannot fail
+	}
+}
+
+// seedOwn starts a series' profile from its recent history (the last one to two epochs), so the
+// own tests need not wait another warm-up to have a reference.
+func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
+	o := &ownProfile{lastB: b - 1, sk: d.sk.new()}
+	for _, h := range []*history{s.prev, s.cur} {
+		if h == nil {
+			continue
+		}
+		o.n += h.n
+		for c := range o.errs {
+			o.errs[c] += h.errs[c]
+		}
+		_ = o.sk.MergeWith(h.sk) // same mapping by construction: cannot fail
+	}
+	d.ownThresholds(o, b)
+	return o
+}
+
+// ownThresholds reads the tested quantiles off the profile and sets the latency tests'
+// hypotheses, as freeze does for a version baseline.
+func (d *Detector) ownThresholds(o *ownProfile, b int64) {
+	o.latB = b
+	o.latOK = o.sk.GetCount() >= float64(d.cfg.MinBaselineRequests)
+	if !o.latOK {
+		return
+	}
+	for q, qq := range d.cfg.LatencyQuantiles {
+		o.latQ[q] = o.sk.GetCount()*(1-qq) >= float64(d.cfg.LatencyMinTailCount)
+		v, err := o.sk.GetValueAtQuantile(qq)
+		if err != nil {
+			o.latOK = false
+			return
+		}
+		o.qv[q] = v
+		o.thr[q] = d.sk.thresholdAt(v)
+		o.latP[q] = d.latencyParams(o.sk, o.thr[q])
+	}
+}
+
+// testOwn runs the own-profile tests of s on its just-closed bucket: the same sequential
+// two-sample tests as against a version baseline, with the profile as the baseline side.
+func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
+	o := s.own
+	if o == nil {
+		return out
+	}
+	b := &s.closed
+	if n := o.n - o.bn; n >= float64(d.cfg.MinBaselineRequests) && b.n > 0 {
+		for c := range o.errT {
+			if !d.tested[c] {
+				continue
+			}
+			t := &o.errT[c]
+			rp := d.errorParams(o.errs[c]-o.berrs[c], n)
+			// H0's rate pools only the current run with the profile: the profile already holds
+			// every earlier bucket, and counting them twice would overstate what it knows.
+			t.cn, t.cx = t.n, t.x
+			switch t.updateBaseline(&rp, b.errs[c], b.n, b.idx, &d.th) {
+			case verdictFired:
+				out = d.open(s, epOwnError+c, d.ownErrorAnomaly(s, c, &rp, n), out)
+			case verdictRecovered:
+				out = d.resolve(s, epOwnError+c, b.idx, fmt.Sprintf("%s error rate back within the series' own profile for %s",
+					categoryName(c), d.quietFor(t.quietRun)), out)
+			}
+		}
+	}
+	if o.latOK && b.latN > 0 {
+		anyFiring := false
+		for q := range d.cfg.LatencyQuantiles {
+			if !o.latQ[q] {
+				continue
+			}
+			t := &o.latT[q]
+			t.cn, t.cx = t.n, t.x
+			v := t.updateBaseline(&o.latP[q], o.exceed[q], b.latN, b.idx, &d.th)
+			if (v == verdictFired || t.firing) && !o.latEp {
+				if a := d.ownLatencyAnomaly(s, q); a.Effect >= d.latencyGate() {
+					o.latEp = true
+					out = d.open(s, epOwnLatency, a, out)
+				}
+			}
+			anyFiring = anyFiring || t.firing
+		}
+		if o.latEp && !anyFiring {
+			o.latEp = false
+			out = d.resolve(s, epOwnLatency, b.idx, "latency back within the series' own profile", out)
+		}
+	}
+	return out
+}
+
+// resetOwn ends every own-profile run of s (its traffic moved away).
+func (s *series) resetOwn() {
+	if o := s.own; o != nil {
+		for c := range o.errT {
+			o.errT[c].reset()
+		}
+		for q := range o.latT {
+			o.latT[q].reset()
+		}
+		o.latEp = false
+	}
+}
+
+// ownNote explains an own-profile anomaly.
+func (d *Detector) ownNote() string {
+	return fmt.Sprintf("no deploy changed this series: it is compared with its own profile, its history decayed with a half-life of %s and frozen while the series fires; a regression here comes from outside the version (a dependency, configuration, data or load)",
+		shortDuration(time.Duration(d.cfg.OwnProfileHalfLife)))
+}
+
+func (d *Detector) ownErrorAnomaly(s *series, c int, rp *rateParams, n float64) schemas.Anomaly {
+	t := &s.own.errT[c]
+	a := d.baseAnomaly(s.key, schemas.MetricErrorRate, categoryName(c), t.runStart, s.closed.idx)
+	a.ID = anomalyID(s.key, schemas.MetricErrorRate+"/"+ownTestName, categoryName(c), a.Window.From)
+	a.ErrorCategory = categoryName(c)
+	a.BaselineVersion = d.ownLabel()
+	a.Test = "msprt-two-sample-" + ownTestName
+	a.Observed = t.x / t.n
+	a.Baseline = rp.rate()
+	score := t.score()
+	a.Statistic = score
+	a.Score = ptr(score)
+	a.PValue = anytimeP(score - (t.bound - d.th.upper))
+	a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(n)}
+	a.Effect = relEffect(a.Observed, a.Baseline, 1/math.Max(n, 1))
+	// Which blocks the errors fall on, over the recent history; the profile keeps no per-block
+	// counts, and each block series runs its own-profile test too.
+	ev := d.errorEvidence(s, c)
+	ev.BaselineBlocks = nil
+	a.Evidence = ev
+	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g); H0: rate at most the profile's (%.4g errors in %.4g decayed requests), H1: ×%.3g, ×%.3g or ×%.3g",
+			score, t.bound, t.runs, rp.xb, rp.nb, rp.r[0], rp.r[1], rp.r[2]),
+		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
+	return a
+}
+
+// ownLatencyAnomaly reports a latency regression against the own profile. The observed quantile
+// is inferred from the run's exceedance rate (the latency at which the profile is exceeded as
+// often as the run exceeded the threshold), not read off the recent history: that history also
+// holds the minutes before the regression started, which would hide the shift for minutes.
+func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
+	o := s.own
+	t := &o.latT[q]
+	label := quantileLabel(d.cfg.LatencyQuantiles[q])
+	a := d.baseAnomaly(s.key, schemas.MetricLatency, label, t.runStart, s.closed.idx)
+	a.ID = anomalyID(s.key, schemas.MetricLatency+"/"+ownTestName, label, a.Window.From)
+	a.BaselineVersion = d.ownLabel()
+	// No Mann-Whitney shift here: the recent history it would compare is mostly the minutes
+	// before the regression, and would show no shift.
+	a.Test = "msprt-exceedance-" + label + "-" + ownTestName
+	score := t.score()
+	a.Statistic = score
+	a.Score = ptr(score)
+	a.PValue = anytimeP(score - (t.bound - d.th.upper))
+	a.Baseline = round3(o.qv[q])
+	if frac := t.x / math.Max(t.n, 1); frac > 0 {
+		if v, err := o.sk.GetValueAtQuantile(clamp(1-frac, 0, 1)); err == nil && v > 0 {
+			a.Observed = round3(o.qv[q] * o.qv[q] / v)
+		}
+	}
+	a.Effect = relEffect(a.Observed, a.Baseline, 1e-3)
+	a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(o.sk.GetCount())}
+	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),
+		fmt.Sprintf("%s: %.4g of %g requests exceeded the profile's %s of %.4g ms (profile rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g); observed %s inferred from that share",
+			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g)", score, t.bound, t.runs))
+	return a
+}

@@ -1,0 +1,125 @@
+package detect
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// TestOwnProfile: a series that has served one version for longer than the warm-up is compared
+// with its own profile, so a regression without a deploy is seen, and nothing else fires.
+func TestOwnProfile(t *testing.T) {
+	const warm = 660 // seconds of healthy 1.0.0 before anything changes: past the 10m warm-up
+	badErr := healthy("1.0.0", 60, 20)
+	badErr.errRate = map[string]float64{"": 0.1}
+	badLat := healthy("1.0.0", 60, 20)
+	badLat.latMed *= 2
+	longBad := healthy("1.0.0", 900, 20)
+	longBad.errRate = map[string]float64{"": 0.1}
+	tests := []struct {
+		name     string
+		cfg      func(*Config)
+		phases   []phase
+		metric   string // "" = no anomaly at all
+		within   time.Duration
+		resolved bool // the episode ends (after the regression does)
+	}{
+		{name: "error x5 without a deploy", phases: []phase{healthy("1.0.0", warm, 20), badErr},
+			metric: schemas.MetricErrorRate, within: 30 * time.Second},
+		{name: "latency x2 without a deploy", phases: []phase{healthy("1.0.0", warm, 20), badLat},
+			metric: schemas.MetricLatency, within: 10 * time.Second},
+		{name: "forty quiet minutes", phases: []phase{healthy("1.0.0", 2400, 20)}},
+		{name: "before the warm-up nothing is compared", phases: []phase{healthy("1.0.0", 300, 20), badErr}},
+		{name: "turned off", cfg: func(c *Config) { c.OwnProfileWarmup = 0 }, phases: []phase{healthy("1.0.0", warm, 20), badErr}},
+		// Frozen while firing: fifteen minutes of the regression do not become the series'
+		// normal, so the episode lasts until the errors go away, then resolves.
+		{name: "a long regression does not teach itself", phases: []phase{healthy("1.0.0", warm, 20), longBad, healthy("1.0.0", 120, 20)},
+			metric: schemas.MetricErrorRate, within: 30 * time.Second, resolved: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			events := genScenario(11, tt.phases...)
+			got := replay(cfg, events, 64)
+			if again := replay(cfg, events, 1000); !bytes.Equal(encodeJSONL(t, again), encodeJSONL(t, got)) {
+				t.Fatal("output depends on batching")
+			}
+			if tt.metric == "" {
+				if len(got) != 0 {
+					t.Fatalf("want no anomaly, got %d: %s %s %v", len(got), got[0].Metric, got[0].BaselineVersion, got[0].Evidence.Notes)
+				}
+				return
+			}
+			change := t0.Add(warm * time.Second)
+			var first *schemas.Anomaly
+			for i := range got {
+				a := &got[i]
+				if a.BaselineVersion != "own profile (1h)" || !strings.HasPrefix(a.Evidence.Notes[0], "no deploy changed this series") {
+					t.Errorf("anomaly without the own profile's label and note: %q %v", a.BaselineVersion, a.Evidence.Notes)
+				}
+				if a.TSDetected.Before(change) {
+					t.Errorf("fired %s before the change", change.Sub(a.TSDetected))
+				}
+				if first == nil && !a.IsResolved() {
+					first = a
+				}
+			}
+			if first == nil || first.Metric != tt.metric {
+				t.Fatalf("want a %s anomaly first, got %d anomalies", tt.metric, len(got))
+			}
+			if d := first.TSDetected.Sub(change); d > tt.within {
+				t.Errorf("detected after %s, want within %s", d, tt.within)
+			}
+			if tt.metric == schemas.MetricLatency && first.Effect < cfg.LatencyMinEffect {
+				t.Errorf("latency effect %.3f, want at least the minimum effect", first.Effect)
+			}
+			if tt.resolved {
+				end := change.Add(900 * time.Second)
+				var res []schemas.Anomaly
+				for _, a := range got {
+					if a.IsResolved() && a.Metric == tt.metric && a.Block == "" {
+						res = append(res, a)
+					}
+				}
+				i := slices.IndexFunc(res, func(a schemas.Anomaly) bool { return a.ID == first.ID })
+				if i < 0 {
+					t.Fatalf("the episode never resolved")
+				}
+				if at := *res[i].ResolvedAt; at.Before(end) {
+					t.Errorf("resolved %s before the regression ended: the profile learned it", end.Sub(at))
+				}
+			}
+		})
+	}
+}
+
+// TestOwnProfileStatus: decide's view of a series compared with its own profile.
+func TestOwnProfileStatus(t *testing.T) {
+	bad := healthy("1.0.0", 60, 20)
+	bad.errRate = map[string]float64{"": 0.3}
+	events := genScenario(12, healthy("1.0.0", 660, 20), bad)
+	d := New(DefaultConfig())
+	for i := range events {
+		d.Observe(&events[i])
+	}
+	d.Advance(d.Watermark())
+	st := d.Status(SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"})
+	if st.BaselineVersion != "own profile (1h)" || !slices.Contains(st.Firing, "error_rate/exception") {
+		t.Fatalf("status %+v, want firing error_rate/exception against the own profile", st)
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for in, want := range map[time.Duration]string{time.Hour: "1h", 10 * time.Minute: "10m", 90 * time.Minute: "1h30m", 45 * time.Second: "45s"} {
+		if got := shortDuration(in); got != want {
+			t.Errorf("shortDuration(%s) = %q, want %q", in, got, want)
+		}
+	}
+}
