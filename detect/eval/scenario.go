@@ -11,7 +11,8 @@ import (
 
 // Scenario is one kind of generated deploy: a version 1.0 serves for Pre seconds, then version
 // 2.0 takes over (or, with CanaryShare > 0, serves that share of the traffic as the canary cohort
-// next to the baseline cohort) for Post seconds, behaving as the fields say.
+// next to the baseline cohort; with NoDeploy, 1.0 keeps serving and only its behaviour changes)
+// for Post seconds, behaving as the fields say.
 //
 // The traffic model, shared by both versions: Poisson arrivals whose rate follows a load factor
 // (a slow random walk of a few percent, plus the scenario's spike or daily cycle); latencies are a
@@ -38,6 +39,10 @@ type Scenario struct {
 	SpikeAt    int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
 	SpikeLen   int     `json:"spike_len_s,omitempty"`
 	SpikeMul   float64 `json:"spike_mul,omitempty"`
+	// NoDeploy keeps version 1.0 serving throughout: the change after Pre seconds (errors,
+	// latency) comes from outside the version, a dependency or a configuration flag, and only the
+	// series' own profile can see it. Pre must exceed the detector's OwnProfileWarmup.
+	NoDeploy bool `json:"no_deploy,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
@@ -93,6 +98,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "low traffic 0.5rps, no change", RPS: 0.5, Pre: 1200, Post: 1200},
 		{Name: "low traffic 0.5rps, error x5", Regression: true, RPS: 0.5, Pre: 1200, Post: 1200, ErrMul: 5},
 		{Name: "daily cycle (6h), no change", RPS: 10, Pre: 600, Post: 10800, CyclePeriod: 21600},
+		{Name: "error x5 without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: post, NoDeploy: true, ErrMul: 5},
+		{Name: "latency x2 without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: post, NoDeploy: true, BodyMul: 2, TailMul: 2},
+		{Name: "traffic spike x3 without a deploy @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 5% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05},
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
 		{Name: "canary 50% of 100rps, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, ErrMul: 2},
@@ -112,9 +120,17 @@ func (sc *Scenario) runRPS(run int) float64 {
 	return sc.RPS
 }
 
-// deployAt is the event time the new version starts serving.
+// deployAt is the event time the new version starts serving (with NoDeploy: the change starts).
 func (sc *Scenario) deployAt() time.Time {
 	return scenarioT0.Add(time.Duration(sc.Pre) * time.Second)
+}
+
+// changedVersion is the version whose behaviour the scenario changes.
+func (sc *Scenario) changedVersion() string {
+	if sc.NoDeploy {
+		return oldVersion
+	}
+	return newVersion
 }
 
 // errMulAt is the new version's exception-rate multiplier t seconds after the deploy.
@@ -160,6 +176,8 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load, false}
 		case !after:
 			sides[0] = side{oldVersion, "", rps * load, false}
+		case sc.NoDeploy:
+			sides[0] = side{oldVersion, "", rps * load * orOne(sc.RateMul), true}
 		case sc.CanaryShare > 0:
 			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load * (1 - sc.CanaryShare), false}
 			sides[1] = side{newVersion, schemas.CohortCanary, rps * load * sc.CanaryShare * orOne(sc.RateMul), true}

@@ -261,7 +261,7 @@ func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []sche
 			if o.detected || a.IsResolved() {
 				continue
 			}
-			if sc.Regression && a.Version != newVersion {
+			if sc.Regression && a.Version != sc.changedVersion() {
 				continue
 			}
 			o.detected = true
@@ -315,7 +315,8 @@ func measure(evs []schemas.TelemetryEvent, secIdx []int, from, to int, version, 
 // compared with static thresholds set at the 99th percentile of the same one-minute metrics over
 // the baseline period (sliding windows every 10 s). Argo Rollouts (interval 1m) rolls back when
 // failures exceed failureLimit (0: the first failure; 3: the fourth); Flagger (interval 1m,
-// threshold 5) when failed checks reach 5. A minute without requests is no failure.
+// threshold 5) when failed checks reach 5. A minute without requests is no failure. Without a
+// deploy (NoDeploy) there is no rollout to analyse, so the rules never act.
 func staticRules(sc *Scenario, evs []schemas.TelemetryEvent) (argo0, argo3, flagger float64) {
 	total := sc.Pre + sc.Post
 	secIdx := make([]int, total+2)
