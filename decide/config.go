@@ -44,6 +44,11 @@ type Config struct {
 	// traffic after the rollback, the ladder climbs one level (fine → medium → coarse). Default 5m.
 	VerifyPeriod schemas.Duration `json:"verify_period" yaml:"verify_period"`
 
+	// DeploySkew is how long after an anomaly's detection a deploy may be stamped and still be the
+	// change behind it, when it set the component to the anomaly's version: deploys are often
+	// announced as the rollout starts or ends, after the new version's first requests. Default 1m.
+	DeploySkew schemas.Duration `json:"deploy_skew" yaml:"deploy_skew"`
+
 	// VerifySettle is how long after a rollback step a new anomaly is still taken as news of the
 	// traffic before it: requests in flight, buckets still open and the detector's allowed lateness
 	// all carry pre-rollback evidence for a few seconds. An anomaly whose window starts within it does
@@ -116,6 +121,7 @@ func DefaultConfig() Config {
 		MaxDeploysPerService:  32,
 		VerifyPeriod:          schemas.Duration(5 * time.Minute),
 		VerifySettle:          schemas.Duration(5 * time.Second),
+		DeploySkew:            schemas.Duration(time.Minute),
 		GoodAfter:             schemas.Duration(10 * time.Minute),
 		Cooldown:              schemas.Duration(10 * time.Minute),
 		RollbackBudget:        3,
@@ -155,6 +161,9 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be a positive duration such as \"5m\", got %q", d.name, time.Duration(d.v)))
 		}
+	}
+	if c.DeploySkew < 0 {
+		errs = append(errs, fmt.Errorf("deploy_skew must be >= 0, got %q", time.Duration(c.DeploySkew)))
 	}
 	if c.VerifySettle < 0 || c.VerifySettle >= c.VerifyPeriod {
 		errs = append(errs, fmt.Errorf("verify_settle must be >= 0 and shorter than verify_period (%s), got %q", time.Duration(c.VerifyPeriod), time.Duration(c.VerifySettle)))

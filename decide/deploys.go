@@ -94,12 +94,20 @@ type attribution struct {
 
 // attribute finds the deploy behind an anomaly of comp detected at t, given the service's rollback
 // window.
-func (l *deployLog) attribute(h *serviceHistory, comp string, t time.Time, window time.Duration) attribution {
+//
+// A deploy stamped up to skew after t still explains the anomaly when it set the component to the
+// anomaly's version: pipelines announce a deploy when the rollout starts or finishes, and the new
+// version's first requests — and a regression gross enough to be caught within a second — may come
+// before the announcement's timestamp. Any other later deploy cannot explain an earlier anomaly.
+func (l *deployLog) attribute(h *serviceHistory, comp, version string, t time.Time, window, skew time.Duration) attribution {
 	var openUnchanged, closedChanged *schemas.DeployEvent
 	for i := len(l.deploys) - 1; i >= 0; i-- {
 		d := l.deploys[i]
 		if d.TS.After(t) {
-			continue // a later deploy cannot explain an earlier anomaly
+			if to, changed := h.componentChange(d, comp); !changed || to != version || d.TS.Sub(t) > skew {
+				continue
+			}
+			t = d.TS // judged as if detected at the announcement: the window opens there
 		}
 		open := !t.After(d.TS.Add(window))
 		_, changed := h.componentChange(d, comp)

@@ -92,6 +92,9 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 	if cfg.VerifySettle <= 0 {
 		cfg.VerifySettle = def.VerifySettle
 	}
+	if cfg.DeploySkew <= 0 {
+		cfg.DeploySkew = def.DeploySkew
+	}
 	if cfg.RollbackBudget < 1 {
 		cfg.RollbackBudget = def.RollbackBudget
 	}
@@ -253,7 +256,7 @@ func (e *Engine) attribute(ctx context.Context, c *Case) error {
 	h := e.serviceHistory(a.Service)
 	h.recordObserved(a)
 	c.history = h
-	c.Attribution = e.deployLog(a.Service).attribute(h, a.Component, a.TSDetected, c.Window)
+	c.Attribution = e.deployLog(a.Service).attribute(h, a.Component, a.Version, a.TSDetected, c.Window, time.Duration(e.cfg.DeploySkew))
 	c.Block, c.BlockWhy = evidenceBlock(a, c.Component, h, e.cfg)
 	if !c.escalation {
 		e.noteRecent(a, c.Attribution)

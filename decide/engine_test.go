@@ -513,3 +513,42 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// A deploy announced a moment after its new version's regression was caught is still the change
+// behind it (rollouts are announced as they start or end); one announced much later, or one that did
+// not set the component to the anomaly's version, is not.
+func TestDeployAnnouncedAfterDetection(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name       string
+		late       time.Duration
+		version    string
+		wantAction string
+	}{
+		{name: "announced 1s after detection", late: time.Second, version: "3.1", wantAction: schemas.ActionRollback},
+		// Not explained by d1: attributed to d0, whose window closed long ago, and 3.1 or 9.9 has
+		// no version before it on record at that time, so there is nothing to roll back to.
+		{name: "announced 5m after detection", late: 5 * time.Minute, version: "3.1", wantAction: schemas.ActionHold},
+		{name: "a version the deploy did not set", late: time.Second, version: "9.9", wantAction: schemas.ActionHold},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := New(DefaultConfig(), NewStaticCatalog(testManifest()))
+			if _, err := e.HandleDeploy(ctx, d0); err != nil {
+				t.Fatal(err)
+			}
+			a := anomaly("a1", "cart", tt.version, time.Hour)
+			late := *d1
+			late.TS = a.TSDetected.Add(tt.late)
+			if _, err := e.HandleDeploy(ctx, &late); err != nil {
+				t.Fatal(err)
+			}
+			ds, err := e.HandleAnomaly(ctx, a)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("%v %v", ds, err)
+			}
+			if ds[0].Action != tt.wantAction {
+				t.Fatalf("action %s, want %s: %s", ds[0].Action, tt.wantAction, ds[0].Reason)
+			}
+		})
+	}
+}
