@@ -552,3 +552,30 @@ func TestDeployAnnouncedAfterDetection(t *testing.T) {
 		})
 	}
 }
+
+// A regression against the series' own long-run profile names no version: it must not enter
+// version history (it would become a rollback target), and no deploy explains it, so it is held.
+func TestOwnProfileAnomalyIsHeldAndNamesNoVersion(t *testing.T) {
+	ctx := context.Background()
+	e := New(DefaultConfig(), NewStaticCatalog(testManifest()))
+	for _, d := range []*schemas.DeployEvent{d0, d1} {
+		if _, err := e.HandleDeploy(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := anomaly("own", "search", "1.0", 3*time.Hour, func(a *schemas.Anomaly) {
+		a.BaselineVersion = schemas.BaselineOwnProfile + " (1h)"
+	})
+	ds, err := e.HandleAnomaly(ctx, a)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("%v %v", ds, err)
+	}
+	if ds[0].Action == schemas.ActionRollback || strings.Contains(ds[0].Reason, "→ own profile") {
+		t.Fatalf("own-profile anomaly led to %s: %s", ds[0].Action, ds[0].Reason)
+	}
+	for _, v := range e.serviceHistory("checkout").component("search").entries {
+		if strings.HasPrefix(v.Version, schemas.BaselineOwnProfile) {
+			t.Fatalf("version history took the profile label as a version: %+v", v)
+		}
+	}
+}

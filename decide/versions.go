@@ -208,7 +208,8 @@ func (h *serviceHistory) recordObserved(a *schemas.Anomaly) {
 		cur = l.find(a.Version, a.TSDetected)
 	}
 	bv := a.BaselineVersion
-	if bv == "" || bv == a.Version || bv == schemas.CohortBaseline || bv == schemas.CohortCanary {
+	if bv == "" || bv == a.Version || bv == schemas.CohortBaseline || bv == schemas.CohortCanary ||
+		strings.HasPrefix(bv, schemas.BaselineOwnProfile) {
 		return
 	}
 	if _, ok := l.previous(cur); ok || l.contains(bv) {

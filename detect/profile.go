@@ -63,7 +63,7 @@ const ownTestName = "own-profile"
 
 // ownLabel is what Anomaly.BaselineVersion says for the own profile, e.g. "own profile (1h)".
 func (d *Detector) ownLabel() string {
-	return "own profile (" + shortDuration(time.Duration(d.cfg.OwnProfileHalfLife)) + ")"
+	return schemas.BaselineOwnProfile + " (" + shortDuration(time.Duration(d.cfg.OwnProfileHalfLife)) + ")"
 }
 
 // shortDuration renders 1h0m0s as 1h and 10m0s as 10m.

@@ -211,6 +211,11 @@ type Anomaly struct {
 	Resolution string `json:"resolution,omitempty"`
 }
 
+// BaselineOwnProfile begins Anomaly.BaselineVersion when the series was compared with its own
+// long-run profile ("own profile (1h)") rather than with another version or cohort: it names no
+// version, and must not enter version history.
+const BaselineOwnProfile = "own profile"
+
 // Anomaly statuses.
 const (
 	AnomalyFiring   = "firing"
