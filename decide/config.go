@@ -47,6 +47,15 @@ type Config struct {
 	// DeploySkew is how long after an anomaly's detection a deploy may be stamped and still be the
 	// change behind it, when it set the component to the anomaly's version: deploys are often
 	// announced as the rollout starts or ends, after the new version's first requests. Default 1m.
+	//
+	// Such a deploy may also reach decide after the anomaly. So a firing anomaly whose version no
+	// recorded deploy set and no deploy ever announced, and that no incident of its target takes,
+	// waits: the deploy that explains it decides it on arrival, exactly as if it had come first (a
+	// rollback inside the window); with no such deploy, it is decided once the detector's watermark
+	// passes its detection time + deploy_skew (usually hold or recommend). Either way the decision
+	// carries the anomaly's detection time and the same id, whatever order deploys and anomalies
+	// arrived in, so replays stay byte-identical. The cost: a regression of a version no deploy
+	// announces is decided up to deploy_skew of event time later.
 	DeploySkew schemas.Duration `json:"deploy_skew" yaml:"deploy_skew"`
 
 	// VerifySettle is how long after a rollback step a new anomaly is still taken as news of the

@@ -20,6 +20,11 @@
 //   - expand turns the targets into an ordered plan (dependency edges come later through the seam);
 //   - emit stamps the deterministic id and records the decision on its incident.
 //
+// A firing anomaly of a version no deploy has announced yet waits up to deploy_skew of event time for
+// the deploy that may explain it (pipelines announce a rollout as it ends, after its first requests):
+// HandleDeploy decides it when that deploy arrives, Advance when the watermark passes the deadline,
+// so the decision is the same whichever of the two reached decide first.
+//
 // The Engine is a pure function of event time: it never reads the wall clock, so live serving and
 // replay produce byte-identical decisions. It is not safe for concurrent use: one goroutine (the
 // single active decider) drives it.

@@ -39,6 +39,9 @@ type Engine struct {
 	rollbacks map[string][]time.Time
 	// recent holds the firing anomalies of the last blast window.
 	recent []recentAnomaly
+	// parked holds, by id, the firing anomalies waiting for a deploy stamped up to DeploySkew after
+	// them (see Config.DeploySkew).
+	parked map[string]*parkedAnomaly
 	// due is the earliest event time at which Advance has work (zero: none), so that Advance is a
 	// comparison when nothing is due.
 	due time.Time
@@ -119,6 +122,7 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 		commands:   map[string]string{},
 		seen:       map[string]bool{},
 		rollbacks:  map[string][]time.Time{},
+		parked:     map[string]*parkedAnomaly{},
 	}
 	for _, o := range opts {
 		o(e)
@@ -158,9 +162,10 @@ func (e *Engine) deployLog(svc string) *deployLog {
 }
 
 // HandleDeploy records the versions a deploy announced and opens its rollback window. A redelivered
-// deploy (same id) changes nothing. It returns decisions only when the deploy itself calls for one;
-// this version has none (later: restoring a rolled-back target that the new deploy replaces).
-func (e *Engine) HandleDeploy(_ context.Context, ev *schemas.DeployEvent) ([]schemas.Decision, error) {
+// deploy (same id) changes nothing. It returns the decisions the deploy calls for: restoring a
+// rolled-back target the new deploy replaces, and deciding the anomalies that waited for it (those
+// it explains, by detection time then id, exactly as if the deploy had come first).
+func (e *Engine) HandleDeploy(ctx context.Context, ev *schemas.DeployEvent) ([]schemas.Decision, error) {
 	if ev == nil {
 		return nil, fmt.Errorf("%w: nil deploy event", ErrInvalidInput)
 	}
@@ -174,11 +179,13 @@ func (e *Engine) HandleDeploy(_ context.Context, ev *schemas.DeployEvent) ([]sch
 	e.serviceHistory(ev.Service).recordDeploy(ev)
 	e.log.Info("deploy recorded", "service", ev.Service, "deploy", ev.ID, "app_version", ev.AppVersion,
 		"components", len(ev.Components), "ts", ev.TS)
-	return e.restore(ev), nil
+	out := e.restore(ev)
+	return append(out, e.unparkExplained(ctx, ev)...), nil
 }
 
 // HandleAnomaly runs the anomaly through the decision chain. It returns the decisions to publish on
-// decision.<svc>: usually one, none when the anomaly joined an incident that already has its answer.
+// decision.<svc>: usually one, none when the anomaly joined an incident that already has its answer
+// or waits for the deploy that may explain it (Config.DeploySkew; HandleDeploy or Advance decide it).
 // An error means the anomaly could not be decided now (e.g. the catalog is unreachable) and should be
 // retried; bad input is wrapped in ErrInvalidInput and should not be.
 func (e *Engine) HandleAnomaly(ctx context.Context, a *schemas.Anomaly) ([]schemas.Decision, error) {
@@ -195,8 +202,30 @@ func (e *Engine) HandleAnomaly(ctx context.Context, a *schemas.Anomaly) ([]schem
 	}
 	if a.IsResolved() {
 		e.seen[seenKey] = true
+		if p := e.parked[a.ID]; p != nil {
+			p.resolved = a // applied once the anomaly is decided
+			return nil, nil
+		}
 		return e.resolved(a), nil
 	}
+	if _, ok := e.parked[a.ID]; ok {
+		return nil, nil
+	}
+	park, err := e.shouldPark(ctx, a)
+	if err != nil {
+		return nil, fmt.Errorf("decide anomaly %s of %s/%s: %w", a.ID, a.Service, a.Component, err)
+	}
+	if park {
+		e.seen[seenKey] = true
+		e.park(a)
+		return nil, nil
+	}
+	return e.decide(ctx, a)
+}
+
+// decide runs firing anomaly a through the chain; on error nothing is marked handled.
+func (e *Engine) decide(ctx context.Context, a *schemas.Anomaly) ([]schemas.Decision, error) {
+	seenKey := a.ID + "\x1f" + a.Status
 	c := &Case{Anomaly: a}
 	if err := e.chain.Exec(ctx, c); err != nil {
 		return nil, fmt.Errorf("decide anomaly %s of %s/%s: %w", a.ID, a.Service, a.Component, err)

@@ -15,17 +15,20 @@ type recentAnomaly struct {
 	ts       time.Time
 	ref      Ref
 	deployID string
+	id       string // the anomaly's
 }
 
 // noteRecent remembers a firing anomaly for the blast radius guard and forgets those older than
-// the blast window.
+// the blast window. An anomaly noted again (it waited for its deploy, and is now decided with it)
+// replaces its earlier entry. An anomaly waiting for its deploy is noted without one: it degrades
+// as much while it waits, and an outage of versions no deploy announced must still hold the rest.
 func (e *Engine) noteRecent(a *schemas.Anomaly, att attribution) {
-	r := recentAnomaly{ts: a.TSDetected, ref: Ref{a.Service, a.Component}}
+	r := recentAnomaly{ts: a.TSDetected, ref: Ref{a.Service, a.Component}, id: a.ID}
 	if att.Deploy != nil {
 		r.deployID = att.Deploy.ID
 	}
 	limit := a.TSDetected.Add(-time.Duration(e.cfg.BlastWindow))
-	e.recent = slices.DeleteFunc(e.recent, func(x recentAnomaly) bool { return x.ts.Before(limit) })
+	e.recent = slices.DeleteFunc(e.recent, func(x recentAnomaly) bool { return x.ts.Before(limit) || x.id == a.ID })
 	e.recent = append(e.recent, r)
 }
 

@@ -260,17 +260,24 @@ func (e *Engine) sortedIncidents() []*Incident {
 	return out
 }
 
-// Advance lets event time pass up to watermark (the detector's): verify periods that ended escalate
-// or confirm their step, recommendations nobody answered expire. It is a comparison when nothing is
-// due. Decisions carry the deadline's time, not the watermark's, so replay agrees with live serving
-// whatever the batching. An escalation reads the catalog (bounded by the catalog's own timeout); on
-// error the deadline is kept and the next call retries.
+// Advance lets event time pass up to watermark (the detector's): anomalies that waited DeploySkew
+// for a deploy without one coming are decided, verify periods that ended escalate or confirm their
+// step, recommendations nobody answered expire. It is a comparison when nothing is due. Decisions
+// carry the deadline's time (a waiting anomaly's: its detection time), not the watermark's, so
+// replay agrees with live serving whatever the batching. Deciding an anomaly or escalating reads the
+// catalog (bounded by the catalog's own timeout); on error the deadline is kept and the next call
+// retries.
 func (e *Engine) Advance(watermark time.Time) ([]schemas.Decision, error) {
 	if e.due.IsZero() || watermark.Before(e.due) {
 		return nil, nil
 	}
 	ctx := context.Background()
-	var out []schemas.Decision
+	// Anomalies no deploy came for in time are decided first, at their own detection time: the
+	// incidents they open are then judged below like any other.
+	out, err := e.unparkDue(ctx, watermark)
+	if err != nil {
+		return out, err
+	}
 	for _, inc := range e.sortedIncidents() {
 		if inc.State == IncidentMitigating && !inc.VerifyUntil.IsZero() && !watermark.Before(inc.VerifyUntil) {
 			at := inc.VerifyUntil
@@ -303,6 +310,9 @@ func (e *Engine) Advance(watermark time.Time) ([]schemas.Decision, error) {
 		if inc.PendingApproval != "" {
 			e.wake(inc.ApprovalDeadline)
 		}
+	}
+	for _, p := range e.parked {
+		e.wake(p.deadline)
 	}
 	return out, nil
 }
