@@ -370,9 +370,29 @@ func (p *Pipeline) handleDeployMsg(ctx context.Context, m jetstream.Msg, live bo
 	}
 	p.deploys.Add(1)
 	if live {
-		if err := p.publishDecisions(ctx, decisions); err != nil {
-			p.log.Error("publish decisions", "stage", "decide", "err", err)
+		p.publishDeployDecisions(ctx, decisions)
+	}
+}
+
+// publishDeployDecisions publishes what a deploy decided (restores, rollbacks of anomalies that
+// waited for it). The deploy stream is read by an ordered consumer with nothing to redeliver, so a
+// failed publish is retried here, with backoff, until it succeeds or the pipeline stops; the
+// decisions' ids make a repeat harmless.
+func (p *Pipeline) publishDeployDecisions(ctx context.Context, decisions []schemas.Decision) {
+	delay := 250 * time.Millisecond
+	for attempt := 1; len(decisions) > 0; attempt++ {
+		err := p.publishDecisions(ctx, decisions)
+		if err == nil {
+			return
 		}
+		p.log.Warn("publish decisions of a deploy failed; retrying", "stage", "decide", "attempt", attempt, "delay", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			p.log.Error("decisions of a deploy not published: stopping", "stage", "decide", "decisions", len(decisions), "err", err)
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
 	}
 }
 
