@@ -162,15 +162,6 @@ func (h *harness) commands() []schemas.RollbackCommand {
 	}
 }
 
-// traffic generates the simulated service's events for [from, from+d) in 100 ms ticks.
-func traffic(svc *sim.Service, from time.Time, d time.Duration) []schemas.TelemetryEvent {
-	var evs []schemas.TelemetryEvent
-	for t := from; t.Before(from.Add(d)); t = t.Add(100 * time.Millisecond) {
-		evs = svc.Tick(evs, t, 100*time.Millisecond)
-	}
-	return evs
-}
-
 func (h *harness) publishJS(evs []schemas.TelemetryEvent) {
 	h.t.Helper()
 	for i := range evs {
@@ -219,11 +210,11 @@ func TestEndToEndBlockRollback(t *testing.T) {
 	svc := checkoutSim(1)
 	t0 := eventStart()
 	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
-	h.publishJS(traffic(svc, t0, 120*time.Second))
+	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
 	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	h.publishJS(traffic(svc, t1, 60*time.Second))
+	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()
 	checkOneBlockRollback(t, h.commands())
 
@@ -298,11 +289,11 @@ func TestEndToEndPlainJSONOverCoreNATS(t *testing.T) {
 	}
 
 	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
-	publish(traffic(svc, t0, 120*time.Second), true)
+	publish(svc.Traffic(t0, 120*time.Second), true)
 	t1 := t0.Add(120 * time.Second)
 	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	publish(traffic(svc, t1, 60*time.Second), false)
+	publish(svc.Traffic(t1, 60*time.Second), false)
 	h.idle()
 	checkOneBlockRollback(t, h.commands())
 
@@ -336,11 +327,11 @@ func TestEndToEndNoChangeNoRollback(t *testing.T) {
 	svc.Block("tax-calc", "rate-lookup").Versions = nil // 2.0 is healthy too
 	t0 := eventStart()
 	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
-	h.publishJS(traffic(svc, t0, 120*time.Second))
+	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
 	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	h.publishJS(traffic(svc, t1, 60*time.Second))
+	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()
 	if cmds := h.commands(); len(cmds) != 0 {
 		t.Fatalf("a healthy deploy produced %d command(s): first %s", len(cmds), cmds[0].Target())
@@ -393,7 +384,7 @@ func TestEndToEndRestartRestoresDetector(t *testing.T) {
 	svc := checkoutSim(4)
 	t0 := eventStart()
 	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
-	h.publishJS(traffic(svc, t0, 120*time.Second))
+	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	h.idle()
 	first.Stop()
 
@@ -403,7 +394,7 @@ func TestEndToEndRestartRestoresDetector(t *testing.T) {
 	t1 := t0.Add(120 * time.Second)
 	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	h.publishJS(traffic(svc, t1, 60*time.Second))
+	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()
 	checkOneBlockRollback(t, h.commands())
 }

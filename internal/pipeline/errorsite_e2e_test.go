@@ -45,11 +45,11 @@ func TestEndToEndBlockFromErrorSites(t *testing.T) {
 
 	t0 := eventStart()
 	h.publishDeploy(refactorDeploy("d-1.0", t0, "1.0", "40-88", "90-120"))
-	h.publishJS(anonymous(traffic(svc, t0, 120*time.Second)))
+	h.publishJS(anonymous(svc.Traffic(t0, 120*time.Second)))
 	t1 := t0.Add(120 * time.Second)
 	h.publishDeploy(refactorDeploy("d-2.0", t1, "2.0", "71-130", "40-70"))
 	svc.SetVersion("2.0")
-	h.publishJS(anonymous(traffic(svc, t1, 60*time.Second)))
+	h.publishJS(anonymous(svc.Traffic(t1, 60*time.Second)))
 	h.idle()
 	checkOneBlockRollback(t, h.commands())
 

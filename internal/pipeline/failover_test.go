@@ -68,11 +68,11 @@ func TestDeciderFailover(t *testing.T) {
 	svc := checkoutSim(7)
 	t0 := eventStart()
 	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
-	h.publishJS(traffic(svc, t0, 120*time.Second))
+	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
 	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	h.publishJS(traffic(svc, t1, 60*time.Second))
+	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()
 	cmds := h.commands()
 	checkOneBlockRollback(t, cmds)
@@ -136,7 +136,7 @@ func TestDeciderFailover(t *testing.T) {
 	// stages, and detect's end-of-episode notice — as the detector that saw the episode publishes it
 	// (the second process's detector starts without the first one's windows) — closes the step.
 	t2 := t1.Add(60 * time.Second)
-	h.publishJS(traffic(svc, t2, 30*time.Second))
+	h.publishJS(svc.Traffic(t2, 30*time.Second))
 	var firing []schemas.Anomaly
 	for _, a := range h.anomalies() {
 		if a.Service == "checkout" && a.Component == "tax-calc" && !a.IsResolved() {

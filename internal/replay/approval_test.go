@@ -41,13 +41,13 @@ func TestReplayReproducesApprovalAndActuationFailure(t *testing.T) {
 	delete(lookup.Versions, "2.0") // 2.0 starts healthy: the regression is latent
 	t0 := time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second)
 	l.publishDeploy(deploy("d-1.0", t0, "1.0"))
-	l.publish(traffic(svc, t0, 120*time.Second))
+	l.publish(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
 	l.publishDeploy(deploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	l.publish(traffic(svc, t1, 45*time.Second))
+	l.publish(svc.Traffic(t1, 45*time.Second))
 	lookup.Versions["2.0"] = bad
-	l.publish(traffic(svc, t1.Add(45*time.Second), 40*time.Second))
+	l.publish(svc.Traffic(t1.Add(45*time.Second), 40*time.Second))
 	l.idle(durIngest, durDecide)
 
 	recommend := l.waitDecision(func(d *schemas.Decision) bool { return d.Action == schemas.ActionRecommend })

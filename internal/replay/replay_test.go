@@ -177,25 +177,17 @@ func record(t *testing.T) *recording {
 	svc := checkoutSim(7)
 	t0 := time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second)
 	l.publishDeploy(deploy("d-1.0", t0, "1.0"))
-	l.publish(traffic(svc, t0, 120*time.Second))
+	l.publish(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
 	l.publishDeploy(deploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	l.publish(traffic(svc, t1, 60*time.Second))
+	l.publish(svc.Traffic(t1, 60*time.Second))
 	// A malformed message: live ingest rejects it, and so must the replay.
 	if _, err := l.js.Publish(l.ctx, l.subj.Telemetry("checkout", "cart"), []byte(`{"ts": "nope"`)); err != nil {
 		t.Fatal(err)
 	}
 	l.idle(durIngest, durDecide)
 	return l.recording()
-}
-
-func traffic(svc *sim.Service, from time.Time, d time.Duration) []schemas.TelemetryEvent {
-	var evs []schemas.TelemetryEvent
-	for t := from; t.Before(from.Add(d)); t = t.Add(100 * time.Millisecond) {
-		evs = svc.Tick(evs, t, 100*time.Millisecond)
-	}
-	return evs
 }
 
 func readStream(t *testing.T, js jetstream.JetStream, stream, subject string) [][]byte {

@@ -167,3 +167,12 @@ func poisson(r *rand.Rand, mean float64) int {
 		k++
 	}
 }
+
+// Traffic generates the requests of the event-time interval [from, from+d) in 100 ms ticks.
+func (s *Service) Traffic(from time.Time, d time.Duration) []schemas.TelemetryEvent {
+	var evs []schemas.TelemetryEvent
+	for t := from; t.Before(from.Add(d)); t = t.Add(100 * time.Millisecond) {
+		evs = s.Tick(evs, t, 100*time.Millisecond)
+	}
+	return evs
+}
