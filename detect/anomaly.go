@@ -250,10 +250,34 @@ func round3(v float64) float64 {
 }
 
 // compareAnomalies orders anomalies deterministically: detection time, series, metric, category.
+// compareAnomalies orders the anomalies of one Advance. Within a bucket of one component and
+// version, those that name a block come first, and error rates before latency before resources:
+// decide settles an incident's granularity on its first anomaly, and the most specific evidence
+// of the burst should be the one it sees first.
 func compareAnomalies(a, b schemas.Anomaly) int {
 	return cmp.Or(a.TSDetected.Compare(b.TSDetected),
 		cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component),
 		cmp.Compare(a.Version, b.Version), cmp.Compare(a.Cohort, b.Cohort),
+		cmp.Compare(blockRank(a), blockRank(b)), cmp.Compare(metricRank(a.Metric), metricRank(b.Metric)),
 		cmp.Compare(a.Block, b.Block), cmp.Compare(a.Metric, b.Metric),
-		cmp.Compare(a.ErrorCategory, b.ErrorCategory), cmp.Compare(a.ID, b.ID))
+		cmp.Compare(a.ErrorCategory, b.ErrorCategory), cmp.Compare(a.Status, b.Status), cmp.Compare(a.ID, b.ID))
+}
+
+func blockRank(a schemas.Anomaly) int {
+	if a.Block != "" {
+		return 0
+	}
+	return 1
+}
+
+func metricRank(m string) int {
+	switch m {
+	case schemas.MetricErrorRate:
+		return 0
+	case schemas.MetricLatency:
+		return 1
+	case schemas.MetricThroughput:
+		return 2
+	}
+	return 3
 }
