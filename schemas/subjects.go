@@ -24,6 +24,19 @@ const (
 	HeaderRejectSubject = "Scalpel-Reject-Subject"
 )
 
+// StageActuate is the stage token of decisions actuate gave up on: rejected.actuate. decide reads it
+// to learn a step failed; replay reads it to re-run that.
+const StageActuate = "actuate"
+
+// Headers of a decision on rejected.actuate, next to the reject headers.
+const (
+	// HeaderDecisionID is the id of the decision that could not be carried out.
+	HeaderDecisionID = "Scalpel-Decision-Id"
+	// HeaderCommandID is the id of the command that failed (absent when the decision itself was
+	// unusable).
+	HeaderCommandID = "Scalpel-Command-Id"
+)
+
 // Subjects builds subject names under an optional prefix (DESIGN §2: prefix configurable, default none).
 // The zero value uses no prefix.
 type Subjects struct {

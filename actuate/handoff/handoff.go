@@ -35,10 +35,10 @@ import (
 // schemas.HeaderRejectReason, schemas.HeaderRejectSubject and reject.HeaderClass.
 const (
 	// HeaderDecisionID is the id of the decision that could not be carried out.
-	HeaderDecisionID = "Scalpel-Decision-Id"
+	HeaderDecisionID = schemas.HeaderDecisionID
 	// HeaderCommandID is the id of the command that failed (absent when the decision itself was
 	// unusable).
-	HeaderCommandID = "Scalpel-Command-Id"
+	HeaderCommandID = schemas.HeaderCommandID
 	// HeaderKind, when set on a message on decision.>, names its kind; anything but KindDecision is
 	// skipped, so that other kinds of message may share the subjects later.
 	HeaderKind = "Scalpel-Kind"
@@ -59,7 +59,7 @@ const (
 )
 
 // RejectStage is the stage name of the rejects: they go to rejected.actuate.
-const RejectStage = "actuate"
+const RejectStage = schemas.StageActuate
 
 // HandlerName is the router handler's name, as it appears in watermill's logs.
 const HandlerName = "scalpel-actuate"

@@ -101,7 +101,7 @@ func (p *Pipeline) startDecide(ctx context.Context) error {
 // lead rebuilds the engine and starts the consumers of the active decider.
 func (p *Pipeline) lead(ctx context.Context) error {
 	p.decideMu.Lock()
-	p.engine = decide.New(p.cfg.Decide, p.catalog, decide.WithLogger(p.log.With("stage", "decide")))
+	p.engine = NewEngine(p.cfg, p.catalog, p.log) // as replay builds it
 	p.decideMu.Unlock()
 	var stops []func()
 	fail := func(err error) error {
@@ -127,7 +127,7 @@ func (p *Pipeline) lead(ctx context.Context) error {
 		{schemas.StreamAnomalies, DurableDecideAnomalies, p.subj.AnomalyAll(), p.handleAnomalyMsg},
 		{schemas.StreamRollbacks, DurableDecideAcks, p.subj.RollbackAck("*"), p.handleAckMsg},
 		{schemas.StreamDecisions, DurableDecideApprovals, p.subj.ApprovalAll(), p.handleApprovalMsg},
-		{schemas.StreamRejected, DurableDecideRejected, p.subj.Rejected("actuate"), p.handleRejectedActuateMsg},
+		{schemas.StreamRejected, DurableDecideRejected, p.subj.Rejected(schemas.StageActuate), p.handleRejectedActuateMsg},
 	} {
 		cons, err := p.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
 			Durable: c.durable, FilterSubject: c.filter, AckPolicy: jetstream.AckExplicitPolicy,
@@ -245,7 +245,7 @@ func (p *Pipeline) rebuild(ctx context.Context) (uint64, error) {
 				add(ack.TS, 3, func(ctx context.Context) ([]schemas.Decision, error) { return p.engine.HandleAck(ctx, ack) })
 			}
 		}},
-		{schemas.StreamRejected, DurableDecideRejected, p.subj.Rejected("actuate"), 4, func(m jetstream.Msg) {
+		{schemas.StreamRejected, DurableDecideRejected, p.subj.Rejected(schemas.StageActuate), 4, func(m jetstream.Msg) {
 			if d, err := schemas.DecodeDecision(m.Data()); err == nil {
 				reason, at := m.Headers().Get(schemas.HeaderRejectReason), d.TS
 				if md, err := m.Metadata(); err == nil && md.Timestamp.After(at) {

@@ -359,7 +359,7 @@ func (r *run) meta(rec Record) *schemas.Manifest {
 			return nil // not a decision: live decide skips it too (actuate rejects only decisions)
 		}
 		f := &ActuationFailure{TS: d.TS, DecisionID: d.ID, IncidentID: d.IncidentID, Service: d.Service, Action: d.Action,
-			Reason: rec.Headers[schemas.HeaderRejectReason], Class: rec.Headers[reject.HeaderClass], CommandID: rec.Headers[headerCommandID]}
+			Reason: rec.Headers[schemas.HeaderRejectReason], Class: rec.Headers[reject.HeaderClass], CommandID: rec.Headers[schemas.HeaderCommandID]}
 		if len(d.Targets) > 0 {
 			f.Component, f.Block = d.Targets[0].Component, d.Targets[0].Block
 		}

@@ -90,7 +90,7 @@ func NewServerSource(ctx context.Context, js jetstream.JetStream, o ServerOption
 		{KindAck, schemas.StreamRollbacks, sub.RollbackAck(svc), false},
 		{KindApproval, schemas.StreamDecisions, sub.Approval(svc), false},
 		// rejected.actuate carries no service token: readAll filters by the decision's service.
-		{KindActuationFailure, schemas.StreamRejected, sub.Rejected(actuateStage), false},
+		{KindActuationFailure, schemas.StreamRejected, sub.Rejected(schemas.StageActuate), false},
 	}
 	for _, r := range reads {
 		if err := s.readAll(ctx, r.kind, r.stream, r.subject, r.all); err != nil {
@@ -204,10 +204,6 @@ func (s *ServerSource) readAll(ctx context.Context, kind, stream, subject string
 	return nil
 }
 
-// actuateStage is the stage token of rejected.actuate (actuate/handoff.RejectStage; replay reads the
-// subject, it does not import the stage).
-const actuateStage = "actuate"
-
 // failureOf reports whether a rejected.actuate body is a decision of the service the source is
 // restricted to. Bodies that are not decisions stay in: live decide skips them, and so will Run.
 func (s *ServerSource) failureOf(body []byte) bool {
@@ -223,16 +219,10 @@ func (s *ServerSource) failureOf(body []byte) bool {
 	return d.Service == s.o.Service
 }
 
-// Headers of a rejected.actuate message that a bundle keeps (actuate/handoff's names).
-const (
-	headerDecisionID = "Scalpel-Decision-Id"
-	headerCommandID  = "Scalpel-Command-Id"
-)
-
 // rejectHeaders keeps the headers that explain an actuation failure.
 func rejectHeaders(h nats.Header) map[string]string {
 	out := map[string]string{}
-	for _, k := range []string{schemas.HeaderRejectReason, schemas.HeaderRejectSubject, headerDecisionID, headerCommandID, reject.HeaderClass} {
+	for _, k := range []string{schemas.HeaderRejectReason, schemas.HeaderRejectSubject, schemas.HeaderDecisionID, schemas.HeaderCommandID, reject.HeaderClass} {
 		if v := h.Get(k); v != "" {
 			out[k] = v
 		}
