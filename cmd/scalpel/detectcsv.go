@@ -17,13 +17,13 @@ import (
 func init() { register(newDetectCmd) }
 
 func newDetectCmd() *cobra.Command {
-	var in string
+	var in, out string
 	cmd := &cobra.Command{
-		Use:   "detect --csv FILE [-o out.csv]",
+		Use:   "detect --csv FILE [--out out.csv]",
 		Short: "Stream a timestamp,value CSV through the single-series detector",
 		Long: `Reads a timestamp,value CSV ("-" for stdin) in constant memory, runs every point through the
 single-series detector with its default config, and writes timestamp,value,anomaly_score,alarm.
--o names the output file (stdout by default).`,
+--out names the output file (stdout by default).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if in == "" {
@@ -38,9 +38,8 @@ single-series detector with its default config, and writes timestamp,value,anoma
 				defer f.Close()
 				r = f
 			}
-			// -o (the global output flag) names the output CSV here; its defaults mean stdout.
 			var w io.Writer = cmd.OutOrStdout()
-			if out := global.output; out != "" && out != "table" && out != "json" && out != "-" {
+			if out != "" && out != "-" {
 				f, err := os.Create(out)
 				if err != nil {
 					return err
@@ -56,6 +55,7 @@ single-series detector with its default config, and writes timestamp,value,anoma
 		},
 	}
 	cmd.Flags().StringVar(&in, "csv", "", "timestamp,value CSV to score (\"-\" for stdin)")
+	cmd.Flags().StringVar(&out, "out", "", "file to write the scored CSV to (default stdout)")
 	return cmd
 }
 
