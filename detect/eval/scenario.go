@@ -83,6 +83,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "error x1.5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 1.5},
 		{Name: "error x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 2},
 		{Name: "error x5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5},
+		{Name: "error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrMul: 5},
 		{Name: "error x10 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 10},
 		{Name: "error ramp x5/60s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5, ErrRamp: 60},
 		{Name: "invalid_input x10 @20rps", RPS: 20, Pre: pre, Post: post, InvalidMul: 10},

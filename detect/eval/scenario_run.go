@@ -30,9 +30,12 @@ type ScenarioOptions struct {
 	Config detect.Config
 	// Scenarios defaults to DefaultScenarios.
 	Scenarios []Scenario
-	// FloorAlpha and FloorBeta are the error probabilities of the ideal SPRT behind the floor
-	// (default 0.01 each: the false-rollback budget).
-	FloorAlpha, FloorBeta float64
+	// FloorAlpha is the false-alarm probability of the ideal SPRT behind the floor. Zero (the
+	// default) uses the detector's own false-rollback rate on this run's A/A deploys, at least
+	// 1/AARuns, so the floor is the ideal test at the same false-alarm rate (see FloorSeconds).
+	FloorAlpha float64
+	// FloorBeta is the ideal SPRT's miss probability (default 0.01).
+	FloorBeta float64
 }
 
 // RuleOutcome is what a static rule (Argo Rollouts, Flagger) decided over a scenario's runs.
@@ -73,6 +76,8 @@ type ScenarioResult struct {
 type ScenarioReport struct {
 	Seed    uint64           `json:"seed"`
 	Results []ScenarioResult `json:"results"`
+	// Floor holds the error probabilities and the false-alarm spacing the floors were computed at.
+	Floor FloorParams `json:"floor"`
 	// FalseRollbackRate is the share of all no-regression deploys (A/A and the other quiet
 	// scenarios) in which the detector raised any anomaly.
 	FalseRollbackRate float64 `json:"false_rollback_rate"`
@@ -96,9 +101,6 @@ func RunScenarios(ctx context.Context, opt ScenarioOptions) (*ScenarioReport, er
 	}
 	if opt.Workers <= 0 {
 		opt.Workers = runtime.GOMAXPROCS(0)
-	}
-	if opt.FloorAlpha == 0 {
-		opt.FloorAlpha = 0.01
 	}
 	if opt.FloorBeta == 0 {
 		opt.FloorBeta = 0.01
@@ -156,11 +158,11 @@ feed:
 	if err != nil {
 		return nil, err
 	}
-	rep := &ScenarioReport{Seed: opt.Seed}
+	rep := &ScenarioReport{Seed: opt.Seed, Floor: floorParams(opt, outcomes)}
 	quiet, falses := 0, 0
 	for i := range opt.Scenarios {
 		sc := &opt.Scenarios[i]
-		res := summarise(sc, outcomes[i], opt.FloorAlpha, opt.FloorBeta)
+		res := summarise(sc, outcomes[i], rep.Floor)
 		if !sc.Regression {
 			quiet += res.Runs
 			falses += res.Detected
@@ -177,7 +179,36 @@ feed:
 	return rep, nil
 }
 
-func summarise(sc *Scenario, os []runOutcome, alpha, beta float64) ScenarioResult {
+// floorParams sets the ideal test's error probabilities from the options and the A/A deploys:
+// alpha is the share of A/A deploys the detector fired on (at least one in AARuns, so a run
+// without a false alarm does not ask the ideal test for alpha = 0), unless the options fix it;
+// ARL spreads that rate over the time an A/A deploy is watched after its deploy. Without an A/A
+// scenario, alpha defaults to 0.01 (the false-rollback budget) and the watch to 330 s.
+func floorParams(opt ScenarioOptions, outcomes [][]runOutcome) FloorParams {
+	p := FloorParams{Alpha: opt.FloorAlpha, Beta: opt.FloorBeta, Measured: opt.FloorAlpha == 0}
+	watch, aaRuns, aaFalse := 330.0, 0, 0
+	for i := range opt.Scenarios {
+		if sc := &opt.Scenarios[i]; !sc.Regression && sc.RPS == 0 {
+			watch, aaRuns = float64(sc.Post), len(outcomes[i])
+			for _, o := range outcomes[i] {
+				if o.detected {
+					aaFalse++
+				}
+			}
+		}
+	}
+	if p.Alpha == 0 {
+		if aaRuns > 0 {
+			p.Alpha = math.Max(float64(aaFalse), 1) / float64(aaRuns)
+		} else {
+			p.Alpha, p.Measured = 0.01, false
+		}
+	}
+	p.ARL = watch / p.Alpha
+	return p
+}
+
+func summarise(sc *Scenario, os []runOutcome, fp FloorParams) ScenarioResult {
 	res := ScenarioResult{Scenario: *sc, Runs: len(os)}
 	ttd := make([]float64, len(os))
 	var a0, a3, fl []float64
@@ -202,7 +233,7 @@ func summarise(sc *Scenario, os []runOutcome, alpha, beta float64) ScenarioResul
 		res.TTDP50, res.TTDP95 = quantileFinite(ttd, 0.5), quantileFinite(ttd, 0.95)
 		res.TTDMean = meanFinite(ttd)
 		res.Argo0.TTDP50, res.Argo3.TTDP50, res.Flagger.TTDP50 = quantileFinite(a0, 0.5), quantileFinite(a3, 0.5), quantileFinite(fl, 0.5)
-		if f, ok := FloorSeconds(sc, alpha, beta); ok {
+		if f, ok := FloorSeconds(sc, fp); ok {
 			res.FloorS = &f
 			if res.TTDP95 != nil {
 				r := *res.TTDP95 / math.Max(f, 1)
@@ -374,16 +405,53 @@ func staticRules(sc *Scenario, evs []schemas.TelemetryEvent) (argo0, argo3, flag
 	return argo0, argo3, flagger
 }
 
+// FloorParams are what the ideal test behind a floor is held to.
+type FloorParams struct {
+	// Alpha is the ideal SPRT's false-alarm probability; Beta its miss probability.
+	Alpha float64 `json:"alpha"`
+	Beta  float64 `json:"beta"`
+	// Measured says Alpha is the detector's own A/A false-rollback rate (at least 1/AARuns).
+	Measured bool `json:"alpha_measured"`
+	// ARL is the mean time between false alarms, in seconds, that the floor of a change at an
+	// unknown time (NoDeploy) is held to: the A/A watch after the deploy divided by Alpha.
+	ARL float64 `json:"arl_s"`
+}
+
 // FloorSeconds is the expected detection time, in seconds, of the ideal test for the scenario:
-// Wald's SPRT that knows the distribution before and after the change, with false-alarm
-// probability alpha and miss probability beta. Its expected sample number under the change is
-// E[N] = ((1-β)·ln((1-β)/α) + β·ln(β/(1-α))) / KL, where KL is the Kullback-Leibler divergence
-// per request between the new and the old distribution of (error category, latency), computed
-// from the generator's model (numerically for the latency mixture); E[N] divided by the new
-// version's request rate gives seconds. A throughput drop uses the Poisson count per second
-// instead of requests. For a ramp, the final rates are used, so the floor is a lower bound.
-// ok is false when the scenario has no such floor (a memory leak, no change).
-func FloorSeconds(sc *Scenario, alpha, beta float64) (secs float64, ok bool) {
+// a test that knows the distribution before and after the change, at the detector's own
+// false-alarm rate. ok is false when the scenario has no such floor (a memory leak, no change).
+//
+// After a deploy the change time is known, and the ideal test is Wald's SPRT with false-alarm
+// probability p.Alpha and miss probability p.Beta, which no test with those error probabilities
+// beats in expected sample number (Wald-Wolfowitz). Its expected log-likelihood ratio at the
+// stop is, neglecting the overshoot, W = (1-β)·ln((1-β)/α) + β·ln(β/(1-α)). Per request the
+// ratio grows by the Kullback-Leibler divergence KL between the new and the old distribution
+// of (error category, latency), computed from the generator's model (numerically for the
+// latency mixture), so E[N] = W / KL requests, divided by the new version's request rate for
+// seconds. A throughput drop uses the Poisson count per second instead of requests.
+//
+// Alpha: "the same false-alarm rate" is the detector's measured share of A/A deploys it fired on
+// (see floorParams), not the budget, so the floor is not made low by asking the ideal test for
+// a rate the detector does not run at. Beta stays 0.01.
+//
+// A ramp: the ideal test knows the rate at every instant, so its expected log-likelihood ratio
+// after t seconds is G(t) = ∫₀ᵗ rate·KL(s) ds, and the floor is the t where G(t) = W (Wald's
+// identity with a time-varying drift, again without the overshoot). Since the drift grows, G is
+// convex and, by Jensen's inequality, E[N] ≤ G⁻¹(W): the figure can exceed the ideal test's mean
+// by the spread of its stopping time around the ramp. A simulation of that ideal test on the
+// generator's model (error x5 over 60 s at 20 req/s) stops on average 2 % before this figure; at
+// constant rates the neglected overshoot goes the other way (an exception moves the ratio by
+// ln 5), and the simulated mean is 10-15 % above W/KL: the floors are lower bounds there.
+//
+// Without a deploy (NoDeploy) no detector knows when the change started, so an SPRT started at
+// the change is not the bound: the optimal procedure is Page's CUSUM (Lorden 1971, Moustakides
+// 1986), held to a mean time between false alarms, p.ARL, instead of a probability. Its delay
+// uses Siegmund's approximations of the CUSUM's run lengths (Siegmund 1985, "Sequential
+// Analysis", ch. II): with threshold h, ARL₀ ≈ (eʰ - h - 1)/KL and the delay E₁ ≈ (h + e⁻ʰ - 1)/KL,
+// both in requests; h solves the first for ARL₀ = p.ARL·rate. Asymptotically this is Lorden's
+// ln(ARL₀·KL)/KL.
+func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
+	alpha, beta := p.Alpha, p.Beta
 	wald := (1-beta)*math.Log((1-beta)/alpha) + beta*math.Log(beta/(1-alpha))
 	rate := sc.runRPS(0)
 	if sc.CanaryShare > 0 {
@@ -394,11 +462,46 @@ func FloorSeconds(sc *Scenario, alpha, beta float64) (secs float64, ok bool) {
 		kl := l1*math.Log(l1/l0) + l0 - l1 // per second
 		return wald / kl, true
 	}
-	kl := errorKL(orOne(sc.ErrMul)) + latencyKL(orOne(sc.BodyMul), orOne(sc.TailMul))
+	latKL := latencyKL(orOne(sc.BodyMul), orOne(sc.TailMul))
+	kl := errorKL(orOne(sc.ErrMul)) + latKL
 	if kl <= 0 || rate <= 0 {
 		return 0, false
 	}
+	if sc.NoDeploy {
+		if p.ARL <= 0 {
+			return 0, false
+		}
+		return cusumDelay(p.ARL*rate, kl) / rate, true
+	}
+	if sc.ErrRamp > 0 {
+		// G(t) by the midpoint rule in steps of 1/1000 of the ramp; after the ramp the drift is
+		// constant and the rest is closed-form.
+		ramp := float64(sc.ErrRamp)
+		dt := ramp / 1000
+		g := 0.0
+		for t := 0.0; t < ramp; t += dt {
+			inc := rate * (errorKL(sc.errMulAt(t+dt/2)) + latKL) * dt
+			if g+inc >= wald {
+				return t + dt*(wald-g)/inc, true
+			}
+			g += inc
+		}
+		return ramp + (wald-g)/(rate*kl), true
+	}
 	return wald / kl / rate, true
+}
+
+// cusumDelay is the CUSUM's expected delay, in samples, for a divergence kl per sample when it
+// is held to arl0 samples between false alarms (Siegmund's approximations; see FloorSeconds).
+func cusumDelay(arl0, kl float64) float64 {
+	target := arl0 * kl
+	h := math.Log(math.Max(target, 1) + 1)
+	for range 50 { // Newton on eʰ - h - 1 = target, increasing and convex for h > 0
+		f := math.Exp(h) - h - 1 - target
+		h -= f / (math.Exp(h) - 1)
+		h = math.Max(h, 1e-9)
+	}
+	return (h + math.Exp(-h) - 1) / kl
 }
 
 // errorKL is the divergence per request of the (exception, invalid_input, ok) outcome when the
@@ -453,7 +556,15 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\nfalse rollbacks: %d/%d A/A deploys (%.2f %%); %.2f %% over all deploys without regression\nseed %d, %s\n",
+	src := "fixed"
+	if r.Floor.Measured {
+		src = "the A/A false-rollback rate measured here, at least 1/A/A deploys"
+	}
+	if _, err := fmt.Fprintf(w, "\nfloor: ideal SPRT at alpha %.4g (%s), beta %.2g; without a deploy, CUSUM at %.0f s between false alarms\n",
+		r.Floor.Alpha, src, r.Floor.Beta, r.Floor.ARL); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "false rollbacks: %d/%d A/A deploys (%.2f %%); %.2f %% over all deploys without regression\nseed %d, %s\n",
 		r.AAFalseRollbacks, r.AARuns, 100*float64(r.AAFalseRollbacks)/math.Max(1, float64(r.AARuns)),
 		100*r.FalseRollbackRate, r.Seed, r.Elapsed)
 	return err

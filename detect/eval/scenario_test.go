@@ -85,9 +85,15 @@ func TestFloorSeconds(t *testing.T) {
 		{Scenario{RPS: 20, ErrMul: 5}, 2, 4},                // KL ≈ 0.09 nats/request, 4.5 nats needed
 		{Scenario{RPS: 20, BodyMul: 2, TailMul: 2}, 0, 0.2}, // a doubled log-normal is obvious
 		{Scenario{RPS: 50, RateMul: 0.3}, 0, 1},
+		// The ideal test knows the ramp: slower than the final rates' 2.7 s, far faster than
+		// waiting for the ramp's end.
+		{Scenario{RPS: 20, ErrMul: 5, ErrRamp: 60}, 20, 35},
+		// A change at an unknown time: CUSUM at 33 000 s between false alarms, slower than the
+		// SPRT started at the change.
+		{Scenario{RPS: 20, ErrMul: 5, NoDeploy: true}, 5, 10},
 	}
 	for _, tt := range tests {
-		f, ok := FloorSeconds(&tt.sc, 0.01, 0.01)
+		f, ok := FloorSeconds(&tt.sc, FloorParams{Alpha: 0.01, Beta: 0.01, ARL: 33000})
 		if !ok || f < tt.lo || f > tt.hi {
 			t.Errorf("%+v: floor %g (ok %v), want in [%g, %g]", tt.sc, f, ok, tt.lo, tt.hi)
 		}
