@@ -5,6 +5,9 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+
+	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 // prefetchBatch is how many records the reader goroutine hands over at a time: large enough that
@@ -12,11 +15,14 @@ import (
 const prefetchBatch = 512
 
 // prefetch reads src on its own goroutine, a batch ahead of the caller, so that fetching from the
-// server (nats.go's parsing, flow control, heartbeats) runs on one core while decoding, detection and
-// decisions run on the other. Order is kept; errors (io.EOF included) arrive after the records read
-// before them.
+// server (nats.go's parsing, flow control, heartbeats) runs on one core while detection and
+// decisions run on the other. With a decoder, a third goroutine decodes each batch's telemetry in
+// between: decoding is the largest per-event cost of a replay (about two thirds of the run's own
+// work), and it depends on nothing but the message, so it overlaps with detecting the batch
+// before. Order is kept; errors (io.EOF included) arrive after the records read before them.
 type prefetch struct {
 	src    Source
+	dec    *ingest.Decoder
 	ch     chan prefetched
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -34,16 +40,60 @@ type prefetched struct {
 	progress float64
 }
 
-func newPrefetch(ctx context.Context, src Source) *prefetch {
+// newPrefetch starts reading src. dec, when not nil, decodes telemetry records ahead of the caller
+// (it must not be used elsewhere).
+func newPrefetch(ctx context.Context, src Source, dec *ingest.Decoder) *prefetch {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetch{src: src, ch: make(chan prefetched, 2), cancel: cancel, done: make(chan struct{})}
-	go p.read(ctx)
+	p := &prefetch{src: src, dec: dec, ch: make(chan prefetched, 2), cancel: cancel, done: make(chan struct{})}
+	if dec == nil {
+		go p.read(ctx, p.ch, p.done)
+		return p
+	}
+	raw, readDone := make(chan prefetched, 2), make(chan struct{})
+	go p.read(ctx, raw, readDone)
+	go p.decode(ctx, raw, readDone)
 	return p
 }
 
-func (p *prefetch) read(ctx context.Context) {
+// decode passes the reader's batches on with their telemetry decoded. The events of a batch share
+// one slab, so decoding costs no allocation per record beyond the decoder's own.
+func (p *prefetch) decode(ctx context.Context, in <-chan prefetched, readDone <-chan struct{}) {
 	defer close(p.done)
+	defer func() { <-readDone }()
+	defer func() {
+		for range in { // unblock the reader if we stop first
+		}
+	}()
 	defer close(p.ch)
+	for b := range in {
+		var slab []schemas.TelemetryEvent
+		for i := range b.recs {
+			rec := &b.recs[i]
+			if rec.Kind != KindTelemetry {
+				continue
+			}
+			if slab == nil {
+				slab = make([]schemas.TelemetryEvent, 0, len(b.recs)-i)
+			}
+			start := len(slab)
+			var err error
+			slab, err = p.dec.Decode(rec.Subject, rec.Body(), slab)
+			if err != nil {
+				slab = slab[:start]
+			}
+			rec.pre = &predecoded{events: slab[start:len(slab):len(slab)], err: err}
+		}
+		select {
+		case p.ch <- b:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (p *prefetch) read(ctx context.Context, out chan<- prefetched, done chan<- struct{}) {
+	defer close(done)
+	defer close(out)
 	for {
 		batch := make([]Record, 0, prefetchBatch)
 		var err error
@@ -55,7 +105,7 @@ func (p *prefetch) read(ctx context.Context) {
 			batch = append(batch, rec)
 		}
 		select {
-		case p.ch <- prefetched{recs: batch, err: err, progress: p.src.Progress()}:
+		case out <- prefetched{recs: batch, err: err, progress: p.src.Progress()}:
 		case <-ctx.Done():
 			return
 		}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 // Record kinds: the `kind` field of every bundle line.
@@ -47,6 +49,15 @@ type Record struct {
 	// Raw is the body when it is not one JSON value (NDJSON batches, malformed input that live ingest
 	// rejected): replay must see it too, or the counts would differ.
 	Raw *string `json:"raw,omitempty"`
+
+	// pre is set when the telemetry was already decoded on the prefetch goroutine.
+	pre *predecoded
+}
+
+// predecoded is a telemetry record's decoder output, computed ahead of the run.
+type predecoded struct {
+	events []schemas.TelemetryEvent
+	err    error
 }
 
 // Body returns the message bytes.

@@ -206,7 +206,7 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 		r.charts = newCharts()
 	}
 	r.dec = ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: o.Config.Ingest.MaxMessageBytes, Subjects: o.Config.Subjects()})
-	pf := newPrefetch(ctx, src)
+	pf := newPrefetch(ctx, src, ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: o.Config.Ingest.MaxMessageBytes, Subjects: o.Config.Subjects()}))
 	defer pf.Close()
 	src = pf
 	start := time.Now()
@@ -415,8 +415,14 @@ func (r *run) sortPending() {
 
 func (r *run) telemetry(rec *Record) {
 	r.tl.Stats.Messages++
+	var events []schemas.TelemetryEvent
 	var err error
-	r.events, err = r.dec.Decode(rec.Subject, rec.Body(), r.events[:0])
+	if rec.pre != nil { // decoded ahead on the prefetch goroutine
+		events, err = rec.pre.events, rec.pre.err
+	} else {
+		r.events, err = r.dec.Decode(rec.Subject, rec.Body(), r.events[:0])
+		events = r.events
+	}
 	if err != nil {
 		var re *ingest.RejectError
 		class := ingest.ClassMalformed
@@ -429,8 +435,8 @@ func (r *run) telemetry(rec *Record) {
 		r.tl.Stats.Rejected[class]++
 		return
 	}
-	for i := range r.events {
-		ev := &r.events[i]
+	for i := range events {
+		ev := &events[i]
 		if r.tl.Stats.FirstEvent.IsZero() || ev.TS.Before(r.tl.Stats.FirstEvent) {
 			r.tl.Stats.FirstEvent = ev.TS
 		}
@@ -442,7 +448,7 @@ func (r *run) telemetry(rec *Record) {
 			r.charts.add(ev)
 		}
 	}
-	r.tl.Stats.Events += int64(len(r.events))
+	r.tl.Stats.Events += int64(len(events))
 }
 
 // advance closes the buckets the watermark passed and decides their anomalies, as the live detect
