@@ -15,7 +15,10 @@
 //
 // The score is the largest of the three. After an alarm the detector rests for a while (scores are
 // damped and recover linearly): an incident is one alarm, not a storm of them. A point clearly more
-// surprising than anything since the alarm (RestMargin) is a new incident and passes undamped.
+// surprising than anything since the alarm (RestMargin) is a new incident and passes undamped. Once
+// the series is back to ordinary points the rest of value rarity and context novelty runs out
+// faster (RestQuietSpeed), so a second incident soon after the first is seen; the level-shift score
+// rests the full length, as its slow baseline echoes the first shift.
 //
 // Memory is bounded by the config (bins, ContextLags·(3·Levels)², a ring of 2^(ContextLags−1)
 // levels); each Step is O(bins + ContextLags) — a constant — and never reads the wall clock: the
@@ -73,8 +76,17 @@ type Config struct {
 	// RestMargin lets a new incident through the rest: a point whose tail (1 − score) is below
 	// RestMargin times the tail of the highest score since the alarm (a clearly more surprising
 	// point, not the same incident running on), right after an ordinary point (raw score at most
-	// SeenCap), scores undamped and may alarm again, starting a new rest. Without it a rest hides a second incident on a short series entirely. 0 disables it.
+	// SeenCap), scores undamped and may alarm again, starting a new rest. Without it a rest hides
+	// a second incident on a short series entirely. 0 disables it.
 	RestMargin float64 `json:"rest_margin" yaml:"rest_margin"`
+	// RestQuietSpeed shortens the rest of value rarity and context novelty once the incident is
+	// over: each ordinary point in a rest (raw score at most SeenCap) counts as RestQuietSpeed
+	// points of it, so about Rest/RestQuietSpeed ordinary points end it and a second incident
+	// with new values soon after the first (two traffic jams an hour or two apart) alarms again.
+	// The level-shift (CUSUM) score still rests the full Rest: its slow baseline keeps echoing
+	// the first shift, and in spiky series most false alarms after an incident came from it.
+	// 0 or 1 disables the shortening (one rest of Rest points for every score).
+	RestQuietSpeed int `json:"rest_quiet_speed" yaml:"rest_quiet_speed"`
 }
 
 // DefaultConfig returns the frozen defaults.
@@ -93,6 +105,7 @@ func DefaultConfig() Config {
 		SeenCap:        0.9,
 		UnseenSpread:   4,
 		RestMargin:     0.2,
+		RestQuietSpeed: 6,
 	}
 }
 
@@ -126,6 +139,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: unseen spread %v must be > 0", ErrInvalidConfig, c.UnseenSpread)
 	case !(c.RestMargin >= 0 && c.RestMargin < 1):
 		return fmt.Errorf("%w: rest margin %v: want [0, 1)", ErrInvalidConfig, c.RestMargin)
+	case c.RestQuietSpeed < 0:
+		return fmt.Errorf("%w: rest quiet speed %d must be ≥ 0 (0 or 1: ordinary points do not shorten a rest)", ErrInvalidConfig, c.RestQuietSpeed)
 	}
 	return nil
 }
@@ -150,9 +165,10 @@ type Detector struct {
 	cusHi       float64
 	cusLo       float64
 
-	prevRaw  float64 // raw score of the previous scored point
-	restPeak float64 // highest raw score since the alarm that started the rest
-	rest     int     // points left in the rest period after an alarm
+	prevRaw   float64 // raw score of the previous scored point
+	restPeak  float64 // highest raw score since the alarm that started the rest
+	rest      int     // points left in the rest of value rarity and context novelty after an alarm
+	restShift int     // points left in the rest of the level-shift score after an alarm
 
 	ctx     []float64 // context pair counts: [lag][level then][level now]
 	ring    []int     // last levels, ring buffer
@@ -191,27 +207,34 @@ func (d *Detector) Step(ts time.Time, v float64) (score float64, alarm bool) {
 		}
 		return 0, false
 	}
-	score = d.surprise(v)
+	vs, ss := d.surprise(v)
 	d.update(v)
 	if d.n < d.cfg.Warmup { // second half of warm-up: the histograms fill before anything is scored
 		return 0, false
 	}
-	raw := score
-	if d.rest > 0 {
-		d.rest--
+	raw := max(vs, ss)
+	score = raw
+	if d.rest > 0 || d.restShift > 0 {
+		fv, fs := d.damp(&d.rest), d.damp(&d.restShift)
 		// A point far more surprising than anything since the alarm is a new incident, not an echo
 		// of the last one: its score passes undamped (tail 1 − score below RestMargin of the peak's).
 		// It must also rise from an ordinary point (the previous raw score at most SeenCap): the
 		// climbing edge of one spike is one incident, not an alarm per point.
 		if d.cfg.RestMargin <= 0 || !(1-raw < d.cfg.RestMargin*(1-d.restPeak)) || d.prevRaw > d.cfg.SeenCap {
-			score *= 0.5 * (1 - float64(d.rest)/float64(d.cfg.Rest+1))
+			score = max(vs*fv, ss*fs)
 		}
 		d.restPeak = max(d.restPeak, raw)
+		// An ordinary point is a sign the incident is over: the value and context rest runs out
+		// faster, while the shift rest runs its full length (see RestQuietSpeed).
+		if raw <= d.cfg.SeenCap && d.cfg.RestQuietSpeed > 1 {
+			d.rest = max(0, d.rest-(d.cfg.RestQuietSpeed-1))
+		}
 	}
 	d.prevRaw = raw
 	alarm = score >= d.cfg.AlarmThreshold
 	if alarm {
 		d.rest = d.cfg.Rest
+		d.restShift = d.cfg.Rest
 		d.restPeak = raw
 	}
 	return score, alarm
@@ -269,7 +292,7 @@ const cusumRun = 4
 func clamp(x, lo, hi int) int { return max(lo, min(hi, x)) }
 
 // surprise is the raw surprise of v in [0, 1] against the state before v.
-func (d *Detector) surprise(v float64) float64 {
+func (d *Detector) surprise(v float64) (value, shift float64) {
 	// Value rarity: mass in bins no more likely than v's own bin.
 	c := d.hist[d.bin(v)]
 	rare := 0.0
@@ -309,7 +332,17 @@ func (d *Detector) surprise(v float64) float64 {
 	if d.ctx != nil && d.filled > 0 {
 		sn = d.novelty(v)
 	}
-	return max(sv, sc, sn)
+	return max(sv, sn), sc
+}
+
+// damp counts one point of a rest off *left and returns the factor on a score at that point: from
+// about 0 right after the alarm up to ½ on its last point; 1 (undamped) once the rest is over.
+func (d *Detector) damp(left *int) float64 {
+	if *left <= 0 {
+		return 1
+	}
+	*left--
+	return 0.5 * (1 - float64(*left)/float64(d.cfg.Rest+1))
 }
 
 // update adds v to the decaying summaries.

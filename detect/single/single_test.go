@@ -22,6 +22,8 @@ func TestValidate(t *testing.T) {
 		{"negative rest", func(c *Config) { c.Rest = -1 }, ErrInvalidConfig},
 		{"rest margin 1", func(c *Config) { c.RestMargin = 1 }, ErrInvalidConfig},
 		{"rest margin off", func(c *Config) { c.RestMargin = 0 }, nil},
+		{"negative rest quiet speed", func(c *Config) { c.RestQuietSpeed = -1 }, ErrInvalidConfig},
+		{"rest quiet speed off", func(c *Config) { c.RestQuietSpeed = 0 }, nil},
 	}
 	for _, tc := range tests {
 		c := DefaultConfig()
@@ -159,22 +161,30 @@ func TestContextNoveltyFlagsFlatStretch(t *testing.T) {
 	}
 }
 
-// TestRestLetsAFarLargerIncidentThrough: within the rest after a spike, the same spike again is the
-// same incident (no alarm) but a far larger one is a new incident and alarms.
-func TestRestLetsAFarLargerIncidentThrough(t *testing.T) {
+// TestRestLetsANewIncidentThrough: 100 points after a spike, with a rest that only counts time, the
+// same spike again is the same incident (no alarm) but a far larger one is a new incident; with the
+// rest shortened by the ordinary points in between (RestQuietSpeed), the same spike again is a new
+// incident too.
+func TestRestLetsANewIncidentThrough(t *testing.T) {
 	tests := []struct {
 		name       string
+		gap        int
 		second     float64
+		speed      int
 		wantAlarms int
 	}{
-		{"same spike again", 8, 1},
-		{"far larger spike", 200, 2},
+		{"same spike, time-only rest", 100, 8, 0, 1},
+		{"far larger spike, time-only rest", 100, 200, 0, 2},
+		{"same spike after a calm stretch", 100, 8, 6, 2},
+		{"far larger spike after a calm stretch", 100, 200, 6, 2},
 	}
 	for _, tc := range tests {
 		vs := series(2400, 0)
 		vs[2000] += 8
-		vs[2100] += tc.second
-		_, alarms := run(New(DefaultConfig()), vs)
+		vs[2000+tc.gap] += tc.second
+		cfg := DefaultConfig()
+		cfg.RestQuietSpeed = tc.speed
+		_, alarms := run(New(cfg), vs)
 		var in []int
 		for _, a := range alarms {
 			if a >= 2000 {
@@ -184,5 +194,22 @@ func TestRestLetsAFarLargerIncidentThrough(t *testing.T) {
 		if len(in) != tc.wantAlarms || in[0] != 2000 {
 			t.Errorf("%s: alarms %v from 2000 on, want %d starting at 2000", tc.name, in, tc.wantAlarms)
 		}
+	}
+}
+
+// TestShiftRestsFullLength: a lasting level shift alarms once per Rest at most — its CUSUM echo does
+// not come back through the shortened rest of the value score, even though the values of the new
+// level soon become ordinary.
+func TestShiftRestsFullLength(t *testing.T) {
+	vs := series(2600, 2000)
+	_, alarms := run(New(DefaultConfig()), vs)
+	var in []int
+	for _, a := range alarms {
+		if a >= 2000 && a <= 2000+DefaultConfig().Rest {
+			in = append(in, a)
+		}
+	}
+	if len(in) != 1 {
+		t.Errorf("alarms %v in the rest after the shift at 2000, want one", in)
 	}
 }
