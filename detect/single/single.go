@@ -105,7 +105,7 @@ func DefaultConfig() Config {
 		SeenCap:        0.9,
 		UnseenSpread:   4,
 		RestMargin:     0.2,
-		RestQuietSpeed: 6,
+		RestQuietSpeed: 7,
 	}
 }
 

@@ -175,8 +175,8 @@ func TestRestLetsANewIncidentThrough(t *testing.T) {
 	}{
 		{"same spike, time-only rest", 100, 8, 0, 1},
 		{"far larger spike, time-only rest", 100, 200, 0, 2},
-		{"same spike after a calm stretch", 100, 8, 6, 2},
-		{"far larger spike after a calm stretch", 100, 200, 6, 2},
+		{"same spike after a calm stretch", 100, 8, 7, 2},
+		{"far larger spike after a calm stretch", 100, 200, 7, 2},
 	}
 	for _, tc := range tests {
 		vs := series(2400, 0)
