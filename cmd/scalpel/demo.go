@@ -80,44 +80,20 @@ It runs in wall-clock time (about a minute).`,
 	return cmd
 }
 
-const demoManifest = `service: checkout
-rollback_window: 15m
-components:
-  - component: tax-calc
-    kind: function
-    granularity: fine
-    blocks:
-      - {block: rate-lookup, file: tax/calc.go, lines: "40-88"}
-      - {block: rounding, file: tax/calc.go, lines: "90-120"}
-  - component: cart
-    kind: endpoint
-    granularity: medium
-  - component: payment
-    kind: endpoint
-    granularity: medium
-`
-
 // demoService is the simulated checkout service and its deployer: it obeys rollback commands by
-// switching the block's active version, and acks them.
+// switching the block's active version, and acks them. Its broken rate-lookup fails a quarter of
+// its requests, a little more than the tests' fixture, so the story's figures stand out.
 func demoService(seed uint64) *sim.Service {
-	bad := sim.Behaviour{ErrorRate: 0.25, ErrorCategory: schemas.ErrException, ErrorSite: "tax/calc.go:57", LatencyMedianMS: 22, LatencySigma: 0.35}
-	return sim.New("checkout", seed,
-		&sim.Component{Name: "tax-calc", RPS: 40, Blocks: []*sim.Block{
-			{Name: "rate-lookup", Share: 0.6, Active: "1.0", Versions: map[string]sim.Behaviour{"2.0": bad}},
-			{Name: "rounding", Share: 0.4, Active: "1.0"},
-		}},
-		&sim.Component{Name: "cart", RPS: 30, Blocks: []*sim.Block{{Active: "1.0"}}},
-		&sim.Component{Name: "payment", RPS: 20, Blocks: []*sim.Block{{Active: "1.0"}}},
-	)
+	svc := sim.Checkout(seed)
+	svc.Block("tax-calc", "rate-lookup").Versions["2.0"] = sim.Behaviour{ErrorRate: 0.25, ErrorCategory: schemas.ErrException,
+		ErrorSite: "tax/calc.go:57", LatencyMedianMS: 22, LatencySigma: 0.35}
+	return svc
 }
 
 func demoDeploy(id string, ts time.Time, v string) schemas.DeployEvent {
-	return schemas.DeployEvent{ID: id, TS: ts, Service: "checkout", AppVersion: v, Actor: "demo",
-		Components: []schemas.DeployComponent{
-			{Component: "tax-calc", Version: v, Blocks: []schemas.DeployBlock{{Block: "rate-lookup", Version: v}, {Block: "rounding", Version: v}}},
-			{Component: "cart", Version: v},
-			{Component: "payment", Version: v},
-		}}
+	ev := sim.CheckoutDeploy(id, ts, v)
+	ev.Actor = "demo"
+	return ev
 }
 
 // demoEnv is scalpel running in-process for a demo: an embedded server in a temporary directory
@@ -182,7 +158,7 @@ func startDemoScalpel(ctx context.Context, o demoOptions, manifest string) (*dem
 }
 
 func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
-	env, err := startDemoScalpel(ctx, o, demoManifest)
+	env, err := startDemoScalpel(ctx, o, sim.CheckoutManifest)
 	if err != nil {
 		return err
 	}

@@ -22,41 +22,6 @@ import (
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
-const manifest = `service: checkout
-rollback_window: 15m
-components:
-  - component: tax-calc
-    granularity: fine
-    blocks:
-      - {block: rate-lookup, file: tax/calc.go, lines: "40-88"}
-      - {block: rounding, file: tax/calc.go, lines: "90-120"}
-  - component: cart
-    granularity: medium
-  - component: payment
-    granularity: medium
-`
-
-func checkoutSim(seed uint64) *sim.Service {
-	bad := sim.Behaviour{ErrorRate: 0.2, ErrorCategory: schemas.ErrException, ErrorSite: "tax/calc.go:57", LatencyMedianMS: 20, LatencySigma: 0.35}
-	return sim.New("checkout", seed,
-		&sim.Component{Name: "tax-calc", RPS: 40, Blocks: []*sim.Block{
-			{Name: "rate-lookup", Share: 0.6, Active: "1.0", Versions: map[string]sim.Behaviour{"2.0": bad}},
-			{Name: "rounding", Share: 0.4, Active: "1.0"},
-		}},
-		&sim.Component{Name: "cart", RPS: 30, Blocks: []*sim.Block{{Active: "1.0"}}},
-		&sim.Component{Name: "payment", RPS: 20, Blocks: []*sim.Block{{Active: "1.0"}}},
-	)
-}
-
-func deploy(id string, ts time.Time, v string) schemas.DeployEvent {
-	return schemas.DeployEvent{ID: id, TS: ts, Service: "checkout", AppVersion: v,
-		Components: []schemas.DeployComponent{
-			{Component: "tax-calc", Version: v, Blocks: []schemas.DeployBlock{{Block: "rate-lookup", Version: v}, {Block: "rounding", Version: v}}},
-			{Component: "cart", Version: v},
-			{Component: "payment", Version: v},
-		}}
-}
-
 // harness runs a pipeline on an embedded server.
 type harness struct {
 	t   *testing.T
@@ -80,7 +45,7 @@ func start(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Stop)
-	m, err := schemas.ParseManifest([]byte(manifest))
+	m, err := schemas.ParseManifest([]byte(sim.CheckoutManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,12 +172,12 @@ func checkOneBlockRollback(t *testing.T, cmds []schemas.RollbackCommand) {
 
 func TestEndToEndBlockRollback(t *testing.T) {
 	h := start(t)
-	svc := checkoutSim(1)
+	svc := sim.Checkout(1)
 	t0 := eventStart()
-	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
 	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()
@@ -237,7 +202,7 @@ func TestEndToEndBlockRollback(t *testing.T) {
 // rejected.ingest with a reason and the loop still rolls back the bad block.
 func TestEndToEndPlainJSONOverCoreNATS(t *testing.T) {
 	h := start(t)
-	svc := checkoutSim(2)
+	svc := sim.Checkout(2)
 	t0 := eventStart()
 
 	// Count what reaches rejected.ingest.
@@ -288,10 +253,10 @@ func TestEndToEndPlainJSONOverCoreNATS(t *testing.T) {
 		}
 	}
 
-	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	publish(svc.Traffic(t0, 120*time.Second), true)
 	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
 	publish(svc.Traffic(t1, 60*time.Second), false)
 	h.idle()
@@ -323,13 +288,13 @@ func TestEndToEndPlainJSONOverCoreNATS(t *testing.T) {
 // TestHealthyComponentsAreLeftAlone: a deploy in which nothing misbehaves yields no command.
 func TestEndToEndNoChangeNoRollback(t *testing.T) {
 	h := start(t)
-	svc := checkoutSim(3)
+	svc := sim.Checkout(3)
 	svc.Block("tax-calc", "rate-lookup").Versions = nil // 2.0 is healthy too
 	t0 := eventStart()
-	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
 	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()
@@ -373,7 +338,7 @@ func TestEndToEndRestartRestoresDetector(t *testing.T) {
 		return p
 	}
 	first := newPipeline()
-	m, err := schemas.ParseManifest([]byte(manifest))
+	m, err := schemas.ParseManifest([]byte(sim.CheckoutManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,9 +346,9 @@ func TestEndToEndRestartRestoresDetector(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
-	svc := checkoutSim(4)
+	svc := sim.Checkout(4)
 	t0 := eventStart()
-	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	h.idle()
 	first.Stop()
@@ -392,7 +357,7 @@ func TestEndToEndRestartRestoresDetector(t *testing.T) {
 	t.Cleanup(second.Stop)
 	h.p = second
 	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
 	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()

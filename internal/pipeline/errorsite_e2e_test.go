@@ -12,7 +12,7 @@ import (
 // refactorDeploy announces version v of checkout with tax-calc's blocks placed at the given line
 // ranges of tax/calc.go.
 func refactorDeploy(id string, ts time.Time, v, rateLookup, rounding string) schemas.DeployEvent {
-	ev := deploy(id, ts, v)
+	ev := sim.CheckoutDeploy(id, ts, v)
 	ev.Components[0].Blocks = []schemas.DeployBlock{
 		{Block: "rate-lookup", Version: v, File: "tax/calc.go", Lines: rateLookup},
 		{Block: "rounding", Version: v, File: "tax/calc.go", Lines: rounding},
@@ -27,7 +27,7 @@ func refactorDeploy(id string, ts time.Time, v, rateLookup, rounding string) sch
 // saying whose ranges it used.
 func TestEndToEndBlockFromErrorSites(t *testing.T) {
 	h := start(t)
-	svc := checkoutSim(5)
+	svc := sim.Checkout(5)
 	svc.Block("tax-calc", "rate-lookup").Versions = map[string]sim.Behaviour{
 		"2.0": {ErrorRate: 0.2, ErrorCategory: schemas.ErrException, ErrorSite: "/src/checkout/tax/calc.go:100", LatencyMedianMS: 20, LatencySigma: 0.35},
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/sim"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -53,7 +54,7 @@ func TestDeciderFailover(t *testing.T) {
 	if !p1.Leading() {
 		t.Fatal("the first process does not hold the decide lease")
 	}
-	for _, y := range []string{manifest, ledgerManifest} {
+	for _, y := range []string{sim.CheckoutManifest, ledgerManifest} {
 		m, err := schemas.ParseManifest([]byte(y))
 		if err != nil {
 			t.Fatal(err)
@@ -65,12 +66,12 @@ func TestDeciderFailover(t *testing.T) {
 	h := &harness{t: t, nc: nc, js: js, p: p1, cfg: cfg}
 
 	// checkout: the bad block is rolled back by the first process.
-	svc := checkoutSim(7)
+	svc := sim.Checkout(7)
 	t0 := eventStart()
-	h.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
 	h.publishJS(svc.Traffic(t1, 60*time.Second))
 	h.idle()

@@ -16,11 +16,12 @@ import (
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/internal/replay"
+	"github.com/scalpel-dev/scalpel/internal/sim"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 // A 30 s rollback window: the block below goes bad 45 s after its deploy, so decide recommends.
-var lateManifest = strings.Replace(manifest, "rollback_window: 15m", "rollback_window: 30s", 1)
+var lateManifest = strings.Replace(sim.CheckoutManifest, "rollback_window: 15m", "rollback_window: 30s", 1)
 
 // TestReplayReproducesApprovalAndActuationFailure records an incident that a person and a failed
 // actuator steered: the deploy's anomaly arrives outside the rollback window, decide recommends, a
@@ -35,15 +36,15 @@ func TestReplayReproducesApprovalAndActuationFailure(t *testing.T) {
 	cfg.Actuate.Exec.Services = map[string]exec.Config{"checkout": {Argv: []string{"sh", "-c", "echo rollout refused >&2; exit 2"}}}
 	l := startLive(t, cfg, lateManifest)
 
-	svc := checkoutSim(11)
+	svc := sim.Checkout(11)
 	lookup := svc.Block("tax-calc", "rate-lookup")
 	bad := lookup.Versions["2.0"]
 	delete(lookup.Versions, "2.0") // 2.0 starts healthy: the regression is latent
 	t0 := time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second)
-	l.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	l.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	l.publish(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
-	l.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	l.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
 	l.publish(svc.Traffic(t1, 45*time.Second))
 	lookup.Versions["2.0"] = bad

@@ -23,37 +23,6 @@ import (
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
-const manifest = `service: checkout
-rollback_window: 15m
-components:
-  - component: tax-calc
-    granularity: fine
-    blocks:
-      - {block: rate-lookup, file: tax/calc.go, lines: "40-88"}
-      - {block: rounding, file: tax/calc.go, lines: "90-120"}
-  - component: cart
-    granularity: medium
-`
-
-func checkoutSim(seed uint64) *sim.Service {
-	bad := sim.Behaviour{ErrorRate: 0.2, ErrorCategory: schemas.ErrException, ErrorSite: "tax/calc.go:57", LatencyMedianMS: 20, LatencySigma: 0.35}
-	return sim.New("checkout", seed,
-		&sim.Component{Name: "tax-calc", RPS: 40, Blocks: []*sim.Block{
-			{Name: "rate-lookup", Share: 0.6, Active: "1.0", Versions: map[string]sim.Behaviour{"2.0": bad}},
-			{Name: "rounding", Share: 0.4, Active: "1.0"},
-		}},
-		&sim.Component{Name: "cart", RPS: 30, Blocks: []*sim.Block{{Active: "1.0"}}},
-	)
-}
-
-func deploy(id string, ts time.Time, v string) schemas.DeployEvent {
-	return schemas.DeployEvent{ID: id, TS: ts, Service: "checkout", AppVersion: v,
-		Components: []schemas.DeployComponent{
-			{Component: "tax-calc", Version: v, Blocks: []schemas.DeployBlock{{Block: "rate-lookup", Version: v}, {Block: "rounding", Version: v}}},
-			{Component: "cart", Version: v},
-		}}
-}
-
 // recording is a live incident: the pipeline ran over it and its streams hold what it did.
 type recording struct {
 	js        jetstream.JetStream
@@ -173,13 +142,13 @@ func (l *live) recording() *recording {
 // record runs a live pipeline through a bad block deploy and waits until it has decided.
 func record(t *testing.T) *recording {
 	t.Helper()
-	l := startLive(t, config.Default(), manifest)
-	svc := checkoutSim(7)
+	l := startLive(t, config.Default(), sim.CheckoutManifest)
+	svc := sim.Checkout(7)
 	t0 := time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second)
-	l.publishDeploy(deploy("d-1.0", t0, "1.0"))
+	l.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	l.publish(svc.Traffic(t0, 120*time.Second))
 	t1 := t0.Add(120 * time.Second)
-	l.publishDeploy(deploy("d-2.0", t1, "2.0"))
+	l.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
 	l.publish(svc.Traffic(t1, 60*time.Second))
 	// A malformed message: live ingest rejects it, and so must the replay.
