@@ -52,14 +52,23 @@ type reference struct {
 	errP   [numCategories]rateParams
 	blocks map[string]blockTally
 
-	sk     *ddsketch.DDSketch
-	latOK  bool
-	latQ   [maxQuantiles]bool // which quantiles the baseline supports (LatencyMinTailCount)
-	thr    [maxQuantiles]threshold
-	qv     [maxQuantiles]float64 // the baseline's latency at each tested quantile
-	latP   [maxQuantiles]rateParams
-	cpuRef robustRef
-	memRef robustRef
+	sk    *ddsketch.DDSketch
+	latOK bool
+	latQ  [maxQuantiles]bool // which quantiles the baseline supports (LatencyMinTailCount)
+	thr   [maxQuantiles]threshold
+	qv    [maxQuantiles]float64 // the baseline's latency at each tested quantile
+	latP  [maxQuantiles]rateParams
+	// The composite H0 of a quantile above the body (see rateTest.updateComposite): latS[q]
+	// holds H0 without tolerance and at half of it, bodyP[q] the share of requests at or below
+	// quantile q's threshold that exceed the body's (the lowest tested quantile's), as the
+	// baseline shows it, at half the tolerance and at the full tolerance. composite[q] says
+	// the quantile is tested so.
+	composite [maxQuantiles]bool
+	latS      [maxQuantiles][2]rateParams
+	bodyQ     int
+	bodyP     [maxQuantiles][3]float64
+	cpuRef    robustRef
+	memRef    robustRef
 
 	paired *line // the baseline cohort's line, for concurrent error-rate comparison
 }
@@ -122,8 +131,46 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 			r.thr[q] = d.sk.thresholdAt(v)
 			r.latP[q] = d.latencyParams(r.sk, r.thr[q])
 		}
+		if r.latOK {
+			d.compositeParams(r)
+		}
 	}
 	return r
+}
+
+// compositeParams sets up the composite H0 of the quantiles above the body (see
+// rateTest.updateComposite). None when the tolerance is below one sketch bin: H0 is then
+// simple.
+func (d *Detector) compositeParams(r *reference) {
+	tol := d.tolShift()
+	r.bodyQ = -1
+	for q, qq := range d.cfg.LatencyQuantiles {
+		if r.latQ[q] && (r.bodyQ < 0 || qq < d.cfg.LatencyQuantiles[r.bodyQ]) {
+			r.bodyQ = q
+		}
+	}
+	if tol <= 0 || r.bodyQ < 0 {
+		return
+	}
+	tb := r.thr[r.bodyQ].index
+	levels := [3]int{0, tol / 2, tol}
+	for q := range d.cfg.LatencyQuantiles {
+		if !r.latQ[q] || r.thr[q].index <= tb {
+			continue
+		}
+		r.composite[q] = true
+		r.latS[q] = [2]rateParams{d.latencyParamsAt(r.sk, r.thr[q], levels[0]), d.latencyParamsAt(r.sk, r.thr[q], levels[1])}
+		for l, sh := range levels {
+			above := fractionAbove(r.sk, r.thr[q].index-sh)
+			body := fractionAbove(r.sk, tb-sh) - above
+			r.bodyP[q][l] = clamp(body/math.Max(1-above, 1e-9), 1e-4, 1-1e-4)
+		}
+	}
+}
+
+// tolShift is LatencyTolerance in sketch bins.
+func (d *Detector) tolShift() int {
+	return int(math.Round(math.Log(1+d.cfg.LatencyTolerance) / d.sk.logGamma))
 }
 
 // errorParams sets the hypotheses of an error-rate test against a baseline of x errors in n
@@ -153,12 +200,17 @@ func (d *Detector) errorRatios() [alternatives]float64 {
 // the baseline's fraction above t/factor, read off the baseline sketch. This is a minimum effect
 // stated in latency, not in rates.
 func (d *Detector) latencyParams(sk *ddsketch.DDSketch, t threshold) rateParams {
-	n := sk.GetCount()
-	above := fractionAbove(sk, t.index)
 	// H0 is "at most LatencyTolerance slower", not "exactly as fast": load moves latency a few
 	// percent (a traffic spike, the busy hour), and a test of exact equality would call that a
 	// regression once it has enough requests.
-	if tol := int(math.Round(math.Log(1+d.cfg.LatencyTolerance) / d.sk.logGamma)); tol > 0 {
+	return d.latencyParamsAt(sk, t, d.tolShift())
+}
+
+// latencyParamsAt is latencyParams with H0's tolerance given in sketch bins.
+func (d *Detector) latencyParamsAt(sk *ddsketch.DDSketch, t threshold, tol int) rateParams {
+	n := sk.GetCount()
+	above := fractionAbove(sk, t.index)
+	if tol > 0 {
 		above = math.Max(above, fractionAbove(sk, t.index-tol))
 	}
 	xb := above * n

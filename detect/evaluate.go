@@ -66,7 +66,13 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				continue
 			}
 			t := &s.latT[q]
-			v := t.updateBaseline(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
+			var v rateVerdict
+			if r.composite[q] {
+				body := bodyEvidence(r, q, b)
+				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, &s.latSeg[q], b.exceed[q], b.latN, b.idx, &d.th)
+			} else {
+				v = t.updateBaseline(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
+			}
 			if (v == verdictFired || t.firing) && !s.latEp {
 				// The exceedance test fires on a shifted distribution, however small the shift: a
 				// tight distribution (a fixed amount of I/O) doubles its exceedances for a few per
@@ -86,6 +92,24 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 	}
 	return out
+}
+
+// bodyEvidence is the log likelihood ratio, at each level of quantile q's composite H0, of the
+// bucket's requests at or below q's threshold: their share above the body's threshold as the
+// baseline has it, against as the level predicts it (see rateTest.updateComposite).
+func bodyEvidence(r *reference, q int, b *bucket) [3]float64 {
+	var ev [3]float64
+	nb := b.latN - b.exceed[q]
+	if nb <= 0 {
+		return ev
+	}
+	xb := clamp(b.exceed[r.bodyQ]-b.exceed[q], 0, nb)
+	p0 := r.bodyP[q][0]
+	for l := 1; l < len(ev); l++ {
+		pl := r.bodyP[q][l]
+		ev[l] = xb*math.Log(p0/pl) + (nb-xb)*math.Log((1-p0)/(1-pl))
+	}
+	return ev
 }
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is the baseline version's
@@ -246,6 +270,7 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 			}
 			for q := range s.latT {
 				s.latT[q].reset()
+				s.latSeg[q] = segment{}
 			}
 			s.latEp = false
 			s.resetOwn()

@@ -80,6 +80,8 @@ func (rp *rateParams) h0Rate(cx, cn float64) float64 {
 // starts in run k: logarithmic, a few seconds for a gross one hours into a watch.
 type rateTest struct {
 	llr      [alternatives]float64
+	llrB     [alternatives]float64 // the second bank of a composite test (see updateComposite)
+	twoBanks bool
 	runStart int64   // first bucket of the current run
 	n, x     float64 // requests and hits in the current run
 	nr, xr   float64 // the concurrent reference's requests and hits (paired runs only)
@@ -100,17 +102,42 @@ const (
 	verdictRecovered
 )
 
-// score is the log of the mixture likelihood ratio.
+// score is the log of the mixture likelihood ratio, over both banks of alternatives when the
+// test has two (see updateComposite).
 func (t *rateTest) score() float64 {
-	m := t.llr[0]
-	for _, v := range t.llr[1:] {
+	if !t.twoBanks {
+		return mixScore(&t.llr)
+	}
+	a, b := mixScore(&t.llr), mixScore(&t.llrB)
+	m := math.Max(a, b)
+	return m + math.Log((math.Exp(a-m)+math.Exp(b-m))/2)
+}
+
+// mixScore is the log of the equal-weight mixture of the likelihood ratios exp(llr).
+func mixScore(llr *[alternatives]float64) float64 {
+	m := llr[0]
+	for _, v := range llr[1:] {
 		m = math.Max(m, v)
 	}
 	s := 0.0
-	for _, v := range t.llr {
+	for _, v := range llr {
 		s += math.Exp(v - m)
 	}
 	return m + math.Log(s/alternatives)
+}
+
+// increments is the log-likelihood ratio of x hits in n requests for each alternative, against
+// H0's rate q predicted before the bucket.
+func increments(rp *rateParams, q, x, n float64) [alternatives]float64 {
+	var inc [alternatives]float64
+	for k := range inc {
+		p := math.Min(rp.r[k]*q, 0.999)
+		if p <= q {
+			continue // no room above H0's rate: this alternative cannot be told apart
+		}
+		inc[k] = x*math.Log(p/q) + (n-x)*math.Log((1-p)/(1-q))
+	}
+	return inc
 }
 
 // updateBaseline adds a bucket of n requests with x hits against a frozen baseline (rp). H0's
@@ -124,15 +151,78 @@ func (t *rateTest) updateBaseline(rp *rateParams, x, n float64, b int64, th *thr
 	q := rp.h0Rate(t.cx, t.cn)
 	t.cx += x
 	t.cn += n
-	var inc [alternatives]float64
-	for k := range inc {
-		p := math.Min(rp.r[k]*q, 0.999)
-		if p <= q {
-			continue // no room above H0's rate: this alternative cannot be told apart
-		}
-		inc[k] = x*math.Log(p/q) + (n-x)*math.Log((1-p)/(1-q))
+	return t.step(increments(rp, q, x, n), nil, x, n, b, th)
+}
+
+// updateComposite is updateBaseline for a latency quantile above the body, whose H0 is
+// composite: "every latency is the baseline's × s", for s from 1 to 1+LatencyTolerance, and s
+// may change as load comes and goes. rp is H0 at the full tolerance, lower H0 without tolerance
+// and at half of it; body[l] is the bucket's log likelihood ratio, at level l (0 none, 1 half,
+// 2 full tolerance), of the requests at or below this quantile's threshold: their share above
+// the body's threshold as the baseline shows it against as level l predicts it (0 at level 0).
+// seg carries the current segment (see below) from one bucket to the next.
+//
+// Why: the tolerance keeps H0 true when load slows every request a little, but in the far tail
+// it is expensive. Slowing a log-normal tail by 10 % nearly doubles its share above the
+// baseline's p99.9, so a regression of the tail alone was tested against a rate twice the
+// baseline's and took about twice as long. Load moves the body of the distribution too; a
+// tail regression does not. So each alternative comes in two banks:
+//   - as before, the tail's rate against H0 at the full tolerance, which, that rate being the
+//     largest, is a supermartingale under every s up to it;
+//   - the same tail rate with the body as the baseline's, against each level of H0 with the
+//     body as that level predicts it, crediting in each segment of the run (segmentRequests)
+//     the smallest of the three likelihood ratios. Within a segment at a constant s, the
+//     smallest is at most the ratio against the level nearest s, whose mean is (about) 1, so
+//     the product over segments is a supermartingale: a segment at s = 1 is not credited with
+//     the body's evidence against a slowdown, nor a slowed one with the tail's evidence against
+//     s = 1. Only a segment in which load changes mixes the two, and it is one segment. Taking
+//     the minimum per bucket instead would be safe against any change but loses too much: at a
+//     few dozen requests per bucket the body's ratio is noise, and the minimum keeps its worst.
+//
+// A tail regression with an unchanged body is then tested at about the speed of the test
+// without tolerance; every other regression pays log 2 of threshold (twice the alternatives).
+func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[3]float64, seg *segment, x, n float64, b int64, th *thresholds) rateVerdict {
+	if n <= 0 {
+		return verdictNone
 	}
-	return t.step(inc, x, n, b, th)
+	if t.n == 0 {
+		*seg = segment{} // a new run starts a new segment
+	}
+	q := rp.h0Rate(t.cx, t.cn)
+	ql := [2]float64{lower[0].h0Rate(t.cx, t.cn), lower[1].h0Rate(t.cx, t.cn)}
+	t.cx += x
+	t.cn += n
+	inc := increments(rp, q, x, n)
+	var incB [alternatives]float64
+	for k := range incB {
+		p := math.Min(rp.r[k]*q, 0.999)
+		old := seg.min(k)
+		seg.llr[2][k] += x*math.Log(p/q) + (n-x)*math.Log((1-p)/(1-q)) + body[2]
+		for l, h := range ql {
+			seg.llr[l][k] += x*math.Log(p/h) + (n-x)*math.Log((1-p)/(1-h)) + body[l]
+		}
+		incB[k] = seg.min(k) - old
+	}
+	if seg.n += n; seg.n >= segmentRequests {
+		*seg = segment{}
+	}
+	return t.step(inc, &incB, x, n, b, th)
+}
+
+// segmentRequests is how many requests a segment of a composite test holds: enough that the
+// body's evidence is more than noise (at the default tolerance, 0.03 nats a request with an
+// unchanged body against a 10 % slowdown), few enough that load seldom changes within one.
+const segmentRequests = 500
+
+// segment is the running log likelihood ratio of each alternative of a composite test's second
+// bank against each level of H0, since the segment began.
+type segment struct {
+	llr [3][alternatives]float64
+	n   float64
+}
+
+func (s *segment) min(k int) float64 {
+	return math.Min(s.llr[0][k], math.Min(s.llr[1][k], s.llr[2][k]))
 }
 
 // updatePaired adds a bucket in which the observed side had xo hits in no requests and the
@@ -154,7 +244,7 @@ func (t *rateTest) updatePaired(rho [alternatives]float64, xo, no, xr, nr float6
 			inc[k] = xo*math.Log(pi1/pi0) + xr*math.Log((1-pi1)/(1-pi0))
 		}
 	}
-	return t.step(inc, xo, no, b, th)
+	return t.step(inc, nil, xo, no, b, th)
 }
 
 // thresholds are the boundaries every rate test shares.
@@ -165,7 +255,9 @@ type thresholds struct {
 	recovery    int
 }
 
-func (t *rateTest) step(inc [alternatives]float64, x, n float64, b int64, th *thresholds) rateVerdict {
+// step adds a bucket's increments: inc for the alternatives, incB for the second bank of a
+// composite test (nil for any other).
+func (t *rateTest) step(inc [alternatives]float64, incB *[alternatives]float64, x, n float64, b int64, th *thresholds) rateVerdict {
 	if t.n == 0 {
 		t.runStart = b
 		t.runs++
@@ -185,6 +277,16 @@ func (t *rateTest) step(inc [alternatives]float64, x, n float64, b int64, th *th
 		}
 		maxInc = math.Max(maxInc, inc[k])
 		maxLLR = math.Max(maxLLR, t.llr[k])
+	}
+	if t.twoBanks = incB != nil; t.twoBanks {
+		for k := range t.llrB {
+			t.llrB[k] += incB[k]
+			if t.firing {
+				t.llrB[k] = math.Min(t.llrB[k], t.bound)
+			}
+			maxInc = math.Max(maxInc, incB[k])
+			maxLLR = math.Max(maxLLR, t.llrB[k])
+		}
 	}
 	if !t.firing {
 		if t.n >= th.minRequests && t.score() >= t.bound {

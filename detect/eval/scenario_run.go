@@ -199,7 +199,7 @@ func floorParams(opt ScenarioOptions, outcomes [][]runOutcome) FloorParams {
 	}
 	if p.Alpha == 0 {
 		if aaRuns > 0 {
-			p.Alpha = math.Max(float64(aaFalse), 1) / float64(aaRuns)
+			p.Alpha = math.Min(math.Max(float64(aaFalse), 1)/float64(aaRuns), 0.5) // a handful of A/A runs says little
 		} else {
 			p.Alpha, p.Measured = 0.01, false
 		}
