@@ -85,6 +85,9 @@ type Config struct {
 	LatencyMinEffect float64 `json:"latency_min_effect" yaml:"latency_min_effect"`
 	// LatencyTolerance is the slowdown the null hypothesis of the latency test still accepts
 	// (0.1 = +10 %): latency moves with load, and a regression is LatencyMinEffect or more.
+	// Load slows the body of the distribution with the tail, so a quantile above the lowest
+	// tested one is also tested for a change of the tail alone, with the requests below it
+	// showing whether the body slowed: a tail regression is then not held to this tolerance.
 	// Must be below LatencyMinEffect. Default 0.1.
 	LatencyTolerance float64 `json:"latency_tolerance" yaml:"latency_tolerance"`
 	// LatencyGrossFactor is the second alternative of the latency test: every latency multiplied

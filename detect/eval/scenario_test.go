@@ -41,6 +41,17 @@ func TestScenarioSuite(t *testing.T) {
 			if res.TTDP95 == nil || *res.TTDP95 > 15 {
 				t.Errorf("%s: TTD p95 %s, guard 15s", res.Scenario.Name, secs(res.TTDP95))
 			}
+		case "error x5 @50rps":
+			// The target, met at 50 req/s: p95 5 s over 100 runs. The p95 of ten runs is
+			// their slowest, so the guard leaves room.
+			if res.TTDP95 == nil || *res.TTDP95 > 8 {
+				t.Errorf("%s: TTD p95 %s, guard 8s (target 5s)", res.Scenario.Name, secs(res.TTDP95))
+			}
+		case "p99 +50% @50rps":
+			// ~27 s mean, 65 s p95 over 100 runs since the tail is tested for a change of its own.
+			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 150 {
+				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 150s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
+			}
 		case "error x5 without a deploy @20rps":
 			// The own profile's tests have run for minutes when the errors start: the run under
 			// way carries its healthy evidence and its share of the false-alarm budget, so this is
@@ -53,7 +64,8 @@ func TestScenarioSuite(t *testing.T) {
 				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 10s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
 			}
 		case "p99 x2 tail-only @50rps":
-			// Target 120 s; the p99.9 exceedance test reaches ~30 s p95.
+			// Target 120 s; the p99.9 exceedance test, tested for a change of the tail alone,
+			// reaches ~25 s p95.
 			if res.TTDP95 == nil || *res.TTDP95 > 60 {
 				t.Errorf("%s: TTD p95 %s, guard 60s (target 120s)", res.Scenario.Name, secs(res.TTDP95))
 			}
