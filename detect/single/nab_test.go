@@ -29,6 +29,9 @@ func TestNABScore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("NAB run skipped in -short mode")
 	}
+	if raceEnabled {
+		t.Skip("NAB run skipped under the race detector")
+	}
 	dir := nabDir(t)
 	corpus, err := eval.LoadCorpus(filepath.Join(dir, "data"), filepath.Join(dir, "labels", "combined_windows.json"))
 	if err != nil {

@@ -11,9 +11,14 @@
 //     that the decaying memory has not seen — a new shape made of ordinary values — scaled into
 //     [0, SeenCap]: ordinary values in a new order rank with rare seen values, below far-out ones;
 //   - level shift: a two-sided CUSUM of robustly standardised values against a slow EWMA baseline,
-//     graded like value rarity: up to SeenCap at its limit h, then towards 1 as it runs past h.
+//     graded like value rarity: up to SeenCap at its limit h, then towards 1 as it runs past h;
+//   - seasonal residual: a baseline per phase slot of a period of the timestamps (a week by
+//     default: the same half hour of the same weekday), an EWMA over periods; a two-sided CUSUM
+//     of the residuals against it, graded like the level shift, catches ordinary values at the
+//     wrong time (a holiday that looks like a Sunday). It is gated on the series having a season
+//     at all: it scores only while the residual scale is well below the plain scale.
 //
-// The score is the largest of the three. After an alarm the detector rests for a while (scores are
+// The score is the largest of them. After an alarm the detector rests for a while (scores are
 // damped and recover linearly): an incident is one alarm, not a storm of them. A point clearly more
 // surprising than anything since the alarm (RestMargin) is a new incident and passes undamped. Once
 // the series is back to ordinary points the rest of value rarity and context novelty runs out
@@ -21,14 +26,16 @@
 // rests the full length, as its slow baseline echoes the first shift.
 //
 // Memory is bounded by the config (bins, ContextLags·(3·Levels)², a ring of 2^(ContextLags−1)
-// levels); each Step is O(bins + ContextLags) — a constant — and never reads the wall clock: the
-// timestamp is only checked for order.
+// levels, at most SeasonSlots seasonal slots of 9 bytes — 18 KiB at the defaults); each Step is
+// O(bins + ContextLags) — a constant — and never reads the wall clock: the timestamps of the
+// points are data, checked for order and used for the seasonal phase.
 package single
 
 import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -87,6 +94,30 @@ type Config struct {
 	// the first shift, and in spiky series most false alarms after an incident came from it.
 	// 0 or 1 disables the shortening (one rest of Rest points for every score).
 	RestQuietSpeed int `json:"rest_quiet_speed" yaml:"rest_quiet_speed"`
+	// SeasonHours is the period, in hours of the points' own timestamps, of a seasonal baseline:
+	// each point is compared with the typical value at the same phase of earlier periods (the
+	// same half hour of the same weekday, for a week), and a CUSUM of the residuals, graded with
+	// CUSUMDrift and CUSUMLimit, scores a pattern broken for hours (a holiday, a storm) that the
+	// value and context scores miss: the values are ordinary, only their time is wrong. Its score
+	// rests with value rarity. A week catches weekday/weekend patterns as well as daily ones; a
+	// day (24) mixed weekdays with weekends and lost most of the gain. 0 disables it.
+	SeasonHours float64 `json:"season_hours" yaml:"season_hours"`
+	// SeasonSlots bounds the seasonal memory: the period is cut into slots of the sampling
+	// interval (the median gap between warm-up timestamps), but never more than SeasonSlots of
+	// them (a week of one-minute points shares a slot per five minutes).
+	SeasonSlots int `json:"season_slots" yaml:"season_slots"`
+	// SeasonRate is the weight of the latest period in a slot's baseline (an EWMA over periods):
+	// ½ follows a pattern that drifts week to week while averaging out one week's noise. Each
+	// update is clipped at 3 residual scales, so an incident barely moves the baseline and does
+	// not come back as a false echo one period later.
+	SeasonRate float64 `json:"season_rate" yaml:"season_rate"`
+	// SeasonGate switches the seasonal score on only for series that have a season: while the
+	// residual scale against the seasonal baseline is below SeasonGate times the plain scale of
+	// the series (the pattern explains much of the variation). On spiky or aperiodic series the
+	// residual is as wide as the series or wider and the score stays off; without the gate it
+	// added false alarms on tweet and cloud series. The residual scale must also have a
+	// warm-up's worth of residuals behind it.
+	SeasonGate float64 `json:"season_gate" yaml:"season_gate"`
 }
 
 // DefaultConfig returns the frozen defaults.
@@ -106,6 +137,10 @@ func DefaultConfig() Config {
 		UnseenSpread:   4,
 		RestMargin:     0.2,
 		RestQuietSpeed: 7,
+		SeasonHours:    168,
+		SeasonSlots:    2048,
+		SeasonRate:     0.5,
+		SeasonGate:     0.6,
 	}
 }
 
@@ -141,6 +176,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: rest margin %v: want [0, 1)", ErrInvalidConfig, c.RestMargin)
 	case c.RestQuietSpeed < 0:
 		return fmt.Errorf("%w: rest quiet speed %d must be ≥ 0 (0 or 1: ordinary points do not shorten a rest)", ErrInvalidConfig, c.RestQuietSpeed)
+	case !(c.SeasonHours >= 0 && c.SeasonHours <= 24*366):
+		return fmt.Errorf("%w: season hours %v: want 0 (off) up to a year", ErrInvalidConfig, c.SeasonHours)
+	case c.SeasonHours > 0 && c.SeasonHours*3600 < 1:
+		return fmt.Errorf("%w: season hours %v: a period shorter than a second", ErrInvalidConfig, c.SeasonHours)
+	case c.SeasonHours > 0 && (c.SeasonSlots < 2 || c.SeasonSlots > 1<<16):
+		return fmt.Errorf("%w: season slots %d: want 2..65536", ErrInvalidConfig, c.SeasonSlots)
+	case c.SeasonHours > 0 && !(c.SeasonRate > 0 && c.SeasonRate <= 1):
+		return fmt.Errorf("%w: season rate %v: want (0, 1]", ErrInvalidConfig, c.SeasonRate)
+	case c.SeasonHours > 0 && !(c.SeasonGate > 0):
+		return fmt.Errorf("%w: season gate %v must be > 0", ErrInvalidConfig, c.SeasonGate)
 	}
 	return nil
 }
@@ -152,7 +197,18 @@ type Detector struct {
 	// last timestamp seen; out-of-order points are scored 0 and do not update state.
 	last time.Time
 
-	warm []float64 // first half of warm-up: values, dropped once the grid is set
+	warm  []float64   // first half of warm-up: values, dropped once the grid is set
+	warmT []time.Time // and their timestamps, for the sampling interval
+
+	// Seasonal baseline (nil sBase: off). Slot s covers phases [s·slotW, (s+1)·slotW) of the period.
+	period, slotW int64     // in nanoseconds
+	sBase         []float64 // per slot: EWMA over periods of the values in it
+	sSeen         []bool    // per slot: has a value
+	sRate         float64   // EWMA weight per point (SeasonRate shared by the points of a slot)
+	sScale        float64   // robust scale of the residuals v − sBase
+	sCount        int       // residuals behind sScale
+	sHi, sLo      float64   // seasonal CUSUM
+	slot          int       // the slot of the current point
 
 	lo, width   float64 // grid: bin b covers [lo + b·width, lo + (b+1)·width)
 	hist        []float64
@@ -200,8 +256,10 @@ func (d *Detector) Step(ts time.Time, v float64) (score float64, alarm bool) {
 	}
 	d.last = ts
 	d.n++
+	d.setSlot(ts)
 	if d.hist == nil {
 		d.warm = append(d.warm, v)
+		d.warmT = append(d.warmT, ts)
 		if len(d.warm) >= d.cfg.Warmup/2 {
 			d.initGrid()
 		}
@@ -270,10 +328,50 @@ func (d *Detector) initGrid() {
 		d.ctx = make([]float64, d.cfg.ContextLags*L*L)
 		d.ring = make([]int, 1<<(d.cfg.ContextLags-1)+1)
 	}
-	for _, x := range d.warm {
+	d.initSeason()
+	for i, x := range d.warm {
+		d.setSlot(d.warmT[i])
 		d.update(x)
 	}
-	d.warm = nil
+	d.warm, d.warmT = nil, nil
+}
+
+// initSeason sizes the seasonal slots from the sampling interval seen in warm-up.
+func (d *Detector) initSeason() {
+	if d.cfg.SeasonHours <= 0 || len(d.warmT) < 3 {
+		return
+	}
+	gaps := make([]time.Duration, 0, len(d.warmT)-1)
+	for i := 1; i < len(d.warmT); i++ {
+		gaps = append(gaps, d.warmT[i].Sub(d.warmT[i-1]))
+	}
+	slices.Sort(gaps)
+	dt := max(int64(gaps[len(gaps)/2]), 1)
+	period := int64(d.cfg.SeasonHours*3600) * int64(time.Second) // whole seconds: see setSlot
+	slotW := max(dt, (period+int64(d.cfg.SeasonSlots)-1)/int64(d.cfg.SeasonSlots))
+	n := (period + slotW - 1) / slotW
+	if n < 2 { // sampled more coarsely than the period: no phase to compare
+		return
+	}
+	d.period, d.slotW = period, slotW
+	d.sBase = make([]float64, n)
+	d.sSeen = make([]bool, n)
+	d.sRate = d.cfg.SeasonRate * math.Min(1, float64(dt)/float64(slotW))
+	// The plain scale stands in for the residual scale until residuals come, weighted as half a
+	// warm-up of them: a seasonal score never starts from a scale fitted to a handful of points.
+	d.sScale = d.scale
+}
+
+// setSlot sets the seasonal slot of a point at ts. The phase is taken from whole seconds modulo
+// the period, so any timestamp (even the zero time) maps without overflow.
+func (d *Detector) setSlot(ts time.Time) {
+	if d.period == 0 {
+		return
+	}
+	ps := d.period / int64(time.Second)
+	sec := ((ts.Unix() % ps) + ps) % ps
+	ph := sec*int64(time.Second) + int64(ts.Nanosecond())
+	d.slot = int(min(ph/d.slotW, int64(len(d.sBase)-1)))
 }
 
 func (d *Detector) bin(v float64) int {
@@ -332,7 +430,38 @@ func (d *Detector) surprise(v float64) (value, shift float64) {
 	if d.ctx != nil && d.filled > 0 {
 		sn = d.novelty(v)
 	}
-	return max(sv, sn), sc
+	// The seasonal score rests with value rarity, not with the level shift: a broken pattern is
+	// over when the series is back to ordinary points (scored in the shift rest it lost a third
+	// of its gain to second incidents hidden by the long rest).
+	return max(sv, sn, d.seasonal(v)), sc
+}
+
+const (
+	// seasonFloor bounds the residual scale below, relative to the plain scale: an exactly
+	// repeating pattern does not make a rounding-sized deviation infinitely surprising.
+	seasonFloor = 0.05
+	// seasonClip bounds a baseline update, in residual scales (see SeasonRate).
+	seasonClip = 3
+)
+
+// seasonal runs the seasonal CUSUM on v's residual against its slot's baseline and grades it.
+func (d *Detector) seasonal(v float64) float64 {
+	if d.sBase == nil || !d.sSeen[d.slot] {
+		return 0
+	}
+	if d.sCount < d.cfg.Warmup || d.sScale >= d.cfg.SeasonGate*d.scale {
+		d.sHi, d.sLo = 0, 0
+		return 0
+	}
+	z := (v - d.sBase[d.slot]) / math.Max(d.sScale, seasonFloor*d.scale)
+	k, h := d.cfg.CUSUMDrift, d.cfg.CUSUMLimit
+	d.sHi = math.Min(math.Max(0, d.sHi+z-k), cusumRun*h)
+	d.sLo = math.Min(math.Max(0, d.sLo-z-k), cusumRun*h)
+	cus := math.Max(d.sHi, d.sLo)
+	if cus < h {
+		return cus / h * d.cfg.SeenCap
+	}
+	return d.cfg.SeenCap + (1-d.cfg.SeenCap)*math.Tanh((cus-h)/h)
 }
 
 // damp counts one point of a rest off *left and returns the factor on a score at that point: from
@@ -364,6 +493,23 @@ func (d *Detector) update(v float64) {
 	a := 1 / float64(d.cfg.Memory)
 	d.mean += a * (v - d.mean)
 	d.scale += a * (math.Abs(v-d.mean)*1.25 - d.scale)
+	if d.sBase != nil {
+		d.updateSeason(v)
+	}
+}
+
+// updateSeason moves v's slot baseline towards v and the residual scale towards |v − baseline|.
+func (d *Detector) updateSeason(v float64) {
+	s := d.slot
+	if !d.sSeen[s] {
+		d.sBase[s], d.sSeen[s] = v, true
+		return
+	}
+	e := v - d.sBase[s]
+	d.sCount++
+	d.sScale += (math.Abs(e)*1.25 - d.sScale) / float64(min(d.sCount+d.cfg.Warmup/2, d.cfg.Memory))
+	c := seasonClip * d.sScale
+	d.sBase[s] += d.sRate * math.Max(-c, math.Min(c, e))
 }
 
 // lagged returns the level `lag` points back, or -1 if not yet known.

@@ -24,6 +24,13 @@ func TestValidate(t *testing.T) {
 		{"rest margin off", func(c *Config) { c.RestMargin = 0 }, nil},
 		{"negative rest quiet speed", func(c *Config) { c.RestQuietSpeed = -1 }, ErrInvalidConfig},
 		{"rest quiet speed off", func(c *Config) { c.RestQuietSpeed = 0 }, nil},
+		{"negative season", func(c *Config) { c.SeasonHours = -1 }, ErrInvalidConfig},
+		{"NaN season", func(c *Config) { c.SeasonHours = math.NaN() }, ErrInvalidConfig},
+		{"sub-second season", func(c *Config) { c.SeasonHours = 1e-6 }, ErrInvalidConfig},
+		{"one season slot", func(c *Config) { c.SeasonSlots = 1 }, ErrInvalidConfig},
+		{"season rate 0", func(c *Config) { c.SeasonRate = 0 }, ErrInvalidConfig},
+		{"season gate 0", func(c *Config) { c.SeasonGate = 0 }, ErrInvalidConfig},
+		{"season off ignores its other fields", func(c *Config) { c.SeasonHours, c.SeasonSlots, c.SeasonRate = 0, 0, 0 }, nil},
 	}
 	for _, tc := range tests {
 		c := DefaultConfig()
@@ -211,5 +218,112 @@ func TestShiftRestsFullLength(t *testing.T) {
 	}
 	if len(in) != 1 {
 		t.Errorf("alarms %v in the rest after the shift at 2000, want one", in)
+	}
+}
+
+// weekly is a half-hourly series with a weekly pattern: weekdays busy by day, weekends quiet, plus a
+// little noise. Every value of it is ordinary; only the time of a value can be wrong.
+func weekly(weeks int) (ts []time.Time, vs []float64) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC) // a Monday
+	x := uint64(7)
+	for i := range weeks * 7 * 48 {
+		x = x*6364136223846793005 + 1442695040888963407
+		noise := float64(x>>40)/float64(1<<24) - 0.5
+		day, half := i/48%7, i%48
+		v := 10.0
+		if half >= 16 && half < 40 { // 8:00 to 20:00
+			v = 14
+			if day < 5 {
+				v = 30
+			}
+		}
+		ts = append(ts, t0.Add(time.Duration(i)*30*time.Minute))
+		vs = append(vs, v+noise)
+	}
+	return ts, vs
+}
+
+// TestSeasonFlagsBrokenWeek: in the sixth week the Wednesday is as quiet as a Sunday (a holiday).
+// Its values are all ordinary, so without the seasonal baseline nothing alarms; with it the day
+// alarms, and the weeks before it stay quiet.
+func TestSeasonFlagsBrokenWeek(t *testing.T) {
+	ts, vs := weekly(7)
+	wed := 5*7*48 + 2*48
+	for i := wed + 16; i < wed+40; i++ {
+		vs[i] -= 16
+	}
+	for _, tc := range []struct {
+		name   string
+		hours  float64
+		expect bool
+	}{{"weekly season", 168, true}, {"no season", 0, false}} {
+		cfg := DefaultConfig()
+		cfg.SeasonHours = tc.hours
+		d := New(cfg)
+		var alarms []int
+		for i := range vs {
+			if _, a := d.Step(ts[i], vs[i]); a {
+				alarms = append(alarms, i)
+			}
+		}
+		hit := false
+		for _, a := range alarms {
+			if a < wed {
+				t.Errorf("%s: false alarm at %d before the holiday at %d", tc.name, a, wed)
+			}
+			hit = hit || a >= wed+16 && a < wed+48
+		}
+		if hit != tc.expect {
+			t.Errorf("%s: alarms %v, want an alarm on the holiday (%d..%d): %v", tc.name, alarms, wed+16, wed+48, tc.expect)
+		}
+	}
+}
+
+// TestSeasonGatedOffWithoutSeason: on a series with no weekly pattern the residual against the
+// seasonal baseline is as wide as the series, the gate stays shut and the scores are exactly those
+// of the detector without a season.
+func TestSeasonGatedOffWithoutSeason(t *testing.T) {
+	vs := make([]float64, 6000) // white noise with a few spikes, at 5-minute points
+	x := uint64(3)
+	for i := range vs {
+		x = x*6364136223846793005 + 1442695040888963407
+		vs[i] = 10 + float64(x>>40)/float64(1<<24)
+		if i%997 == 500 {
+			vs[i] += 5
+		}
+	}
+	d := New(DefaultConfig())
+	a, _ := run(d, vs)
+	if d.sCount < d.cfg.Warmup || d.sScale < d.cfg.SeasonGate*d.scale {
+		t.Fatalf("gate open: residual scale %v, plain scale %v after %d residuals", d.sScale, d.scale, d.sCount)
+	}
+	cfg := DefaultConfig()
+	cfg.SeasonHours = 0
+	b, _ := run(New(cfg), vs)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("row %d: %v with a season, %v without", i, a[i], b[i])
+		}
+	}
+}
+
+// TestOddTimestamps: a zero or a repeated timestamp, or a series sampled more coarsely than the
+// period, must neither crash nor produce a score outside [0, 1].
+func TestOddTimestamps(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   func(i int) time.Time
+	}{
+		{"zero time", func(int) time.Time { return time.Time{} }},
+		{"before 1678", func(i int) time.Time { return time.Date(1000, 1, 1, 0, 0, i, 0, time.UTC) }},
+		{"after 2262", func(i int) time.Time { return time.Date(3000, 1, 1, i, 0, 0, 0, time.UTC) }},
+		{"fortnightly", func(i int) time.Time { return time.Unix(int64(i)*14*86400, 0) }},
+	} {
+		d := New(DefaultConfig())
+		for i, v := range series(1500, 1000) {
+			if s, _ := d.Step(tc.at(i), v); math.IsNaN(s) || s < 0 || s > 1 {
+				t.Fatalf("%s: score %v at %d", tc.name, s, i)
+			}
+		}
 	}
 }
