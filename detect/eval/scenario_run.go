@@ -446,10 +446,12 @@ type FloorParams struct {
 // Without a deploy (NoDeploy) no detector knows when the change started, so an SPRT started at
 // the change is not the bound: the optimal procedure is Page's CUSUM (Lorden 1971, Moustakides
 // 1986), held to a mean time between false alarms, p.ARL, instead of a probability. Its delay
-// uses Siegmund's approximations of the CUSUM's run lengths (Siegmund 1985, "Sequential
-// Analysis", ch. II): with threshold h, ARL₀ ≈ (eʰ - h - 1)/KL and the delay E₁ ≈ (h + e⁻ʰ - 1)/KL,
-// both in requests; h solves the first for ARL₀ = p.ARL·rate. Asymptotically this is Lorden's
-// ln(ARL₀·KL)/KL.
+// uses the Brownian-motion approximations of the CUSUM's run lengths (Siegmund 1985,
+// "Sequential Analysis"), without the overshoot correction: with threshold h on the log
+// likelihood ratio, ARL₀ ≈ (eʰ - h - 1)/KL and the delay E₁ ≈ (h + e⁻ʰ - 1)/KL, both in
+// requests; h solves the first for ARL₀ = p.ARL·rate. Asymptotically this is Lorden's
+// ln(ARL₀·KL)/KL. The A/A watch is the time after the deploy (Post), where the A/A false
+// rollbacks are counted.
 func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	alpha, beta := p.Alpha, p.Beta
 	wald := (1-beta)*math.Log((1-beta)/alpha) + beta*math.Log(beta/(1-alpha))
