@@ -32,12 +32,15 @@ Flagger (interval 1m, threshold 5), both with static thresholds at the 99th perc
 baseline period's one-minute error rate and p99 latency.
 
 Methods — the floor is what no detector can beat: the expected sample number of Wald's SPRT that
-knows the exact distribution before and after the change, with alpha = 0.01 (the false-rollback
-budget) and beta = 0.01: E[N] = ((1-beta) ln((1-beta)/alpha) + beta ln(beta/(1-alpha))) / KL,
-where KL is the Kullback-Leibler divergence per request of (error category, latency) between the
-new and the old model (the latency mixture is integrated numerically). E[N] divided by the new
-version's request rate gives seconds. A throughput drop uses the Poisson count per second; a ramp
-uses its final rates (the floor is then a lower bound); a memory leak has none.`,
+knows the exact distribution before and after the change, held to the detector's own false-alarm
+rate: alpha is the A/A false-rollback rate measured in this run (at least 1/N, printed under the
+table), beta = 0.01; E[N] = ((1-beta) ln((1-beta)/alpha) + beta ln(beta/(1-alpha))) / KL, where KL
+is the Kullback-Leibler divergence per request of (error category, latency) between the new and
+the old model (the latency mixture is integrated numerically). E[N] divided by the new version's
+request rate gives seconds. A throughput drop uses the Poisson count per second; a ramp's floor is
+the time at which the integral of rate x KL(t) reaches Wald's boundary; without a deploy nobody
+knows when the change began, so the floor is Page's CUSUM delay at the same false alarms per second
+of watch (Siegmund's approximation); a memory leak has none.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()
