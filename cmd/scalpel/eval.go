@@ -34,7 +34,7 @@ func newEvalCmd() *cobra.Command {
 const defaultNABDir = "../shared/data/nab"
 
 func newEvalNABCmd() *cobra.Command {
-	var dataDir, labels, results string
+	var dataDir, labels, results, cfgFile string
 	cmd := &cobra.Command{
 		Use:   "nab",
 		Short: "Run the single-series detector over a NAB corpus and print NAB scores next to published detectors",
@@ -77,7 +77,10 @@ same files. --data is a NAB root (with data/, labels/, results/) or a directory 
 			if err != nil {
 				return err
 			}
-			cfg := single.DefaultConfig()
+			cfg, err := loadSingleConfig(cfgFile)
+			if err != nil {
+				return err
+			}
 			stderr := cmd.ErrOrStderr()
 			fmt.Fprintf(stderr, "scoring %d files under %s\n", len(corpus), files)
 			rep, err := eval.RunNAB(cmd.Context(), corpus, eval.NABOptions{
@@ -106,5 +109,6 @@ same files. --data is a NAB root (with data/, labels/, results/) or a directory 
 	f.StringVar(&dataDir, "data", "", "NAB root or data directory (default "+defaultNABDir+" when it exists)")
 	f.StringVar(&labels, "labels", "", "combined_windows.json (default <data>/labels/combined_windows.json)")
 	f.StringVar(&results, "results", "", "published results directory to compare with (default <data>/results)")
+	f.StringVar(&cfgFile, "config", "", "YAML or JSON file overriding the single-series detector's frozen defaults (to study a parameter; the defaults are what is reported)")
 	return cmd
 }
