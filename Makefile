@@ -21,7 +21,7 @@ test-race:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 bench:
-	$(GO) run ./cmd/scalpel bench
+	$(GO) run ./cmd/scalpel bench --rounds 5
 
 FUZZTIME ?= 30s
 fuzz:

@@ -31,7 +31,7 @@ of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0
 
 It then measures, on the same server:
   - replay (decode, detect, decide in dry run) against a bare ordered consumer over the same
-    TELEMETRY stream, and their ratio (target >= 0.7);
+    TELEMETRY stream, and the median of the rounds' ratios (target >= 0.7);
   - rollback command → deployer ack latency, p50 and p99 (actuate/deployer embedded in-process);
   - the telemetry SDK's net/http middleware cost per request, aggregation on and off;
   - the detector's cost per event and heap per tracked series (target <= 8 KiB), in-process.`,

@@ -18,29 +18,29 @@ import (
 const benchBatch = 4096
 
 // BenchReplay measures replay throughput against the raw ordered-consumer rate on the same stream
-// in the same run: first a bare nats.go ordered consumer reads n messages and does nothing with
-// them, then a replay reads the same n messages and decodes, detects and decides. The stream must
-// hold at least n telemetry messages (telemetry.<svc>.<comp> under any prefix). Machines are
-// shared and noisy: the ratio, not the absolute rates, is the result.
-func BenchReplay(ctx context.Context, js jetstream.JetStream, stream string, n int) (replayRate, orderedRate float64, err error) {
+// in the same run: in each of rounds rounds (at least 1), first a bare nats.go ordered consumer
+// reads n messages and does nothing with them, then a replay reads the same n messages and decodes,
+// detects and decides. The stream must hold at least n telemetry messages (telemetry.<svc>.<comp>
+// under any prefix). It returns the median rates of each side and the median of the rounds' ratios:
+// machines are shared and noisy, and a neighbour's burst of CPU that slows one round slows both of
+// its halves, so the ratio of a round is steadier than either rate.
+func BenchReplay(ctx context.Context, js jetstream.JetStream, stream string, n, rounds int) (replayRate, orderedRate, ratio float64, err error) {
 	if n <= 0 {
-		return 0, 0, errors.New("bench replay: n must be > 0")
+		return 0, 0, 0, errors.New("bench replay: n must be > 0")
 	}
-	// Alternating rounds, medians: a neighbour's burst of CPU then hurts both sides alike.
-	const rounds = 3
-	var reps, ords []float64
-	for range rounds {
+	var reps, ords, ratios []float64
+	for range max(rounds, 1) {
 		o, err := benchOrdered(ctx, js, stream, n)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		r, err := benchReplay(ctx, js, stream, n)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		ords, reps = append(ords, o), append(reps, r)
+		ords, reps, ratios = append(ords, o), append(reps, r), append(ratios, r/o)
 	}
-	return median(reps), median(ords), nil
+	return median(reps), median(ords), median(ratios), nil
 }
 
 func median(xs []float64) float64 {
