@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,26 +49,35 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// benchOrdered is the baseline: a bare ordered consumer that reads n messages and does nothing.
+// benchOrdered is the baseline, what `nats bench js ordered` does: an ordered consumer whose
+// Consume callback counts n messages and does nothing with them.
 func benchOrdered(ctx context.Context, js jetstream.JetStream, stream string, n int) (float64, error) {
 	start := time.Now()
-	src, err := newStreamSource(ctx, js, stream, n)
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("bench replay: ordered consumer: %w", err)
 	}
-	defer src.Close()
-	got := 0
-	for {
-		_, err := src.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("bench replay: ordered consumer: %w", err)
-		}
-		got++
+	if p := cons.CachedInfo().NumPending; p < uint64(n) {
+		return 0, fmt.Errorf("bench replay: stream %s holds %d messages, want %d", stream, p, n)
 	}
-	return float64(got) / time.Since(start).Seconds(), nil
+	got, all := 0, make(chan struct{})
+	cc, err := cons.Consume(func(jetstream.Msg) {
+		if got++; got == n {
+			close(all)
+		}
+	}, jetstream.PullMaxMessages(benchBatch))
+	if err != nil {
+		return 0, fmt.Errorf("bench replay: ordered consumer: %w", err)
+	}
+	defer cc.Stop()
+	select {
+	case <-all:
+	case <-cc.Closed():
+		return 0, fmt.Errorf("bench replay: ordered consumer: %w", ErrConsumerStopped)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // benchReplay reads the same messages through Run with the default config.
@@ -94,9 +103,9 @@ func benchReplay(ctx context.Context, js jetstream.JetStream, stream string, n i
 
 // streamSource yields the first n messages of a stream as telemetry records.
 type streamSource struct {
-	it     jetstream.MessagesContext
-	first  jetstream.Msg
-	n, got int
+	r      *streamReader
+	n      int
+	got    atomic.Int64 // records handed over; Progress reads it from the prefetch goroutine
 	prefix string
 }
 
@@ -108,45 +117,42 @@ func newStreamSource(ctx context.Context, js jetstream.JetStream, stream string,
 	if p := cons.CachedInfo().NumPending; p < uint64(n) {
 		return nil, fmt.Errorf("bench replay: stream %s holds %d messages, want %d", stream, p, n)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(benchBatch))
+	s := &streamSource{n: n}
+	// The decoder checks subjects under the stream's prefix: take it from the first subject.
+	prefixed := make(chan string, 1)
+	seen := 0
+	s.r, err = startReader(cons, benchBatch, func(m jetstream.Msg) (Record, bool, bool, error) {
+		if seen++; seen == 1 {
+			prefixed <- m.Subject()
+		}
+		return Record{Kind: KindTelemetry, Subject: m.Subject(), Data: m.Data()}, true, seen >= n, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("bench replay: %w", err)
 	}
-	s := &streamSource{it: it, n: n}
-	// Peek at the first subject: the decoder checks subjects under the stream's prefix.
-	first, err := it.Next(jetstream.NextContext(ctx))
-	if err != nil {
-		it.Stop()
-		return nil, fmt.Errorf("bench replay: %w", err)
-	}
-	s.first = first
-	if subj := first.Subject(); strings.HasPrefix(subj, "telemetry.") {
-		s.prefix = ""
-	} else if i := strings.Index(subj, ".telemetry."); i > 0 {
-		s.prefix = subj[:i]
+	select {
+	case subj := <-prefixed:
+		if i := strings.Index(subj, ".telemetry."); i > 0 && !strings.HasPrefix(subj, "telemetry.") {
+			s.prefix = subj[:i]
+		}
+	case <-ctx.Done():
+		s.r.stop()
+		return nil, ctx.Err()
 	}
 	return s, nil
 }
 
 func (s *streamSource) Next(ctx context.Context) (Record, error) {
-	if s.got >= s.n {
-		return Record{}, io.EOF
+	rec, err := s.r.next(ctx)
+	if err == nil {
+		s.got.Add(1)
 	}
-	m := s.first
-	s.first = nil
-	if m == nil {
-		var err error
-		if m, err = s.it.Next(jetstream.NextContext(ctx)); err != nil {
-			return Record{}, err
-		}
-	}
-	s.got++
-	return Record{Kind: KindTelemetry, Subject: m.Subject(), Data: m.Data()}, nil
+	return rec, err
 }
 
-func (s *streamSource) Progress() float64 { return float64(s.got) / float64(s.n) }
+func (s *streamSource) Progress() float64 { return float64(s.got.Load()) / float64(s.n) }
 
 func (s *streamSource) Close() error {
-	s.it.Stop()
+	s.r.stop()
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,12 +51,13 @@ type ServerSource struct {
 	mi   int
 
 	cons    jetstream.Consumer
-	it      jetstream.MessagesContext
-	first   uint64
+	r       *streamReader
 	last    uint64
-	seq     uint64
 	pending uint64
-	done    bool
+	// written on nats.go's delivery goroutine, read by Progress on the prefetch goroutine
+	first atomic.Uint64
+	seq   atomic.Uint64
+	done  atomic.Bool
 }
 
 // NewServerSource opens the streams and reads everything but telemetry into memory (catalog,
@@ -236,7 +238,7 @@ func rejectHeaders(h nats.Header) map[string]string {
 func (s *ServerSource) openTelemetry(ctx context.Context) error {
 	stream, err := s.js.Stream(ctx, schemas.StreamTelemetry)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s.done = true
+		s.done.Store(true)
 		return nil
 	}
 	if err != nil {
@@ -246,7 +248,8 @@ func (s *ServerSource) openTelemetry(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", schemas.StreamTelemetry, err)
 	}
-	s.first, s.last = info.State.FirstSeq, info.State.LastSeq
+	s.first.Store(info.State.FirstSeq)
+	s.last = info.State.LastSeq
 	subject := s.o.Subjects.TelemetryAll()
 	if s.o.Service != "" {
 		subject = s.o.Subjects.Telemetry(s.o.Service, "*")
@@ -258,7 +261,7 @@ func (s *ServerSource) openTelemetry(ctx context.Context) error {
 	s.cons = cons
 	s.pending = cons.CachedInfo().NumPending
 	if s.pending == 0 || s.last == 0 {
-		s.done = true
+		s.done.Store(true)
 	}
 	return nil
 }
@@ -272,62 +275,65 @@ func (s *ServerSource) Next(ctx context.Context) (Record, error) {
 		s.mi++
 		return s.meta[s.mi-1], nil
 	}
-	if s.done {
+	if s.done.Load() && s.r == nil {
 		return Record{}, io.EOF
 	}
-	if s.it == nil {
-		it, err := s.cons.Messages(jetstream.PullMaxMessages(s.o.Batch))
+	if s.r == nil {
+		r, err := startReader(s.cons, s.o.Batch, s.telemetryRecord)
 		if err != nil {
 			return Record{}, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
 		}
-		s.it = it
+		s.r = r
 	}
-	m, err := s.it.Next(jetstream.NextContext(ctx))
-	if err != nil {
-		if ctx.Err() != nil {
-			return Record{}, ctx.Err()
-		}
-		return Record{}, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
-	}
-	md, err := m.Metadata()
-	if err != nil {
-		return Record{}, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
-	}
-	if s.seq == 0 {
-		s.first = md.Sequence.Stream // progress counts from where the range starts
-	}
-	s.seq = md.Sequence.Stream
-	if s.pastEnd(md.Timestamp) {
-		s.finish()
+	rec, err := s.r.next(ctx)
+	switch {
+	case err == nil:
+		return rec, nil
+	case errors.Is(err, io.EOF):
+		s.done.Store(true)
 		return Record{}, io.EOF
+	case ctx.Err() != nil:
+		return Record{}, ctx.Err()
+	default:
+		return Record{}, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
 	}
-	if md.NumPending == 0 || s.seq >= s.last {
-		s.finish()
-	}
-	return Record{Kind: KindTelemetry, Subject: m.Subject(), Seq: s.seq, Time: md.Timestamp, Data: m.Data()}, nil
 }
 
-func (s *ServerSource) finish() {
-	s.done = true
-	if s.it != nil {
-		s.it.Stop()
-		s.it = nil
+// telemetryRecord turns a TELEMETRY message into a record, on nats.go's delivery goroutine. The
+// read ends at the last message stored when the source was opened, or past Until (plus Lag).
+func (s *ServerSource) telemetryRecord(m jetstream.Msg) (rec Record, keep, last bool, err error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return Record{}, false, false, err
 	}
+	seq := md.Sequence.Stream
+	if s.seq.Load() == 0 {
+		s.first.Store(seq) // progress counts from where the range starts
+	}
+	s.seq.Store(seq)
+	if s.pastEnd(md.Timestamp) {
+		return Record{}, false, true, nil
+	}
+	last = md.NumPending == 0 || seq >= s.last
+	return Record{Kind: KindTelemetry, Subject: m.Subject(), Seq: seq, Time: md.Timestamp, Data: m.Data()}, true, last, nil
 }
 
 // Progress implements Source: the position in the telemetry stream.
 func (s *ServerSource) Progress() float64 {
-	if s.done {
+	if s.done.Load() {
 		return 1
 	}
-	if s.last <= s.first || s.seq == 0 {
+	first, seq := s.first.Load(), s.seq.Load()
+	if s.last <= first || seq == 0 {
 		return 0
 	}
-	return min(1, float64(s.seq-s.first)/float64(s.last-s.first))
+	return min(1, float64(seq-first)/float64(s.last-first))
 }
 
 // Close stops the consumer.
 func (s *ServerSource) Close() error {
-	s.finish()
+	if s.r != nil {
+		s.r.stop()
+	}
 	return nil
 }
