@@ -29,13 +29,21 @@ type prefetch struct {
 	once   sync.Once
 
 	cur      []Record
+	curSlab  []schemas.TelemetryEvent
 	i        int
 	err      error
 	progress atomic.Uint64 // math.Float64bits of src.Progress(), updated by the reader
+
+	// Batches and event slabs the caller is done with go back to the reader and the decoder: at a
+	// few hundred bytes per event, allocating them afresh made the garbage collector the largest
+	// cost of a replay after decoding.
+	freeRecs  chan []Record
+	freeSlabs chan []schemas.TelemetryEvent
 }
 
 type prefetched struct {
 	recs     []Record
+	slab     []schemas.TelemetryEvent // the events recs[i].pre point into
 	err      error
 	progress float64
 }
@@ -44,7 +52,8 @@ type prefetched struct {
 // (it must not be used elsewhere).
 func newPrefetch(ctx context.Context, src Source, dec *ingest.Decoder) *prefetch {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetch{src: src, dec: dec, ch: make(chan prefetched, 2), cancel: cancel, done: make(chan struct{})}
+	p := &prefetch{src: src, dec: dec, ch: make(chan prefetched, 2), cancel: cancel, done: make(chan struct{}),
+		freeRecs: make(chan []Record, 4), freeSlabs: make(chan []schemas.TelemetryEvent, 4)}
 	if dec == nil {
 		go p.read(ctx, p.ch, p.done)
 		return p
@@ -73,7 +82,11 @@ func (p *prefetch) decode(ctx context.Context, in <-chan prefetched, readDone <-
 				continue
 			}
 			if slab == nil {
-				slab = make([]schemas.TelemetryEvent, 0, len(b.recs)-i)
+				select {
+				case slab = <-p.freeSlabs:
+				default:
+					slab = make([]schemas.TelemetryEvent, 0, len(b.recs)-i)
+				}
 			}
 			start := len(slab)
 			var err error
@@ -81,8 +94,9 @@ func (p *prefetch) decode(ctx context.Context, in <-chan prefetched, readDone <-
 			if err != nil {
 				slab = slab[:start]
 			}
-			rec.pre = &predecoded{events: slab[start:len(slab):len(slab)], err: err}
+			rec.pre = predecoded{events: slab[start:len(slab):len(slab)], err: err, ok: true}
 		}
+		b.slab = slab
 		select {
 		case p.ch <- b:
 		case <-ctx.Done():
@@ -95,7 +109,12 @@ func (p *prefetch) read(ctx context.Context, out chan<- prefetched, done chan<- 
 	defer close(done)
 	defer close(out)
 	for {
-		batch := make([]Record, 0, prefetchBatch)
+		var batch []Record
+		select {
+		case batch = <-p.freeRecs:
+		default:
+			batch = make([]Record, 0, prefetchBatch)
+		}
 		var err error
 		for len(batch) < prefetchBatch {
 			var rec Record
@@ -115,7 +134,8 @@ func (p *prefetch) read(ctx context.Context, out chan<- prefetched, done chan<- 
 	}
 }
 
-// Next returns the next record in source order.
+// Next returns the next record in source order. Its decoded events (rec.pre) are valid until the
+// next call.
 func (p *prefetch) Next(ctx context.Context) (Record, error) {
 	for p.i >= len(p.cur) {
 		if p.err != nil {
@@ -129,7 +149,8 @@ func (p *prefetch) Next(ctx context.Context) (Record, error) {
 				}
 				return Record{}, p.err
 			}
-			p.cur, p.i, p.err = b.recs, 0, b.err
+			p.recycle()
+			p.cur, p.curSlab, p.i, p.err = b.recs, b.slab, 0, b.err
 			p.progress.Store(floatBits(b.progress))
 		case <-ctx.Done():
 			return Record{}, ctx.Err()
@@ -139,6 +160,24 @@ func (p *prefetch) Next(ctx context.Context) (Record, error) {
 	p.cur[p.i] = Record{} // let the message's buffer go once handled
 	p.i++
 	return rec, nil
+}
+
+// recycle hands the batch just finished back: the caller is done with every record of it (and
+// with the events they point into) once it asks for the next record.
+func (p *prefetch) recycle() {
+	if p.cur != nil {
+		select {
+		case p.freeRecs <- p.cur[:0]:
+		default:
+		}
+	}
+	if p.curSlab != nil {
+		select {
+		case p.freeSlabs <- p.curSlab[:0]:
+		default:
+		}
+	}
+	p.cur, p.curSlab = nil, nil
 }
 
 // Progress is the underlying source's progress as of the last batch handed over.

@@ -54,12 +54,12 @@ func TestPrefetchDecodesAsInline(t *testing.T) {
 			t.Fatalf("record %d out of order: %s %s", i, got.Kind, got.Subject)
 		}
 		if got.Kind != KindTelemetry {
-			if got.pre != nil {
+			if got.pre.ok {
 				t.Fatalf("record %d (%s) was decoded as telemetry", i, got.Kind)
 			}
 			continue
 		}
-		if got.pre == nil {
+		if !got.pre.ok {
 			t.Fatalf("telemetry record %d was not decoded ahead", i)
 		}
 		want, wantErr := inline.Decode(recs[i].Subject, recs[i].Body(), nil)

@@ -50,14 +50,16 @@ type Record struct {
 	// rejected): replay must see it too, or the counts would differ.
 	Raw *string `json:"raw,omitempty"`
 
-	// pre is set when the telemetry was already decoded on the prefetch goroutine.
-	pre *predecoded
+	// pre is the telemetry decoded ahead on the prefetch goroutine (pre.ok), valid until the
+	// next call to the prefetch's Next: its events live in a slab that is then reused.
+	pre predecoded
 }
 
 // predecoded is a telemetry record's decoder output, computed ahead of the run.
 type predecoded struct {
 	events []schemas.TelemetryEvent
 	err    error
+	ok     bool
 }
 
 // Body returns the message bytes.

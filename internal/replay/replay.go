@@ -417,7 +417,7 @@ func (r *run) telemetry(rec *Record) {
 	r.tl.Stats.Messages++
 	var events []schemas.TelemetryEvent
 	var err error
-	if rec.pre != nil { // decoded ahead on the prefetch goroutine
+	if rec.pre.ok { // decoded ahead on the prefetch goroutine
 		events, err = rec.pre.events, rec.pre.err
 	} else {
 		r.events, err = r.dec.Decode(rec.Subject, rec.Body(), r.events[:0])
