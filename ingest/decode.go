@@ -94,6 +94,7 @@ type Decoder struct {
 	prefix string // "<prefix>.telemetry." or "telemetry."
 	names  *intern
 	floats []float64 // slab that *float64 fields point into, to save an allocation per field
+	arena  []byte    // bytes of the strings not interned (ids, error sites); see keep
 }
 
 // NewDecoder returns a Decoder; a zero MaxMessageBytes means DefaultMaxMessageBytes.
@@ -363,9 +364,32 @@ func (d *Decoder) str(s *scanner, name string, dst *string, intern bool) *Reject
 	case intern:
 		*dst = d.names.get(raw[1 : len(raw)-1])
 	default:
-		*dst = string(raw[1 : len(raw)-1])
+		*dst = d.keep(raw[1 : len(raw)-1])
 	}
 	return nil
+}
+
+// arenaSize is the size of the blocks keep copies strings into: about seventy event ids.
+const arenaSize = 4096
+
+// keep returns b as a string that does not alias the message: copied into the decoder's arena,
+// so that the id every event carries costs one allocation per few kilobytes instead of one per
+// event (the largest remaining allocation of decoding). Bytes once written to an arena are never
+// written again — a full arena is left to the strings that point into it and a new one begun —
+// which is what makes handing them out as strings sound.
+func (d *Decoder) keep(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > arenaSize/8 {
+		return string(b)
+	}
+	if cap(d.arena)-len(d.arena) < len(b) {
+		d.arena = make([]byte, 0, arenaSize)
+	}
+	start := len(d.arena)
+	d.arena = append(d.arena, b...)
+	return unsafe.String(&d.arena[start], len(b))
 }
 
 func (d *Decoder) ts(s *scanner, e *schemas.TelemetryEvent) *RejectError {
