@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -99,6 +100,9 @@ func IsVersion(s string) bool {
 	if len(s) == 0 {
 		return false
 	}
+	if len(s) <= MaxVersionLen && printableASCII(s) { // ids and versions nearly always are
+		return true
+	}
 	n := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -116,6 +120,28 @@ func IsVersion(s string) bool {
 		}
 		n++
 		if n > MaxVersionLen {
+			return false
+		}
+	}
+	return true
+}
+
+// printableASCII reports whether every byte of s is in 0x20..0x7e, eight bytes at a time: a
+// version string or an event id of that alphabet has no control character, whatever its length in
+// runes, and is checked in a few nanoseconds instead of a rune at a time.
+func printableASCII(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		below := (x - 0x20*ones) &^ x & highs      // a byte below 0x20 (exact for a threshold ≤ 0x80)
+		above := ((x &^ highs) + ones | x) & highs // a byte that is 0x7f or has its high bit set
+		if below|above != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
 			return false
 		}
 	}
