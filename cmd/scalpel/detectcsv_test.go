@@ -27,7 +27,9 @@ func TestLoadSingleConfig(t *testing.T) {
 		wantErr    string
 	}{
 		{name: "none", want: func(c single.Config) bool { return c == single.DefaultConfig() }},
-		{name: "yaml", body: "season_hours: 0\nrest: 200\n", want: func(c single.Config) bool { return c.SeasonHours == 0 && c.Rest == 200 && c.Bins == single.DefaultConfig().Bins }},
+		{name: "yaml", body: "season_hours: 0\nrest: 200\n", want: func(c single.Config) bool {
+			return c.SeasonHours == 0 && c.Rest == 200 && c.Bins == single.DefaultConfig().Bins
+		}},
 		{name: "json", body: `{"alarm_threshold": 0.9}`, want: func(c single.Config) bool { return c.AlarmThreshold == 0.9 }},
 		{name: "empty", body: "", want: func(c single.Config) bool { return c == single.DefaultConfig() }},
 		{name: "typo", body: "sesaon_hours: 0\n", wantErr: "field sesaon_hours not found"},
