@@ -40,6 +40,10 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 	}
 	rho := d.errorRatios()
+	// The error tests watch the deploy from its first request: their first run spends more of
+	// the watch's budget (see frontShare).
+	eth := d.th
+	eth.front = true
 	for c := range s.errT {
 		if !d.tested[c] {
 			continue
@@ -47,9 +51,9 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		t := &s.errT[c]
 		var v rateVerdict
 		if pb != nil {
-			v = t.updatePaired(rho, b.errs[c], b.n, pb.errs[c], pb.n, b.idx, &d.th)
+			v = t.updatePaired(rho, b.errs[c], b.n, pb.errs[c], pb.n, b.idx, &eth)
 		} else {
-			v = t.updateBaseline(&r.errP[c], b.errs[c], b.n, b.idx, &d.th)
+			v = t.updateBaseline(&r.errP[c], b.errs[c], b.n, b.idx, &eth)
 		}
 		switch v {
 		case verdictFired:

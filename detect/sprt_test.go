@@ -72,3 +72,37 @@ func TestRunThresholdSpendsAlpha(t *testing.T) {
 		t.Errorf("run %g threshold %g, want %g", rt.runs, rt.bound, want)
 	}
 }
+
+// TestFrontLoadedRunsKeepBudget checks that a test whose first run spends more of the budget
+// (the error tests, see frontShare) still spends at most 2·Alpha over every run, and that its
+// first run's threshold is below the even split's.
+func TestFrontLoadedRunsKeepBudget(t *testing.T) {
+	d := New(DefaultConfig())
+	tests := []struct {
+		name  string
+		front bool
+	}{
+		{"even split", false},
+		{"front-loaded", true},
+	}
+	for _, tt := range tests {
+		th := d.th
+		th.front = tt.front
+		spent := 0.0
+		for k := 1.0; k <= 1e6; k++ {
+			spent += math.Exp(-th.runBound(k))
+		}
+		alpha := math.Exp(-d.th.upper)
+		if spent > 2*alpha*(1+1e-9) {
+			t.Errorf("%s: runs spend %g, want at most 2·alpha = %g", tt.name, spent, 2*alpha)
+		}
+		if spent < 1.99*alpha {
+			t.Errorf("%s: runs spend %g, want about 2·alpha = %g (budget left unused)", tt.name, spent, 2*alpha)
+		}
+	}
+	front := d.th
+	front.front = true
+	if got, even := front.runBound(1), d.th.runBound(1); got >= even {
+		t.Errorf("front-loaded run 1 threshold %g, want below the even split's %g", got, even)
+	}
+}
