@@ -212,9 +212,9 @@ func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the baseline %s of %.4g ms (baseline rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g)",
 			label, t.x/t.n, t.n, label, r.qv[q], r.latP[q].rate(), r.latP[q].r[0], r.latP[q].r[1], r.latP[q].r[2]),
 		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g)", score, t.bound, t.runs))
-	if r.composite[q] {
+	if r.composite[q] && t.bank != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("H1 also as a change of the tail alone (the requests below %s as the baseline's), against any slowdown within the tolerance: log likelihood ratio %.2f of %.2f",
-			label, mixScore(&t.llrB), score))
+			label, mixScore(&t.bank.llr), score))
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes, shiftNote(d.sk, obs, r.sk)...)
 	return a

@@ -60,7 +60,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			out = d.open(s, c, d.errorAnomaly(s, c, pb != nil), out)
 		case verdictRecovered:
 			out = d.resolve(s, c, b.idx, fmt.Sprintf("%s error rate back within baseline for %s",
-				categoryName(c), d.quietFor(t.quietRun)), out)
+				categoryName(c), d.quietFor(int(t.quietRun))), out)
 		}
 	}
 	if r.latOK && b.latN > 0 {
@@ -73,7 +73,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			var v rateVerdict
 			if r.composite[q] {
 				body := bodyEvidence(r, q, b)
-				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, &s.latSeg[q], b.exceed[q], b.latN, b.idx, &d.th)
+				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, b.exceed[q], b.latN, b.idx, &d.th)
 			} else {
 				v = t.updateBaseline(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
 			}
@@ -274,7 +274,6 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 			}
 			for q := range s.latT {
 				s.latT[q].reset()
-				s.latSeg[q] = segment{}
 			}
 			s.latEp = false
 			s.resetOwn()

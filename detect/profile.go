@@ -209,7 +209,7 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				out = d.open(s, epOwnError+c, d.ownErrorAnomaly(s, c, &rp, n), out)
 			case verdictRecovered:
 				out = d.resolve(s, epOwnError+c, b.idx, fmt.Sprintf("%s error rate back within the series' own profile for %s",
-					categoryName(c), d.quietFor(t.quietRun)), out)
+					categoryName(c), d.quietFor(int(t.quietRun))), out)
 			}
 		}
 	}

@@ -103,8 +103,7 @@ type series struct {
 
 	errT   [numCategories]rateTest
 	latT   [maxQuantiles]rateTest
-	latSeg [maxQuantiles]segment // the current segment of each composite latency test
-	latEp  bool                  // a latency episode is open (one anomaly per episode, whichever quantile fires first)
+	latEp  bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
 	cpuRef robustRef
 	memRef robustRef
 	cpuC   cusum

@@ -82,18 +82,27 @@ func (rp *rateParams) h0Rate(cx, cn float64) float64 {
 // deploy's opening minutes splits the same 2·Alpha differently (see frontShare).
 type rateTest struct {
 	llr      [alternatives]float64
-	llrB     [alternatives]float64 // the second bank of a composite test (see updateComposite)
-	twoBanks bool
-	runStart int64   // first bucket of the current run
-	n, x     float64 // requests and hits in the current run
-	steps    float64 // buckets with data in the current run
-	nr, xr   float64 // the concurrent reference's requests and hits (paired runs only)
-	cn, cx   float64 // requests and hits of the observed side since the test began, across runs
-	runs     float64 // runs started since the test began
-	bound    float64 // the current run's firing threshold (log of 1/its share of Alpha)
+	bank     *secondBank // a composite test's second bank (see updateComposite); nil for any other
+	runStart int64       // first bucket of the current run
+	n, x     float64     // requests and hits in the current run
+	steps    float64     // buckets with data in the current run
+	nr, xr   float64     // the concurrent reference's requests and hits (paired runs only)
+	cn, cx   float64     // requests and hits of the observed side since the test began, across runs
+	runs     float64     // runs started since the test began
+	bound    float64     // the current run's firing threshold (log of 1/its share of Alpha)
 	firing   bool
-	quiet    int // consecutive buckets of evidence against H1 while firing
-	quietRun int // quiet when the episode ended (for the resolution's wording)
+	twoBanks bool  // the last update was composite: score mixes both banks
+	quiet    int32 // consecutive buckets of evidence against H1 while firing
+	quietRun int32 // quiet when the episode ended (for the resolution's wording)
+}
+
+// secondBank is a composite test's second bank of alternatives and its current segment. Only the
+// latency quantiles above the body have one, so it is allocated on a test's first composite
+// update rather than carried by every test: a series holds sixteen rate tests (its own and its
+// own profile's), and the bank is most of a test's size.
+type secondBank struct {
+	llr [alternatives]float64
+	seg segment
 }
 
 // rateVerdict is what one bucket update did to a rate test.
@@ -111,7 +120,7 @@ func (t *rateTest) score() float64 {
 	if !t.twoBanks {
 		return mixScore(&t.llr)
 	}
-	a, b := mixScore(&t.llr), mixScore(&t.llrB)
+	a, b := mixScore(&t.llr), mixScore(&t.bank.llr)
 	m := math.Max(a, b)
 	return m + math.Log((math.Exp(a-m)+math.Exp(b-m))/2)
 }
@@ -163,7 +172,7 @@ func (t *rateTest) updateBaseline(rp *rateParams, x, n float64, b int64, th *thr
 // and at half of it; body[l] is the bucket's log likelihood ratio, at level l (0 none, 1 half,
 // 2 full tolerance), of the requests at or below this quantile's threshold: their share above
 // the body's threshold as the baseline shows it against as level l predicts it (0 at level 0).
-// seg carries the current segment (see below) from one bucket to the next.
+// The test's second bank carries the current segment (see below) from one bucket to the next.
 //
 // Why: the tolerance keeps H0 true when load slows every request a little, but in the far tail
 // it is expensive. Slowing a log-normal tail by 10 % nearly doubles its share above the
@@ -184,10 +193,14 @@ func (t *rateTest) updateBaseline(rp *rateParams, x, n float64, b int64, th *thr
 //
 // A tail regression with an unchanged body is then tested at about the speed of the test
 // without tolerance; every other regression pays log 2 of threshold (twice the alternatives).
-func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[3]float64, seg *segment, x, n float64, b int64, th *thresholds) rateVerdict {
+func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[3]float64, x, n float64, b int64, th *thresholds) rateVerdict {
 	if n <= 0 {
 		return verdictNone
 	}
+	if t.bank == nil {
+		t.bank = new(secondBank)
+	}
+	seg := &t.bank.seg
 	if t.n == 0 {
 		*seg = segment{} // a new run starts a new segment
 	}
@@ -315,10 +328,11 @@ func (t *rateTest) step(inc [alternatives]float64, incB *[alternatives]float64, 
 		maxLLR = math.Max(maxLLR, t.llr[k])
 	}
 	if t.twoBanks = incB != nil; t.twoBanks {
-		for k := range t.llrB {
-			t.llrB[k] = clamp(t.llrB[k]+incB[k], lo, hi)
+		llrB := &t.bank.llr
+		for k := range llrB {
+			llrB[k] = clamp(llrB[k]+incB[k], lo, hi)
 			maxInc = math.Max(maxInc, incB[k])
-			maxLLR = math.Max(maxLLR, t.llrB[k])
+			maxLLR = math.Max(maxLLR, llrB[k])
 		}
 	}
 	if !t.firing {
@@ -340,7 +354,7 @@ func (t *rateTest) step(inc [alternatives]float64, incB *[alternatives]float64, 
 	} else {
 		t.quiet = 0
 	}
-	if maxLLR <= th.lower || t.quiet >= th.recovery {
+	if maxLLR <= th.lower || int(t.quiet) >= th.recovery {
 		q := t.quiet
 		t.reset()
 		t.quietRun = q
@@ -368,7 +382,12 @@ const floorDepth = 3.0
 
 // reset ends the run. What the observed side served so far is kept: it still tells H0's rate.
 func (t *rateTest) reset() {
+	bank := t.bank
 	*t = rateTest{cn: t.cn, cx: t.cx, runs: t.runs}
+	if bank != nil { // zeroed, not dropped: latency tests restart every few seconds
+		*bank = secondBank{}
+		t.bank = bank
+	}
 }
 
 func clamp(v, lo, hi float64) float64 {
