@@ -81,8 +81,8 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
 		}
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes,
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g); H0: rate at most the baseline's (%g errors in %g requests, pooled with the new version's under H0), H1: ×%.3g, ×%.3g or ×%.3g",
-			score, t.bound, t.runs, r.errP[c].xb, r.errP[c].nb, r.errP[c].r[0], r.errP[c].r[1], r.errP[c].r[2]),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s); H0: rate at most the baseline's (%g errors in %g requests, pooled with the new version's under H0), H1: ×%.3g, ×%.3g or ×%.3g",
+			score, t.bound, t.boundNote(&d.th), r.errP[c].xb, r.errP[c].nb, r.errP[c].r[0], r.errP[c].r[1], r.errP[c].r[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	return a
 }
@@ -211,7 +211,7 @@ func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
 	a.Evidence.Notes = append(a.Evidence.Notes,
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the baseline %s of %.4g ms (baseline rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g)",
 			label, t.x/t.n, t.n, label, r.qv[q], r.latP[q].rate(), r.latP[q].r[0], r.latP[q].r[1], r.latP[q].r[2]),
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g)", score, t.bound, t.runs))
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s)", score, t.bound, t.boundNote(&d.th)))
 	if r.composite[q] && t.bank != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("H1 also as a change of the tail alone (the requests below %s as the baseline's), against any slowdown within the tolerance: log likelihood ratio %.2f of %.2f",
 			label, mixScore(&t.bank.llr), score))

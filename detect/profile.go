@@ -278,8 +278,8 @@ func (d *Detector) ownErrorAnomaly(s *series, c int, rp *rateParams, n float64) 
 	ev.BaselineBlocks = nil
 	a.Evidence = ev
 	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g); H0: rate at most the profile's (%.4g errors in %.4g decayed requests), H1: ×%.3g, ×%.3g or ×%.3g",
-			score, t.bound, t.runs, rp.xb, rp.nb, rp.r[0], rp.r[1], rp.r[2]),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s); H0: rate at most the profile's (%.4g errors in %.4g decayed requests), H1: ×%.3g, ×%.3g or ×%.3g",
+			score, t.bound, t.boundNote(&d.th), rp.xb, rp.nb, rp.r[0], rp.r[1], rp.r[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	return a
 }
@@ -313,6 +313,6 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the profile's %s of %.4g ms (profile rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g); observed %s inferred from that share",
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (log(1/alpha), run %g)", score, t.bound, t.runs))
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s)", score, t.bound, t.boundNote(&d.th)))
 	return a
 }

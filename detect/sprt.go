@@ -1,6 +1,9 @@
 package detect
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // alternatives is how many alternative hypotheses a rate test mixes: the minimum effect (so subtle
 // regressions are caught), a gross one (so large regressions are caught within a few buckets) and
@@ -103,6 +106,14 @@ type rateTest struct {
 type secondBank struct {
 	llr [alternatives]float64
 	seg segment
+}
+
+// boundNote says what the run's firing threshold is made of, for the anomaly's evidence: Alpha,
+// then the run's share of the watch's budget and the evidence floor's price (see runBound and
+// floorDepth), which together move it off log(1/Alpha).
+func (t *rateTest) boundNote(th *thresholds) string {
+	return fmt.Sprintf("log(1/alpha) = %.2f, %+.2f for run %g's share of the watch's 2·alpha and the evidence floor",
+		th.upper, t.bound-th.upper, t.runs)
 }
 
 // rateVerdict is what one bucket update did to a rate test.
