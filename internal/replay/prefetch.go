@@ -48,16 +48,12 @@ type prefetched struct {
 	progress float64
 }
 
-// newPrefetch starts reading src. dec, when not nil, decodes telemetry records ahead of the caller
-// (it must not be used elsewhere).
+// newPrefetch starts reading src and decoding its telemetry records with dec (which must not be
+// used elsewhere).
 func newPrefetch(ctx context.Context, src Source, dec *ingest.Decoder) *prefetch {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &prefetch{src: src, dec: dec, ch: make(chan prefetched, 2), cancel: cancel, done: make(chan struct{}),
 		freeRecs: make(chan []Record, 4), freeSlabs: make(chan []schemas.TelemetryEvent, 4)}
-	if dec == nil {
-		go p.read(ctx, p.ch, p.done)
-		return p
-	}
 	raw, readDone := make(chan prefetched, 2), make(chan struct{})
 	go p.read(ctx, raw, readDone)
 	go p.decode(ctx, raw, readDone)
@@ -94,7 +90,7 @@ func (p *prefetch) decode(ctx context.Context, in <-chan prefetched, readDone <-
 			if err != nil {
 				slab = slab[:start]
 			}
-			rec.pre = predecoded{events: slab[start:len(slab):len(slab)], err: err, ok: true}
+			rec.pre = predecoded{events: slab[start:len(slab):len(slab)], err: err}
 		}
 		b.slab = slab
 		select {
@@ -134,8 +130,8 @@ func (p *prefetch) read(ctx context.Context, out chan<- prefetched, done chan<- 
 	}
 }
 
-// Next returns the next record in source order. Its decoded events (rec.pre) are valid until the
-// next call.
+// Next returns the next record in source order; a telemetry record comes decoded (rec.pre), its
+// events valid until the next call.
 func (p *prefetch) Next(ctx context.Context) (Record, error) {
 	for p.i >= len(p.cur) {
 		if p.err != nil {

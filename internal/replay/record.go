@@ -50,8 +50,8 @@ type Record struct {
 	// rejected): replay must see it too, or the counts would differ.
 	Raw *string `json:"raw,omitempty"`
 
-	// pre is the telemetry decoded ahead on the prefetch goroutine (pre.ok), valid until the
-	// next call to the prefetch's Next: its events live in a slab that is then reused.
+	// pre is a telemetry record as the prefetch decoded it, valid until the prefetch's next Next:
+	// its events live in a slab that is then reused. Zero for the other kinds.
 	pre predecoded
 }
 
@@ -59,7 +59,6 @@ type Record struct {
 type predecoded struct {
 	events []schemas.TelemetryEvent
 	err    error
-	ok     bool
 }
 
 // Body returns the message bytes.

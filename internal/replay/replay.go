@@ -171,7 +171,6 @@ type run struct {
 	tl     *Timeline
 	det    *detect.Detector
 	eng    *decide.Engine
-	dec    *ingest.Decoder
 	charts *charts
 
 	// inputs are the recorded inputs sorted by (ts, order); next is the first not yet handed over.
@@ -180,7 +179,6 @@ type run struct {
 
 	anomalySeen  map[string]bool
 	decisionSeen map[string]bool
-	events       []schemas.TelemetryEvent
 }
 
 // Run replays src through detect and decide in dry-run and returns the timeline. It never
@@ -205,7 +203,6 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 	if o.Charts {
 		r.charts = newCharts()
 	}
-	r.dec = ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: o.Config.Ingest.MaxMessageBytes, Subjects: o.Config.Subjects()})
 	pf := newPrefetch(ctx, src, ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: o.Config.Ingest.MaxMessageBytes, Subjects: o.Config.Subjects()}))
 	defer pf.Close()
 	src = pf
@@ -415,14 +412,7 @@ func (r *run) sortPending() {
 
 func (r *run) telemetry(rec *Record) {
 	r.tl.Stats.Messages++
-	var events []schemas.TelemetryEvent
-	var err error
-	if rec.pre.ok { // decoded ahead on the prefetch goroutine
-		events, err = rec.pre.events, rec.pre.err
-	} else {
-		r.events, err = r.dec.Decode(rec.Subject, rec.Body(), r.events[:0])
-		events = r.events
-	}
+	events, err := rec.pre.events, rec.pre.err // decoded on the prefetch goroutine
 	if err != nil {
 		var re *ingest.RejectError
 		class := ingest.ClassMalformed
