@@ -73,14 +73,22 @@ func (h *harness) publishDeploy(ev schemas.DeployEvent) {
 // idle waits until every durable consumer of the pipeline has nothing pending.
 func (h *harness) idle() {
 	h.t.Helper()
+	h.idleOn(60*time.Second,
+		durable{schemas.StreamTelemetry, ingest.DefaultConfig().Durable},
+		durable{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
+		durable{schemas.StreamDecisions, pipeline.DurableActuate})
+}
+
+// durable names a durable consumer on a stream.
+type durable struct{ stream, name string }
+
+// idleOn waits up to total until the durables have nothing pending or unacknowledged.
+func (h *harness) idleOn(total time.Duration, ds ...durable) {
+	h.t.Helper()
 	ctx := context.Background()
-	natstest.CheckFor(h.t, 60*time.Second, 50*time.Millisecond, func() error {
-		for _, c := range []struct{ stream, durable string }{
-			{schemas.StreamTelemetry, ingest.DefaultConfig().Durable},
-			{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
-			{schemas.StreamDecisions, pipeline.DurableActuate},
-		} {
-			cons, err := h.js.Consumer(ctx, c.stream, c.durable)
+	natstest.CheckFor(h.t, total, 20*time.Millisecond, func() error {
+		for _, d := range ds {
+			cons, err := h.js.Consumer(ctx, d.stream, d.name)
 			if err != nil {
 				return err
 			}
@@ -89,11 +97,26 @@ func (h *harness) idle() {
 				return err
 			}
 			if info.NumPending > 0 || info.NumAckPending > 0 {
-				return fmt.Errorf("%s/%s: %d pending, %d unacked", c.stream, c.durable, info.NumPending, info.NumAckPending)
+				return fmt.Errorf("%s/%s: %d pending, %d unacked", d.stream, d.name, info.NumPending, info.NumAckPending)
 			}
 		}
 		return nil
 	})
+}
+
+// deployVersion2 runs checkout's usual story: two minutes of 1.0 from t0, the deploy of 2.0 at
+// t1, a minute of 2.0, then waits until the pipeline has handled it all.
+func (h *harness) deployVersion2(svc *sim.Service) (t0, t1 time.Time) {
+	h.t.Helper()
+	t0 = eventStart()
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
+	h.publishJS(svc.Traffic(t0, 120*time.Second))
+	t1 = t0.Add(120 * time.Second)
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
+	svc.SetVersion("2.0")
+	h.publishJS(svc.Traffic(t1, 60*time.Second))
+	h.idle()
+	return t0, t1
 }
 
 // commands reads every rollback command in the ROLLBACKS stream.
@@ -173,14 +196,7 @@ func checkOneBlockRollback(t *testing.T, cmds []schemas.RollbackCommand) {
 func TestEndToEndBlockRollback(t *testing.T) {
 	h := start(t)
 	svc := sim.Checkout(1)
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(svc.Traffic(t0, 120*time.Second))
-	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
-	h.publishJS(svc.Traffic(t1, 60*time.Second))
-	h.idle()
+	h.deployVersion2(svc)
 	checkOneBlockRollback(t, h.commands())
 
 	// The desired state is in scalpel_active for deployers that start later.
@@ -290,14 +306,7 @@ func TestEndToEndNoChangeNoRollback(t *testing.T) {
 	h := start(t)
 	svc := sim.Checkout(3)
 	svc.Block("tax-calc", "rate-lookup").Versions = nil // 2.0 is healthy too
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(svc.Traffic(t0, 120*time.Second))
-	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
-	h.publishJS(svc.Traffic(t1, 60*time.Second))
-	h.idle()
+	h.deployVersion2(svc)
 	if cmds := h.commands(); len(cmds) != 0 {
 		t.Fatalf("a healthy deploy produced %d command(s): first %s", len(cmds), cmds[0].Target())
 	}

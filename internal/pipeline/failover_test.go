@@ -67,14 +67,7 @@ func TestDeciderFailover(t *testing.T) {
 
 	// checkout: the bad block is rolled back by the first process.
 	svc := sim.Checkout(7)
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(svc.Traffic(t0, 120*time.Second))
-	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
-	h.publishJS(svc.Traffic(t1, 60*time.Second))
-	h.idle()
+	t0, t1 := h.deployVersion2(svc)
 	cmds := h.commands()
 	checkOneBlockRollback(t, cmds)
 	checkoutInc := cmds[0].IncidentID
@@ -272,25 +265,8 @@ func (h *harness) waitDecision(ok func(schemas.Decision) bool) schemas.Decision 
 // idleDecider waits until the decider's ack and approval durables have nothing pending.
 func (h *harness) idleDecider() {
 	h.t.Helper()
-	ctx := context.Background()
-	natstest.CheckFor(h.t, 10*time.Second, 20*time.Millisecond, func() error {
-		for _, c := range []struct{ stream, durable string }{
-			{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
-			{schemas.StreamRollbacks, pipeline.DurableDecideAcks},
-			{schemas.StreamDecisions, pipeline.DurableDecideApprovals},
-		} {
-			cons, err := h.js.Consumer(ctx, c.stream, c.durable)
-			if err != nil {
-				return err
-			}
-			info, err := cons.Info(ctx)
-			if err != nil {
-				return err
-			}
-			if info.NumPending > 0 || info.NumAckPending > 0 {
-				return fmt.Errorf("%s/%s: %d pending, %d unacked", c.stream, c.durable, info.NumPending, info.NumAckPending)
-			}
-		}
-		return nil
-	})
+	h.idleOn(10*time.Second,
+		durable{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
+		durable{schemas.StreamRollbacks, pipeline.DurableDecideAcks},
+		durable{schemas.StreamDecisions, pipeline.DurableDecideApprovals})
 }

@@ -3,7 +3,6 @@ package pipeline_test
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/scalpel-dev/scalpel/internal/sim"
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -27,14 +26,7 @@ func TestEndToEndMildRegressionsStayOnTheBlock(t *testing.T) {
 				h := start(t)
 				svc := sim.Checkout(seed)
 				svc.Block("tax-calc", "rate-lookup").Versions["2.0"] = tt.bad
-				t0 := eventStart()
-				h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-				h.publishJS(svc.Traffic(t0, 120*time.Second))
-				t1 := t0.Add(120 * time.Second)
-				h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-				svc.SetVersion("2.0")
-				h.publishJS(svc.Traffic(t1, 60*time.Second))
-				h.idle()
+				h.deployVersion2(svc)
 				checkOneBlockRollback(t, h.commands())
 			})
 		}
