@@ -500,15 +500,11 @@ func (d *Decoder) int(s *scanner, name string, dst *int64) *RejectError {
 var latencyFields = []string{"p50", "p90", "p99", "max", "sum"}
 
 func (d *Decoder) latency(s *scanner, e *schemas.TelemetryEvent) *RejectError {
-	if s.b[s.i] != '{' {
-		if s.b[s.i] == 'n' {
-			if err := s.null("latency", "object"); err != nil {
-				return err
-			}
-			e.Latency = nil
-			return nil
-		}
-		return s.typeErr("latency", "object")
+	if null, err := s.objectOrNull("latency"); err != nil {
+		return err
+	} else if null {
+		e.Latency = nil
+		return nil
 	}
 	if e.Latency == nil {
 		e.Latency = new(schemas.LatencySummary)
@@ -548,6 +544,19 @@ func (d *Decoder) latency(s *scanner, e *schemas.TelemetryEvent) *RejectError {
 	})
 }
 
+// objectOrNull checks that the value of the field name is an object or null; for null it reads
+// it and reports null (the caller clears the field, as encoding/json does), for an object it
+// leaves s at the '{'.
+func (s *scanner) objectOrNull(name string) (null bool, err *RejectError) {
+	switch s.b[s.i] {
+	case '{':
+		return false, nil
+	case 'n':
+		return true, s.null(name, "object")
+	}
+	return false, s.typeErr(name, "object")
+}
+
 // fold returns the field name key matches case-insensitively (encoding/json's rule for keys), or key.
 func fold(key []byte, fields []string) []byte {
 	for _, f := range fields {
@@ -559,15 +568,11 @@ func fold(key []byte, fields []string) []byte {
 }
 
 func (d *Decoder) errorsMap(s *scanner, e *schemas.TelemetryEvent) *RejectError {
-	if s.b[s.i] != '{' {
-		if s.b[s.i] == 'n' {
-			if err := s.null("errors", "object"); err != nil {
-				return err
-			}
-			e.Errors = nil
-			return nil
-		}
-		return s.typeErr("errors", "object")
+	if null, err := s.objectOrNull("errors"); err != nil {
+		return err
+	} else if null {
+		e.Errors = nil
+		return nil
 	}
 	if e.Errors == nil {
 		e.Errors = make(map[string]int64, 4)
