@@ -78,7 +78,7 @@ func mustFloat(t *testing.T, s string) float64 {
 }
 
 // close reports whether got matches a value NAB printed with 12 significant digits.
-func close(got, want float64) bool {
+func near(got, want float64) bool {
 	return math.Abs(got-want) <= 1e-9*math.Max(1, math.Abs(want))
 }
 
@@ -127,7 +127,7 @@ func TestScoreFileReproducesPublishedFixtures(t *testing.T) {
 					}
 					bad := 0
 					for i := range want {
-						if !close(got.RowScores[i], want[i]) {
+						if !near(got.RowScores[i], want[i]) {
 							if bad < 5 {
 								t.Errorf("row %d (%s): S(t) got %.12g, want %.12g", i, fx.ts[i], got.RowScores[i], want[i])
 							}
@@ -141,7 +141,7 @@ func TestScoreFileReproducesPublishedFixtures(t *testing.T) {
 					if !ok {
 						t.Fatalf("%s missing from the published table", file)
 					}
-					if !close(got.Score, w.Score) {
+					if !near(got.Score, w.Score) {
 						t.Errorf("score: got %.12g, want %.12g", got.Score, w.Score)
 					}
 					if got.TP != w.TP || got.TN != w.TN || got.FP != w.FP || got.FN != w.FN || got.Total != w.Total {
@@ -206,7 +206,7 @@ func TestOptimizeThreshold(t *testing.T) {
 			}
 			return s
 		}
-		if got := total(opt.Threshold); !close(got, opt.Score) {
+		if got := total(opt.Threshold); !near(got, opt.Score) {
 			t.Errorf("%s: optimum says %v at %v, scoring there gives %v", p.Name, opt.Score, opt.Threshold, got)
 		}
 		// The published threshold, tuned on all 58 files, cannot beat the optimum on these four.
@@ -236,7 +236,7 @@ func TestScaledSigmoidAndProbation(t *testing.T) {
 		{"probation cap", float64(ProbationaryLength(15902)), 750},
 	}
 	for _, tc := range tests {
-		if !close(tc.got, tc.want) {
+		if !near(tc.got, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
 		}
 	}
