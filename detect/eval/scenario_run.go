@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"gonum.org/v1/gonum/stat/distuv"
+
 	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
@@ -20,7 +23,9 @@ type ScenarioOptions struct {
 	// Seed makes the suite reproducible: the same seed, options and config give the same report.
 	Seed uint64
 	// AARuns is the number of A/A deploys (scenario "A/A no change"); at least 1000 for a
-	// false-rollback rate worth quoting.
+	// false-rollback rate worth quoting. The rate also sets the floor's alpha, whose log the
+	// floors scale with: at a rate near 0.1 %, 1000 deploys see one or two false rollbacks and
+	// the rate is only known within a factor of three; `scalpel eval scenarios` runs 5000.
 	AARuns int
 	// Runs is the number of deploys of every other scenario.
 	Runs int
@@ -36,6 +41,9 @@ type ScenarioOptions struct {
 	FloorAlpha float64
 	// FloorBeta is the ideal SPRT's miss probability (default 0.01).
 	FloorBeta float64
+	// Progress, when set, is called from one goroutine after every deploy with the number done
+	// and the total.
+	Progress func(done, total int)
 }
 
 // RuleOutcome is what a static rule (Argo Rollouts, Flagger) decided over a scenario's runs.
@@ -61,9 +69,14 @@ type ScenarioResult struct {
 	// TTDMean is the mean time to detect, present only when every run detected (a miss has no
 	// time): it is the statistic the floor, an expected detection time, is comparable with.
 	TTDMean *float64 `json:"ttd_mean_s,omitempty"`
+	// TTDMeanAtLeast, when some but not all runs were missed, is the mean with every missed run
+	// counted as detected at the end of its watch (Post): the true mean is at least this.
+	TTDMeanAtLeast *float64 `json:"ttd_mean_at_least_s,omitempty"`
 	// RatioMean is TTDMean / max(FloorS, one bucket): like against like, the figure the "within 2×
-	// of the floor" target is read on.
-	RatioMean *float64 `json:"ratio_mean_to_floor,omitempty"`
+	// of the floor" target is read on. With misses it is TTDMeanAtLeast's ratio, a lower bound
+	// (RatioAtLeast).
+	RatioMean    *float64 `json:"ratio_mean_to_floor,omitempty"`
+	RatioAtLeast bool     `json:"ratio_mean_at_least,omitempty"`
 	// Ratio is TTDP95 / max(FloorS, one bucket). The ideal test's own p95 is several times its mean
 	// at low counts, so this ratio overstates the gap; it is shown because p95 is what users feel.
 	Ratio   *float64    `json:"ratio_to_floor,omitempty"`
@@ -83,7 +96,9 @@ type ScenarioReport struct {
 	FalseRollbackRate float64 `json:"false_rollback_rate"`
 	AAFalseRollbacks  int     `json:"aa_false_rollbacks"`
 	AARuns            int     `json:"aa_runs"`
-	Elapsed           string  `json:"elapsed"`
+	// AARateCI is the exact (Clopper-Pearson) 95 % interval of the A/A false-rollback rate.
+	AARateCI [2]float64 `json:"aa_rate_ci95"`
+	Elapsed  string     `json:"elapsed"`
 }
 
 // runOutcome is one deploy's result.
@@ -126,18 +141,28 @@ func RunScenarios(ctx context.Context, opt ScenarioOptions) (*ScenarioReport, er
 	}
 	ch := make(chan task)
 	var wg sync.WaitGroup
+	progress := make(chan struct{}, opt.Workers)
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		done := 0
+		for range progress {
+			done++
+			opt.Progress(done, len(tasks))
+		}
+	}()
 	for range opt.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var buf []schemas.TelemetryEvent
 			for t := range ch {
-				if t.sc < 0 {
-					return // stop sentinel (the package's close is not the builtin)
-				}
 				var o runOutcome
 				o, buf = runDeploy(&opt.Scenarios[t.sc], opt.Config, opt.Seed, t.run, buf)
 				outcomes[t.sc][t.run] = o
+				if opt.Progress != nil {
+					progress <- struct{}{}
+				}
 			}
 		}()
 	}
@@ -151,10 +176,10 @@ feed:
 		case ch <- t:
 		}
 	}
-	for range opt.Workers {
-		ch <- task{-1, -1}
-	}
+	close(ch)
 	wg.Wait()
+	close(progress)
+	<-progressDone
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +193,7 @@ feed:
 			falses += res.Detected
 			if sc.RPS == 0 {
 				rep.AARuns, rep.AAFalseRollbacks = res.Runs, res.Detected
+				rep.AARateCI = clopperPearson(res.Detected, res.Runs)
 			}
 		}
 		rep.Results = append(rep.Results, res)
@@ -232,6 +258,16 @@ func summarise(sc *Scenario, os []runOutcome, fp FloorParams) ScenarioResult {
 	if sc.Regression {
 		res.TTDP50, res.TTDP95 = quantileFinite(ttd, 0.5), quantileFinite(ttd, 0.95)
 		res.TTDMean = meanFinite(ttd)
+		if res.TTDMean == nil && res.Detected > 0 {
+			// Censored at the end of the watch: a lower bound on the mean.
+			cens := slices.Clone(ttd)
+			for i, v := range cens {
+				if math.IsInf(v, 1) {
+					cens[i] = float64(sc.Post)
+				}
+			}
+			res.TTDMeanAtLeast = meanFinite(cens)
+		}
 		res.Argo0.TTDP50, res.Argo3.TTDP50, res.Flagger.TTDP50 = quantileFinite(a0, 0.5), quantileFinite(a3, 0.5), quantileFinite(fl, 0.5)
 		if f, ok := FloorSeconds(sc, fp); ok {
 			res.FloorS = &f
@@ -239,13 +275,28 @@ func summarise(sc *Scenario, os []runOutcome, fp FloorParams) ScenarioResult {
 				r := *res.TTDP95 / math.Max(f, 1)
 				res.Ratio = &r
 			}
-			if res.TTDMean != nil {
-				r := *res.TTDMean / math.Max(f, 1)
-				res.RatioMean = &r
+			if m := cmp.Or(res.TTDMean, res.TTDMeanAtLeast); m != nil {
+				r := *m / math.Max(f, 1)
+				res.RatioMean, res.RatioAtLeast = &r, res.TTDMean == nil
 			}
 		}
 	}
 	return res
+}
+
+// clopperPearson is the exact 95 % confidence interval of a binomial rate, x successes in n.
+func clopperPearson(x, n int) [2]float64 {
+	if n <= 0 {
+		return [2]float64{0, 1}
+	}
+	ci := [2]float64{0, 1}
+	if x > 0 {
+		ci[0] = distuv.Beta{Alpha: float64(x), Beta: float64(n - x + 1)}.Quantile(0.025)
+	}
+	if x < n {
+		ci[1] = distuv.Beta{Alpha: float64(x + 1), Beta: float64(n - x)}.Quantile(0.975)
+	}
+	return ci
 }
 
 // meanFinite is the mean of vs, nil when vs is empty or any value is infinite (a missed run).
@@ -454,7 +505,7 @@ type FloorParams struct {
 // rollbacks are counted.
 func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	alpha, beta := p.Alpha, p.Beta
-	wald := (1-beta)*math.Log((1-beta)/alpha) + beta*math.Log(beta/(1-alpha))
+	wald := waldBoundary(alpha, beta)
 	rate := sc.runRPS(0)
 	if sc.CanaryShare > 0 {
 		rate *= sc.CanaryShare
@@ -491,6 +542,12 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 		return ramp + (wald-g)/(rate*kl), true
 	}
 	return wald / kl / rate, true
+}
+
+// waldBoundary is the SPRT's expected log likelihood ratio at its stop under H1, neglecting the
+// overshoot: W = (1-β)·ln((1-β)/α) + β·ln(β/(1-α)).
+func waldBoundary(alpha, beta float64) float64 {
+	return (1-beta)*math.Log((1-beta)/alpha) + beta*math.Log(beta/(1-alpha))
 }
 
 // cusumDelay is the CUSUM's expected delay, in samples, for a divergence kl per sample when it
@@ -552,7 +609,7 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 			det = fmt.Sprintf("%d/%d false", res.Detected, res.Runs)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Scenario.Name, det,
-			secs(res.TTDP50), secs(res.TTDP95), secs(res.TTDMean), secs(res.FloorS), ratio(res.RatioMean), ratio(res.Ratio),
+			secs(res.TTDP50), secs(res.TTDP95), meanCell(res), secs(res.FloorS), ratioMeanCell(res), ratio(res.Ratio),
 			rule(res.Argo0, res), rule(res.Argo3, res), rule(res.Flagger, res))
 	}
 	if err := tw.Flush(); err != nil {
@@ -566,10 +623,33 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 		r.Floor.Alpha, src, r.Floor.Beta, r.Floor.ARL); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "false rollbacks: %d/%d A/A deploys (%.2f %%); %.2f %% over all deploys without regression\nseed %d, %s\n",
+	if hi := r.AARateCI[1]; r.Floor.Measured && hi > r.Floor.Alpha && hi < 1 {
+		// Floors after a deploy scale with Wald's boundary, so the rate's uncertainty is a factor.
+		if _, err := fmt.Fprintf(w, "       at the upper end of the A/A rate's 95 %% interval (%.4g) the floors after a deploy are %.0f %% lower\n",
+			hi, 100*(1-waldBoundary(hi, r.Floor.Beta)/waldBoundary(r.Floor.Alpha, r.Floor.Beta))); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "false rollbacks: %d/%d A/A deploys (%.2f %%, 95 %% CI %.2f-%.2f %%); %.2f %% over all deploys without regression\n"+
+		"≥: some runs missed; the mean counts them as detected at the end of the watch, so the true mean and ratio are higher\nseed %d, %s\n",
 		r.AAFalseRollbacks, r.AARuns, 100*float64(r.AAFalseRollbacks)/math.Max(1, float64(r.AARuns)),
-		100*r.FalseRollbackRate, r.Seed, r.Elapsed)
+		100*r.AARateCI[0], 100*r.AARateCI[1], 100*r.FalseRollbackRate, r.Seed, r.Elapsed)
 	return err
+}
+
+// meanCell is the mean TTD, or with missed runs its lower bound marked "≥".
+func meanCell(res ScenarioResult) string {
+	if res.TTDMean == nil && res.TTDMeanAtLeast != nil {
+		return "≥" + secs(res.TTDMeanAtLeast)
+	}
+	return secs(res.TTDMean)
+}
+
+func ratioMeanCell(res ScenarioResult) string {
+	if res.RatioAtLeast {
+		return "≥" + ratio(res.RatioMean)
+	}
+	return ratio(res.RatioMean)
 }
 
 func secs(v *float64) string {

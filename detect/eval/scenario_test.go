@@ -3,6 +3,7 @@ package eval
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"strconv"
 	"testing"
@@ -109,5 +110,73 @@ func TestFloorSeconds(t *testing.T) {
 		if !ok || f < tt.lo || f > tt.hi {
 			t.Errorf("%+v: floor %g (ok %v), want in [%g, %g]", tt.sc, f, ok, tt.lo, tt.hi)
 		}
+	}
+}
+
+func TestClopperPearson(t *testing.T) {
+	for _, tt := range []struct {
+		x, n   int
+		lo, hi float64
+	}{
+		{0, 5000, 0, 0.000738},        // 1 - 0.025^(1/5000)
+		{9, 5000, 0.000823, 0.003414}, // by bisection on the binomial tails
+		{5, 1000, 0.001625, 0.011629},
+		{3, 3, 0.292402, 1},
+	} {
+		got := clopperPearson(tt.x, tt.n)
+		if math.Abs(got[0]-tt.lo) > 2e-6 || math.Abs(got[1]-tt.hi) > 2e-6 {
+			t.Errorf("%d of %d: got [%.6f, %.6f], want [%.6f, %.6f]", tt.x, tt.n, got[0], got[1], tt.lo, tt.hi)
+		}
+	}
+}
+
+// TestSummariseCensoredMean: with missed runs the mean is reported as a lower bound, counting
+// each miss as detected at the end of its watch, and so is its ratio to the floor.
+func TestSummariseCensoredMean(t *testing.T) {
+	sc := Scenario{Name: "x", Regression: true, RPS: 20, Pre: 240, Post: 300, ErrMul: 5}
+	inf := math.Inf(1)
+	os := []runOutcome{{detected: true, ttd: 10}, {detected: true, ttd: 20}, {ttd: inf}, {detected: true, ttd: 30}}
+	for i := range os {
+		os[i].argo0, os[i].argo3, os[i].flagger = inf, inf, inf
+	}
+	fp := FloorParams{Alpha: 0.001, Beta: 0.01}
+	res := summarise(&sc, os, fp)
+	if res.TTDMean != nil {
+		t.Fatalf("mean %v with a missed run", *res.TTDMean)
+	}
+	if res.TTDMeanAtLeast == nil || *res.TTDMeanAtLeast != 90 { // (10+20+300+30)/4
+		t.Fatalf("censored mean %v, want 90", res.TTDMeanAtLeast)
+	}
+	f, _ := FloorSeconds(&sc, fp)
+	if !res.RatioAtLeast || res.RatioMean == nil || math.Abs(*res.RatioMean-90/math.Max(f, 1)) > 1e-9 {
+		t.Fatalf("ratio %v (at least %v), want ≥ %g", res.RatioMean, res.RatioAtLeast, 90/math.Max(f, 1))
+	}
+	if got := meanCell(res); got != "≥90.0s" {
+		t.Errorf("table cell %q", got)
+	}
+	os[2] = runOutcome{detected: true, ttd: 40, argo0: inf, argo3: inf, flagger: inf}
+	if res := summarise(&sc, os, fp); res.TTDMean == nil || *res.TTDMean != 25 || res.TTDMeanAtLeast != nil || res.RatioAtLeast {
+		t.Errorf("every run detected: mean %v, at least %v", res.TTDMean, res.TTDMeanAtLeast)
+	}
+}
+
+func TestRunScenariosProgress(t *testing.T) {
+	scs := []Scenario{
+		{Name: "A/A", RPS: 0, Pre: 240, Post: 30},
+		{Name: "error x10", Regression: true, RPS: 20, Pre: 240, Post: 30, ErrMul: 10},
+	}
+	var calls, last, total int
+	rep, err := RunScenarios(context.Background(), ScenarioOptions{
+		Seed: 1, AARuns: 3, Runs: 2, Workers: 2, Config: detect.DefaultConfig(), Scenarios: scs,
+		Progress: func(done, n int) { calls, last, total = calls+1, done, n },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 5 || last != 5 || total != 5 {
+		t.Errorf("progress called %d times, last %d of %d; want 5, 5 of 5", calls, last, total)
+	}
+	if rep.AARuns != 3 || rep.AARateCI[1] <= 0 {
+		t.Errorf("A/A runs %d, CI %v", rep.AARuns, rep.AARateCI)
 	}
 }
