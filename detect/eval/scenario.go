@@ -76,8 +76,13 @@ func orOne(v float64) float64 {
 
 // DefaultScenarios is the suite: aaRuns A/A deploys (spread over 20, 50 and 100 req/s) and runs
 // deploys of every other scenario.
+//
+// The old version serves 7.5 min before a deploy: the detector keeps one to two 5 min epochs of
+// a version's history, so a version that served longer than that (the usual case) gives a
+// baseline of 5 to 10 min, and 7.5 is the middle. The low-traffic scenarios serve 20 min, which
+// at 0.5 req/s still leaves only 200-400 requests in the baseline.
 func DefaultScenarios() []Scenario {
-	const pre, post = 240, 330
+	const pre, post = 450, 330
 	s := []Scenario{
 		{Name: "A/A no change", RPS: 0, Pre: pre, Post: post}, // RPS 0: rotates 20/50/100
 		{Name: "error x1.5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 1.5},
