@@ -2,9 +2,11 @@ package eval
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -34,11 +36,10 @@ func TestScenarioSuite(t *testing.T) {
 	for _, res := range rep.Results {
 		switch res.Scenario.Name {
 		case "error x5 @20rps", "latency all x2 @20rps":
-			// The issue's target for error x5 is 5 s; no test can reach it at 20 req/s. Even a
-			// fixed-sample test that knows both rates needs 116 requests (5.8 s) for 95 % power at
-			// a 1 % false-alarm rate, 167 (8.4 s) at the 0.1 % each test here is allowed; the SPRT
-			// that knows both rates, watched every second, reaches 11 s p95 at 0.1 %. The
-			// detector reaches ~11 s; this guard holds what is reached, with room for 10 runs.
+			// The issue's target for error x5 is 5 s; no test can reach it at 20 req/s (see
+			// TestErrorX5At20rpsCannotReach5s: the best test at 5 s has 92 % power at a 1 %
+			// false-alarm rate). The detector reaches ~9 s p95 over 100 runs; this guard holds
+			// what is reached, with room for 10 runs.
 			if res.TTDP95 == nil || *res.TTDP95 > 15 {
 				t.Errorf("%s: TTD p95 %s, guard 15s", res.Scenario.Name, secs(res.TTDP95))
 			}
@@ -178,5 +179,61 @@ func TestRunScenariosProgress(t *testing.T) {
 	}
 	if rep.AARuns != 3 || rep.AARateCI[1] <= 0 {
 		t.Errorf("A/A runs %d, CI %v", rep.AARuns, rep.AARateCI)
+	}
+}
+
+// bestPower is the power of the most powerful test (Neyman-Pearson, randomised at the boundary)
+// that decides at a fixed time T, with false-alarm probability alpha, between the generator's
+// model and its exception rate multiplied by m, at rps requests per second: the chance that any
+// detector has fired by T. Exceptions and ok requests are independent Poisson counts (invalid_input
+// is the same under both and carries no information).
+func bestPower(rps, T, m, alpha float64) float64 {
+	n := rps * T
+	e0, e1 := baseErr*n, baseErr*m*n
+	o0, o1 := (1-baseErr-baseInvalid)*n, (1-baseErr*m-baseInvalid)*n
+	logPois := func(k int, l float64) float64 {
+		lg, _ := math.Lgamma(float64(k) + 1)
+		return -l + float64(k)*math.Log(l) - lg
+	}
+	type cell struct{ llr, p0, p1 float64 }
+	var cells []cell
+	sd := math.Sqrt(o0)
+	for x := 0; x < int(4*e1)+30; x++ {
+		for o := max(0, int(o0-10*sd)); o < int(o0+10*sd); o++ {
+			l0, l1 := logPois(x, e0)+logPois(o, o0), logPois(x, e1)+logPois(o, o1)
+			cells = append(cells, cell{l1 - l0, math.Exp(l0), math.Exp(l1)})
+		}
+	}
+	slices.SortFunc(cells, func(a, b cell) int { return cmp.Compare(b.llr, a.llr) })
+	a, power := 0.0, 0.0
+	for _, c := range cells {
+		if a+c.p0 > alpha {
+			return power + (alpha-a)/c.p0*c.p1
+		}
+		a, power = a+c.p0, power+c.p1
+	}
+	return power
+}
+
+// TestErrorX5At20rpsCannotReach5s backs the claim in docs/design-notes.md that the target "error
+// x5 from 2 %, p95 within 5 s at 20 req/s" is out of reach of every detector at a false-rollback
+// rate of 1 % or less: a p95 within 5 s needs 95 % power at 5 s, and the most powerful test at
+// exactly 5 s, spending the whole 1 % on it and knowing both rates, has about 92 %. It becomes
+// reachable near 23 req/s, and at 50 req/s it is easy.
+func TestErrorX5At20rpsCannotReach5s(t *testing.T) {
+	for _, tt := range []struct {
+		rps, alpha float64
+		lo, hi     float64
+	}{
+		{20, 0.01, 0.90, 0.94},
+		{20, 0.001, 0.76, 0.82},
+		{24, 0.01, 0.95, 0.97},
+		{50, 0.001, 0.99, 1},
+	} {
+		if p := bestPower(tt.rps, 5, 5, tt.alpha); p < tt.lo || p > tt.hi {
+			t.Errorf("%g req/s, alpha %g: best power at 5 s %.4f, want in [%g, %g]", tt.rps, tt.alpha, p, tt.lo, tt.hi)
+		} else {
+			t.Logf("%g req/s, alpha %g: best power at 5 s %.4f", tt.rps, tt.alpha, p)
+		}
 	}
 }
