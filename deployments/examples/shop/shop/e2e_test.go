@@ -136,7 +136,7 @@ func TestShopBlockRollback(t *testing.T) {
 	})
 	after := load.Take()
 	stopLoad()
-	t.Logf("after: %v (errors %v)", after.Requests, after.Errors)
+	t.Logf("after: %v (errors %v; %d answers to requests sent before the rollback was seen left out)", after.Requests, after.Errors, after.Straddled)
 	for _, k := range []string{"pricing/discount=1.0", "pricing/tax=2.0", "catalog=2.0", "quote=1.0"} {
 		if after.Requests[k] == 0 {
 			t.Errorf("after the rollback no answer came from %s: %v", k, after.Requests)

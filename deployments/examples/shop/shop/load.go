@@ -20,6 +20,9 @@ type Observed struct {
 	// Last is the latest value seen of each version key's left-hand side, e.g.
 	// Last["pricing/discount"] = "1.0".
 	Last map[string]string
+	// Straddled counts answers to requests sent before the window began: they belong to no
+	// window, so a window after a rollback holds only requests sent after it.
+	Straddled int
 }
 
 // Load sends GET /quote and GET /products to base at rps requests per second until ctx ends,
@@ -28,16 +31,17 @@ type Load struct {
 	base   string
 	client *http.Client
 
-	mu   sync.Mutex
-	cur  Observed
-	last map[string]string
-	errs int
+	mu    sync.Mutex
+	cur   Observed
+	since time.Time // when the current window began
+	last  map[string]string
+	errs  int
 }
 
 // NewLoad prepares a load generator against base (e.g. http://127.0.0.1:8081).
 func NewLoad(base string) *Load {
 	return &Load{base: strings.TrimSuffix(base, "/"), client: &http.Client{Timeout: 5 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64}}, last: map[string]string{}, cur: newObserved()}
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64}}, last: map[string]string{}, cur: newObserved(), since: time.Now()}
 }
 
 func newObserved() Observed {
@@ -79,6 +83,7 @@ func (l *Load) get(ctx context.Context, path string) {
 	if err != nil {
 		return
 	}
+	sent := time.Now()
 	resp, err := l.client.Do(req)
 	if err != nil {
 		l.mu.Lock()
@@ -98,6 +103,12 @@ func (l *Load) get(ctx context.Context, path string) {
 	failed := resp.StatusCode >= 500
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if sent.Before(l.since) {
+		// In flight across a Take: the shop may have answered it before a switch that the
+		// window is meant to follow, so it counts in neither window.
+		l.cur.Straddled++
+		return
+	}
 	for _, k := range keys {
 		l.cur.Requests[k]++
 		if failed {
@@ -108,7 +119,8 @@ func (l *Load) get(ctx context.Context, path string) {
 	}
 }
 
-// Take returns what was observed since the last Take and starts a new window.
+// Take returns what was observed since the last Take and starts a new window, which counts only
+// requests sent from now on.
 func (l *Load) Take() Observed {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -117,6 +129,7 @@ func (l *Load) Take() Observed {
 		o.Last[k] = v
 	}
 	l.cur = newObserved()
+	l.since = time.Now()
 	return o
 }
 
