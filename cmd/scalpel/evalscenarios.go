@@ -46,7 +46,10 @@ the old model (the latency mixture is integrated numerically). E[N] divided by t
 request rate gives seconds. A throughput drop uses the Poisson count per second; a ramp's floor is
 the time at which the integral of rate x KL(t) reaches Wald's boundary; without a deploy nobody
 knows when the change began, so the floor is Page's CUSUM delay at the same false alarms per second
-of watch (Siegmund's approximation); a memory leak has none.`,
+of watch (Siegmund's approximation); a memory leak has none. For an error regression in a canary a
+line under the table also gives the ideal test that compares with the concurrent baseline cohort
+(which error came from which cohort, the only information that cancels what moves both): what
+the canary's comparison costs before any cost of the detector's own.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()

@@ -66,6 +66,11 @@ type ScenarioResult struct {
 	// FloorS is the expected detection time of the ideal SPRT (see FloorSeconds); absent when the
 	// scenario has no closed-form floor (memory leak) or no regression.
 	FloorS *float64 `json:"floor_s,omitempty"`
+	// ConcurrentFloorS, for an error regression in a canary, is the expected detection time of
+	// the ideal test that compares the canary with the concurrent baseline cohort instead of
+	// knowing the baseline's rate (see ConcurrentFloorSeconds): what cancelling whatever moves
+	// both cohorts costs, before any cost of the detector's own.
+	ConcurrentFloorS *float64 `json:"concurrent_floor_s,omitempty"`
 	// TTDMean is the mean time to detect, present only when every run detected (a miss has no
 	// time): it is the statistic the floor, an expected detection time, is comparable with.
 	TTDMean *float64 `json:"ttd_mean_s,omitempty"`
@@ -271,6 +276,9 @@ func summarise(sc *Scenario, os []runOutcome, fp FloorParams) ScenarioResult {
 		res.Argo0.TTDP50, res.Argo3.TTDP50, res.Flagger.TTDP50 = quantileFinite(a0, 0.5), quantileFinite(a3, 0.5), quantileFinite(fl, 0.5)
 		if f, ok := FloorSeconds(sc, fp); ok {
 			res.FloorS = &f
+			if c, ok := ConcurrentFloorSeconds(sc, fp); ok {
+				res.ConcurrentFloorS = &c
+			}
 			if res.TTDP95 != nil {
 				r := *res.TTDP95 / math.Max(f, 1)
 				res.Ratio = &r
@@ -544,6 +552,26 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	return wald / kl / rate, true
 }
 
+// ConcurrentFloorSeconds is the expected detection time of the ideal test for an exception-rate
+// regression in a canary that, instead of knowing the baseline's rate, compares with the
+// concurrent baseline cohort: conditioned on each error's arrival, the chance that it came from
+// the canary is π₀ = c (the canary's traffic share) when both cohorts fail at the same rate and
+// π₁ = c·p₁/(c·p₁ + (1−c)·p₀) under the regression. That conditioning cancels any change both
+// cohorts share; its price is that only the errors inform it. Wald's boundary over KL(π₁‖π₀) per
+// error, times the errors per second under the regression, gives seconds. ok is false for
+// anything but an error regression in a canary.
+func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
+	c, m := sc.CanaryShare, orOne(sc.ErrMul)
+	if c <= 0 || c >= 1 || m == 1 || sc.ErrRamp > 0 || orOne(sc.BodyMul) != 1 || orOne(sc.TailMul) != 1 {
+		return 0, false
+	}
+	p0, p1 := baseErr, baseErr*m
+	pi0, pi1 := c, c*p1/(c*p1+(1-c)*p0)
+	kl := pi1*math.Log(pi1/pi0) + (1-pi1)*math.Log((1-pi1)/(1-pi0))
+	errorsPerSec := sc.runRPS(0) * (c*p1 + (1-c)*p0)
+	return waldBoundary(p.Alpha, p.Beta) / (kl * errorsPerSec), true
+}
+
 // waldBoundary is the SPRT's expected log likelihood ratio at its stop under H1, neglecting the
 // overshoot: W = (1-β)·ln((1-β)/α) + β·ln(β/(1-α)).
 func waldBoundary(alpha, beta float64) float64 {
@@ -615,11 +643,22 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if _, err := fmt.Fprintln(w); err != nil {
+		return err
+	}
+	for _, res := range r.Results {
+		if res.ConcurrentFloorS != nil && res.FloorS != nil {
+			if _, err := fmt.Fprintf(w, "%s: the ideal test against the concurrent cohort needs %s on average, %.2f× the floor\n",
+				res.Scenario.Name, secs(res.ConcurrentFloorS), *res.ConcurrentFloorS/math.Max(*res.FloorS, 1)); err != nil {
+				return err
+			}
+		}
+	}
 	src := "fixed"
 	if r.Floor.Measured {
 		src = "the A/A false-rollback rate measured here, at least 1/A/A deploys"
 	}
-	if _, err := fmt.Fprintf(w, "\nfloor: ideal SPRT at alpha %.4g (%s), beta %.2g; without a deploy, CUSUM at %.0f s between false alarms\n",
+	if _, err := fmt.Fprintf(w, "floor: ideal SPRT at alpha %.4g (%s), beta %.2g; without a deploy, CUSUM at %.0f s between false alarms\n",
 		r.Floor.Alpha, src, r.Floor.Beta, r.Floor.ARL); err != nil {
 		return err
 	}

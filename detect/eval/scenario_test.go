@@ -237,3 +237,31 @@ func TestErrorX5At20rpsCannotReach5s(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentFloor: at a 50/50 split and error x2 the test against the concurrent cohort has
+// 0.170 nats/s where the known-rate test has 0.397, so its floor is 2.33× the known-rate one; a
+// 5 % canary is compared with a cohort nineteen times its size and loses little.
+func TestConcurrentFloor(t *testing.T) {
+	fp := FloorParams{Alpha: 0.001, Beta: 0.01}
+	for _, tt := range []struct {
+		sc     Scenario
+		lo, hi float64 // concurrent floor / floor
+	}{
+		{Scenario{RPS: 100, CanaryShare: 0.5, ErrMul: 2, Regression: true}, 2.30, 2.37},
+		{Scenario{RPS: 100, CanaryShare: 0.05, ErrMul: 5, Regression: true}, 1.0, 1.25},
+	} {
+		f, _ := FloorSeconds(&tt.sc, fp)
+		c, ok := ConcurrentFloorSeconds(&tt.sc, fp)
+		if !ok || c/f < tt.lo || c/f > tt.hi {
+			t.Errorf("%+v: concurrent floor %.2f s, floor %.2f s, ratio %.3f, want in [%g, %g]", tt.sc, c, f, c/f, tt.lo, tt.hi)
+		}
+	}
+	for _, sc := range []Scenario{
+		{RPS: 100, CanaryShare: 0.5, BodyMul: 2, TailMul: 2, Regression: true},
+		{RPS: 20, ErrMul: 5, Regression: true},
+	} {
+		if _, ok := ConcurrentFloorSeconds(&sc, fp); ok {
+			t.Errorf("%+v: a concurrent floor for a scenario without an error regression in a canary", sc)
+		}
+	}
+}
