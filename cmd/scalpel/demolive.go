@@ -160,11 +160,20 @@ type liveStory struct {
 	anomalies int
 	// mitigatedAt is when the decision engine said the rollback fixed it (verified recovery).
 	mitigatedAt time.Time
+	// printed is the stamp of the last line printed.
+	printed time.Time
 }
 
+// printf prints a line stamped at, or at the previous line's stamp if that is later: lines come
+// from the traffic ticker and from the subscription, each stamped when it was taken, and the
+// story must not read as going back in time.
 func (s *liveStory) printf(at time.Time, format string, args ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if at.Before(s.printed) {
+		at = s.printed
+	}
+	s.printed = at
 	fmt.Fprintf(s.out, "[t+%3.0fs] %s\n", at.Sub(s.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
