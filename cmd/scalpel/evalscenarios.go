@@ -62,6 +62,9 @@ the canary's comparison costs before any cost of the detector's own.`,
 			}
 			cfg := full.Detect
 			stderr := cmd.ErrOrStderr()
+			if aa < 1000 {
+				fmt.Fprintf(stderr, "note: %d A/A deploys cannot resolve a false-rollback rate near 0.1 %% (the floors then assume at least 1/%d); use --aa 1000 or more for figures worth quoting\n", aa, aa)
+			}
 			fmt.Fprintf(stderr, "running %d A/A deploys and %d of every other scenario (seed %d)\n", aa, runs, seed)
 			start, shown := time.Now(), 0
 			rep, err := eval.RunScenarios(cmd.Context(), eval.ScenarioOptions{
