@@ -24,7 +24,9 @@ type Config struct {
 	// HistoryEpoch is the length of one epoch of a series' recent history. A series keeps two
 	// epochs (the current and the previous one), so its recent history covers between one and two
 	// epochs; that history becomes the baseline when a newer version appears, and is the window the
-	// evidence of an anomaly covers. Default 5m.
+	// evidence of an anomaly covers. Epochs are aligned to event time (multiples of HistoryEpoch),
+	// so a replay or restore that starts two epochs before a deploy freezes the baseline the live
+	// detector froze. Default 5m.
 	HistoryEpoch schemas.Duration `json:"history_epoch" yaml:"history_epoch"`
 	// IdleTTL evicts a series that has seen no event for this long (event time). Default 30m.
 	IdleTTL schemas.Duration `json:"idle_ttl" yaml:"idle_ttl"`

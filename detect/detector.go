@@ -363,7 +363,7 @@ func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 // start gives a new series its baseline and makes it its line's current version.
 func (d *Detector) start(s *series, b int64) {
 	s.pending = false
-	s.cur.start = b
+	s.cur.start = d.epochOf(b)
 	d.resolveReference(s)
 	if s.ref != nil {
 		d.log.Info("new version: baseline frozen", "series", s.key.String(), "baseline", s.ref.label,
@@ -372,12 +372,25 @@ func (d *Detector) start(s *series, b int64) {
 	s.line.current = s // the newest version is current until an older one serves again (a rollback)
 }
 
+// epochOf is the first bucket of the history epoch that holds bucket b. Epochs are aligned to
+// event time (multiples of HistoryEpoch), not to the series' first event: a series' recent
+// history, and with it a new version's baseline, is then a function of the last two epochs of
+// events alone, so a replay or a restart that begins at least two epochs before a deploy freezes
+// the same baseline as the detector that had watched the old version for days.
+func (d *Detector) epochOf(b int64) int64 {
+	r := b % d.epochBuckets
+	if r < 0 {
+		r += d.epochBuckets
+	}
+	return b - r
+}
+
 // closeBucket moves a closed bucket into the series' history, rotating epochs, and counts the
 // bucket's latencies above the baseline's quantiles for the sequential latency test.
 func (d *Detector) closeBucket(s *series) {
 	b := &s.closed
 	defer d.pool.release(b)
-	if b.idx-s.cur.start >= d.epochBuckets {
+	if e := d.epochOf(b.idx); e != s.cur.start {
 		old := s.prev
 		s.prev = s.cur
 		if old == nil {
@@ -387,7 +400,12 @@ func (d *Detector) closeBucket(s *series) {
 				old.sites = make(map[string]int64)
 			}
 		}
-		old.reset(b.idx)
+		if e-s.prev.start > d.epochBuckets {
+			// Nothing was served in the epoch before this one: what came earlier is not recent
+			// history, and a replay that starts two epochs back would not have it.
+			s.prev.reset(e - d.epochBuckets)
+		}
+		old.reset(e)
 		s.cur = old
 	}
 	d.ownClose(s, b)
