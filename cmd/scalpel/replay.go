@@ -37,8 +37,10 @@ recorded anomalies and decisions exactly; with another one (--config) it shows w
 NDJSON incident bundle, and --from-file replays such a bundle without a server.
 
 --since and --until are event times (RFC 3339, or a duration before now such as 2h). Telemetry from
---warmup before --since is replayed too, so the detector has baselines when the range starts. Progress
-goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
+--warmup before --since is replayed too, so the detector has baselines when the range starts: a
+warm-up of two history epochs (detect.history_epoch, 10m at the defaults) freezes the baseline the
+live detector froze for every deploy in the range. Progress goes to stderr; Ctrl-C stops and writes
+what was replayed so far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
   scalpel replay --since 1h --service checkout --export incident.ndjson
