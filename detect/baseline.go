@@ -52,12 +52,8 @@ type reference struct {
 	errP   [numCategories]rateParams
 	blocks map[string]blockTally
 
-	sk    *ddsketch.DDSketch
-	latOK bool
-	latQ  [maxQuantiles]bool // which quantiles the baseline supports (LatencyMinTailCount)
-	thr   [maxQuantiles]threshold
-	qv    [maxQuantiles]float64 // the baseline's latency at each tested quantile
-	latP  [maxQuantiles]rateParams
+	sk *ddsketch.DDSketch
+	quantileTests
 	// The composite H0 of a quantile above the body (see rateTest.updateComposite): latS[q]
 	// holds H0 without tolerance and at half of it, bodyP[q] the share of requests at or below
 	// quantile q's threshold that exceed the body's (the lowest tested quantile's), as the
@@ -115,27 +111,43 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 	for c := range r.errs {
 		r.errP[c] = d.errorParams(r.errs[c], r.n)
 	}
-	if float64(r.sk.GetCount()) >= float64(d.cfg.MinBaselineRequests) {
-		r.latOK = true
-		for q, qq := range d.cfg.LatencyQuantiles {
-			// A quantile is tested only when the baseline saw enough requests above it for its
-			// exceedance rate to be an estimate rather than a guess (p99.9 needs 10 000 requests
-			// for 10 of them); the other quantiles still cover the regression.
-			r.latQ[q] = r.sk.GetCount()*(1-qq) >= float64(d.cfg.LatencyMinTailCount)
-			v, err := r.sk.GetValueAtQuantile(qq)
-			if err != nil {
-				r.latOK = false
-				break
-			}
-			r.qv[q] = v
-			r.thr[q] = d.sk.thresholdAt(v)
-			r.latP[q] = d.latencyParams(r.sk, r.thr[q])
-		}
-		if r.latOK {
-			d.compositeParams(r)
-		}
+	if d.setQuantiles(&r.quantileTests, r.sk); r.latOK {
+		d.compositeParams(r)
 	}
 	return r
+}
+
+// quantileTests are the latency quantiles a baseline (a version's history, a series' own
+// profile) supports and the hypotheses of their exceedance tests.
+type quantileTests struct {
+	latOK bool               // enough latencies to test any quantile
+	latQ  [maxQuantiles]bool // which quantiles the baseline supports (LatencyMinTailCount)
+	thr   [maxQuantiles]threshold
+	qv    [maxQuantiles]float64 // the baseline's latency at each quantile
+	latP  [maxQuantiles]rateParams
+}
+
+// setQuantiles reads the tested quantiles off the baseline sketch sk and sets their tests'
+// hypotheses.
+func (d *Detector) setQuantiles(qt *quantileTests, sk *ddsketch.DDSketch) {
+	qt.latOK = sk.GetCount() >= float64(d.cfg.MinBaselineRequests)
+	if !qt.latOK {
+		return
+	}
+	for q, qq := range d.cfg.LatencyQuantiles {
+		// A quantile is tested only when the baseline saw enough requests above it for its
+		// exceedance rate to be an estimate rather than a guess (p99.9 needs 10 000 requests for
+		// 10 of them); the other quantiles still cover the regression.
+		qt.latQ[q] = sk.GetCount()*(1-qq) >= float64(d.cfg.LatencyMinTailCount)
+		v, err := sk.GetValueAtQuantile(qq)
+		if err != nil {
+			qt.latOK = false
+			return
+		}
+		qt.qv[q] = v
+		qt.thr[q] = d.sk.thresholdAt(v)
+		qt.latP[q] = d.latencyParams(sk, qt.thr[q])
+	}
 }
 
 // compositeParams sets up the composite H0 of the quantiles above the body (see

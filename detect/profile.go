@@ -33,12 +33,8 @@ type ownProfile struct {
 	bn    float64
 	berrs [numCategories]float64
 
-	latB   int64 // bucket the latency thresholds were last set
-	latOK  bool
-	latQ   [maxQuantiles]bool
-	thr    [maxQuantiles]threshold
-	qv     [maxQuantiles]float64
-	latP   [maxQuantiles]rateParams
+	latB int64 // bucket the latency thresholds were last set
+	quantileTests
 	exceed [maxQuantiles]float64 // the last closed bucket's requests above each threshold
 
 	errT  [numCategories]rateTest
@@ -169,21 +165,7 @@ func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 // hypotheses, as freeze does for a version baseline.
 func (d *Detector) ownThresholds(o *ownProfile, b int64) {
 	o.latB = b
-	o.latOK = o.sk.GetCount() >= float64(d.cfg.MinBaselineRequests)
-	if !o.latOK {
-		return
-	}
-	for q, qq := range d.cfg.LatencyQuantiles {
-		o.latQ[q] = o.sk.GetCount()*(1-qq) >= float64(d.cfg.LatencyMinTailCount)
-		v, err := o.sk.GetValueAtQuantile(qq)
-		if err != nil {
-			o.latOK = false
-			return
-		}
-		o.qv[q] = v
-		o.thr[q] = d.sk.thresholdAt(v)
-		o.latP[q] = d.latencyParams(o.sk, o.thr[q])
-	}
+	d.setQuantiles(&o.quantileTests, o.sk)
 }
 
 // testOwn runs the own-profile tests of s on its just-closed bucket: the same sequential
