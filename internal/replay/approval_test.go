@@ -114,25 +114,18 @@ func TestReplayReproducesApprovalAndActuationFailure(t *testing.T) {
 	check(t, tl)
 
 	t.Run("bundle", func(t *testing.T) {
-		var bundle bytes.Buffer
-		if _, err := replay.Export(ctx, open(), &bundle, nil); err != nil {
-			t.Fatal(err)
-		}
+		bundle, recs := exportBundle(t, ctx, open())
 		kinds := map[string]int{}
-		for _, line := range bytes.Split(bytes.TrimSpace(bundle.Bytes()), []byte("\n")) {
-			r, err := replay.ParseRecord(line)
-			if err != nil {
-				t.Fatal(err)
-			}
+		for _, r := range recs {
 			kinds[r.Kind]++
 			if r.Kind == replay.KindActuationFailure && r.Headers[schemas.HeaderRejectReason] == "" {
-				t.Errorf("actuation failure record without its reject reason: %s", line)
+				t.Errorf("actuation failure record (seq %d) without its reject reason: headers %v", r.Seq, r.Headers)
 			}
 		}
 		if kinds[replay.KindApproval] != 1 || kinds[replay.KindActuationFailure] != len(failures) {
 			t.Errorf("bundle kinds %v: want 1 approval and %d actuation failures", kinds, len(failures))
 		}
-		ftl, err := replay.Run(ctx, replay.NewFileSource(bytes.NewReader(bundle.Bytes()), int64(bundle.Len())), replay.Options{Config: cfg})
+		ftl, err := replay.Run(ctx, replay.NewFileSource(bytes.NewReader(bundle), int64(len(bundle))), replay.Options{Config: cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,16 +142,9 @@ func TestReplayReproducesApprovalAndActuationFailure(t *testing.T) {
 		{"without the actuation failures", replay.KindActuationFailure},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var bundle bytes.Buffer
-			if _, err := replay.Export(ctx, open(), &bundle, nil); err != nil {
-				t.Fatal(err)
-			}
+			_, recs := exportBundle(t, ctx, open())
 			var kept []replay.Record
-			for _, line := range bytes.Split(bytes.TrimSpace(bundle.Bytes()), []byte("\n")) {
-				r, err := replay.ParseRecord(line)
-				if err != nil {
-					t.Fatal(err)
-				}
+			for _, r := range recs {
 				if r.Kind != tc.drop {
 					kept = append(kept, r)
 				}

@@ -183,6 +183,25 @@ func readStream(t *testing.T, js jetstream.JetStream, stream, subject string) []
 	}
 }
 
+// exportBundle exports what src holds as an incident bundle and parses it back, record by
+// record: the bundle's bytes and its records, in order.
+func exportBundle(t *testing.T, ctx context.Context, src replay.Source) ([]byte, []replay.Record) {
+	t.Helper()
+	var bundle bytes.Buffer
+	if _, err := replay.Export(ctx, src, &bundle, nil); err != nil {
+		t.Fatal(err)
+	}
+	var recs []replay.Record
+	for _, line := range bytes.Split(bytes.TrimSpace(bundle.Bytes()), []byte("\n")) {
+		r, err := replay.ParseRecord(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	return bundle.Bytes(), recs
+}
+
 func marshalAll[T any](t *testing.T, xs []T) [][]byte {
 	t.Helper()
 	out := make([][]byte, len(xs))
@@ -239,30 +258,22 @@ func TestReplayReproducesLiveIncident(t *testing.T) {
 	}
 
 	t.Run("bundle", func(t *testing.T) {
-		var bundle bytes.Buffer
-		n, err := replay.Export(ctx, open(), &bundle, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		bundle, recs := exportBundle(t, ctx, open())
 		if out := os.Getenv("SCALPEL_REPLAY_BUNDLE"); out != "" { // to try `scalpel replay --from-file`
-			if err := os.WriteFile(out, bundle.Bytes(), 0o644); err != nil {
+			if err := os.WriteFile(out, bundle, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
 		kinds := map[string]int{}
-		for _, line := range bytes.Split(bytes.TrimSpace(bundle.Bytes()), []byte("\n")) {
-			r, err := replay.ParseRecord(line)
-			if err != nil {
-				t.Fatal(err)
-			}
+		for _, r := range recs {
 			kinds[r.Kind]++
 		}
 		for _, k := range []string{replay.KindManifest, replay.KindDeploy, replay.KindTelemetry, replay.KindAnomaly, replay.KindDecision} {
 			if kinds[k] == 0 {
-				t.Errorf("bundle of %d records has no %s record: %v", n, k, kinds)
+				t.Errorf("bundle of %d records has no %s record: %v", len(recs), k, kinds)
 			}
 		}
-		ftl, err := replay.Run(ctx, replay.NewFileSource(bytes.NewReader(bundle.Bytes()), int64(bundle.Len())), replay.Options{Config: rec.cfg})
+		ftl, err := replay.Run(ctx, replay.NewFileSource(bytes.NewReader(bundle), int64(len(bundle))), replay.Options{Config: rec.cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
