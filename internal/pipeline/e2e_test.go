@@ -35,6 +35,15 @@ func start(t *testing.T) *harness {
 	t.Helper()
 	_, nc, js := natstest.Connect(t)
 	cfg := config.Default()
+	p := startPipeline(t, cfg, js)
+	t.Cleanup(p.Stop)
+	applyCheckout(t, p)
+	return &harness{t: t, nc: nc, js: js, p: p, cfg: cfg}
+}
+
+// startPipeline starts every stage with cfg on js; the caller stops it.
+func startPipeline(t *testing.T, cfg config.Config, js jetstream.JetStream) *pipeline.Pipeline {
+	t.Helper()
 	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -44,15 +53,19 @@ func start(t *testing.T) *harness {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
+	return p
+}
+
+// applyCheckout puts the simulated checkout service's manifest in the catalog.
+func applyCheckout(t *testing.T, p *pipeline.Pipeline) {
+	t.Helper()
 	m, err := schemas.ParseManifest([]byte(sim.CheckoutManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Catalog().Apply(ctx, m); err != nil {
+	if _, err := p.Catalog().Apply(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, nc: nc, js: js, p: p, cfg: cfg}
 }
 
 func (h *harness) publishDeploy(ev schemas.DeployEvent) {
@@ -334,26 +347,8 @@ func eventStart() time.Time { return time.Now().UTC().Add(-4 * time.Minute).Trun
 func TestEndToEndRestartRestoresDetector(t *testing.T) {
 	_, nc, js := natstest.Connect(t)
 	cfg := config.Default()
-	newPipeline := func() *pipeline.Pipeline {
-		p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := p.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	first := newPipeline()
-	m, err := schemas.ParseManifest([]byte(sim.CheckoutManifest))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := first.Catalog().Apply(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	first := startPipeline(t, cfg, js)
+	applyCheckout(t, first)
 	h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
 	svc := sim.Checkout(4)
 	t0 := eventStart()
@@ -362,7 +357,7 @@ func TestEndToEndRestartRestoresDetector(t *testing.T) {
 	h.idle()
 	first.Stop()
 
-	second := newPipeline()
+	second := startPipeline(t, cfg, js)
 	t.Cleanup(second.Stop)
 	h.p = second
 	t1 := t0.Add(120 * time.Second)
