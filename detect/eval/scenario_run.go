@@ -129,7 +129,7 @@ func RunScenarios(ctx context.Context, opt ScenarioOptions) (*ScenarioReport, er
 		return nil, err
 	}
 	if opt.AARuns < 1 || opt.Runs < 1 {
-		return nil, fmt.Errorf("scenario suite: runs and A/A runs must be at least 1")
+		return nil, fmt.Errorf("scenario suite: %d A/A deploys and %d of every other scenario asked for; both must be at least 1 (scalpel eval scenarios --aa, --runs)", opt.AARuns, opt.Runs)
 	}
 	type task struct{ sc, run int }
 	outcomes := make([][]runOutcome, len(opt.Scenarios))
