@@ -41,8 +41,8 @@ type ScenarioOptions struct {
 	FloorAlpha float64
 	// FloorBeta is the ideal SPRT's miss probability (default 0.01).
 	FloorBeta float64
-	// Progress, when set, is called from one goroutine after every deploy with the number done
-	// and the total.
+	// Progress, when set, is called after every deploy with the number done and the total, one
+	// call at a time.
 	Progress func(done, total int)
 }
 
@@ -146,16 +146,8 @@ func RunScenarios(ctx context.Context, opt ScenarioOptions) (*ScenarioReport, er
 	}
 	ch := make(chan task)
 	var wg sync.WaitGroup
-	progress := make(chan struct{}, opt.Workers)
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		done := 0
-		for range progress {
-			done++
-			opt.Progress(done, len(tasks))
-		}
-	}()
+	var progressMu sync.Mutex
+	done := 0
 	for range opt.Workers {
 		wg.Add(1)
 		go func() {
@@ -166,7 +158,10 @@ func RunScenarios(ctx context.Context, opt ScenarioOptions) (*ScenarioReport, er
 				o, buf = runDeploy(&opt.Scenarios[t.sc], opt.Config, opt.Seed, t.run, buf)
 				outcomes[t.sc][t.run] = o
 				if opt.Progress != nil {
-					progress <- struct{}{}
+					progressMu.Lock()
+					done++
+					opt.Progress(done, len(tasks))
+					progressMu.Unlock()
 				}
 			}
 		}()
@@ -183,8 +178,6 @@ feed:
 	}
 	close(ch)
 	wg.Wait()
-	close(progress)
-	<-progressDone
 	if err != nil {
 		return nil, err
 	}
