@@ -178,7 +178,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, subj schemas.Su
 			History: uint8(cfg.CatalogHistory), Storage: jetstream.FileStorage, Replicas: cfg.Replicas},
 		{Bucket: schemas.BucketActive, Description: "scalpel: desired active version per svc.comp[.block]",
 			History: uint8(cfg.ActiveHistory), Storage: jetstream.FileStorage, Replicas: cfg.Replicas},
-		{Bucket: schemas.BucketState, Description: "scalpel: detector checkpoints and decision leases",
+		{Bucket: schemas.BucketState, Description: "scalpel: decide lease and decide state",
 			History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas},
 	}
 	for _, kc := range kvs {
@@ -186,11 +186,22 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, subj schemas.Su
 			return fmt.Errorf("ensure kv %s: %w", kc.Bucket, err)
 		}
 	}
-	oc := jetstream.ObjectStoreConfig{Bucket: schemas.ObjectBlocks,
-		Description: "scalpel: versioned block and function sources, artefact references",
-		Storage:     jetstream.FileStorage, Replicas: cfg.Replicas}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
-		return fmt.Errorf("ensure object store %s: %w", oc.Bucket, err)
+	objs := []jetstream.ObjectStoreConfig{
+		{Bucket: schemas.ObjectBlocks, Description: "scalpel: versioned block and function sources, artefact references",
+			Storage: jetstream.FileStorage, Replicas: cfg.Replicas},
+		// Detector checkpoints: a detector tracking thousands of series snapshots to megabytes,
+		// beyond what a KV value may hold (the server's max_payload, 1 MiB by default), so they live
+		// in an object store, which chunks them. It is named scalpel_state like the KV bucket of
+		// decision leases: both are "state that survives a restart", and the names cannot collide
+		// because a KV bucket is the stream KV_<name> and an object store OBJ_<name>. An object
+		// store keeps one version per object name, so a checkpoint replaces the previous one.
+		{Bucket: schemas.ObjectState, Description: "scalpel: detector checkpoints",
+			Storage: jetstream.FileStorage, Replicas: cfg.Replicas},
+	}
+	for _, oc := range objs {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
+			return fmt.Errorf("ensure object store %s: %w", oc.Bucket, err)
+		}
 	}
 	return nil
 }

@@ -47,8 +47,16 @@ func TestEnsureTopologyIsIdempotent(t *testing.T) {
 				t.Errorf("kv %s: %v", b, err)
 			}
 		}
-		if _, err := js.ObjectStore(ctx, schemas.ObjectBlocks); err != nil {
-			t.Errorf("object store: %v", err)
+		for _, b := range []string{schemas.ObjectBlocks, schemas.ObjectState} {
+			if _, err := js.ObjectStore(ctx, b); err != nil {
+				t.Errorf("object store %s: %v", b, err)
+			}
+		}
+		// The object store and the KV bucket of the same name live side by side.
+		for _, name := range []string{"KV_" + schemas.BucketState, "OBJ_" + schemas.ObjectState} {
+			if _, err := js.Stream(ctx, name); err != nil {
+				t.Errorf("stream %s: %v", name, err)
+			}
 		}
 		if _, err := js.Publish(ctx, subj.Telemetry("a", "b"), []byte("{}")); err != nil {
 			t.Errorf("publish to %s: %v", subj.Telemetry("a", "b"), err)

@@ -16,6 +16,10 @@ const (
 	BucketActive  = "scalpel_active"
 	BucketState   = "scalpel_state"
 	ObjectBlocks  = "scalpel_blocks"
+	// ObjectState holds the detector's checkpoints. It shares its name with the BucketState KV
+	// bucket — their streams differ (KV_scalpel_state, OBJ_scalpel_state) — because both hold state
+	// that must survive a restart; a checkpoint is megabytes, beyond a KV value's payload.
+	ObjectState = "scalpel_state"
 )
 
 // Reject headers carried by every message on rejected.<stage>.
