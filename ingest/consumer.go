@@ -29,6 +29,19 @@ type Handler interface {
 	HandleTelemetry(ctx context.Context, events []schemas.TelemetryEvent) error
 }
 
+// batchSeqKey is the context key of the batch's last stream sequence.
+type batchSeqKey struct{}
+
+// BatchLastSeq returns the stream sequence of the last message of the batch a Handler is handling:
+// the highest in the batch, rejected and skipped messages included. Once the handler returns nil,
+// every message of the stream up to it has been accounted for (the consumer works in stream order),
+// which is what a handler that checkpoints its state records next to the checkpoint. ok is false
+// outside a handler call.
+func BatchLastSeq(ctx context.Context) (seq uint64, ok bool) {
+	seq, ok = ctx.Value(batchSeqKey{}).(uint64)
+	return seq, ok
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, events []schemas.TelemetryEvent) error
 
@@ -195,6 +208,7 @@ type Consumer struct {
 	batch   []jetstream.Msg // messages waiting to be cut into a batch, in delivery order
 	first   time.Time       // arrival of the batch's first message
 	stopped atomic.Bool     // Stop was called: no more handling or retries, nak what is left
+	skip    atomic.Uint64   // messages at or below this stream sequence are acked unhandled
 
 	// work carries cut batches, in order, to the one worker that decodes, hands over and acks
 	// them. Its capacity of one lets the next batch be received while one is being handled — the
@@ -219,6 +233,7 @@ type metrics struct {
 	lag                       prometheus.Gauge
 	handle                    prometheus.Histogram
 	retries                   prometheus.Counter
+	skipped                   prometheus.Counter
 }
 
 // NewConsumer checks cfg and prepares a consumer; Start creates the durable and begins consuming.
@@ -252,9 +267,10 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 		lag:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "scalpel_ingest_lag", Help: "Messages in the stream not yet delivered to the ingest consumer, as of the last delivery."}),
 		handle:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scalpel_ingest_batch_seconds", Help: "Time to decode, hand over and acknowledge one batch.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}),
 		retries:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_retries_total", Help: "Batches retried after a handler error or a failed reject."}),
+		skipped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_skipped_total", Help: "Messages acknowledged without handling because the next stage restored them from a checkpoint (SkipThrough)."}),
 	}
 	if c.reg != nil {
-		for _, col := range []prometheus.Collector{c.m.events, c.m.messages, c.m.batches, c.m.lag, c.m.handle, c.m.retries} {
+		for _, col := range []prometheus.Collector{c.m.events, c.m.messages, c.m.batches, c.m.lag, c.m.handle, c.m.retries, c.m.skipped} {
 			if err := c.reg.Register(col); err != nil {
 				return nil, fmt.Errorf("ingest: register metrics: %w", err)
 			}
@@ -266,6 +282,15 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 	c.flusherEnd = make(chan struct{})
 	return c, nil
 }
+
+// SkipThrough makes the consumer acknowledge, without decoding or handling, every message whose
+// stream sequence is at most seq. Call it before Start.
+//
+// It is for a handler restored from a checkpoint taken at seq: the durable consumer may redeliver
+// messages up to seq that the previous process handled but whose ack never reached the server (it
+// crashed between the two), and handing them over again would count them twice. Such redeliveries
+// arrive after AckWait, behind newer messages, so every message is checked, not only the first.
+func (c *Consumer) SkipThrough(seq uint64) { c.skip.Store(seq) }
 
 // Config returns the effective configuration, defaults filled in.
 func (c *Consumer) Config() Config { return c.cfg }
@@ -463,7 +488,15 @@ func (c *Consumer) worker() {
 func (c *Consumer) handle(batch []jetstream.Msg) bool {
 	start := time.Now()
 	c.events = c.events[:0]
+	skip := c.skip.Load()
+	var last, skipped uint64
 	for _, msg := range batch {
+		seq, _ := streamSeq(msg.Reply())
+		last = max(last, seq)
+		if skip > 0 && seq > 0 && seq <= skip {
+			skipped++ // acknowledged below with the rest: the handler already holds it
+			continue
+		}
 		var err error
 		c.events, err = c.dec.Decode(msg.Subject(), msg.Data(), c.events)
 		if err != nil {
@@ -486,6 +519,9 @@ func (c *Consumer) handle(batch []jetstream.Msg) bool {
 	}
 	if len(c.events) > 0 {
 		if !c.retry(batch, "handler", func(ctx context.Context) error {
+			if last > 0 {
+				ctx = context.WithValue(ctx, batchSeqKey{}, last)
+			}
 			return c.h.HandleTelemetry(ctx, c.events)
 		}) {
 			return false
@@ -501,6 +537,10 @@ func (c *Consumer) handle(batch []jetstream.Msg) bool {
 	}
 	if ackErr != nil {
 		c.log.Warn("ack batch", "err", ackErr, "messages", len(batch))
+	}
+	if skipped > 0 {
+		c.m.skipped.Add(float64(skipped))
+		c.log.Debug("skipped messages restored from a checkpoint", "messages", skipped, "through", skip)
 	}
 	c.m.messages.Add(float64(len(batch)))
 	c.m.events.Add(float64(len(c.events)))
@@ -539,14 +579,22 @@ func (c *Consumer) retry(batch []jetstream.Msg, what string, fn func(ctx context
 // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (9 tokens), or the newer
 // $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>
 // (12 tokens and more).
-func numPending(reply string) (uint64, bool) {
+func numPending(reply string) (uint64, bool) { return ackToken(reply, 8, 10) }
+
+// streamSeq reads a message's stream sequence from its ack subject without allocating, as
+// numPending does: msg.Metadata() parses every token and allocates, once per message.
+func streamSeq(reply string) (uint64, bool) { return ackToken(reply, 5, 7) }
+
+// ackToken parses the numeric token at index short of the 9-token ack subject, or at index long
+// of the 12-token form.
+func ackToken(reply string, short, long int) (uint64, bool) {
 	if !strings.HasPrefix(reply, "$JS.ACK.") {
 		return 0, false
 	}
 	tokens := strings.Count(reply, ".") + 1
-	want := 8 // index of <pending> in the 9-token form
+	want := short
 	if tokens >= 12 {
-		want = 10
+		want = long
 	} else if tokens != 9 {
 		return 0, false
 	}

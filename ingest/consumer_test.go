@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,9 +25,10 @@ type recorder struct {
 	events []schemas.TelemetryEvent
 	fail   int // fail this many calls first
 	calls  int
+	seqs   []uint64 // BatchLastSeq of every successful call
 }
 
-func (r *recorder) HandleTelemetry(_ context.Context, evs []schemas.TelemetryEvent) error {
+func (r *recorder) HandleTelemetry(ctx context.Context, evs []schemas.TelemetryEvent) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
@@ -35,6 +37,9 @@ func (r *recorder) HandleTelemetry(_ context.Context, evs []schemas.TelemetryEve
 		return errors.New("downstream not ready")
 	}
 	r.events = append(r.events, evs...)
+	if seq, ok := BatchLastSeq(ctx); ok {
+		r.seqs = append(r.seqs, seq)
+	}
 	return nil
 }
 
@@ -321,6 +326,150 @@ func TestNumPending(t *testing.T) {
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("numPending(%q) = %d, %v; want %d, %v", tt.reply, got, ok, tt.want, tt.ok)
 		}
+	}
+}
+
+func TestStreamSeq(t *testing.T) {
+	tests := []struct {
+		reply string
+		want  uint64
+		ok    bool
+	}{
+		{"$JS.ACK.TELEMETRY.scalpel-ingest.1.42.40.1764151200000000000.17", 42, true},
+		{"$JS.ACK.hub.ACCHASH.TELEMETRY.scalpel-ingest.2.7.9.1764151200000000000.0.rnd", 7, true},
+		{"$JS.ACK.TELEMETRY.scalpel-ingest.1.x.40.1764151200000000000.17", 0, false},
+		{"$JS.ACK.short", 0, false},
+		{"_INBOX.x", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := streamSeq(tt.reply)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("streamSeq(%q) = %d, %v; want %d, %v", tt.reply, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestConsumerBatchLastSeq: the handler learns how far in the stream each batch reaches, and the
+// last batch reaches the last message published.
+func TestConsumerBatchLastSeq(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := BatchLastSeq(ctx); ok {
+		t.Fatal("BatchLastSeq outside a handler call reports a sequence")
+	}
+	// Another subject in the stream first, so stream and consumer sequences differ.
+	publish(t, js, "telemetry.ledger.post", ev("other"))
+	var last uint64
+	for i := range 30 {
+		ack, err := js.Publish(ctx, "telemetry.checkout.tax-calc", []byte(ev(fmt.Sprintf("v%d", i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ack.Sequence
+	}
+	rec := &recorder{}
+	startConsumer(t, js, rec, prometheus.NewRegistry(), Config{BatchSize: 7, FilterSubject: "telemetry.checkout.>"})
+	rec.waitFor(t, 30)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.seqs) < 5 || rec.seqs[len(rec.seqs)-1] != last {
+		t.Fatalf("batch sequences %v: want at least 5 batches of at most 7, the last ending at %d", rec.seqs, last)
+	}
+	for i := 1; i < len(rec.seqs); i++ {
+		if rec.seqs[i] <= rec.seqs[i-1] {
+			t.Fatalf("batch sequences %v do not increase", rec.seqs)
+		}
+	}
+}
+
+// TestConsumerSkipThrough: messages up to the skip sequence are acknowledged without reaching the
+// handler — first deliveries and, as after a crash, redeliveries of messages a stopped instance
+// had fetched but not acknowledged.
+func TestConsumerSkipThrough(t *testing.T) {
+	tests := []struct {
+		name string
+		skip uint64
+		want []string
+	}{
+		{"no skip", 0, []string{"a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2"}},
+		{"part of the redelivered", 4, []string{"a4", "a5", "b0", "b1", "b2"}},
+		{"all redelivered", 6, []string{"b0", "b1", "b2"}},
+		{"into the new", 7, []string{"b1", "b2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, js := natstest.Connect(t)
+			ctx := context.Background()
+			if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+				t.Fatal(err)
+			}
+			const subj = "telemetry.checkout.tax-calc"
+			for i := range 6 {
+				publish(t, js, subj, ev(fmt.Sprintf("a%d", i)))
+			}
+			// The first instance fetches a0..a5 and never acknowledges them.
+			failing := &recorder{fail: 1 << 30}
+			c1, err := NewConsumer(js, schemas.Subjects{}, Config{RetryDelay: schemas.Duration(5 * time.Millisecond)}, failing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c1.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+				failing.mu.Lock()
+				defer failing.mu.Unlock()
+				if failing.calls < 1 {
+					return errors.New("no handler call yet")
+				}
+				return nil
+			})
+			c1.Stop()
+			<-c1.Done()
+			for i := range 3 {
+				publish(t, js, subj, ev(fmt.Sprintf("b%d", i)))
+			}
+
+			rec := &recorder{}
+			reg := prometheus.NewRegistry()
+			c2, err := NewConsumer(js, schemas.Subjects{}, Config{}, rec, WithRegisterer(reg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c2.SkipThrough(tt.skip)
+			if err := c2.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c2.Stop(); <-c2.Done() })
+			rec.waitFor(t, len(tt.want))
+			// Everything is acknowledged, the skipped messages included.
+			natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+				info, err := js.Consumer(ctx, schemas.StreamTelemetry, c2.Config().Durable)
+				if err != nil {
+					return err
+				}
+				ci, err := info.Info(ctx)
+				if err != nil {
+					return err
+				}
+				if ci.AckFloor.Stream != 9 || ci.NumAckPending != 0 || ci.NumPending != 0 {
+					return fmt.Errorf("ack floor %d, %d unacked, %d pending; want 9, 0, 0", ci.AckFloor.Stream, ci.NumAckPending, ci.NumPending)
+				}
+				return nil
+			})
+			// The server redelivers the abandoned messages in an order of its own (see Stop).
+			got := rec.versions()
+			slices.Sort(got)
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("handled %v, want %v", got, tt.want)
+			}
+			if got := metricValue(t, reg, "scalpel_ingest_skipped_total", nil); got != float64(tt.skip) {
+				t.Errorf("skipped_total = %v, want %d", got, tt.skip)
+			}
+		})
 	}
 }
 
