@@ -31,10 +31,20 @@ type Config struct {
 	Detect   detect.Config         `yaml:"detect" json:"detect"`
 	Decide   decide.Config         `yaml:"decide" json:"decide"`
 	Actuate  Actuate               `yaml:"actuate" json:"actuate"`
-	// DetectRestore is how much event time of already-acknowledged telemetry is run back through
-	// the detector when serve starts, so that a restart or a crash loses none of its state (open
-	// buckets, baselines, running tests). It should cover detect.history_epoch twice. Default 10m;
-	// 0 starts the detector empty.
+	// DetectCheckpoint is how often (wall clock) serve writes the detector's whole state to the
+	// object "detect" of the scalpel_state object store, with the telemetry stream sequence it
+	// reached. On start the detector is restored from it and only the telemetry acknowledged after
+	// it is run through again, so state older than any replay window survives a restart: a sparse
+	// series' history, a series' own long-run profile, throughput averages. A checkpoint is also
+	// written when serve stops cleanly. Each one copies the state under the detector's lock (the
+	// write itself is off the hot path), so a very short interval costs throughput. Default 1m;
+	// 0 disables checkpoints, written and read, and every start uses detect_restore.
+	DetectCheckpoint schemas.Duration `yaml:"detect_checkpoint" json:"detect_checkpoint"`
+	// DetectRestore is the fallback when there is no usable checkpoint (none yet, checkpoints
+	// disabled, or one taken under another detect config or build): how much event time of
+	// already-acknowledged telemetry is run back through the detector when serve starts, so that a
+	// restart or a crash keeps its recent state (open buckets, frozen baselines, running tests). It
+	// should cover detect.history_epoch twice. Default 10m; 0 starts the detector empty.
 	DetectRestore schemas.Duration `yaml:"detect_restore" json:"detect_restore"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level" json:"log_level"`
@@ -130,8 +140,9 @@ func Default() Config {
 			CommandTTL: schemas.Duration(10 * time.Minute),
 			HandOff:    handoff.DefaultConfig(),
 		},
-		DetectRestore: schemas.Duration(10 * time.Minute),
-		LogLevel:      "info",
+		DetectCheckpoint: schemas.Duration(time.Minute),
+		DetectRestore:    schemas.Duration(10 * time.Minute),
+		LogLevel:         "info",
 	}
 }
 
@@ -180,6 +191,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("decide: %w", err))
 	}
 	errs = append(errs, c.Actuate.validate()...)
+	if c.DetectCheckpoint < 0 {
+		errs = append(errs, errors.New("detect_checkpoint: must be >= 0 (0 disables checkpoints)"))
+	}
 	if c.DetectRestore < 0 {
 		errs = append(errs, errors.New("detect_restore: must be >= 0 (0 starts the detector empty)"))
 	}

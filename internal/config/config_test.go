@@ -122,3 +122,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDetectCheckpoint(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		want    time.Duration
+		wantErr string
+	}{
+		{name: "default", yaml: "", want: time.Minute},
+		{name: "set", yaml: "detect_checkpoint: 30s", want: 30 * time.Second},
+		{name: "disabled", yaml: "detect_checkpoint: 0s", want: 0},
+		{name: "negative", yaml: "detect_checkpoint: -1s", wantErr: "detect_checkpoint"},
+		{name: "not a duration", yaml: "detect_checkpoint: often", wantErr: "often"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse(%q) = %v, want an error mentioning %q", tt.yaml, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Duration(cfg.DetectCheckpoint); got != tt.want {
+				t.Fatalf("detect_checkpoint = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
