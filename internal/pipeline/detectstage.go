@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -14,12 +15,24 @@ import (
 // batch only after HandleTelemetry returns, so an anomaly is durable before the telemetry that caused
 // it is acknowledged.
 type DetectStage struct {
-	mu   sync.Mutex
-	det  *detect.Detector
-	emit func(context.Context, []schemas.Anomaly) error
+	mu  sync.Mutex
+	det *detect.Detector
+	// seq is the stream sequence of the last telemetry the detector holds with its anomalies
+	// stored (ingest.BatchLastSeq): a checkpoint of det is valid "through seq". 0 = unknown.
+	seq uint64
+	// unsent holds the anomalies of a batch the detector observed but emit failed for, and
+	// unsentSeq that batch's sequence: ingest offers the same batch again, and observing it twice
+	// would count its events twice, so the retry re-emits these instead. A checkpoint is never
+	// taken while they are pending: it would hold the batch's state without its anomalies.
+	unsent    []schemas.Anomaly
+	unsentSeq uint64
+	failed    bool // a batch failed mid-way and was not re-offered with a known sequence
+	emit      func(context.Context, []schemas.Anomaly) error
 	// afterBatch, when set, lets event time pass downstream (decide's verify periods and approval
 	// timeouts) once the batch's anomalies are stored.
 	afterBatch func(context.Context, time.Time)
+	// ckpt, when set, checkpoints the detector after a batch, at most once per its interval.
+	ckpt *checkpointer
 }
 
 // NewDetectStage wraps a detector; emit may be nil to discard anomalies (benchmarks).
@@ -29,20 +42,42 @@ func NewDetectStage(det *detect.Detector, emit func(context.Context, []schemas.A
 
 // HandleTelemetry implements ingest.Handler.
 func (s *DetectStage) HandleTelemetry(ctx context.Context, events []schemas.TelemetryEvent) error {
+	seq, known := ingest.BatchLastSeq(ctx)
 	s.mu.Lock()
-	for i := range events {
-		s.det.Observe(&events[i])
+	var anomalies []schemas.Anomaly
+	if known && s.unsent != nil && s.unsentSeq == seq {
+		anomalies = s.unsent // the same batch again: already observed
+	} else {
+		for i := range events {
+			s.det.Observe(&events[i])
+		}
+		anomalies = s.det.Advance(s.det.Watermark())
 	}
 	wm := s.det.Watermark()
-	anomalies := s.det.Advance(wm)
+	s.unsent, s.unsentSeq = nil, 0
 	s.mu.Unlock()
 	if len(anomalies) > 0 && s.emit != nil {
 		if err := s.emit(ctx, anomalies); err != nil {
+			s.mu.Lock()
+			if known {
+				s.unsent, s.unsentSeq = anomalies, seq
+			} else {
+				s.failed = true
+			}
+			s.mu.Unlock()
 			return err
 		}
 	}
 	if s.afterBatch != nil {
 		s.afterBatch(ctx, wm)
+	}
+	if known {
+		s.mu.Lock()
+		s.seq = max(s.seq, seq)
+		s.mu.Unlock()
+		if s.ckpt != nil {
+			s.ckpt.afterBatch(s)
+		}
 	}
 	return nil
 }
@@ -63,4 +98,35 @@ func (s *DetectStage) restore(events []schemas.TelemetryEvent) {
 		s.det.Observe(&events[i])
 	}
 	s.det.Advance(s.det.Watermark())
+}
+
+// reset replaces the detector (one restored from a checkpoint) and says how far in the stream it
+// reaches.
+func (s *DetectStage) reset(det *detect.Detector, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.det, s.seq = det, seq
+}
+
+// setSeq records how far in the stream the detector reaches after a restore replayed telemetry.
+func (s *DetectStage) setSeq(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq = seq
+}
+
+// snapshot copies the detector's state and the sequence it reaches, under the lock so that the two
+// agree. ok is false when there is nothing a restart could use: no known sequence, nothing new since
+// since (a checkpoint through since exists), or a batch whose anomalies are not stored.
+func (s *DetectStage) snapshot(since uint64) (snap []byte, seq uint64, series int, ok bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seq == 0 || s.seq <= since || s.unsent != nil || s.failed {
+		return nil, 0, 0, false, nil
+	}
+	snap, err = s.det.Snapshot()
+	if err != nil {
+		return nil, 0, 0, false, err
+	}
+	return snap, s.seq, s.det.SeriesCount(), true, nil
 }

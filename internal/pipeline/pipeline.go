@@ -43,6 +43,12 @@ type Pipeline struct {
 	engine  *decide.Engine
 	catalog *decide.Catalog
 
+	// ckpt writes detector checkpoints (nil when detect_checkpoint is 0); detectSkip is the
+	// sequence of the checkpoint the detector was restored from, which ingest must not hand over
+	// again.
+	ckpt       *checkpointer
+	detectSkip uint64
+
 	decideMu sync.Mutex
 
 	actuators map[string]actuate.Actuator
@@ -65,6 +71,7 @@ type metrics struct {
 	commands   *prometheus.CounterVec
 	series     prometheus.GaugeFunc
 	actuateErr *prometheus.CounterVec
+	ckpt       checkpointMetrics
 }
 
 // Options configures New.
@@ -102,12 +109,13 @@ func New(o Options) (*Pipeline, error) {
 		commands:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_commands_total", Help: "Rollback commands actuated, by actuator set outcome."}, []string{"outcome"}),
 		actuateErr: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_actuate_errors_total", Help: "Actuation failures, by class."},
 			[]string{"class"}),
+		ckpt: newCheckpointMetrics(),
 	}
 	p.detect = NewDetectStage(NewDetector(o.Config, o.Logger), p.publishAnomalies)
 	p.detect.afterBatch = p.AdvanceDecide
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
 		func() float64 { return float64(p.detect.SeriesCount()) })
-	for _, c := range []prometheus.Collector{p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr} {
+	for _, c := range append([]prometheus.Collector{p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr}, p.m.ckpt.collectors()...) {
 		if err := o.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("pipeline: register metrics: %w", err)
 		}
@@ -187,11 +195,20 @@ func (p *Pipeline) startIngest(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	c.SkipThrough(p.detectSkip)
+	p.detect.ckpt = p.ckpt
 	// The consumer lives until Stop, not until the start-up context ends.
 	if err := c.Start(p.ctx); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
-	p.stops = append(p.stops, func() { c.Drain(); <-c.Done() })
+	p.stops = append(p.stops, func() {
+		c.Drain()
+		<-c.Done()
+		// Every fetched message is handled and acknowledged: checkpoint the state it left.
+		if p.ckpt != nil {
+			p.ckpt.final(context.WithoutCancel(p.ctx), p.detect)
+		}
+	})
 	return nil
 }
 

@@ -8,70 +8,203 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
-// restoreDetector rebuilds the detector's state after a restart or a crash by running the telemetry
-// it had already acknowledged back through it — the last cfg.DetectRestore of event time up to the
-// ingest consumer's ack floor — with its output discarded, before the durable consumer resumes.
-// Detection is a function of the events alone, so the detector comes back as it was (open buckets,
-// baselines, running tests) for the window replayed, and nothing it had accounted is lost. The
-// anomalies it re-derives were published the first time; a repeat would carry the same ids.
+// restoreSource is where the detector's input stands at start-up.
+type restoreSource struct {
+	stream, durable, filter string
+	info                    *jetstream.StreamInfo
+	// floor is the ingest consumer's ack floor: every telemetry message up to it was handled and
+	// acknowledged. 0 when nothing was, or the consumer does not exist (first start).
+	floor uint64
+}
+
+// restoreDetector rebuilds the detector's state after a restart or a crash, before the durable
+// consumer resumes, and prepares the checkpointer.
+//
+// From a checkpoint (detect_checkpoint > 0): the detector is restored from the object "detect" of
+// the scalpel_state object store, which holds its state through stream sequence S; the telemetry
+// acknowledged after S — up to the ack floor — is run through it with its output discarded (those
+// anomalies were published the first time), and the ingest consumer is told to skip messages up to
+// S, which the previous process handled but may not have acknowledged before it stopped.
+//
+// Without a usable checkpoint (none yet, checkpoints disabled, another detect config, damaged bytes)
+// it falls back to running the last detect_restore of acknowledged telemetry back through the
+// detector. Detection is a function of the events alone, so that rebuilds the state of the window
+// (open buckets, frozen baselines, running tests); what is older than the window is lost.
 func (p *Pipeline) restoreDetector(ctx context.Context) error {
-	window := time.Duration(p.cfg.DetectRestore)
-	if window <= 0 {
-		return nil
-	}
-	durable := p.cfg.Ingest.Durable
-	if durable == "" {
-		durable = ingest.DefaultConfig().Durable
-	}
-	stream := p.cfg.Ingest.Stream
-	if stream == "" {
-		stream = schemas.StreamTelemetry
-	}
-	cons, err := p.js.Consumer(ctx, stream, durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil // first start: nothing was acknowledged
-	}
+	src, err := p.restoreSource(ctx)
 	if err != nil {
 		return fmt.Errorf("restore detector: %w", err)
+	}
+	if time.Duration(p.cfg.DetectCheckpoint) > 0 {
+		if err := p.newCheckpointer(ctx, src); err != nil {
+			return fmt.Errorf("restore detector: %w", err)
+		}
+		done, err := p.restoreFromCheckpoint(ctx, src)
+		if err != nil || done {
+			return err
+		}
+	}
+	return p.restoreFromWindow(ctx, src)
+}
+
+// restoreSource reads the telemetry stream and the ingest consumer's position.
+func (p *Pipeline) restoreSource(ctx context.Context) (restoreSource, error) {
+	src := restoreSource{stream: p.cfg.Ingest.Stream, durable: p.cfg.Ingest.Durable, filter: p.cfg.Ingest.FilterSubject}
+	if src.durable == "" {
+		src.durable = ingest.DefaultConfig().Durable
+	}
+	if src.stream == "" {
+		src.stream = schemas.StreamTelemetry
+	}
+	if src.filter == "" {
+		src.filter = p.subj.TelemetryAll()
+	}
+	str, err := p.js.Stream(ctx, src.stream)
+	if err != nil {
+		return src, err
+	}
+	src.info = str.CachedInfo()
+	cons, err := p.js.Consumer(ctx, src.stream, src.durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return src, nil // first start: nothing was acknowledged
+	}
+	if err != nil {
+		return src, err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("restore detector: %w", err)
+		return src, err
 	}
-	floor := info.AckFloor.Stream
-	if floor == 0 {
+	src.floor = info.AckFloor.Stream
+	return src, nil
+}
+
+// newCheckpointer opens the object store and prepares the stage's checkpointer.
+func (p *Pipeline) newCheckpointer(ctx context.Context, src restoreSource) error {
+	obj, err := p.js.ObjectStore(ctx, schemas.ObjectState)
+	if err != nil {
+		return fmt.Errorf("open object store %s: %w", schemas.ObjectState, err)
+	}
+	p.ckpt = &checkpointer{
+		obj:      obj,
+		name:     checkpointObjectName(src.durable),
+		interval: time.Duration(p.cfg.DetectCheckpoint),
+		meta: map[string]string{
+			metaStream:        src.stream,
+			metaStreamCreated: src.info.Created.UTC().Format(time.RFC3339Nano),
+			metaDurable:       src.durable,
+			metaFilter:        src.filter,
+		},
+		log:     p.log,
+		m:       p.m.ckpt,
+		lastTry: time.Now(), // the first checkpoint one interval after start
+	}
+	return nil
+}
+
+// restoreFromCheckpoint restores the detector from its checkpoint and replays what was acknowledged
+// after it. done is false when there is no usable checkpoint: the caller falls back.
+func (p *Pipeline) restoreFromCheckpoint(ctx context.Context, src restoreSource) (done bool, err error) {
+	began := time.Now()
+	object := schemas.ObjectState + "/" + p.ckpt.name
+	cp, err := loadCheckpoint(ctx, p.ckpt.obj, p.ckpt.name, p.ckpt.meta, src.info, p.cfg, p.log)
+	switch {
+	case errors.Is(err, errNoCheckpoint):
+		p.log.Info("restore detector: no checkpoint yet; replaying detect_restore of telemetry instead",
+			"stage", "detect", "object", object)
+		return false, nil
+	case errors.Is(err, detect.ErrSnapshotConfig):
+		p.log.Info("restore detector: the checkpoint was taken under another detect config; replaying detect_restore of telemetry instead",
+			"stage", "detect", "object", object)
+		return false, nil
+	case errors.Is(err, errUnusableCheckpoint):
+		p.log.Warn("restore detector: checkpoint unusable; replaying detect_restore of telemetry instead",
+			"stage", "detect", "object", object, "err", err)
+		return false, nil
+	case err != nil:
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		p.log.Warn("restore detector: cannot read the checkpoint; replaying detect_restore of telemetry instead",
+			"stage", "detect", "object", object, "err", err)
+		return false, nil
+	}
+	p.detect.reset(cp.det, cp.seq)
+	p.ckpt.lastSeq = cp.seq
+	p.detectSkip = cp.seq
+	if first := src.info.State.FirstSeq; src.floor > cp.seq && first > cp.seq+1 {
+		p.log.Warn("restore detector: telemetry acknowledged after the checkpoint has aged out of the stream; the detector misses it",
+			"stage", "detect", "checkpoint_seq", cp.seq, "first_seq", first)
+	}
+	replayed := 0
+	if src.floor > cp.seq {
+		replayed, err = p.replay(ctx, src, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{src.filter},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    cp.seq + 1,
+		})
+		if err != nil {
+			return false, err
+		}
+		p.detect.setSeq(src.floor)
+	}
+	p.log.Info("detector restored from checkpoint", "stage", "detect", "object", object,
+		"series", p.detect.SeriesCount(), "bytes", cp.bytes, "checkpoint_seq", cp.seq, "ack_floor", src.floor,
+		"replayed", replayed, "checkpoint_age", time.Since(cp.modTime).Round(time.Second),
+		"took", time.Since(began).Round(time.Millisecond))
+	return true, nil
+}
+
+// restoreFromWindow runs the last detect_restore of acknowledged telemetry back through the
+// detector.
+func (p *Pipeline) restoreFromWindow(ctx context.Context, src restoreSource) error {
+	window := time.Duration(p.cfg.DetectRestore)
+	if window <= 0 || src.floor == 0 {
 		return nil
 	}
-	str, err := p.js.Stream(ctx, stream)
+	str, err := p.js.Stream(ctx, src.stream)
 	if err != nil {
 		return fmt.Errorf("restore detector: %w", err)
 	}
-	last, err := str.GetMsg(ctx, floor)
+	last, err := str.GetMsg(ctx, src.floor)
 	if err != nil {
 		// The acknowledged message may have aged out; start from what the stream still holds.
-		p.log.Warn("restore detector: last acknowledged telemetry is gone; detector starts empty", "seq", floor, "err", err)
+		p.log.Warn("restore detector: last acknowledged telemetry is gone; detector starts empty", "stage", "detect",
+			"seq", src.floor, "err", err)
 		return nil
 	}
-	filter := p.cfg.Ingest.FilterSubject
-	if filter == "" {
-		filter = p.subj.TelemetryAll()
-	}
+	began := time.Now()
 	start := last.Time.Add(-window)
-	oc, err := p.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
+	n, err := p.replay(ctx, src, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{src.filter},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 	})
 	if err != nil {
-		return fmt.Errorf("restore detector: %w", err)
+		return err
+	}
+	p.detect.setSeq(src.floor)
+	p.log.Info("detector restored from acknowledged telemetry", "stage", "detect", "series", p.detect.SeriesCount(),
+		"replayed", n, "from", start.UTC().Format(time.RFC3339), "to_seq", src.floor,
+		"took", time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// replay runs the telemetry an ordered consumer of occ delivers through the stage's restore, up to
+// the ack floor, and returns how many messages it read.
+func (p *Pipeline) replay(ctx context.Context, src restoreSource, occ jetstream.OrderedConsumerConfig) (int, error) {
+	oc, err := p.js.OrderedConsumer(ctx, src.stream, occ)
+	if err != nil {
+		return 0, fmt.Errorf("restore detector: %w", err)
 	}
 	it, err := oc.Messages(jetstream.PullMaxMessages(4096))
 	if err != nil {
-		return fmt.Errorf("restore detector: %w", err)
+		return 0, fmt.Errorf("restore detector: %w", err)
 	}
 	defer it.Stop()
 	dec := ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: p.cfg.Ingest.MaxMessageBytes,
@@ -79,32 +212,31 @@ func (p *Pipeline) restoreDetector(ctx context.Context) error {
 	var (
 		events []schemas.TelemetryEvent
 		n      int
-		began  = time.Now()
 	)
 	for {
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
 		m, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
 		if err != nil {
 			// Nothing more within the wait: the floor message was filtered out or removed.
-			p.log.Warn("restore detector: stopped early", "replayed", n, "err", err)
-			break
+			p.log.Warn("restore detector: stopped early", "stage", "detect", "replayed", n, "err", err)
+			return n, nil
 		}
 		md, err := m.Metadata()
 		if err != nil {
 			continue
+		}
+		if md.Sequence.Stream > src.floor {
+			return n, nil // past the floor: the ingest consumer delivers it
 		}
 		// Rejected messages are rejected again here, silently: they were published to
 		// rejected.ingest the first time.
 		events, _ = dec.Decode(m.Subject(), m.Data(), events[:0])
 		p.detect.restore(events)
 		n++
-		if md.Sequence.Stream >= floor {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if md.Sequence.Stream == src.floor || md.NumPending == 0 {
+			return n, nil
 		}
 	}
-	p.log.Info("detector restored from acknowledged telemetry", "stage", "detect", "messages", n,
-		"from", start.UTC().Format(time.RFC3339), "to_seq", floor, "took", time.Since(began).Round(time.Millisecond))
-	return nil
 }
