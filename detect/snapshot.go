@@ -1,0 +1,767 @@
+package detect
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// ErrSnapshotConfig is returned by Restore when the snapshot was taken under another detect
+// config: the state (bucket indexes, epochs, thresholds) only means something under its own.
+var ErrSnapshotConfig = errors.New("detect snapshot was taken under a different config")
+
+// ErrSnapshotCorrupt is returned by Restore when the bytes are not a snapshot this version wrote.
+var ErrSnapshotCorrupt = errors.New("detect snapshot is corrupt or of an unknown format")
+
+// snapshotMagic opens every snapshot; the byte after it is the format version.
+const (
+	snapshotMagic   = "scalpel-detect\x00"
+	snapshotVersion = 1
+)
+
+// Snapshot returns the detector's whole state: every series with its open buckets, history,
+// baseline, running tests, own profile and open episodes, every line's throughput state, and the
+// watermark. Restore(cfg, snap) gives a detector that, fed the events after the snapshot, emits
+// exactly what this one would have: a restart resumes from a checkpoint instead of re-reading
+// telemetry, and keeps state that no bounded replay could rebuild (a long-lived own profile, a
+// sparse series' history). The bytes are deterministic: the same state gives the same bytes.
+//
+// Caches and free lists are not state and are not written. Snapshot is not read-only: it
+// rebuilds each latency sketch from its bins (see codec.sketchFrom), which changes nothing
+// but the last bits of a decayed total, so that this detector and its restored copy stay
+// identical from here on. Call it where Observe and Advance would be called, not beside them.
+func (d *Detector) Snapshot() ([]byte, error) {
+	c := &codec{sk: d.sk}
+	c.buf = append(c.buf, snapshotMagic...)
+	c.buf = append(c.buf, snapshotVersion)
+	fp, err := configFingerprint(d.cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.buf = append(c.buf, fp[:]...)
+	if err := d.xfer(c); err != nil {
+		return nil, err
+	}
+	return c.buf, nil
+}
+
+// Restore builds a detector from a snapshot that Snapshot wrote under the same cfg. It fails with
+// ErrSnapshotConfig when cfg differs from the snapshot's (after an upgrade or a config change the
+// caller rebuilds state another way), and with ErrSnapshotCorrupt on bytes it cannot read; it never
+// panics on bad input.
+func Restore(cfg Config, snap []byte, opts ...Option) (d *Detector, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(snap) < len(snapshotMagic)+1+sha256.Size || string(snap[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: no snapshot header", ErrSnapshotCorrupt)
+	}
+	if v := snap[len(snapshotMagic)]; v != snapshotVersion {
+		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrSnapshotCorrupt, v, snapshotVersion)
+	}
+	rest := snap[len(snapshotMagic)+1:]
+	fp, err := configFingerprint(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(rest[:sha256.Size], fp[:]) {
+		return nil, ErrSnapshotConfig
+	}
+	d = New(cfg, opts...)
+	c := &codec{sk: d.sk, reading: true, buf: rest[sha256.Size:], pool: &d.pool}
+	if err := d.xfer(c); err != nil {
+		return nil, err
+	}
+	if len(c.buf) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the end", ErrSnapshotCorrupt, len(c.buf))
+	}
+	return d, nil
+}
+
+// configFingerprint identifies a config by the hash of its JSON form.
+func configFingerprint(cfg Config) ([sha256.Size]byte, error) {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return [sha256.Size]byte{}, fmt.Errorf("detect snapshot: encode config: %w", err)
+	}
+	return sha256.Sum256(b), nil
+}
+
+// xfer writes or reads (c.reading) the detector's state. One function for both directions keeps
+// the two in step: a field added to one is added to the other.
+func (d *Detector) xfer(c *codec) error {
+	var ts int64
+	if d.seen {
+		ts = d.maxTS.UnixNano()
+	}
+	c.bool(&d.seen)
+	c.i64(&ts)
+	if c.reading && d.seen {
+		d.maxTS = time.Unix(0, ts).UTC()
+	}
+	c.i64(&d.closed)
+	c.i64(&d.nextSweep)
+	c.u64(&d.late)
+	c.u64(&d.invalid)
+
+	// Lines first: series point at them.
+	lkeys := slices.SortedFunc(maps.Keys(d.lines), compareLineKeys)
+	n := c.count(len(lkeys))
+	for i := range n {
+		var ln *line
+		if c.reading {
+			ln = &line{}
+		} else {
+			ln = d.lines[lkeys[i]]
+		}
+		ln.xfer(c)
+		if c.reading {
+			if c.err == nil && d.lines[ln.key] != nil {
+				c.fail("line %v twice", ln.key)
+			}
+			d.lines[ln.key] = ln
+		}
+	}
+
+	skeys := slices.SortedFunc(maps.Keys(d.series), compareKeys)
+	n = c.count(len(skeys))
+	for i := range n {
+		var s *series
+		var k SeriesKey
+		if !c.reading {
+			s, k = d.series[skeys[i]], skeys[i]
+		}
+		c.seriesKey(&k)
+		if c.reading {
+			if c.err == nil && d.series[k] != nil {
+				c.fail("series %s twice", k)
+			}
+			s = &series{key: k, aggregate: k.Block == ""}
+			if s.line = d.lines[k.line()]; s.line == nil && c.err == nil {
+				c.fail("series %s without its line", k)
+			}
+			d.series[k] = s
+		}
+		d.xferSeries(c, s)
+		if c.err != nil {
+			return c.err
+		}
+	}
+
+	// Who each line runs now, and the order of the active and firing lists (the order tests run
+	// and anomalies are produced in).
+	for _, ln := range sortedLines(d, c) {
+		var k SeriesKey
+		has := ln.current != nil
+		if has {
+			k = ln.current.key
+		}
+		c.bool(&has)
+		if has {
+			c.seriesKey(&k)
+			if c.reading {
+				ln.current = c.lookup(d, k)
+			}
+		}
+	}
+	d.active = xferSeriesList(c, d, d.active)
+	d.firing = xferSeriesList(c, d, d.firing)
+	return c.err
+}
+
+// sortedLines lists the lines in key order (the order xfer wrote them).
+func sortedLines(d *Detector, c *codec) []*line {
+	keys := slices.SortedFunc(maps.Keys(d.lines), compareLineKeys)
+	out := make([]*line, len(keys))
+	for i, k := range keys {
+		out[i] = d.lines[k]
+	}
+	if c.err != nil {
+		return nil
+	}
+	return out
+}
+
+func xferSeriesList(c *codec, d *Detector, list []*series) []*series {
+	n := c.count(len(list))
+	if c.reading {
+		list = make([]*series, 0, n)
+	}
+	for i := range n {
+		var k SeriesKey
+		if !c.reading {
+			k = list[i].key
+		}
+		c.seriesKey(&k)
+		if c.reading {
+			if s := c.lookup(d, k); s != nil {
+				list = append(list, s)
+			}
+		}
+	}
+	return list
+}
+
+func compareLineKeys(a, b lineKey) int {
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component),
+		cmp.Compare(a.Block, b.Block), cmp.Compare(a.Cohort, b.Cohort))
+}
+
+func (ln *line) xfer(c *codec) {
+	c.str(&ln.key.Service)
+	c.str(&ln.key.Component)
+	c.str(&ln.key.Block)
+	c.str(&ln.key.Cohort)
+	c.i64(&ln.accB)
+	c.f64(&ln.accN)
+	c.i64(&ln.lastB)
+	ln.tput.xfer(c)
+	ln.tputC.xfer(c)
+	c.f64(&ln.tputBL)
+	c.anomaly(&ln.tputA)
+}
+
+func (d *Detector) xferSeries(c *codec, s *series) {
+	n := c.count(len(s.open))
+	if c.reading {
+		s.open = make([]bucket, n)
+	}
+	for i := range s.open {
+		s.open[i].xfer(c)
+	}
+	s.closed.xfer(c)
+	c.bool(&s.queued)
+	c.bool(&s.pending)
+	c.i64(&s.firstB)
+	c.i64(&s.lastB)
+	c.history(&s.cur)
+	c.history(&s.prev)
+	if c.reading && s.cur == nil && c.err == nil {
+		c.fail("series %s without a current epoch", s.key)
+	}
+	has := s.ref != nil
+	if c.bool(&has); has {
+		if c.reading {
+			s.ref = &reference{}
+		}
+		d.xferReference(c, s.ref)
+	}
+	has = s.own != nil
+	if c.bool(&has); has {
+		if c.reading {
+			s.own = &ownProfile{}
+		}
+		s.own.xfer(c)
+	}
+	for i := range s.errT {
+		s.errT[i].xfer(c)
+	}
+	for i := range s.latT {
+		s.latT[i].xfer(c)
+	}
+	c.bool(&s.latEp)
+	s.cpuRef.xfer(c)
+	s.memRef.xfer(c)
+	s.cpuC.xfer(c)
+	s.memC.xfer(c)
+	for i := range s.eps {
+		c.anomaly(&s.eps[i])
+	}
+	c.bool(&s.inFiring)
+	c.f64(&s.movedN)
+	c.f64s(s.movedErrs[:])
+}
+
+func (b *bucket) xfer(c *codec) {
+	c.i64(&b.idx)
+	c.f64(&b.n)
+	c.f64s(b.errs[:])
+	c.f64(&b.latN)
+	c.f64s(b.exceed[:])
+	c.f64(&b.cpuSum)
+	c.f64(&b.cpuN)
+	c.f64(&b.memSum)
+	c.f64(&b.memN)
+	c.pooledSketch(&b.sk)
+	c.blocks(&b.blocks)
+	c.sites(&b.sites)
+}
+
+func (d *Detector) xferReference(c *codec, r *reference) {
+	c.str(&r.kind)
+	c.str(&r.version)
+	c.str(&r.label)
+	c.bool(&r.ok)
+	c.i64(&r.from)
+	c.i64(&r.to)
+	c.f64(&r.n)
+	c.f64s(r.errs[:])
+	for i := range r.errP {
+		r.errP[i].xfer(c)
+	}
+	c.blocks(&r.blocks)
+	c.sketch(&r.sk)
+	r.quantileTests.xfer(c)
+	for q := range r.composite {
+		c.bool(&r.composite[q])
+		r.latS[q][0].xfer(c)
+		r.latS[q][1].xfer(c)
+		c.f64s(r.bodyP[q][:])
+	}
+	c.int(&r.bodyQ)
+	r.cpuRef.xfer(c)
+	r.memRef.xfer(c)
+	has := r.paired != nil
+	if c.bool(&has); has {
+		var k lineKey
+		if !c.reading {
+			k = r.paired.key
+		}
+		c.str(&k.Service)
+		c.str(&k.Component)
+		c.str(&k.Block)
+		c.str(&k.Cohort)
+		if c.reading {
+			if r.paired = d.lines[k]; r.paired == nil && c.err == nil {
+				c.fail("baseline cohort line %v unknown", k)
+			}
+		}
+	}
+}
+
+func (qt *quantileTests) xfer(c *codec) {
+	c.bool(&qt.latOK)
+	for q := range qt.latQ {
+		c.bool(&qt.latQ[q])
+		c.int(&qt.thr[q].index)
+		c.f64(&qt.thr[q].above)
+		c.f64(&qt.qv[q])
+		qt.latP[q].xfer(c)
+	}
+}
+
+func (o *ownProfile) xfer(c *codec) {
+	c.i64(&o.lastB)
+	c.f64(&o.n)
+	c.f64s(o.errs[:])
+	c.sketch(&o.sk)
+	if c.reading && o.sk == nil && c.err == nil {
+		c.fail("own profile without a sketch")
+	}
+	c.f64(&o.bn)
+	c.f64s(o.berrs[:])
+	c.i64(&o.latB)
+	o.quantileTests.xfer(c)
+	c.f64s(o.exceed[:])
+	for i := range o.errT {
+		o.errT[i].xfer(c)
+	}
+	for i := range o.latT {
+		o.latT[i].xfer(c)
+	}
+	c.bool(&o.latEp)
+}
+
+func (rp *rateParams) xfer(c *codec) {
+	c.f64(&rp.xb)
+	c.f64(&rp.nb)
+	c.f64s(rp.r[:])
+}
+
+func (t *rateTest) xfer(c *codec) {
+	c.f64s(t.llr[:])
+	has := t.bank != nil
+	if c.bool(&has); has {
+		if c.reading {
+			t.bank = &secondBank{}
+		}
+		c.f64s(t.bank.llr[:])
+		for i := range t.bank.seg.llr {
+			c.f64s(t.bank.seg.llr[i][:])
+		}
+		c.f64(&t.bank.seg.n)
+	}
+	c.i64(&t.runStart)
+	c.f64(&t.n)
+	c.f64(&t.x)
+	c.f64(&t.steps)
+	c.f64(&t.nr)
+	c.f64(&t.xr)
+	c.f64(&t.cn)
+	c.f64(&t.cx)
+	c.f64(&t.runs)
+	c.f64(&t.bound)
+	c.bool(&t.firing)
+	c.bool(&t.twoBanks)
+	c.i32(&t.quiet)
+	c.i32(&t.quietRun)
+}
+
+func (r *robustRef) xfer(c *codec) {
+	for i := range r.vals {
+		bits := math.Float32bits(r.vals[i])
+		c.u32(&bits)
+		r.vals[i] = math.Float32frombits(bits)
+	}
+	k := uint32(r.k)
+	c.u32(&k)
+	if k > warmupCap && c.err == nil {
+		c.fail("robust reference holds %d values, at most %d", k, warmupCap)
+	}
+	r.k = uint8(k)
+	c.bool(&r.ready)
+	c.f64(&r.center)
+	c.f64(&r.scale)
+}
+
+func (cs *cusum) xfer(c *codec) {
+	c.f64(&cs.s)
+	c.bool(&cs.firing)
+	c.i64(&cs.start)
+}
+
+func (e *ewma) xfer(c *codec) {
+	c.f64(&e.mean)
+	c.int(&e.n)
+	c.bool(&e.ready)
+}
+
+// codec appends values to buf (writing) or consumes them from its front (reading). Reading
+// stops at the first error: every later call is a no-op, and the caller checks err once.
+type codec struct {
+	buf     []byte
+	reading bool
+	err     error
+	sk      *sketches
+	pool    *pool
+}
+
+func (c *codec) fail(format string, args ...any) {
+	if c.err == nil {
+		c.err = fmt.Errorf("%w: %s", ErrSnapshotCorrupt, fmt.Sprintf(format, args...))
+	}
+}
+
+// take consumes n bytes, or fails.
+func (c *codec) take(n int) []byte {
+	if c.err != nil {
+		return nil
+	}
+	if n < 0 || len(c.buf) < n {
+		c.fail("truncated")
+		return nil
+	}
+	b := c.buf[:n]
+	c.buf = c.buf[n:]
+	return b
+}
+
+func (c *codec) u64(v *uint64) {
+	if !c.reading {
+		c.buf = binary.LittleEndian.AppendUint64(c.buf, *v)
+		return
+	}
+	if b := c.take(8); b != nil {
+		*v = binary.LittleEndian.Uint64(b)
+	}
+}
+
+func (c *codec) u32(v *uint32) {
+	if !c.reading {
+		c.buf = binary.LittleEndian.AppendUint32(c.buf, *v)
+		return
+	}
+	if b := c.take(4); b != nil {
+		*v = binary.LittleEndian.Uint32(b)
+	}
+}
+
+func (c *codec) i64(v *int64) {
+	u := uint64(*v)
+	c.u64(&u)
+	*v = int64(u)
+}
+
+func (c *codec) i32(v *int32) {
+	u := uint32(*v)
+	c.u32(&u)
+	*v = int32(u)
+}
+
+func (c *codec) int(v *int) {
+	i := int64(*v)
+	c.i64(&i)
+	*v = int(i)
+}
+
+func (c *codec) f64(v *float64) {
+	u := math.Float64bits(*v)
+	c.u64(&u)
+	*v = math.Float64frombits(u)
+}
+
+func (c *codec) f64s(vs []float64) {
+	for i := range vs {
+		c.f64(&vs[i])
+	}
+}
+
+func (c *codec) bool(v *bool) {
+	if !c.reading {
+		b := byte(0)
+		if *v {
+			b = 1
+		}
+		c.buf = append(c.buf, b)
+		return
+	}
+	if b := c.take(1); b != nil {
+		if b[0] > 1 {
+			c.fail("bad boolean %d", b[0])
+		}
+		*v = b[0] == 1
+	}
+}
+
+// count writes n, or reads a length that the remaining bytes can hold (each element takes at
+// least one byte), so a corrupt length cannot make Restore allocate without bound.
+func (c *codec) count(n int) int {
+	u := uint64(n)
+	c.u64(&u)
+	if c.reading && (c.err != nil || u > uint64(len(c.buf))) {
+		c.fail("length %d beyond the %d bytes left", u, len(c.buf))
+		return 0
+	}
+	return int(u)
+}
+
+func (c *codec) bytes(v *[]byte) {
+	n := c.count(len(*v))
+	if !c.reading {
+		c.buf = append(c.buf, *v...)
+		return
+	}
+	*v = c.take(n)
+}
+
+func (c *codec) str(v *string) {
+	b := []byte(*v)
+	c.bytes(&b)
+	if c.reading {
+		*v = string(b)
+	}
+}
+
+func (c *codec) seriesKey(k *SeriesKey) {
+	c.str(&k.Service)
+	c.str(&k.Component)
+	c.str(&k.Block)
+	c.str(&k.Version)
+	c.str(&k.Cohort)
+}
+
+// lookup finds a series that an earlier part of the snapshot must have defined.
+func (c *codec) lookup(d *Detector, k SeriesKey) *series {
+	s := d.series[k]
+	if s == nil && c.err == nil {
+		c.fail("series %s referenced but not defined", k)
+	}
+	return s
+}
+
+// sketch writes a latency sketch (nil allowed) in DDSketch's own encoding; reading decodes it
+// into a new sketch of the detector's mapping and stores, bin for bin.
+func (c *codec) sketch(v **ddsketch.DDSketch) {
+	c.sketchFrom(v, c.sk.new)
+}
+
+// pooledSketch is sketch for an open bucket's sketch, which is borrowed from the pool.
+func (c *codec) pooledSketch(v **ddsketch.DDSketch) {
+	if c.pool == nil {
+		c.sketchFrom(v, c.sk.new)
+		return
+	}
+	c.sketchFrom(v, c.pool.sketch)
+}
+
+func (c *codec) sketchFrom(v **ddsketch.DDSketch, alloc func() *ddsketch.DDSketch) {
+	has := *v != nil
+	if c.bool(&has); !has {
+		return
+	}
+	var b []byte
+	if !c.reading {
+		(*v).Encode(&b, true)
+		// The sketch's running total is a float sum in the order its weights came in (a decayed
+		// own profile's is not the sum of its bins to the last bit), and the store's layout
+		// depends on its past; a decoded sketch has the sum of its bins in bin order and a fresh
+		// layout. Rebuilding this one the same way makes the detector that wrote the snapshot
+		// and the one restored from it continue bit for bit alike.
+		(*v).Clear()
+		if err := decodeSketch(*v, b); err != nil {
+			c.err = fmt.Errorf("detect snapshot: re-read latency sketch: %w", err)
+		}
+	}
+	c.bytes(&b)
+	if !c.reading || c.err != nil {
+		return
+	}
+	sk := alloc()
+	if err := decodeSketch(sk, b); err != nil {
+		c.fail("latency sketch: %v", err)
+		return
+	}
+	*v = sk
+}
+
+// decodeSketch merges an encoded sketch into sk. The bytes are first read into a sparse store and
+// every bin checked: an index outside the mapping's range would make the dense store walk or
+// allocate the distance to it, and a count that is negative, NaN or infinite would poison every
+// later sum. The decoder itself indexes with what it reads: a panic there is a corrupt snapshot,
+// not a crash.
+func decodeSketch(sk *ddsketch.DDSketch, b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("undecodable: %v", r)
+		}
+	}()
+	m := sk.IndexMapping
+	probe, err := ddsketch.DecodeDDSketch(b, func() store.Store { return store.NewSparseStore() }, m)
+	if err != nil {
+		return err
+	}
+	lo, hi := m.Index(m.MinIndexableValue()), m.Index(m.MaxIndexableValue())
+	check := func(i int, n float64) bool {
+		if i < lo || i > hi || !(n >= 0) || math.IsInf(n, 0) {
+			err = fmt.Errorf("bin %d holds %g (indexes run %d to %d)", i, n, lo, hi)
+		}
+		return err != nil
+	}
+	probe.GetPositiveValueStore().ForEach(check)
+	probe.GetNegativeValueStore().ForEach(check)
+	if z := probe.GetZeroCount(); err == nil && (!(z >= 0) || math.IsInf(z, 0)) {
+		err = fmt.Errorf("zero bin holds %g", z)
+	}
+	if err != nil {
+		return err
+	}
+	return sk.DecodeAndMergeWith(b)
+}
+
+func (c *codec) history(v **history) {
+	has := *v != nil
+	if c.bool(&has); !has {
+		return
+	}
+	if c.reading {
+		*v = &history{}
+	}
+	h := *v
+	c.i64(&h.start)
+	c.sketch(&h.sk)
+	if c.reading && h.sk == nil && c.err == nil {
+		c.fail("history without a sketch")
+	}
+	c.f64(&h.n)
+	c.f64s(h.errs[:])
+	c.blocks(&h.blocks)
+	c.sites(&h.sites)
+}
+
+// blocks writes a block map in key order; nil and empty differ (a component aggregate's history
+// always has one), so presence is written too.
+func (c *codec) blocks(m *map[string]blockTally) {
+	has := *m != nil
+	if c.bool(&has); !has {
+		return
+	}
+	keys := slices.Sorted(maps.Keys(*m))
+	n := c.count(len(keys))
+	if c.reading {
+		if c.pool != nil {
+			*m = c.pool.blockMap()
+		} else {
+			*m = make(map[string]blockTally, n)
+		}
+	}
+	for i := range n {
+		var k string
+		var t blockTally
+		if !c.reading {
+			k, t = keys[i], (*m)[keys[i]]
+		}
+		c.str(&k)
+		c.f64(&t.n)
+		c.f64s(t.errs[:])
+		if c.reading {
+			(*m)[k] = t
+		}
+	}
+}
+
+func (c *codec) sites(m *map[string]int64) {
+	has := *m != nil
+	if c.bool(&has); !has {
+		return
+	}
+	keys := slices.Sorted(maps.Keys(*m))
+	n := c.count(len(keys))
+	if c.reading {
+		if c.pool != nil {
+			*m = c.pool.siteMap()
+		} else {
+			*m = make(map[string]int64, n)
+		}
+	}
+	for i := range n {
+		var k string
+		var v int64
+		if !c.reading {
+			k, v = keys[i], (*m)[keys[i]]
+		}
+		c.str(&k)
+		c.i64(&v)
+		if c.reading {
+			(*m)[k] = v
+		}
+	}
+}
+
+// anomaly writes an open episode's anomaly as its JSON, the form it was published in.
+func (c *codec) anomaly(v **schemas.Anomaly) {
+	has := *v != nil
+	if c.bool(&has); !has {
+		return
+	}
+	var b []byte
+	if !c.reading {
+		var err error
+		if b, err = json.Marshal(*v); err != nil {
+			c.err = fmt.Errorf("detect snapshot: encode anomaly: %w", err)
+			return
+		}
+	}
+	c.bytes(&b)
+	if !c.reading || c.err != nil {
+		return
+	}
+	a := new(schemas.Anomaly)
+	if err := json.Unmarshal(b, a); err != nil {
+		c.fail("anomaly: %v", err)
+		return
+	}
+	*v = a
+}

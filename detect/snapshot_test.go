@@ -1,0 +1,183 @@
+package detect
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// snapshotStream is a stream that exercises every part of the state: a long-lived version with
+// an own profile, a deploy that regresses on errors, latency and memory, a rollback, a canary
+// against its baseline cohort, and latencies spread widely enough to collapse sketch bins.
+func snapshotStream() []schemas.TelemetryEvent {
+	bad := healthy("1.1.0", 240, 20)
+	bad.errRate = map[string]float64{"": 0.02, "rate-lookup": 0.3}
+	bad.latMed *= 2
+	bad.mem = 400
+	events := genScenario(11, healthy("1.0.0", 14*60, 20), bad, healthy("1.0.0", 180, 20))
+
+	wide := healthy("1", 14*60+420, 8)
+	wide.latSigma = 2.5 // e^±7.5 around the median: beyond 128 bins of 2.5 %
+	canary := genScenario(12, wide)
+	for i, ev := range canary {
+		ev.Service, ev.Block, ev.Cohort = "cart", "", schemas.CohortBaseline
+		if i%4 == 0 && ev.TS.After(t0.Add(12*time.Minute)) {
+			ev.Version, ev.Cohort = "2", schemas.CohortCanary
+			if i%3 == 0 {
+				ev.Error = schemas.ErrTimeout
+			}
+		}
+		events = append(events, ev)
+	}
+	sortByTime(events)
+	return events
+}
+
+// sortByTime is stable: the generators' order within a timestamp is part of the fixture.
+func sortByTime(evs []schemas.TelemetryEvent) {
+	slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+}
+
+// run feeds events to d in batches of batch (counted from the stream's start, so a run split in
+// two advances at the same points as one run) and returns what it emits.
+func run(d *Detector, events []schemas.TelemetryEvent, from, batch int) []schemas.Anomaly {
+	var out []schemas.Anomaly
+	for i := range events {
+		d.Observe(&events[i])
+		if (from+i+1)%batch == 0 {
+			out = append(out, d.Advance(d.Watermark())...)
+		}
+	}
+	return out
+}
+
+func TestSnapshotRestoreContinuesExactly(t *testing.T) {
+	events := snapshotStream()
+	cfg := DefaultConfig()
+	cfg.OwnProfileWarmup = schemas.Duration(3 * time.Minute)
+	const batch = 64
+	end := events[len(events)-1].TS.Add(time.Hour)
+
+	live := New(cfg)
+	want := run(live, events, 0, batch)
+	want = append(want, live.Advance(end)...)
+	seen := map[string]bool{}
+	for _, a := range want {
+		seen[a.Metric+"/"+a.Cohort] = true
+	}
+	for _, m := range []string{"error_rate/", "latency/", "mem/", "error_rate/canary"} {
+		if !seen[m] {
+			t.Fatalf("the stream produced no %s anomaly (got %v): it no longer covers the state", m, seen)
+		}
+	}
+
+	// Cuts from the first minutes to the end, through the deploy, the episodes, the rollback
+	// and the canary; each falls on a batch boundary so both runs advance at the same points.
+	for k := range 9 {
+		cut := len(events) * (2*k + 1) / 18 / batch * batch
+		first := New(cfg)
+		got := run(first, events[:cut], 0, batch)
+		snap, err := first.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The detector that wrote the snapshot goes on too: the restored one must match it
+		// bit for bit, and both must emit what a detector that never snapshotted emits.
+		cont := slices.Clone(got)
+		cont = append(cont, run(first, events[cut:], cut, batch)...)
+		cont = append(cont, first.Advance(end)...)
+		contState, err := first.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		restored, err := Restore(cfg, snap)
+		if err != nil {
+			t.Fatalf("cut %d: %v", cut, err)
+		}
+		again, err := restored.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, snap) {
+			t.Fatalf("cut %d: a restored detector's snapshot differs from the one it came from", cut)
+		}
+		got = append(got, run(restored, events[cut:], cut, batch)...)
+		got = append(got, restored.Advance(end)...)
+		if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
+			t.Errorf("cut at event %d of %d: restored detector differs from the uninterrupted one:\nrestored: %s\nlive:     %s", cut, len(events), g, w)
+		}
+		final, err := restored.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(final, contState) {
+			t.Errorf("cut at event %d: final state differs from the snapshotting detector's", cut)
+		}
+		if g, w := encodeJSONL(t, cont), encodeJSONL(t, want); !bytes.Equal(g, w) {
+			t.Errorf("cut at event %d: taking a snapshot changed what the detector emits", cut)
+		}
+	}
+}
+
+func TestRestoreRefusesOtherConfigAndBadBytes(t *testing.T) {
+	d := New(DefaultConfig())
+	events := genScenario(3, healthy("1.0.0", 60, 20))
+	run(d, events, 0, 10)
+	snap, err := d.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := DefaultConfig()
+	other.Alpha = 0.01
+	if _, err := Restore(other, snap); !errors.Is(err, ErrSnapshotConfig) {
+		t.Errorf("other config: got %v, want ErrSnapshotConfig", err)
+	}
+	for name, b := range map[string][]byte{
+		"empty":     nil,
+		"truncated": snap[:len(snap)/2],
+		"trailing":  append(bytes.Clone(snap), 0),
+		"version":   append(append([]byte(snapshotMagic), 99), snap[len(snapshotMagic)+1:]...),
+	} {
+		if _, err := Restore(DefaultConfig(), b); !errors.Is(err, ErrSnapshotCorrupt) {
+			t.Errorf("%s: got %v, want ErrSnapshotCorrupt", name, err)
+		}
+	}
+}
+
+// FuzzRestore: no bytes make Restore panic or hang, and what it accepts it writes back in a form
+// that restores to itself (the input may encode a sketch another valid way).
+func FuzzRestore(f *testing.F) {
+	d := New(DefaultConfig())
+	run(d, genScenario(3, healthy("1.0.0", 30, 5)), 0, 10)
+	snap, err := d.Snapshot()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(snap)
+	f.Add(snap[:len(snap)-3])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := Restore(DefaultConfig(), b)
+		if err != nil {
+			return
+		}
+		once, err := r.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := Restore(DefaultConfig(), once)
+		if err != nil {
+			t.Fatalf("a snapshot of an accepted input is refused: %v", err)
+		}
+		twice, err := r2.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(once, twice) {
+			t.Fatalf("a snapshot of an accepted input does not restore to itself (%d vs %d bytes)", len(once), len(twice))
+		}
+	})
+}
