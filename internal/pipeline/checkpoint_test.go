@@ -47,8 +47,14 @@ func (b *logBuffer) String() string {
 // startLogged starts a pipeline as startPipeline does, also logging into logs.
 func startLogged(t *testing.T, cfg config.Config, js jetstream.JetStream, logs *logBuffer) *pipeline.Pipeline {
 	t.Helper()
+	return startWith(t, cfg, js, logs, prometheus.NewRegistry())
+}
+
+// startWith starts a pipeline logging into logs, with its metrics on reg.
+func startWith(t *testing.T, cfg config.Config, js jetstream.JetStream, logs *logBuffer, reg *prometheus.Registry) *pipeline.Pipeline {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: log})
+	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,5 +329,49 @@ func TestCheckpointWrittenWhileServing(t *testing.T) {
 			return fmt.Errorf("checkpoint through sequence %q, want 1..%d", info.Metadata["telemetry-seq"], ci.AckFloor.Stream)
 		}
 		return nil
+	})
+}
+
+// TestRestoredTelemetryIsNotHandledAgain: the ingest consumer is gone (deleted, or never
+// acknowledged what the checkpoint holds), so the server delivers telemetry the checkpoint already
+// holds. The restored process acknowledges it without handing it to the detector.
+func TestRestoredTelemetryIsNotHandledAgain(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	cfg := checkpointConfig(time.Hour)
+	first := startPipeline(t, cfg, js)
+	applyCheckout(t, first)
+	h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
+	svc := sim.Checkout(9)
+	h.publishJS(svc.Traffic(eventStart(), 30*time.Second))
+	h.idle()
+	first.Stop()
+	_, meta := readCheckpoint(t, js)
+	seq, err := strconv.ParseUint(meta["telemetry-seq"], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteConsumer(context.Background(), schemas.StreamTelemetry, "scalpel-ingest"); err != nil {
+		t.Fatal(err)
+	}
+
+	reg := prometheus.NewRegistry()
+	second := startWith(t, cfg, js, &logBuffer{}, reg)
+	t.Cleanup(second.Stop)
+	h.p = second
+	h.idle()
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mfs, err := reg.Gather()
+		if err != nil {
+			return err
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "scalpel_ingest_skipped_total" {
+				if got := mf.GetMetric()[0].GetCounter().GetValue(); got != float64(seq) {
+					return fmt.Errorf("skipped %v messages, want all %d the checkpoint holds", got, seq)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no scalpel_ingest_skipped_total")
 	})
 }
