@@ -343,7 +343,8 @@ func eventStart() time.Time { return time.Now().UTC().Add(-4 * time.Minute).Trun
 
 // TestEndToEndRestartRestoresDetector: scalpel stops after the baseline traffic of 1.0 was
 // acknowledged, and a new process carries on. The new detector has no baseline unless it rebuilt
-// its state from the acknowledged telemetry; with it, the bad block is still rolled back once.
+// its state, here from the checkpoint the first process wrote on stop (checkpoint_test.go covers
+// the window replay without one); with it, the bad block is still rolled back once.
 func TestEndToEndRestartRestoresDetector(t *testing.T) {
 	_, nc, js := natstest.Connect(t)
 	cfg := config.Default()
