@@ -69,7 +69,7 @@ type reference struct {
 	paired *line // the baseline cohort's line, for concurrent error-rate comparison
 }
 
-// freeze builds a reference from src's recent history (both epochs).
+// freeze builds a reference from src's recent history (every epoch it keeps).
 func (d *Detector) freeze(src *series, kind string) *reference {
 	r := &reference{kind: kind, version: src.key.Version, from: src.firstB, to: src.lastB}
 	r.label = src.key.Version
@@ -77,15 +77,9 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 		r.label = src.key.Version + " (cohort " + src.key.Cohort + ")"
 	}
 	r.sk = d.sk.new()
-	if src.prev != nil {
-		r.from = max(r.from, src.prev.start)
-	} else {
-		r.from = max(r.from, src.cur.start)
-	}
-	for _, h := range []*history{src.prev, src.cur} {
-		if h == nil {
-			continue
-		}
+	hs := src.epochs()
+	r.from = max(r.from, hs[0].start)
+	for _, h := range hs {
 		r.n += h.n
 		for c := range r.errs {
 			r.errs[c] += h.errs[c]

@@ -21,13 +21,25 @@ type Config struct {
 	// the watermark is max event time minus this. Later events are dropped and counted
 	// (LateEvents). Default 2s.
 	AllowedLateness schemas.Duration `json:"allowed_lateness" yaml:"allowed_lateness"`
-	// HistoryEpoch is the length of one epoch of a series' recent history. A series keeps two
+	// HistoryEpoch is the length of one epoch of a series' recent history. A busy series keeps two
 	// epochs (the current and the previous one), so its recent history covers between one and two
 	// epochs; that history becomes the baseline when a newer version appears, and is the window the
 	// evidence of an anomaly covers. Epochs are aligned to event time (multiples of HistoryEpoch),
-	// so a replay or restore that starts two epochs before a deploy freezes the baseline the live
-	// detector froze. Default 5m.
+	// so a replay that starts two epochs before a deploy of a busy series (HistoryMaxEpochs+1 for
+	// a sparse one) freezes the baseline the live detector froze. Default 5m.
 	HistoryEpoch schemas.Duration `json:"history_epoch" yaml:"history_epoch"`
+	// HistoryMinRequests is how many requests a series' completed epochs should hold before the
+	// older ones are let go. A busy series holds them in its last epoch and keeps two epochs, as
+	// above; a sparse one (0.5 req/s serves 150 requests in 5m) keeps older epochs, up to
+	// HistoryMaxEpochs, so its baseline is not a few hundred requests with a handful of errors,
+	// against which only a gross regression is visible. Which epochs are kept is a function of the
+	// last HistoryMaxEpochs epochs of events, so a replay that starts one epoch earlier than that
+	// reproduces it. An epoch without any request still ends the history. Default 1000.
+	HistoryMinRequests int64 `json:"history_min_requests" yaml:"history_min_requests"`
+	// HistoryMaxEpochs bounds the completed epochs a sparse series keeps (see
+	// HistoryMinRequests), and with them how old its baseline can be. 1 keeps only the previous
+	// epoch, whatever the traffic. Default 6 (30m at the default epoch).
+	HistoryMaxEpochs int `json:"history_max_epochs" yaml:"history_max_epochs"`
 	// IdleTTL evicts a series that has seen no event for this long (event time). Default 30m.
 	IdleTTL schemas.Duration `json:"idle_ttl" yaml:"idle_ttl"`
 
@@ -145,6 +157,8 @@ func DefaultConfig() Config {
 		BucketWidth:            schemas.Duration(time.Second),
 		AllowedLateness:        schemas.Duration(2 * time.Second),
 		HistoryEpoch:           schemas.Duration(5 * time.Minute),
+		HistoryMinRequests:     1000,
+		HistoryMaxEpochs:       6,
 		IdleTTL:                schemas.Duration(30 * time.Minute),
 		Alpha:                  0.001,
 		Beta:                   0.01,
@@ -192,6 +206,10 @@ func (c Config) Validate() error {
 		return bad("allowed_lateness must not be negative, got %s", time.Duration(c.AllowedLateness))
 	case time.Duration(c.HistoryEpoch) < 10*time.Duration(c.BucketWidth):
 		return bad("history_epoch must be at least 10 buckets, got %s", time.Duration(c.HistoryEpoch))
+	case c.HistoryMinRequests < 0:
+		return bad("history_min_requests must be at least 0, got %d", c.HistoryMinRequests)
+	case c.HistoryMaxEpochs < 1:
+		return bad("history_max_epochs must be at least 1, got %d", c.HistoryMaxEpochs)
 	case c.IdleTTL < c.HistoryEpoch:
 		return bad("idle_ttl (%s) must be at least history_epoch (%s)", time.Duration(c.IdleTTL), time.Duration(c.HistoryEpoch))
 	case !(c.Alpha > 0 && c.Alpha < 0.5):

@@ -391,22 +391,7 @@ func (d *Detector) closeBucket(s *series) {
 	b := &s.closed
 	defer d.pool.release(b)
 	if e := d.epochOf(b.idx); e != s.cur.start {
-		old := s.prev
-		s.prev = s.cur
-		if old == nil {
-			old = &history{sk: d.sk.new()}
-			if s.aggregate {
-				old.blocks = make(map[string]blockTally)
-				old.sites = make(map[string]int64)
-			}
-		}
-		if e-s.prev.start > d.epochBuckets {
-			// Nothing was served in the epoch before this one: what came earlier is not recent
-			// history, and a replay that starts two epochs back would not have it.
-			s.prev.reset(e - d.epochBuckets)
-		}
-		old.reset(e)
-		s.cur = old
+		d.rotate(s, e)
 	}
 	d.ownClose(s, b)
 	if b.sk != nil {
@@ -441,6 +426,47 @@ func (d *Detector) closeBucket(s *series) {
 	if cur := s.line.current; cur != s && (cur == nil || s.lastB > cur.lastB) {
 		s.line.current = s
 	}
+}
+
+// rotate starts epoch e of s's history: the current epoch completes and becomes prev, and the
+// completed epochs before it are kept while a sparse series needs them (HistoryMinRequests, at
+// most HistoryMaxEpochs in all). The choice depends only on the completed epochs' own counts.
+func (d *Detector) rotate(s *series, e int64) {
+	// Nothing served in the epoch before this one: what came earlier is not recent history, and
+	// a replay that starts two epochs back would not have it.
+	stale := e-s.cur.start > d.epochBuckets
+	if stale {
+		s.cur.reset(e - d.epochBuckets)
+	}
+	if s.prev != nil {
+		s.older = append(s.older, s.prev)
+	}
+	s.prev = s.cur
+	// Let go of the oldest completed epochs while the newer ones still hold enough requests, or
+	// while there are more than HistoryMaxEpochs.
+	held := s.prev.n
+	for _, h := range s.older {
+		held += h.n
+	}
+	drop := 0
+	for drop < len(s.older) && (stale || held-s.older[drop].n >= float64(d.cfg.HistoryMinRequests) ||
+		len(s.older)-drop+1 > d.cfg.HistoryMaxEpochs) {
+		held -= s.older[drop].n
+		drop++
+	}
+	var next *history
+	if drop > 0 {
+		next = s.older[0] // reused as the new current epoch; the others go
+		s.older = slices.Delete(s.older, 0, drop)
+	} else {
+		next = &history{sk: d.sk.new()}
+		if s.aggregate {
+			next.blocks = make(map[string]blockTally)
+			next.sites = make(map[string]int64)
+		}
+	}
+	next.reset(e)
+	s.cur = next
 }
 
 // sweep evicts idle series. A line's current series stays: it is the baseline of the next version.
@@ -485,9 +511,9 @@ func (d *Detector) Status(key SeriesKey) SeriesStatus {
 	if s.lastB != math.MinInt64 {
 		st.LastBucket = d.clock.end(s.lastB)
 	}
-	n := s.cur.n
-	if s.prev != nil {
-		n += s.prev.n
+	n := 0.0
+	for _, h := range s.epochs() {
+		n += h.n
 	}
 	st.Requests = int64(n)
 	return st

@@ -143,14 +143,11 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 	}
 }
 
-// seedOwn starts a series' profile from its recent history (the last one to two epochs), so the
+// seedOwn starts a series' profile from its recent history (every epoch it keeps), so the
 // own tests need not wait another warm-up to have a reference.
 func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 	o := &ownProfile{lastB: b - 1, sk: d.sk.new()}
-	for _, h := range []*history{s.prev, s.cur} {
-		if h == nil {
-			continue
-		}
+	for _, h := range s.epochs() {
 		o.n += h.n
 		for c := range o.errs {
 			o.errs[c] += h.errs[c]

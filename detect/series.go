@@ -98,8 +98,11 @@ type series struct {
 	firstB    int64
 	lastB     int64 // last bucket that had data
 	cur, prev *history
-	ref       *reference
-	own       *ownProfile // nil until the series has served for OwnProfileWarmup
+	// older are the completed epochs before prev that a sparse series keeps (oldest first; see
+	// Config.HistoryMinRequests). Empty for a busy series.
+	older []*history
+	ref   *reference
+	own   *ownProfile // nil until the series has served for OwnProfileWarmup
 
 	errT   [numCategories]rateTest
 	latT   [maxQuantiles]rateTest
@@ -126,6 +129,16 @@ const (
 	epMem       = numCategories + 2
 	numEpisodes = epOwnLatency + 1
 )
+
+// epochs lists the history s keeps, oldest first: older, prev and cur.
+func (s *series) epochs() []*history {
+	hs := make([]*history, 0, len(s.older)+2)
+	hs = append(hs, s.older...)
+	if s.prev != nil {
+		hs = append(hs, s.prev)
+	}
+	return append(hs, s.cur)
+}
 
 // bucketFor returns the open bucket for idx, opening it if needed.
 func (s *series) bucketFor(idx int64) *bucket {

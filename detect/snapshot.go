@@ -249,6 +249,16 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.i64(&s.lastB)
 	c.history(&s.cur)
 	c.history(&s.prev)
+	n = c.count(len(s.older))
+	if c.reading {
+		s.older = make([]*history, n)
+	}
+	for i := range s.older {
+		c.history(&s.older[i])
+		if c.reading && s.older[i] == nil && c.err == nil {
+			c.fail("series %s: an older epoch is missing", s.key)
+		}
+	}
 	if c.reading && s.cur == nil && c.err == nil {
 		c.fail("series %s without a current epoch", s.key)
 	}

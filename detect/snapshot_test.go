@@ -11,7 +11,7 @@ import (
 )
 
 // snapshotStream is a stream that exercises every part of the state: a long-lived version with
-// an own profile, a deploy that regresses on errors, latency and memory, a rollback, a canary
+// an own profile, a sparse series, a deploy that regresses on errors, latency and memory, a rollback, a canary
 // against its baseline cohort, and latencies spread widely enough to collapse sketch bins.
 func snapshotStream() []schemas.TelemetryEvent {
 	bad := healthy("1.1.0", 240, 20)
@@ -31,6 +31,11 @@ func snapshotStream() []schemas.TelemetryEvent {
 				ev.Error = schemas.ErrTimeout
 			}
 		}
+		events = append(events, ev)
+	}
+	// A sparse series keeps older epochs (HistoryMinRequests).
+	for _, ev := range genScenario(13, healthy("1", 14*60+420, 0.5)) {
+		ev.Service, ev.Block = "search", ""
 		events = append(events, ev)
 	}
 	sortByTime(events)

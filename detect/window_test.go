@@ -49,3 +49,85 @@ func TestReplayFromMidStreamMatchesLive(t *testing.T) {
 		}
 	}
 }
+
+// TestSparseSeriesKeepsOlderEpochs: a series too sparse to fill HistoryMinRequests in an epoch
+// keeps older epochs, up to HistoryMaxEpochs, so a deploy is compared with more than a few
+// hundred requests; a busy one keeps two epochs. A replay that starts HistoryMaxEpochs+1 epochs
+// before the deploy still freezes the live baseline and gives the live anomalies.
+func TestSparseSeriesKeepsOlderEpochs(t *testing.T) {
+	cfg := DefaultConfig()
+	epoch := time.Duration(cfg.HistoryEpoch)
+	bad := healthy("1.1.0", 1200, 0.5)
+	bad.errRate = map[string]float64{"": 0.12}
+	events := genScenario(8, healthy("1.0.0", 47*60+13, 0.5), bad)
+	deploy := t0.Add(47*time.Minute + 13*time.Second)
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.1.0"}
+
+	baselineAt := func(evs []schemas.TelemetryEvent) (*reference, []schemas.Anomaly) {
+		d := New(cfg)
+		var out []schemas.Anomaly
+		var ref *reference
+		for i := range evs {
+			d.Observe(&evs[i])
+			if (i+1)%7 == 0 {
+				out = append(out, d.Advance(d.Watermark())...)
+			}
+			if s := d.series[key]; s != nil && ref == nil && !s.pending {
+				ref = s.ref
+			}
+		}
+		out = append(out, d.Advance(evs[len(evs)-1].TS.Add(time.Hour))...)
+		var mine []schemas.Anomaly
+		for _, a := range out {
+			if a.Version == "1.1.0" {
+				mine = append(mine, a)
+			}
+		}
+		return ref, mine
+	}
+	from := func(before time.Duration) []schemas.TelemetryEvent {
+		var tail []schemas.TelemetryEvent
+		for _, ev := range events {
+			if !ev.TS.Before(deploy.Add(-before)) {
+				tail = append(tail, ev)
+			}
+		}
+		return tail
+	}
+
+	live, liveOut := baselineAt(events)
+	if live == nil || !live.ok {
+		t.Fatalf("no conclusive baseline frozen: %+v", live)
+	}
+	// 0.5 req/s fills 1000 requests in 33 minutes: the baseline holds all six completed epochs
+	// and the current one, about 34 minutes.
+	if span := time.Duration(live.to-live.from+1) * time.Second; span < time.Duration(cfg.HistoryMaxEpochs)*epoch {
+		t.Errorf("sparse baseline spans %s, want at least %d epochs", span, cfg.HistoryMaxEpochs)
+	}
+	if len(liveOut) == 0 {
+		t.Fatal("the sparse regression was not found: the fixture is wrong")
+	}
+	for _, extra := range []time.Duration{0, 41 * time.Second, 3 * time.Minute} {
+		warmup := time.Duration(cfg.HistoryMaxEpochs+1)*epoch + extra
+		ref, out := baselineAt(from(warmup))
+		if ref == nil || ref.n != live.n || ref.from != live.from || ref.errs != live.errs {
+			t.Errorf("replay from %s before the deploy froze another baseline: %+v, live %+v", warmup, ref, live)
+		}
+		if g, w := encodeJSONL(t, out), encodeJSONL(t, liveOut); !bytes.Equal(g, w) {
+			t.Errorf("replay from %s before the deploy differs from live:\nreplay: %s\nlive:   %s", warmup, g, w)
+		}
+	}
+	// Two epochs of warm-up are not enough for a sparse series: the test can tell.
+	if ref, _ := baselineAt(from(2 * epoch)); ref != nil && ref.n == live.n {
+		t.Error("a two-epoch replay froze the full sparse baseline: the test cannot fail")
+	}
+
+	// A busy series keeps two epochs.
+	d := New(cfg)
+	busy := genScenario(9, healthy("1.0.0", 47*60, 20))
+	run(d, busy, 0, 50)
+	s := d.series[SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}]
+	if len(s.older) != 0 {
+		t.Errorf("a series at 20 req/s keeps %d older epochs, want none", len(s.older))
+	}
+}

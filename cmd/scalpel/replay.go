@@ -37,9 +37,10 @@ recorded anomalies and decisions exactly; with another one (--config) it shows w
 NDJSON incident bundle, and --from-file replays such a bundle without a server.
 
 --since and --until are event times (RFC 3339, or a duration before now such as 2h). Telemetry from
---warmup before --since is replayed too, so the detector has baselines when the range starts: a
-warm-up of two history epochs (detect.history_epoch, 10m at the defaults) freezes the baseline the
-live detector froze for every deploy in the range. Progress goes to stderr; Ctrl-C stops and writes
+--warmup before --since is replayed too, so the detector has baselines when the range starts. The
+default, detect.history_max_epochs + 1 history epochs (35m at the defaults), freezes the baseline
+the live detector froze for every deploy in the range, a sparse series' too; two epochs (10m)
+suffice for series that serve at least detect.history_min_requests requests an epoch. Progress goes to stderr; Ctrl-C stops and writes
 what was replayed so far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
@@ -72,6 +73,9 @@ what was replayed so far.`,
 			}
 			if global.prefix != "" {
 				cfg.NATS.SubjectPrefix = global.prefix
+			}
+			if !cmd.Flags().Changed("warmup") {
+				warmup = time.Duration(cfg.Detect.HistoryMaxEpochs+1) * time.Duration(cfg.Detect.HistoryEpoch)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -216,7 +220,7 @@ what was replayed so far.`,
 	f := cmd.Flags()
 	f.StringVar(&since, "since", "", "start of the range in event time: RFC 3339 or a duration before now (1h); default the start of the streams")
 	f.StringVar(&until, "until", "", "end of the range in event time: RFC 3339 or a duration before now; default the end of the streams")
-	f.DurationVar(&warmup, "warmup", 15*time.Minute, "telemetry replayed before --since so the detector has baselines")
+	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: (detect.history_max_epochs+1) history epochs, 35m)")
 	f.StringVar(&service, "service", "", "replay only this service")
 	f.StringVar(&component, "component", "", "report only this component (every series is still replayed)")
 	f.StringVar(&cfgPath, "config", "", "config file to replay with (default: the built-in defaults)")

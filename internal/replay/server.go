@@ -26,8 +26,9 @@ type ServerOptions struct {
 	// Warmup and Lag widen the read to cover the gap between event time and storage time.
 	Since, Until time.Time
 	// Warmup is telemetry read before Since so the detector has baselines when the range starts
-	// (it needs the previous version's recent history: two detect history epochs, 10m by default).
-	// Default 15m; ignored when Since is zero.
+	// (it needs the previous version's recent history: two detect history epochs for a busy
+	// series, detect.history_max_epochs+1 for a sparse one, 10m and 35m by default).
+	// Default 35m; ignored when Since is zero.
 	Warmup time.Duration
 	// Lag is how long after Until a message may have been stored and still belong to the range.
 	// Default 5m; ignored when Until is zero.
@@ -65,7 +66,7 @@ type ServerSource struct {
 // telemetry).
 func NewServerSource(ctx context.Context, js jetstream.JetStream, o ServerOptions) (*ServerSource, error) {
 	if o.Warmup == 0 {
-		o.Warmup = 15 * time.Minute
+		o.Warmup = 35 * time.Minute
 	}
 	if o.Lag == 0 {
 		o.Lag = 5 * time.Minute
