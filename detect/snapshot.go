@@ -44,7 +44,8 @@ const (
 // but the last bits of a decayed total, so that this detector and its restored copy stay
 // identical from here on. Call it where Observe and Advance would be called, not beside them.
 func (d *Detector) Snapshot() ([]byte, error) {
-	c := &codec{sk: d.sk}
+	// About 3.6 KiB a series in steady state (scalpel bench): one allocation, not a dozen.
+	c := &codec{sk: d.sk, buf: make([]byte, 0, 4096*len(d.series)+256)}
 	c.buf = append(c.buf, snapshotMagic...)
 	c.buf = append(c.buf, snapshotVersion)
 	fp, err := configFingerprint(d.cfg)
@@ -612,21 +613,27 @@ func (c *codec) sketchFrom(v **ddsketch.DDSketch, alloc func() *ddsketch.DDSketc
 	if c.bool(&has); !has {
 		return
 	}
-	var b []byte
 	if !c.reading {
-		(*v).Encode(&b, true)
+		// Encoded in place behind its length, which is filled in after.
+		at := len(c.buf)
+		c.buf = binary.LittleEndian.AppendUint64(c.buf, 0)
+		(*v).Encode(&c.buf, true)
+		enc := c.buf[at+8:]
+		binary.LittleEndian.PutUint64(c.buf[at:], uint64(len(enc)))
 		// The sketch's running total is a float sum in the order its weights came in (a decayed
 		// own profile's is not the sum of its bins to the last bit), and the store's layout
 		// depends on its past; a decoded sketch has the sum of its bins in bin order and a fresh
 		// layout. Rebuilding this one the same way makes the detector that wrote the snapshot
 		// and the one restored from it continue bit for bit alike.
 		(*v).Clear()
-		if err := decodeSketch(*v, b); err != nil {
+		if err := (*v).DecodeAndMergeWith(enc); err != nil { // its own encoding: no check needed
 			c.err = fmt.Errorf("detect snapshot: re-read latency sketch: %w", err)
 		}
+		return
 	}
+	var b []byte
 	c.bytes(&b)
-	if !c.reading || c.err != nil {
+	if c.err != nil {
 		return
 	}
 	sk := alloc()
