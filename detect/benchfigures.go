@@ -55,15 +55,27 @@ func measureCost(n int) float64 {
 // event time and returns the heap they hold, per series. The own-profile warm-up is shortened to
 // 30 s so the figure includes every series' own profile, as a long-running series holds one.
 func MeasureMemoryPerSeries(n int) float64 {
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	d, names := memoryWorkload(n)
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	per := (float64(after.HeapAlloc) - float64(before.HeapAlloc) - float64(n)*16) / float64(d.SeriesCount())
+	runtime.KeepAlive(d)
+	runtime.KeepAlive(names)
+	return per
+}
+
+// memoryWorkload builds the detector MeasureMemoryPerSeries measures.
+func memoryWorkload(n int) (*Detector, []string) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	blocks := [...]string{"a", "b", "c"}
 	names := make([]string, n)
 	for c := range names {
 		names[c] = "c" + strconv.Itoa(c)
 	}
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
 	cfg := DefaultConfig()
 	cfg.OwnProfileWarmup = schemas.Duration(30 * time.Second)
 	d := New(cfg)
@@ -79,11 +91,25 @@ func MeasureMemoryPerSeries(n int) float64 {
 		d.Advance(d.Watermark())
 	}
 	d.Advance(t0.Add(time.Hour))
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	per := (float64(after.HeapAlloc) - float64(before.HeapAlloc) - float64(n)*16) / float64(d.SeriesCount())
-	runtime.KeepAlive(d)
-	runtime.KeepAlive(names)
-	return per
+	return d, names
+}
+
+// CheckpointFigures measures a checkpoint of the detector MeasureMemoryPerSeries builds from n
+// components: the snapshot's size per series, and the time per series to take it (which serve
+// does under the detect stage's lock, once per detect_checkpoint) and to restore it (on start).
+func CheckpointFigures(n int) (bytesPerSeries, snapshotNsPerSeries, restoreNsPerSeries float64, err error) {
+	d, _ := memoryWorkload(n)
+	series := float64(d.SeriesCount())
+	start := time.Now() // benchmark timing only
+	snap, err := d.Snapshot()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	took := time.Since(start)
+	start = time.Now()
+	if _, err := Restore(d.Config(), snap); err != nil {
+		return 0, 0, 0, err
+	}
+	restored := time.Since(start)
+	return float64(len(snap)) / series, float64(took.Nanoseconds()) / series, float64(restored.Nanoseconds()) / series, nil
 }

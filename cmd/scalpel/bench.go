@@ -76,6 +76,9 @@ It then measures, on the same server:
 			fmt.Fprintf(w, "%-44s %8.0f ns %3.0f allocs\n", "telemetry SDK per request, aggregation off", res.SDKNsRaw, res.SDKAllocsRaw)
 			fmt.Fprintf(w, "%-44s %14.0f\n", "detect cost (ns/event, in-process)", res.DetectNsPerEvent)
 			fmt.Fprintf(w, "%-44s %14.0f   (target <= 8192)\n", "detect memory per series (bytes)", res.DetectBytesPerSeries)
+			fmt.Fprintf(w, "%-44s %14.0f\n", "detector checkpoint per series (bytes)", res.CheckpointBytesPerSeries)
+			fmt.Fprintf(w, "%-44s %11.1f µs\n", "checkpoint snapshot per series (under lock)", res.CheckpointSnapshotNs/1e3)
+			fmt.Fprintf(w, "%-44s %11.1f µs\n", "checkpoint restore per series", res.CheckpointRestoreNs/1e3)
 			fmt.Fprintf(w, "(%d-byte messages, %d events over %d series at %d events per event-second, median of %d rounds)\n",
 				res.MessageBytes, res.Events, res.Series, res.EventRate, len(res.RawRates))
 			return nil

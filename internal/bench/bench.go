@@ -77,6 +77,10 @@ type Result struct {
 	DetectNsPerEvent float64
 	// DetectBytesPerSeries is the detector's steady-state heap per tracked series (target <= 8 KiB).
 	DetectBytesPerSeries float64
+	// CheckpointBytesPerSeries is the size of a detector checkpoint per series;
+	// CheckpointSnapshotNs and CheckpointRestoreNs the time per series to take one (serve does
+	// it under the detect stage's lock) and to restore one.
+	CheckpointBytesPerSeries, CheckpointSnapshotNs, CheckpointRestoreNs float64
 }
 
 const bodySize = 256
@@ -136,6 +140,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.SDKNsAgg, res.SDKAllocsAgg, res.SDKNsRaw, res.SDKAllocsRaw = telemetry.BenchTelemetryOverhead()
 	progress(o.Progress, "detector cost and memory per series ...")
 	res.DetectNsPerEvent, res.DetectBytesPerSeries = detect.BenchFigures()
+	progress(o.Progress, "detector checkpoint ...")
+	if res.CheckpointBytesPerSeries, res.CheckpointSnapshotNs, res.CheckpointRestoreNs, err = detect.CheckpointFigures(1000); err != nil {
+		return nil, fmt.Errorf("bench: detector checkpoint: %w", err)
+	}
 	res.RawRate = median(res.RawRates)
 	res.PipelineRate = median(res.PipelineRates)
 	res.Ratio = res.PipelineRate / res.RawRate
