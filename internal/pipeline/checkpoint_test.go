@@ -54,16 +54,25 @@ func startLogged(t *testing.T, cfg config.Config, js jetstream.JetStream, logs *
 func startWith(t *testing.T, cfg config.Config, js jetstream.JetStream, logs *logBuffer, reg *prometheus.Registry) *pipeline.Pipeline {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: log})
+}
+
+// serveVersion1 starts a pipeline on a new server, has it watch version 1.0 of the simulated
+// checkout service (seeded by seed) for d of event time, and stops it: the state a restart must
+// keep. The harness still points at the stopped pipeline.
+func serveVersion1(t *testing.T, cfg config.Config, seed uint64, d time.Duration) (*harness, *sim.Service, time.Time) {
+	t.Helper()
+	_, nc, js := natstest.Connect(t)
+	first := startPipeline(t, cfg, js)
+	applyCheckout(t, first)
+	h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
+	svc := sim.Checkout(seed)
+	t0 := eventStart()
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
+	h.publishJS(svc.Traffic(t0, d))
+	h.idle()
+	first.Stop()
+	return h, svc, t0
 }
 
 // checkpointConfig is the default config with a checkpoint interval and no replay window: only a
@@ -127,18 +136,10 @@ func TestRestartKeepsBaseline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, nc, js := natstest.Connect(t)
 			cfg := checkpointConfig(tt.checkpoint)
 			cfg.DetectRestore = schemas.Duration(tt.restore)
-			first := startPipeline(t, cfg, js)
-			applyCheckout(t, first)
-			h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
-			svc := sim.Checkout(4)
-			t0 := eventStart()
-			h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-			h.publishJS(svc.Traffic(t0, 120*time.Second))
-			h.idle()
-			first.Stop()
+			h, svc, t0 := serveVersion1(t, cfg, 4, 120*time.Second)
+			js := h.js
 
 			logs := &logBuffer{}
 			second := startLogged(t, cfg, js, logs)
@@ -182,17 +183,9 @@ func TestRestartKeepsBaseline(t *testing.T) {
 // in exactly the state the stopped process had: its own checkpoint is byte for byte the one the
 // stopped process would have written.
 func TestRestartReplaysTelemetryAfterCheckpoint(t *testing.T) {
-	_, nc, js := natstest.Connect(t)
 	cfg := checkpointConfig(time.Hour)
-	first := startPipeline(t, cfg, js)
-	applyCheckout(t, first)
-	h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
-	svc := sim.Checkout(5)
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(svc.Traffic(t0, 60*time.Second))
-	h.idle()
-	first.Stop()
+	h, svc, t0 := serveVersion1(t, cfg, 5, 60*time.Second)
+	js := h.js
 	older, olderMeta := readCheckpoint(t, js)
 
 	second := startPipeline(t, cfg, js)
@@ -252,18 +245,10 @@ func TestUnusableCheckpointFallsBack(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, nc, js := natstest.Connect(t)
 			cfg := checkpointConfig(time.Hour)
 			cfg.DetectRestore = schemas.Duration(10 * time.Minute)
-			first := startPipeline(t, cfg, js)
-			applyCheckout(t, first)
-			h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
-			svc := sim.Checkout(6)
-			t0 := eventStart()
-			h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-			h.publishJS(svc.Traffic(t0, 30*time.Second))
-			h.idle()
-			first.Stop()
+			h, svc, t0 := serveVersion1(t, cfg, 6, 30*time.Second)
+			js := h.js
 			if tt.damage != nil {
 				b, meta := tt.damage(readCheckpoint(t, js))
 				writeCheckpoint(t, js, b, meta)

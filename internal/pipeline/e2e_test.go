@@ -44,7 +44,13 @@ func start(t *testing.T) *harness {
 // startPipeline starts every stage with cfg on js; the caller stops it.
 func startPipeline(t *testing.T, cfg config.Config, js jetstream.JetStream) *pipeline.Pipeline {
 	t.Helper()
-	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t)})
+	return startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t)})
+}
+
+// startOpts builds a pipeline from o and starts it; the caller stops it.
+func startOpts(t *testing.T, o pipeline.Options) *pipeline.Pipeline {
+	t.Helper()
+	p, err := pipeline.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,31 +346,3 @@ func (w testWriter) Write(p []byte) (int, error) {
 // eventStart places the simulated history so that it ends near the wall clock: commands carry an
 // expiry in event time, and actuators refuse expired ones.
 func eventStart() time.Time { return time.Now().UTC().Add(-4 * time.Minute).Truncate(time.Second) }
-
-// TestEndToEndRestartRestoresDetector: scalpel stops after the baseline traffic of 1.0 was
-// acknowledged, and a new process carries on. The new detector has no baseline unless it rebuilt
-// its state, here from the checkpoint the first process wrote on stop (checkpoint_test.go covers
-// the window replay without one); with it, the bad block is still rolled back once.
-func TestEndToEndRestartRestoresDetector(t *testing.T) {
-	_, nc, js := natstest.Connect(t)
-	cfg := config.Default()
-	first := startPipeline(t, cfg, js)
-	applyCheckout(t, first)
-	h := &harness{t: t, nc: nc, js: js, p: first, cfg: cfg}
-	svc := sim.Checkout(4)
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(svc.Traffic(t0, 120*time.Second))
-	h.idle()
-	first.Stop()
-
-	second := startPipeline(t, cfg, js)
-	t.Cleanup(second.Stop)
-	h.p = second
-	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
-	h.publishJS(svc.Traffic(t1, 60*time.Second))
-	h.idle()
-	checkOneBlockRollback(t, h.commands())
-}
