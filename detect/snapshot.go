@@ -698,38 +698,33 @@ func (c *codec) history(v **history) {
 	c.sites(&h.sites)
 }
 
-// blocks writes a block map in key order; nil and empty differ (a component aggregate's history
-// always has one), so presence is written too.
+// blocks writes a block map (see xferMap).
 func (c *codec) blocks(m *map[string]blockTally) {
-	has := *m != nil
-	if c.bool(&has); !has {
-		return
-	}
-	keys := slices.Sorted(maps.Keys(*m))
-	n := c.count(len(keys))
-	if c.reading {
+	xferMap(c, m, func() map[string]blockTally {
 		if c.pool != nil {
-			*m = c.pool.blockMap()
-		} else {
-			*m = make(map[string]blockTally, n)
+			return c.pool.blockMap()
 		}
-	}
-	for i := range n {
-		var k string
-		var t blockTally
-		if !c.reading {
-			k, t = keys[i], (*m)[keys[i]]
-		}
-		c.str(&k)
+		return make(map[string]blockTally)
+	}, func(c *codec, t *blockTally) {
 		c.f64(&t.n)
 		c.f64s(t.errs[:])
-		if c.reading {
-			(*m)[k] = t
-		}
-	}
+	})
 }
 
+// sites writes an error-site map (see xferMap).
 func (c *codec) sites(m *map[string]int64) {
+	xferMap(c, m, func() map[string]int64 {
+		if c.pool != nil {
+			return c.pool.siteMap()
+		}
+		return make(map[string]int64)
+	}, (*codec).i64)
+}
+
+// xferMap writes a map in key order, each value by val. Nil and empty differ (a component
+// aggregate's history always has its maps, a block's never), so presence is written too; fresh
+// gives the map to read into.
+func xferMap[V any](c *codec, m *map[string]V, fresh func() map[string]V, val func(*codec, *V)) {
 	has := *m != nil
 	if c.bool(&has); !has {
 		return
@@ -737,20 +732,16 @@ func (c *codec) sites(m *map[string]int64) {
 	keys := slices.Sorted(maps.Keys(*m))
 	n := c.count(len(keys))
 	if c.reading {
-		if c.pool != nil {
-			*m = c.pool.siteMap()
-		} else {
-			*m = make(map[string]int64, n)
-		}
+		*m = fresh()
 	}
 	for i := range n {
 		var k string
-		var v int64
+		var v V
 		if !c.reading {
 			k, v = keys[i], (*m)[keys[i]]
 		}
 		c.str(&k)
-		c.i64(&v)
+		val(c, &v)
 		if c.reading {
 			(*m)[k] = v
 		}
