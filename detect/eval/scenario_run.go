@@ -8,6 +8,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -71,6 +72,13 @@ type ScenarioResult struct {
 	// knowing the baseline's rate (see ConcurrentFloorSeconds): what cancelling whatever moves
 	// both cohorts costs, before any cost of the detector's own.
 	ConcurrentFloorS *float64 `json:"concurrent_floor_s,omitempty"`
+	// ExceedanceFloorS, for a latency regression, is the expected detection time of the ideal
+	// test that sees only whether each request exceeded one of the detector's tested quantiles
+	// (the most informative, ExceedanceQuantile) and knows that rate before and after (see
+	// ExceedanceFloorSeconds): what is left to the floor once a latency is reduced to an
+	// exceedance count, before any cost of the detector's own.
+	ExceedanceFloorS   *float64 `json:"exceedance_floor_s,omitempty"`
+	ExceedanceQuantile float64  `json:"exceedance_quantile,omitempty"`
 	// TTDMean is the mean time to detect, present only when every run detected (a miss has no
 	// time): it is the statistic the floor, an expected detection time, is comparable with.
 	TTDMean *float64 `json:"ttd_mean_s,omitempty"`
@@ -186,6 +194,11 @@ feed:
 	for i := range opt.Scenarios {
 		sc := &opt.Scenarios[i]
 		res := summarise(sc, outcomes[i], rep.Floor)
+		if res.FloorS != nil {
+			if e, q, ok := ExceedanceFloorSeconds(sc, rep.Floor, opt.Config); ok {
+				res.ExceedanceFloorS, res.ExceedanceQuantile = &e, q
+			}
+		}
 		if !sc.Regression {
 			quiet += res.Runs
 			falses += res.Detected
@@ -565,6 +578,63 @@ func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool)
 	return waldBoundary(p.Alpha, p.Beta) / (kl * errorsPerSec), true
 }
 
+// ExceedanceFloorSeconds is the expected detection time of the ideal test for a latency
+// regression that sees, of each request, only whether its latency exceeded one of the quantiles
+// cfg tests (as the baseline has them), knowing that exceedance rate before (1-q) and after the
+// change: Wald's boundary over the binary divergence, with the quantile that gives the largest.
+// A quantile counts only if the scenario's baseline holds cfg.LatencyMinTailCount requests above
+// it, as the detector's does. The floor knows the whole latency distribution; the gap between
+// the two is the information an exceedance count cannot carry: of a log-normal slow path that
+// got slower, where in the tail each slow request landed. ok is false for anything but a
+// latency-only regression.
+func ExceedanceFloorSeconds(sc *Scenario, p FloorParams, cfg detect.Config) (secs, quantile float64, ok bool) {
+	bm, tm := orOne(sc.BodyMul), orOne(sc.TailMul)
+	if (bm == 1 && tm == 1) || orOne(sc.ErrMul) != 1 || sc.RateMul != 0 || sc.NoDeploy {
+		return 0, 0, false
+	}
+	rate := sc.runRPS(0)
+	if sc.CanaryShare > 0 {
+		rate *= sc.CanaryShare
+	}
+	baseline := sc.runRPS(0) * float64(sc.Pre)
+	best := 0.0
+	for _, q := range cfg.LatencyQuantiles {
+		if baseline*(1-q) < float64(cfg.LatencyMinTailCount) {
+			continue
+		}
+		x := latencyQuantile(q)
+		p0, p1 := 1-q, latencyAbove(x, bm, tm)
+		if kl := p1*math.Log(p1/p0) + (1-p1)*math.Log((1-p1)/(1-p0)); kl > best {
+			best, quantile = kl, q
+		}
+	}
+	if best <= 0 || rate <= 0 {
+		return 0, 0, false
+	}
+	return waldBoundary(p.Alpha, p.Beta) / best / rate, quantile, true
+}
+
+// latencyAbove is the share of latencies above log-latency x when the body is scaled by bm and
+// the slow path by tm.
+func latencyAbove(x, bm, tm float64) float64 {
+	upper := func(mu, sigma float64) float64 { return math.Erfc((x-mu)/(sigma*math.Sqrt2)) / 2 }
+	return (1-tailShare)*upper(math.Log(bodyMedian*bm), bodySigma) + tailShare*upper(math.Log(tailMedian*tm), tailSigma)
+}
+
+// latencyQuantile is the unchanged latency distribution's quantile q, as a log-latency.
+func latencyQuantile(q float64) float64 {
+	lo, hi := -2.0, 10.0
+	for range 100 {
+		mid := (lo + hi) / 2
+		if latencyAbove(mid, 1, 1) > 1-q {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
 // waldBoundary is the SPRT's expected log likelihood ratio at its stop under H1, neglecting the
 // overshoot: W = (1-β)·ln((1-β)/α) + β·ln(β/(1-α)).
 func waldBoundary(alpha, beta float64) float64 {
@@ -646,6 +716,23 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 				return err
 			}
 		}
+		// Only where the floor is above one bucket: below it the ratios are not read.
+		if e := res.ExceedanceFloorS; e != nil && res.FloorS != nil && *res.FloorS > 1 {
+			line := fmt.Sprintf("%s: the ideal test on the exceedance rate of %s alone needs %s on average, %.2f× the floor",
+				res.Scenario.Name, quantileName(res.ExceedanceQuantile), secs(e), *e/math.Max(*res.FloorS, 1))
+			if *e > float64(res.Scenario.Post) {
+				line += fmt.Sprintf(", more than the %d s watch", res.Scenario.Post)
+			} else if m := cmp.Or(res.TTDMean, res.TTDMeanAtLeast); m != nil {
+				at := ""
+				if res.TTDMean == nil {
+					at = "≥ "
+				}
+				line += fmt.Sprintf("; the detector's mean is %s%.2f× that", at, *m/math.Max(*e, 1))
+			}
+			if _, err := fmt.Fprintln(w, line); err != nil {
+				return err
+			}
+		}
 	}
 	src := "fixed"
 	if r.Floor.Measured {
@@ -667,6 +754,11 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 		r.AAFalseRollbacks, r.AARuns, 100*float64(r.AAFalseRollbacks)/math.Max(1, float64(r.AARuns)),
 		100*r.AARateCI[0], 100*r.AARateCI[1], 100*r.FalseRollbackRate, r.Seed, r.Elapsed)
 	return err
+}
+
+// quantileName renders 0.999 as p99.9.
+func quantileName(q float64) string {
+	return "p" + strconv.FormatFloat(q*100, 'f', -1, 64)
 }
 
 // meanCell is the mean TTD, or with missed runs its lower bound marked "≥".

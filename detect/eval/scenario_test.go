@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/scalpel-dev/scalpel/detect"
@@ -30,6 +31,14 @@ func TestScenarioSuite(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + buf.String())
+	for _, want := range []string{
+		"canary 50% of 100rps, error x2: the ideal test against the concurrent cohort needs",
+		"p99 x2 tail-only @50rps: the ideal test on the exceedance rate of p99.9 alone needs",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the report does not say %q", want)
+		}
+	}
 	if rep.FalseRollbackRate > 0.02 {
 		t.Errorf("false rollbacks %.2f %% of quiet deploys, budget 1 %%", 100*rep.FalseRollbackRate)
 	}
@@ -262,6 +271,38 @@ func TestConcurrentFloor(t *testing.T) {
 	} {
 		if _, ok := ConcurrentFloorSeconds(&sc, fp); ok {
 			t.Errorf("%+v: a concurrent floor for a scenario without an error regression in a canary", sc)
+		}
+	}
+}
+
+// TestExceedanceFloor: a tail-only regression reduced to the exceedance count of the best tested
+// quantile carries 0.0266 nats a request for p99 x2 (p99.9), against 0.0477 for the whole
+// distribution; a baseline too small for p99.9 leaves p99, which carries far less.
+func TestExceedanceFloor(t *testing.T) {
+	fp := FloorParams{Alpha: 0.001, Beta: 0.01}
+	cfg := detect.DefaultConfig()
+	for _, tt := range []struct {
+		sc     Scenario
+		q      float64
+		lo, hi float64 // exceedance floor / floor
+	}{
+		{Scenario{RPS: 50, Pre: 450, TailMul: 2, Regression: true}, 0.999, 1.75, 1.85},
+		{Scenario{RPS: 50, Pre: 450, TailMul: 1.25, Regression: true}, 0.999, 1.8, 1.95},
+		{Scenario{RPS: 50, Pre: 60, TailMul: 2, Regression: true}, 0.99, 10, 15},
+	} {
+		f, _ := FloorSeconds(&tt.sc, fp)
+		e, q, ok := ExceedanceFloorSeconds(&tt.sc, fp, cfg)
+		if !ok || q != tt.q || e/f < tt.lo || e/f > tt.hi {
+			t.Errorf("%+v: exceedance floor %.2f s at p%g, floor %.2f s, ratio %.3f; want p%g, ratio in [%g, %g]",
+				tt.sc, e, 100*q, f, e/f, 100*tt.q, tt.lo, tt.hi)
+		}
+	}
+	for _, sc := range []Scenario{
+		{RPS: 20, Pre: 450, ErrMul: 5, Regression: true},
+		{RPS: 20, Pre: 450, BodyMul: 2, TailMul: 2, NoDeploy: true, Regression: true},
+	} {
+		if _, _, ok := ExceedanceFloorSeconds(&sc, fp, cfg); ok {
+			t.Errorf("%+v: an exceedance floor for a scenario that is not a latency regression after a deploy", sc)
 		}
 	}
 }
