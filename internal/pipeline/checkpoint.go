@@ -263,10 +263,7 @@ func loadCheckpoint(ctx context.Context, obj jetstream.ObjectStore, name string,
 	return &checkpoint{det: det, seq: seq, bytes: len(snap), modTime: info.ModTime}, nil
 }
 
-// restoreDetectorFrom builds the live detector from a snapshot: the options must be NewDetector's.
+// restoreDetectorFrom builds the live detector from a snapshot, with NewDetector's options.
 func restoreDetectorFrom(cfg config.Config, snap []byte, log *slog.Logger) (*detect.Detector, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return detect.Restore(cfg.Detect, snap, detect.WithLogger(log))
+	return detect.Restore(cfg.Detect, snap, detectorOptions(log)...)
 }

@@ -12,10 +12,16 @@ import (
 // that a re-run with the same config makes the same anomalies: an option added to the live detector
 // (a block resolver, say) must be added here too, and New should call this.
 func NewDetector(cfg config.Config, log *slog.Logger) *detect.Detector {
+	return detect.New(cfg.Detect, detectorOptions(log)...)
+}
+
+// detectorOptions are the options of the live detector, whether new or restored from a
+// checkpoint.
+func detectorOptions(log *slog.Logger) []detect.Option {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return detect.New(cfg.Detect, detect.WithLogger(log)) // detect names its stage itself
+	return []detect.Option{detect.WithLogger(log)} // detect names its stage itself
 }
 
 // NewEngine builds the decision engine the way the live pipeline does, over any catalog: the KV
