@@ -33,8 +33,9 @@ type Config struct {
 	// above; a sparse one (0.5 req/s serves 150 requests in 5m) keeps older epochs, up to
 	// HistoryMaxEpochs, so its baseline is not a few hundred requests with a handful of errors,
 	// against which only a gross regression is visible. Which epochs are kept is a function of the
-	// last HistoryMaxEpochs epochs of events, so a replay that starts one epoch earlier than that
-	// reproduces it. An epoch without any request still ends the history. Default 1000.
+	// last HistoryMaxEpochs epochs of events, so a replay that starts HistoryMaxEpochs+1 epochs
+	// before a deploy freezes the baseline the live detector froze. An epoch without any request
+	// still ends the history. Default 1000.
 	HistoryMinRequests int64 `json:"history_min_requests" yaml:"history_min_requests"`
 	// HistoryMaxEpochs bounds the completed epochs a sparse series keeps (see
 	// HistoryMinRequests), and with them how old its baseline can be. 1 keeps only the previous
