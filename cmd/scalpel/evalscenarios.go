@@ -49,7 +49,10 @@ knows when the change began, so the floor is Page's CUSUM delay at the same fals
 of watch (Siegmund's approximation); a memory leak has none. For an error regression in a canary a
 line under the table also gives the ideal test that compares with the concurrent baseline cohort
 (which error came from which cohort, the only information that cancels what moves both): what
-the canary's comparison costs before any cost of the detector's own.`,
+the canary's comparison costs before any cost of the detector's own. For a latency regression a
+line gives the ideal test that sees only whether each request exceeded the best of the tested
+quantiles (detect.latency_quantiles): the latency floor also knows the shape of the tail, which an
+exceedance count does not carry.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()
