@@ -95,7 +95,7 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 			}
 			r.blocks[b] = acc
 		}
-		_ = r.sk.MergeWith(h.sk) // same mapping by construction: cannot fail
+		h.mergeSketchInto(r.sk)
 	}
 	r.cpuRef, r.memRef = src.cpuRef, src.memRef
 	r.ok = r.n >= float64(d.cfg.MinBaselineRequests)

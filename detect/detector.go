@@ -61,6 +61,7 @@ type Detector struct {
 	late       uint64
 	invalid    uint64
 	lastKey    [2]SeriesKey // Observe's cache: the last block series and component aggregate
+	scratch    []byte       // pack's encoding buffer
 	lastSeries [2]*series
 }
 
@@ -439,6 +440,7 @@ func (d *Detector) rotate(s *series, e int64) {
 		s.cur.reset(e - d.epochBuckets)
 	}
 	if s.prev != nil {
+		d.pack(s.prev)
 		s.older = append(s.older, s.prev)
 	}
 	s.prev = s.cur
@@ -458,6 +460,7 @@ func (d *Detector) rotate(s *series, e int64) {
 	if drop > 0 {
 		next = s.older[0] // reused as the new current epoch; the others go
 		s.older = slices.Delete(s.older, 0, drop)
+		next.sk, next.packed = d.pool.sketch(), nil
 	} else {
 		next = &history{sk: d.sk.new()}
 		if s.aggregate {
@@ -467,6 +470,15 @@ func (d *Detector) rotate(s *series, e int64) {
 	}
 	next.reset(e)
 	s.cur = next
+}
+
+// pack encodes a completed epoch's sketch and returns the sketch to the pool (see history.packed).
+func (d *Detector) pack(h *history) {
+	d.scratch = d.scratch[:0]
+	h.sk.Encode(&d.scratch, true)
+	h.packed = slices.Clone(d.scratch) // exactly its size: it is kept for up to HistoryMaxEpochs
+	d.pool.releaseSketch(h.sk)
+	h.sk = nil
 }
 
 // sweep evicts idle series. A line's current series stays: it is the baseline of the next version.

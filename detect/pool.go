@@ -43,6 +43,14 @@ func (p *pool) siteMap() map[string]int64 {
 // per series.
 const poolCap = 1024
 
+// releaseSketch returns a sketch to the free list.
+func (p *pool) releaseSketch(sk *ddsketch.DDSketch) {
+	if len(p.sks) < poolCap {
+		sk.Clear()
+		p.sks = append(p.sks, sk)
+	}
+}
+
 // release returns a closed bucket's borrowings.
 func (p *pool) release(b *bucket) {
 	if b.sk != nil && len(p.sks) < poolCap {

@@ -152,7 +152,7 @@ func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 		for c := range o.errs {
 			o.errs[c] += h.errs[c]
 		}
-		_ = o.sk.MergeWith(h.sk) // same mapping by construction: cannot fail
+		h.mergeSketchInto(o.sk)
 	}
 	d.ownThresholds(o, b)
 	return o

@@ -68,8 +68,12 @@ type blockTally struct {
 // history is one epoch of a series' recent history: what becomes a newer version's baseline and
 // what an anomaly's evidence covers.
 type history struct {
-	start  int64 // first bucket of the epoch
-	sk     *ddsketch.DDSketch
+	start int64 // first bucket of the epoch
+	sk    *ddsketch.DDSketch
+	// packed holds the sketch of an older epoch (series.older), encoded, and sk is nil: a
+	// completed epoch is only read when a baseline or an own profile is built from it, and a
+	// sparse series' few latencies take a fraction of a dense store's bins encoded.
+	packed []byte
 	n      float64
 	errs   [numCategories]float64
 	blocks map[string]blockTally // component aggregates only
@@ -129,6 +133,15 @@ const (
 	epMem       = numCategories + 2
 	numEpisodes = epOwnLatency + 1
 )
+
+// mergeSketchInto merges the epoch's latencies into sk, from its sketch or its packed form.
+func (h *history) mergeSketchInto(sk *ddsketch.DDSketch) {
+	if h.sk == nil {
+		_ = sk.DecodeAndMergeWith(h.packed) // its own encoding, same mapping: cannot fail
+		return
+	}
+	_ = sk.MergeWith(h.sk) // same mapping by construction: cannot fail
+}
 
 // epochs lists the history s keeps, oldest first: older, prev and cur.
 func (s *series) epochs() []*history {

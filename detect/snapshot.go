@@ -248,14 +248,14 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.bool(&s.pending)
 	c.i64(&s.firstB)
 	c.i64(&s.lastB)
-	c.history(&s.cur)
-	c.history(&s.prev)
+	c.history(&s.cur, false)
+	c.history(&s.prev, false)
 	n = c.count(len(s.older))
 	if c.reading {
 		s.older = make([]*history, n)
 	}
 	for i := range s.older {
-		c.history(&s.older[i])
+		c.history(&s.older[i], true)
 		if c.reading && s.older[i] == nil && c.err == nil {
 			c.fail("series %s: an older epoch is missing", s.key)
 		}
@@ -678,7 +678,8 @@ func decodeSketch(sk *ddsketch.DDSketch, b []byte) (err error) {
 	return sk.DecodeAndMergeWith(b)
 }
 
-func (c *codec) history(v **history) {
+// history writes an epoch; an older one (series.older) holds its sketch packed.
+func (c *codec) history(v **history, older bool) {
 	has := *v != nil
 	if c.bool(&has); !has {
 		return
@@ -688,9 +689,19 @@ func (c *codec) history(v **history) {
 	}
 	h := *v
 	c.i64(&h.start)
-	c.sketch(&h.sk)
-	if c.reading && h.sk == nil && c.err == nil {
-		c.fail("history without a sketch")
+	if older {
+		c.bytes(&h.packed)
+		if c.reading && c.err == nil {
+			h.packed = slices.Clone(h.packed) // not an alias of the snapshot's bytes
+			if err := decodeSketch(c.sk.new(), h.packed); err != nil {
+				c.fail("older epoch's latency sketch: %v", err)
+			}
+		}
+	} else {
+		c.sketch(&h.sk)
+		if c.reading && h.sk == nil && c.err == nil {
+			c.fail("history without a sketch")
+		}
 	}
 	c.f64(&h.n)
 	c.f64s(h.errs[:])
