@@ -201,7 +201,7 @@ func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
 	obs := s.cur.sk
 	if s.prev != nil {
 		obs = s.cur.sk.Copy()
-		_ = obs.MergeWith(s.prev.sk)
+		s.prev.mergeSketchInto(obs)
 	}
 	if v, err := obs.GetValueAtQuantile(d.cfg.LatencyQuantiles[q]); err == nil {
 		a.Observed = round3(v)

@@ -98,6 +98,7 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 		h.mergeSketchInto(r.sk)
 	}
 	r.cpuRef, r.memRef = src.cpuRef, src.memRef
+	r.cpuRef.vals, r.memRef.vals = nil, nil // frozen: a reference never adds, and must not share src's warm-up
 	r.ok = r.n >= float64(d.cfg.MinBaselineRequests)
 	if !r.ok {
 		return r

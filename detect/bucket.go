@@ -39,7 +39,6 @@ type bucket struct {
 	n      float64
 	errs   [numCategories]float64
 	latN   float64 // requests that carried a latency
-	exceed [maxQuantiles]float64
 	cpuSum float64
 	cpuN   float64
 	memSum float64

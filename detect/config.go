@@ -3,6 +3,7 @@ package detect
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -54,7 +55,7 @@ type Config struct {
 	// episode ends. Default 0.01.
 	Beta float64 `json:"beta" yaml:"beta"`
 	// RecoveryBuckets ends a firing episode early when this many consecutive buckets with data
-	// each carried evidence against a regression. Default 30.
+	// each carried evidence against a regression. Default 30, at most 32767.
 	RecoveryBuckets int `json:"recovery_buckets" yaml:"recovery_buckets"`
 	// TrafficMovedAfter resolves a firing series that has served no request for this long while
 	// its line (same service, component, block and cohort) serves another version whose tests are
@@ -217,8 +218,8 @@ func (c Config) Validate() error {
 		return bad("alpha must be in (0, 0.5), got %g", c.Alpha)
 	case !(c.Beta > 0 && c.Beta < 0.5):
 		return bad("beta must be in (0, 0.5), got %g", c.Beta)
-	case c.RecoveryBuckets < 1:
-		return bad("recovery_buckets must be at least 1, got %d", c.RecoveryBuckets)
+	case c.RecoveryBuckets < 1 || c.RecoveryBuckets > math.MaxInt16:
+		return bad("recovery_buckets must be in [1, %d], got %d", math.MaxInt16, c.RecoveryBuckets)
 	case c.TrafficMovedAfter < c.BucketWidth:
 		return bad("traffic_moved_after must be at least one bucket, got %s", time.Duration(c.TrafficMovedAfter))
 	case c.MinRequests < 1:

@@ -6,13 +6,15 @@ import (
 )
 
 // warmupCap bounds how many bucket values a robust reference collects before it freezes; it is
-// a fixed array so a series' memory does not grow.
+// a fixed array so a series' memory does not grow, allocated on the first value and released
+// once the reference is frozen: most series never report cpu or memory, and a frozen reference
+// needs only its center and scale.
 const warmupCap = 32
 
 // robustRef is a median/MAD reference frozen after a warm-up. Frozen on purpose: a reference that
 // kept adapting would follow a slow memory leak and never see it.
 type robustRef struct {
-	vals          [warmupCap]float32
+	vals          *[warmupCap]float32 // nil before the first value and once ready
 	k             uint8
 	ready         bool
 	center, scale float64
@@ -24,6 +26,9 @@ type robustRef struct {
 func (r *robustRef) add(v float64, need int, minRel float64) {
 	if r.ready {
 		return
+	}
+	if r.vals == nil {
+		r.vals = new([warmupCap]float32)
 	}
 	r.vals[r.k] = float32(v)
 	r.k++
@@ -39,7 +44,7 @@ func (r *robustRef) add(v float64, need int, minRel float64) {
 		vals[i] = math.Abs(vals[i] - r.center)
 	}
 	r.scale = math.Max(1.4826*median(vals), math.Max(minRel*math.Abs(r.center), 1e-9))
-	r.ready = true
+	r.ready, r.vals = true, nil
 }
 
 func median(v []float64) float64 {

@@ -395,10 +395,11 @@ func (d *Detector) closeBucket(s *series) {
 		d.rotate(s, e)
 	}
 	d.ownClose(s, b)
+	s.exceed = [maxQuantiles]float64{}
 	if b.sk != nil {
 		if r := s.ref; r != nil && r.latOK {
 			for q := range d.cfg.LatencyQuantiles {
-				b.exceed[q] = fractionAbove(b.sk, r.thr[q].index) * b.sk.GetCount()
+				s.exceed[q] = fractionAbove(b.sk, r.thr[q].index) * b.sk.GetCount()
 			}
 		}
 		_ = s.cur.sk.MergeWith(b.sk) // one mapping for all sketches: cannot fail
@@ -440,9 +441,9 @@ func (d *Detector) rotate(s *series, e int64) {
 		s.cur.reset(e - d.epochBuckets)
 	}
 	if s.prev != nil {
-		d.pack(s.prev)
 		s.older = append(s.older, s.prev)
 	}
+	d.pack(s.cur) // complete: only read when a baseline, an own profile or evidence is built
 	s.prev = s.cur
 	// Let go of the oldest completed epochs while the newer ones still hold enough requests, or
 	// while there are more than HistoryMaxEpochs.
@@ -462,7 +463,7 @@ func (d *Detector) rotate(s *series, e int64) {
 		s.older = slices.Delete(s.older, 0, drop)
 		next.sk, next.packed = d.pool.sketch(), nil
 	} else {
-		next = &history{sk: d.sk.new()}
+		next = &history{sk: d.pool.sketch()}
 		if s.aggregate {
 			next.blocks = make(map[string]blockTally)
 			next.sites = make(map[string]int64)

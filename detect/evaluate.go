@@ -72,10 +72,10 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			t := &s.latT[q]
 			var v rateVerdict
 			if r.composite[q] {
-				body := bodyEvidence(r, q, b)
-				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, b.exceed[q], b.latN, b.idx, &d.th)
+				body := bodyEvidence(r, q, b.latN, &s.exceed)
+				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, s.exceed[q], b.latN, b.idx, &d.th)
 			} else {
-				v = t.updateBaseline(&r.latP[q], b.exceed[q], b.latN, b.idx, &d.th)
+				v = t.updateBaseline(&r.latP[q], s.exceed[q], b.latN, b.idx, &d.th)
 			}
 			if (v == verdictFired || t.firing) && !s.latEp {
 				// The exceedance test fires on a shifted distribution, however small the shift: a
@@ -101,13 +101,13 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 // bodyEvidence is the log likelihood ratio, at each level of quantile q's composite H0, of the
 // bucket's requests at or below q's threshold: their share above the body's threshold as the
 // baseline has it, against as the level predicts it (see rateTest.updateComposite).
-func bodyEvidence(r *reference, q int, b *bucket) [3]float64 {
+func bodyEvidence(r *reference, q int, latN float64, exceed *[maxQuantiles]float64) [3]float64 {
 	var ev [3]float64
-	nb := b.latN - b.exceed[q]
+	nb := latN - exceed[q]
 	if nb <= 0 {
 		return ev
 	}
-	xb := clamp(b.exceed[r.bodyQ]-b.exceed[q], 0, nb)
+	xb := clamp(exceed[r.bodyQ]-exceed[q], 0, nb)
 	p0 := r.bodyP[q][0]
 	for l := 1; l < len(ev); l++ {
 		pl := r.bodyP[q][l]

@@ -70,9 +70,9 @@ type blockTally struct {
 type history struct {
 	start int64 // first bucket of the epoch
 	sk    *ddsketch.DDSketch
-	// packed holds the sketch of an older epoch (series.older), encoded, and sk is nil: a
-	// completed epoch is only read when a baseline or an own profile is built from it, and a
-	// sparse series' few latencies take a fraction of a dense store's bins encoded.
+	// packed holds the sketch of a completed epoch (series.prev and older), encoded, and sk is
+	// nil: a completed epoch is only read when a baseline, an own profile or an anomaly's
+	// evidence is built from it, and encoded its latencies take a fraction of a dense store.
 	packed []byte
 	n      float64
 	errs   [numCategories]float64
@@ -97,8 +97,11 @@ type series struct {
 	line      *line
 	open      []bucket // open buckets, ascending
 	closed    bucket   // the last closed bucket (a canary reads its baseline cohort's)
-	queued    bool     // in Detector.active
-	pending   bool     // its first bucket has not closed yet: no baseline resolved
+	// exceed counts the closed bucket's latencies above each of the baseline's quantiles (set
+	// when it closes; a series, not every open bucket, carries it).
+	exceed    [maxQuantiles]float64
+	queued    bool // in Detector.active
+	pending   bool // its first bucket has not closed yet: no baseline resolved
 	firstB    int64
 	lastB     int64 // last bucket that had data
 	cur, prev *history

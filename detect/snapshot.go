@@ -244,12 +244,13 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 		s.open[i].xfer(c)
 	}
 	s.closed.xfer(c)
+	c.f64s(s.exceed[:])
 	c.bool(&s.queued)
 	c.bool(&s.pending)
 	c.i64(&s.firstB)
 	c.i64(&s.lastB)
 	c.history(&s.cur, false)
-	c.history(&s.prev, false)
+	c.history(&s.prev, true)
 	n = c.count(len(s.older))
 	if c.reading {
 		s.older = make([]*history, n)
@@ -301,7 +302,6 @@ func (b *bucket) xfer(c *codec) {
 	c.f64(&b.n)
 	c.f64s(b.errs[:])
 	c.f64(&b.latN)
-	c.f64s(b.exceed[:])
 	c.f64(&b.cpuSum)
 	c.f64(&b.cpuN)
 	c.f64(&b.memSum)
@@ -417,15 +417,27 @@ func (t *rateTest) xfer(c *codec) {
 	c.f64(&t.bound)
 	c.bool(&t.firing)
 	c.bool(&t.twoBanks)
-	c.i32(&t.quiet)
-	c.i32(&t.quietRun)
+	for _, v := range []*int16{&t.quiet, &t.quietRun} {
+		w := int32(*v)
+		c.i32(&w)
+		if w < 0 || w > math.MaxInt16 {
+			c.fail("recovery count %d out of range", w)
+		}
+		*v = int16(w)
+	}
 }
 
 func (r *robustRef) xfer(c *codec) {
-	for i := range r.vals {
-		bits := math.Float32bits(r.vals[i])
-		c.u32(&bits)
-		r.vals[i] = math.Float32frombits(bits)
+	has := r.vals != nil
+	if c.bool(&has); has {
+		if c.reading {
+			r.vals = new([warmupCap]float32)
+		}
+		for i := range r.vals {
+			bits := math.Float32bits(r.vals[i])
+			c.u32(&bits)
+			r.vals[i] = math.Float32frombits(bits)
+		}
 	}
 	k := uint32(r.k)
 	c.u32(&k)
@@ -678,7 +690,7 @@ func decodeSketch(sk *ddsketch.DDSketch, b []byte) (err error) {
 	return sk.DecodeAndMergeWith(b)
 }
 
-// history writes an epoch; an older one (series.older) holds its sketch packed.
+// history writes an epoch; a completed one (prev, older) holds its sketch packed.
 func (c *codec) history(v **history, older bool) {
 	has := *v != nil
 	if c.bool(&has); !has {

@@ -95,8 +95,8 @@ type rateTest struct {
 	bound    float64     // the current run's firing threshold (log of 1/its share of Alpha)
 	firing   bool
 	twoBanks bool  // the last update was composite: score mixes both banks
-	quiet    int32 // consecutive buckets of evidence against H1 while firing
-	quietRun int32 // quiet when the episode ended (for the resolution's wording)
+	quiet    int16 // consecutive buckets of evidence against H1 while firing (at most recovery)
+	quietRun int16 // quiet when the episode ended (for the resolution's wording)
 }
 
 // secondBank is a composite test's second bank of alternatives and its current segment. Only the
