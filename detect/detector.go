@@ -61,8 +61,8 @@ type Detector struct {
 	late       uint64
 	invalid    uint64
 	lastKey    [2]SeriesKey // Observe's cache: the last block series and component aggregate
-	scratch    []byte       // pack's encoding buffer
 	lastSeries [2]*series
+	scratch    []byte // pack's encoding buffer
 }
 
 // New builds a detector. An invalid cfg falls back to DefaultConfig (the error is logged): a
@@ -268,13 +268,20 @@ func (d *Detector) newSeries(k SeriesKey) *series {
 		d.lines[lk] = ln
 	}
 	s := &series{key: k, aggregate: k.Block == "", line: ln, firstB: math.MaxInt64, lastB: math.MinInt64, pending: true}
-	s.cur = &history{start: math.MinInt64, sk: d.sk.new()}
-	if s.aggregate {
-		s.cur.blocks = make(map[string]blockTally)
-		s.cur.sites = make(map[string]int64)
-	}
+	s.cur = d.newHistory(s.aggregate, math.MinInt64)
 	d.series[k] = s
 	return s
+}
+
+// newHistory is an empty epoch starting at bucket start; a component aggregate's also tallies
+// blocks and error sites.
+func (d *Detector) newHistory(aggregate bool, start int64) *history {
+	h := &history{start: start, sk: d.pool.sketch()}
+	if aggregate {
+		h.blocks = make(map[string]blockTally)
+		h.sites = make(map[string]int64)
+	}
+	return h
 }
 
 // Advance closes every bucket that ends at or before watermark, runs the tests on them, and
@@ -457,18 +464,13 @@ func (d *Detector) rotate(s *series, e int64) {
 		held -= s.older[drop].n
 		drop++
 	}
-	var next *history
-	if drop > 0 {
-		next = s.older[0] // reused as the new current epoch; the others go
-		s.older = slices.Delete(s.older, 0, drop)
-		next.sk, next.packed = d.pool.sketch(), nil
-	} else {
-		next = &history{sk: d.pool.sketch()}
-		if s.aggregate {
-			next.blocks = make(map[string]blockTally)
-			next.sites = make(map[string]int64)
-		}
+	if drop == 0 {
+		s.cur = d.newHistory(s.aggregate, e)
+		return
 	}
+	next := s.older[0] // reused as the new current epoch; the others go
+	s.older = slices.Delete(s.older, 0, drop)
+	next.sk, next.packed = d.pool.sketch(), nil
 	next.reset(e)
 	s.cur = next
 }

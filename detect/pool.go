@@ -53,9 +53,8 @@ func (p *pool) releaseSketch(sk *ddsketch.DDSketch) {
 
 // release returns a closed bucket's borrowings.
 func (p *pool) release(b *bucket) {
-	if b.sk != nil && len(p.sks) < poolCap {
-		b.sk.Clear()
-		p.sks = append(p.sks, b.sk)
+	if b.sk != nil {
+		p.releaseSketch(b.sk)
 	}
 	if b.blocks != nil && len(p.blocks) < poolCap {
 		clear(b.blocks)
