@@ -164,7 +164,7 @@ func (d *Detector) xfer(c *codec) error {
 
 	// Who each line runs now, and the order of the active and firing lists (the order tests run
 	// and anomalies are produced in).
-	for _, ln := range sortedLines(d, c) {
+	for _, ln := range sortedLines(d) {
 		var k SeriesKey
 		has := ln.current != nil
 		if has {
@@ -184,14 +184,11 @@ func (d *Detector) xfer(c *codec) error {
 }
 
 // sortedLines lists the lines in key order (the order xfer wrote them).
-func sortedLines(d *Detector, c *codec) []*line {
+func sortedLines(d *Detector) []*line {
 	keys := slices.SortedFunc(maps.Keys(d.lines), compareLineKeys)
 	out := make([]*line, len(keys))
 	for i, k := range keys {
 		out[i] = d.lines[k]
-	}
-	if c.err != nil {
-		return nil
 	}
 	return out
 }
@@ -222,10 +219,7 @@ func compareLineKeys(a, b lineKey) int {
 }
 
 func (ln *line) xfer(c *codec) {
-	c.str(&ln.key.Service)
-	c.str(&ln.key.Component)
-	c.str(&ln.key.Block)
-	c.str(&ln.key.Cohort)
+	c.lineKey(&ln.key)
 	c.i64(&ln.accB)
 	c.f64(&ln.accN)
 	c.i64(&ln.lastB)
@@ -264,20 +258,8 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	if c.reading && s.cur == nil && c.err == nil {
 		c.fail("series %s without a current epoch", s.key)
 	}
-	has := s.ref != nil
-	if c.bool(&has); has {
-		if c.reading {
-			s.ref = &reference{}
-		}
-		d.xferReference(c, s.ref)
-	}
-	has = s.own != nil
-	if c.bool(&has); has {
-		if c.reading {
-			s.own = &ownProfile{}
-		}
-		s.own.xfer(c)
-	}
+	optional(c, &s.ref, func(r *reference) { d.xferReference(c, r) })
+	optional(c, &s.own, func(o *ownProfile) { o.xfer(c) })
 	for i := range s.errT {
 		s.errT[i].xfer(c)
 	}
@@ -341,10 +323,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 		if !c.reading {
 			k = r.paired.key
 		}
-		c.str(&k.Service)
-		c.str(&k.Component)
-		c.str(&k.Block)
-		c.str(&k.Cohort)
+		c.lineKey(&k)
 		if c.reading {
 			if r.paired = d.lines[k]; r.paired == nil && c.err == nil {
 				c.fail("baseline cohort line %v unknown", k)
@@ -394,17 +373,13 @@ func (rp *rateParams) xfer(c *codec) {
 
 func (t *rateTest) xfer(c *codec) {
 	c.f64s(t.llr[:])
-	has := t.bank != nil
-	if c.bool(&has); has {
-		if c.reading {
-			t.bank = &secondBank{}
+	optional(c, &t.bank, func(b *secondBank) {
+		c.f64s(b.llr[:])
+		for i := range b.seg.llr {
+			c.f64s(b.seg.llr[i][:])
 		}
-		c.f64s(t.bank.llr[:])
-		for i := range t.bank.seg.llr {
-			c.f64s(t.bank.seg.llr[i][:])
-		}
-		c.f64(&t.bank.seg.n)
-	}
+		c.f64(&b.seg.n)
+	})
 	c.i64(&t.runStart)
 	c.f64(&t.n)
 	c.f64(&t.x)
@@ -428,17 +403,13 @@ func (t *rateTest) xfer(c *codec) {
 }
 
 func (r *robustRef) xfer(c *codec) {
-	has := r.vals != nil
-	if c.bool(&has); has {
-		if c.reading {
-			r.vals = new([warmupCap]float32)
-		}
-		for i := range r.vals {
-			bits := math.Float32bits(r.vals[i])
+	optional(c, &r.vals, func(vals *[warmupCap]float32) {
+		for i := range vals {
+			bits := math.Float32bits(vals[i])
 			c.u32(&bits)
-			r.vals[i] = math.Float32frombits(bits)
+			vals[i] = math.Float32frombits(bits)
 		}
-	}
+	})
 	k := uint32(r.k)
 	c.u32(&k)
 	if k > warmupCap && c.err == nil {
@@ -463,7 +434,8 @@ func (e *ewma) xfer(c *codec) {
 }
 
 // codec appends values to buf (writing) or consumes them from its front (reading). Reading
-// stops at the first error: every later call is a no-op, and the caller checks err once.
+// stops at the first error: every later call is a no-op, and the caller checks err once. pool,
+// set when reading, lends what open buckets borrow in a running detector.
 type codec struct {
 	buf     []byte
 	reading bool
@@ -588,6 +560,13 @@ func (c *codec) str(v *string) {
 	}
 }
 
+func (c *codec) lineKey(k *lineKey) {
+	c.str(&k.Service)
+	c.str(&k.Component)
+	c.str(&k.Block)
+	c.str(&k.Cohort)
+}
+
 func (c *codec) seriesKey(k *SeriesKey) {
 	c.str(&k.Service)
 	c.str(&k.Component)
@@ -613,10 +592,6 @@ func (c *codec) sketch(v **ddsketch.DDSketch) {
 
 // pooledSketch is sketch for an open bucket's sketch, which is borrowed from the pool.
 func (c *codec) pooledSketch(v **ddsketch.DDSketch) {
-	if c.pool == nil {
-		c.sketchFrom(v, c.sk.new)
-		return
-	}
 	c.sketchFrom(v, c.pool.sketch)
 }
 
@@ -691,17 +666,13 @@ func decodeSketch(sk *ddsketch.DDSketch, b []byte) (err error) {
 }
 
 // history writes an epoch; a completed one (prev, older) holds its sketch packed.
-func (c *codec) history(v **history, older bool) {
-	has := *v != nil
-	if c.bool(&has); !has {
-		return
-	}
-	if c.reading {
-		*v = &history{}
-	}
-	h := *v
+func (c *codec) history(v **history, packed bool) {
+	optional(c, v, func(h *history) { c.epoch(h, packed) })
+}
+
+func (c *codec) epoch(h *history, packed bool) {
 	c.i64(&h.start)
-	if older {
+	if packed {
 		c.bytes(&h.packed)
 		if c.reading && c.err == nil {
 			h.packed = slices.Clone(h.packed) // not an alias of the snapshot's bytes
@@ -723,12 +694,7 @@ func (c *codec) history(v **history, older bool) {
 
 // blocks writes a block map (see xferMap).
 func (c *codec) blocks(m *map[string]blockTally) {
-	xferMap(c, m, func() map[string]blockTally {
-		if c.pool != nil {
-			return c.pool.blockMap()
-		}
-		return make(map[string]blockTally)
-	}, func(c *codec, t *blockTally) {
+	xferMap(c, m, c.pool.blockMap, func(c *codec, t *blockTally) {
 		c.f64(&t.n)
 		c.f64s(t.errs[:])
 	})
@@ -736,12 +702,19 @@ func (c *codec) blocks(m *map[string]blockTally) {
 
 // sites writes an error-site map (see xferMap).
 func (c *codec) sites(m *map[string]int64) {
-	xferMap(c, m, func() map[string]int64 {
-		if c.pool != nil {
-			return c.pool.siteMap()
-		}
-		return make(map[string]int64)
-	}, (*codec).i64)
+	xferMap(c, m, c.pool.siteMap, (*codec).i64)
+}
+
+// optional writes whether *v is set and, if it is, what fill writes of it; reading allocates it.
+func optional[T any](c *codec, v **T, fill func(*T)) {
+	has := *v != nil
+	if c.bool(&has); !has {
+		return
+	}
+	if c.reading {
+		*v = new(T)
+	}
+	fill(*v)
 }
 
 // xferMap writes a map in key order, each value by val. Nil and empty differ (a component
