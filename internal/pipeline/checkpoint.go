@@ -256,14 +256,9 @@ func loadCheckpoint(ctx context.Context, obj jetstream.ObjectStore, name string,
 	if last := stream.State.LastSeq; seq > last {
 		return nil, fmt.Errorf("%w: it holds telemetry through sequence %d, beyond the stream's last (%d)", errUnusableCheckpoint, seq, last)
 	}
-	det, err := restoreDetectorFrom(cfg, snap, log)
+	det, err := detect.Restore(cfg.Detect, snap, detectorOptions(log)...) // NewDetector's options
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUnusableCheckpoint, err)
 	}
 	return &checkpoint{det: det, seq: seq, bytes: len(snap), modTime: info.ModTime}, nil
-}
-
-// restoreDetectorFrom builds the live detector from a snapshot, with NewDetector's options.
-func restoreDetectorFrom(cfg config.Config, snap []byte, log *slog.Logger) (*detect.Detector, error) {
-	return detect.Restore(cfg.Detect, snap, detectorOptions(log)...)
 }
