@@ -87,7 +87,12 @@ func TestJetStreamPath(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Wait for the calls as well as for an empty consumer: right after the publishes the
+	// consumer's counts can read zero before it has delivered anything.
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := act.count(); got < 3 {
+			return fmt.Errorf("%d Actuate calls so far", got)
+		}
 		cons, err := js.Consumer(ctx, schemas.StreamDecisions, "scalpel-actuate")
 		if err != nil {
 			return err
