@@ -2,6 +2,7 @@ package detect
 
 import (
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -497,6 +498,18 @@ func (d *Detector) sweep(now int64) {
 			}
 		}
 	}
+}
+
+// KeepService drops the state of every series and line of other services. A replay restricted to
+// one service restores a checkpoint of them all; the series it does not feed would still close
+// their open buckets, and report, as the watermark moves on.
+func (d *Detector) KeepService(service string) {
+	other := func(s *series) bool { return s.key.Service != service }
+	maps.DeleteFunc(d.series, func(_ SeriesKey, s *series) bool { return other(s) })
+	maps.DeleteFunc(d.lines, func(k lineKey, _ *line) bool { return k.Service != service })
+	d.active = slices.DeleteFunc(d.active, other)
+	d.firing = slices.DeleteFunc(d.firing, other)
+	d.lastKey, d.lastSeries = [2]SeriesKey{}, [2]*series{}
 }
 
 // Firing lists the series with an open episode, in key order.

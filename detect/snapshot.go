@@ -64,25 +64,11 @@ func (d *Detector) Snapshot() ([]byte, error) {
 // caller rebuilds state another way), and with ErrSnapshotCorrupt on bytes it cannot read; it never
 // panics on bad input.
 func Restore(cfg Config, snap []byte, opts ...Option) (d *Detector, err error) {
-	if err := cfg.Validate(); err != nil {
+	if err := CheckSnapshot(cfg, snap); err != nil {
 		return nil, err
-	}
-	if len(snap) < len(snapshotMagic)+1+sha256.Size || string(snap[:len(snapshotMagic)]) != snapshotMagic {
-		return nil, fmt.Errorf("%w: no snapshot header", ErrSnapshotCorrupt)
-	}
-	if v := snap[len(snapshotMagic)]; v != snapshotVersion {
-		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrSnapshotCorrupt, v, snapshotVersion)
-	}
-	rest := snap[len(snapshotMagic)+1:]
-	fp, err := configFingerprint(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(rest[:sha256.Size], fp[:]) {
-		return nil, ErrSnapshotConfig
 	}
 	d = New(cfg, opts...)
-	c := &codec{sk: d.sk, reading: true, buf: rest[sha256.Size:], pool: &d.pool}
+	c := &codec{sk: d.sk, reading: true, buf: snap[len(snapshotMagic)+1+sha256.Size:], pool: &d.pool}
 	if err := d.xfer(c); err != nil {
 		return nil, err
 	}
@@ -90,6 +76,29 @@ func Restore(cfg Config, snap []byte, opts ...Option) (d *Detector, err error) {
 		return nil, fmt.Errorf("%w: %d bytes after the end", ErrSnapshotCorrupt, len(c.buf))
 	}
 	return d, nil
+}
+
+// CheckSnapshot reads only a snapshot's header: it returns what Restore would return for a snapshot
+// of another format or config (ErrSnapshotCorrupt, ErrSnapshotConfig, or cfg's own error), without
+// restoring it. A caller choosing among stored checkpoints uses it to skip those it cannot use.
+func CheckSnapshot(cfg Config, snap []byte) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if len(snap) < len(snapshotMagic)+1+sha256.Size || string(snap[:len(snapshotMagic)]) != snapshotMagic {
+		return fmt.Errorf("%w: no snapshot header", ErrSnapshotCorrupt)
+	}
+	if v := snap[len(snapshotMagic)]; v != snapshotVersion {
+		return fmt.Errorf("%w: format version %d, this build reads %d", ErrSnapshotCorrupt, v, snapshotVersion)
+	}
+	fp, err := configFingerprint(cfg)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(snap[len(snapshotMagic)+1:][:sha256.Size], fp[:]) {
+		return ErrSnapshotConfig
+	}
+	return nil
 }
 
 // configFingerprint identifies a config by the hash of its JSON form.

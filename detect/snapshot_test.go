@@ -186,3 +186,32 @@ func FuzzRestore(f *testing.F) {
 		}
 	})
 }
+
+// A detector restored for one service keeps only that service's series and lines: the others'
+// open buckets do not close into anomalies nobody fed.
+func TestKeepService(t *testing.T) {
+	d := New(DefaultConfig())
+	for s := range 30 {
+		for _, svc := range []string{"a", "b"} {
+			lat := 20.0
+			d.Observe(&schemas.TelemetryEvent{TS: t0.Add(time.Duration(s) * time.Second), Service: svc, Component: "c", Version: "1", LatencyMS: &lat})
+		}
+	}
+	d.Advance(d.Watermark())
+	before := d.SeriesCount()
+	d.KeepService("a")
+	if got := d.SeriesCount(); got != before/2 || got == 0 {
+		t.Fatalf("SeriesCount after KeepService = %d, want half of %d", got, before)
+	}
+	if d.Status(SeriesKey{Service: "b", Component: "c", Version: "1"}).Known {
+		t.Fatal("service b still known")
+	}
+	if !d.Status(SeriesKey{Service: "a", Component: "c", Version: "1"}).Known {
+		t.Fatal("service a forgotten")
+	}
+	for _, a := range d.Advance(t0.Add(time.Hour)) {
+		if a.Service != "a" {
+			t.Fatalf("anomaly of a dropped service: %+v", a)
+		}
+	}
+}
