@@ -40,6 +40,17 @@ type Config struct {
 	// write itself is off the hot path), so a very short interval costs throughput. Default 1m;
 	// 0 disables checkpoints, written and read, and every start uses detect_restore.
 	DetectCheckpoint schemas.Duration `yaml:"detect_checkpoint" json:"detect_checkpoint"`
+	// DetectCheckpointHistory is how far apart, in event time, serve keeps dated copies of the
+	// checkpoint ("detect@<watermark>" next to "detect") for `scalpel replay`: a replay of an older
+	// range starts from the newest dated checkpoint at or before --since, so it reproduces what no
+	// warm-up can (a series' own long-run profile, a line's throughput average) and reads no
+	// warm-up. Each copy is as large as the checkpoint (about 4 KB per series). Default 1h; 0
+	// keeps none.
+	DetectCheckpointHistory schemas.Duration `yaml:"detect_checkpoint_history" json:"detect_checkpoint_history"`
+	// DetectCheckpointKeep is how many dated checkpoints serve keeps; the oldest go first. Keep
+	// them within the telemetry stream's retention (topology.telemetry_max_age): a replay can only
+	// start from one whose later telemetry the stream still holds. Default 24.
+	DetectCheckpointKeep int `yaml:"detect_checkpoint_keep" json:"detect_checkpoint_keep"`
 	// DetectRestore is the fallback when there is no usable checkpoint (none yet, checkpoints
 	// disabled, or one taken under another detect config or build): how much event time of
 	// already-acknowledged telemetry is run back through the detector when serve starts, so that a
@@ -140,9 +151,11 @@ func Default() Config {
 			CommandTTL: schemas.Duration(10 * time.Minute),
 			HandOff:    handoff.DefaultConfig(),
 		},
-		DetectCheckpoint: schemas.Duration(time.Minute),
-		DetectRestore:    schemas.Duration(10 * time.Minute),
-		LogLevel:         "info",
+		DetectCheckpoint:        schemas.Duration(time.Minute),
+		DetectCheckpointHistory: schemas.Duration(time.Hour),
+		DetectCheckpointKeep:    24,
+		DetectRestore:           schemas.Duration(10 * time.Minute),
+		LogLevel:                "info",
 	}
 }
 
@@ -193,6 +206,12 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Actuate.validate()...)
 	if c.DetectCheckpoint < 0 {
 		errs = append(errs, errors.New("detect_checkpoint: must be >= 0 (0 disables checkpoints)"))
+	}
+	if c.DetectCheckpointHistory < 0 {
+		errs = append(errs, errors.New("detect_checkpoint_history: must be >= 0 (0 keeps no dated checkpoints)"))
+	}
+	if c.DetectCheckpointKeep < 0 || (c.DetectCheckpointHistory > 0 && c.DetectCheckpointKeep == 0) {
+		errs = append(errs, errors.New("detect_checkpoint_keep: must be >= 1 while detect_checkpoint_history is set (set that to 0 to keep none)"))
 	}
 	if c.DetectRestore < 0 {
 		errs = append(errs, errors.New("detect_restore: must be >= 0 (0 starts the detector empty)"))

@@ -154,3 +154,37 @@ func TestDetectCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+func TestDetectCheckpointHistory(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		history time.Duration
+		keep    int
+		wantErr string
+	}{
+		{name: "default", yaml: "", history: time.Hour, keep: 24},
+		{name: "set", yaml: "detect_checkpoint_history: 15m\ndetect_checkpoint_keep: 96", history: 15 * time.Minute, keep: 96},
+		{name: "none", yaml: "detect_checkpoint_history: 0s\ndetect_checkpoint_keep: 0", history: 0, keep: 0},
+		{name: "negative", yaml: "detect_checkpoint_history: -1h", wantErr: "detect_checkpoint_history"},
+		{name: "keep none while kept", yaml: "detect_checkpoint_keep: 0", wantErr: "detect_checkpoint_keep"},
+		{name: "negative keep", yaml: "detect_checkpoint_history: 0s\ndetect_checkpoint_keep: -1", wantErr: "detect_checkpoint_keep"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse(%q) = %v, want an error mentioning %q", tt.yaml, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Duration(cfg.DetectCheckpointHistory); got != tt.history || cfg.DetectCheckpointKeep != tt.keep {
+				t.Fatalf("history %v keep %d, want %v and %d", got, cfg.DetectCheckpointKeep, tt.history, tt.keep)
+			}
+		})
+	}
+}

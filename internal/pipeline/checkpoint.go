@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,15 +33,29 @@ import (
 //	                          anew restarts its sequences, and an old checkpoint must not skip them
 //	telemetry-seq             the stream sequence through which the detector holds the telemetry
 //	durable, filter           the ingest consumer and its filter subject the telemetry came through
+//	watermark                 the detector's watermark (event time, RFC 3339)
 //	series                    how many series the detector tracked (for people reading the object)
+//
+// Besides the checkpoint a restart reads, serve keeps dated copies for `scalpel replay`, one per
+// detect_checkpoint_history of event time: the object "<checkpoint>@<watermark>", the watermark
+// as 20060102T150405Z so that names sort by it. They carry the same metadata.
 const (
 	metaStream        = "telemetry-stream"
 	metaStreamCreated = "telemetry-stream-created"
 	metaSeq           = "telemetry-seq"
 	metaDurable       = "durable"
 	metaFilter        = "filter"
+	metaWatermark     = "watermark"
 	metaSeries        = "series"
 )
+
+// datedLayout is the watermark's form in a dated checkpoint's name.
+const datedLayout = "20060102T150405Z"
+
+// datedCheckpointName is the dated copy of checkpoint name taken at watermark wm.
+func datedCheckpointName(name string, wm time.Time) string {
+	return name + "@" + wm.UTC().Format(datedLayout)
+}
 
 // checkpointObjectName is the object holding the detector checkpoint of the ingest consumer
 // durable: "detect" for the default consumer, "detect.<durable>" for another, so that processes
@@ -91,15 +107,19 @@ type checkpointer struct {
 	obj      jetstream.ObjectStore
 	name     string
 	interval time.Duration
-	meta     map[string]string // the placing fields; telemetry-seq and series are set per put
+	meta     map[string]string // the placing fields; telemetry-seq, watermark and series are set per put
 	log      *slog.Logger
 	m        checkpointMetrics
+	// history is the event time between dated copies (0: none), keep how many are kept.
+	history time.Duration
+	keep    int
 
-	mu      sync.Mutex
-	busy    bool      // a put is in flight
-	lastTry time.Time // when the last snapshot was taken (or attempted)
-	lastSeq uint64    // the sequence of the last checkpoint stored
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	busy      bool      // a put is in flight
+	lastTry   time.Time // when the last snapshot was taken (or attempted)
+	lastSeq   uint64    // the sequence of the last checkpoint stored
+	lastDated time.Time // the watermark of the newest dated copy
+	wg        sync.WaitGroup
 }
 
 // afterBatch takes a checkpoint if the interval has passed since the last one and none is being
@@ -115,7 +135,7 @@ func (c *checkpointer) afterBatch(s *DetectStage) {
 	since := c.lastSeq
 	c.mu.Unlock()
 
-	snap, seq, series, ok := c.take(s, since)
+	snap, ok := c.take(s, since)
 	if !ok {
 		c.done()
 		return
@@ -126,7 +146,7 @@ func (c *checkpointer) afterBatch(s *DetectStage) {
 		defer c.done()
 		ctx, cancel := context.WithTimeout(context.Background(), checkpointPutTimeout)
 		defer cancel()
-		c.put(ctx, snap, seq, series)
+		c.put(ctx, snap)
 	}()
 }
 
@@ -143,7 +163,7 @@ func (c *checkpointer) final(ctx context.Context, s *DetectStage) {
 	c.mu.Lock()
 	since := c.lastSeq
 	c.mu.Unlock()
-	snap, seq, series, ok := c.take(s, since)
+	snap, ok := c.take(s, since)
 	if !ok {
 		s.mu.Lock()
 		pending := s.unsent != nil || s.failed
@@ -156,55 +176,117 @@ func (c *checkpointer) final(ctx context.Context, s *DetectStage) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkpointPutTimeout)
 	defer cancel()
-	c.put(ctx, snap, seq, series)
+	c.put(ctx, snap)
 }
 
 // take snapshots the stage's detector; ok is false when there is nothing new to write or the
 // snapshot failed (logged and counted).
-func (c *checkpointer) take(s *DetectStage, since uint64) (snap []byte, seq uint64, series int, ok bool) {
+func (c *checkpointer) take(s *DetectStage, since uint64) (snapshot, bool) {
 	began := time.Now()
-	snap, seq, series, ok, err := s.snapshot(since)
+	snap, ok, err := s.snapshot(since)
 	if err != nil {
 		c.m.failures.Inc()
 		c.log.Warn("detector checkpoint: snapshot failed; retrying next interval", "stage", "detect", "err", err)
-		return nil, 0, 0, false
+		return snapshot{}, false
 	}
 	if ok {
 		c.m.seconds.WithLabelValues("snapshot").Observe(time.Since(began).Seconds())
 	}
-	return snap, seq, series, ok
+	return snap, ok
 }
 
-// put stores one checkpoint, replacing the previous one.
-func (c *checkpointer) put(ctx context.Context, snap []byte, seq uint64, series int) {
+// put stores one checkpoint, replacing the previous one, and a dated copy when the watermark has
+// entered a new detect_checkpoint_history period since the last copy.
+func (c *checkpointer) put(ctx context.Context, snap snapshot) {
 	began := time.Now()
-	meta := make(map[string]string, len(c.meta)+2)
+	meta := make(map[string]string, len(c.meta)+3)
 	for k, v := range c.meta {
 		meta[k] = v
 	}
-	meta[metaSeq] = strconv.FormatUint(seq, 10)
-	meta[metaSeries] = strconv.Itoa(series)
-	_, err := c.obj.Put(ctx, jetstream.ObjectMeta{
-		Name:        c.name,
-		Description: "scalpel detector checkpoint (detect.Snapshot); restored by serve on start",
-		Metadata:    meta,
-	}, bytes.NewReader(snap))
+	meta[metaSeq] = strconv.FormatUint(snap.seq, 10)
+	meta[metaWatermark] = snap.watermark.UTC().Format(time.RFC3339Nano)
+	meta[metaSeries] = strconv.Itoa(snap.series)
+	if err := c.putObject(ctx, c.name, "restored by serve on start", meta, snap); err != nil {
+		return
+	}
 	took := time.Since(began)
+	c.m.seconds.WithLabelValues("put").Observe(took.Seconds())
+	c.m.bytes.Set(float64(len(snap.bytes)))
+	c.m.seq.Set(float64(snap.seq))
+	c.mu.Lock()
+	c.lastSeq = max(c.lastSeq, snap.seq)
+	dated := c.history > 0 && !snap.watermark.IsZero() &&
+		(c.lastDated.IsZero() || snap.watermark.Truncate(c.history).After(c.lastDated.Truncate(c.history)))
+	c.mu.Unlock()
+	c.log.Debug("detector checkpoint written", "stage", "detect", "seq", snap.seq, "series", snap.series,
+		"bytes", len(snap.bytes), "took", took.Round(time.Millisecond))
+	if !dated {
+		return
+	}
+	name := datedCheckpointName(c.name, snap.watermark)
+	if err := c.putObject(ctx, name, "kept for scalpel replay (detect_checkpoint_history)", meta, snap); err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.lastDated = snap.watermark
+	c.mu.Unlock()
+	c.log.Info("dated detector checkpoint kept for replay", "stage", "detect", "object", schemas.ObjectState+"/"+name,
+		"seq", snap.seq, "series", snap.series, "bytes", len(snap.bytes))
+	c.prune(ctx)
+}
+
+// putObject writes one checkpoint object; a failure is logged and counted, and the next interval
+// tries again.
+func (c *checkpointer) putObject(ctx context.Context, name, what string, meta map[string]string, snap snapshot) error {
+	_, err := c.obj.Put(ctx, jetstream.ObjectMeta{
+		Name:        name,
+		Description: "scalpel detector checkpoint (detect.Snapshot); " + what,
+		Metadata:    meta,
+	}, bytes.NewReader(snap.bytes))
 	if err != nil {
 		c.m.failures.Inc()
 		c.log.Warn("detector checkpoint: write failed; retrying next interval", "stage", "detect",
-			"object", schemas.ObjectState+"/"+c.name, "seq", seq, "bytes", len(snap), "err", err)
+			"object", schemas.ObjectState+"/"+name, "seq", snap.seq, "bytes", len(snap.bytes), "err", err)
+		return err
+	}
+	c.m.written.Inc()
+	return nil
+}
+
+// datedCheckpoints lists the dated copies of checkpoint name in obj, oldest first.
+func datedCheckpoints(ctx context.Context, obj jetstream.ObjectStore, name string) ([]*jetstream.ObjectInfo, error) {
+	all, err := obj.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*jetstream.ObjectInfo
+	for _, info := range all {
+		if rest, ok := strings.CutPrefix(info.Name, name+"@"); ok {
+			if _, err := time.Parse(datedLayout, rest); err == nil {
+				out = append(out, info)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *jetstream.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// prune deletes the oldest dated copies beyond keep.
+func (c *checkpointer) prune(ctx context.Context) {
+	dated, err := datedCheckpoints(ctx, c.obj, c.name)
+	if err != nil {
+		c.log.Warn("detector checkpoint: cannot list dated checkpoints to prune; trying again with the next", "stage", "detect", "err", err)
 		return
 	}
-	c.m.seconds.WithLabelValues("put").Observe(took.Seconds())
-	c.m.written.Inc()
-	c.m.bytes.Set(float64(len(snap)))
-	c.m.seq.Set(float64(seq))
-	c.mu.Lock()
-	c.lastSeq = max(c.lastSeq, seq)
-	c.mu.Unlock()
-	c.log.Debug("detector checkpoint written", "stage", "detect", "seq", seq, "series", series,
-		"bytes", len(snap), "took", took.Round(time.Millisecond))
+	for _, info := range dated[:max(0, len(dated)-c.keep)] {
+		if err := c.obj.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			c.log.Warn("detector checkpoint: cannot delete an old dated checkpoint; trying again with the next", "stage", "detect",
+				"object", schemas.ObjectState+"/"+info.Name, "err", err)
+		}
+	}
 }
 
 // checkpoint is a checkpoint read back: the detector it restores and where it stands.
@@ -244,9 +326,9 @@ func loadCheckpoint(ctx context.Context, obj jetstream.ObjectStore, name string,
 		// A digest mismatch lands here: the stored bytes are damaged.
 		return nil, fmt.Errorf("%w: read %s/%s: %w", errUnusableCheckpoint, schemas.ObjectState, name, err)
 	}
-	for _, k := range []string{metaStream, metaStreamCreated, metaDurable, metaFilter} {
-		if got := info.Metadata[k]; got != want[k] {
-			return nil, fmt.Errorf("%w: taken with %s %q, this process has %q", errUnusableCheckpoint, k, got, want[k])
+	for k, v := range want {
+		if got := info.Metadata[k]; got != v {
+			return nil, fmt.Errorf("%w: taken with %s %q, this process has %q", errUnusableCheckpoint, k, got, v)
 		}
 	}
 	seq, err := strconv.ParseUint(info.Metadata[metaSeq], 10, 64)
@@ -261,4 +343,124 @@ func loadCheckpoint(ctx context.Context, obj jetstream.ObjectStore, name string,
 		return nil, fmt.Errorf("%w: %w", errUnusableCheckpoint, err)
 	}
 	return &checkpoint{det: det, seq: seq, bytes: len(snap), modTime: info.ModTime}, nil
+}
+
+// consumerOf names what cfg's ingest consumes: the stream, the durable and the filter subject,
+// defaults filled in.
+func consumerOf(cfg config.Config) (stream, durable, filter string) {
+	stream, durable, filter = cfg.Ingest.Stream, cfg.Ingest.Durable, cfg.Ingest.FilterSubject
+	if durable == "" {
+		durable = ingest.DefaultConfig().Durable
+	}
+	if stream == "" {
+		stream = schemas.StreamTelemetry
+	}
+	if filter == "" {
+		filter = cfg.Subjects().TelemetryAll()
+	}
+	return stream, durable, filter
+}
+
+// StoredCheckpoint is a detector checkpoint read from scalpel_state, for a replay to start from.
+type StoredCheckpoint struct {
+	Object    string    // its name in scalpel_state
+	Seq       uint64    // the telemetry stream sequence through which it holds the detector's state
+	Watermark time.Time // the detector's watermark then
+	Snapshot  []byte    // detect.Snapshot's bytes
+}
+
+// FindCheckpoint returns the newest detector checkpoint of cfg's ingest consumer, dated or the
+// latest, whose watermark is at or before at and from which a replay can go on: taken under
+// cfg.Detect, of the telemetry stream as it is now (not one since deleted and made anew), and with
+// every telemetry message after it still in the stream. When none qualifies it returns nil and
+// says why, in words for the user; err is for I/O.
+func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Config, at time.Time) (*StoredCheckpoint, string, error) {
+	streamName, durable, filter := consumerOf(cfg)
+	obj, err := js.ObjectStore(ctx, schemas.ObjectState)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, "serve has written no detector checkpoint (no " + schemas.ObjectState + " object store)", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("open object store %s: %w", schemas.ObjectState, err)
+	}
+	str, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return nil, "", fmt.Errorf("open stream %s: %w", streamName, err)
+	}
+	info := str.CachedInfo()
+	want := map[string]string{metaStream: streamName, metaStreamCreated: info.Created.UTC().Format(time.RFC3339Nano),
+		metaDurable: durable, metaFilter: filter}
+	name := checkpointObjectName(durable)
+	all, err := obj.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, "", fmt.Errorf("list %s: %w", schemas.ObjectState, err)
+	}
+	type candidate struct {
+		name string
+		seq  uint64
+		wm   time.Time
+	}
+	var cands []candidate
+	var later, foreign, aged int
+	for _, o := range all {
+		if o.Name != name && !strings.HasPrefix(o.Name, name+"@") {
+			continue
+		}
+		wm, err1 := time.Parse(time.RFC3339Nano, o.Metadata[metaWatermark])
+		seq, err2 := strconv.ParseUint(o.Metadata[metaSeq], 10, 64)
+		if err1 != nil || err2 != nil {
+			continue // written before checkpoints carried their watermark
+		}
+		switch {
+		case wm.After(at):
+			later++
+		case !sameMeta(o.Metadata, want):
+			foreign++
+		case seq > info.State.LastSeq || seq+1 < info.State.FirstSeq:
+			aged++
+		default:
+			cands = append(cands, candidate{o.Name, seq, wm})
+		}
+	}
+	slices.SortFunc(cands, func(a, b candidate) int { return b.wm.Compare(a.wm) }) // newest first
+	otherConfig := 0
+	for _, c := range cands {
+		snap, err := obj.GetBytes(ctx, c.name)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			continue // pruned meanwhile
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("read %s/%s: %w", schemas.ObjectState, c.name, err)
+		}
+		if err := detect.CheckSnapshot(cfg.Detect, snap); err != nil {
+			otherConfig++
+			continue
+		}
+		return &StoredCheckpoint{Object: c.name, Seq: c.seq, Watermark: c.wm, Snapshot: snap}, "", nil
+	}
+	why := fmt.Sprintf("no detector checkpoint at or before %s", at.UTC().Format(time.RFC3339))
+	var parts []string
+	for _, p := range []struct {
+		n    int
+		what string
+	}{{later, "later"}, {foreign, "of another stream, consumer or filter"},
+		{aged, "whose later telemetry has aged out of the stream"}, {otherConfig, "taken under another detect config or build"}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
+		}
+	}
+	if len(parts) > 0 {
+		why += " (kept: " + strings.Join(parts, ", ") + ")"
+	}
+	return nil, why, nil
+}
+
+// sameMeta reports whether a checkpoint's metadata places it in the stream and consumer want names.
+func sameMeta(got, want map[string]string) bool {
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
 }

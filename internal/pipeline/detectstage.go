@@ -115,18 +115,26 @@ func (s *DetectStage) setSeq(seq uint64) {
 	s.seq = seq
 }
 
+// snapshot is a copy of the detector's state and where it stands.
+type snapshot struct {
+	bytes     []byte
+	seq       uint64    // the telemetry stream sequence the state holds
+	series    int       // series tracked
+	watermark time.Time // the detector's watermark (event time)
+}
+
 // snapshot copies the detector's state and the sequence it reaches, under the lock so that the two
 // agree. ok is false when there is nothing a restart could use: no known sequence, nothing new since
 // since (a checkpoint through since exists), or a batch whose anomalies are not stored.
-func (s *DetectStage) snapshot(since uint64) (snap []byte, seq uint64, series int, ok bool, err error) {
+func (s *DetectStage) snapshot(since uint64) (snap snapshot, ok bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.seq == 0 || s.seq <= since || s.unsent != nil || s.failed {
-		return nil, 0, 0, false, nil
+		return snapshot{}, false, nil
 	}
-	snap, err = s.det.Snapshot()
+	b, err := s.det.Snapshot()
 	if err != nil {
-		return nil, 0, 0, false, err
+		return snapshot{}, false, err
 	}
-	return snap, s.seq, s.det.SeriesCount(), true, nil
+	return snapshot{bytes: b, seq: s.seq, series: s.det.SeriesCount(), watermark: s.det.Watermark()}, true, nil
 }

@@ -15,6 +15,11 @@ func NewDetector(cfg config.Config, log *slog.Logger) *detect.Detector {
 	return detect.New(cfg.Detect, detectorOptions(log)...)
 }
 
+// RestoreDetector is NewDetector from a checkpoint's bytes (detect.Restore).
+func RestoreDetector(cfg config.Config, snap []byte, log *slog.Logger) (*detect.Detector, error) {
+	return detect.Restore(cfg.Detect, snap, detectorOptions(log)...)
+}
+
 // detectorOptions are the options of the live detector, whether new or restored from a
 // checkpoint.
 func detectorOptions(log *slog.Logger) []detect.Option {

@@ -54,16 +54,8 @@ func (p *Pipeline) restoreDetector(ctx context.Context) error {
 
 // restoreSource reads the telemetry stream and the ingest consumer's position.
 func (p *Pipeline) restoreSource(ctx context.Context) (restoreSource, error) {
-	src := restoreSource{stream: p.cfg.Ingest.Stream, durable: p.cfg.Ingest.Durable, filter: p.cfg.Ingest.FilterSubject}
-	if src.durable == "" {
-		src.durable = ingest.DefaultConfig().Durable
-	}
-	if src.stream == "" {
-		src.stream = schemas.StreamTelemetry
-	}
-	if src.filter == "" {
-		src.filter = p.subj.TelemetryAll()
-	}
+	var src restoreSource
+	src.stream, src.durable, src.filter = consumerOf(p.cfg)
 	str, err := p.js.Stream(ctx, src.stream)
 	if err != nil {
 		return src, err
@@ -103,6 +95,18 @@ func (p *Pipeline) newCheckpointer(ctx context.Context, src restoreSource) error
 		log:     p.log,
 		m:       p.m.ckpt,
 		lastTry: time.Now(), // the first checkpoint one interval after start
+		history: time.Duration(p.cfg.DetectCheckpointHistory),
+		keep:    p.cfg.DetectCheckpointKeep,
+	}
+	if p.ckpt.history > 0 {
+		dated, err := datedCheckpoints(ctx, obj, p.ckpt.name)
+		if err != nil {
+			return fmt.Errorf("list dated checkpoints in %s: %w", schemas.ObjectState, err)
+		}
+		if len(dated) > 0 {
+			name := dated[len(dated)-1].Name
+			p.ckpt.lastDated, _ = time.Parse(datedLayout, name[len(p.ckpt.name)+1:]) // datedCheckpoints parsed it
+		}
 	}
 	return nil
 }
