@@ -14,6 +14,7 @@ import (
 
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/replay"
+	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 func init() { register(newReplayCmd) }
@@ -22,7 +23,7 @@ func newReplayCmd() *cobra.Command {
 	var (
 		since, until, service, component, cfgPath, reportPath, exportPath, fromFile, timelinePath string
 		warmup                                                                                    time.Duration
-		diff, quiet                                                                               bool
+		diff, quiet, checkpoint                                                                   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "replay",
@@ -36,12 +37,18 @@ recorded anomalies and decisions exactly; with another one (--config) it shows w
 (--diff). --report writes a self-contained HTML page; --export writes the raw events of the range as an
 NDJSON incident bundle, and --from-file replays such a bundle without a server.
 
---since and --until are event times (RFC 3339, or a duration before now such as 2h). Telemetry from
---warmup before --since is replayed too, so the detector has baselines when the range starts. The
-default, detect.history_max_epochs + 1 history epochs (35m at the defaults), freezes the baseline
-the live detector froze for every deploy in the range, a sparse series' too; two epochs (10m)
-suffice for series that serve at least detect.history_min_requests requests an epoch. Progress goes to stderr; Ctrl-C stops and writes
-what was replayed so far.`,
+--since and --until are event times (RFC 3339, or a duration before now such as 2h). The detector
+starts from the newest dated checkpoint serve kept at or before --since (detect_checkpoint_history,
+objects detect@<watermark> in scalpel_state) that the replay's detect config can restore, and reads
+the telemetry stored after it: its state when the range starts is then the live detector's, down to
+each series' own long-run profile and each line's throughput average. Without a usable checkpoint
+(none that old, another detect config, --checkpoint=false) telemetry from --warmup before --since is
+replayed instead, so the detector has baselines when the range starts. The default warm-up,
+detect.history_max_epochs + 1 history epochs (35m at the defaults), freezes the baseline the live
+detector froze for every deploy in the range, a sparse series' too; what is older than the warm-up
+(own profiles, throughput averages) is rebuilt only from the warm-up. Which start was taken goes to
+stderr and into the timeline. --export puts the checkpoint in the bundle, so --from-file starts from
+it too. Progress goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
   scalpel replay --since 1h --service checkout --export incident.ndjson
@@ -98,12 +105,23 @@ what was replayed so far.`,
 					return err
 				}
 				defer nc.Close()
-				ss, err := replay.NewServerSource(ctx, js, replay.ServerOptions{Subjects: cfg.Subjects(), Since: s, Until: u,
-					Warmup: warmup, Service: service})
+				so := replay.ServerOptions{Subjects: cfg.Subjects(), Since: s, Until: u, Warmup: warmup, Service: service}
+				if checkpoint {
+					so.Checkpoints = &cfg
+				}
+				ss, err := replay.NewServerSource(ctx, js, so)
 				if err != nil {
 					return err
 				}
 				src = ss
+				if !s.IsZero() && !quiet {
+					if cp, why := ss.Checkpoint(); cp != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "detector starts from checkpoint %s/%s (watermark %s, telemetry after sequence %d)\n",
+							schemas.ObjectState, cp.Object, cp.Watermark.UTC().Format(time.RFC3339), cp.Seq)
+					} else {
+						fmt.Fprintf(cmd.ErrOrStderr(), "detector starts empty, %s of telemetry before --since: %s\n", warmup, why)
+					}
+				}
 			}
 			defer src.Close()
 
@@ -221,6 +239,7 @@ what was replayed so far.`,
 	f.StringVar(&since, "since", "", "start of the range in event time: RFC 3339 or a duration before now (1h); default the start of the streams")
 	f.StringVar(&until, "until", "", "end of the range in event time: RFC 3339 or a duration before now; default the end of the streams")
 	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: (detect.history_max_epochs+1) history epochs, 35m)")
+	f.BoolVar(&checkpoint, "checkpoint", true, "start the detector from the newest dated checkpoint at or before --since when one fits (false: always --warmup)")
 	f.StringVar(&service, "service", "", "replay only this service")
 	f.StringVar(&component, "component", "", "report only this component (every series is still replayed)")
 	f.StringVar(&cfgPath, "config", "", "config file to replay with (default: the built-in defaults)")

@@ -26,7 +26,23 @@ const (
 	// Headers carry the reject reason, and its Time, the time it was stored, is when decide learnt
 	// of the failure.
 	KindActuationFailure = "actuation_failure"
+	// KindCheckpoint is a detector checkpoint the replay starts from (see CheckpointRecord); the
+	// telemetry that follows it is what the stream stored after the checkpoint's sequence.
+	KindCheckpoint = "checkpoint"
 )
+
+// CheckpointRecord is the data of a checkpoint record.
+type CheckpointRecord struct {
+	// Object is the checkpoint's name in scalpel_state, Seq the telemetry stream sequence through
+	// which it holds the detector's state, Watermark the detector's watermark then.
+	Object    string    `json:"object"`
+	Seq       uint64    `json:"seq"`
+	Watermark time.Time `json:"watermark"`
+	// Service, when set, is the only service the replay reads: the detector keeps only its series.
+	Service string `json:"service,omitempty"`
+	// Snapshot is detect.Snapshot's bytes (base64 in the bundle).
+	Snapshot []byte `json:"snapshot,omitempty"`
+}
 
 // ErrBadRecord is wrapped when a bundle line cannot be read.
 var ErrBadRecord = errors.New("bad record")
@@ -134,11 +150,11 @@ func ParseRecord(line []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
 	switch r.Kind {
-	case KindTelemetry, KindDeploy, KindManifest, KindDecision, KindAck, KindAnomaly, KindApproval, KindActuationFailure:
+	case KindTelemetry, KindDeploy, KindManifest, KindDecision, KindAck, KindAnomaly, KindApproval, KindActuationFailure, KindCheckpoint:
 	case "":
 		return Record{}, fmt.Errorf("%w: no kind", ErrBadRecord)
 	default:
-		return Record{}, fmt.Errorf("%w: unknown kind %q (want telemetry, deploy, manifest, decision, ack, anomaly, approval or actuation_failure)", ErrBadRecord, r.Kind)
+		return Record{}, fmt.Errorf("%w: unknown kind %q (want telemetry, deploy, manifest, decision, ack, anomaly, approval, actuation_failure or checkpoint)", ErrBadRecord, r.Kind)
 	}
 	if len(r.Data) == 0 && r.Raw == nil {
 		return Record{}, fmt.Errorf("%w: %s record without data", ErrBadRecord, r.Kind)

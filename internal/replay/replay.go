@@ -123,6 +123,9 @@ type Timeline struct {
 	Diff   *Diff   `json:"diff,omitempty"`
 	// Series holds per-second charts of the components anomalies were about (with Options.Charts).
 	Series []Series `json:"series,omitempty"`
+	// Checkpoint is the detector checkpoint the replay started from, when it did (its snapshot
+	// bytes left out).
+	Checkpoint *CheckpointRecord `json:"checkpoint,omitempty"`
 	// Warnings are problems with the input that did not stop the replay.
 	Warnings []string `json:"warnings,omitempty"`
 	// Interrupted is set when the replay was stopped before the source ended.
@@ -176,6 +179,8 @@ type run struct {
 	// inputs are the recorded inputs sorted by (ts, order); next is the first not yet handed over.
 	inputs []input
 	next   int
+	// cp is the checkpoint record the detector starts from, nil to start empty.
+	cp *CheckpointRecord
 
 	anomalySeen  map[string]bool
 	decisionSeen map[string]bool
@@ -303,6 +308,13 @@ func (r *run) meta(rec Record) *schemas.Manifest {
 		}
 		r.tl.Manifests = append(r.tl.Manifests, *m)
 		return m
+	case KindCheckpoint:
+		var cp CheckpointRecord
+		if err := json.Unmarshal(body, &cp); err != nil {
+			r.warn("checkpoint record (seq %d) skipped, the detector starts empty: %v", rec.Seq, err)
+			return nil
+		}
+		r.cp = &cp
 	case KindDeploy:
 		ev, err := schemas.DecodeDeployEvent(body)
 		if err != nil {
@@ -398,9 +410,32 @@ func (r *run) targets(d *schemas.Decision) bool {
 // prepare builds the stages once every manifest and deploy is known.
 func (r *run) prepare(manifests []*schemas.Manifest) {
 	cat := decide.NewStaticCatalog(manifests...)
-	r.det = pipeline.NewDetector(r.o.Config, r.o.Logger)
+	r.det = r.detector()
 	r.eng = pipeline.NewEngine(r.o.Config, cat, r.o.Logger)
 	r.sortPending()
+}
+
+// detector is the replay's detector: restored from the checkpoint record when the source gave one,
+// new otherwise.
+func (r *run) detector() *detect.Detector {
+	cp := r.cp
+	if cp == nil {
+		return pipeline.NewDetector(r.o.Config, r.o.Logger)
+	}
+	det, err := pipeline.RestoreDetector(r.o.Config, cp.Snapshot, r.o.Logger)
+	if err != nil {
+		// The telemetry that follows starts after the checkpoint: without it the detector has no
+		// baselines for a while, and says less than live did.
+		r.warn("checkpoint %s not restored, the detector starts empty at its sequence %d: %v", cp.Object, cp.Seq, err)
+		return pipeline.NewDetector(r.o.Config, r.o.Logger)
+	}
+	if cp.Service != "" {
+		det.KeepService(cp.Service)
+	}
+	shown := *cp
+	shown.Snapshot = nil
+	r.tl.Checkpoint = &shown
+	return det
 }
 
 // sortPending puts the inputs not yet handed over in event-time order, kinds at equal times in

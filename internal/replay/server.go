@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/internal/reject"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
@@ -37,6 +39,14 @@ type ServerOptions struct {
 	Service string
 	// Batch is the ordered consumer's pull size (default 4096).
 	Batch int
+	// Checkpoints, when set and Since is too, is the config whose detector checkpoints the replay
+	// may start from: the newest one of its ingest consumer at or before Since that its detect
+	// config can restore (pipeline.FindCheckpoint, which serve keeps one of per
+	// detect_checkpoint_history). The source then yields it as a checkpoint record and reads
+	// telemetry from the sequence after it instead of Warmup before Since: the detector's state at
+	// Since is then the live one, own profiles and throughput averages included. Without a usable
+	// checkpoint it falls back to Warmup (see Checkpoint).
+	Checkpoints *config.Config
 }
 
 // ServerSource reads a replay from a JetStream server: the current catalog from the scalpel_catalog
@@ -51,6 +61,8 @@ type ServerSource struct {
 	meta []Record
 	mi   int
 
+	cp      *CheckpointRecord // the checkpoint the replay starts from, nil for none
+	cpWhy   string            // why there is none
 	cons    jetstream.Consumer
 	r       *streamReader
 	last    uint64
@@ -100,6 +112,9 @@ func NewServerSource(ctx context.Context, js jetstream.JetStream, o ServerOption
 			return nil, err
 		}
 	}
+	if err := s.findCheckpoint(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.openTelemetry(ctx); err != nil {
 		return nil, err
 	}
@@ -134,6 +149,56 @@ func (s *ServerSource) readCatalog(ctx context.Context) error {
 		s.meta = append(s.meta, Record{Kind: KindManifest, Subject: n, Seq: rev, Data: b})
 	}
 	return nil
+}
+
+// findCheckpoint looks for the checkpoint the replay starts from (see ServerOptions.Checkpoints)
+// and, when there is one, yields it before the telemetry.
+func (s *ServerSource) findCheckpoint(ctx context.Context) error {
+	switch {
+	case s.o.Checkpoints == nil:
+		s.cpWhy = "checkpoints not used"
+		return nil
+	case s.o.Since.IsZero():
+		s.cpWhy = "the replay starts at the beginning of the streams"
+		return nil
+	}
+	if _, err := s.js.Stream(ctx, schemas.StreamTelemetry); errors.Is(err, jetstream.ErrStreamNotFound) {
+		s.cpWhy = "no telemetry stream"
+		return nil
+	}
+	cp, why, err := pipeline.FindCheckpoint(ctx, s.js, *s.o.Checkpoints, s.o.Since)
+	if err != nil {
+		return fmt.Errorf("find a detector checkpoint: %w", err)
+	}
+	if cp == nil {
+		s.cpWhy = why
+		return nil
+	}
+	snap := cp.Snapshot
+	if s.o.Service != "" {
+		// The checkpoint holds every service the consumer saw; the record (and a bundle) only
+		// needs this one's.
+		det, err := pipeline.RestoreDetector(*s.o.Checkpoints, snap, nil)
+		if err != nil {
+			return fmt.Errorf("restore detector checkpoint %s: %w", cp.Object, err)
+		}
+		det.KeepService(s.o.Service)
+		if snap, err = det.Snapshot(); err != nil {
+			return fmt.Errorf("restore detector checkpoint %s: %w", cp.Object, err)
+		}
+	}
+	s.cp = &CheckpointRecord{Object: cp.Object, Seq: cp.Seq, Watermark: cp.Watermark, Service: s.o.Service, Snapshot: snap}
+	b, err := json.Marshal(s.cp)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint record: %w", err)
+	}
+	s.meta = append(s.meta, Record{Kind: KindCheckpoint, Subject: schemas.ObjectState + "/" + cp.Object, Seq: cp.Seq, Data: b})
+	return nil
+}
+
+// Checkpoint returns the detector checkpoint the replay starts from, or nil and why there is none.
+func (s *ServerSource) Checkpoint() (*CheckpointRecord, string) {
+	return s.cp, s.cpWhy
 }
 
 // startTime is where the range starts in storage time, or nil for the start of the stream.
@@ -255,7 +320,11 @@ func (s *ServerSource) openTelemetry(ctx context.Context) error {
 	if s.o.Service != "" {
 		subject = s.o.Subjects.Telemetry(s.o.Service, "*")
 	}
-	cons, err := s.js.OrderedConsumer(ctx, schemas.StreamTelemetry, s.orderedConfig(subject, false))
+	occ := s.orderedConfig(subject, false)
+	if s.cp != nil {
+		occ.DeliverPolicy, occ.OptStartTime, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, s.cp.Seq+1
+	}
+	cons, err := s.js.OrderedConsumer(ctx, schemas.StreamTelemetry, occ)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
 	}

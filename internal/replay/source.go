@@ -61,8 +61,9 @@ type FileSource struct {
 	line int
 }
 
-// maxLine bounds one bundle line: a 1 MiB message, escaped as a string, plus its envelope.
-const maxLine = 8 << 20
+// maxLine bounds one bundle line: a 1 MiB message escaped as a string, or a detector checkpoint in
+// base64 (about 5 KB per series), plus its envelope. The scanner grows to it only as lines need.
+const maxLine = 256 << 20
 
 // NewFileSource reads NDJSON records from r. size is the total number of bytes (for progress), or
 // 0 when unknown.
