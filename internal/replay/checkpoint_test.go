@@ -96,6 +96,13 @@ func TestReplayFromDatedCheckpointMatchesLive(t *testing.T) {
 	if tl.Checkpoint == nil || tl.Checkpoint.Object != used.Object || len(tl.Checkpoint.Snapshot) != 0 {
 		t.Errorf("timeline checkpoint = %+v, want %s without its bytes", tl.Checkpoint, used.Object)
 	}
+	var page bytes.Buffer
+	if err := replay.WriteReport(&page, tl, replay.ReportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), "started from the checkpoint "+used.Object) {
+		t.Error("the report does not say which checkpoint the detector started from")
+	}
 
 	t.Run("bundle", func(t *testing.T) {
 		bundle, recs := exportBundle(t, l.ctx, open(true))
