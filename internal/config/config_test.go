@@ -124,50 +124,25 @@ func FuzzParse(f *testing.F) {
 }
 
 func TestDetectCheckpoint(t *testing.T) {
+	type want struct {
+		every, history time.Duration
+		keep           int
+	}
 	tests := []struct {
 		name    string
 		yaml    string
-		want    time.Duration
+		want    want
 		wantErr string
 	}{
-		{name: "default", yaml: "", want: time.Minute},
-		{name: "set", yaml: "detect_checkpoint: 30s", want: 30 * time.Second},
-		{name: "disabled", yaml: "detect_checkpoint: 0s", want: 0},
+		{name: "default", yaml: "", want: want{time.Minute, time.Hour, 24}},
+		{name: "set", yaml: "detect_checkpoint: 30s", want: want{30 * time.Second, time.Hour, 24}},
+		{name: "disabled", yaml: "detect_checkpoint: 0s", want: want{0, time.Hour, 24}},
 		{name: "negative", yaml: "detect_checkpoint: -1s", wantErr: "detect_checkpoint"},
 		{name: "not a duration", yaml: "detect_checkpoint: often", wantErr: "often"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(tt.yaml))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Parse(%q) = %v, want an error mentioning %q", tt.yaml, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := time.Duration(cfg.DetectCheckpoint); got != tt.want {
-				t.Fatalf("detect_checkpoint = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestDetectCheckpointHistory(t *testing.T) {
-	tests := []struct {
-		name    string
-		yaml    string
-		history time.Duration
-		keep    int
-		wantErr string
-	}{
-		{name: "default", yaml: "", history: time.Hour, keep: 24},
-		{name: "set", yaml: "detect_checkpoint_history: 15m\ndetect_checkpoint_keep: 96", history: 15 * time.Minute, keep: 96},
-		{name: "none", yaml: "detect_checkpoint_history: 0s\ndetect_checkpoint_keep: 0", history: 0, keep: 0},
-		{name: "negative", yaml: "detect_checkpoint_history: -1h", wantErr: "detect_checkpoint_history"},
-		{name: "keep none while kept", yaml: "detect_checkpoint_keep: 0", wantErr: "detect_checkpoint_keep"},
+		{name: "history set", yaml: "detect_checkpoint_history: 15m\ndetect_checkpoint_keep: 96", want: want{time.Minute, 15 * time.Minute, 96}},
+		{name: "no history", yaml: "detect_checkpoint_history: 0s\ndetect_checkpoint_keep: 0", want: want{time.Minute, 0, 0}},
+		{name: "negative history", yaml: "detect_checkpoint_history: -1h", wantErr: "detect_checkpoint_history"},
+		{name: "history kept nowhere", yaml: "detect_checkpoint_keep: 0", wantErr: "detect_checkpoint_keep"},
 		{name: "negative keep", yaml: "detect_checkpoint_history: 0s\ndetect_checkpoint_keep: -1", wantErr: "detect_checkpoint_keep"},
 	}
 	for _, tt := range tests {
@@ -182,8 +157,9 @@ func TestDetectCheckpointHistory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := time.Duration(cfg.DetectCheckpointHistory); got != tt.history || cfg.DetectCheckpointKeep != tt.keep {
-				t.Fatalf("history %v keep %d, want %v and %d", got, cfg.DetectCheckpointKeep, tt.history, tt.keep)
+			got := want{time.Duration(cfg.DetectCheckpoint), time.Duration(cfg.DetectCheckpointHistory), cfg.DetectCheckpointKeep}
+			if got != tt.want {
+				t.Fatalf("checkpoint settings %+v, want %+v", got, tt.want)
 			}
 		})
 	}
