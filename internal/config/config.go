@@ -207,8 +207,8 @@ func (c *Config) Validate() error {
 	if c.DetectCheckpoint < 0 {
 		errs = append(errs, errors.New("detect_checkpoint: must be >= 0 (0 disables checkpoints)"))
 	}
-	if c.DetectCheckpointHistory < 0 {
-		errs = append(errs, errors.New("detect_checkpoint_history: must be >= 0 (0 keeps no dated checkpoints)"))
+	if c.DetectCheckpointHistory < 0 || (c.DetectCheckpointHistory > 0 && c.DetectCheckpointHistory < schemas.Duration(time.Second)) {
+		errs = append(errs, errors.New("detect_checkpoint_history: must be 0 (keep no dated checkpoints) or at least 1s, the precision of their names"))
 	}
 	if c.DetectCheckpointKeep < 0 || (c.DetectCheckpointHistory > 0 && c.DetectCheckpointKeep == 0) {
 		errs = append(errs, errors.New("detect_checkpoint_keep: must be >= 1 while detect_checkpoint_history is set (set that to 0 to keep none)"))

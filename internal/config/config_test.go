@@ -142,6 +142,7 @@ func TestDetectCheckpoint(t *testing.T) {
 		{name: "history set", yaml: "detect_checkpoint_history: 15m\ndetect_checkpoint_keep: 96", want: want{time.Minute, 15 * time.Minute, 96}},
 		{name: "no history", yaml: "detect_checkpoint_history: 0s\ndetect_checkpoint_keep: 0", want: want{time.Minute, 0, 0}},
 		{name: "negative history", yaml: "detect_checkpoint_history: -1h", wantErr: "detect_checkpoint_history"},
+		{name: "history below a second", yaml: "detect_checkpoint_history: 500ms", wantErr: "at least 1s"},
 		{name: "history kept nowhere", yaml: "detect_checkpoint_keep: 0", wantErr: "detect_checkpoint_keep"},
 		{name: "negative keep", yaml: "detect_checkpoint_history: 0s\ndetect_checkpoint_keep: -1", wantErr: "detect_checkpoint_keep"},
 	}
