@@ -30,6 +30,7 @@ fuzz:
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	# A snapshot is kilobytes: minimising each new input at the default 60 s would take the run.
 	$(GO) test ./detect -run '^$$' -fuzz FuzzRestore -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+	$(GO) test ./internal/replay -run '^$$' -fuzz FuzzReplayBundle -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
