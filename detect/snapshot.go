@@ -68,7 +68,7 @@ func Restore(cfg Config, snap []byte, opts ...Option) (d *Detector, err error) {
 		return nil, err
 	}
 	d = New(cfg, opts...)
-	c := &codec{sk: d.sk, reading: true, buf: snap[len(snapshotMagic)+1+sha256.Size:], pool: &d.pool}
+	c := &codec{sk: d.sk, reading: true, buf: snap[SnapshotHeaderLen:], pool: &d.pool}
 	if err := d.xfer(c); err != nil {
 		return nil, err
 	}
@@ -78,6 +78,9 @@ func Restore(cfg Config, snap []byte, opts ...Option) (d *Detector, err error) {
 	return d, nil
 }
 
+// SnapshotHeaderLen is how many bytes of a snapshot CheckSnapshot reads.
+const SnapshotHeaderLen = len(snapshotMagic) + 1 + sha256.Size
+
 // CheckSnapshot reads only a snapshot's header: it returns what Restore would return for a snapshot
 // of another format or config (ErrSnapshotCorrupt, ErrSnapshotConfig, or cfg's own error), without
 // restoring it. A caller choosing among stored checkpoints uses it to skip those it cannot use.
@@ -85,7 +88,7 @@ func CheckSnapshot(cfg Config, snap []byte) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if len(snap) < len(snapshotMagic)+1+sha256.Size || string(snap[:len(snapshotMagic)]) != snapshotMagic {
+	if len(snap) < SnapshotHeaderLen || string(snap[:len(snapshotMagic)]) != snapshotMagic {
 		return fmt.Errorf("%w: no snapshot header", ErrSnapshotCorrupt)
 	}
 	if v := snap[len(snapshotMagic)]; v != snapshotVersion {

@@ -1,18 +1,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/internal/replay"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
@@ -23,7 +27,7 @@ func newReplayCmd() *cobra.Command {
 	var (
 		since, until, service, component, cfgPath, reportPath, exportPath, fromFile, timelinePath string
 		warmup                                                                                    time.Duration
-		diff, quiet, checkpoint                                                                   bool
+		diff, quiet, checkpoint, listCheckpoints                                                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "replay",
@@ -48,11 +52,13 @@ detect.history_max_epochs + 1 history epochs (35m at the defaults), freezes the 
 detector froze for every deploy in the range, a sparse series' too; what is older than the warm-up
 (own profiles, throughput averages) is rebuilt only from the warm-up. Which start was taken goes to
 stderr and into the timeline. --export puts the checkpoint in the bundle, so --from-file starts from
-it too. Progress goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
+it too; --list-checkpoints shows which are kept, and so which ranges replay exactly. Progress goes to
+stderr; Ctrl-C stops and writes what was replayed so far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
   scalpel replay --since 1h --service checkout --export incident.ndjson
-  scalpel replay --from-file incident.ndjson --report incident.html`,
+  scalpel replay --from-file incident.ndjson --report incident.html
+  scalpel replay --list-checkpoints`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()
@@ -71,6 +77,9 @@ it too. Progress goes to stderr; Ctrl-C stops and writes what was replayed so fa
 			if !s.IsZero() && !u.IsZero() && u.Before(s) {
 				return errors.New("--until is before --since")
 			}
+			if listCheckpoints && (fromFile != "" || exportPath != "") {
+				return errors.New("--list-checkpoints reads the server's checkpoints: it takes neither --from-file nor --export")
+			}
 			if exportPath != "" && fromFile != "" {
 				return errors.New("--export and --from-file do not go together: the bundle already is an export")
 			}
@@ -87,6 +96,9 @@ it too. Progress goes to stderr; Ctrl-C stops and writes what was replayed so fa
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
+			if listCheckpoints {
+				return listReplayCheckpoints(ctx, cmd.OutOrStdout(), cfg, asJSON)
+			}
 			var src replay.Source
 			if fromFile != "" {
 				f, err := os.Open(fromFile)
@@ -240,6 +252,7 @@ it too. Progress goes to stderr; Ctrl-C stops and writes what was replayed so fa
 	f.StringVar(&until, "until", "", "end of the range in event time: RFC 3339 or a duration before now; default the end of the streams")
 	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: (detect.history_max_epochs+1) history epochs, 35m)")
 	f.BoolVar(&checkpoint, "checkpoint", true, "start the detector from the newest dated checkpoint at or before --since when one fits (false: always --warmup)")
+	f.BoolVar(&listCheckpoints, "list-checkpoints", false, "list the detector checkpoints a replay can start from, and what stops the others, then exit")
 	f.StringVar(&service, "service", "", "replay only this service")
 	f.StringVar(&component, "component", "", "report only this component (every series is still replayed)")
 	f.StringVar(&cfgPath, "config", "", "config file to replay with (default: the built-in defaults)")
@@ -250,6 +263,49 @@ it too. Progress goes to stderr; Ctrl-C stops and writes what was replayed so fa
 	f.StringVar(&fromFile, "from-file", "", "replay an NDJSON bundle written by --export (no server needed)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
 	return cmd
+}
+
+// listReplayCheckpoints prints the detector checkpoints of cfg's ingest consumer, newest first, and
+// whether a replay under cfg can start from each.
+func listReplayCheckpoints(ctx context.Context, w io.Writer, cfg config.Config, asJSON bool) error {
+	nc, js, err := connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	list, err := pipeline.ListCheckpoints(ctx, js, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(w, map[string]any{"checkpoints": list})
+	}
+	if len(list) == 0 {
+		fmt.Fprintf(w, "no detector checkpoints in %s: serve writes them every detect_checkpoint, and keeps dated copies every detect_checkpoint_history\n", schemas.ObjectState)
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WATERMARK\tOBJECT\tTELEMETRY SEQ\tSERIES\tBYTES\tREPLAY FROM IT")
+	var oldest time.Time
+	for _, c := range list {
+		use := "yes"
+		if c.Problem != "" {
+			use = "no: " + c.Problem
+		} else {
+			oldest = c.Watermark
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", c.Watermark.UTC().Format(time.RFC3339), c.Object, c.Seq, c.Series, c.Bytes, use)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if oldest.IsZero() {
+		fmt.Fprintln(w, "none of them fits this config: every replay starts from --warmup")
+	} else {
+		fmt.Fprintf(w, "a replay with --since at or after %s starts from the newest of these at or before it; an earlier one from --warmup\n",
+			oldest.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // parseWhen reads an RFC 3339 time or a duration before now; "" is the zero time.

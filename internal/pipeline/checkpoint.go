@@ -369,23 +369,42 @@ type StoredCheckpoint struct {
 	Snapshot  []byte    // detect.Snapshot's bytes
 }
 
-// FindCheckpoint returns the newest detector checkpoint of cfg's ingest consumer, dated or the
-// latest, whose watermark is at or before at and from which a replay can go on: taken under
-// cfg.Detect, of the telemetry stream as it is now (not one since deleted and made anew), and with
-// every telemetry message after it still in the stream. When none qualifies it returns nil and
-// says why, in words for the user; err is for I/O.
-func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Config, at time.Time) (*StoredCheckpoint, string, error) {
+// CheckpointInfo describes a stored detector checkpoint of a consumer: the latest one or a dated
+// copy.
+type CheckpointInfo struct {
+	Object    string    `json:"object"`
+	Watermark time.Time `json:"watermark"`
+	Seq       uint64    `json:"telemetry_seq"`
+	Series    int       `json:"series"`
+	Bytes     uint64    `json:"bytes"`
+	// Problem says why a replay cannot start from it, "" when it can: of another stream (one
+	// since deleted and made anew), its later telemetry aged out of the stream, taken under
+	// another detect config or build.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Problems a checkpoint can have (CheckpointInfo.Problem).
+const (
+	problemStream = "of another telemetry stream, consumer or filter"
+	problemAged   = "the telemetry after it has aged out of the stream"
+	problemConfig = "taken under another detect config or build"
+)
+
+// ListCheckpoints lists the detector checkpoints of cfg's ingest consumer, newest watermark first,
+// each with what stops a replay under cfg from starting from it. It reads each checkpoint's header
+// only. Checkpoints written before they carried their watermark are left out.
+func ListCheckpoints(ctx context.Context, js jetstream.JetStream, cfg config.Config) ([]CheckpointInfo, error) {
 	streamName, durable, filter := consumerOf(cfg)
 	obj, err := js.ObjectStore(ctx, schemas.ObjectState)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, "serve has written no detector checkpoint (no " + schemas.ObjectState + " object store)", nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("open object store %s: %w", schemas.ObjectState, err)
+		return nil, fmt.Errorf("open object store %s: %w", schemas.ObjectState, err)
 	}
 	str, err := js.Stream(ctx, streamName)
 	if err != nil {
-		return nil, "", fmt.Errorf("open stream %s: %w", streamName, err)
+		return nil, fmt.Errorf("open stream %s: %w", streamName, err)
 	}
 	info := str.CachedInfo()
 	want := map[string]string{metaStream: streamName, metaStreamCreated: info.Created.UTC().Format(time.RFC3339Nano),
@@ -393,15 +412,9 @@ func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Conf
 	name := checkpointObjectName(durable)
 	all, err := obj.List(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, "", fmt.Errorf("list %s: %w", schemas.ObjectState, err)
+		return nil, fmt.Errorf("list %s: %w", schemas.ObjectState, err)
 	}
-	type candidate struct {
-		name string
-		seq  uint64
-		wm   time.Time
-	}
-	var cands []candidate
-	var later, foreign, aged int
+	var out []CheckpointInfo
 	for _, o := range all {
 		if o.Name != name && !strings.HasPrefix(o.Name, name+"@") {
 			continue
@@ -409,48 +422,95 @@ func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Conf
 		wm, err1 := time.Parse(time.RFC3339Nano, o.Metadata[metaWatermark])
 		seq, err2 := strconv.ParseUint(o.Metadata[metaSeq], 10, 64)
 		if err1 != nil || err2 != nil {
-			continue // written before checkpoints carried their watermark
-		}
-		switch {
-		case wm.After(at):
-			later++
-		case !sameMeta(o.Metadata, want):
-			foreign++
-		case seq > info.State.LastSeq || seq+1 < info.State.FirstSeq:
-			aged++
-		default:
-			cands = append(cands, candidate{o.Name, seq, wm})
-		}
-	}
-	slices.SortFunc(cands, func(a, b candidate) int { return b.wm.Compare(a.wm) }) // newest first
-	otherConfig := 0
-	for _, c := range cands {
-		snap, err := obj.GetBytes(ctx, c.name)
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			continue // pruned meanwhile
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("read %s/%s: %w", schemas.ObjectState, c.name, err)
-		}
-		if err := detect.CheckSnapshot(cfg.Detect, snap); err != nil {
-			otherConfig++
 			continue
 		}
-		return &StoredCheckpoint{Object: c.name, Seq: c.seq, Watermark: c.wm, Snapshot: snap}, "", nil
+		series, _ := strconv.Atoi(o.Metadata[metaSeries])
+		ci := CheckpointInfo{Object: o.Name, Watermark: wm, Seq: seq, Series: series, Bytes: o.Size}
+		switch {
+		case !sameMeta(o.Metadata, want):
+			ci.Problem = problemStream
+		case seq > info.State.LastSeq || seq+1 < info.State.FirstSeq:
+			ci.Problem = problemAged
+		default:
+			head, err := readHeader(ctx, obj, o.Name)
+			if errors.Is(err, jetstream.ErrObjectNotFound) {
+				continue // pruned meanwhile
+			}
+			if err != nil {
+				return nil, err
+			}
+			if detect.CheckSnapshot(cfg.Detect, head) != nil {
+				ci.Problem = problemConfig
+			}
+		}
+		out = append(out, ci)
+	}
+	slices.SortFunc(out, func(a, b CheckpointInfo) int { return b.Watermark.Compare(a.Watermark) })
+	return out, nil
+}
+
+// readHeader reads the first detect.SnapshotHeaderLen bytes of a checkpoint object.
+func readHeader(ctx context.Context, obj jetstream.ObjectStore, name string) ([]byte, error) {
+	res, err := obj.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	head := make([]byte, detect.SnapshotHeaderLen)
+	n, err := io.ReadFull(res, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read %s/%s: %w", schemas.ObjectState, name, err)
+	}
+	return head[:n], nil
+}
+
+// FindCheckpoint returns the newest detector checkpoint of cfg's ingest consumer, dated or the
+// latest, whose watermark is at or before at and from which a replay under cfg can go on (see
+// ListCheckpoints). When none qualifies it returns nil and says why, in words for the user; err
+// is for I/O.
+func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Config, at time.Time) (*StoredCheckpoint, string, error) {
+	obj, err := js.ObjectStore(ctx, schemas.ObjectState)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, "serve has written no detector checkpoint (no " + schemas.ObjectState + " object store)", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("open object store %s: %w", schemas.ObjectState, err)
+	}
+	list, err := ListCheckpoints(ctx, js, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	later := 0
+	problems := map[string]int{}
+	for _, ci := range list {
+		switch {
+		case ci.Watermark.After(at):
+			later++
+		case ci.Problem != "":
+			problems[ci.Problem]++
+		default:
+			snap, err := obj.GetBytes(ctx, ci.Object)
+			if errors.Is(err, jetstream.ErrObjectNotFound) {
+				continue // pruned meanwhile
+			}
+			if err != nil {
+				return nil, "", fmt.Errorf("read %s/%s: %w", schemas.ObjectState, ci.Object, err)
+			}
+			return &StoredCheckpoint{Object: ci.Object, Seq: ci.Seq, Watermark: ci.Watermark, Snapshot: snap}, "", nil
+		}
 	}
 	why := fmt.Sprintf("no detector checkpoint at or before %s", at.UTC().Format(time.RFC3339))
 	var parts []string
-	for _, p := range []struct {
-		n    int
-		what string
-	}{{later, "later"}, {foreign, "of another stream, consumer or filter"},
-		{aged, "whose later telemetry has aged out of the stream"}, {otherConfig, "taken under another detect config or build"}} {
-		if p.n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
+	if later > 0 {
+		parts = append(parts, fmt.Sprintf("%d later", later))
+	}
+	for _, p := range []string{problemStream, problemAged, problemConfig} {
+		if n := problems[p]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, p))
 		}
 	}
 	if len(parts) > 0 {
-		why += " (kept: " + strings.Join(parts, ", ") + ")"
+		why += " (kept: " + strings.Join(parts, "; ") + ")"
 	}
 	return nil, why, nil
 }
