@@ -93,6 +93,9 @@ func TestReplayFromDatedCheckpointMatchesLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameBytes(t, "anomaly", marshalAll(t, tl.Anomalies), live)
+	if len(tl.Decisions) == 0 || tl.Diff == nil || !tl.Diff.Identical {
+		t.Fatalf("decide on the replayed anomalies: %d decisions, diff against the recording %v", len(tl.Decisions), tl.Diff)
+	}
 	if tl.Checkpoint == nil || tl.Checkpoint.Object != used.Object || len(tl.Checkpoint.Snapshot) != 0 {
 		t.Errorf("timeline checkpoint = %+v, want %s without its bytes", tl.Checkpoint, used.Object)
 	}
