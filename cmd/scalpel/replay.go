@@ -42,7 +42,7 @@ recorded anomalies and decisions exactly; with another one (--config) it shows w
 NDJSON incident bundle, and --from-file replays such a bundle without a server.
 
 --since and --until are event times (RFC 3339, or a duration before now such as 2h). The detector
-starts from the newest dated checkpoint serve kept at or before --since (detect_checkpoint_history,
+starts from the newest dated checkpoint serve kept before --since (detect_checkpoint_history,
 objects detect@<watermark> in scalpel_state) that the replay's detect config can restore, and reads
 the telemetry stored after it: its state when the range starts is then the live detector's, down to
 each series' own long-run profile and each line's throughput average. Without a usable checkpoint
@@ -251,7 +251,7 @@ stderr; Ctrl-C stops and writes what was replayed so far.`,
 	f.StringVar(&since, "since", "", "start of the range in event time: RFC 3339 or a duration before now (1h); default the start of the streams")
 	f.StringVar(&until, "until", "", "end of the range in event time: RFC 3339 or a duration before now; default the end of the streams")
 	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: (detect.history_max_epochs+1) history epochs, 35m)")
-	f.BoolVar(&checkpoint, "checkpoint", true, "start the detector from the newest dated checkpoint at or before --since when one fits (false: always --warmup)")
+	f.BoolVar(&checkpoint, "checkpoint", true, "start the detector from the newest dated checkpoint before --since when one fits (false: always --warmup)")
 	f.BoolVar(&listCheckpoints, "list-checkpoints", false, "list the detector checkpoints a replay can start from, and what stops the others, then exit")
 	f.StringVar(&service, "service", "", "replay only this service")
 	f.StringVar(&component, "component", "", "report only this component (every series is still replayed)")
@@ -302,7 +302,7 @@ func listReplayCheckpoints(ctx context.Context, w io.Writer, cfg config.Config, 
 	if oldest.IsZero() {
 		fmt.Fprintln(w, "none of them fits this config: every replay starts from --warmup")
 	} else {
-		fmt.Fprintf(w, "a replay with --since at or after %s starts from the newest of these at or before it; an earlier one from --warmup\n",
+		fmt.Fprintf(w, "a replay with --since after %s starts from the newest of these before it; an earlier one from --warmup\n",
 			oldest.UTC().Format(time.RFC3339))
 	}
 	return nil

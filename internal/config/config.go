@@ -42,7 +42,7 @@ type Config struct {
 	DetectCheckpoint schemas.Duration `yaml:"detect_checkpoint" json:"detect_checkpoint"`
 	// DetectCheckpointHistory is how far apart, in event time, serve keeps dated copies of the
 	// checkpoint ("detect@<watermark>" next to "detect") for `scalpel replay`: a replay of an older
-	// range starts from the newest dated checkpoint at or before --since, so it reproduces what no
+	// range starts from the newest dated checkpoint before --since, so it reproduces what no
 	// warm-up can (a series' own long-run profile, a line's throughput average) and reads no
 	// warm-up. Each copy is as large as the checkpoint (about 4 KB per series). Default 1h; 0
 	// keeps none.

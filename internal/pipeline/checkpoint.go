@@ -465,8 +465,9 @@ func readHeader(ctx context.Context, obj jetstream.ObjectStore, name string) ([]
 }
 
 // FindCheckpoint returns the newest detector checkpoint of cfg's ingest consumer, dated or the
-// latest, whose watermark is at or before at and from which a replay under cfg can go on (see
-// ListCheckpoints). When none qualifies it returns nil and says why, in words for the user; err
+// latest, whose watermark is before at and from which a replay under cfg can go on (see
+// ListCheckpoints). Before, not at: the checkpoint's detector has emitted every anomaly detected
+// up to its watermark, and a replay from it would miss one detected at exactly at. When none qualifies it returns nil and says why, in words for the user; err
 // is for I/O.
 func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Config, at time.Time) (*StoredCheckpoint, string, error) {
 	obj, err := js.ObjectStore(ctx, schemas.ObjectState)
@@ -484,7 +485,7 @@ func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Conf
 	problems := map[string]int{}
 	for _, ci := range list {
 		switch {
-		case ci.Watermark.After(at):
+		case !ci.Watermark.Before(at):
 			later++
 		case ci.Problem != "":
 			problems[ci.Problem]++
@@ -499,7 +500,7 @@ func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Conf
 			return &StoredCheckpoint{Object: ci.Object, Seq: ci.Seq, Watermark: ci.Watermark, Snapshot: snap}, "", nil
 		}
 	}
-	why := fmt.Sprintf("no detector checkpoint at or before %s", at.UTC().Format(time.RFC3339))
+	why := fmt.Sprintf("no detector checkpoint before %s", at.UTC().Format(time.RFC3339))
 	var parts []string
 	if later > 0 {
 		parts = append(parts, fmt.Sprintf("%d later", later))

@@ -19,7 +19,7 @@ import (
 )
 
 // ListCheckpoints says of each stored checkpoint whether a replay can start from it, and
-// FindCheckpoint takes the newest usable one at or before a time, or says why there is none.
+// FindCheckpoint takes the newest usable one before a time, or says why there is none.
 func TestListAndFindCheckpoints(t *testing.T) {
 	_, _, js := natstest.Connect(t)
 	ctx := context.Background()
@@ -89,7 +89,8 @@ func TestListAndFindCheckpoints(t *testing.T) {
 	}{
 		{at: t0.Add(4 * time.Hour), want: "detect"},
 		{at: t0.Add(150 * time.Minute), want: "detect@20261126T100000Z"}, // the 11:00 copy is another config's
-		{at: t0.Add(time.Hour), want: "detect@20261126T100000Z"},
+		{at: t0.Add(time.Hour + time.Nanosecond), want: "detect@20261126T100000Z"},
+		{at: t0.Add(time.Hour), want: "(kept: 3 later; 1 of another telemetry stream", problem: true}, // strictly before
 		{at: t0.Add(30 * time.Minute), want: "(kept: 3 later; 1 of another telemetry stream", problem: true},
 	} {
 		cp, why, err := pipeline.FindCheckpoint(ctx, js, cfg, tt.at)

@@ -40,7 +40,7 @@ type ServerOptions struct {
 	// Batch is the ordered consumer's pull size (default 4096).
 	Batch int
 	// Checkpoints, when set and Since is too, is the config whose detector checkpoints the replay
-	// may start from: the newest one of its ingest consumer at or before Since that its detect
+	// may start from: the newest one of its ingest consumer before Since that its detect
 	// config can restore (pipeline.FindCheckpoint, which serve keeps one of per
 	// detect_checkpoint_history). The source then yields it as a checkpoint record and reads
 	// telemetry from the sequence after it instead of Warmup before Since: the detector's state at
