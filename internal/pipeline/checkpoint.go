@@ -338,7 +338,7 @@ func loadCheckpoint(ctx context.Context, obj jetstream.ObjectStore, name string,
 	if last := stream.State.LastSeq; seq > last {
 		return nil, fmt.Errorf("%w: it holds telemetry through sequence %d, beyond the stream's last (%d)", errUnusableCheckpoint, seq, last)
 	}
-	det, err := detect.Restore(cfg.Detect, snap, detectorOptions(log)...) // NewDetector's options
+	det, err := RestoreDetector(cfg, snap, log)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUnusableCheckpoint, err)
 	}
@@ -394,7 +394,6 @@ const (
 // each with what stops a replay under cfg from starting from it. It reads each checkpoint's header
 // only. Checkpoints written before they carried their watermark are left out.
 func ListCheckpoints(ctx context.Context, js jetstream.JetStream, cfg config.Config) ([]CheckpointInfo, error) {
-	streamName, durable, filter := consumerOf(cfg)
 	obj, err := js.ObjectStore(ctx, schemas.ObjectState)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, nil
@@ -402,14 +401,20 @@ func ListCheckpoints(ctx context.Context, js jetstream.JetStream, cfg config.Con
 	if err != nil {
 		return nil, fmt.Errorf("open object store %s: %w", schemas.ObjectState, err)
 	}
-	str, err := js.Stream(ctx, streamName)
+	return listCheckpoints(ctx, js, obj, cfg)
+}
+
+// listCheckpoints is ListCheckpoints on the object store obj.
+func listCheckpoints(ctx context.Context, js jetstream.JetStream, obj jetstream.ObjectStore, cfg config.Config) ([]CheckpointInfo, error) {
+	var src restoreSource
+	src.stream, src.durable, src.filter = consumerOf(cfg)
+	str, err := js.Stream(ctx, src.stream)
 	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", streamName, err)
+		return nil, fmt.Errorf("open stream %s: %w", src.stream, err)
 	}
-	info := str.CachedInfo()
-	want := map[string]string{metaStream: streamName, metaStreamCreated: info.Created.UTC().Format(time.RFC3339Nano),
-		metaDurable: durable, metaFilter: filter}
-	name := checkpointObjectName(durable)
+	src.info = str.CachedInfo()
+	info, want := src.info, src.placing()
+	name := checkpointObjectName(src.durable)
 	all, err := obj.List(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
 		return nil, fmt.Errorf("list %s: %w", schemas.ObjectState, err)
@@ -477,7 +482,7 @@ func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Conf
 	if err != nil {
 		return nil, "", fmt.Errorf("open object store %s: %w", schemas.ObjectState, err)
 	}
-	list, err := ListCheckpoints(ctx, js, cfg)
+	list, err := listCheckpoints(ctx, js, obj, cfg)
 	if err != nil {
 		return nil, "", err
 	}

@@ -52,6 +52,16 @@ func (p *Pipeline) restoreDetector(ctx context.Context) error {
 	return p.restoreFromWindow(ctx, src)
 }
 
+// placing is the metadata that places a checkpoint of this source in the stream (see checkpoint.go).
+func (src restoreSource) placing() map[string]string {
+	return map[string]string{
+		metaStream:        src.stream,
+		metaStreamCreated: src.info.Created.UTC().Format(time.RFC3339Nano),
+		metaDurable:       src.durable,
+		metaFilter:        src.filter,
+	}
+}
+
 // restoreSource reads the telemetry stream and the ingest consumer's position.
 func (p *Pipeline) restoreSource(ctx context.Context) (restoreSource, error) {
 	var src restoreSource
@@ -86,17 +96,12 @@ func (p *Pipeline) newCheckpointer(ctx context.Context, src restoreSource) error
 		obj:      obj,
 		name:     checkpointObjectName(src.durable),
 		interval: time.Duration(p.cfg.DetectCheckpoint),
-		meta: map[string]string{
-			metaStream:        src.stream,
-			metaStreamCreated: src.info.Created.UTC().Format(time.RFC3339Nano),
-			metaDurable:       src.durable,
-			metaFilter:        src.filter,
-		},
-		log:     p.log,
-		m:       p.m.ckpt,
-		lastTry: time.Now(), // the first checkpoint one interval after start
-		history: time.Duration(p.cfg.DetectCheckpointHistory),
-		keep:    p.cfg.DetectCheckpointKeep,
+		meta:     src.placing(),
+		log:      p.log,
+		m:        p.m.ckpt,
+		lastTry:  time.Now(), // the first checkpoint one interval after start
+		history:  time.Duration(p.cfg.DetectCheckpointHistory),
+		keep:     p.cfg.DetectCheckpointKeep,
 	}
 	if p.ckpt.history > 0 {
 		dated, err := datedCheckpoints(ctx, obj, p.ckpt.name)
