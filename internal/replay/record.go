@@ -38,7 +38,8 @@ type CheckpointRecord struct {
 	Object    string    `json:"object"`
 	Seq       uint64    `json:"seq"`
 	Watermark time.Time `json:"watermark"`
-	// Service, when set, is the only service the replay reads: the detector keeps only its series.
+	// Service, when set, is the only service the replay reads; the snapshot was cut down to its
+	// series (detect.Detector.KeepService) before it was written here.
 	Service string `json:"service,omitempty"`
 	// Snapshot is detect.Snapshot's bytes (base64 in the bundle).
 	Snapshot []byte `json:"snapshot,omitempty"`

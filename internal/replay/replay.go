@@ -429,9 +429,6 @@ func (r *run) detector() *detect.Detector {
 		r.warn("checkpoint %s not restored, the detector starts empty at its sequence %d: %v", cp.Object, cp.Seq, err)
 		return pipeline.NewDetector(r.o.Config, r.o.Logger)
 	}
-	if cp.Service != "" {
-		det.KeepService(cp.Service)
-	}
 	shown := *cp
 	shown.Snapshot = nil
 	r.tl.Checkpoint = &shown
