@@ -51,10 +51,16 @@ func relEffect(observed, baseline, floor float64) float64 {
 	return (observed - baseline) / math.Max(baseline, floor)
 }
 
-func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
+// errorAnomaly explains error test c of s, which just fired. within says it fired within a bucket
+// (Detector.testWithinBucket): it was detected at the newest event time seen, and its evidence
+// includes the open buckets.
+func (d *Detector) errorAnomaly(s *series, c int, paired, within bool) schemas.Anomaly {
 	t := &s.errT[c]
 	r := s.ref
 	a := d.baseAnomaly(s.key, schemas.MetricErrorRate, categoryName(c), t.runStart, s.closed.idx)
+	if within {
+		a.TSDetected, a.Window.To = d.maxTS, d.maxTS
+	}
 	a.ErrorCategory = categoryName(c)
 	a.BaselineVersion = r.label
 	a.Observed = t.x / t.n
@@ -72,7 +78,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
 		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(r.n)}
 	}
 	a.Effect = relEffect(a.Observed, a.Baseline, 1/math.Max(float64(a.Samples.Baseline), 1))
-	a.Evidence = d.errorEvidence(s, c)
+	a.Evidence = d.errorEvidence(s, c, within)
 	if s.aggregate {
 		if blk, ok := concentratedBlock(a.Evidence); ok {
 			a.Block = blk
@@ -89,7 +95,9 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool) schemas.Anomaly {
 
 // errorEvidence lists errors of category c by block over the series' recent history, and the
 // baseline's, scaled to the same number of requests.
-func (d *Detector) errorEvidence(s *series, c int) schemas.Evidence {
+// With open, the open buckets count too: a test that fired within a bucket found most of its
+// evidence there.
+func (d *Detector) errorEvidence(s *series, c int, open bool) schemas.Evidence {
 	var ev schemas.Evidence
 	hs := []*history{s.prev, s.cur}
 	var n float64
@@ -106,6 +114,22 @@ func (d *Detector) errorEvidence(s *series, c int) schemas.Evidence {
 		for blk, t := range h.blocks {
 			ev.Blocks[blk] += int64(t.errs[c])
 		}
+	}
+	var sites []map[string]int64
+	for i := range s.open {
+		if !open {
+			break
+		}
+		b := &s.open[i]
+		n += b.n
+		if !s.aggregate {
+			ev.Blocks[s.key.Block] += int64(b.errs[c])
+			continue
+		}
+		for blk, t := range b.blocks {
+			ev.Blocks[blk] += int64(t.errs[c])
+		}
+		sites = append(sites, b.sites)
 	}
 	if r := s.ref; r != nil && r.n > 0 {
 		scale := n / r.n
@@ -124,7 +148,7 @@ func (d *Detector) errorEvidence(s *series, c int) schemas.Evidence {
 		}
 	}
 	if s.aggregate {
-		ev.Sites = topSites(d.cfg.MaxSites, s.prev, s.cur)
+		ev.Sites = topSites(d.cfg.MaxSites, sites, s.prev, s.cur)
 	}
 	if len(ev.Blocks) == 0 {
 		ev.Blocks = nil
@@ -161,7 +185,7 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 }
 
 // topSites merges the histories' error sites and keeps the max most frequent (ties by name).
-func topSites(maxN int, hs ...*history) map[string]int64 {
+func topSites(maxN int, open []map[string]int64, hs ...*history) map[string]int64 {
 	if maxN == 0 {
 		return nil
 	}
@@ -171,6 +195,11 @@ func topSites(maxN int, hs ...*history) map[string]int64 {
 			continue
 		}
 		for s, n := range h.sites {
+			all[s] += n
+		}
+	}
+	for _, m := range open {
+		for s, n := range m {
 			all[s] += n
 		}
 	}

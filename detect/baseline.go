@@ -240,13 +240,13 @@ func (d *Detector) resolveReference(s *series) {
 	if s.key.Cohort == schemas.CohortCanary {
 		bk := s.key.line()
 		bk.Cohort = schemas.CohortBaseline
-		if bl := d.lines[bk]; bl != nil && bl.current != nil && !bl.current.pending {
+		if bl := d.lines[bk]; bl != nil && bl.current != nil {
 			s.ref = d.freeze(bl.current, refBaselineCohort)
 			s.ref.paired = bl
 			return
 		}
 	}
-	if cur := s.line.current; cur != nil && cur != s && !cur.pending && cur.key.Version != s.key.Version {
+	if cur := s.line.current; cur != nil && cur != s && cur.key.Version != s.key.Version {
 		s.ref = d.freeze(cur, refPreviousVersion)
 	}
 }

@@ -47,6 +47,32 @@ type bucket struct {
 	sk     *ddsketch.DDSketch
 	blocks map[string]blockTally
 	sites  map[string]int64
+	// used is what error tests that fired within the bucket have already counted of it (nil
+	// until one does; see Detector.testWithinBucket).
+	used *bucketUse
+}
+
+// bucketUse is, per error category, the errors and requests of a bucket that the category's
+// test has already counted.
+type bucketUse struct {
+	errs, n [numCategories]float64
+}
+
+// unused is the errors of category c and the requests of the bucket that c's test has not
+// counted yet.
+func (b *bucket) unused(c int) (x, n float64) {
+	if b.used == nil {
+		return b.errs[c], b.n
+	}
+	return b.errs[c] - b.used.errs[c], b.n - b.used.n[c]
+}
+
+// use marks everything the bucket holds now as counted by c's test.
+func (b *bucket) use(c int) {
+	if b.used == nil {
+		b.used = new(bucketUse)
+	}
+	b.used.errs[c], b.used.n[c] = b.errs[c], b.n
 }
 
 // bucketClock converts between event time and bucket numbers.

@@ -85,6 +85,12 @@ type Config struct {
 	// InvalidInputTriggers makes invalid_input errors testable. Client errors are not regressions
 	// of the service, so by default they are counted but never tested. Default false.
 	InvalidInputTriggers bool `json:"invalid_input_triggers" yaml:"invalid_input_triggers"`
+	// FireWithinBucket lets an error test against a version baseline fire on the failed request
+	// that carries it over its threshold, reading the open buckets as they fill, instead of only
+	// when a bucket closes (its end plus AllowedLateness). The false-alarm bound is the same: a
+	// sequential test may stop at any request. Requests that arrive in a bucket after the test
+	// fired count when it closes. Default true.
+	FireWithinBucket bool `json:"fire_within_bucket" yaml:"fire_within_bucket"`
 
 	// LatencyQuantiles are the baseline quantiles whose exceedance rate is tested (at most 4).
 	// p99.9 is there for regressions of the tail alone: when the slow path gets twice as slow,
@@ -173,6 +179,7 @@ func DefaultConfig() Config {
 		ErrorMinAbsEffect:      0.005,
 		ErrorGrossFactor:       4,
 		InvalidInputTriggers:   false,
+		FireWithinBucket:       true,
 		LatencyQuantiles:       []float64{0.5, 0.9, 0.99, 0.999},
 		LatencyMinTailCount:    10,
 		LatencyMinEffect:       0.25,

@@ -64,6 +64,8 @@ type Detector struct {
 	lastKey    [2]SeriesKey // Observe's cache: the last block series and component aggregate
 	lastSeries [2]*series
 	scratch    []byte // pack's encoding buffer
+	// out holds what the tests found since Advance last returned, in the order they found it.
+	out []schemas.Anomaly
 }
 
 // New builds a detector. An invalid cfg falls back to DefaultConfig (the error is logged): a
@@ -145,15 +147,23 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	}
 	if !d.seen || ev.TS.After(d.maxTS) {
 		d.maxTS, d.seen = ev.TS, true
+		// Close what the new watermark passes before the event is folded, as the event that
+		// moves it arrives: the tests then see the same state before every event whatever the
+		// batching, which an error test firing within a bucket depends on.
+		if last := d.clock.index(d.Watermark()) - 1; last > d.closed {
+			d.advanceTo(last)
+		}
 	}
 	var pts [4]latencyPoint
 	np := latencyPoints(ev, &pts)
 	k := SeriesKey{Service: ev.Service, Component: ev.Component, Version: ev.Version, Cohort: ev.Cohort}
-	agg := d.seriesFor(k, 1)
+	agg := d.seriesFor(k, 1, b)
 	ab := d.fold(agg, ev, b, pts[:np])
+	var bs *series
 	if ev.Block != "" {
 		k.Block = ev.Block
-		d.fold(d.seriesFor(k, 0), ev, b, pts[:np])
+		bs = d.seriesFor(k, 0, b)
+		d.fold(bs, ev, b, pts[:np])
 	}
 	// The aggregate keeps per-block tallies and error sites as evidence.
 	block := ev.Block
@@ -179,6 +189,16 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 		if _, ok := ab.sites[ev.ErrorSite]; ok || len(ab.sites) < 4*d.cfg.MaxSites {
 			ab.sites[ev.ErrorSite] += ev.Requests() - countOK(ev)
 		}
+	}
+	if d.cfg.FireWithinBucket && (ev.Error != "" || len(ev.Errors) > 0) {
+		// Only a failed request can carry an error test over its threshold. The block's series
+		// first: when both fire on this event, the anomaly that names the block comes first.
+		var errs [numCategories]float64
+		addErrors(&errs, ev, float64(ev.Requests()))
+		if bs != nil {
+			d.testWithinBucket(bs, &errs)
+		}
+		d.testWithinBucket(agg, &errs)
 	}
 }
 
@@ -248,29 +268,32 @@ func (d *Detector) fold(s *series, ev *schemas.TelemetryEvent, b int64, pts []la
 	return bk
 }
 
-// seriesFor returns the series of k, creating it (and inferring a version change) when new.
-func (d *Detector) seriesFor(k SeriesKey, slot int) *series {
+// seriesFor returns the series of k, creating it (and inferring a version change) when new; b is
+// the bucket of the event that asks.
+func (d *Detector) seriesFor(k SeriesKey, slot int, b int64) *series {
 	if s := d.lastSeries[slot]; s != nil && d.lastKey[slot] == k {
 		return s
 	}
 	s := d.series[k]
 	if s == nil {
-		s = d.newSeries(k)
+		s = d.newSeries(k, b)
 	}
 	d.lastKey[slot], d.lastSeries[slot] = k, s
 	return s
 }
 
-func (d *Detector) newSeries(k SeriesKey) *series {
+// newSeries creates the series of k, whose first event falls in bucket b, and starts it.
+func (d *Detector) newSeries(k SeriesKey, b int64) *series {
 	lk := k.line()
 	ln := d.lines[lk]
 	if ln == nil {
 		ln = &line{key: lk, accB: math.MinInt64, lastB: math.MinInt64}
 		d.lines[lk] = ln
 	}
-	s := &series{key: k, aggregate: k.Block == "", line: ln, firstB: math.MaxInt64, lastB: math.MinInt64, pending: true}
+	s := &series{key: k, aggregate: k.Block == "", line: ln, firstB: math.MaxInt64, lastB: math.MinInt64}
 	s.cur = d.newHistory(s.aggregate, math.MinInt64)
 	d.series[k] = s
+	d.start(s, b)
 	return s
 }
 
@@ -286,17 +309,28 @@ func (d *Detector) newHistory(aggregate bool, start int64) *history {
 }
 
 // Advance closes every bucket that ends at or before watermark, runs the tests on them, and
-// returns the anomalies that opened a new episode and those that ended one (the same anomaly with
-// Status resolved), ordered by detection time, then series, metric
-// and category.
+// returns what the detector found since the last call: the anomalies that opened a new episode
+// and those that ended one (the same anomaly with Status resolved).
+//
+// The output is in the order the detector found it, and the same whatever the batching: Observe
+// closes the buckets its own watermark passes as each event moves it, and an error test may fire
+// on the request that crosses its threshold (Config.FireWithinBucket), so what a call returns is
+// a run of the one sequence the events determine. Within one closed bucket index the anomalies
+// are ordered by detection time, then series, metric and category.
 func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
-	if watermark.IsZero() {
-		return nil
+	if !watermark.IsZero() {
+		if last := d.clock.index(watermark) - 1; last > d.closed { // the bucket ending at or before watermark
+			d.advanceTo(last)
+		}
 	}
-	last := d.clock.index(watermark) - 1 // the bucket ending at or before watermark
-	if last <= d.closed {
-		return nil
-	}
+	out := d.out
+	d.out = nil
+	return out
+}
+
+// advanceTo closes every open bucket up to last, in order, and appends what the tests found to
+// d.out.
+func (d *Detector) advanceTo(last int64) {
 	// Every bucket with data up to last, in order: phase one closes it in every series, phase
 	// two tests, so a canary reads its baseline cohort's bucket whatever the series order.
 	var idxs []int64
@@ -311,18 +345,10 @@ func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 			}
 		}
 	}
-	var out []schemas.Anomaly
 	var closing []*series
 	var touched []*line
 	for _, b := range idxs {
 		closing, touched = closing[:0], touched[:0]
-		// A series whose first bucket closes now gets its baseline first: the previous version's
-		// history as of the buckets closed so far, the same whatever the batching.
-		for _, s := range d.active {
-			if s.pending && len(s.open) > 0 && s.open[0].idx == b {
-				d.start(s, b)
-			}
-		}
 		for _, s := range d.active {
 			if len(s.open) > 0 && s.open[0].idx == b {
 				s.closed = s.open[0]
@@ -340,15 +366,17 @@ func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 				}
 			}
 		}
+		from := len(d.out)
 		for _, s := range closing {
-			out = d.test(s, out)
+			d.out = d.test(s, d.out)
 		}
 		for _, ln := range touched {
-			out = d.testThroughput(ln, out)
+			d.out = d.testThroughput(ln, d.out)
 		}
 		if len(d.firing) > 0 {
-			out = d.trafficMoved(b, out)
+			d.out = d.trafficMoved(b, d.out)
 		}
+		slices.SortFunc(d.out[from:], compareAnomalies)
 	}
 	d.closed = last
 	kept := d.active[:0]
@@ -365,13 +393,13 @@ func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 		d.sweep(last)
 		d.nextSweep = last + d.epochBuckets
 	}
-	slices.SortFunc(out, compareAnomalies)
-	return out
 }
 
-// start gives a new series its baseline and makes it its line's current version.
+// start gives a new series its baseline and makes it its line's current version. It runs on the
+// series' first event, so the baseline is the previous version's history as of the buckets
+// closed by then, the same whatever the batching (Observe closes buckets as the watermark moves),
+// and the new version's tests can fire within its first buckets.
 func (d *Detector) start(s *series, b int64) {
-	s.pending = false
 	s.cur.start = d.epochOf(b)
 	d.resolveReference(s)
 	if s.ref != nil {

@@ -53,11 +53,12 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		if pb != nil {
 			v = t.updatePaired(rho, b.errs[c], b.n, pb.errs[c], pb.n, b.idx, &eth)
 		} else {
-			v = t.updateBaseline(&r.errP[c], b.errs[c], b.n, b.idx, &eth)
+			x, n := b.unused(c)
+			v = t.updateBaseline(&r.errP[c], x, n, b.idx, &eth)
 		}
 		switch v {
 		case verdictFired:
-			out = d.open(s, c, d.errorAnomaly(s, c, pb != nil), out)
+			out = d.open(s, c, d.errorAnomaly(s, c, pb != nil, false), out)
 		case verdictRecovered:
 			out = d.resolve(s, c, b.idx, fmt.Sprintf("%s error rate back within baseline for %s",
 				categoryName(c), d.quietFor(int(t.quietRun))), out)
@@ -96,6 +97,65 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 	}
 	return out
+}
+
+// testWithinBucket runs the error tests of s against its version baseline over its open buckets,
+// as they stand after a failed request (errs marks the categories it failed in), and opens an
+// episode for each test they carry over its threshold. The test then counts what it read of each
+// bucket (bucketUse), and the bucket's close only the rest.
+//
+// Why: a bucket's tests run when it closes, at its end plus AllowedLateness; a gross regression
+// has often crossed the threshold early in a bucket, and its anomaly waited up to a bucket and
+// the lateness for nothing. The sequential test may stop at any request: its likelihood ratio is
+// a martingale request by request (H0's rate is predicted before each bucket's requests), so
+// reading it after every failure keeps the same bound by Ville's inequality. The tests see the
+// same state before every event whatever the batching (Observe closes buckets as the watermark
+// moves), so what fires, and when, depends only on the events.
+//
+// Two kinds of test wait for the bucket to close. One compared with a concurrent baseline
+// cohort: the cohort's bucket is not complete before then. And a component aggregate whose
+// requests name blocks or error sites: its anomaly must carry enough errors for decide to name
+// the block, and the block's own series, which names it outright, is heard first this way (it
+// fires within the bucket; the aggregate keeps the timing it always had).
+func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
+	r := s.ref
+	if r == nil || !r.ok || r.paired != nil {
+		return
+	}
+	if s.aggregate {
+		for i := range s.open {
+			if len(s.open[i].blocks) > 0 || len(s.open[i].sites) > 0 {
+				return
+			}
+		}
+	}
+	eth := d.th
+	eth.front = true
+	for c := range s.errT {
+		if errs[c] <= 0 || !d.tested[c] || s.errT[c].firing {
+			continue
+		}
+		trial := s.errT[c] // an error test has no second bank: a copy is independent
+		fired := false
+		for i := range s.open {
+			b := &s.open[i]
+			x, n := b.unused(c)
+			switch trial.updateBaseline(&r.errP[c], x, n, b.idx, &eth) {
+			case verdictFired:
+				fired = true
+			case verdictRecovered:
+				fired = false
+			}
+		}
+		if !fired {
+			continue
+		}
+		s.errT[c] = trial
+		for i := range s.open {
+			s.open[i].use(c)
+		}
+		d.out = d.open(s, c, d.errorAnomaly(s, c, false, true), d.out)
+	}
 }
 
 // bodyEvidence is the log likelihood ratio, at each level of quantile q's composite H0, of the

@@ -253,7 +253,7 @@ func (d *Detector) ownErrorAnomaly(s *series, c int, rp *rateParams, n float64) 
 	a.Effect = relEffect(a.Observed, a.Baseline, 1/math.Max(n, 1))
 	// Which blocks the errors fall on, over the recent history; the profile keeps no per-block
 	// counts, and each block series runs its own-profile test too.
-	ev := d.errorEvidence(s, c)
+	ev := d.errorEvidence(s, c, false)
 	ev.BaselineBlocks = nil
 	a.Evidence = ev
 	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),

@@ -101,7 +101,6 @@ type series struct {
 	// when it closes; a series, not every open bucket, carries it).
 	exceed    [maxQuantiles]float64
 	queued    bool // in Detector.active
-	pending   bool // its first bucket has not closed yet: no baseline resolved
 	firstB    int64
 	lastB     int64 // last bucket that had data
 	cur, prev *history

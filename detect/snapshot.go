@@ -29,7 +29,7 @@ var ErrSnapshotCorrupt = errors.New("detect snapshot is corrupt or of an unknown
 // snapshotMagic opens every snapshot; the byte after it is the format version.
 const (
 	snapshotMagic   = "scalpel-detect\x00"
-	snapshotVersion = 1
+	snapshotVersion = 2 // 2: open buckets say what error tests that fired within them counted
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -192,6 +192,21 @@ func (d *Detector) xfer(c *codec) error {
 	}
 	d.active = xferSeriesList(c, d, d.active)
 	d.firing = xferSeriesList(c, d, d.firing)
+	// What the tests found since Advance last returned (empty between batches).
+	n = c.count(len(d.out))
+	if c.reading {
+		d.out = make([]schemas.Anomaly, 0, n)
+	}
+	for i := range n {
+		var a *schemas.Anomaly
+		if !c.reading {
+			a = &d.out[i]
+		}
+		c.anomaly(&a)
+		if c.reading && a != nil {
+			d.out = append(d.out, *a)
+		}
+	}
 	return c.err
 }
 
@@ -252,7 +267,6 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	s.closed.xfer(c)
 	c.f64s(s.exceed[:])
 	c.bool(&s.queued)
-	c.bool(&s.pending)
 	c.i64(&s.firstB)
 	c.i64(&s.lastB)
 	c.history(&s.cur, false)
@@ -303,6 +317,10 @@ func (b *bucket) xfer(c *codec) {
 	c.pooledSketch(&b.sk)
 	c.blocks(&b.blocks)
 	c.sites(&b.sites)
+	optional(c, &b.used, func(u *bucketUse) {
+		c.f64s(u.errs[:])
+		c.f64s(u.n[:])
+	})
 }
 
 func (d *Detector) xferReference(c *codec, r *reference) {

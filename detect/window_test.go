@@ -72,7 +72,7 @@ func TestSparseSeriesKeepsOlderEpochs(t *testing.T) {
 			if (i+1)%7 == 0 {
 				out = append(out, d.Advance(d.Watermark())...)
 			}
-			if s := d.series[key]; s != nil && ref == nil && !s.pending {
+			if s := d.series[key]; s != nil && ref == nil {
 				ref = s.ref
 			}
 		}

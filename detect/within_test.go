@@ -1,0 +1,121 @@
+package detect
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// grossErrors is a deploy whose errors go from 2 % to 20 % in every block.
+func grossErrors() []schemas.TelemetryEvent {
+	bad := healthy("1.1.0", 60, 20)
+	bad.errRate = map[string]float64{"": 0.2}
+	return genScenario(21, healthy("1.0.0", 300, 20), bad)
+}
+
+// firstFiring drives d one event at a time, advancing to its watermark after each, and returns
+// the first firing anomaly and the index of the event after which Advance returned it.
+func firstFiring(t *testing.T, d *Detector, events []schemas.TelemetryEvent) (schemas.Anomaly, int) {
+	t.Helper()
+	for i := range events {
+		d.Observe(&events[i])
+		for _, a := range d.Advance(d.Watermark()) {
+			if !a.IsResolved() {
+				return a, i
+			}
+		}
+	}
+	t.Fatal("the regression was not detected")
+	return schemas.Anomaly{}, 0
+}
+
+func TestErrorTestFiresWithinBucket(t *testing.T) {
+	events := grossErrors()
+	cfg := DefaultConfig()
+	off := cfg
+	off.FireWithinBucket = false
+
+	a, i := firstFiring(t, New(cfg), events)
+	if a.Metric != schemas.MetricErrorRate {
+		t.Fatalf("first anomaly is %s, want error_rate", a.Metric)
+	}
+	// It fired on a failed request, as that request arrived, and is dated by it.
+	if events[i].Error != schemas.ErrException {
+		t.Errorf("fired after event %d, which did not fail (%q)", i, events[i].Error)
+	}
+	if !a.TSDetected.Equal(events[i].TS) || !a.Window.To.Equal(events[i].TS) {
+		t.Errorf("detected at %s (window to %s), want the crossing request's time %s", a.TSDetected, a.Window.To, events[i].TS)
+	}
+
+	b, j := firstFiring(t, New(off), events)
+	// Without it, the same test fires when its bucket closes: at the bucket's end, once the
+	// watermark (newest event time minus the allowed lateness) has passed it.
+	if end := b.TSDetected; end.Truncate(time.Second) != end {
+		t.Errorf("at bucket close: detected at %s, not a bucket end", end)
+	}
+	if wait := events[j].TS.Sub(b.TSDetected); wait < time.Duration(cfg.AllowedLateness) {
+		t.Errorf("at bucket close: returned %s after its bucket ended, want at least the allowed lateness", wait)
+	}
+	// Within the bucket it is out sooner: the bucket-close path dates its anomaly at the bucket's
+	// end but can say so only once the lateness has passed.
+	if i >= j {
+		t.Errorf("within the bucket: returned after event %d; at bucket close: after event %d; want sooner", i, j)
+	}
+	t.Logf("within the bucket: %s, returned after event %d; at bucket close: %s, returned after event %d",
+		a.TSDetected.Format(time.RFC3339Nano), i, b.TSDetected.Format(time.RFC3339Nano), j)
+
+	// What it found does not depend on the batching: one event at a time and in batches of
+	// 1000 give the same bytes.
+	one, many := encodeJSONL(t, replay(cfg, events, 1)), encodeJSONL(t, replay(cfg, events, 1000))
+	if !bytes.Equal(one, many) {
+		t.Errorf("output depends on batching:\n%s\nvs\n%s", one, many)
+	}
+	if !bytes.Contains(one, []byte(a.ID)) {
+		t.Errorf("a batched run does not report anomaly %s", a.ID)
+	}
+}
+
+// TestSnapshotWithinBucket cuts the stream right after an error test fired within a bucket, while
+// the bucket is open and part of it is counted: the restored detector goes on as if never cut.
+func TestSnapshotWithinBucket(t *testing.T) {
+	events := grossErrors()
+	cfg := DefaultConfig()
+	want := replay(cfg, events, 1)
+
+	first := New(cfg)
+	_, i := firstFiring(t, first, events)
+	used := false
+	for _, s := range first.series {
+		for _, b := range s.open {
+			used = used || b.used != nil
+		}
+	}
+	if !used {
+		t.Fatal("no open bucket holds what a test counted within it: the cut misses the state under test")
+	}
+	snap, err := first.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, err := Restore(cfg, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Up to the cut, what the uninterrupted run returned; after it, the restored detector's.
+	cut := New(cfg)
+	var got []schemas.Anomaly
+	for k := range events[:i+1] {
+		cut.Observe(&events[k])
+		got = append(got, cut.Advance(cut.Watermark())...)
+	}
+	for k := range events[i+1:] {
+		restored.Observe(&events[i+1+k])
+		got = append(got, restored.Advance(restored.Watermark())...)
+	}
+	got = append(got, restored.Advance(events[len(events)-1].TS.Add(time.Hour))...)
+	if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
+		t.Errorf("restored within a bucket differs from the uninterrupted run:\nrestored: %s\nlive:     %s", g, w)
+	}
+}
