@@ -99,20 +99,22 @@ func (d *Detector) errorAnomaly(s *series, c int, paired, within bool) schemas.A
 // evidence there.
 func (d *Detector) errorEvidence(s *series, c int, open bool) schemas.Evidence {
 	var ev schemas.Evidence
-	hs := []*history{s.prev, s.cur}
 	var n float64
 	ev.Blocks = map[string]int64{}
-	for _, h := range hs {
-		if h == nil {
-			continue
-		}
-		n += h.n
+	// add counts one epoch's or open bucket's requests and errors of category c.
+	add := func(reqs float64, errs *[numCategories]float64, blocks map[string]blockTally) {
+		n += reqs
 		if !s.aggregate {
-			ev.Blocks[s.key.Block] += int64(h.errs[c])
-			continue
+			ev.Blocks[s.key.Block] += int64(errs[c])
+			return
 		}
-		for blk, t := range h.blocks {
+		for blk, t := range blocks {
 			ev.Blocks[blk] += int64(t.errs[c])
+		}
+	}
+	for _, h := range []*history{s.prev, s.cur} {
+		if h != nil {
+			add(h.n, &h.errs, h.blocks)
 		}
 	}
 	var sites []map[string]int64
@@ -121,14 +123,7 @@ func (d *Detector) errorEvidence(s *series, c int, open bool) schemas.Evidence {
 			break
 		}
 		b := &s.open[i]
-		n += b.n
-		if !s.aggregate {
-			ev.Blocks[s.key.Block] += int64(b.errs[c])
-			continue
-		}
-		for blk, t := range b.blocks {
-			ev.Blocks[blk] += int64(t.errs[c])
-		}
+		add(b.n, &b.errs, b.blocks)
 		sites = append(sites, b.sites)
 	}
 	if r := s.ref; r != nil && r.n > 0 {
