@@ -2,6 +2,7 @@ package detect
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -117,5 +118,47 @@ func TestSnapshotWithinBucket(t *testing.T) {
 	got = append(got, restored.Advance(events[len(events)-1].TS.Add(time.Hour))...)
 	if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
 		t.Errorf("restored within a bucket differs from the uninterrupted run:\nrestored: %s\nlive:     %s", g, w)
+	}
+}
+
+// TestDisorderedStreamIndependentOfBatching feeds a stream whose events arrive up to about three
+// seconds out of order, so some are late and dropped: what counts, what is dropped and what is
+// found must not depend on where the batches end. Buckets used to close only when Advance ran, so
+// an event older than the watermark counted when it came in the same batch as the newer one that
+// moved the watermark.
+func TestDisorderedStreamIndependentOfBatching(t *testing.T) {
+	events := grossErrors()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range events {
+		j := min(len(events)-1, i+rng.IntN(60)) // 60 events: three seconds at 20 req/s
+		events[i], events[j] = events[j], events[i]
+	}
+	cfg := DefaultConfig()
+	var want []byte
+	var wantLate uint64
+	for _, batch := range []int{1, 7, 64, 1000} {
+		d := New(cfg)
+		var out []schemas.Anomaly
+		for i := range events {
+			d.Observe(&events[i])
+			if (i+1)%batch == 0 {
+				out = append(out, d.Advance(d.Watermark())...)
+			}
+		}
+		out = append(out, d.Advance(events[len(events)-1].TS.Add(time.Hour))...)
+		got := encodeJSONL(t, out)
+		if batch == 1 {
+			want, wantLate = got, d.LateEvents()
+			if wantLate == 0 || len(out) == 0 {
+				t.Fatalf("the stream has %d late events and %d anomalies: it tests nothing", wantLate, len(out))
+			}
+			continue
+		}
+		if d.LateEvents() != wantLate {
+			t.Errorf("batches of %d: %d late events, one at a time: %d", batch, d.LateEvents(), wantLate)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("batches of %d differ from one event at a time:\n%s\nvs\n%s", batch, got, want)
+		}
 	}
 }
