@@ -210,11 +210,17 @@ func topSites(maxN int, open []map[string]int64, hs ...*history) map[string]int6
 	return out
 }
 
-func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
+// latencyAnomaly explains latency test q of s, which is firing. within says it fired within a
+// bucket (Detector.testLatencyWithinBucket): it was detected at the newest event time seen, and
+// the observed quantile includes the open buckets.
+func (d *Detector) latencyAnomaly(s *series, q int, within bool) schemas.Anomaly {
 	t := &s.latT[q]
 	r := s.ref
 	label := quantileLabel(d.cfg.LatencyQuantiles[q])
 	a := d.baseAnomaly(s.key, schemas.MetricLatency, label, t.runStart, s.closed.idx)
+	if within {
+		a.TSDetected, a.Window.To = d.maxTS, d.maxTS
+	}
 	a.BaselineVersion = r.label
 	a.Test = "msprt-exceedance-" + label + "+mann-whitney"
 	score := t.score()
@@ -223,9 +229,16 @@ func (d *Detector) latencyAnomaly(s *series, q int) schemas.Anomaly {
 	a.PValue = anytimeP(score - (t.bound - d.th.upper))
 	a.Baseline = round3(r.qv[q])
 	obs := s.cur.sk
-	if s.prev != nil {
+	if s.prev != nil || within {
 		obs = s.cur.sk.Copy()
-		s.prev.mergeSketchInto(obs)
+		if s.prev != nil {
+			s.prev.mergeSketchInto(obs)
+		}
+		for i := range s.open {
+			if within && s.open[i].sk != nil {
+				_ = obs.MergeWith(s.open[i].sk) // one mapping for all sketches: cannot fail
+			}
+		}
 	}
 	if v, err := obs.GetValueAtQuantile(d.cfg.LatencyQuantiles[q]); err == nil {
 		a.Observed = round3(v)

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"math"
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
@@ -52,10 +53,38 @@ type bucket struct {
 	used *bucketUse
 }
 
-// bucketUse is, per error category, the errors and requests of a bucket that the category's
-// test has already counted.
+// bucketUse is what of a bucket the tests that fired within it have already counted: per error
+// category its errors and requests, per latency quantile its requests with a latency and those
+// above the quantile's and the body's thresholds.
 type bucketUse struct {
 	errs, n [numCategories]float64
+	lat     [maxQuantiles]latencyUse
+}
+
+// latencyUse is a tail latency test's count of a bucket: n requests with a latency, x above the
+// quantile's threshold, xb above the body's.
+type latencyUse struct {
+	n, x, xb float64
+}
+
+// unusedLatency is what latency test q has not counted yet of a bucket that now holds n requests
+// with a latency, x above q's threshold and xb above the body's.
+func (b *bucket) unusedLatency(q int, n, x, xb float64) (float64, float64, float64) {
+	if b.used == nil {
+		return n, x, xb
+	}
+	u := b.used.lat[q]
+	// Counts from a sketch's bins, divided and multiplied back: a bucket that gained nothing may
+	// differ from what was counted in the last bits.
+	return math.Max(n-u.n, 0), math.Max(x-u.x, 0), math.Max(xb-u.xb, 0)
+}
+
+// useLatency marks u as counted by latency test q.
+func (b *bucket) useLatency(q int, u latencyUse) {
+	if b.used == nil {
+		b.used = new(bucketUse)
+	}
+	b.used.lat[q] = u
 }
 
 // unused is the errors of category c and the requests of the bucket that c's test has not

@@ -85,11 +85,14 @@ type Config struct {
 	// InvalidInputTriggers makes invalid_input errors testable. Client errors are not regressions
 	// of the service, so by default they are counted but never tested. Default false.
 	InvalidInputTriggers bool `json:"invalid_input_triggers" yaml:"invalid_input_triggers"`
-	// FireWithinBucket lets an error test against a version baseline fire on the failed request
-	// that carries it over its threshold, reading the open buckets as they fill, instead of only
-	// when a bucket closes (its end plus AllowedLateness). The false-alarm bound is the same: a
-	// sequential test may stop at any request. Requests that arrive in a bucket after the test
-	// fired count when it closes. Default true.
+	// FireWithinBucket lets the error tests and the tail latency tests (the quantiles above the
+	// body) against a version baseline fire on the request that carries them over their
+	// threshold, reading the open buckets as they fill, instead of only when a bucket closes (its
+	// end plus AllowedLateness). The false-alarm bound is the same: a sequential test may stop at
+	// any request. Requests that arrive in a bucket after the test fired count when it closes.
+	// Tests against a concurrent baseline cohort, the body quantiles' and the own profile's wait
+	// for the close, and so does a component aggregate whose requests name blocks or error
+	// sites (its block series are heard first). Default true.
 	FireWithinBucket bool `json:"fire_within_bucket" yaml:"fire_within_bucket"`
 
 	// LatencyQuantiles are the baseline quantiles whose exceedance rate is tested (at most 4).

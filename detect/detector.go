@@ -190,15 +190,29 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 			ab.sites[ev.ErrorSite] += ev.Requests() - countOK(ev)
 		}
 	}
-	if d.cfg.FireWithinBucket && (ev.Error != "" || len(ev.Errors) > 0) {
-		// Only a failed request can carry an error test over its threshold. The block's series
-		// first: when both fire on this event, the anomaly that names the block comes first.
-		var errs [numCategories]float64
+	if d.cfg.FireWithinBucket {
+		d.fireWithinBucket(ev, bs, agg, pts[:np])
+	}
+}
+
+// fireWithinBucket runs the tests that may fire within a bucket after ev, on the block's series
+// first: when both fire on this event, the anomaly that names the block comes first.
+func (d *Detector) fireWithinBucket(ev *schemas.TelemetryEvent, bs, agg *series, pts []latencyPoint) {
+	var errs [numCategories]float64
+	failed := ev.Error != "" || len(ev.Errors) > 0 // only a failed request can carry an error test over
+	if failed {
 		addErrors(&errs, ev, float64(ev.Requests()))
-		if bs != nil {
-			d.testWithinBucket(bs, &errs)
+	}
+	for _, s := range [2]*series{bs, agg} {
+		if s == nil {
+			continue
 		}
-		d.testWithinBucket(agg, &errs)
+		if failed {
+			d.testWithinBucket(s, &errs)
+		}
+		if len(pts) > 0 {
+			d.testLatencyWithinBucket(s, pts)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package detect
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -73,8 +74,9 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			t := &s.latT[q]
 			var v rateVerdict
 			if r.composite[q] {
-				body := bodyEvidence(r, q, b.latN, &s.exceed)
-				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, s.exceed[q], b.latN, b.idx, &d.th)
+				n, x, xb := b.unusedLatency(q, b.latN, s.exceed[q], s.exceed[r.bodyQ])
+				body := bodyEvidence(r, q, n, x, xb)
+				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th)
 			} else {
 				v = t.updateBaseline(&r.latP[q], s.exceed[q], b.latN, b.idx, &d.th)
 			}
@@ -84,7 +86,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				// cent of latency. The quantile itself must have moved by a clear share of the
 				// minimum effect before it is called a regression; until then the test keeps
 				// watching, and the episode opens when the shift grows.
-				if a := d.latencyAnomaly(s, q); a.Effect >= d.latencyGate() {
+				if a := d.latencyAnomaly(s, q, false); a.Effect >= d.latencyGate() {
 					s.latEp = true // one anomaly per latency episode, from the quantile that fired first
 					out = d.open(s, epLatency, a, out)
 				}
@@ -119,15 +121,8 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 // fires within the bucket; the aggregate keeps the timing it always had).
 func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 	r := s.ref
-	if r == nil || !r.ok || r.paired != nil {
+	if r == nil || !r.ok || !d.withinBucket(s) {
 		return
-	}
-	if s.aggregate {
-		for i := range s.open {
-			if len(s.open[i].blocks) > 0 || len(s.open[i].sites) > 0 {
-				return
-			}
-		}
 	}
 	eth := d.th
 	eth.front = true
@@ -158,16 +153,98 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 	}
 }
 
+// withinBucket reports whether s's tests against its version baseline may fire within a bucket
+// (see testWithinBucket).
+func (d *Detector) withinBucket(s *series) bool {
+	if s.ref == nil || s.ref.paired != nil {
+		return false
+	}
+	if s.aggregate {
+		for i := range s.open {
+			if len(s.open[i].blocks) > 0 || len(s.open[i].sites) > 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// testLatencyWithinBucket is testWithinBucket for the exceedance tests of the tail quantiles (those
+// above the body, with a composite H0), after a request whose latency pts exceeded a tail
+// threshold: only such a request can carry a tail test over its threshold. The body quantiles wait
+// for the bucket's close: half of all requests exceed p50, and reading the open buckets after each
+// would cost more than the bucket it saves. The anomaly still needs the quantile itself to have
+// moved (latencyGate), read over the closed history and the open buckets; a test that fired
+// without it keeps watching, as at a bucket's close.
+func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
+	r := s.ref
+	if r == nil || !r.latOK || !d.withinBucket(s) {
+		return
+	}
+	var used [maxOpen]latencyUse
+	for q := range d.cfg.LatencyQuantiles {
+		t := &s.latT[q]
+		if !r.latQ[q] || !r.composite[q] || t.firing || !slices.ContainsFunc(pts, func(p latencyPoint) bool { return p.v >= r.thr[q].above }) {
+			continue
+		}
+		if len(s.open) > maxOpen {
+			return // more open buckets than AllowedLateness allows at one bucket a second: wait for them
+		}
+		trial := *t
+		if t.bank != nil { // a composite test's second bank carries its segment: the trial gets a copy
+			bank := *t.bank
+			trial.bank = &bank
+		}
+		fired := false
+		for i := range s.open {
+			b := &s.open[i]
+			if b.sk == nil {
+				continue
+			}
+			cnt := b.sk.GetCount()
+			u := latencyUse{n: b.latN, x: fractionAbove(b.sk, r.thr[q].index) * cnt, xb: fractionAbove(b.sk, r.thr[r.bodyQ].index) * cnt}
+			used[i] = u
+			n, x, xb := b.unusedLatency(q, u.n, u.x, u.xb)
+			body := bodyEvidence(r, q, n, x, xb)
+			switch trial.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th) {
+			case verdictFired:
+				fired = true
+			case verdictRecovered:
+				fired = false
+			}
+		}
+		if !fired {
+			continue
+		}
+		*t = trial
+		for i := range s.open {
+			if s.open[i].sk != nil {
+				s.open[i].useLatency(q, used[i])
+			}
+		}
+		if !s.latEp {
+			if a := d.latencyAnomaly(s, q, true); a.Effect >= d.latencyGate() {
+				s.latEp = true
+				d.out = d.open(s, epLatency, a, d.out)
+			}
+		}
+	}
+}
+
+// maxOpen bounds the open buckets a within-bucket latency test reads.
+const maxOpen = 16
+
 // bodyEvidence is the log likelihood ratio, at each level of quantile q's composite H0, of the
 // bucket's requests at or below q's threshold: their share above the body's threshold as the
 // baseline has it, against as the level predicts it (see rateTest.updateComposite).
-func bodyEvidence(r *reference, q int, latN float64, exceed *[maxQuantiles]float64) [3]float64 {
+// latN requests, x of them above q's threshold and xBody above the body's.
+func bodyEvidence(r *reference, q int, latN, x, xBody float64) [3]float64 {
 	var ev [3]float64
-	nb := latN - exceed[q]
+	nb := latN - x
 	if nb <= 0 {
 		return ev
 	}
-	xb := clamp(exceed[r.bodyQ]-exceed[q], 0, nb)
+	xb := clamp(xBody-x, 0, nb)
 	p0 := r.bodyP[q][0]
 	for l := 1; l < len(ev); l++ {
 		pl := r.bodyP[q][l]

@@ -320,6 +320,11 @@ func (b *bucket) xfer(c *codec) {
 	optional(c, &b.used, func(u *bucketUse) {
 		c.f64s(u.errs[:])
 		c.f64s(u.n[:])
+		for q := range u.lat {
+			c.f64(&u.lat[q].n)
+			c.f64(&u.lat[q].x)
+			c.f64(&u.lat[q].xb)
+		}
 	})
 }
 

@@ -9,11 +9,44 @@ import (
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
-// grossErrors is a deploy whose errors go from 2 % to 20 % in every block.
-func grossErrors() []schemas.TelemetryEvent {
-	bad := healthy("1.1.0", 60, 20)
-	bad.errRate = map[string]float64{"": 0.2}
-	return genScenario(21, healthy("1.0.0", 300, 20), bad)
+// withinCases are regressions a test finds within a bucket: gross errors in every block, and a
+// tail-only latency regression (the slow path twice as slow) at 50 req/s. fired says whether the
+// event is one that can carry the test over its threshold.
+var withinCases = []struct {
+	name   string
+	events func() []schemas.TelemetryEvent
+	metric string
+	fired  func(*schemas.TelemetryEvent, schemas.Anomaly) bool
+}{
+	{
+		name: "errors x10",
+		events: func() []schemas.TelemetryEvent {
+			bad := healthy("1.1.0", 60, 20)
+			bad.errRate = map[string]float64{"": 0.2}
+			return genScenario(21, healthy("1.0.0", 300, 20), bad)
+		},
+		metric: schemas.MetricErrorRate,
+		fired:  func(ev *schemas.TelemetryEvent, _ schemas.Anomaly) bool { return ev.Error == schemas.ErrException },
+	},
+	{
+		// Without blocks: a component aggregate whose requests name blocks keeps the bucket's
+		// timing (the block series of a third of the traffic do not test p99.9).
+		name: "tail latency x2 without blocks",
+		events: func() []schemas.TelemetryEvent {
+			bad := healthy("1.1.0", 120, 50)
+			bad.tailMul *= 2
+			evs := genScenario(22, healthy("1.0.0", 300, 50), bad)
+			for i := range evs {
+				evs[i].Block, evs[i].ErrorSite = "", ""
+			}
+			return evs
+		},
+		metric: schemas.MetricLatency,
+		// A request above the baseline's quantile that fired.
+		fired: func(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
+			return ev.LatencyMS != nil && *ev.LatencyMS > a.Baseline
+		},
+	},
 }
 
 // firstFiring drives d one event at a time, advancing to its watermark after each, and returns
@@ -32,92 +65,100 @@ func firstFiring(t *testing.T, d *Detector, events []schemas.TelemetryEvent) (sc
 	return schemas.Anomaly{}, 0
 }
 
-func TestErrorTestFiresWithinBucket(t *testing.T) {
-	events := grossErrors()
-	cfg := DefaultConfig()
-	off := cfg
-	off.FireWithinBucket = false
+func TestTestsFireWithinBucket(t *testing.T) {
+	for _, tc := range withinCases {
+		t.Run(tc.name, func(t *testing.T) {
+			events := tc.events()
+			cfg := DefaultConfig()
+			off := cfg
+			off.FireWithinBucket = false
 
-	a, i := firstFiring(t, New(cfg), events)
-	if a.Metric != schemas.MetricErrorRate {
-		t.Fatalf("first anomaly is %s, want error_rate", a.Metric)
-	}
-	// It fired on a failed request, as that request arrived, and is dated by it.
-	if events[i].Error != schemas.ErrException {
-		t.Errorf("fired after event %d, which did not fail (%q)", i, events[i].Error)
-	}
-	if !a.TSDetected.Equal(events[i].TS) || !a.Window.To.Equal(events[i].TS) {
-		t.Errorf("detected at %s (window to %s), want the crossing request's time %s", a.TSDetected, a.Window.To, events[i].TS)
-	}
+			a, i := firstFiring(t, New(cfg), events)
+			if a.Metric != tc.metric {
+				t.Fatalf("first anomaly is %s (%s), want %s", a.Metric, a.Test, tc.metric)
+			}
+			// It fired on a request that can carry the test over, as it arrived, and is dated by it.
+			if !tc.fired(&events[i], a) {
+				t.Errorf("fired after event %d, which cannot carry the test over: %+v", i, events[i])
+			}
+			if !a.TSDetected.Equal(events[i].TS) || !a.Window.To.Equal(events[i].TS) {
+				t.Errorf("detected at %s (window to %s), want the crossing request's time %s", a.TSDetected, a.Window.To, events[i].TS)
+			}
 
-	b, j := firstFiring(t, New(off), events)
-	// Without it, the same test fires when its bucket closes: at the bucket's end, once the
-	// watermark (newest event time minus the allowed lateness) has passed it.
-	if end := b.TSDetected; end.Truncate(time.Second) != end {
-		t.Errorf("at bucket close: detected at %s, not a bucket end", end)
-	}
-	if wait := events[j].TS.Sub(b.TSDetected); wait < time.Duration(cfg.AllowedLateness) {
-		t.Errorf("at bucket close: returned %s after its bucket ended, want at least the allowed lateness", wait)
-	}
-	// Within the bucket it is out sooner: the bucket-close path dates its anomaly at the bucket's
-	// end but can say so only once the lateness has passed.
-	if i >= j {
-		t.Errorf("within the bucket: returned after event %d; at bucket close: after event %d; want sooner", i, j)
-	}
-	t.Logf("within the bucket: %s, returned after event %d; at bucket close: %s, returned after event %d",
-		a.TSDetected.Format(time.RFC3339Nano), i, b.TSDetected.Format(time.RFC3339Nano), j)
+			b, j := firstFiring(t, New(off), events)
+			// Without it, the test fires when its bucket closes: dated at the bucket's end, and
+			// out once the watermark (newest event time minus the allowed lateness) has passed it.
+			if end := b.TSDetected; end.Truncate(time.Second) != end {
+				t.Errorf("at bucket close: detected at %s, not a bucket end", end)
+			}
+			if wait := events[j].TS.Sub(b.TSDetected); wait < time.Duration(cfg.AllowedLateness) {
+				t.Errorf("at bucket close: returned %s after its bucket ended, want at least the allowed lateness", wait)
+			}
+			// Within the bucket it is out sooner.
+			if i >= j {
+				t.Errorf("within the bucket: returned after event %d; at bucket close: after event %d; want sooner", i, j)
+			}
+			t.Logf("within the bucket: %s (%s), returned after event %d; at bucket close: %s (%s), returned after event %d",
+				a.TSDetected.Format(time.RFC3339Nano), a.Test, i, b.TSDetected.Format(time.RFC3339Nano), b.Test, j)
 
-	// What it found does not depend on the batching: one event at a time and in batches of
-	// 1000 give the same bytes.
-	one, many := encodeJSONL(t, replay(cfg, events, 1)), encodeJSONL(t, replay(cfg, events, 1000))
-	if !bytes.Equal(one, many) {
-		t.Errorf("output depends on batching:\n%s\nvs\n%s", one, many)
-	}
-	if !bytes.Contains(one, []byte(a.ID)) {
-		t.Errorf("a batched run does not report anomaly %s", a.ID)
+			// What it found does not depend on the batching: one event at a time and in batches
+			// of 1000 give the same bytes.
+			one, many := encodeJSONL(t, replay(cfg, events, 1)), encodeJSONL(t, replay(cfg, events, 1000))
+			if !bytes.Equal(one, many) {
+				t.Errorf("output depends on batching:\n%s\nvs\n%s", one, many)
+			}
+			if !bytes.Contains(one, []byte(a.ID)) {
+				t.Errorf("a batched run does not report anomaly %s", a.ID)
+			}
+		})
 	}
 }
 
-// TestSnapshotWithinBucket cuts the stream right after an error test fired within a bucket, while
-// the bucket is open and part of it is counted: the restored detector goes on as if never cut.
+// TestSnapshotWithinBucket cuts the stream right after a test fired within a bucket, while the
+// bucket is open and part of it is counted: the restored detector goes on as if never cut.
 func TestSnapshotWithinBucket(t *testing.T) {
-	events := grossErrors()
-	cfg := DefaultConfig()
-	want := replay(cfg, events, 1)
+	for _, tc := range withinCases {
+		t.Run(tc.name, func(t *testing.T) {
+			events := tc.events()
+			cfg := DefaultConfig()
+			want := replay(cfg, events, 1)
 
-	first := New(cfg)
-	_, i := firstFiring(t, first, events)
-	used := false
-	for _, s := range first.series {
-		for _, b := range s.open {
-			used = used || b.used != nil
-		}
-	}
-	if !used {
-		t.Fatal("no open bucket holds what a test counted within it: the cut misses the state under test")
-	}
-	snap, err := first.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored, err := Restore(cfg, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Up to the cut, what the uninterrupted run returned; after it, the restored detector's.
-	cut := New(cfg)
-	var got []schemas.Anomaly
-	for k := range events[:i+1] {
-		cut.Observe(&events[k])
-		got = append(got, cut.Advance(cut.Watermark())...)
-	}
-	for k := range events[i+1:] {
-		restored.Observe(&events[i+1+k])
-		got = append(got, restored.Advance(restored.Watermark())...)
-	}
-	got = append(got, restored.Advance(events[len(events)-1].TS.Add(time.Hour))...)
-	if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
-		t.Errorf("restored within a bucket differs from the uninterrupted run:\nrestored: %s\nlive:     %s", g, w)
+			first := New(cfg)
+			_, i := firstFiring(t, first, events)
+			used := false
+			for _, s := range first.series {
+				for _, b := range s.open {
+					used = used || b.used != nil
+				}
+			}
+			if !used {
+				t.Fatal("no open bucket holds what a test counted within it: the cut misses the state under test")
+			}
+			snap, err := first.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			restored, err := Restore(cfg, snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Up to the cut, what the uninterrupted run returned; after it, the restored
+			// detector's.
+			cut := New(cfg)
+			var got []schemas.Anomaly
+			for k := range events[:i+1] {
+				cut.Observe(&events[k])
+				got = append(got, cut.Advance(cut.Watermark())...)
+			}
+			for k := range events[i+1:] {
+				restored.Observe(&events[i+1+k])
+				got = append(got, restored.Advance(restored.Watermark())...)
+			}
+			got = append(got, restored.Advance(events[len(events)-1].TS.Add(time.Hour))...)
+			if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
+				t.Errorf("restored within a bucket differs from the uninterrupted run:\nrestored: %s\nlive:     %s", g, w)
+			}
+		})
 	}
 }
 
@@ -127,7 +168,7 @@ func TestSnapshotWithinBucket(t *testing.T) {
 // an event older than the watermark counted when it came in the same batch as the newer one that
 // moved the watermark.
 func TestDisorderedStreamIndependentOfBatching(t *testing.T) {
-	events := grossErrors()
+	events := withinCases[0].events()
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range events {
 		j := min(len(events)-1, i+rng.IntN(60)) // 60 events: three seconds at 20 req/s
