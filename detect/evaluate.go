@@ -135,12 +135,7 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		for i := range s.open {
 			b := &s.open[i]
 			x, n := b.unused(c)
-			switch trial.updateBaseline(&r.errP[c], x, n, b.idx, &eth) {
-			case verdictFired:
-				fired = true
-			case verdictRecovered:
-				fired = false
-			}
+			fired = firedAfter(fired, trial.updateBaseline(&r.errP[c], x, n, b.idx, &eth))
 		}
 		if !fired {
 			continue
@@ -151,6 +146,17 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		}
 		d.out = d.open(s, c, d.errorAnomaly(s, c, false, true), d.out)
 	}
+}
+
+// firedAfter is whether a trial over the open buckets has fired, after one more bucket's verdict v.
+func firedAfter(fired bool, v rateVerdict) bool {
+	switch v {
+	case verdictFired:
+		return true
+	case verdictRecovered:
+		return false
+	}
+	return fired
 }
 
 // withinBucket reports whether s's tests against its version baseline may fire within a bucket
@@ -206,12 +212,7 @@ func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 			used[i] = u
 			n, x, xb := b.unusedLatency(q, u.n, u.x, u.xb)
 			body := bodyEvidence(r, q, n, x, xb)
-			switch trial.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th) {
-			case verdictFired:
-				fired = true
-			case verdictRecovered:
-				fired = false
-			}
+			fired = firedAfter(fired, trial.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th))
 		}
 		if !fired {
 			continue

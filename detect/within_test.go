@@ -179,13 +179,7 @@ func TestDisorderedStreamIndependentOfBatching(t *testing.T) {
 	var wantLate uint64
 	for _, batch := range []int{1, 7, 64, 1000} {
 		d := New(cfg)
-		var out []schemas.Anomaly
-		for i := range events {
-			d.Observe(&events[i])
-			if (i+1)%batch == 0 {
-				out = append(out, d.Advance(d.Watermark())...)
-			}
-		}
+		out := run(d, events, 0, batch)
 		out = append(out, d.Advance(events[len(events)-1].TS.Add(time.Hour))...)
 		got := encodeJSONL(t, out)
 		if batch == 1 {
