@@ -51,15 +51,16 @@ func relEffect(observed, baseline, floor float64) float64 {
 	return (observed - baseline) / math.Max(baseline, floor)
 }
 
-// errorAnomaly explains error test c of s, which just fired. within says it fired within a bucket
-// (Detector.testWithinBucket): it was detected at the newest event time seen, and its evidence
-// includes the open buckets.
-func (d *Detector) errorAnomaly(s *series, c int, paired, within bool) schemas.Anomaly {
+// errorAnomaly explains error test c of s, which just fired. A non-zero at says it fired within a
+// bucket (Detector.testWithinBucket), detected at that time, and its evidence includes the open
+// buckets; zero, at the close of s.closed.
+func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) schemas.Anomaly {
 	t := &s.errT[c]
 	r := s.ref
+	within := !at.IsZero()
 	a := d.baseAnomaly(s.key, schemas.MetricErrorRate, categoryName(c), t.runStart, s.closed.idx)
 	if within {
-		a.TSDetected, a.Window.To = d.maxTS, d.maxTS
+		a.TSDetected, a.Window.To = at, at
 	}
 	a.ErrorCategory = categoryName(c)
 	a.BaselineVersion = r.label
@@ -210,16 +211,17 @@ func topSites(maxN int, open []map[string]int64, hs ...*history) map[string]int6
 	return out
 }
 
-// latencyAnomaly explains latency test q of s, which is firing. within says it fired within a
-// bucket (Detector.testLatencyWithinBucket): it was detected at the newest event time seen, and
-// the observed quantile includes the open buckets.
-func (d *Detector) latencyAnomaly(s *series, q int, within bool) schemas.Anomaly {
+// latencyAnomaly explains latency test q of s, which is firing. A non-zero at says it fired within
+// a bucket (Detector.testLatencyWithinBucket), detected at that time, and the observed quantile
+// includes the open buckets; zero, at the close of s.closed.
+func (d *Detector) latencyAnomaly(s *series, q int, at time.Time) schemas.Anomaly {
 	t := &s.latT[q]
 	r := s.ref
+	within := !at.IsZero()
 	label := quantileLabel(d.cfg.LatencyQuantiles[q])
 	a := d.baseAnomaly(s.key, schemas.MetricLatency, label, t.runStart, s.closed.idx)
 	if within {
-		a.TSDetected, a.Window.To = d.maxTS, d.maxTS
+		a.TSDetected, a.Window.To = at, at
 	}
 	a.BaselineVersion = r.label
 	a.Test = "msprt-exceedance-" + label + "+mann-whitney"

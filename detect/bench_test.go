@@ -9,10 +9,25 @@ import (
 var raceEnabled bool
 
 // BenchmarkObserve measures the per-event cost, bucket closing and testing included (Advance
-// runs once per simulated second, as the pipeline's batches would make it).
+// runs once per simulated second, as the pipeline's batches would make it), with the tests firing
+// within a bucket and only at its close.
 func BenchmarkObserve(b *testing.B) {
+	for _, within := range []bool{true, false} {
+		name := "within"
+		if !within {
+			name = "at_close"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.FireWithinBucket = within
+			benchmarkObserve(b, cfg)
+		})
+	}
+}
+
+func benchmarkObserve(b *testing.B, cfg Config) {
 	events := genScenario(9, healthy("1.0.0", 120, 200), healthy("1.1.0", 120, 200))
-	d := New(DefaultConfig())
+	d := New(cfg)
 	b.ReportAllocs()
 	b.ResetTimer()
 	off := time.Duration(0)

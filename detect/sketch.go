@@ -135,3 +135,25 @@ func latencyPoints(ev *schemas.TelemetryEvent, out *[4]latencyPoint) int {
 func validLatency(v float64) bool {
 	return v >= 0 && !math.IsInf(v, 0) && !math.IsNaN(v)
 }
+
+// aboveEach counts the sketch's weight above each of the first n thresholds, in one pass over its
+// bins: out[q] is exactly what fractionAbove(sk, thr[q].index)·count gives (the same sums in the
+// same order), as the bucket's close computes it.
+func aboveEach(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n int, out *[maxQuantiles]float64) {
+	total := sk.GetCount()
+	*out = [maxQuantiles]float64{}
+	if total == 0 {
+		return
+	}
+	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
+		for q := range n {
+			if i > thr[q].index {
+				out[q] += c
+			}
+		}
+		return false
+	})
+	for q := range n {
+		out[q] = out[q] / total * total
+	}
+}
