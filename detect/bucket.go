@@ -48,8 +48,8 @@ type bucket struct {
 	sk     *ddsketch.DDSketch
 	blocks map[string]blockTally
 	sites  map[string]int64
-	// used is what error tests that fired within the bucket have already counted of it (nil
-	// until one does; see Detector.testWithinBucket).
+	// used is what the tests that fired within the bucket have already counted of it (nil until
+	// one does; see Detector.testWithinBucket and testLatencyWithinBucket).
 	used *bucketUse
 }
 

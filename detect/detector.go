@@ -66,6 +66,8 @@ type Detector struct {
 	scratch    []byte // pack's encoding buffer
 	// out holds what the tests found since Advance last returned, in the order they found it.
 	out []schemas.Anomaly
+	// trialBank is the second bank of a latency test's copy read within a bucket (tryLatency).
+	trialBank secondBank
 }
 
 // New builds a detector. An invalid cfg falls back to DefaultConfig (the error is logged): a

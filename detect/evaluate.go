@@ -41,10 +41,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 	}
 	rho := d.errorRatios()
-	// The error tests watch the deploy from its first request: their first run spends more of
-	// the watch's budget (see frontShare).
-	eth := d.th
-	eth.front = true
+	eth := d.errorThresholds()
 	for c := range s.errT {
 		if !d.tested[c] {
 			continue
@@ -125,8 +122,7 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 	if r == nil || !r.ok || !d.withinBucket(s) {
 		return
 	}
-	eth := d.th
-	eth.front = true
+	eth := d.errorThresholds()
 	for c := range s.errT {
 		if errs[c] <= 0 || !d.tested[c] || s.errT[c].firing {
 			continue
@@ -147,6 +143,15 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		}
 		d.out = d.open(s, c, d.errorAnomaly(s, c, false, d.firedAt(tr.at)), d.out)
 	}
+}
+
+// errorThresholds are the boundaries of the error tests against a version baseline: they watch
+// the deploy from its first request, so their first run spends more of the watch's budget (see
+// frontShare).
+func (d *Detector) errorThresholds() thresholds {
+	th := d.th
+	th.front = true
+	return th
 }
 
 // trialRun follows a trial over the open buckets: whether it fired, and in which bucket.
@@ -202,57 +207,31 @@ func (d *Detector) withinBucket(s *series) bool {
 // bucket's close.
 func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 	r := s.ref
-	if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen || !d.withinBucket(s) {
+	if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen {
 		return
 	}
 	nq := len(d.cfg.LatencyQuantiles)
-	tail := func(q int) bool {
-		return r.latQ[q] && r.composite[q] && d.cfg.LatencyQuantiles[q] >= withinMinQuantile && !s.latT[q].firing &&
-			slices.ContainsFunc(pts, func(p latencyPoint) bool { return p.v >= r.thr[q].above })
+	tail := func(q int) bool { // the request exceeds its threshold first: that is seldom true
+		return d.cfg.LatencyQuantiles[q] >= withinMinQuantile &&
+			slices.ContainsFunc(pts, func(p latencyPoint) bool { return p.v >= r.thr[q].above }) &&
+			r.latQ[q] && r.composite[q] && !s.latT[q].firing
 	}
-	if !anyQuantile(nq, tail) {
+	if !anyQuantile(nq, tail) || !d.withinBucket(s) {
 		return
 	}
-	// Each open bucket's requests with a latency and those above each threshold, as they stand.
-	var counts [maxOpen]struct {
-		n float64
-		x [maxQuantiles]float64
-	}
+	var lt latencyCounts
 	for i := range s.open {
 		if sk := s.open[i].sk; sk != nil {
-			counts[i].n = s.open[i].latN
-			aboveEach(sk, &r.thr, nq, &counts[i].x)
+			lt[i].n = s.open[i].latN
+			aboveEach(sk, &r.thr, nq, &lt[i].x)
 		}
 	}
-	var trials [maxQuantiles]rateTest
-	var banks [maxQuantiles]secondBank
+	// Read each test on a copy first; the tests that fired are then read again for real, which
+	// gives the same result.
 	var runs [maxQuantiles]trialRun
-	read := func(q int) {
-		trial := s.latT[q]
-		if trial.bank != nil { // the second bank carries the segment: the trial gets a copy
-			banks[q] = *trial.bank
-			trial.bank = &banks[q]
-		}
-		for i := range s.open {
-			b := &s.open[i]
-			if b.sk == nil {
-				continue
-			}
-			n, x, xb := b.unusedLatency(q, counts[i].n, counts[i].x[q], counts[i].x[r.bodyQ])
-			var v rateVerdict
-			if r.composite[q] {
-				body := bodyEvidence(r, q, n, x, xb)
-				v = trial.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th)
-			} else {
-				v = trial.updateBaseline(&r.latP[q], x, n, b.idx, &d.th)
-			}
-			runs[q].after(b.idx, v)
-		}
-		trials[q] = trial
-	}
 	for q := range nq {
 		if tail(q) {
-			read(q)
+			runs[q] = d.tryLatency(s, &lt, q)
 		}
 	}
 	if !anyQuantile(nq, func(q int) bool { return runs[q].fired }) {
@@ -260,7 +239,7 @@ func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 	}
 	for q := range nq {
 		if r.latQ[q] && !s.latT[q].firing && !tail(q) {
-			read(q)
+			runs[q] = d.tryLatency(s, &lt, q)
 		}
 	}
 	first := -1
@@ -271,15 +250,10 @@ func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 		if first < 0 || runs[q].at < runs[first].at {
 			first = q
 		}
-		bank := s.latT[q].bank
-		s.latT[q] = trials[q]
-		if bank != nil { // the test keeps its own bank, now holding the trial's
-			*bank = banks[q]
-			s.latT[q].bank = bank
-		}
+		d.readLatency(s, &lt, q, &s.latT[q])
 		for i := range s.open {
 			if s.open[i].sk != nil {
-				s.open[i].useLatency(q, latencyUse{n: counts[i].n, x: counts[i].x[q], xb: counts[i].x[r.bodyQ]})
+				s.open[i].useLatency(q, latencyUse{n: lt[i].n, x: lt[i].x[q], xb: lt[i].x[r.bodyQ]})
 			}
 		}
 	}
@@ -287,6 +261,48 @@ func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 		s.latEp = true
 		d.out = d.open(s, epLatency, a, d.out)
 	}
+}
+
+// latencyCounts holds, per open bucket of a series, its requests with a latency and those above
+// each threshold, as they stand when a within-bucket read begins.
+type latencyCounts [maxOpen]struct {
+	n float64
+	x [maxQuantiles]float64
+}
+
+// tryLatency reads a copy of latency test q of s (see readLatency). The copy's second bank is the
+// detector's scratch: a test's state leaks to the heap through its methods, and a bank copied per
+// read would be allocated each time.
+func (d *Detector) tryLatency(s *series, lt *latencyCounts, q int) trialRun {
+	trial := s.latT[q]
+	if trial.bank != nil {
+		d.trialBank = *trial.bank
+		trial.bank = &d.trialBank
+	}
+	return d.readLatency(s, lt, q, &trial)
+}
+
+// readLatency runs t, latency test q of s or a copy of it, over s's open buckets as lt counts
+// them, and says whether and where it fired.
+func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest) trialRun {
+	r := s.ref
+	var run trialRun
+	for i := range s.open {
+		b := &s.open[i]
+		if b.sk == nil {
+			continue
+		}
+		n, x, xb := b.unusedLatency(q, lt[i].n, lt[i].x[q], lt[i].x[r.bodyQ])
+		var v rateVerdict
+		if r.composite[q] {
+			body := bodyEvidence(r, q, n, x, xb)
+			v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th)
+		} else {
+			v = t.updateBaseline(&r.latP[q], x, n, b.idx, &d.th)
+		}
+		run.after(b.idx, v)
+	}
+	return run
 }
 
 // anyQuantile reports whether f holds for any of the first n quantiles.

@@ -145,15 +145,22 @@ func aboveEach(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n int, out *
 	if total == 0 {
 		return
 	}
+	// The callback goes through an interface, so what it captures is on the heap: a small local,
+	// not out (which the caller keeps on its stack).
+	var above [maxQuantiles]float64
+	idx := [maxQuantiles]int{}
+	for q := range n {
+		idx[q] = thr[q].index
+	}
 	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
 		for q := range n {
-			if i > thr[q].index {
-				out[q] += c
+			if i > idx[q] {
+				above[q] += c
 			}
 		}
 		return false
 	})
 	for q := range n {
-		out[q] = out[q] / total * total
+		out[q] = above[q] / total * total
 	}
 }
