@@ -119,13 +119,12 @@ func (d *Detector) errorEvidence(s *series, c int, open bool) schemas.Evidence {
 		}
 	}
 	var sites []map[string]int64
-	for i := range s.open {
-		if !open {
-			break
+	if open {
+		for i := range s.open {
+			b := &s.open[i]
+			add(b.n, &b.errs, b.blocks)
+			sites = append(sites, b.sites)
 		}
-		b := &s.open[i]
-		add(b.n, &b.errs, b.blocks)
-		sites = append(sites, b.sites)
 	}
 	if r := s.ref; r != nil && r.n > 0 {
 		scale := n / r.n
@@ -236,9 +235,11 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time) schemas.Anomal
 		if s.prev != nil {
 			s.prev.mergeSketchInto(obs)
 		}
-		for i := range s.open {
-			if within && s.open[i].sk != nil {
-				_ = obs.MergeWith(s.open[i].sk) // one mapping for all sketches: cannot fail
+		if within {
+			for i := range s.open {
+				if sk := s.open[i].sk; sk != nil {
+					_ = obs.MergeWith(sk) // one mapping for all sketches: cannot fail
+				}
 			}
 		}
 	}
@@ -292,8 +293,7 @@ func round3(v float64) float64 {
 	return r
 }
 
-// compareAnomalies orders anomalies deterministically: detection time, series, metric, category.
-// compareAnomalies orders the anomalies of one Advance. Within a bucket of one component and
+// compareAnomalies orders the anomalies found at one closed bucket index. Within a bucket of one component and
 // version, those that name a block come first, and error rates before latency before resources:
 // decide settles an incident's granularity on its first anomaly, and the most specific evidence
 // of the burst should be the one it sees first.
