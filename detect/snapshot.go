@@ -29,7 +29,7 @@ var ErrSnapshotCorrupt = errors.New("detect snapshot is corrupt or of an unknown
 // snapshotMagic opens every snapshot; the byte after it is the format version.
 const (
 	snapshotMagic   = "scalpel-detect\x00"
-	snapshotVersion = 2 // 2: open buckets say what error tests that fired within them counted
+	snapshotVersion = 2 // 2: open buckets say what the tests that fired within them counted
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
