@@ -88,11 +88,12 @@ type Config struct {
 	// FireWithinBucket lets the error tests and the tail latency tests (p99 and above) against a
 	// version baseline fire on the request that carries them over their threshold, reading the
 	// open buckets as they fill, instead of only when a bucket closes (its end plus
-	// AllowedLateness). The false-alarm bound is the same: a sequential test may stop at any
-	// request. Requests that arrive in a bucket after the test fired count when it closes. Tests
-	// against a concurrent baseline cohort, those of the quantiles below p99 (unless a tail test
-	// fired) and the own profile's wait for the close, and so does a component aggregate whose
-	// requests name blocks or error sites (its block series are heard first). Default true.
+	// AllowedLateness). The latency tests of the quantiles below p99 read the open buckets as
+	// event time passes each bucket's end, and fire then. The false-alarm bound is the same: a
+	// sequential test may stop at any request. Requests that arrive in a bucket after the test
+	// fired count when it closes. Tests against a concurrent baseline cohort and the own
+	// profile's wait for the close, and so does a component aggregate whose requests name blocks
+	// or error sites (its block series are heard first). Default true.
 	FireWithinBucket bool `json:"fire_within_bucket" yaml:"fire_within_bucket"`
 
 	// LatencyQuantiles are the baseline quantiles whose exceedance rate is tested (at most 4).

@@ -148,12 +148,16 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 		return
 	}
 	if !d.seen || ev.TS.After(d.maxTS) {
+		ended := d.seen && b > d.clock.index(d.maxTS)
 		d.maxTS, d.seen = ev.TS, true
 		// Close what the new watermark passes before the event is folded, as the event that
 		// moves it arrives: the tests then see the same state before every event whatever the
 		// batching, which an error test firing within a bucket depends on.
 		if last := d.clock.index(d.Watermark()) - 1; last > d.closed {
 			d.advanceTo(last)
+		}
+		if ended && d.cfg.FireWithinBucket {
+			d.readEnded()
 		}
 	}
 	var pts [4]latencyPoint

@@ -9,8 +9,9 @@ import (
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
-// withinCases are regressions a test finds within a bucket: gross errors in every block, and a
-// tail-only latency regression (the slow path twice as slow) at 50 req/s. fired says whether the
+// withinCases are regressions a test finds within a bucket: gross errors in every block, a
+// tail-only latency regression (the slow path twice as slow) at 50 req/s, and every latency twice
+// as slow at 20 req/s. fired says whether the
 // event is one that can carry the test over its threshold.
 //
 // With blocks, the first anomaly within a bucket is a block series' (the aggregate keeps the
@@ -50,6 +51,28 @@ var withinCases = []struct {
 		fired:   slowerThanTail,
 		noLater: true,
 	},
+	{
+		// Every latency ×2 at 20 req/s: p50 decides, read as event time passes a bucket's end.
+		name: "all latencies x2 without blocks",
+		events: func() []schemas.TelemetryEvent {
+			bad := healthy("1.1.0", 60, 20)
+			bad.latMed *= 2
+			evs := genScenario(23, healthy("1.0.0", 300, 20), bad)
+			for i := range evs {
+				evs[i].Block, evs[i].ErrorSite = "", ""
+			}
+			return evs
+		},
+		metric:  schemas.MetricLatency,
+		fired:   firstAfterEnd,
+		noLater: true,
+	},
+}
+
+// firstAfterEnd says whether ev is past the end of the bucket a is dated at: the event that
+// moves event time past a bucket's end, after which every latency test reads the open buckets.
+func firstAfterEnd(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
+	return a.TSDetected.Truncate(time.Second).Equal(a.TSDetected) && !ev.TS.Before(a.TSDetected)
 }
 
 // slowerThanTail says whether ev is slower than the threshold of a tail quantile: the baseline's

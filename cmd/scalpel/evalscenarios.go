@@ -32,7 +32,8 @@ runs; when some runs were missed, the mean is marked "≥": it counts them as de
 of the watch, a lower bound), "out p95": when the anomaly left the detector, in event seconds from
 the deploy to the event after which it was returned (a test decided at a bucket's close is dated at
 the bucket's end but returned only once the watermark has passed it, allowed_lateness later; one
-that fired within a bucket, on the request that carried it over), the SPRT floor and the ratios of the mean and the p95 TTD to it
+that fired within a bucket, on the request that carried it over or, for p50 and p90, on the first
+event past the bucket's end), the SPRT floor and the ratios of the mean and the p95 TTD to it
 (floored at one 1 s bucket; the floor is an expected time, so the mean is what it compares with
 like for like), and what the peers' rules decide on the same events: Argo Rollouts (interval 1m,
 failureLimit 0 and 3) and Flagger (interval 1m, threshold 5), both with static thresholds at the
