@@ -68,6 +68,11 @@ type Detector struct {
 	out []schemas.Anomaly
 	// trialBank is the second bank of a latency test's copy read within a bucket (tryLatency).
 	trialBank secondBank
+	// advanceTo's working lists, kept so a bucket's close allocates nothing: the bucket indexes
+	// to close, the series closing one, the lines whose throughput it touched.
+	idxs    []int64
+	closing []*series
+	touched []*line
 }
 
 // New builds a detector. An invalid cfg falls back to DefaultConfig (the error is logged): a
@@ -353,7 +358,7 @@ func (d *Detector) Advance(watermark time.Time) []schemas.Anomaly {
 func (d *Detector) advanceTo(last int64) {
 	// Every bucket with data up to last, in order: phase one closes it in every series, phase
 	// two tests, so a canary reads its baseline cohort's bucket whatever the series order.
-	var idxs []int64
+	idxs := d.idxs[:0]
 	for _, s := range d.active {
 		for _, b := range s.open {
 			if b.idx > last {
@@ -365,8 +370,7 @@ func (d *Detector) advanceTo(last int64) {
 			}
 		}
 	}
-	var closing []*series
-	var touched []*line
+	closing, touched := d.closing[:0], d.touched[:0]
 	for _, b := range idxs {
 		closing, touched = closing[:0], touched[:0]
 		for _, s := range d.active {
@@ -398,6 +402,9 @@ func (d *Detector) advanceTo(last int64) {
 		}
 		slices.SortFunc(d.out[from:], compareAnomalies)
 	}
+	clear(closing[:cap(closing)]) // no series or line kept alive by the working lists
+	clear(touched[:cap(touched)])
+	d.idxs, d.closing, d.touched = idxs, closing[:0], touched[:0]
 	d.closed = last
 	kept := d.active[:0]
 	for _, s := range d.active {
@@ -454,9 +461,7 @@ func (d *Detector) closeBucket(s *series) {
 	s.exceed = [maxQuantiles]float64{}
 	if b.sk != nil {
 		if r := s.ref; r != nil && r.latOK {
-			for q := range d.cfg.LatencyQuantiles {
-				s.exceed[q] = fractionAbove(b.sk, r.thr[q].index) * b.sk.GetCount()
-			}
+			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), &s.exceed)
 		}
 		_ = s.cur.sk.MergeWith(b.sk) // one mapping for all sketches: cannot fail
 	}

@@ -111,9 +111,10 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 	}
 	o.exceed = [maxQuantiles]float64{}
 	if b.sk != nil && o.latOK {
+		aboveEach(b.sk, &o.thr, len(d.cfg.LatencyQuantiles), &o.exceed)
 		for q := range d.cfg.LatencyQuantiles {
-			if o.latQ[q] {
-				o.exceed[q] = fractionAbove(b.sk, o.thr[q].index) * b.sk.GetCount()
+			if !o.latQ[q] {
+				o.exceed[q] = 0
 			}
 		}
 	}
