@@ -1,0 +1,57 @@
+package detect
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// BenchmarkObserveSparse measures the per-event cost where series are many and sparse: 500
+// components of three blocks, 2 requests a second each, a new version after five minutes. Work
+// done per series and bucket (closing it, reading p50 and p90 as it ends) weighs most here.
+func BenchmarkObserveSparse(b *testing.B) {
+	for _, within := range []bool{true, false} {
+		name := "within"
+		if !within {
+			name = "at_close"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.FireWithinBucket = within
+			const comps = 500
+			rng := rand.New(rand.NewPCG(5, 6))
+			blocks := [...]string{"a", "b", "c"}
+			names := make([]string, comps)
+			for i := range names {
+				names[i] = fmt.Sprintf("comp-%d", i)
+			}
+			d := New(cfg)
+			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			step := time.Second / (2 * comps) // 2 req/s per component, evenly spread
+			lat := 0.0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				lat = 20 * math.Exp(0.3*rng.NormFloat64())
+				ev := schemas.TelemetryEvent{
+					TS: t0.Add(time.Duration(i) * step), Service: "svc", Component: names[i%comps],
+					Block: blocks[(i/comps)%3], Version: "1", LatencyMS: &lat,
+				}
+				if time.Duration(i)*step > 5*time.Minute {
+					ev.Version = "2"
+				}
+				if rng.Float64() < 0.02 {
+					ev.Error = schemas.ErrException
+				}
+				d.Observe(&ev)
+				if i%1000 == 0 {
+					d.Advance(d.Watermark())
+				}
+			}
+		})
+	}
+}
