@@ -119,7 +119,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 // fires within the bucket; the aggregate keeps the timing it always had).
 func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 	r := s.ref
-	if r == nil || !r.ok || !d.withinBucket(s) {
+	if r == nil || !r.ok || !d.withinBucket(s, true) {
 		return
 	}
 	eth := d.errorThresholds()
@@ -180,10 +180,12 @@ func (d *Detector) firedAt(b int64) time.Time {
 	return d.maxTS
 }
 
-// withinBucket reports whether s's tests against its version baseline may fire within a bucket
-// (see testWithinBucket).
-func (d *Detector) withinBucket(s *series) bool {
-	if s.ref == nil || s.ref.paired != nil {
+// withinBucket reports whether s's tests against its baseline may fire within a bucket (see
+// testWithinBucket); errors says whether they are its error tests. A canary's error tests compare
+// it with the concurrent baseline cohort and wait for the close; its latency tests compare it
+// with the cohort's frozen history, as a new version's do with the old one's, and need not.
+func (d *Detector) withinBucket(s *series, errors bool) bool {
+	if s.ref == nil || errors && s.ref.paired != nil {
 		return false
 	}
 	if s.aggregate {
@@ -209,7 +211,7 @@ func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 		return slices.ContainsFunc(pts, func(p latencyPoint) bool { return p.v >= r.thr[q].above }) &&
 			d.perRequest(r, q) && r.latQ[q] && !s.latT[q].firing
 	}
-	if !anyQuantile(len(d.cfg.LatencyQuantiles), tail) || !d.withinBucket(s) {
+	if !anyQuantile(len(d.cfg.LatencyQuantiles), tail) || !d.withinBucket(s, false) {
 		return
 	}
 	d.readLatencyTests(s, tail)
@@ -226,7 +228,7 @@ func (d *Detector) readEnded() {
 	defer func() { slices.SortFunc(d.out[from:], compareAnomalies) }() // as a bucket's close orders them
 	for _, s := range d.active {
 		r := s.ref
-		if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen || !d.withinBucket(s) {
+		if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen || !d.withinBucket(s, false) {
 			continue
 		}
 		d.readLatencyTests(s, func(q int) bool { return r.latQ[q] && !s.latT[q].firing && !d.perRequest(r, q) })

@@ -3,6 +3,7 @@ package detect
 import (
 	"bytes"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 
 // withinCases are regressions a test finds within a bucket: gross errors in every block, a
 // tail-only latency regression (the slow path twice as slow) at 50 req/s, and every latency twice
-// as slow at 20 req/s. fired says whether the
+// as slow at 20 req/s, in a new version and in a canary cohort. fired says whether the
 // event is one that can carry the test over its threshold.
 //
 // With blocks, the first anomaly within a bucket is a block series' (the aggregate keeps the
@@ -65,6 +66,32 @@ var withinCases = []struct {
 		},
 		metric:  schemas.MetricLatency,
 		fired:   firstAfterEnd,
+		noLater: true,
+	},
+	{
+		// A canary cohort with every latency ×2 next to the baseline cohort: its latency tests
+		// compare it with the cohort's frozen history, and need not wait for the close.
+		name: "canary latencies x2",
+		events: func() []schemas.TelemetryEvent {
+			base := genScenario(24, healthy("1.0.0", 360, 20))
+			bad := healthy("1.1.0", 60, 20)
+			bad.latMed *= 2
+			canary := genScenario(25, bad)
+			for i := range base {
+				base[i].Block, base[i].ErrorSite, base[i].Cohort = "", "", schemas.CohortBaseline
+			}
+			for i := range canary {
+				canary[i].Block, canary[i].ErrorSite, canary[i].Cohort = "", "", schemas.CohortCanary
+				canary[i].TS = canary[i].TS.Add(300 * time.Second)
+			}
+			evs := append(base, canary...)
+			slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+			return evs
+		},
+		metric: schemas.MetricLatency,
+		fired: func(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
+			return a.Cohort == schemas.CohortCanary && firstAfterEnd(ev, a)
+		},
 		noLater: true,
 	},
 }
