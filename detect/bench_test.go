@@ -1,8 +1,13 @@
 package detect
 
 import (
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 // raceEnabled is set by race_test.go: heavy statistical tests shrink under the race detector.
@@ -12,6 +17,11 @@ var raceEnabled bool
 // runs once per simulated second, as the pipeline's batches would make it), with the tests firing
 // within a bucket and only at its close.
 func BenchmarkObserve(b *testing.B) {
+	eachFiring(b, benchmarkObserve)
+}
+
+// eachFiring runs bench with the tests firing within a bucket and only at its close.
+func eachFiring(b *testing.B, bench func(*testing.B, Config)) {
 	for _, within := range []bool{true, false} {
 		name := "within"
 		if !within {
@@ -20,7 +30,7 @@ func BenchmarkObserve(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			cfg := DefaultConfig()
 			cfg.FireWithinBucket = within
-			benchmarkObserve(b, cfg)
+			bench(b, cfg)
 		})
 	}
 }
@@ -41,6 +51,46 @@ func benchmarkObserve(b *testing.B, cfg Config) {
 		e.TS = e.TS.Add(off)
 		d.Observe(&e)
 		if k%200 == 0 {
+			d.Advance(d.Watermark())
+		}
+	}
+}
+
+// BenchmarkObserveSparse measures the per-event cost where series are many and sparse: 500
+// components of three blocks, 2 requests a second each, a new version after five minutes. Work
+// done per series and bucket (closing it, reading p50 and p90 as it ends) weighs most here.
+func BenchmarkObserveSparse(b *testing.B) {
+	eachFiring(b, benchmarkObserveSparse)
+}
+
+func benchmarkObserveSparse(b *testing.B, cfg Config) {
+	const comps = 500
+	rng := rand.New(rand.NewPCG(5, 6))
+	blocks := [...]string{"a", "b", "c"}
+	names := make([]string, comps)
+	for i := range names {
+		names[i] = fmt.Sprintf("comp-%d", i)
+	}
+	d := New(cfg)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	step := time.Second / (2 * comps) // 2 req/s per component, evenly spread
+	lat := 0.0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		lat = 20 * math.Exp(0.3*rng.NormFloat64())
+		ev := schemas.TelemetryEvent{
+			TS: t0.Add(time.Duration(i) * step), Service: "svc", Component: names[i%comps],
+			Block: blocks[(i/comps)%3], Version: "1", LatencyMS: &lat,
+		}
+		if time.Duration(i)*step > 5*time.Minute {
+			ev.Version = "2"
+		}
+		if rng.Float64() < 0.02 {
+			ev.Error = schemas.ErrException
+		}
+		d.Observe(&ev)
+		if i%1000 == 0 {
 			d.Advance(d.Watermark())
 		}
 	}

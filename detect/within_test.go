@@ -42,11 +42,7 @@ var withinCases = []struct {
 		events: func() []schemas.TelemetryEvent {
 			bad := healthy("1.1.0", 120, 50)
 			bad.tailMul *= 2
-			evs := genScenario(22, healthy("1.0.0", 300, 50), bad)
-			for i := range evs {
-				evs[i].Block, evs[i].ErrorSite = "", ""
-			}
-			return evs
+			return withoutBlocks(genScenario(22, healthy("1.0.0", 300, 50), bad), "")
 		},
 		metric:  schemas.MetricLatency,
 		fired:   slowerThanTail,
@@ -58,11 +54,7 @@ var withinCases = []struct {
 		events: func() []schemas.TelemetryEvent {
 			bad := healthy("1.1.0", 60, 20)
 			bad.latMed *= 2
-			evs := genScenario(23, healthy("1.0.0", 300, 20), bad)
-			for i := range evs {
-				evs[i].Block, evs[i].ErrorSite = "", ""
-			}
-			return evs
+			return withoutBlocks(genScenario(23, healthy("1.0.0", 300, 20), bad), "")
 		},
 		metric:  schemas.MetricLatency,
 		fired:   firstAfterEnd,
@@ -73,15 +65,11 @@ var withinCases = []struct {
 		// compare it with the cohort's frozen history, and need not wait for the close.
 		name: "canary latencies x2",
 		events: func() []schemas.TelemetryEvent {
-			base := genScenario(24, healthy("1.0.0", 360, 20))
+			base := withoutBlocks(genScenario(24, healthy("1.0.0", 360, 20)), schemas.CohortBaseline)
 			bad := healthy("1.1.0", 60, 20)
 			bad.latMed *= 2
-			canary := genScenario(25, bad)
-			for i := range base {
-				base[i].Block, base[i].ErrorSite, base[i].Cohort = "", "", schemas.CohortBaseline
-			}
+			canary := withoutBlocks(genScenario(25, bad), schemas.CohortCanary)
 			for i := range canary {
-				canary[i].Block, canary[i].ErrorSite, canary[i].Cohort = "", "", schemas.CohortCanary
 				canary[i].TS = canary[i].TS.Add(300 * time.Second)
 			}
 			evs := append(base, canary...)
@@ -94,6 +82,14 @@ var withinCases = []struct {
 		},
 		noLater: true,
 	},
+}
+
+// withoutBlocks strips the events' blocks and error sites and puts them in cohort.
+func withoutBlocks(evs []schemas.TelemetryEvent, cohort string) []schemas.TelemetryEvent {
+	for i := range evs {
+		evs[i].Block, evs[i].ErrorSite, evs[i].Cohort = "", "", cohort
+	}
+	return evs
 }
 
 // firstAfterEnd says whether ev is past the end of the bucket a is dated at: the event that
