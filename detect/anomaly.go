@@ -87,9 +87,15 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 				"component-level test; the rise concentrates on block %s (most errors above its own baseline)", blk))
 		}
 	}
+	h0 := fmt.Sprintf("rate at most the baseline's (%g errors in %g requests, pooled with the new version's under H0)", r.errP[c].xb, r.errP[c].nb)
+	rho := r.errP[c].r
+	if paired {
+		h0 = fmt.Sprintf("the baseline cohort's rate over the same buckets (%g errors in %g requests; given both cohorts' errors, the canary's share is binomial)", t.xr, t.nr)
+		rho = d.errorRatios()
+	}
 	a.Evidence.Notes = append(a.Evidence.Notes,
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s); H0: rate at most the baseline's (%g errors in %g requests, pooled with the new version's under H0), H1: ×%.3g, ×%.3g or ×%.3g",
-			score, t.bound, t.boundNote(&d.th), r.errP[c].xb, r.errP[c].nb, r.errP[c].r[0], r.errP[c].r[1], r.errP[c].r[2]),
+		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s); H0: %s, H1: ×%.3g, ×%.3g or ×%.3g",
+			score, t.bound, t.boundNote(&d.th), h0, rho[0], rho[1], rho[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	return a
 }

@@ -54,11 +54,13 @@ type bucket struct {
 }
 
 // bucketUse is what of a bucket the tests that fired within it have already counted: per error
-// category its errors and requests, per latency quantile its requests with a latency and those
+// category its errors and requests, and for a canary's (paired) error test those of the baseline
+// cohort's bucket of the same index; per latency quantile its requests with a latency and those
 // above the quantile's and the body's thresholds.
 type bucketUse struct {
-	errs, n [numCategories]float64
-	lat     [maxQuantiles]latencyUse
+	errs, n       [numCategories]float64
+	refErrs, refN [numCategories]float64
+	lat           [maxQuantiles]latencyUse
 }
 
 // latencyUse is a tail latency test's count of a bucket: n requests with a latency, x above the
@@ -102,6 +104,25 @@ func (b *bucket) use(c int) {
 		b.used = new(bucketUse)
 	}
 	b.used.errs[c], b.used.n[c] = b.errs[c], b.n
+}
+
+// unusedRef is the errors of category c and the requests of ref, the baseline cohort's bucket of
+// the same index, that the canary's paired test of c has not counted yet. A cohort whose current
+// version changed since the read counts from zero up.
+func (b *bucket) unusedRef(c int, ref *bucket) (x, n float64) {
+	if b.used == nil {
+		return ref.errs[c], ref.n
+	}
+	return math.Max(ref.errs[c]-b.used.refErrs[c], 0), math.Max(ref.n-b.used.refN[c], 0)
+}
+
+// useRef marks everything ref, the baseline cohort's bucket of the same index, holds now as
+// counted by the canary's paired test of c.
+func (b *bucket) useRef(c int, ref *bucket) {
+	if b.used == nil {
+		b.used = new(bucketUse)
+	}
+	b.used.refErrs[c], b.used.refN[c] = ref.errs[c], ref.n
 }
 
 // bucketClock converts between event time and bucket numbers.

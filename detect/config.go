@@ -91,9 +91,10 @@ type Config struct {
 	// AllowedLateness). The latency tests of the quantiles below p99 read the open buckets as
 	// event time passes each bucket's end, and fire then. The false-alarm bound is the same: a
 	// sequential test may stop at any request. Requests that arrive in a bucket after the test
-	// fired count when it closes. A canary's error tests (against the concurrent baseline
-	// cohort) and the own profile's tests wait for the close, and so does a component aggregate
-	// whose requests name blocks or error sites (its block series are heard first). Default true.
+	// fired count when it closes. A canary's error tests read the baseline cohort's open bucket
+	// of the same index as it stands. The own profile's tests wait for the close, and so does a
+	// component aggregate whose requests name blocks or error sites (its block series are heard
+	// first). Default true.
 	FireWithinBucket bool `json:"fire_within_bucket" yaml:"fire_within_bucket"`
 
 	// LatencyQuantiles are the baseline quantiles whose exceedance rate is tested (at most 4).

@@ -48,10 +48,11 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 		t := &s.errT[c]
 		var v rateVerdict
+		x, n := b.unused(c)
 		if pb != nil {
-			v = t.updatePaired(rho, b.errs[c], b.n, pb.errs[c], pb.n, b.idx, &eth)
+			xr, nr := b.unusedRef(c, pb)
+			v = t.updatePaired(rho, x, n, xr, nr, b.idx, &eth)
 		} else {
-			x, n := b.unused(c)
 			v = t.updateBaseline(&r.errP[c], x, n, b.idx, &eth)
 		}
 		switch v {
@@ -99,10 +100,10 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	return out
 }
 
-// testWithinBucket runs the error tests of s against its version baseline over its open buckets,
-// as they stand after a failed request (errs marks the categories it failed in), and opens an
-// episode for each test they carry over its threshold. The test then counts what it read of each
-// bucket (bucketUse), and the bucket's close only the rest.
+// testWithinBucket runs the error tests of s over its open buckets, as they stand after a failed
+// request (errs marks the categories it failed in), and opens an episode for each test they carry
+// over its threshold. The test then counts what it read of each bucket (bucketUse), and the
+// bucket's close only the rest.
 //
 // Why: a bucket's tests run when it closes, at its end plus AllowedLateness; a gross regression
 // has often crossed the threshold early in a bucket, and its anomaly waited up to a bucket and
@@ -112,17 +113,29 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 // same state before every event whatever the batching (Observe closes buckets as the watermark
 // moves), so what fires, and when, depends only on the events.
 //
-// Two kinds of test wait for the bucket to close. One compared with a concurrent baseline
-// cohort: the cohort's bucket is not complete before then. And a component aggregate whose
-// requests name blocks or error sites: its anomaly must carry enough errors for decide to name
-// the block, and the block's own series, which names it outright, is heard first this way (it
-// fires within the bucket; the aggregate keeps the timing it always had).
+// A canary's tests compare it with the baseline cohort's open bucket of the same index as it
+// stands: given both sides' errors, which side each fell on is binomial with the shares of the
+// requests that have arrived, whichever those are, so a read of part of a bucket is as exact as
+// the close's. A bucket the cohort has no requests in yet is left to the close, which reads it
+// against the cohort's history if the cohort served none.
+//
+// A component aggregate whose requests name blocks or error sites waits for the close: its
+// anomaly must carry enough errors for decide to name the block, and the block's own series,
+// which names it outright, is heard first this way (it fires within the bucket; the aggregate
+// keeps the timing it always had).
 func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 	r := s.ref
-	if r == nil || !r.ok || !d.withinBucket(s, true) {
+	if r == nil || !r.ok || !d.withinBucket(s) {
 		return
 	}
+	var cohort *series // the baseline cohort's current version, for a canary
+	if r.paired != nil {
+		if cohort = r.paired.current; cohort == nil {
+			return
+		}
+	}
 	eth := d.errorThresholds()
+	rho := d.errorRatios()
 	for c := range s.errT {
 		if errs[c] <= 0 || !d.tested[c] || s.errT[c].firing {
 			continue
@@ -132,16 +145,27 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		for i := range s.open {
 			b := &s.open[i]
 			x, n := b.unused(c)
-			tr.after(b.idx, trial.updateBaseline(&r.errP[c], x, n, b.idx, &eth))
+			if cohort == nil {
+				tr.after(b.idx, trial.updateBaseline(&r.errP[c], x, n, b.idx, &eth))
+			} else if pb := cohort.openBucket(b.idx); pb != nil {
+				xr, nr := b.unusedRef(c, pb)
+				tr.after(b.idx, trial.updatePaired(rho, x, n, xr, nr, b.idx, &eth))
+			}
 		}
 		if !tr.fired {
 			continue
 		}
 		s.errT[c] = trial
 		for i := range s.open {
-			s.open[i].use(c)
+			b := &s.open[i]
+			if cohort == nil {
+				b.use(c)
+			} else if pb := cohort.openBucket(b.idx); pb != nil { // the buckets read above
+				b.use(c)
+				b.useRef(c, pb)
+			}
 		}
-		d.out = d.open(s, c, d.errorAnomaly(s, c, false, d.firedAt(tr.at)), d.out)
+		d.out = d.open(s, c, d.errorAnomaly(s, c, cohort != nil, d.firedAt(tr.at)), d.out)
 	}
 }
 
@@ -181,11 +205,9 @@ func (d *Detector) firedAt(b int64) time.Time {
 }
 
 // withinBucket reports whether s's tests against its baseline may fire within a bucket (see
-// testWithinBucket); errors says whether they are its error tests. A canary's error tests compare
-// it with the concurrent baseline cohort and wait for the close; its latency tests compare it
-// with the cohort's frozen history, as a new version's do with the old one's, and need not.
-func (d *Detector) withinBucket(s *series, errors bool) bool {
-	if s.ref == nil || errors && s.ref.paired != nil {
+// testWithinBucket).
+func (d *Detector) withinBucket(s *series) bool {
+	if s.ref == nil {
 		return false
 	}
 	if s.aggregate {
@@ -211,7 +233,7 @@ func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 		return slices.ContainsFunc(pts, func(p latencyPoint) bool { return p.v >= r.thr[q].above }) &&
 			d.perRequest(r, q) && r.latQ[q] && !s.latT[q].firing
 	}
-	if !anyQuantile(len(d.cfg.LatencyQuantiles), tail) || !d.withinBucket(s, false) {
+	if !anyQuantile(len(d.cfg.LatencyQuantiles), tail) || !d.withinBucket(s) {
 		return
 	}
 	d.readLatencyTests(s, tail)
@@ -228,7 +250,7 @@ func (d *Detector) readEnded() {
 	defer func() { slices.SortFunc(d.out[from:], compareAnomalies) }() // as a bucket's close orders them
 	for _, s := range d.active {
 		r := s.ref
-		if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen || !d.withinBucket(s, false) {
+		if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen || !d.withinBucket(s) {
 			continue
 		}
 		d.readLatencyTests(s, func(q int) bool { return r.latQ[q] && !s.latT[q].firing && !d.perRequest(r, q) })

@@ -170,6 +170,16 @@ func (s *series) bucketFor(idx int64) *bucket {
 	return &s.open[0]
 }
 
+// openBucket is the open bucket of index idx, or nil.
+func (s *series) openBucket(idx int64) *bucket {
+	for i := range s.open {
+		if s.open[i].idx == idx {
+			return &s.open[i]
+		}
+	}
+	return nil
+}
+
 // firing lists the open episodes of the series.
 func (s *series) firing(quantiles []float64) []string {
 	var out []string

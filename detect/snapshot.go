@@ -28,8 +28,10 @@ var ErrSnapshotCorrupt = errors.New("detect snapshot is corrupt or of an unknown
 
 // snapshotMagic opens every snapshot; the byte after it is the format version.
 const (
-	snapshotMagic   = "scalpel-detect\x00"
-	snapshotVersion = 2 // 2: open buckets say what the tests that fired within them counted
+	snapshotMagic = "scalpel-detect\x00"
+	// 2: open buckets say what the tests that fired within them counted; 3: and what a canary's
+	// paired error test counted of the baseline cohort's bucket.
+	snapshotVersion = 3
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -320,6 +322,8 @@ func (b *bucket) xfer(c *codec) {
 	optional(c, &b.used, func(u *bucketUse) {
 		c.f64s(u.errs[:])
 		c.f64s(u.n[:])
+		c.f64s(u.refErrs[:])
+		c.f64s(u.refN[:])
 		for q := range u.lat {
 			c.f64(&u.lat[q].n)
 			c.f64(&u.lat[q].x)

@@ -12,7 +12,7 @@ import (
 
 // withinCases are regressions a test finds within a bucket: gross errors in every block, a
 // tail-only latency regression (the slow path twice as slow) at 50 req/s, and every latency twice
-// as slow at 20 req/s, in a new version and in a canary cohort. fired says whether the
+// as slow at 20 req/s, in a new version and in a canary cohort, and gross errors in a canary. fired says whether the
 // event is one that can carry the test over its threshold.
 //
 // With blocks, the first anomaly within a bucket is a block series' (the aggregate keeps the
@@ -79,6 +79,29 @@ var withinCases = []struct {
 		metric: schemas.MetricLatency,
 		fired: func(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
 			return a.Cohort == schemas.CohortCanary && firstAfterEnd(ev, a)
+		},
+		noLater: true,
+	},
+	{
+		// A canary cohort failing 20 % of its requests next to the baseline cohort's 2 %: the
+		// paired test reads the cohort's open bucket of the same index as it stands.
+		name: "canary errors x10",
+		events: func() []schemas.TelemetryEvent {
+			base := withoutBlocks(genScenario(26, healthy("1.0.0", 360, 20)), schemas.CohortBaseline)
+			bad := healthy("1.1.0", 60, 20)
+			bad.errRate = map[string]float64{"": 0.2}
+			canary := withoutBlocks(genScenario(27, bad), schemas.CohortCanary)
+			for i := range canary {
+				canary[i].TS = canary[i].TS.Add(300 * time.Second)
+			}
+			evs := append(base, canary...)
+			slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+			return evs
+		},
+		metric: schemas.MetricErrorRate,
+		fired: func(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
+			return a.Cohort == schemas.CohortCanary && a.Test == "msprt-conditional-binomial" &&
+				ev.Cohort == schemas.CohortCanary && ev.Error == schemas.ErrException
 		},
 		noLater: true,
 	},
