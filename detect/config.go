@@ -86,9 +86,9 @@ type Config struct {
 	// of the service, so by default they are counted but never tested. Default false.
 	InvalidInputTriggers bool `json:"invalid_input_triggers" yaml:"invalid_input_triggers"`
 	// FireWithinBucket lets the error tests and the tail latency tests (p99 and above) against a
-	// version baseline fire on the request that carries them over their threshold, reading the
-	// open buckets as they fill, instead of only when a bucket closes (its end plus
-	// AllowedLateness). The latency tests of the quantiles below p99 read the open buckets as
+	// baseline (the previous version's history, or a canary's baseline cohort) fire on the
+	// request that carries them over their threshold, reading the open buckets as they fill,
+	// instead of only when a bucket closes (its end plus AllowedLateness). The latency tests of the quantiles below p99 read the open buckets as
 	// event time passes each bucket's end, and fire then. The false-alarm bound is the same: a
 	// sequential test may stop at any request. Requests that arrive in a bucket after the test
 	// fired count when it closes. A canary's error tests read the baseline cohort's open bucket
