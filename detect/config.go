@@ -141,6 +141,10 @@ type Config struct {
 	// ThroughputHalfLife of the EWMA that tracks a line's normal request rate; slow enough that a
 	// daily cycle is followed, fast regressions are not. Default 10m.
 	ThroughputHalfLife schemas.Duration `json:"throughput_half_life" yaml:"throughput_half_life"`
+	// ThroughputTrendHalfLife smooths the trend of a line's request rate (Holt's linear method),
+	// so the expected rate follows a steady rise or fall, such as either side of a daily cycle,
+	// instead of lagging it; 0 tracks the level alone. Default 15m.
+	ThroughputTrendHalfLife schemas.Duration `json:"throughput_trend_half_life" yaml:"throughput_trend_half_life"`
 	// ThroughputMinRate is the baseline rate (req/s) below which throughput is not tested: sparse
 	// traffic is all noise (a Poisson count of a few per bucket drops to half by chance). Default 10.
 	ThroughputMinRate float64 `json:"throughput_min_rate" yaml:"throughput_min_rate"`
@@ -167,41 +171,42 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		BucketWidth:            schemas.Duration(time.Second),
-		AllowedLateness:        schemas.Duration(2 * time.Second),
-		HistoryEpoch:           schemas.Duration(5 * time.Minute),
-		HistoryMinRequests:     1000,
-		HistoryMaxEpochs:       6,
-		IdleTTL:                schemas.Duration(30 * time.Minute),
-		Alpha:                  0.001,
-		Beta:                   0.01,
-		RecoveryBuckets:        30,
-		TrafficMovedAfter:      schemas.Duration(10 * time.Second),
-		MinRequests:            20,
-		MinBaselineRequests:    200,
-		BaselineConfidenceZ:    2,
-		ErrorMinEffect:         0.5,
-		ErrorMinAbsEffect:      0.005,
-		ErrorGrossFactor:       4,
-		InvalidInputTriggers:   false,
-		FireWithinBucket:       true,
-		LatencyQuantiles:       []float64{0.5, 0.9, 0.99, 0.999},
-		LatencyMinTailCount:    10,
-		LatencyMinEffect:       0.25,
-		LatencyTolerance:       0.1,
-		LatencyGrossFactor:     2,
-		SketchRelativeAccuracy: 0.025,
-		SketchMaxBins:          128,
-		ResourceWarmupBuckets:  30,
-		ResourceMinEffect:      0.1,
-		CUSUMSlack:             0.5,
-		CUSUMThreshold:         10,
-		ThroughputHalfLife:     schemas.Duration(10 * time.Minute),
-		ThroughputMinRate:      10,
-		ThroughputMinDrop:      0.5,
-		OwnProfileWarmup:       schemas.Duration(10 * time.Minute),
-		OwnProfileHalfLife:     schemas.Duration(time.Hour),
-		MaxSites:               8,
+		BucketWidth:             schemas.Duration(time.Second),
+		AllowedLateness:         schemas.Duration(2 * time.Second),
+		HistoryEpoch:            schemas.Duration(5 * time.Minute),
+		HistoryMinRequests:      1000,
+		HistoryMaxEpochs:        6,
+		IdleTTL:                 schemas.Duration(30 * time.Minute),
+		Alpha:                   0.001,
+		Beta:                    0.01,
+		RecoveryBuckets:         30,
+		TrafficMovedAfter:       schemas.Duration(10 * time.Second),
+		MinRequests:             20,
+		MinBaselineRequests:     200,
+		BaselineConfidenceZ:     2,
+		ErrorMinEffect:          0.5,
+		ErrorMinAbsEffect:       0.005,
+		ErrorGrossFactor:        4,
+		InvalidInputTriggers:    false,
+		FireWithinBucket:        true,
+		LatencyQuantiles:        []float64{0.5, 0.9, 0.99, 0.999},
+		LatencyMinTailCount:     10,
+		LatencyMinEffect:        0.25,
+		LatencyTolerance:        0.1,
+		LatencyGrossFactor:      2,
+		SketchRelativeAccuracy:  0.025,
+		SketchMaxBins:           128,
+		ResourceWarmupBuckets:   30,
+		ResourceMinEffect:       0.1,
+		CUSUMSlack:              0.5,
+		CUSUMThreshold:          10,
+		ThroughputHalfLife:      schemas.Duration(10 * time.Minute),
+		ThroughputTrendHalfLife: schemas.Duration(15 * time.Minute),
+		ThroughputMinRate:       10,
+		ThroughputMinDrop:       0.5,
+		OwnProfileWarmup:        schemas.Duration(10 * time.Minute),
+		OwnProfileHalfLife:      schemas.Duration(time.Hour),
+		MaxSites:                8,
 	}
 }
 
@@ -270,6 +275,8 @@ func (c Config) Validate() error {
 		return bad("cusum_threshold must be positive, got %g", c.CUSUMThreshold)
 	case c.ThroughputHalfLife < c.BucketWidth:
 		return bad("throughput_half_life must be at least one bucket, got %s", time.Duration(c.ThroughputHalfLife))
+	case c.ThroughputTrendHalfLife != 0 && c.ThroughputTrendHalfLife < c.BucketWidth:
+		return bad("throughput_trend_half_life must be 0 (no trend) or at least one bucket, got %s", time.Duration(c.ThroughputTrendHalfLife))
 	case !(c.ThroughputMinRate > 0):
 		return bad("throughput_min_rate must be positive, got %g", c.ThroughputMinRate)
 	case !(c.ThroughputMinDrop > 0 && c.ThroughputMinDrop < 1):

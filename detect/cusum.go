@@ -84,18 +84,34 @@ func (c *cusum) update(z, k, h float64, b int64) rateVerdict {
 }
 
 // ewma tracks a slowly moving mean (a line's request rate), following daily cycles while a
-// sudden drop stands out against it.
+// sudden drop stands out against it. With a trend (Holt's linear method) it follows a slope too:
+// a plain EWMA lags a rate that falls steadily, the evening side of a daily cycle, by its slope
+// times its time constant, and the lag reads as a drop.
 type ewma struct {
-	mean  float64
+	mean  float64 // the level, after the last value
+	trend float64 // per value; 0 without a trend
 	n     int
 	ready bool
 }
 
+// forecast is the expected next value: the level moved on by the trend.
+func (e *ewma) forecast() float64 {
+	return e.mean + e.trend
+}
+
 // add folds v in. Until 1/alpha values are in, the weight is 1/n (a plain running mean), so the
-// first bucket does not dominate the estimate for a whole half-life.
-func (e *ewma) add(v, alpha float64, warmup int) {
+// first bucket does not dominate the estimate for a whole half-life. beta smooths the trend (0:
+// none); it is learnt once the level is ready, from the level's moves.
+func (e *ewma) add(v, alpha, beta float64, warmup int) {
 	e.n++
+	prev := e.mean
+	if e.ready {
+		e.mean = e.forecast()
+	}
 	e.mean += max(alpha, 1/float64(e.n)) * (v - e.mean)
+	if e.ready {
+		e.trend += beta * (e.mean - prev - e.trend)
+	}
 	if e.n >= warmup {
 		e.ready = true
 	}

@@ -43,6 +43,7 @@ type Detector struct {
 	epochBuckets int64
 	idleBuckets  int64
 	tputAlpha    float64
+	tputBeta     float64 // the throughput trend's smoothing (0: none)
 	tested       [numCategories]bool
 	pool         pool
 
@@ -108,6 +109,9 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
+	if cfg.ThroughputTrendHalfLife > 0 {
+		d.tputBeta = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputTrendHalfLife))
+	}
 	for c := range d.tested {
 		d.tested[c] = c != categoryInvalidInput || cfg.InvalidInputTriggers
 	}

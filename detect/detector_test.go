@@ -190,6 +190,28 @@ func TestThroughputDropAndSpike(t *testing.T) {
 	}
 }
 
+// TestThroughputFollowsSteadyDecline lowers a line's rate steadily from 40 to 12 req/s over 50
+// minutes, as the evening side of a daily cycle does: the expected rate must follow the slope,
+// where an EWMA of the level alone lags it by several requests a second and calls the lag a
+// drop. A sudden drop to a quarter after it is still caught.
+func TestThroughputFollowsSteadyDecline(t *testing.T) {
+	f := &feeder{d: New(DefaultConfig())}
+	mk := func(ts time.Time, _ int) *schemas.TelemetryEvent { return ev(ts, "1", 10, "") }
+	f.run(0, 600, 40, mk)
+	for s := 600; s < 3600; s++ {
+		f.run(s, s+1, 40-28*(s-600)/3000, mk)
+	}
+	for _, a := range f.out {
+		if a.Metric == schemas.MetricThroughput {
+			t.Fatalf("a steady decline fired as a drop: %+v", a)
+		}
+	}
+	f.run(3600, 3660, 3, mk)
+	if len(f.out) == 0 || f.out[0].Metric != schemas.MetricThroughput {
+		t.Fatalf("drop from 12 to 3 req/s after the decline not caught: %+v", f.out)
+	}
+}
+
 // TestAAFalseAlarms runs A/A deploys with fresh seeds: no change, so no anomaly may fire on the
 // deployed version beyond the stated rate.
 func TestAAFalseAlarms(t *testing.T) {

@@ -455,7 +455,7 @@ const throughputWarmup = 60
 
 func (d *Detector) throughputStep(ln *line, x float64, b int64, out []schemas.Anomaly) []schemas.Anomaly {
 	perBucket := d.cfg.ThroughputMinRate * time.Duration(d.cfg.BucketWidth).Seconds()
-	m := ln.tput.mean
+	m := ln.tput.forecast()
 	if ln.tput.ready && m >= perBucket && ln.current != nil {
 		z := (m*(1-d.cfg.ThroughputMinDrop/2) - x) / math.Sqrt(m)
 		if ln.tputC.s == 0 {
@@ -488,7 +488,7 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, out []schemas.An
 		if ln.tput.ready {
 			x = math.Min(x, m+3*math.Sqrt(m)+0.05*m)
 		}
-		ln.tput.add(x, d.tputAlpha, throughputWarmup)
+		ln.tput.add(x, d.tputAlpha, d.tputBeta, throughputWarmup)
 	}
 	return out
 }

@@ -30,7 +30,7 @@ var ErrSnapshotCorrupt = errors.New("detect snapshot is corrupt or of an unknown
 const (
 	snapshotMagic = "scalpel-detect\x00"
 	// 2: open buckets say what the tests that fired within them counted; 3: and what a canary's
-	// paired error test counted of the baseline cohort's bucket.
+	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend.
 	snapshotVersion = 3
 )
 
@@ -468,6 +468,7 @@ func (cs *cusum) xfer(c *codec) {
 
 func (e *ewma) xfer(c *codec) {
 	c.f64(&e.mean)
+	c.f64(&e.trend)
 	c.int(&e.n)
 	c.bool(&e.ready)
 }
