@@ -65,16 +65,9 @@ var withinCases = []struct {
 		// compare it with the cohort's frozen history, and need not wait for the close.
 		name: "canary latencies x2",
 		events: func() []schemas.TelemetryEvent {
-			base := withoutBlocks(genScenario(24, healthy("1.0.0", 360, 20)), schemas.CohortBaseline)
 			bad := healthy("1.1.0", 60, 20)
 			bad.latMed *= 2
-			canary := withoutBlocks(genScenario(25, bad), schemas.CohortCanary)
-			for i := range canary {
-				canary[i].TS = canary[i].TS.Add(300 * time.Second)
-			}
-			evs := append(base, canary...)
-			slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
-			return evs
+			return withCanary(24, bad)
 		},
 		metric: schemas.MetricLatency,
 		fired: func(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
@@ -87,16 +80,9 @@ var withinCases = []struct {
 		// paired test reads the cohort's open bucket of the same index as it stands.
 		name: "canary errors x10",
 		events: func() []schemas.TelemetryEvent {
-			base := withoutBlocks(genScenario(26, healthy("1.0.0", 360, 20)), schemas.CohortBaseline)
 			bad := healthy("1.1.0", 60, 20)
 			bad.errRate = map[string]float64{"": 0.2}
-			canary := withoutBlocks(genScenario(27, bad), schemas.CohortCanary)
-			for i := range canary {
-				canary[i].TS = canary[i].TS.Add(300 * time.Second)
-			}
-			evs := append(base, canary...)
-			slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
-			return evs
+			return withCanary(26, bad)
 		},
 		metric: schemas.MetricErrorRate,
 		fired: func(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
@@ -112,6 +98,20 @@ func withoutBlocks(evs []schemas.TelemetryEvent, cohort string) []schemas.Teleme
 	for i := range evs {
 		evs[i].Block, evs[i].ErrorSite, evs[i].Cohort = "", "", cohort
 	}
+	return evs
+}
+
+// withCanary is a baseline cohort of 1.0.0 serving six minutes at 20 req/s and, from its fifth
+// minute, a canary cohort serving canary; seed seeds the baseline, seed+1 the canary. Neither
+// names blocks.
+func withCanary(seed uint64, canary phase) []schemas.TelemetryEvent {
+	evs := withoutBlocks(genScenario(seed, healthy("1.0.0", 360, 20)), schemas.CohortBaseline)
+	c := withoutBlocks(genScenario(seed+1, canary), schemas.CohortCanary)
+	for i := range c {
+		c[i].TS = c[i].TS.Add(300 * time.Second)
+	}
+	evs = append(evs, c...)
+	slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
 	return evs
 }
 
