@@ -54,9 +54,15 @@ func relEffect(observed, baseline, floor float64) float64 {
 // errorAnomaly explains error test c of s, which just fired. A non-zero at says it fired within a
 // bucket (Detector.testWithinBucket), detected at that time, and its evidence includes the open
 // buckets; zero, at the close of s.closed.
+//
+// paired says a canary's test read the baseline cohort's buckets. With a gate (see
+// Config.CanaryConcurrentAlpha) the test itself is against the cohort's history, and the
+// anomaly also gives the gate's paired evidence.
 func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) schemas.Anomaly {
 	t := &s.errT[c]
 	r := s.ref
+	gated := s.gate != nil
+	paired = paired && !gated
 	within := !at.IsZero()
 	a := d.baseAnomaly(s.key, schemas.MetricErrorRate, categoryName(c), t.runStart, s.closed.idx)
 	if within {
@@ -75,6 +81,9 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(t.nr)}
 	} else {
 		a.Test = "msprt-two-sample"
+		if gated {
+			a.Test = "msprt-two-sample+conditional-binomial"
+		}
 		a.Baseline = r.errs[c] / r.n
 		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(r.n)}
 	}
@@ -97,6 +106,14 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s); H0: %s, H1: ×%.3g, ×%.3g or ×%.3g",
 			score, t.bound, t.boundNote(&d.th), h0, rho[0], rho[1], rho[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
+	if gated {
+		g := &s.gate[c]
+		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+			"concurrent check: against the baseline cohort over the same buckets (%g errors in %g requests against the canary's %g in %g), "+
+				"the paired test's log likelihood ratio %.2f is over its threshold %.2f (canary_concurrent_alpha %g): "+
+				"the rise is the canary's own, not one both cohorts share",
+			g.xr, g.nr, g.x, g.n, g.score(), g.bound, d.cfg.CanaryConcurrentAlpha))
+	}
 	return a
 }
 

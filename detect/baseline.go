@@ -243,6 +243,9 @@ func (d *Detector) resolveReference(s *series) {
 		if bl := d.lines[bk]; bl != nil && bl.current != nil {
 			s.ref = d.freeze(bl.current, refBaselineCohort)
 			s.ref.paired = bl
+			if d.cfg.CanaryConcurrentAlpha > 0 {
+				s.gate = new([numCategories]rateTest)
+			}
 			return
 		}
 	}

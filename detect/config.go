@@ -96,6 +96,17 @@ type Config struct {
 	// component aggregate whose requests name blocks or error sites (its block series are heard
 	// first). Default true.
 	FireWithinBucket bool `json:"fire_within_bucket" yaml:"fire_within_bucket"`
+	// CanaryConcurrentAlpha sets how a canary's error tests use the baseline cohort. Above 0, a
+	// canary is tested against the cohort's history from before the canary began, at Alpha, and
+	// fires only while a second test agrees: the paired test against the cohort's requests over
+	// the same buckets, at this level. The history knows the cohort's rate far better than its
+	// concurrent requests do (at a 50/50 split the paired test alone needs about 2.3 times as
+	// long), and the paired test keeps a failure that moves both cohorts (a shared dependency)
+	// from rolling the canary back: it does so with probability at most 2 × this value over a
+	// watch. 0 tests the canary with the paired test alone, at Alpha: slower, and a shared
+	// failure can then roll the canary back with probability at most 2·Alpha. In [0, 0.5);
+	// default 0.01.
+	CanaryConcurrentAlpha float64 `json:"canary_concurrent_alpha" yaml:"canary_concurrent_alpha"`
 
 	// LatencyQuantiles are the baseline quantiles whose exceedance rate is tested (at most 4).
 	// p99.9 is there for regressions of the tail alone: when the slow path gets twice as slow,
@@ -189,6 +200,7 @@ func DefaultConfig() Config {
 		ErrorGrossFactor:        4,
 		InvalidInputTriggers:    false,
 		FireWithinBucket:        true,
+		CanaryConcurrentAlpha:   0.01,
 		LatencyQuantiles:        []float64{0.5, 0.9, 0.99, 0.999},
 		LatencyMinTailCount:     10,
 		LatencyMinEffect:        0.25,
@@ -249,6 +261,8 @@ func (c Config) Validate() error {
 		return bad("error_min_effect must be positive, got %g", c.ErrorMinEffect)
 	case !(c.ErrorMinAbsEffect >= 0 && c.ErrorMinAbsEffect < 1):
 		return bad("error_min_abs_effect must be in [0, 1), got %g", c.ErrorMinAbsEffect)
+	case !(c.CanaryConcurrentAlpha >= 0 && c.CanaryConcurrentAlpha < 0.5):
+		return bad("canary_concurrent_alpha must be in [0, 0.5) (0 turns the history test off), got %g", c.CanaryConcurrentAlpha)
 	case !(c.ErrorGrossFactor > 1+c.ErrorMinEffect):
 		return bad("error_gross_factor must exceed 1+error_min_effect, got %g", c.ErrorGrossFactor)
 	case len(c.LatencyQuantiles) == 0 || len(c.LatencyQuantiles) > maxQuantiles:

@@ -40,6 +40,7 @@ type Detector struct {
 	sk           *sketches
 	clock        bucketClock
 	th           thresholds
+	gateUpper    float64 // log(1/CanaryConcurrentAlpha), the canary gate's threshold (0: no gate)
 	epochBuckets int64
 	idleBuckets  int64
 	tputAlpha    float64
@@ -102,6 +103,9 @@ func New(cfg Config, opts ...Option) *Detector {
 		lower:       math.Log(cfg.Beta),
 		minRequests: float64(cfg.MinRequests),
 		recovery:    cfg.RecoveryBuckets,
+	}
+	if cfg.CanaryConcurrentAlpha > 0 {
+		d.gateUpper = math.Log(1 / cfg.CanaryConcurrentAlpha)
 	}
 	d.epochBuckets = int64(time.Duration(cfg.HistoryEpoch) / width)
 	d.idleBuckets = int64(time.Duration(cfg.IdleTTL) / width)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -126,36 +127,45 @@ func TestAggregateEventsAndStatus(t *testing.T) {
 	}
 }
 
+// A canary is tested against its baseline cohort: by default against the cohort's history,
+// checked by the paired test over the same buckets; with the check off, by the paired test alone.
 func TestCanaryComparedWithBaselineCohort(t *testing.T) {
-	f := &feeder{d: New(DefaultConfig())}
-	rng := rand.New(rand.NewPCG(7, 7))
-	mk := func(version, cohort string, p float64) func(time.Time, int) *schemas.TelemetryEvent {
-		return func(ts time.Time, _ int) *schemas.TelemetryEvent {
-			e := ev(ts, version, 10+rng.Float64(), "")
-			e.Cohort = cohort
-			if rng.Float64() < p {
-				e.Error = schemas.ErrException
+	for _, tc := range []struct {
+		gate float64
+		test string
+	}{{0.01, "msprt-two-sample+conditional-binomial"}, {0, "msprt-conditional-binomial"}} {
+		cfg := DefaultConfig()
+		cfg.CanaryConcurrentAlpha = tc.gate
+		f := &feeder{d: New(cfg)}
+		rng := rand.New(rand.NewPCG(7, 7))
+		mk := func(version, cohort string, p float64) func(time.Time, int) *schemas.TelemetryEvent {
+			return func(ts time.Time, _ int) *schemas.TelemetryEvent {
+				e := ev(ts, version, 10+rng.Float64(), "")
+				e.Cohort = cohort
+				if rng.Float64() < p {
+					e.Error = schemas.ErrException
+				}
+				return e
 			}
-			return e
 		}
-	}
-	f.run(0, 60, 20, mk("1", schemas.CohortBaseline, 0.02))
-	both := func(ts time.Time, i int) *schemas.TelemetryEvent {
-		if i%2 == 0 {
-			return mk("1", schemas.CohortBaseline, 0.02)(ts, i)
-		}
-		return mk("2", schemas.CohortCanary, 0.10)(ts, i)
-	}
-	f.run(60, 120, 40, both)
-	for _, a := range f.out {
-		if a.Cohort == schemas.CohortCanary && a.Metric == schemas.MetricErrorRate {
-			if a.Test != "msprt-conditional-binomial" {
-				t.Fatalf("canary tested with %s", a.Test)
+		f.run(0, 60, 20, mk("1", schemas.CohortBaseline, 0.02))
+		both := func(ts time.Time, i int) *schemas.TelemetryEvent {
+			if i%2 == 0 {
+				return mk("1", schemas.CohortBaseline, 0.02)(ts, i)
 			}
-			return
+			return mk("2", schemas.CohortCanary, 0.10)(ts, i)
+		}
+		f.run(60, 120, 40, both)
+		i := slices.IndexFunc(f.out, func(a schemas.Anomaly) bool {
+			return a.Cohort == schemas.CohortCanary && a.Metric == schemas.MetricErrorRate
+		})
+		if i < 0 {
+			t.Fatalf("canary_concurrent_alpha %g: canary regression not found in %d anomalies", tc.gate, len(f.out))
+		}
+		if a := f.out[i]; a.Test != tc.test {
+			t.Fatalf("canary_concurrent_alpha %g: canary tested with %s, want %s", tc.gate, a.Test, tc.test)
 		}
 	}
-	t.Fatalf("canary regression not found in %d anomalies", len(f.out))
 }
 
 func TestSlowMemoryLeakIsCaught(t *testing.T) {

@@ -49,11 +49,19 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		t := &s.errT[c]
 		var v rateVerdict
 		x, n := b.unused(c)
-		if pb != nil {
+		switch {
+		case pb != nil && s.gate != nil:
+			xr, nr := b.unusedRef(c, pb)
+			v = d.updateGated(s, c, x, n, xr, nr, b.idx, t, &s.gate[c])
+		case pb != nil:
 			xr, nr := b.unusedRef(c, pb)
 			v = t.updatePaired(rho, x, n, xr, nr, b.idx, &eth)
-		} else {
-			v = t.updateBaseline(&r.errP[c], x, n, b.idx, &eth)
+		default:
+			// A bucket the cohort served nothing in: against its history. A canary's gate
+			// still decides whether the test may fire.
+			th := eth
+			th.hold = s.gate != nil && !s.gate[c].firing
+			v = t.updateBaseline(&r.errP[c], x, n, b.idx, &th)
 		}
 		switch v {
 		case verdictFired:
@@ -141,6 +149,10 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 			continue
 		}
 		trial := s.errT[c] // an error test has no second bank: a copy is independent
+		var gate rateTest  // and the canary's gate, read over the same buckets
+		if s.gate != nil {
+			gate = s.gate[c]
+		}
 		var tr trialRun
 		for i := range s.open {
 			b := &s.open[i]
@@ -149,13 +161,20 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 				tr.after(b.idx, trial.updateBaseline(&r.errP[c], x, n, b.idx, &eth))
 			} else if pb := cohort.openBucket(b.idx); pb != nil {
 				xr, nr := b.unusedRef(c, pb)
-				tr.after(b.idx, trial.updatePaired(rho, x, n, xr, nr, b.idx, &eth))
+				if s.gate != nil {
+					tr.after(b.idx, d.updateGated(s, c, x, n, xr, nr, b.idx, &trial, &gate))
+				} else {
+					tr.after(b.idx, trial.updatePaired(rho, x, n, xr, nr, b.idx, &eth))
+				}
 			}
 		}
 		if !tr.fired {
 			continue
 		}
 		s.errT[c] = trial
+		if s.gate != nil {
+			s.gate[c] = gate
+		}
 		for i := range s.open {
 			b := &s.open[i]
 			if cohort == nil {
@@ -167,6 +186,28 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		}
 		d.out = d.open(s, c, d.errorAnomaly(s, c, cohort != nil, d.firedAt(tr.at)), d.out)
 	}
+}
+
+// updateGated adds a bucket to a canary's error test t of category c and to its gate g (see
+// Config.CanaryConcurrentAlpha): the canary had x errors in n requests, the baseline cohort xr in
+// nr over the same bucket. g, the paired test at CanaryConcurrentAlpha, goes first; t, against
+// the cohort's history at Alpha, may fire only while g is firing.
+//
+// Why both: a canary at 50 % of the traffic is compared with a cohort as small as itself, and
+// the paired test, which only learns from which cohort each error came, needs about 2.3 times as
+// long as a test that knows the cohort's rate. The cohort's history from before the canary gives
+// that rate. It does not move with the cohort, though: a shared dependency that fails both
+// cohorts would carry the history test over its threshold, and then only the paired test tells
+// the canary's fault from the shared one. With both, a healthy canary fires at most as often as
+// either test alone allows: 2·Alpha over a watch while the cohort keeps its rate, and
+// 2·CanaryConcurrentAlpha when something moves both.
+func (d *Detector) updateGated(s *series, c int, x, n, xr, nr float64, b int64, t, g *rateTest) rateVerdict {
+	gth := d.errorThresholds()
+	gth.upper = d.gateUpper
+	g.updatePaired(d.errorRatios(), x, n, xr, nr, b, &gth)
+	th := d.errorThresholds()
+	th.hold = !g.firing
+	return t.updateBaseline(&s.ref.errP[c], x, n, b, &th)
 }
 
 // errorThresholds are the boundaries of the error tests against a version baseline: they watch
@@ -557,6 +598,9 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 			}
 			for c := range s.errT {
 				s.errT[c].reset()
+			}
+			if s.gate != nil {
+				*s.gate = [numCategories]rateTest{}
 			}
 			for q := range s.latT {
 				s.latT[q].reset()

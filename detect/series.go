@@ -110,7 +110,12 @@ type series struct {
 	ref   *reference
 	own   *ownProfile // nil until the series has served for OwnProfileWarmup
 
-	errT   [numCategories]rateTest
+	errT [numCategories]rateTest
+	// gate is a canary's concurrent check (Config.CanaryConcurrentAlpha): per category, the
+	// paired test against the baseline cohort's same buckets, at that level. errT then tests the
+	// canary against the cohort's history, and fires only while its category's gate is firing.
+	// nil for any other series, and when the check is off (errT is then the paired test).
+	gate   *[numCategories]rateTest
 	latT   [maxQuantiles]rateTest
 	latEp  bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
 	cpuRef robustRef

@@ -30,8 +30,9 @@ var ErrSnapshotCorrupt = errors.New("detect snapshot is corrupt or of an unknown
 const (
 	snapshotMagic = "scalpel-detect\x00"
 	// 2: open buckets say what the tests that fired within them counted; 3: and what a canary's
-	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend.
-	snapshotVersion = 3
+	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend;
+	// 4: a canary's concurrent check (series.gate).
+	snapshotVersion = 4
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -291,6 +292,11 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	for i := range s.errT {
 		s.errT[i].xfer(c)
 	}
+	optional(c, &s.gate, func(g *[numCategories]rateTest) {
+		for i := range g {
+			g[i].xfer(c)
+		}
+	})
 	for i := range s.latT {
 		s.latT[i].xfer(c)
 	}

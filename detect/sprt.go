@@ -282,6 +282,10 @@ type thresholds struct {
 	recovery    int
 	// front gives run 1 frontShare·Alpha of the watch's 2·Alpha (see frontShare).
 	front bool
+	// hold keeps the test from firing in this update (a canary's concurrent check disagrees);
+	// its evidence still accumulates, so it fires on the update the hold is lifted, if still
+	// over its threshold then.
+	hold bool
 }
 
 // frontShare is the part of a test's whole-watch budget of 2·Alpha that its first run spends
@@ -349,7 +353,7 @@ func (t *rateTest) step(inc [alternatives]float64, incB *[alternatives]float64, 
 	if !t.firing {
 		// The floor's price (see floorDepth): the bound rises with the run's length.
 		fire := t.bound + math.Log1p(math.Exp(th.lower-floorDepth)*t.steps)
-		if t.n >= th.minRequests && t.score() >= fire {
+		if t.n >= th.minRequests && !th.hold && t.score() >= fire {
 			t.bound = fire
 			t.firing = true
 			t.quiet = 0

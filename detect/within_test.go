@@ -77,7 +77,8 @@ var withinCases = []struct {
 	},
 	{
 		// A canary cohort failing 20 % of its requests next to the baseline cohort's 2 %: the
-		// paired test reads the cohort's open bucket of the same index as it stands.
+		// test against the cohort's history, and its concurrent check, the paired test, which
+		// reads the cohort's open bucket of the same index as it stands.
 		name: "canary errors x10",
 		events: func() []schemas.TelemetryEvent {
 			bad := healthy("1.1.0", 60, 20)
@@ -86,7 +87,7 @@ var withinCases = []struct {
 		},
 		metric: schemas.MetricErrorRate,
 		fired: func(ev *schemas.TelemetryEvent, a schemas.Anomaly) bool {
-			return a.Cohort == schemas.CohortCanary && a.Test == "msprt-conditional-binomial" &&
+			return a.Cohort == schemas.CohortCanary && a.Metric == schemas.MetricErrorRate &&
 				ev.Cohort == schemas.CohortCanary && ev.Error == schemas.ErrException
 		},
 		noLater: true,
@@ -105,10 +106,16 @@ func withoutBlocks(evs []schemas.TelemetryEvent, cohort string) []schemas.Teleme
 // minute, a canary cohort serving canary; seed seeds the baseline, seed+1 the canary. Neither
 // names blocks.
 func withCanary(seed uint64, canary phase) []schemas.TelemetryEvent {
-	evs := withoutBlocks(genScenario(seed, healthy("1.0.0", 360, 20)), schemas.CohortBaseline)
+	return cohorts(seed, []phase{healthy("1.0.0", 360, 20)}, canary, 300)
+}
+
+// cohorts is a baseline cohort serving baseline and, from its second at, a canary cohort serving
+// canary; seed seeds the baseline, seed+1 the canary. Neither names blocks.
+func cohorts(seed uint64, baseline []phase, canary phase, at int) []schemas.TelemetryEvent {
+	evs := withoutBlocks(genScenario(seed, baseline...), schemas.CohortBaseline)
 	c := withoutBlocks(genScenario(seed+1, canary), schemas.CohortCanary)
 	for i := range c {
-		c[i].TS = c[i].TS.Add(300 * time.Second)
+		c[i].TS = c[i].TS.Add(time.Duration(at) * time.Second)
 	}
 	evs = append(evs, c...)
 	slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })

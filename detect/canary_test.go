@@ -1,0 +1,75 @@
+package detect
+
+import (
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// canaryErrorAt is when the canary's first error anomaly was detected, in seconds from the
+// canary's start at, and false when there was none.
+func canaryErrorAt(d *Detector, events []schemas.TelemetryEvent, at int) (float64, bool) {
+	start := events[0].TS.Truncate(time.Second).Add(time.Duration(at) * time.Second)
+	for i := range events {
+		d.Observe(&events[i])
+		for _, a := range d.Advance(d.Watermark()) {
+			if !a.IsResolved() && a.Cohort == schemas.CohortCanary && a.Metric == schemas.MetricErrorRate {
+				return a.TSDetected.Sub(start).Seconds(), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// A canary at half the traffic failing three times as often as its baseline cohort: the test
+// against the cohort's history, checked by the paired test at canary_concurrent_alpha, fires
+// sooner than the paired test alone, which learns only from which cohort each error came.
+func TestCanaryHistoryTestIsFaster(t *testing.T) {
+	gated, paired := DefaultConfig(), DefaultConfig()
+	paired.CanaryConcurrentAlpha = 0
+	var sumG, sumP float64
+	const seeds = 6
+	for seed := range uint64(seeds) {
+		bad := healthy("1.1.0", 300, 20)
+		bad.errRate = map[string]float64{"": 0.06}
+		evs := cohorts(40+2*seed, []phase{healthy("1.0.0", 600, 20)}, bad, 300)
+		g, okG := canaryErrorAt(New(gated), evs, 300)
+		p, okP := canaryErrorAt(New(paired), evs, 300)
+		if !okG || !okP {
+			t.Fatalf("seed %d: canary regression missed (gated %v, paired alone %v)", seed, okG, okP)
+		}
+		sumG += g
+		sumP += p
+	}
+	t.Logf("mean time to detect: %.1f s against the cohort's history, %.1f s by the paired test alone", sumG/seeds, sumP/seeds)
+	if sumG >= 0.8*sumP {
+		t.Errorf("against the cohort's history the canary took %.1f s on average, the paired test alone %.1f s; want well under", sumG/seeds, sumP/seeds)
+	}
+}
+
+// A shared dependency triples both cohorts' errors as the canary starts. The test against the
+// cohort's history sees three times its rate in the canary, but the paired test, which the
+// history test needs to agree, sees the same rate in both cohorts: no canary anomaly, though the
+// history test's evidence is over its threshold (so it was the check that held it).
+func TestCanarySharedFailureHeld(t *testing.T) {
+	for seed := range uint64(4) {
+		sick := healthy("1.0.0", 300, 20)
+		sick.errRate = map[string]float64{"": 0.06}
+		canary := healthy("1.1.0", 300, 20)
+		canary.errRate = sick.errRate
+		evs := cohorts(60+2*seed, []phase{healthy("1.0.0", 300, 20), sick}, canary, 300)
+		d := New(DefaultConfig())
+		if at, ok := canaryErrorAt(d, evs, 300); ok {
+			t.Fatalf("seed %d: a shared failure rolled the canary back (error anomaly %.1f s in)", seed, at)
+		}
+		s := d.series[SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.1.0", Cohort: schemas.CohortCanary}]
+		if s == nil || s.gate == nil {
+			t.Fatalf("seed %d: no canary series with a concurrent check", seed)
+		}
+		c := categoryIndex(schemas.ErrException)
+		if tt := &s.errT[c]; tt.score() < tt.bound {
+			t.Errorf("seed %d: the history test's evidence %.2f stayed under its threshold %.2f: the check held nothing", seed, tt.score(), tt.bound)
+		}
+	}
+}
