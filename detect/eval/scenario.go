@@ -30,6 +30,11 @@ type Scenario struct {
 	CanaryShare float64 `json:"canary_share,omitempty"`
 
 	ErrMul     float64 `json:"err_mul,omitempty"`     // exception rate ×, new version (0 = 1)
+	// SharedErrMul multiplies the exception rate of every version from the deploy on: a shared
+	// dependency failing, which no version is to blame for. Only the new version's anomalies
+	// count then (as false rollbacks when Regression is false): the old version's own profile
+	// rightly reports the failure, and rolling back to it would not mend it.
+	SharedErrMul float64 `json:"shared_err_mul,omitempty"`
 	ErrRamp    int     `json:"err_ramp_s,omitempty"`  // seconds the error rise takes to reach ErrMul
 	InvalidMul float64 `json:"invalid_mul,omitempty"` // invalid_input rate ×, new version
 	BodyMul    float64 `json:"body_mul,omitempty"`    // latency × of the body (every request but the slow path)
@@ -109,6 +114,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "traffic spike x3 without a deploy @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 5% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05},
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
+		{Name: "canary 50% of 100rps, shared failure x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedErrMul: 3},
 		{Name: "canary 50% of 100rps, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, ErrMul: 2},
 		{Name: "canary 50% of 100rps, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, BodyMul: 2, TailMul: 2},
 	}
@@ -194,6 +200,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		for _, sd := range sides[:ns] {
 			n := poissonN(rng, sd.rate)
 			errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
+			if after {
+				errP *= orOne(sc.SharedErrMul)
+			}
 			mem := baseMemMB + 3*rng.NormFloat64()
 			if sd.changed {
 				errP *= sc.errMulAt(t)
