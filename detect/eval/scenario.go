@@ -30,11 +30,6 @@ type Scenario struct {
 	CanaryShare float64 `json:"canary_share,omitempty"`
 
 	ErrMul     float64 `json:"err_mul,omitempty"`     // exception rate ×, new version (0 = 1)
-	// SharedErrMul multiplies the exception rate of every version from the deploy on: a shared
-	// dependency failing, which no version is to blame for. Only the new version's anomalies
-	// count then (as false rollbacks when Regression is false): the old version's own profile
-	// rightly reports the failure, and rolling back to it would not mend it.
-	SharedErrMul float64 `json:"shared_err_mul,omitempty"`
 	ErrRamp    int     `json:"err_ramp_s,omitempty"`  // seconds the error rise takes to reach ErrMul
 	InvalidMul float64 `json:"invalid_mul,omitempty"` // invalid_input rate ×, new version
 	BodyMul    float64 `json:"body_mul,omitempty"`    // latency × of the body (every request but the slow path)
@@ -44,6 +39,11 @@ type Scenario struct {
 	SpikeAt    int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
 	SpikeLen   int     `json:"spike_len_s,omitempty"`
 	SpikeMul   float64 `json:"spike_mul,omitempty"`
+	// SharedErrMul multiplies the exception rate of every version from the deploy on: a shared
+	// dependency failing, which no version is to blame for. Only the new version's anomalies
+	// count then (as false rollbacks when Regression is false): the old version's own profile
+	// rightly reports the failure, and rolling back to it would not mend it.
+	SharedErrMul float64 `json:"shared_err_mul,omitempty"`
 	// NoDeploy keeps version 1.0 serving throughout: the change after Pre seconds (errors,
 	// latency) comes from outside the version, a dependency or a configuration flag, and only the
 	// series' own profile can see it. Pre must exceed the detector's OwnProfileWarmup.

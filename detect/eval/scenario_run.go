@@ -700,6 +700,20 @@ func normPDF(x, mu, sigma float64) float64 {
 	return math.Exp(-z*z/2) / (sigma * math.Sqrt(2*math.Pi))
 }
 
+// meanAgainst compares the detector's mean time to detect with an ideal test's, e seconds: "" when
+// the mean is unknown.
+func meanAgainst(res ScenarioResult, e float64) string {
+	m := cmp.Or(res.TTDMean, res.TTDMeanAtLeast)
+	if m == nil {
+		return ""
+	}
+	at := ""
+	if res.TTDMean == nil {
+		at = "≥ "
+	}
+	return fmt.Sprintf("; the detector's mean is %s%.2f× that", at, *m/math.Max(e, 1))
+}
+
 // WriteTable prints the report as a table.
 func (r *ScenarioReport) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -721,8 +735,8 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 	}
 	for _, res := range r.Results {
 		if res.ConcurrentFloorS != nil && res.FloorS != nil {
-			if _, err := fmt.Fprintf(w, "%s: the ideal test against the concurrent cohort needs %s on average, %.2f× the floor\n",
-				res.Scenario.Name, secs(res.ConcurrentFloorS), *res.ConcurrentFloorS/math.Max(*res.FloorS, 1)); err != nil {
+			if _, err := fmt.Fprintf(w, "%s: the ideal test against the concurrent cohort needs %s on average, %.2f× the floor%s\n",
+				res.Scenario.Name, secs(res.ConcurrentFloorS), *res.ConcurrentFloorS/math.Max(*res.FloorS, 1), meanAgainst(res, *res.ConcurrentFloorS)); err != nil {
 				return err
 			}
 		}
@@ -732,12 +746,8 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 				res.Scenario.Name, quantileName(res.ExceedanceQuantile), secs(e), *e/math.Max(*res.FloorS, 1))
 			if *e > float64(res.Scenario.Post) {
 				line += fmt.Sprintf(", more than the %d s watch", res.Scenario.Post)
-			} else if m := cmp.Or(res.TTDMean, res.TTDMeanAtLeast); m != nil {
-				at := ""
-				if res.TTDMean == nil {
-					at = "≥ "
-				}
-				line += fmt.Sprintf("; the detector's mean is %s%.2f× that", at, *m/math.Max(*e, 1))
+			} else {
+				line += meanAgainst(res, *e)
 			}
 			if _, err := fmt.Fprintln(w, line); err != nil {
 				return err
