@@ -34,7 +34,7 @@ type line struct {
 // Kinds of reference a series can be compared with.
 const (
 	refPreviousVersion = "previous_version" // frozen recent history of the version before
-	refBaselineCohort  = "baseline_cohort"  // canary analysis against the concurrent baseline cohort
+	refBaselineCohort  = "baseline_cohort"  // canary analysis: the baseline cohort's history, and the cohort as it serves
 )
 
 // reference is a series' baseline, frozen when it is built so the comparison cannot drift with the
@@ -42,6 +42,7 @@ const (
 type reference struct {
 	kind    string
 	version string // the baseline's version
+	cohort  string // the baseline's cohort ("" for a line without one)
 	label   string // what Anomaly.BaselineVersion says
 	ok      bool   // enough requests to compare against; otherwise every test is inconclusive
 	from    int64  // first bucket of the baseline window
@@ -65,16 +66,17 @@ type reference struct {
 	bodyP     [maxQuantiles][3]float64
 	cpuRef    robustRef
 	memRef    robustRef
-
-	paired *line // the baseline cohort's line, for concurrent error-rate comparison
 }
 
 // freeze builds a reference from src's recent history (every epoch it keeps).
 func (d *Detector) freeze(src *series, kind string) *reference {
-	r := &reference{kind: kind, version: src.key.Version, from: src.firstB, to: src.lastB}
+	r := &reference{kind: kind, version: src.key.Version, cohort: src.key.Cohort, from: src.firstB, to: src.lastB}
 	r.label = src.key.Version
-	if kind == refBaselineCohort {
+	switch {
+	case kind == refBaselineCohort && src.key.Cohort != "":
 		r.label = src.key.Version + " (cohort " + src.key.Cohort + ")"
+	case kind == refBaselineCohort:
+		r.label = src.key.Version + " (without a cohort)"
 	}
 	r.sk = d.sk.new()
 	hs := src.epochs()
@@ -234,15 +236,12 @@ func (d *Detector) latencyParamsAt(sk *ddsketch.DDSketch, t threshold, tol int) 
 	return newRateParams(xb, n, r)
 }
 
-// resolveReference gives a newly seen series its baseline: the baseline cohort when the series is
-// a canary and a baseline cohort serves, otherwise the previous version on the same line.
+// resolveReference gives a newly seen series its baseline: for a canary, the history of the
+// version it is compared with (see canaryReference), otherwise the previous version on the same
+// line.
 func (d *Detector) resolveReference(s *series) {
 	if s.key.Cohort == schemas.CohortCanary {
-		bk := s.key.line()
-		bk.Cohort = schemas.CohortBaseline
-		if bl := d.lines[bk]; bl != nil && bl.current != nil {
-			s.ref = d.freeze(bl.current, refBaselineCohort)
-			s.ref.paired = bl
+		if s.ref = d.canaryReference(s); s.ref != nil {
 			if d.cfg.CanaryConcurrentAlpha > 0 {
 				s.gate = new([numCategories]rateTest)
 			}
@@ -252,6 +251,49 @@ func (d *Detector) resolveReference(s *series) {
 	if cur := s.line.current; cur != nil && cur != s && cur.key.Version != s.key.Version {
 		s.ref = d.freeze(cur, refPreviousVersion)
 	}
+}
+
+// canaryReference is the history a canary is compared with: the baseline cohort's; or, when that
+// is too short to conclude anything or there is no cohort yet, the same version's serving without
+// a cohort. The second is the usual case where the cohort starts with the canary: a fresh
+// baseline cluster (as Kayenta deploys one), or telemetry that labels the stable version's
+// requests only while a rollout runs. Before either, the version served unlabelled, and that is
+// its history. nil when neither line serves another version.
+func (d *Detector) canaryReference(s *series) *reference {
+	k := s.key.line()
+	k.Cohort = schemas.CohortBaseline
+	var ref *reference
+	version := "" // the baseline cohort's version: the unlabelled history must be of the same
+	if l := d.lines[k]; l != nil && l.current != nil && l.current.key.Version != s.key.Version {
+		if ref = d.freeze(l.current, refBaselineCohort); ref.ok {
+			return ref
+		}
+		version = l.current.key.Version
+	}
+	k.Cohort = ""
+	if l := d.lines[k]; l != nil && l.current != nil && l.current.key.Version != s.key.Version &&
+		(version == "" || l.current.key.Version == version) {
+		if r := d.freeze(l.current, refBaselineCohort); r.ok || ref == nil {
+			return r
+		}
+	}
+	return ref
+}
+
+// cohortLine is the line a canary is compared with as it serves: the baseline cohort's, or
+// while no baseline cohort serves another version, the same unit's line without a cohort (the
+// stable version serving unlabelled next to the canary). It is looked up as the canary's tests
+// run, not when its reference is frozen: a cohort that starts with the canary may send its
+// first request after the canary's. nil when neither serves another version.
+func (d *Detector) cohortLine(s *series) *line {
+	k := s.key.line()
+	for _, cohort := range [2]string{schemas.CohortBaseline, ""} {
+		k.Cohort = cohort
+		if l := d.lines[k]; l != nil && l.current != nil && l.current.key.Version != s.key.Version {
+			return l
+		}
+	}
+	return nil
 }
 
 func categoryName(c int) string { return schemas.ErrorCategories[c] }

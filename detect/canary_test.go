@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -71,5 +72,60 @@ func TestCanarySharedFailureHeld(t *testing.T) {
 		if tt := &s.errT[c]; tt.score() < tt.bound {
 			t.Errorf("seed %d: the history test's evidence %.2f stayed under its threshold %.2f: the check held nothing", seed, tt.score(), tt.bound)
 		}
+	}
+}
+
+// A baseline cohort that starts with the canary (a fresh baseline cluster, or cohort labels that
+// only a rollout sets) has no history to compare with. The canary is compared with its version's
+// history serving without a cohort, and checked against the cohort as it serves, which here sends
+// its first request seconds after the canary's.
+func TestCanaryWithFreshBaselineCohort(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		canary func(*phase)
+		metric string
+	}{
+		{"errors x5", func(p *phase) { p.errRate = map[string]float64{"": 0.1} }, schemas.MetricErrorRate},
+		{"latencies x2", func(p *phase) { p.latMed *= 2 }, schemas.MetricLatency},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := withoutBlocks(genScenario(70, healthy("1.0.0", 300, 40)), "")
+			cohort := withoutBlocks(genScenario(71, healthy("1.0.0", 300, 20)), schemas.CohortBaseline)
+			bad := healthy("1.1.0", 300, 20)
+			tc.canary(&bad)
+			canary := withoutBlocks(genScenario(72, bad), schemas.CohortCanary)
+			evs := before
+			for _, part := range []struct {
+				evs   []schemas.TelemetryEvent
+				shift int
+			}{{cohort, 303}, {canary, 300}} {
+				for _, ev := range part.evs {
+					ev.TS = ev.TS.Add(time.Duration(part.shift) * time.Second)
+					evs = append(evs, ev)
+				}
+			}
+			slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+
+			var f feeder
+			f.d = New(DefaultConfig())
+			for i := range evs {
+				f.d.Observe(&evs[i])
+				f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
+			}
+			i := slices.IndexFunc(f.out, func(a schemas.Anomaly) bool { return !a.IsResolved() })
+			if i < 0 {
+				t.Fatal("the canary's regression was not detected")
+			}
+			a := f.out[i]
+			if a.Cohort != schemas.CohortCanary || a.Metric != tc.metric {
+				t.Fatalf("first anomaly: %s of %s (cohort %q), want %s of the canary", a.Metric, a.Version, a.Cohort, tc.metric)
+			}
+			if a.BaselineVersion != "1.0.0 (without a cohort)" {
+				t.Errorf("baseline %q, want the version's history without a cohort", a.BaselineVersion)
+			}
+			if at := a.TSDetected.Sub(evs[0].TS.Truncate(time.Second)); at > 360*time.Second {
+				t.Errorf("detected %s after the start, want within the canary's first minute", at)
+			}
+		})
 	}
 }

@@ -21,7 +21,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	var baseMem, baseCPU *robustRef
 	if r != nil {
 		baseMem = &r.memRef
-		if r.kind == refBaselineCohort {
+		if r.kind == refBaselineCohort && r.cohort != "" {
 			baseCPU = &r.cpuRef
 		}
 	}
@@ -34,10 +34,12 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	if r == nil || !r.ok {
 		return out // no baseline, or too small a one: inconclusive
 	}
-	var pb *bucket
-	if r.paired != nil && r.paired.current != nil {
-		if c := &r.paired.current.closed; c.idx == b.idx && c.n > 0 {
-			pb = c
+	var pb *bucket // the concurrent cohort's bucket of the same index, for a canary
+	if r.kind == refBaselineCohort {
+		if l := d.cohortLine(s); l != nil {
+			if c := &l.current.closed; c.idx == b.idx && c.n > 0 {
+				pb = c
+			}
 		}
 	}
 	rho := d.errorRatios()
@@ -136,11 +138,13 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 	if r == nil || !r.ok || !d.withinBucket(s) {
 		return
 	}
-	var cohort *series // the baseline cohort's current version, for a canary
-	if r.paired != nil {
-		if cohort = r.paired.current; cohort == nil {
+	var cohort *series // the concurrent cohort's current version, for a canary
+	if r.kind == refBaselineCohort {
+		l := d.cohortLine(s)
+		if l == nil {
 			return
 		}
+		cohort = l.current
 	}
 	eth := d.errorThresholds()
 	rho := d.errorRatios()

@@ -31,7 +31,8 @@ const (
 	snapshotMagic = "scalpel-detect\x00"
 	// 2: open buckets say what the tests that fired within them counted; 3: and what a canary's
 	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend;
-	// 4: a canary's concurrent check (series.gate).
+	// 4: a canary's concurrent check (series.gate), and its concurrent cohort is looked up, not
+	// stored.
 	snapshotVersion = 4
 )
 
@@ -341,6 +342,7 @@ func (b *bucket) xfer(c *codec) {
 func (d *Detector) xferReference(c *codec, r *reference) {
 	c.str(&r.kind)
 	c.str(&r.version)
+	c.str(&r.cohort)
 	c.str(&r.label)
 	c.bool(&r.ok)
 	c.i64(&r.from)
@@ -362,19 +364,6 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.int(&r.bodyQ)
 	r.cpuRef.xfer(c)
 	r.memRef.xfer(c)
-	has := r.paired != nil
-	if c.bool(&has); has {
-		var k lineKey
-		if !c.reading {
-			k = r.paired.key
-		}
-		c.lineKey(&k)
-		if c.reading {
-			if r.paired = d.lines[k]; r.paired == nil && c.err == nil {
-				c.fail("baseline cohort line %v unknown", k)
-			}
-		}
-	}
 }
 
 func (qt *quantileTests) xfer(c *codec) {
