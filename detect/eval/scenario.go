@@ -28,6 +28,9 @@ type Scenario struct {
 	Post       int     `json:"post_s"`
 	// CanaryShare > 0 runs the new version as a canary cohort with this share of the traffic.
 	CanaryShare float64 `json:"canary_share,omitempty"`
+	// FreshBaseline starts the baseline cohort with the canary, as Kayenta's fresh baseline
+	// cluster does: before the deploy version 1.0 serves without a cohort.
+	FreshBaseline bool `json:"fresh_baseline,omitempty"`
 
 	ErrMul     float64 `json:"err_mul,omitempty"`     // exception rate ×, new version (0 = 1)
 	ErrRamp    int     `json:"err_ramp_s,omitempty"`  // seconds the error rise takes to reach ErrMul
@@ -116,6 +119,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
 		{Name: "canary 50% of 100rps, shared failure x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedErrMul: 3},
 		{Name: "canary 50% of 100rps, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, ErrMul: 2},
+		{Name: "canary 50% of 100rps, fresh baseline cohort, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true},
+		{Name: "canary 50% of 100rps, fresh baseline cohort, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true, ErrMul: 2},
+		{Name: "canary 50% of 100rps, fresh baseline cohort, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true, BodyMul: 2, TailMul: 2},
 		{Name: "canary 50% of 100rps, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, BodyMul: 2, TailMul: 2},
 	}
 	return s
@@ -184,7 +190,7 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		var sides [2]side
 		ns := 1
 		switch {
-		case !after && sc.CanaryShare > 0:
+		case !after && sc.CanaryShare > 0 && !sc.FreshBaseline:
 			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load, false}
 		case !after:
 			sides[0] = side{oldVersion, "", rps * load, false}

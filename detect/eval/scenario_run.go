@@ -438,6 +438,9 @@ func staticRules(sc *Scenario, evs []schemas.TelemetryEvent) (argo0, argo3, flag
 	oldCohort, newCohort := "", ""
 	if sc.CanaryShare > 0 {
 		oldCohort, newCohort = schemas.CohortBaseline, schemas.CohortCanary
+		if sc.FreshBaseline {
+			oldCohort = "" // the baseline period served without a cohort
+		}
 	}
 	var lats []float64
 	var errRates, p99s []float64
