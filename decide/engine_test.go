@@ -233,6 +233,16 @@ func TestEngine(t *testing.T) {
 				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0-legacy", Step: 1}}}},
 		},
 		{
+			// A canary's baseline says which cohort or history it was: the version precedes it.
+			name:    "a canary's observed baseline version without its qualifier",
+			deploys: []*schemas.DeployEvent{d1},
+			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) {
+				a.Cohort, a.BaselineVersion = schemas.CohortCanary, "3.0-legacy (cohort baseline)"
+			})},
+			want: []*want{{action: schemas.ActionRollback, granularity: schemas.GranularityMedium,
+				targets: []schemas.DecisionTarget{{Service: "checkout", Component: "cart", FromVersion: "3.1", ToVersion: "3.0-legacy", Step: 1}}}},
+		},
+		{
 			name:      "no deploy at all: recommend from observed versions",
 			anomalies: []*schemas.Anomaly{anomaly("a1", "cart", "3.1", time.Minute, func(a *schemas.Anomaly) { a.BaselineVersion = "3.0" })},
 			want: []*want{{action: schemas.ActionRecommend, granularity: schemas.GranularityMedium,

@@ -207,9 +207,8 @@ func (h *serviceHistory) recordObserved(a *schemas.Anomaly) {
 		l.add(versionEntry{Version: a.Version, Since: from, Source: sourceObserved})
 		cur = l.find(a.Version, a.TSDetected)
 	}
-	bv := a.BaselineVersion
-	if bv == "" || bv == a.Version || bv == schemas.CohortBaseline || bv == schemas.CohortCanary ||
-		strings.HasPrefix(bv, schemas.BaselineOwnProfile) {
+	bv := schemas.BaselineVersionOf(a.BaselineVersion) // a canary's says which cohort: "2.4.0 (cohort baseline)"
+	if bv == "" || bv == a.Version || bv == schemas.CohortBaseline || bv == schemas.CohortCanary {
 		return
 	}
 	if _, ok := l.previous(cur); ok || l.contains(bv) {

@@ -7,6 +7,7 @@ package schemas
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -192,7 +193,9 @@ type Anomaly struct {
 	ErrorCategory string    `json:"error_category,omitempty"`
 	Observed      float64   `json:"observed"`
 	Baseline      float64   `json:"baseline"`
-	// BaselineVersion is the version (or cohort) the observation was compared with.
+	// BaselineVersion is the version (or cohort) the observation was compared with, for people:
+	// a qualifier in parentheses may follow the version ("2.4.0 (cohort baseline)"), and
+	// BaselineVersionOf reads the version back.
 	BaselineVersion string   `json:"baseline_version,omitempty"`
 	Effect          float64  `json:"effect"`
 	Test            string   `json:"test,omitempty"` // which statistical test fired
@@ -209,6 +212,19 @@ type Anomaly struct {
 	// Resolution says why the episode ended (e.g. "error rate back under baseline for 10s",
 	// "traffic moved to version 1.0, which is healthy").
 	Resolution string `json:"resolution,omitempty"`
+}
+
+// BaselineVersionOf is the version an Anomaly.BaselineVersion names: what precedes its
+// parenthesised qualifier, if any ("2.4.0 (cohort baseline)" → "2.4.0"), and "" for the own
+// profile, which names none.
+func BaselineVersionOf(bv string) string {
+	if strings.HasPrefix(bv, BaselineOwnProfile) {
+		return ""
+	}
+	if i := strings.Index(bv, " ("); i > 0 && strings.HasSuffix(bv, ")") {
+		return bv[:i]
+	}
+	return bv
 }
 
 // BaselineOwnProfile begins Anomaly.BaselineVersion when the series was compared with its own
