@@ -15,15 +15,19 @@ type lineKey struct {
 	Service, Component, Block, Cohort string
 }
 
-// line follows which version a (service, component, block, cohort) currently runs, and its
-// throughput, which only makes sense across versions (a rolling deploy moves traffic between
-// versions without any of it being lost).
+// line follows which version a (service, component, block, cohort) currently runs. The line of a
+// unit without a cohort also tests the unit's throughput, which only makes sense across versions
+// and cohorts: a rolling deploy moves traffic between versions, and a canary takes its share from
+// the stable version's cohort, without any of it being lost.
 type line struct {
 	key     lineKey
-	current *series // the version that appeared most recently
+	current *series // the version that appeared most recently; nil for a unit line no request without a cohort came to
+	unit    *line   // the line whose throughput test counts this line's requests: the unit's without a cohort
 
 	accB   int64   // bucket being accumulated for the throughput test
-	accN   float64 // requests of the line in bucket accB
+	accN   float64 // requests of the unit in bucket accB
+	accS   *series // the series that served most of them (whom a drop is reported on); nil once tested
+	accTop float64 // and how many it served
 	lastB  int64   // last bucket the throughput test consumed
 	tput   ewma
 	tputC  cusum

@@ -78,19 +78,22 @@ func TestCanarySharedFailureHeld(t *testing.T) {
 // A baseline cohort that starts with the canary (a fresh baseline cluster, or cohort labels that
 // only a rollout sets) has no history to compare with. The canary is compared with its version's
 // history serving without a cohort, and checked against the cohort as it serves, which here sends
-// its first request seconds after the canary's.
+// its first request seconds after the canary's. With stable cohort "" the stable version is
+// never labelled: its own line is then the concurrent one.
 func TestCanaryWithFreshBaselineCohort(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		canary func(*phase)
 		metric string
+		stable string // the stable version's cohort during the rollout
 	}{
-		{"errors x5", func(p *phase) { p.errRate = map[string]float64{"": 0.1} }, schemas.MetricErrorRate},
-		{"latencies x2", func(p *phase) { p.latMed *= 2 }, schemas.MetricLatency},
+		{"errors x5", func(p *phase) { p.errRate = map[string]float64{"": 0.1} }, schemas.MetricErrorRate, schemas.CohortBaseline},
+		{"latencies x2", func(p *phase) { p.latMed *= 2 }, schemas.MetricLatency, schemas.CohortBaseline},
+		{"errors x5 next to an unlabelled stable version", func(p *phase) { p.errRate = map[string]float64{"": 0.1} }, schemas.MetricErrorRate, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := withoutBlocks(genScenario(70, healthy("1.0.0", 300, 40)), "")
-			cohort := withoutBlocks(genScenario(71, healthy("1.0.0", 300, 20)), schemas.CohortBaseline)
+			cohort := withoutBlocks(genScenario(71, healthy("1.0.0", 300, 20)), tc.stable)
 			bad := healthy("1.1.0", 300, 20)
 			tc.canary(&bad)
 			canary := withoutBlocks(genScenario(72, bad), schemas.CohortCanary)
@@ -127,5 +130,41 @@ func TestCanaryWithFreshBaselineCohort(t *testing.T) {
 				t.Errorf("detected %s after the start, want within the canary's first minute", at)
 			}
 		})
+	}
+}
+
+// A canary taking half the traffic from the baseline cohort moves it without losing any: the
+// unit's throughput is tested across cohorts, so the split is no drop. A drop of the unit's
+// traffic, both cohorts at once, still is.
+func TestCanarySplitIsNotAThroughputDrop(t *testing.T) {
+	split := cohorts(80, []phase{healthy("1.0.0", 300, 40), healthy("1.0.0", 300, 20)}, healthy("1.1.0", 300, 20), 300)
+	var f feeder
+	f.d = New(DefaultConfig())
+	for i := range split {
+		f.d.Observe(&split[i])
+		f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
+	}
+	for _, a := range f.out {
+		t.Errorf("a healthy canary split raised %s of %s (cohort %q): %s", a.Metric, a.Version, a.Cohort, a.Test)
+	}
+
+	drop := cohorts(80, []phase{healthy("1.0.0", 300, 40), healthy("1.0.0", 150, 20), healthy("1.0.0", 150, 4)},
+		healthy("1.1.0", 150, 20), 300)
+	for _, ev := range withoutBlocks(genScenario(82, healthy("1.1.0", 150, 4)), schemas.CohortCanary) {
+		ev.TS = ev.TS.Add(450 * time.Second)
+		drop = append(drop, ev)
+	}
+	slices.SortStableFunc(drop, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+	f = feeder{d: New(DefaultConfig())}
+	for i := range drop {
+		f.d.Observe(&drop[i])
+		f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
+	}
+	i := slices.IndexFunc(f.out, func(a schemas.Anomaly) bool { return a.Metric == schemas.MetricThroughput && !a.IsResolved() })
+	if i < 0 {
+		t.Fatalf("the unit's traffic fell to a fifth across both cohorts, and no throughput anomaly: %d others", len(f.out))
+	}
+	if at := f.out[i].TSDetected.Sub(drop[0].TS.Truncate(time.Second)); at < 450*time.Second || at > 480*time.Second {
+		t.Errorf("throughput drop detected %s after the start, want within 30 s of the drop at 450 s", at)
 	}
 }

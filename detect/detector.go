@@ -317,17 +317,28 @@ func (d *Detector) seriesFor(k SeriesKey, slot int, b int64) *series {
 
 // newSeries creates the series of k, whose first event falls in bucket b, and starts it.
 func (d *Detector) newSeries(k SeriesKey, b int64) *series {
-	lk := k.line()
-	ln := d.lines[lk]
-	if ln == nil {
-		ln = &line{key: lk, accB: math.MinInt64, lastB: math.MinInt64}
-		d.lines[lk] = ln
-	}
+	ln := d.lineOf(k.line())
 	s := &series{key: k, aggregate: k.Block == "", line: ln, firstB: math.MaxInt64, lastB: math.MinInt64}
 	s.cur = d.newHistory(s.aggregate, math.MinInt64)
 	d.series[k] = s
 	d.start(s, b)
 	return s
+}
+
+// lineOf is the line of lk, created with the unit's line it counts its throughput on.
+func (d *Detector) lineOf(lk lineKey) *line {
+	ln := d.lines[lk]
+	if ln == nil {
+		ln = &line{key: lk, accB: math.MinInt64, lastB: math.MinInt64}
+		d.lines[lk] = ln
+		ln.unit = ln
+		if lk.Cohort != "" {
+			uk := lk
+			uk.Cohort = ""
+			ln.unit = d.lineOf(uk)
+		}
+	}
+	return ln
 }
 
 // newHistory is an empty epoch starting at bucket start; a component aggregate's also tallies
@@ -389,12 +400,15 @@ func (d *Detector) advanceTo(last int64) {
 				s.open = slices.Delete(s.open, 0, 1)
 				d.closeBucket(s)
 				closing = append(closing, s)
-				if s.aggregate && s.line.accB != b {
-					s.line.accB, s.line.accN = b, 0
-					touched = append(touched, s.line)
-				}
-				if s.aggregate {
-					s.line.accN += s.closed.n
+				if u := s.line.unit; s.aggregate {
+					if u.accB != b {
+						u.accB, u.accN, u.accTop = b, 0, 0
+						touched = append(touched, u)
+					}
+					u.accN += s.closed.n
+					if s.closed.n > u.accTop {
+						u.accS, u.accTop = s, s.closed.n
+					}
 				}
 			}
 		}

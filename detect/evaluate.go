@@ -492,7 +492,9 @@ func (d *Detector) testThroughput(ln *line, out []schemas.Anomaly) []schemas.Ano
 		ln.tputC.s = 0
 	}
 	ln.lastB = b
-	return d.throughputStep(ln, ln.accN, b, out)
+	out = d.throughputStep(ln, ln.accN, b, out)
+	ln.accS = nil // keeps no evicted series alive
+	return out
 }
 
 // throughputWarmup is how many buckets the rate EWMA needs before it is trusted.
@@ -501,7 +503,7 @@ const throughputWarmup = 60
 func (d *Detector) throughputStep(ln *line, x float64, b int64, out []schemas.Anomaly) []schemas.Anomaly {
 	perBucket := d.cfg.ThroughputMinRate * time.Duration(d.cfg.BucketWidth).Seconds()
 	m := ln.tput.forecast()
-	if ln.tput.ready && m >= perBucket && ln.current != nil {
+	if ln.tput.ready && m >= perBucket {
 		z := (m*(1-d.cfg.ThroughputMinDrop/2) - x) / math.Sqrt(m)
 		if ln.tputC.s == 0 {
 			ln.tputBL = m
@@ -509,8 +511,14 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, out []schemas.An
 		switch ln.tputC.update(z, 0, d.cfg.CUSUMThreshold, b) {
 		case verdictFired:
 			secs := time.Duration(d.cfg.BucketWidth).Seconds()
-			a := d.cusumAnomaly(ln.current.key, schemas.MetricThroughput, &ln.tputC, x/secs, ln.tputBL/secs, b, "cusum-ewma-poisson", "")
-			a.Evidence.Notes = append(a.Evidence.Notes, "throughput of the line across versions, in requests per second")
+			// Reported on the newest version when it served in the bucket (a drop right after a
+			// deploy is the new version's to explain), else on whichever series served most.
+			k := ln.accS.key
+			if cur := ln.current; cur != nil && cur.lastB >= b {
+				k = cur.key
+			}
+			a := d.cusumAnomaly(k, schemas.MetricThroughput, &ln.tputC, x/secs, ln.tputBL/secs, b, "cusum-ewma-poisson", "")
+			a.Evidence.Notes = append(a.Evidence.Notes, "throughput of the unit across versions and cohorts, in requests per second")
 			a.Status = schemas.AnomalyFiring
 			keep := a
 			ln.tputA = &keep

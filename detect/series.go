@@ -211,7 +211,7 @@ func (s *series) firing(quantiles []float64) []string {
 	if s.memC.firing {
 		out = append(out, "mem")
 	}
-	if s.line != nil && s.line.current == s && s.line.tputC.firing {
+	if a := s.line.unit.tputA; a != nil && a.Version == s.key.Version && a.Cohort == s.key.Cohort {
 		out = append(out, "throughput")
 	}
 	return out

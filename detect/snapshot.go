@@ -152,6 +152,15 @@ func (d *Detector) xfer(c *codec) error {
 			d.lines[ln.key] = ln
 		}
 	}
+	if c.reading { // each line's unit is the line of its unit without a cohort, written too
+		for _, ln := range d.lines {
+			uk := ln.key
+			uk.Cohort = ""
+			if ln.unit = d.lines[uk]; ln.unit == nil && c.err == nil {
+				c.fail("line %v without its unit's line", ln.key)
+			}
+		}
+	}
 
 	skeys := slices.SortedFunc(maps.Keys(d.series), compareKeys)
 	n = c.count(len(skeys))
