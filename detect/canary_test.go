@@ -168,3 +168,44 @@ func TestCanarySplitIsNotAThroughputDrop(t *testing.T) {
 		t.Errorf("throughput drop detected %s after the start, want within 30 s of the drop at 450 s", at)
 	}
 }
+
+// A canary rolled back by taking its weight to 0 (an aborted rollout) serves nothing more, and
+// its line serves no other version: its traffic moved to the baseline cohort, which is healthy,
+// and that ends its episode, as a rollback on the same line would. Decide reads the end as the
+// rollback having worked; an episode left open would have it escalate.
+func TestCanaryEpisodeEndsWhenTrafficMovesToCohort(t *testing.T) {
+	bad := healthy("1.1.0", 60, 20)
+	bad.errRate = map[string]float64{"": 0.2}
+	evs := cohorts(90, []phase{healthy("1.0.0", 420, 20)}, bad, 300)
+	var f feeder
+	f.d = New(DefaultConfig())
+	for i := range evs {
+		f.d.Observe(&evs[i])
+		f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
+	}
+	var opened, resolved *schemas.Anomaly
+	for i := range f.out {
+		a := &f.out[i]
+		if a.Cohort != schemas.CohortCanary || a.Metric != schemas.MetricErrorRate {
+			continue
+		}
+		if !a.IsResolved() && opened == nil {
+			opened = a
+		} else if a.IsResolved() && opened != nil && a.ID == opened.ID {
+			resolved = a
+		}
+	}
+	if opened == nil {
+		t.Fatal("the canary's regression was not detected")
+	}
+	if resolved == nil {
+		t.Fatalf("the canary stopped serving at 360 s and its episode never ended (%d anomalies)", len(f.out))
+	}
+	if want := "traffic moved to version 1.0.0 (cohort baseline), which is healthy"; resolved.Resolution != want {
+		t.Errorf("resolution %q, want %q", resolved.Resolution, want)
+	}
+	end := evs[0].TS.Truncate(time.Second).Add(360 * time.Second)
+	if at := resolved.ResolvedAt.Sub(end); at < 0 || at > 30*time.Second {
+		t.Errorf("resolved %s after the canary stopped, want within 30 s", at)
+	}
+}

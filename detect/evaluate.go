@@ -586,11 +586,19 @@ func (d *Detector) quietFor(buckets int) string {
 
 // trafficMoved resolves every open episode of a series that has stopped serving while its line
 // serves another version that is not firing (a rollback, or a roll forward, moved the traffic).
-// It runs once per bucket index b, after that bucket's tests, so it is independent of batching.
+// A canary whose line serves nothing else moved its traffic to the cohort it is compared with
+// (an aborted rollout sets the canary's weight to 0): that cohort's version stands in for the
+// line's. It runs once per bucket index b, after that bucket's tests, so it is independent of
+// batching.
 func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomaly {
 	kept := d.firing[:0]
 	for _, s := range d.firing {
 		cur := s.line.current
+		if (cur == nil || cur == s) && s.ref != nil && s.ref.kind == refBaselineCohort {
+			if l := d.cohortLine(s); l != nil {
+				cur = l.current
+			}
+		}
 		if cur == nil || cur == s || cur.lastB != b {
 			s.movedN, s.movedErrs = 0, [numCategories]float64{}
 		} else {
@@ -605,6 +613,9 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 		if cur != nil && cur != s && cur.lastB == b && b-s.lastB >= d.movedBuckets &&
 			len(cur.firing(d.cfg.LatencyQuantiles)) == 0 && d.movedHealthy(s) {
 			why := "traffic moved to version " + cur.key.Version + ", which is healthy"
+			if cur.key.Cohort != s.key.Cohort && cur.key.Cohort != "" {
+				why = "traffic moved to version " + cur.key.Version + " (cohort " + cur.key.Cohort + "), which is healthy"
+			}
 			for slot := range s.eps {
 				out = d.resolve(s, slot, b, why, out)
 			}
