@@ -164,6 +164,13 @@ func FuzzRestore(f *testing.F) {
 	}
 	f.Add(snap)
 	f.Add(snap[:len(snap)-3])
+	// A canary next to a baseline cohort: its reference, concurrent check and the unit's line.
+	c := New(DefaultConfig())
+	run(c, cohorts(5, []phase{healthy("1.0.0", 20, 5)}, healthy("1.1.0", 10, 5), 10), 0, 10)
+	if snap, err = c.Snapshot(); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(snap)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := Restore(DefaultConfig(), b)
 		if err != nil {
