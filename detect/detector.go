@@ -402,12 +402,12 @@ func (d *Detector) advanceTo(last int64) {
 				closing = append(closing, s)
 				if u := s.line.unit; s.aggregate {
 					if u.accB != b {
-						u.accB, u.accN, u.accTop = b, 0, 0
+						u.accB, u.accN, u.accS = b, 0, nil
 						touched = append(touched, u)
 					}
 					u.accN += s.closed.n
-					if s.closed.n > u.accTop {
-						u.accS, u.accTop = s, s.closed.n
+					if u.accS == nil || s.closed.n > u.accS.closed.n { // closed this round too
+						u.accS = s
 					}
 				}
 			}
