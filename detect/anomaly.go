@@ -107,7 +107,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 			score, t.bound, t.boundNote(&d.th), h0, rho[0], rho[1], rho[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	if gated {
-		g := &s.gate[c]
+		g := &s.gate.err[c]
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
 			"concurrent check: against the baseline cohort over the same buckets (%g errors in %g requests against the canary's %g in %g), "+
 				"the paired test's log likelihood ratio %.2f is over its threshold %.2f (canary_concurrent_alpha %g): "+
@@ -236,7 +236,9 @@ func topSites(maxN int, open []map[string]int64, hs ...*history) map[string]int6
 // latencyAnomaly explains latency test q of s, which is firing. A non-zero at says it fired within
 // a bucket (Detector.testLatencyWithinBucket), detected at that time, and the observed quantile
 // includes the open buckets; zero, at the close of s.closed.
-func (d *Detector) latencyAnomaly(s *series, q int, at time.Time) schemas.Anomaly {
+//
+// g is a canary's check of q as it let the test fire, nil for any other series.
+func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) schemas.Anomaly {
 	t := &s.latT[q]
 	r := s.ref
 	within := !at.IsZero()
@@ -278,6 +280,12 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time) schemas.Anomal
 	if r.composite[q] && t.bank != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("H1 also as a change of the tail alone (the requests below %s as the baseline's), against any slowdown within the tolerance: log likelihood ratio %.2f of %.2f",
 			label, mixScore(&t.bank.llr), score))
+	}
+	if g != nil {
+		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+			"concurrent check: against the baseline cohort over the same buckets (%g of %g requests above the baseline %s, against the canary's %g of %g), "+
+				"the paired test's log likelihood ratio %.2f is over its threshold %.2f (canary_concurrent_alpha %g): the slowdown is the canary's own, not one both cohorts share",
+			g.xr, g.nr, label, g.x, g.n, g.score(), g.bound, d.cfg.CanaryConcurrentAlpha))
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes, shiftNote(d.sk, obs, r.sk)...)
 	return a

@@ -209,3 +209,37 @@ func TestCanaryEpisodeEndsWhenTrafficMovesToCohort(t *testing.T) {
 		t.Errorf("resolved %s after the canary stopped, want within 30 s", at)
 	}
 }
+
+// A shared dependency slows both cohorts by half as the canary starts. Against the cohort's
+// history the canary is slower, but the latency checks, paired tests against the cohort's
+// requests over the same buckets, see both equally slow: no canary anomaly, though some latency
+// test's evidence is over its threshold (so it was a check that held it).
+func TestCanarySharedSlowdownHeld(t *testing.T) {
+	for seed := range uint64(3) {
+		slow := healthy("1.0.0", 300, 20)
+		slow.latMed *= 1.5
+		canary := healthy("1.1.0", 300, 20)
+		canary.latMed = slow.latMed
+		evs := cohorts(100+2*seed, []phase{healthy("1.0.0", 300, 20), slow}, canary, 300)
+		d := New(DefaultConfig())
+		for i := range evs {
+			d.Observe(&evs[i])
+			for _, a := range d.Advance(d.Watermark()) {
+				if !a.IsResolved() && a.Cohort == schemas.CohortCanary {
+					t.Fatalf("seed %d: a shared slowdown rolled the canary back: %s %s at %s", seed, a.Metric, a.Test, a.TSDetected.Format(time.RFC3339))
+				}
+			}
+		}
+		s := d.series[SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.1.0", Cohort: schemas.CohortCanary}]
+		if s == nil || s.gate == nil {
+			t.Fatalf("seed %d: no canary series with a concurrent check", seed)
+		}
+		over := false
+		for q := range d.cfg.LatencyQuantiles {
+			over = over || s.latT[q].score() >= s.latT[q].bound && s.latT[q].n > 0
+		}
+		if !over {
+			t.Errorf("seed %d: no latency test's evidence is over its threshold: the checks held nothing", seed)
+		}
+	}
+}

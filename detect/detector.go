@@ -416,6 +416,9 @@ func (d *Detector) advanceTo(last int64) {
 		for _, s := range closing {
 			d.out = d.test(s, d.out)
 		}
+		for _, s := range closing {
+			d.pool.release(&s.closed)
+		}
 		for _, ln := range touched {
 			d.out = d.testThroughput(ln, d.out)
 		}
@@ -473,9 +476,11 @@ func (d *Detector) epochOf(b int64) int64 {
 
 // closeBucket moves a closed bucket into the series' history, rotating epochs, and counts the
 // bucket's latencies above the baseline's quantiles for the sequential latency test.
+//
+// The bucket keeps its sketch until the round's tests ran (advanceTo releases it): a canary's
+// latency checks read its cohort's.
 func (d *Detector) closeBucket(s *series) {
 	b := &s.closed
-	defer d.pool.release(b)
 	if e := d.epochOf(b.idx); e != s.cur.start {
 		d.rotate(s, e)
 	}

@@ -54,15 +54,15 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		switch {
 		case pb != nil && s.gate != nil:
 			xr, nr := b.unusedRef(c, pb)
-			v = d.updateGated(s, c, x, n, xr, nr, b.idx, t, &s.gate[c])
+			v = d.updateGated(s, c, x, n, xr, nr, b.idx, t, &s.gate.err[c])
 		case pb != nil:
 			xr, nr := b.unusedRef(c, pb)
-			v = t.updatePaired(rho, x, n, xr, nr, b.idx, &eth)
+			v = t.updatePaired(1, rho, x, n, xr, nr, b.idx, &eth)
 		default:
 			// A bucket the cohort served nothing in: against its history. A canary's gate
 			// still decides whether the test may fire.
 			th := eth
-			th.hold = s.gate != nil && !s.gate[c].firing
+			th.hold = s.gate != nil && !s.gate.err[c].firing
 			v = t.updateBaseline(&r.errP[c], x, n, b.idx, &th)
 		}
 		switch v {
@@ -74,20 +74,39 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 	}
 	if r.latOK && b.latN > 0 {
+		// A canary's latency checks read the cohort's bucket of the same index: its latencies
+		// above the canary's thresholds.
+		var cx [maxQuantiles]float64
+		cn := 0.0
+		if s.gate != nil && pb != nil && pb.sk != nil && pb.latN > 0 {
+			cn = pb.latN
+			aboveEach(pb.sk, &r.thr, len(d.cfg.LatencyQuantiles), &cx)
+		}
+		gth := d.gateThresholds(d.th)
 		anyFiring := false
 		for q := range d.cfg.LatencyQuantiles {
 			if !r.latQ[q] {
 				continue
 			}
 			t := &s.latT[q]
+			th := d.th
+			var g *rateTest
+			if s.gate != nil {
+				g = &s.gate.lat[q]
+				if cn > 0 {
+					rho0, rho := d.latencyGateRatios(r, q)
+					g.updatePaired(rho0, rho, s.exceed[q], b.latN, cx[q], cn, b.idx, &gth)
+				}
+				th.hold = !g.firing
+			}
 			var v rateVerdict
 			if r.composite[q] {
 				n, x, xb := b.unusedLatency(q, b.latN, s.exceed[q], s.exceed[r.bodyQ])
 				body := bodyEvidence(r, q, n, x, xb)
-				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th)
+				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &th)
 			} else {
 				n, x, _ := b.unusedLatency(q, b.latN, s.exceed[q], 0)
-				v = t.updateBaseline(&r.latP[q], x, n, b.idx, &d.th)
+				v = t.updateBaseline(&r.latP[q], x, n, b.idx, &th)
 			}
 			if (v == verdictFired || t.firing) && !s.latEp {
 				// The exceedance test fires on a shifted distribution, however small the shift: a
@@ -95,7 +114,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				// cent of latency. The quantile itself must have moved by a clear share of the
 				// minimum effect before it is called a regression; until then the test keeps
 				// watching, and the episode opens when the shift grows.
-				if a := d.latencyAnomaly(s, q, time.Time{}); a.Effect >= d.latencyGate() {
+				if a := d.latencyAnomaly(s, q, time.Time{}, g); a.Effect >= d.latencyGate() {
 					s.latEp = true // one anomaly per latency episode, from the quantile that fired first
 					out = d.open(s, epLatency, a, out)
 				}
@@ -155,7 +174,7 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		trial := s.errT[c] // an error test has no second bank: a copy is independent
 		var gate rateTest  // and the canary's gate, read over the same buckets
 		if s.gate != nil {
-			gate = s.gate[c]
+			gate = s.gate.err[c]
 		}
 		var tr trialRun
 		for i := range s.open {
@@ -168,7 +187,7 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 				if s.gate != nil {
 					tr.after(b.idx, d.updateGated(s, c, x, n, xr, nr, b.idx, &trial, &gate))
 				} else {
-					tr.after(b.idx, trial.updatePaired(rho, x, n, xr, nr, b.idx, &eth))
+					tr.after(b.idx, trial.updatePaired(1, rho, x, n, xr, nr, b.idx, &eth))
 				}
 			}
 		}
@@ -177,7 +196,7 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		}
 		s.errT[c] = trial
 		if s.gate != nil {
-			s.gate[c] = gate
+			s.gate.err[c] = gate
 		}
 		for i := range s.open {
 			b := &s.open[i]
@@ -206,12 +225,26 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 // either test alone allows: 2·Alpha over a watch while the cohort keeps its rate, and
 // 2·CanaryConcurrentAlpha when something moves both.
 func (d *Detector) updateGated(s *series, c int, x, n, xr, nr float64, b int64, t, g *rateTest) rateVerdict {
-	gth := d.errorThresholds()
-	gth.upper = d.gateUpper
-	g.updatePaired(d.errorRatios(), x, n, xr, nr, b, &gth)
+	gth := d.gateThresholds(d.errorThresholds())
+	g.updatePaired(1, d.errorRatios(), x, n, xr, nr, b, &gth)
 	th := d.errorThresholds()
 	th.hold = !g.firing
 	return t.updateBaseline(&s.ref.errP[c], x, n, b, &th)
+}
+
+// gateThresholds are th with a canary check's level, CanaryConcurrentAlpha.
+func (d *Detector) gateThresholds(th thresholds) thresholds {
+	th.upper = d.gateUpper
+	return th
+}
+
+// latencyGateRatios are the hypotheses of a canary's check of latency quantile q. H0: the
+// canary's exceedance rate is at most ρ0 times the cohort's, ρ0 being what the latency test's
+// own H0 tolerates (LatencyTolerance), read as its rate over the quantile's share, at least 1:
+// two cohorts that differ by less than the tolerance are not a regression. H_k: r[k] times that,
+// the test's own alternatives.
+func (d *Detector) latencyGateRatios(r *reference, q int) (float64, [alternatives]float64) {
+	return math.Max(1, r.latP[q].rate()/(1-d.cfg.LatencyQuantiles[q])), r.latP[q].r
 }
 
 // errorThresholds are the boundaries of the error tests against a version baseline: they watch
@@ -320,11 +353,21 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 	nq := len(d.cfg.LatencyQuantiles)
 	var lt latencyCounts
 	seen := false
+	var cohort *series
+	if s.gate != nil {
+		if l := d.cohortLine(s); l != nil {
+			cohort = l.current
+		}
+	}
 	for i := range s.open {
 		if sk := s.open[i].sk; sk != nil {
 			lt[i].n = s.open[i].latN
 			aboveEach(sk, &r.thr, nq, &lt[i].x)
 			seen = true
+			if pb := cohort.openBucket(s.open[i].idx); pb != nil && pb.sk != nil && pb.latN > 0 {
+				lt[i].rn = pb.latN
+				aboveEach(pb.sk, &r.thr, nq, &lt[i].rx)
+			}
 		}
 	}
 	if !seen {
@@ -347,6 +390,7 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 		}
 	}
 	fq := -1
+	var gates [maxQuantiles]rateTest // each check as the read left it, for the anomaly
 	for q := range nq {
 		if !runs[q].fired {
 			continue
@@ -354,14 +398,18 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 		if fq < 0 || runs[q].at < runs[fq].at {
 			fq = q
 		}
-		d.readLatency(s, &lt, q, &s.latT[q])
+		d.readLatency(s, &lt, q, &s.latT[q], &gates[q])
 		for i := range s.open {
 			if s.open[i].sk != nil {
 				s.open[i].useLatency(q, latencyUse{n: lt[i].n, x: lt[i].x[q], xb: lt[i].x[r.bodyQ]})
 			}
 		}
 	}
-	if a := d.latencyAnomaly(s, fq, d.firedAt(runs[fq].at)); a.Effect >= d.latencyGate() {
+	var g *rateTest
+	if s.gate != nil {
+		g = &gates[fq]
+	}
+	if a := d.latencyAnomaly(s, fq, d.firedAt(runs[fq].at), g); a.Effect >= d.latencyGate() {
 		s.latEp = true
 		d.out = d.open(s, epLatency, a, d.out)
 	}
@@ -372,6 +420,10 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 type latencyCounts [maxOpen]struct {
 	n float64
 	x [maxQuantiles]float64
+	// A canary's: the cohort's open bucket of the same index, its requests with a latency and
+	// those above each of the canary's thresholds (rn 0: none).
+	rn float64
+	rx [maxQuantiles]float64
 }
 
 // tryLatency reads a copy of latency test q of s (see readLatency). The copy's second bank is the
@@ -383,28 +435,48 @@ func (d *Detector) tryLatency(s *series, lt *latencyCounts, q int) trialRun {
 		d.trialBank = *trial.bank
 		trial.bank = &d.trialBank
 	}
-	return d.readLatency(s, lt, q, &trial)
+	return d.readLatency(s, lt, q, &trial, nil)
 }
 
 // readLatency runs t, latency test q of s or a copy of it, over s's open buckets as lt counts
-// them, and says whether and where it fired.
-func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest) trialRun {
+// them, and says whether and where it fired. A canary's check of q runs on a copy over the same
+// open buckets as they stand (it counts whole buckets when they close), and t may fire only
+// while the copy is firing; gout, if not nil, receives the copy as the read left it.
+func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest, gout *rateTest) trialRun {
 	r := s.ref
 	var run trialRun
+	var g rateTest
+	var rho0 float64
+	var rho [alternatives]float64
+	gth := d.gateThresholds(d.th)
+	if s.gate != nil {
+		g = s.gate.lat[q]
+		rho0, rho = d.latencyGateRatios(r, q)
+	}
 	for i := range s.open {
 		b := &s.open[i]
 		if b.sk == nil {
 			continue
 		}
+		th := d.th
+		if s.gate != nil {
+			if lt[i].rn > 0 {
+				g.updatePaired(rho0, rho, lt[i].x[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)
+			}
+			th.hold = !g.firing
+		}
 		n, x, xb := b.unusedLatency(q, lt[i].n, lt[i].x[q], lt[i].x[r.bodyQ])
 		var v rateVerdict
 		if r.composite[q] {
 			body := bodyEvidence(r, q, n, x, xb)
-			v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &d.th)
+			v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &th)
 		} else {
-			v = t.updateBaseline(&r.latP[q], x, n, b.idx, &d.th)
+			v = t.updateBaseline(&r.latP[q], x, n, b.idx, &th)
 		}
 		run.after(b.idx, v)
+	}
+	if gout != nil {
+		*gout = g
 	}
 	return run
 }
@@ -623,7 +695,7 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 				s.errT[c].reset()
 			}
 			if s.gate != nil {
-				*s.gate = [numCategories]rateTest{}
+				*s.gate = canaryGate{}
 			}
 			for q := range s.latT {
 				s.latT[q].reset()

@@ -111,11 +111,9 @@ type series struct {
 	own   *ownProfile // nil until the series has served for OwnProfileWarmup
 
 	errT [numCategories]rateTest
-	// gate is a canary's concurrent check (Config.CanaryConcurrentAlpha): per category, the
-	// paired test against the baseline cohort's same buckets, at that level. errT then tests the
-	// canary against the cohort's history, and fires only while its category's gate is firing.
-	// nil for any other series, and when the check is off (errT is then the paired test).
-	gate   *[numCategories]rateTest
+	// gate is a canary's concurrent check (Config.CanaryConcurrentAlpha). nil for any other
+	// series, and when the check is off (errT is then the paired test, and latT goes unchecked).
+	gate   *canaryGate
 	latT   [maxQuantiles]rateTest
 	latEp  bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
 	cpuRef robustRef
@@ -131,6 +129,16 @@ type series struct {
 	// The line's other version's requests and errors since this series stopped serving.
 	movedN    float64
 	movedErrs [numCategories]float64
+}
+
+// canaryGate holds a canary's concurrent checks: per error category and per latency quantile,
+// the paired test against the cohort it is compared with, over the same buckets, at
+// CanaryConcurrentAlpha. errT and latT test the canary against the cohort's history, and each
+// fires only while its check is firing. The latency checks are updated when a bucket closes;
+// a read within a bucket runs them on a copy over the open buckets as they stand.
+type canaryGate struct {
+	err [numCategories]rateTest
+	lat [maxQuantiles]rateTest
 }
 
 // Episode slots of series.eps.
@@ -175,8 +183,11 @@ func (s *series) bucketFor(idx int64) *bucket {
 	return &s.open[0]
 }
 
-// openBucket is the open bucket of index idx, or nil.
+// openBucket is the open bucket of index idx, or nil (also when s is nil).
 func (s *series) openBucket(idx int64) *bucket {
+	if s == nil {
+		return nil
+	}
 	for i := range s.open {
 		if s.open[i].idx == idx {
 			return &s.open[i]

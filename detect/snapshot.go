@@ -302,9 +302,12 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	for i := range s.errT {
 		s.errT[i].xfer(c)
 	}
-	optional(c, &s.gate, func(g *[numCategories]rateTest) {
-		for i := range g {
-			g[i].xfer(c)
+	optional(c, &s.gate, func(g *canaryGate) {
+		for i := range g.err {
+			g.err[i].xfer(c)
+		}
+		for i := range g.lat {
+			g.lat[i].xfer(c)
 		}
 	})
 	for i := range s.latT {

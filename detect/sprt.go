@@ -254,10 +254,11 @@ func (s *segment) min(k int) float64 {
 
 // updatePaired adds a bucket in which the observed side had xo hits in no requests and the
 // concurrent reference (the baseline cohort) had xr hits in nr requests. Conditioned on the total
-// hits, the observed side's share is binomial with p = no/(no+nr) under H0 (equal rates) and
-// p = ρ·no/(ρ·no+nr) when its rate is ρ times the reference's. Conditioning cancels whatever moves
-// both sides together — daily cycles, traffic spikes, a shared dependency going slow.
-func (t *rateTest) updatePaired(rho [alternatives]float64, xo, no, xr, nr float64, b int64, th *thresholds) rateVerdict {
+// hits, the observed side's share is binomial with p = ρ0·no/(ρ0·no+nr) under H0 (its rate ρ0
+// times the reference's: 1, or a latency test's tolerance) and p = ρ·ρ0·no/(ρ·ρ0·no+nr) when its
+// rate is ρ times that. Conditioning cancels whatever moves both sides together — daily cycles,
+// traffic spikes, a shared dependency going slow.
+func (t *rateTest) updatePaired(rho0 float64, rho [alternatives]float64, xo, no, xr, nr float64, b int64, th *thresholds) rateVerdict {
 	if no <= 0 || nr <= 0 {
 		return verdictNone
 	}
@@ -265,9 +266,9 @@ func (t *rateTest) updatePaired(rho [alternatives]float64, xo, no, xr, nr float6
 	t.xr += xr
 	var inc [alternatives]float64
 	if xo+xr > 0 {
-		pi0 := no / (no + nr)
+		pi0 := rho0 * no / (rho0*no + nr)
 		for k := range inc {
-			pi1 := rho[k] * no / (rho[k]*no + nr)
+			pi1 := rho[k] * rho0 * no / (rho[k]*rho0*no + nr)
 			inc[k] = xo*math.Log(pi1/pi0) + xr*math.Log((1-pi1)/(1-pi0))
 		}
 	}
