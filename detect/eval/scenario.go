@@ -47,6 +47,9 @@ type Scenario struct {
 	// count then (as false rollbacks when Regression is false): the old version's own profile
 	// rightly reports the failure, and rolling back to it would not mend it.
 	SharedErrMul float64 `json:"shared_err_mul,omitempty"`
+	// SharedLatMul multiplies the latency of every version from the deploy on: a shared
+	// dependency gone slow. Only the new version's anomalies count, as with SharedErrMul.
+	SharedLatMul float64 `json:"shared_lat_mul,omitempty"`
 	// NoDeploy keeps version 1.0 serving throughout: the change after Pre seconds (errors,
 	// latency) comes from outside the version, a dependency or a configuration flag, and only the
 	// series' own profile can see it. Pre must exceed the detector's OwnProfileWarmup.
@@ -119,6 +122,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
 		{Name: "canary 50% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5},
 		{Name: "canary 50% of 100rps, shared failure x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedErrMul: 3},
+		{Name: "canary 50% of 100rps, shared slowdown x1.3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedLatMul: 1.3},
 		{Name: "canary 50% of 100rps, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, ErrMul: 2},
 		{Name: "canary 50% of 100rps, fresh baseline cohort, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true},
 		{Name: "canary 50% of 100rps, fresh baseline cohort, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true, ErrMul: 2},
@@ -209,6 +213,8 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
 			if after {
 				errP *= orOne(sc.SharedErrMul)
+				bodyM *= orOne(sc.SharedLatMul)
+				tailM *= orOne(sc.SharedLatMul)
 			}
 			mem := baseMemMB + 3*rng.NormFloat64()
 			if sd.changed {
