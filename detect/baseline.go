@@ -45,11 +45,13 @@ const (
 type reference struct {
 	kind    string
 	version string // the baseline's version
-	cohort  string // the baseline's cohort ("" for a line without one)
 	label   string // what Anomaly.BaselineVersion says
 	ok      bool   // enough requests to compare against; otherwise every test is inconclusive
-	from    int64  // first bucket of the baseline window
-	to      int64  // last bucket of the baseline window
+	// unlabelled says a canary's baseline is its version's history without a cohort (see
+	// canaryReference): from another time than the canary's.
+	unlabelled bool
+	from       int64 // first bucket of the baseline window
+	to         int64 // last bucket of the baseline window
 
 	n      float64
 	errs   [numCategories]float64
@@ -73,7 +75,7 @@ type reference struct {
 
 // freeze builds a reference from src's recent history (every epoch it keeps).
 func (d *Detector) freeze(src *series, kind string) *reference {
-	r := &reference{kind: kind, version: src.key.Version, cohort: src.key.Cohort, from: src.firstB, to: src.lastB}
+	r := &reference{kind: kind, version: src.key.Version, unlabelled: src.key.Cohort == "", from: src.firstB, to: src.lastB}
 	r.label = src.key.Version
 	switch {
 	case kind == refBaselineCohort && src.key.Cohort != "":
@@ -246,7 +248,7 @@ func (d *Detector) resolveReference(s *series) {
 	if s.key.Cohort == schemas.CohortCanary {
 		if s.ref = d.canaryReference(s); s.ref != nil {
 			if d.cfg.CanaryConcurrentAlpha > 0 {
-				s.gate = new([numCategories]rateTest)
+				s.gate = new(canaryGate)
 			}
 			return
 		}

@@ -96,16 +96,17 @@ type Config struct {
 	// component aggregate whose requests name blocks or error sites (its block series are heard
 	// first). Default true.
 	FireWithinBucket bool `json:"fire_within_bucket" yaml:"fire_within_bucket"`
-	// CanaryConcurrentAlpha sets how a canary's error tests use the baseline cohort. Above 0, a
-	// canary is tested against the cohort's history from before the canary began, at Alpha, and
-	// fires only while a second test agrees: the paired test against the cohort's requests over
-	// the same buckets, at this level. The history knows the cohort's rate far better than its
-	// concurrent requests do (at a 50/50 split the paired test alone needs about 2.3 times as
-	// long), and the paired test keeps a failure that moves both cohorts (a shared dependency)
-	// from rolling the canary back: it does so with probability at most 2 × this value over a
-	// watch. 0 tests the canary with the paired test alone, at Alpha: slower, and a shared
-	// failure can then roll the canary back with probability at most 2·Alpha. In [0, 0.5);
-	// default 0.01.
+	// CanaryConcurrentAlpha sets how a canary is checked against the baseline cohort as it
+	// serves. A canary's error and latency tests compare it with the cohort's history from
+	// before the canary began, at Alpha. Above 0, each of them fires only while a second test
+	// agrees: the paired test of the same errors, or of the same quantile's exceedances, against
+	// the cohort's requests over the same buckets, at this level. The history knows the cohort's
+	// error rate far better than its concurrent requests do (at a 50/50 split the paired error
+	// test alone needs about 2.3 times as long), and the check keeps a failure or a slowdown that
+	// moves both cohorts (a shared dependency) from rolling the canary back: it does so with
+	// probability at most 2 × this value per test over a watch. 0 turns the checks off: the
+	// error tests are then the paired test alone, at Alpha (slower, and as safe), and the latency
+	// tests go unchecked, so a shared slowdown rolls the canary back. In [0, 0.5); default 0.01.
 	CanaryConcurrentAlpha float64 `json:"canary_concurrent_alpha" yaml:"canary_concurrent_alpha"`
 
 	// LatencyQuantiles are the baseline quantiles whose exceedance rate is tested (at most 4).

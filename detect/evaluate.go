@@ -21,7 +21,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	var baseMem, baseCPU *robustRef
 	if r != nil {
 		baseMem = &r.memRef
-		if r.kind == refBaselineCohort && r.cohort != "" {
+		if r.kind == refBaselineCohort && !r.unlabelled {
 			baseCPU = &r.cpuRef
 		}
 	}
