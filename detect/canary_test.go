@@ -109,17 +109,12 @@ func TestCanaryWithFreshBaselineCohort(t *testing.T) {
 			}
 			slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
 
-			var f feeder
-			f.d = New(DefaultConfig())
-			for i := range evs {
-				f.d.Observe(&evs[i])
-				f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
-			}
-			i := slices.IndexFunc(f.out, func(a schemas.Anomaly) bool { return !a.IsResolved() })
+			out := run(New(DefaultConfig()), evs, 0, 1)
+			i := slices.IndexFunc(out, func(a schemas.Anomaly) bool { return !a.IsResolved() })
 			if i < 0 {
 				t.Fatal("the canary's regression was not detected")
 			}
-			a := f.out[i]
+			a := out[i]
 			if a.Cohort != schemas.CohortCanary || a.Metric != tc.metric {
 				t.Fatalf("first anomaly: %s of %s (cohort %q), want %s of the canary", a.Metric, a.Version, a.Cohort, tc.metric)
 			}
@@ -138,13 +133,7 @@ func TestCanaryWithFreshBaselineCohort(t *testing.T) {
 // traffic, both cohorts at once, still is.
 func TestCanarySplitIsNotAThroughputDrop(t *testing.T) {
 	split := cohorts(80, []phase{healthy("1.0.0", 300, 40), healthy("1.0.0", 300, 20)}, healthy("1.1.0", 300, 20), 300)
-	var f feeder
-	f.d = New(DefaultConfig())
-	for i := range split {
-		f.d.Observe(&split[i])
-		f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
-	}
-	for _, a := range f.out {
+	for _, a := range run(New(DefaultConfig()), split, 0, 1) {
 		t.Errorf("a healthy canary split raised %s of %s (cohort %q): %s", a.Metric, a.Version, a.Cohort, a.Test)
 	}
 
@@ -155,16 +144,12 @@ func TestCanarySplitIsNotAThroughputDrop(t *testing.T) {
 		drop = append(drop, ev)
 	}
 	slices.SortStableFunc(drop, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
-	f = feeder{d: New(DefaultConfig())}
-	for i := range drop {
-		f.d.Observe(&drop[i])
-		f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
-	}
-	i := slices.IndexFunc(f.out, func(a schemas.Anomaly) bool { return a.Metric == schemas.MetricThroughput && !a.IsResolved() })
+	out := run(New(DefaultConfig()), drop, 0, 1)
+	i := slices.IndexFunc(out, func(a schemas.Anomaly) bool { return a.Metric == schemas.MetricThroughput && !a.IsResolved() })
 	if i < 0 {
-		t.Fatalf("the unit's traffic fell to a fifth across both cohorts, and no throughput anomaly: %d others", len(f.out))
+		t.Fatalf("the unit's traffic fell to a fifth across both cohorts, and no throughput anomaly: %d others", len(out))
 	}
-	if at := f.out[i].TSDetected.Sub(drop[0].TS.Truncate(time.Second)); at < 450*time.Second || at > 480*time.Second {
+	if at := out[i].TSDetected.Sub(drop[0].TS.Truncate(time.Second)); at < 450*time.Second || at > 480*time.Second {
 		t.Errorf("throughput drop detected %s after the start, want within 30 s of the drop at 450 s", at)
 	}
 }
@@ -177,15 +162,10 @@ func TestCanaryEpisodeEndsWhenTrafficMovesToCohort(t *testing.T) {
 	bad := healthy("1.1.0", 60, 20)
 	bad.errRate = map[string]float64{"": 0.2}
 	evs := cohorts(90, []phase{healthy("1.0.0", 420, 20)}, bad, 300)
-	var f feeder
-	f.d = New(DefaultConfig())
-	for i := range evs {
-		f.d.Observe(&evs[i])
-		f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
-	}
+	out := run(New(DefaultConfig()), evs, 0, 1)
 	var opened, resolved *schemas.Anomaly
-	for i := range f.out {
-		a := &f.out[i]
+	for i := range out {
+		a := &out[i]
 		if a.Cohort != schemas.CohortCanary || a.Metric != schemas.MetricErrorRate {
 			continue
 		}
@@ -199,7 +179,7 @@ func TestCanaryEpisodeEndsWhenTrafficMovesToCohort(t *testing.T) {
 		t.Fatal("the canary's regression was not detected")
 	}
 	if resolved == nil {
-		t.Fatalf("the canary stopped serving at 360 s and its episode never ended (%d anomalies)", len(f.out))
+		t.Fatalf("the canary stopped serving at 360 s and its episode never ended (%d anomalies)", len(out))
 	}
 	if want := "traffic moved to version 1.0.0 (cohort baseline), which is healthy"; resolved.Resolution != want {
 		t.Errorf("resolution %q, want %q", resolved.Resolution, want)
