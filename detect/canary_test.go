@@ -223,3 +223,42 @@ func TestCanarySharedSlowdownHeld(t *testing.T) {
 		}
 	}
 }
+
+// A canary left serving alone (its weight taken to 100 %, the stable version scaled down) has no
+// cohort to be checked against: a regression then is found against the cohort's history alone.
+func TestCanaryAloneIsTestedAgainstHistory(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		bad    func(*phase)
+		metric string
+	}{
+		{"errors x5", func(p *phase) { p.errRate = map[string]float64{"": 0.1} }, schemas.MetricErrorRate},
+		{"latencies x2", func(p *phase) { p.latMed *= 2 }, schemas.MetricLatency},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := healthy("1.1.0", 120, 40)
+			tc.bad(&bad)
+			// The cohort serves until 360 s; the canary takes half from 300 s, all from 360 s, and
+			// regresses at 420 s.
+			evs := cohorts(110, []phase{healthy("1.0.0", 300, 40), healthy("1.0.0", 60, 20)},
+				healthy("1.1.0", 60, 20), 300)
+			for _, ev := range withoutBlocks(genScenario(112, healthy("1.1.0", 60, 40), bad), schemas.CohortCanary) {
+				ev.TS = ev.TS.Add(360 * time.Second)
+				evs = append(evs, ev)
+			}
+			slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+			out := run(New(DefaultConfig()), evs, 0, 1)
+			i := slices.IndexFunc(out, func(a schemas.Anomaly) bool { return !a.IsResolved() && a.Cohort == schemas.CohortCanary })
+			if i < 0 {
+				t.Fatalf("the regression of a canary serving alone was not detected (%d anomalies)", len(out))
+			}
+			a := out[i]
+			if a.Metric != tc.metric {
+				t.Errorf("first canary anomaly: %s, want %s", a.Metric, tc.metric)
+			}
+			if at := a.TSDetected.Sub(evs[0].TS.Truncate(time.Second)); at < 420*time.Second || at > 450*time.Second {
+				t.Errorf("detected %s after the start, want within 30 s of the regression at 420 s", at)
+			}
+		})
+	}
+}

@@ -44,6 +44,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	}
 	rho := d.errorRatios()
 	eth := d.errorThresholds()
+	checked := s.gate != nil && d.cohortServing(s, b.idx)
 	for c := range s.errT {
 		if !d.tested[c] {
 			continue
@@ -62,7 +63,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			// A bucket the cohort served nothing in: against its history. A canary's gate
 			// still decides whether the test may fire.
 			th := eth
-			th.hold = s.gate != nil && !s.gate.err[c].firing
+			th.hold = checked && !s.gate.err[c].firing
 			v = t.updateBaseline(&r.errP[c], x, n, b.idx, &th)
 		}
 		switch v {
@@ -97,7 +98,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 					rho0, rho := d.latencyGateRatios(r, q)
 					g.updatePaired(rho0, rho, s.exceed[q], b.latN, cx[q], cn, b.idx, &gth)
 				}
-				th.hold = !g.firing
+				th.hold = checked && !g.firing
 			}
 			var v rateVerdict
 			if r.composite[q] {
@@ -230,6 +231,16 @@ func (d *Detector) updateGated(s *series, c int, x, n, xr, nr float64, b int64, 
 	th := d.errorThresholds()
 	th.hold = !g.firing
 	return t.updateBaseline(&s.ref.errP[c], x, n, b, &th)
+}
+
+// cohortServing reports whether the cohort a canary is compared with served within
+// TrafficMovedAfter of bucket b. Its checks hold the canary's tests only then: a canary left
+// serving alone (its weight at 100 %, the stable version scaled down) has nothing concurrent to
+// be checked against, and its tests fire against the cohort's history alone, as a new
+// version's do against the old one's.
+func (d *Detector) cohortServing(s *series, b int64) bool {
+	l := d.cohortLine(s)
+	return l != nil && b-l.current.lastB < d.movedBuckets
 }
 
 // gateThresholds are th with a canary check's level, CanaryConcurrentAlpha.
@@ -463,7 +474,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 			if lt[i].rn > 0 {
 				g.updatePaired(rho0, rho, lt[i].x[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)
 			}
-			th.hold = !g.firing
+			th.hold = !g.firing && d.cohortServing(s, b.idx)
 		}
 		n, x, xb := b.unusedLatency(q, lt[i].n, lt[i].x[q], lt[i].x[r.bodyQ])
 		var v rateVerdict
