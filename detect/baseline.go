@@ -47,11 +47,8 @@ type reference struct {
 	version string // the baseline's version
 	label   string // what Anomaly.BaselineVersion says
 	ok      bool   // enough requests to compare against; otherwise every test is inconclusive
-	// unlabelled says a canary's baseline is its version's history without a cohort (see
-	// canaryReference): from another time than the canary's.
-	unlabelled bool
-	from       int64 // first bucket of the baseline window
-	to         int64 // last bucket of the baseline window
+	from    int64  // first bucket of the baseline window
+	to      int64  // last bucket of the baseline window
 
 	n      float64
 	errs   [numCategories]float64
@@ -75,7 +72,7 @@ type reference struct {
 
 // freeze builds a reference from src's recent history (every epoch it keeps).
 func (d *Detector) freeze(src *series, kind string) *reference {
-	r := &reference{kind: kind, version: src.key.Version, unlabelled: src.key.Cohort == "", from: src.firstB, to: src.lastB}
+	r := &reference{kind: kind, version: src.key.Version, from: src.firstB, to: src.lastB}
 	r.label = src.key.Version
 	switch {
 	case kind == refBaselineCohort && src.key.Cohort != "":

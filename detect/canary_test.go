@@ -262,3 +262,29 @@ func TestCanaryAloneIsTestedAgainstHistory(t *testing.T) {
 		})
 	}
 }
+
+// A traffic spike during a canary raises both cohorts' cpu: the canary's is compared with the
+// cohort's in the same bucket, so that is no anomaly. The canary's own cpu rise is.
+func TestCanaryCPUComparedWithCohortAsItServes(t *testing.T) {
+	withCPU := func(p phase, cpu float64) phase { p.cpu = cpu; return p }
+	spiked := cohorts(120, []phase{withCPU(healthy("1.0.0", 330, 20), 0.3), withCPU(healthy("1.0.0", 60, 20), 0.9)},
+		withCPU(healthy("1.1.0", 90, 20), 0.3), 300)
+	for _, ev := range withoutBlocks(genScenario(123, withCPU(healthy("1.1.0", 60, 20), 0.9)), schemas.CohortCanary) {
+		ev.TS = ev.TS.Add(330 * time.Second)
+		spiked = append(spiked, ev)
+	}
+	slices.SortStableFunc(spiked, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+	for _, a := range run(New(DefaultConfig()), spiked, 0, 1) {
+		if !a.IsResolved() && a.Cohort == schemas.CohortCanary {
+			t.Errorf("a spike both cohorts served raised %s on the canary (%s)", a.Metric, a.Test)
+		}
+	}
+
+	hot := cohorts(120, []phase{withCPU(healthy("1.0.0", 390, 20), 0.3)}, withCPU(healthy("1.1.0", 90, 20), 0.6), 300)
+	out := run(New(DefaultConfig()), hot, 0, 1)
+	if !slices.ContainsFunc(out, func(a schemas.Anomaly) bool {
+		return !a.IsResolved() && a.Cohort == schemas.CohortCanary && a.Metric == schemas.MetricCPU
+	}) {
+		t.Errorf("a canary using twice its cohort's cpu raised no cpu anomaly (%d others)", len(out))
+	}
+}

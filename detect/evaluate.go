@@ -17,12 +17,13 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 
 	// Memory: against the baseline version's reference when there is one, else the series' own
 	// warm-up. CPU follows load (spikes, daily cycles), so a reference from another time says
-	// nothing: it is only compared with a baseline cohort that serves at the same time.
+	// nothing: it is only compared with the cohort a canary is compared with, in the same bucket.
 	var baseMem, baseCPU *robustRef
+	var cpuNow robustRef
 	if r != nil {
 		baseMem = &r.memRef
-		if r.kind == refBaselineCohort && !r.unlabelled {
-			baseCPU = &r.cpuRef
+		if r.kind == refBaselineCohort && d.concurrentCPU(s, &cpuNow) {
+			baseCPU = &cpuNow
 		}
 	}
 	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, schemas.MetricMem, true)
@@ -528,6 +529,32 @@ func bodyEvidence(r *reference, q int, latN, x, xBody float64) [3]float64 {
 		ev[l] = xb*math.Log(p0/pl) + (nb-xb)*math.Log((1-p0)/(1-pl))
 	}
 	return ev
+}
+
+// concurrentCPU sets ref to what canary s's cpu is compared with in its just-closed bucket: the
+// cohort's cpu in the same bucket, with the spread the cohort's history had (at least the
+// minimum effect of the cohort's cpu now), times √2 for the two sides' noise. A spike or a daily
+// cycle moves both cohorts; the canary's own cpu rise does not. It returns false when the cohort
+// reported no cpu in the bucket: inconclusive.
+//
+// The frozen cohort's cpu it replaces fired on every traffic spike during a canary.
+func (d *Detector) concurrentCPU(s *series, ref *robustRef) bool {
+	l := d.cohortLine(s)
+	if l == nil {
+		return false
+	}
+	pb := &l.current.closed
+	if pb.idx != s.closed.idx || pb.cpuN == 0 {
+		return false
+	}
+	ref.center = pb.cpuSum / pb.cpuN
+	scale := d.cfg.ResourceMinEffect * math.Abs(ref.center)
+	if h := &s.ref.cpuRef; h.ready {
+		scale = math.Max(scale, h.scale)
+	}
+	ref.scale = math.Max(math.Sqrt2*scale, 1e-9)
+	ref.ready = true
+	return true
 }
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is the baseline version's

@@ -23,6 +23,7 @@ type phase struct {
 	tailP    float64 // probability of a tail request, whose latency is multiplied by tailMul
 	tailMul  float64
 	mem      float64
+	cpu      float64 // cpu share reported by one request in ten (0: none)
 }
 
 // genScenario produces a reproducible event stream: a seeded generator, phases in sequence,
@@ -62,6 +63,10 @@ func genScenario(seed uint64, phases ...phase) []schemas.TelemetryEvent {
 				if p.mem > 0 && rng.Float64() < 0.1 {
 					m := math.Round(p.mem * (1 + 0.02*rng.NormFloat64()))
 					ev.MemMB = &m
+				}
+				if p.cpu > 0 && rng.Float64() < 0.1 {
+					c := p.cpu * (1 + 0.05*rng.NormFloat64())
+					ev.CPU = &c
 				}
 				out = append(out, ev)
 			}

@@ -354,7 +354,6 @@ func (b *bucket) xfer(c *codec) {
 func (d *Detector) xferReference(c *codec, r *reference) {
 	c.str(&r.kind)
 	c.str(&r.version)
-	c.bool(&r.unlabelled)
 	c.str(&r.label)
 	c.bool(&r.ok)
 	c.i64(&r.from)
