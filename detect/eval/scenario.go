@@ -121,6 +121,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "canary 5% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05},
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
 		{Name: "canary 50% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5},
+		{Name: "canary 50% of 100rps, traffic spike x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 50% of 100rps, shared failure x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedErrMul: 3},
 		{Name: "canary 50% of 100rps, shared slowdown x1.3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedLatMul: 1.3},
 		{Name: "canary 50% of 100rps, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, ErrMul: 2},
