@@ -27,9 +27,11 @@ func newEvalScenariosCmd() *cobra.Command {
 latencies with a 2 % slow path, 2 % exceptions, 1 % invalid_input) and runs the detector over each,
 in process and in event time: A/A (no change), error x1.5/x2/x5/x10, latency regressions, a ramp,
 a slow memory leak, a throughput drop, a traffic spike, low traffic, a daily cycle, and canary
-cohorts at 5 % and 50 % of the traffic, one of them beside a shared dependency that triples both
-cohorts' errors (only a canary anomaly counts there: the old version's is right). --only runs
-the scenarios whose name matches a pattern, next to the A/A deploys.
+cohorts at 5 % and 50 % of the traffic: healthy, regressed, beside a baseline cohort that starts
+with them (a fresh baseline cluster), and healthy beside a traffic spike, a shared dependency
+that triples both cohorts' errors, or one that slows both (in the last two only a canary anomaly
+counts: the old version's is right). --only runs the scenarios whose name matches a pattern,
+next to the A/A deploys.
 
 For each scenario: how many deploys were detected (for the quiet ones: false rollbacks), the time
 to detect (TTD, event seconds from the deploy to the first anomaly; p50, p95 and mean over all
