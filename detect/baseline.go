@@ -26,7 +26,6 @@ type line struct {
 
 	accB   int64   // bucket being accumulated for the throughput test
 	accN   float64 // requests of the unit in bucket accB
-	accS   *series // the series that served most of them (whom a drop is reported on); nil once tested
 	lastB  int64   // last bucket the throughput test consumed
 	tput   ewma
 	tputC  cusum

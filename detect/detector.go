@@ -402,13 +402,10 @@ func (d *Detector) advanceTo(last int64) {
 				closing = append(closing, s)
 				if u := s.line.unit; s.aggregate {
 					if u.accB != b {
-						u.accB, u.accN, u.accS = b, 0, nil
+						u.accB, u.accN = b, 0
 						touched = append(touched, u)
 					}
 					u.accN += s.closed.n
-					if u.accS == nil || s.closed.n > u.accS.closed.n { // closed this round too
-						u.accS = s
-					}
 				}
 			}
 		}
@@ -420,7 +417,7 @@ func (d *Detector) advanceTo(last int64) {
 			d.pool.release(&s.closed)
 		}
 		for _, ln := range touched {
-			d.out = d.testThroughput(ln, d.out)
+			d.out = d.testThroughput(ln, closing, d.out)
 		}
 		if len(d.firing) > 0 {
 			d.out = d.trafficMoved(b, d.out)

@@ -592,7 +592,8 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 // a one-sided CUSUM of how far the count falls below (1 - ThroughputMinDrop/2) of the usual rate,
 // in Poisson standard deviations. Spikes push the CUSUM down, never up; the EWMA follows daily
 // cycles, and is frozen during an excursion so a real drop is not absorbed.
-func (d *Detector) testThroughput(ln *line, out []schemas.Anomaly) []schemas.Anomaly {
+// closing are the series whose bucket closed with it, one of which a drop is reported on.
+func (d *Detector) testThroughput(ln *line, closing []*series, out []schemas.Anomaly) []schemas.Anomaly {
 	// Only buckets with data are tested: an empty window is inconclusive, never a drop. A line
 	// that goes completely silent is therefore not reported here; that is a liveness problem.
 	// The CUSUM also restarts after a gap, so traffic that turns sparse (buckets with a request
@@ -602,15 +603,29 @@ func (d *Detector) testThroughput(ln *line, out []schemas.Anomaly) []schemas.Ano
 		ln.tputC.s = 0
 	}
 	ln.lastB = b
-	out = d.throughputStep(ln, ln.accN, b, out)
-	ln.accS = nil // keeps no evicted series alive
-	return out
+	return d.throughputStep(ln, ln.accN, b, closing, out)
+}
+
+// dropSeries is the series a drop of unit line ln in bucket b is reported on: the line's newest
+// version when it served in the bucket (a drop right after a deploy is the new version's to
+// explain), else, of the unit's series whose bucket b closed with it, whichever served most.
+func dropSeries(ln *line, b int64, closing []*series) *series {
+	if cur := ln.current; cur != nil && cur.lastB >= b {
+		return cur
+	}
+	var top *series
+	for _, s := range closing {
+		if s.aggregate && s.line.unit == ln && (top == nil || s.closed.n > top.closed.n) {
+			top = s
+		}
+	}
+	return top
 }
 
 // throughputWarmup is how many buckets the rate EWMA needs before it is trusted.
 const throughputWarmup = 60
 
-func (d *Detector) throughputStep(ln *line, x float64, b int64, out []schemas.Anomaly) []schemas.Anomaly {
+func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*series, out []schemas.Anomaly) []schemas.Anomaly {
 	perBucket := d.cfg.ThroughputMinRate * time.Duration(d.cfg.BucketWidth).Seconds()
 	m := ln.tput.forecast()
 	if ln.tput.ready && m >= perBucket {
@@ -621,12 +636,7 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, out []schemas.An
 		switch ln.tputC.update(z, 0, d.cfg.CUSUMThreshold, b) {
 		case verdictFired:
 			secs := time.Duration(d.cfg.BucketWidth).Seconds()
-			// Reported on the newest version when it served in the bucket (a drop right after a
-			// deploy is the new version's to explain), else on whichever series served most.
-			k := ln.accS.key
-			if cur := ln.current; cur != nil && cur.lastB >= b {
-				k = cur.key
-			}
+			k := dropSeries(ln, b, closing).key
 			a := d.cusumAnomaly(k, schemas.MetricThroughput, &ln.tputC, x/secs, ln.tputBL/secs, b, "cusum-ewma-poisson", "")
 			a.Evidence.Notes = append(a.Evidence.Notes, "throughput of the unit across versions and cohorts, in requests per second")
 			a.Status = schemas.AnomalyFiring
