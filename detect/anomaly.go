@@ -110,9 +110,9 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 		g := &s.gate.err[c]
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
 			"concurrent check: against the baseline cohort over the same buckets (%g errors in %g requests against the canary's %g in %g), "+
-				"the paired test's log likelihood ratio %.2f is over its threshold %.2f (canary_concurrent_alpha %g): "+
+				"the paired test crossed its threshold %.2f (canary_concurrent_alpha %g) and has not recovered (log likelihood ratio now %.2f): "+
 				"the rise is the canary's own, not one both cohorts share",
-			g.xr, g.nr, g.x, g.n, g.score(), g.bound, d.cfg.CanaryConcurrentAlpha))
+			g.xr, g.nr, g.x, g.n, g.bound, d.cfg.CanaryConcurrentAlpha, g.score()))
 	}
 	return a
 }
@@ -284,8 +284,9 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	if g != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
 			"concurrent check: against the baseline cohort over the same buckets (%g of %g requests above the baseline %s, against the canary's %g of %g), "+
-				"the paired test's log likelihood ratio %.2f is over its threshold %.2f (canary_concurrent_alpha %g): the slowdown is the canary's own, not one both cohorts share",
-			g.xr, g.nr, label, g.x, g.n, g.score(), g.bound, d.cfg.CanaryConcurrentAlpha))
+				"the paired test crossed its threshold %.2f (canary_concurrent_alpha %g) and has not recovered (log likelihood ratio now %.2f): "+
+				"the slowdown is the canary's own, not one both cohorts share",
+			g.xr, g.nr, label, g.x, g.n, g.bound, d.cfg.CanaryConcurrentAlpha, g.score()))
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes, shiftNote(d.sk, obs, r.sk)...)
 	return a
