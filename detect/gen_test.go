@@ -123,6 +123,21 @@ var goldenCases = map[string]func() []schemas.TelemetryEvent{
 		quiet.errRate = map[string]float64{"": 0.5}
 		return genScenario(5, healthy("1.0.0", 300, 20), phase{version: "1.0.0", secs: 60}, quiet)
 	},
+	// A canary at half the traffic failing five times as often as its baseline cohort.
+	"canary_error_x5": func() []schemas.TelemetryEvent {
+		bad := healthy("1.1.0", 60, 20)
+		bad.errRate = map[string]float64{"": 0.1}
+		return cohorts(7, []phase{healthy("1.0.0", 360, 20)}, bad, 300)
+	},
+	// A shared dependency triples both cohorts' errors as a healthy canary starts: nothing to
+	// report on the canary (the cohort is too young for an own profile).
+	"canary_shared_failure": func() []schemas.TelemetryEvent {
+		sick := healthy("1.0.0", 60, 20)
+		sick.errRate = map[string]float64{"": 0.06}
+		canary := healthy("1.1.0", 60, 20)
+		canary.errRate = sick.errRate
+		return cohorts(8, []phase{healthy("1.0.0", 300, 20), sick}, canary, 300)
+	},
 	"warm_up": func() []schemas.TelemetryEvent {
 		bad := healthy("1.1.0", 120, 20)
 		bad.errRate = map[string]float64{"": 0.1}

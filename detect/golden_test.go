@@ -132,6 +132,8 @@ func TestGoldenExpectations(t *testing.T) {
 		{name: "warm_up"},
 		{name: "error_x5", metric: schemas.MetricErrorRate, block: "rate-lookup", within: 10 * time.Second},
 		{name: "latency_x2", metric: schemas.MetricLatency, within: 10 * time.Second},
+		{name: "canary_error_x5", metric: schemas.MetricErrorRate, within: 20 * time.Second},
+		{name: "canary_shared_failure"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
