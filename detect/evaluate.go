@@ -20,10 +20,13 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	// nothing: it is only compared with the cohort a canary is compared with, in the same bucket.
 	var baseMem, baseCPU *robustRef
 	var cpuNow robustRef
+	var cl *line // the line a canary is compared with as it serves
 	if r != nil {
 		baseMem = &r.memRef
-		if r.kind == refBaselineCohort && d.concurrentCPU(s, &cpuNow) {
-			baseCPU = &cpuNow
+		if r.kind == refBaselineCohort {
+			if cl = d.cohortLine(s); d.concurrentCPU(s, cl, &cpuNow) {
+				baseCPU = &cpuNow
+			}
 		}
 	}
 	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, schemas.MetricMem, true)
@@ -36,16 +39,14 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		return out // no baseline, or too small a one: inconclusive
 	}
 	var pb *bucket // the concurrent cohort's bucket of the same index, for a canary
-	if r.kind == refBaselineCohort {
-		if l := d.cohortLine(s); l != nil {
-			if c := &l.current.closed; c.idx == b.idx && c.n > 0 {
-				pb = c
-			}
+	if cl != nil {
+		if c := &cl.current.closed; c.idx == b.idx && c.n > 0 {
+			pb = c
 		}
 	}
 	rho := d.errorRatios()
 	eth := d.errorThresholds()
-	checked := s.gate != nil && d.cohortServing(s, b.idx)
+	checked := s.gate != nil && d.cohortServing(cl, b.idx)
 	for c := range s.errT {
 		if !d.tested[c] {
 			continue
@@ -234,13 +235,12 @@ func (d *Detector) updateGated(s *series, c int, x, n, xr, nr float64, b int64, 
 	return t.updateBaseline(&s.ref.errP[c], x, n, b, &th)
 }
 
-// cohortServing reports whether the cohort a canary is compared with served within
+// cohortServing reports whether l, the line a canary is compared with (nil: none), served within
 // TrafficMovedAfter of bucket b. Its checks hold the canary's tests only then: a canary left
 // serving alone (its weight at 100 %, the stable version scaled down) has nothing concurrent to
 // be checked against, and its tests fire against the cohort's history alone, as a new
 // version's do against the old one's.
-func (d *Detector) cohortServing(s *series, b int64) bool {
-	l := d.cohortLine(s)
+func (d *Detector) cohortServing(l *line, b int64) bool {
 	return l != nil && b-l.current.lastB < d.movedBuckets
 }
 
@@ -365,10 +365,11 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 	nq := len(d.cfg.LatencyQuantiles)
 	var lt latencyCounts
 	seen := false
+	var cl *line
 	var cohort *series
 	if s.gate != nil {
-		if l := d.cohortLine(s); l != nil {
-			cohort = l.current
+		if cl = d.cohortLine(s); cl != nil {
+			cohort = cl.current
 		}
 	}
 	for i := range s.open {
@@ -376,6 +377,7 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 			lt[i].n = s.open[i].latN
 			aboveEach(sk, &r.thr, nq, &lt[i].x)
 			seen = true
+			lt[i].checked = d.cohortServing(cl, s.open[i].idx)
 			if pb := cohort.openBucket(s.open[i].idx); pb != nil && pb.sk != nil && pb.latN > 0 {
 				lt[i].rn = pb.latN
 				aboveEach(pb.sk, &r.thr, nq, &lt[i].rx)
@@ -433,9 +435,11 @@ type latencyCounts [maxOpen]struct {
 	n float64
 	x [maxQuantiles]float64
 	// A canary's: the cohort's open bucket of the same index, its requests with a latency and
-	// those above each of the canary's thresholds (rn 0: none).
-	rn float64
-	rx [maxQuantiles]float64
+	// those above each of the canary's thresholds (rn 0: none), and whether the cohort served
+	// recently enough for the checks to hold the tests (see cohortServing).
+	rn      float64
+	rx      [maxQuantiles]float64
+	checked bool
 }
 
 // tryLatency reads a copy of latency test q of s (see readLatency). The copy's second bank is the
@@ -475,7 +479,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 			if lt[i].rn > 0 {
 				g.updatePaired(rho0, rho, lt[i].x[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)
 			}
-			th.hold = !g.firing && d.cohortServing(s, b.idx)
+			th.hold = lt[i].checked && !g.firing
 		}
 		n, x, xb := b.unusedLatency(q, lt[i].n, lt[i].x[q], lt[i].x[r.bodyQ])
 		var v rateVerdict
@@ -538,8 +542,9 @@ func bodyEvidence(r *reference, q int, latN, x, xBody float64) [3]float64 {
 // reported no cpu in the bucket: inconclusive.
 //
 // The frozen cohort's cpu it replaces fired on every traffic spike during a canary.
-func (d *Detector) concurrentCPU(s *series, ref *robustRef) bool {
-	l := d.cohortLine(s)
+//
+// l is the line canary s is compared with as it serves (nil: none).
+func (d *Detector) concurrentCPU(s *series, l *line, ref *robustRef) bool {
 	if l == nil {
 		return false
 	}
