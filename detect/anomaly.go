@@ -108,11 +108,8 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	if gated {
 		g := &s.gate.err[c]
-		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-			"concurrent check: against the baseline cohort over the same buckets (%g errors in %g requests against the canary's %g in %g), "+
-				"the paired test crossed its threshold %.2f (canary_concurrent_alpha %g) and has not recovered (log likelihood ratio now %.2f): "+
-				"the rise is the canary's own, not one both cohorts share",
-			g.xr, g.nr, g.x, g.n, g.bound, d.cfg.CanaryConcurrentAlpha, g.score()))
+		a.Evidence.Notes = append(a.Evidence.Notes, d.checkNote(g,
+			fmt.Sprintf("%g errors in %g requests against the canary's %g in %g", g.xr, g.nr, g.x, g.n), "rise"))
 	}
 	return a
 }
@@ -282,14 +279,20 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 			label, mixScore(&t.bank.llr), score))
 	}
 	if g != nil {
-		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-			"concurrent check: against the baseline cohort over the same buckets (%g of %g requests above the baseline %s, against the canary's %g of %g), "+
-				"the paired test crossed its threshold %.2f (canary_concurrent_alpha %g) and has not recovered (log likelihood ratio now %.2f): "+
-				"the slowdown is the canary's own, not one both cohorts share",
-			g.xr, g.nr, label, g.x, g.n, g.bound, d.cfg.CanaryConcurrentAlpha, g.score()))
+		a.Evidence.Notes = append(a.Evidence.Notes, d.checkNote(g,
+			fmt.Sprintf("%g of %g requests above the baseline %s, against the canary's %g of %g", g.xr, g.nr, label, g.x, g.n), "slowdown"))
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes, shiftNote(d.sk, obs, r.sk)...)
 	return a
+}
+
+// checkNote says how a canary's concurrent check g let its test fire: the cohort's and the
+// canary's counts over the same buckets, and the check's evidence. what names the change.
+func (d *Detector) checkNote(g *rateTest, counts, what string) string {
+	return fmt.Sprintf("concurrent check: against the baseline cohort over the same buckets (%s), "+
+		"the paired test crossed its threshold %.2f (canary_concurrent_alpha %g) and has not recovered (log likelihood ratio now %.2f): "+
+		"the %s is the canary's own, not one both cohorts share",
+		counts, g.bound, d.cfg.CanaryConcurrentAlpha, g.score(), what)
 }
 
 // shiftNote explains the whole-distribution shift with Mann-Whitney and Hodges-Lehmann.

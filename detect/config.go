@@ -91,8 +91,8 @@ type Config struct {
 	// instead of only when a bucket closes (its end plus AllowedLateness). The latency tests of the quantiles below p99 read the open buckets as
 	// event time passes each bucket's end, and fire then. The false-alarm bound is the same: a
 	// sequential test may stop at any request. Requests that arrive in a bucket after the test
-	// fired count when it closes. A canary's error tests read the baseline cohort's open bucket
-	// of the same index as it stands. The own profile's tests wait for the close, and so does a
+	// fired count when it closes. A canary's concurrent checks (CanaryConcurrentAlpha) read the
+	// cohort's open bucket of the same index as it stands. The own profile's tests wait for the close, and so does a
 	// component aggregate whose requests name blocks or error sites (its block series are heard
 	// first). Default true.
 	FireWithinBucket bool `json:"fire_within_bucket" yaml:"fire_within_bucket"`
@@ -263,7 +263,7 @@ func (c Config) Validate() error {
 	case !(c.ErrorMinAbsEffect >= 0 && c.ErrorMinAbsEffect < 1):
 		return bad("error_min_abs_effect must be in [0, 1), got %g", c.ErrorMinAbsEffect)
 	case !(c.CanaryConcurrentAlpha >= 0 && c.CanaryConcurrentAlpha < 0.5):
-		return bad("canary_concurrent_alpha must be in [0, 0.5) (0 turns the history test off), got %g", c.CanaryConcurrentAlpha)
+		return bad("canary_concurrent_alpha must be in [0, 0.5) (0 turns the concurrent checks off), got %g", c.CanaryConcurrentAlpha)
 	case !(c.ErrorGrossFactor > 1+c.ErrorMinEffect):
 		return bad("error_gross_factor must exceed 1+error_min_effect, got %g", c.ErrorGrossFactor)
 	case len(c.LatencyQuantiles) == 0 || len(c.LatencyQuantiles) > maxQuantiles:
