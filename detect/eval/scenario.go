@@ -157,6 +157,12 @@ func (sc *Scenario) changedVersion() string {
 	return newVersion
 }
 
+// onlyChangedCounts says only the changed version's anomalies count: a regression's, and a
+// shared failure's or slowdown's, which the old version's own profile rightly reports.
+func (sc *Scenario) onlyChangedCounts() bool {
+	return sc.Regression || sc.SharedErrMul > 0 || sc.SharedLatMul > 0
+}
+
 // errMulAt is the new version's exception-rate multiplier t seconds after the deploy.
 func (sc *Scenario) errMulAt(t float64) float64 {
 	m := orOne(sc.ErrMul)

@@ -366,7 +366,7 @@ func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []sche
 			if o.detected || a.IsResolved() {
 				continue
 			}
-			if (sc.Regression || sc.SharedErrMul > 0 || sc.SharedLatMul > 0) && a.Version != sc.changedVersion() {
+			if sc.onlyChangedCounts() && a.Version != sc.changedVersion() {
 				continue
 			}
 			o.detected = true
