@@ -67,6 +67,8 @@ type reference struct {
 	bodyP     [maxQuantiles][3]float64
 	cpuRef    robustRef
 	memRef    robustRef
+	cpuFit    loadFit // the version's cpu against its load, as it stood when frozen
+	cpuHold   int64   // the last bucket in which the series' cpu test is inconclusive after a load beyond cpuFit's reach
 }
 
 // freeze builds a reference from src's recent history (every epoch it keeps).
@@ -102,6 +104,9 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 	}
 	r.cpuRef, r.memRef = src.cpuRef, src.memRef
 	r.cpuRef.vals, r.memRef.vals = nil, nil // frozen: a reference never adds, and must not share src's warm-up
+	if src.cpuFit != nil {
+		r.cpuFit = *src.cpuFit
+	}
 	r.ok = r.n >= float64(d.cfg.MinBaselineRequests)
 	if !r.ok {
 		return r

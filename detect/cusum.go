@@ -116,3 +116,81 @@ func (e *ewma) add(v, alpha, beta float64, warmup int) {
 		e.ready = true
 	}
 }
+
+// loadFit is an exponentially weighted least-squares line of a series' cpu against its load: per
+// bucket, the mean cpu sample against the series' requests. CPU follows load, so a level frozen
+// at one time says nothing at another. A new version's cpu is compared with the most its
+// previous version's would have used at the load the new version serves (see bound).
+//
+// The load is the series' requests, not requests per cpu sample: cpu may be sampled on requests
+// (as in the event schema's example), and then requests per sample stay flat while the load
+// moves.
+//
+// The sums are a weighted Welford's: w is the weight of the buckets folded in, mx and my their
+// means, sxx, sxy and syy the centred co-moments. A bucket's weight halves every half-life of
+// buckets after it (Config.CPULoadHalfLife), so the line is the version's recent history, as the
+// other baselines are.
+type loadFit struct {
+	w, mx, my, sxx, sxy, syy float64
+	last                     int64  // the last bucket folded in
+	n                        uint32 // buckets folded in
+}
+
+// add folds in bucket b: load x, cpu y. halfLife is in buckets.
+func (f *loadFit) add(b int64, x, y, halfLife float64) {
+	lambda := 1.0
+	if f.n > 0 {
+		lambda = math.Exp2(-float64(b-f.last) / halfLife)
+	}
+	f.n++
+	f.last = b
+	f.w = lambda*f.w + 1
+	dx, dy := x-f.mx, y-f.my
+	f.mx += dx / f.w
+	f.my += dy / f.w
+	f.sxx = lambda*f.sxx + dx*(x-f.mx)
+	f.sxy = lambda*f.sxy + dx*(y-f.my)
+	f.syy = lambda*f.syy + dy*(y-f.my)
+}
+
+// loadReach is how far above the loads a line has seen it is trusted, as a share of their mean,
+// on top of three of their standard deviations. A bucket further out is inconclusive: cpu can
+// grow faster than load far from where it was measured (contention), and a traffic spike is not
+// a regression.
+const loadReach = 0.25
+
+// bound gives the most cpu the line's version would have used at load x, and the standard
+// error of a bucket's cpu about its line. The most is the version's mean cpu, in proportion to x
+// where x is above the mean load: cpu does not fall as load rises, nor grow faster than load
+// (its idle share is not negative). The fitted slope is not used for it. The requests of a bucket
+// are a noisy measure of the load that drives cpu, and a slope fitted to them is too shallow
+// (regression dilution): extrapolated upwards, it would call a busier version a regression.
+//
+// The standard error adds to the spread of cpu about the line what the most's own noise
+// contributes: x counts requests that arrive at random (Poisson, variance x) about the load that
+// drives cpu, and the most moves with x at up to the version's mean cpu per request. At 10
+// req/s that is a third of the cpu; without it a daily cycle, whose load moves while x jitters
+// about it, read as a cpu regression in half the deploys of the scenario suite.
+//
+// ok is false while the line has seen fewer than need buckets, and when x is beyond its reach.
+func (f *loadFit) bound(x float64, need int) (most, se float64, ok bool) {
+	if int(f.n) < need || f.w <= 2 || f.mx <= 0 {
+		return 0, 0, false
+	}
+	if x-f.mx > 3*math.Sqrt(f.sxx/f.w)+loadReach*f.mx {
+		return 0, 0, false
+	}
+	b := f.slope()
+	rss := math.Max(0, f.syy-2*b*f.sxy+b*b*f.sxx)
+	perReq := f.my / f.mx
+	return f.my * max(1, x/f.mx), math.Sqrt(rss/(f.w-2)*(1+1/f.w) + perReq*perReq*x), true
+}
+
+// slope is the line's cpu per request, at least 0. It only takes the load's share out of the
+// spread of cpu about the line.
+func (f *loadFit) slope() float64 {
+	if f.sxx <= 0 {
+		return 0
+	}
+	return math.Max(0, f.sxy/f.sxx)
+}

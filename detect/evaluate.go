@@ -16,21 +16,33 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	r := s.ref
 
 	// Memory: against the baseline version's reference when there is one, else the series' own
-	// warm-up. CPU follows load (spikes, daily cycles), so a reference from another time says
-	// nothing: it is only compared with the cohort a canary is compared with, in the same bucket.
+	// warm-up. CPU follows load (spikes, daily cycles), so a level from another time says
+	// nothing: a canary's is compared with its cohort's in the same bucket, a new version's with
+	// what its previous version's cpu line predicts at the load it serves.
 	var baseMem, baseCPU *robustRef
 	var cpuNow robustRef
-	var cl *line // the line a canary is compared with as it serves
+	var fit *loadFit // the line baseCPU was predicted from
+	load := b.n      // the series' requests in the bucket
+	var cl *line     // the line a canary is compared with as it serves
 	if r != nil {
 		baseMem = &r.memRef
-		if r.kind == refBaselineCohort {
+		switch {
+		case r.kind == refBaselineCohort:
 			if cl = d.cohortLine(s); d.concurrentCPU(s, cl, &cpuNow) {
 				baseCPU = &cpuNow
 			}
+		case b.cpuN > 0 && d.loadCPU(s, load, &cpuNow):
+			baseCPU, fit = &cpuNow, &r.cpuFit
 		}
 	}
-	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, schemas.MetricMem, true)
-	out = d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, baseCPU, schemas.MetricCPU, false)
+	if b.cpuN > 0 {
+		if s.cpuFit == nil {
+			s.cpuFit = new(loadFit)
+		}
+		s.cpuFit.add(b.idx, load, b.cpuSum/b.cpuN, d.cpuHalfLife)
+	}
+	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, nil, 0, schemas.MetricMem, true)
+	out = d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, baseCPU, fit, load, schemas.MetricCPU, false)
 
 	// The own profile runs next to any version baseline: a regression no deploy explains (a
 	// dependency, a flag) shows up there, whatever the series was deployed against.
@@ -562,9 +574,46 @@ func (d *Detector) concurrentCPU(s *series, l *line, ref *robustRef) bool {
 	return true
 }
 
+// loadCPU sets ref to what new version s's cpu is compared with in its just-closed bucket, at
+// load x: the most its previous version's cpu would have been there (loadFit.bound), with the
+// spread of a bucket's cpu about that version's line (at least the minimum effect of the most).
+// It returns false, inconclusive, while
+//   - the previous version's line has seen fewer than ResourceWarmupBuckets buckets;
+//   - s has reported cpu in fewer buckets than that: a process uses more cpu as it starts
+//     (caches, JIT, connection pools);
+//   - the previous version still serves (within TrafficMovedAfter): a rolling deploy is under
+//     way, and s's requests are not the load of the instances that report its cpu;
+//   - x is beyond the line's reach (a spike the previous version never served), and for
+//     ResourceWarmupBuckets after: a utilisation measured over a window still carries it.
+func (d *Detector) loadCPU(s *series, x float64, ref *robustRef) bool {
+	r, need := s.ref, d.cfg.ResourceWarmupBuckets
+	if int(r.cpuFit.n) < need {
+		return false
+	}
+	k := s.key
+	k.Version = r.version
+	prev := d.series[k]
+	if prev != nil && s.closed.idx-prev.lastB < d.movedBuckets {
+		return false
+	}
+	most, se, ok := r.cpuFit.bound(x, need)
+	if !ok {
+		r.cpuHold = s.closed.idx + int64(need)
+		return false
+	}
+	if s.closed.idx <= r.cpuHold || s.cpuFit == nil || int(s.cpuFit.n) < need {
+		return false
+	}
+	ref.center = most
+	ref.scale = math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9))
+	ref.ready = true
+	return true
+}
+
 // testResource runs the CUSUM of a cpu or memory series. The reference is the baseline version's
 // when it has one, otherwise (only when ownProfile) the series' own median/MAD after warm-up.
-func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, c *cusum, sum, cnt float64, base *robustRef, metric string, ownProfile bool) []schemas.Anomaly {
+// fit is the line base was predicted from at load, nil when base is a level.
+func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, c *cusum, sum, cnt float64, base *robustRef, fit *loadFit, load float64, metric string, ownProfile bool) []schemas.Anomaly {
 	if cnt == 0 {
 		return out
 	}
@@ -586,7 +635,18 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 	z := (x - ref.center) / ref.scale
 	switch c.update(z, d.cfg.CUSUMSlack, d.cfg.CUSUMThreshold, s.closed.idx) {
 	case verdictFired:
-		return d.open(s, slot, d.cusumAnomaly(s.key, metric, c, x, ref.center, s.closed.idx, "cusum-median-mad", refLabel(s)), out)
+		test := "cusum-median-mad"
+		if fit != nil {
+			test = "cusum-load-fit"
+		}
+		a := d.cusumAnomaly(s.key, metric, c, x, ref.center, s.closed.idx, test, refLabel(s))
+		if fit != nil {
+			a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+				"%s at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %d buckets, half-life %s)",
+				metric, load, refLabel(s), ref.center, fit.my, fit.mx,
+				fit.my-fit.slope()*fit.mx, fit.slope(), fit.n, shortDuration(time.Duration(d.cfg.CPULoadHalfLife))))
+		}
+		return d.open(s, slot, a, out)
 	case verdictRecovered:
 		return d.resolve(s, slot, s.closed.idx, metric+" back within baseline", out)
 	}

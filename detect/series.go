@@ -118,6 +118,9 @@ type series struct {
 	latEp  bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
 	cpuRef robustRef
 	memRef robustRef
+	// cpuFit is the series' cpu against its load (nil until it reports cpu): what a next version
+	// of the line is compared with.
+	cpuFit *loadFit
 	cpuC   cusum
 	memC   cusum
 

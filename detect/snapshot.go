@@ -33,7 +33,7 @@ const (
 	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend;
 	// 4: a canary's concurrent check (series.gate), and its concurrent cohort is looked up, not
 	// stored.
-	snapshotVersion = 4
+	snapshotVersion = 5
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -316,6 +316,7 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.bool(&s.latEp)
 	s.cpuRef.xfer(c)
 	s.memRef.xfer(c)
+	optional(c, &s.cpuFit, func(f *loadFit) { f.xfer(c) })
 	s.cpuC.xfer(c)
 	s.memC.xfer(c)
 	for i := range s.eps {
@@ -375,6 +376,16 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.int(&r.bodyQ)
 	r.cpuRef.xfer(c)
 	r.memRef.xfer(c)
+	r.cpuFit.xfer(c)
+	c.i64(&r.cpuHold)
+}
+
+func (f *loadFit) xfer(c *codec) {
+	for _, v := range [...]*float64{&f.w, &f.mx, &f.my, &f.sxx, &f.sxy, &f.syy} {
+		c.f64(v)
+	}
+	c.i64(&f.last)
+	c.u32(&f.n)
 }
 
 func (qt *quantileTests) xfer(c *codec) {

@@ -11,14 +11,19 @@ import (
 )
 
 // snapshotStream is a stream that exercises every part of the state: a long-lived version with
-// an own profile, a sparse series, a deploy that regresses on errors, latency and memory, a rollback, a canary
+// an own profile, a sparse series, a deploy that regresses on errors, latency, memory and cpu, a rollback, a canary
 // against its baseline cohort, and latencies spread widely enough to collapse sketch bins.
 func snapshotStream() []schemas.TelemetryEvent {
 	bad := healthy("1.1.0", 240, 20)
 	bad.errRate = map[string]float64{"": 0.02, "rate-lookup": 0.3}
 	bad.latMed *= 2
 	bad.mem = 400
-	events := genScenario(11, healthy("1.0.0", 14*60, 20), bad, healthy("1.0.0", 180, 20))
+	bad.cpu = 0.6
+	old := healthy("1.0.0", 14*60, 20)
+	old.cpu = 0.3
+	back := healthy("1.0.0", 180, 20)
+	back.cpu = 0.3
+	events := genScenario(11, old, bad, back)
 
 	wide := healthy("1", 14*60+420, 8)
 	wide.latSigma = 2.5 // e^±7.5 around the median: beyond 128 bins of 2.5 %
@@ -74,7 +79,7 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 	for _, a := range want {
 		seen[a.Metric+"/"+a.Cohort] = true
 	}
-	for _, m := range []string{"error_rate/", "latency/", "mem/", "error_rate/canary"} {
+	for _, m := range []string{"error_rate/", "latency/", "mem/", "cpu/", "error_rate/canary"} {
 		if !seen[m] {
 			t.Fatalf("the stream produced no %s anomaly (got %v): it no longer covers the state", m, seen)
 		}
@@ -157,7 +162,9 @@ func TestRestoreRefusesOtherConfigAndBadBytes(t *testing.T) {
 // that restores to itself (the input may encode a sketch another valid way).
 func FuzzRestore(f *testing.F) {
 	d := New(DefaultConfig())
-	run(d, genScenario(3, healthy("1.0.0", 30, 5)), 0, 10)
+	withCPU := healthy("1.0.0", 30, 5)
+	withCPU.cpu = 0.3 // a series' cpu line
+	run(d, genScenario(3, withCPU), 0, 10)
 	snap, err := d.Snapshot()
 	if err != nil {
 		f.Fatal(err)

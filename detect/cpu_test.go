@@ -1,0 +1,136 @@
+package detect
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// cpuWorld feeds versions of one component second by second. Each version's instances report
+// their cpu on the first request of each second: a utilisation measured over a window (an EWMA,
+// so it lags the load), of an idle share plus a cost per request per instance, times the
+// version's factor, plus noise. A rolling deploy moves instances, and their requests, from one
+// version to the next; each instance serves the same load.
+type cpuWorld struct {
+	f   feeder
+	cpu map[string]float64 // each version's cpu as measured, by version
+	sec int
+}
+
+func newCPUWorld(seed uint64) *cpuWorld {
+	return &cpuWorld{f: feeder{d: New(DefaultConfig()), rng: rand.New(rand.NewPCG(seed, seed))}, cpu: map[string]float64{}}
+}
+
+// serve runs secs seconds at rate req/s per instance over 10 instances, share of them (0 to 1,
+// or a function of the second) of version "2" at factor mul, the rest of version "1".
+func (w *cpuWorld) serve(secs int, rate float64, share func(int) float64, mul func(int) float64) {
+	for range secs {
+		ts := t0.Add(time.Duration(w.sec) * time.Second)
+		sh := share(w.sec)
+		for _, v := range [...]struct {
+			version string
+			share   float64
+			mul     float64
+		}{{"1", 1 - sh, 1}, {"2", sh, mul(w.sec)}} {
+			n := poisson(w.f.rng, 10*rate*v.share)
+			if n == 0 {
+				continue
+			}
+			now := v.mul * (0.05 + 0.005*rate)
+			c, ok := w.cpu[v.version]
+			if !ok {
+				c = now
+			}
+			c += 0.1 * (now - c)
+			w.cpu[v.version] = c
+			for i := range n {
+				e := ev(ts.Add(time.Duration(i)*time.Second/time.Duration(n)), v.version, 10, "")
+				if i == 0 {
+					m := c + 0.003*w.f.rng.NormFloat64()
+					e.CPU = &m
+				}
+				w.f.d.Observe(e)
+			}
+		}
+		w.f.out = append(w.f.out, w.f.d.Advance(w.f.d.Watermark())...)
+		w.sec++
+	}
+}
+
+func (w *cpuWorld) cpuAnomalies() []schemas.Anomaly {
+	var out []schemas.Anomaly
+	for _, a := range w.f.out {
+		if a.Metric == schemas.MetricCPU && !a.IsResolved() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func constant(v float64) func(int) float64 { return func(int) float64 { return v } }
+
+// cycling moves the load per instance between 3 and 6 req/s, 30 s at each step.
+func (w *cpuWorld) cycling(secs int, share, mul func(int) float64) {
+	for s := 0; s < secs; s += 30 {
+		w.serve(min(30, secs-s), []float64{3, 4, 5, 6, 5, 4}[s/30%6], share, mul)
+	}
+}
+
+// TestCPUComparedWithPreviousVersionAtItsLoad deploys a version whose cpu per request is the
+// previous version's, or half again as much. The previous version served a load that moved
+// between 3 and 6 req/s per instance. Healthy, the new version is deployed rolling, starts with
+// a burst of cpu, serves at the top of the previous version's loads, and then through a spike
+// of three times that: a level frozen from the previous version would call it a regression
+// several times over, and the comparison at its load must not. Nor may a version deployed at a
+// higher load than the previous version's steady one. CPU half again the previous
+// version's at the same load is caught within a minute of the new version serving alone.
+func TestCPUComparedWithPreviousVersionAtItsLoad(t *testing.T) {
+	w := newCPUWorld(7)
+	w.cycling(900, constant(0), constant(1))
+	rolling := func(s int) float64 { return math.Min(1, float64(s-900+1)/60) }
+	startup := func(s int) float64 {
+		if s < 915 {
+			return 2
+		}
+		return 1
+	}
+	w.serve(120, 6, rolling, startup)
+	w.serve(60, 18, constant(1), constant(1))
+	w.serve(120, 6, constant(1), constant(1))
+	w.serve(120, 3, constant(1), constant(1))
+	if a := w.cpuAnomalies(); len(a) > 0 {
+		t.Fatalf("the same cpu per request raised %s at %s: %q", a[0].Test, a[0].TSDetected.Sub(t0), a[0].Evidence.Notes)
+	}
+
+	// A previous version that served one steady load: its requests a bucket vary by Poisson
+	// noise alone, and a line fitted to them is nearly flat.
+	w = newCPUWorld(9)
+	w.serve(900, 3, constant(0), constant(1))
+	w.serve(180, 4.2, constant(1), constant(1))
+	if a := w.cpuAnomalies(); len(a) > 0 {
+		t.Fatalf("the same cpu per request at a load above the previous version's steady one raised %s at %s: %q",
+			a[0].Test, a[0].TSDetected.Sub(t0), a[0].Evidence.Notes)
+	}
+
+	w = newCPUWorld(8)
+	w.cycling(900, constant(0), constant(1))
+	w.serve(120, 4.5, constant(1), constant(1.5))
+	hot := w.cpuAnomalies()
+	if len(hot) == 0 {
+		t.Fatal("cpu half again the previous version's at the same load raised no anomaly")
+	}
+	a := hot[0]
+	if took := a.TSDetected.Sub(t0.Add(900 * time.Second)); took > time.Minute {
+		t.Errorf("cpu ×1.5 took %s to detect, want within a minute", took)
+	}
+	if a.Version != "2" || a.Test != "cusum-load-fit" || a.BaselineVersion != "1" || a.Observed <= 1.3*a.Baseline ||
+		!slices.ContainsFunc(a.Evidence.Notes, func(n string) bool { return strings.Contains(n, "per request") }) {
+		t.Errorf("anomaly does not explain itself: version %s, test %s, baseline version %q, observed %g against %g, notes %q",
+			a.Version, a.Test, a.BaselineVersion, a.Observed, a.Baseline, a.Evidence.Notes)
+	}
+}
