@@ -18,7 +18,8 @@ import (
 // (a slow random walk of a few percent, plus the scenario's spike or daily cycle); latencies are a
 // log-normal body (median 20 ms, σ 0.3) with a 2 % slow path (median 60 ms, σ 0.3) that makes the
 // p99; the median rises a little with load, as a loaded service's does. Errors: a 2 % exception
-// rate and a 1 % invalid_input rate (client noise). cpu follows load; memory is flat with noise.
+// rate and a 1 % invalid_input rate (client noise). cpu follows load (an idle share plus a share
+// in proportion to the rate); memory is flat with noise.
 type Scenario struct {
 	Name string `json:"name"`
 	// Regression says the scenario should be detected; false ones count towards false rollbacks.
@@ -39,6 +40,7 @@ type Scenario struct {
 	TailMul    float64 `json:"tail_mul,omitempty"`    // latency × of the slow path (the p99)
 	RateMul    float64 `json:"rate_mul,omitempty"`    // request rate × after the deploy (a throughput drop)
 	LeakMBMin  float64 `json:"leak_mb_per_min,omitempty"`
+	CPUMul     float64 `json:"cpu_mul,omitempty"`    // cpu × at the same load, new version
 	SpikeAt    int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
 	SpikeLen   int     `json:"spike_len_s,omitempty"`
 	SpikeMul   float64 `json:"spike_mul,omitempty"`
@@ -69,6 +71,9 @@ const (
 	tailMedian   = 60.0
 	tailSigma    = 0.3
 	baseMemMB    = 512.0
+	cpuIdle      = 0.05 // an instance's cpu share serving nothing
+	cpuBusy      = 0.25 // its cpu share added serving the scenario's rate
+	cpuNoise     = 0.02 // the standard deviation of a cpu sample
 	oldVersion   = "1.0"
 	newVersion   = "2.0"
 	scenarioSvc  = "shop"
@@ -111,6 +116,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
+		{Name: "cpu x1.5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, CPUMul: 1.5},
+		{Name: "cpu x1.25 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, CPUMul: 1.25},
 		{Name: "traffic spike x3, no regression", RPS: 50, Pre: pre, Post: post, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "low traffic 0.5rps, no change", RPS: 0.5, Pre: 1200, Post: 1200},
 		{Name: "low traffic 0.5rps, error x5", Regression: true, RPS: 0.5, Pre: 1200, Post: 1200, ErrMul: 5},
@@ -224,14 +231,16 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				tailM *= orOne(sc.SharedLatMul)
 			}
 			mem := baseMemMB + 3*rng.NormFloat64()
+			cpuM := 1.0
 			if sd.changed {
+				cpuM = orOne(sc.CPUMul)
 				errP *= sc.errMulAt(t)
 				invP *= orOne(sc.InvalidMul)
 				bodyM *= orOne(sc.BodyMul)
 				tailM *= orOne(sc.TailMul)
 				mem += sc.LeakMBMin * t / 60
 			}
-			cpu := math.Max(0, 0.3*sd.rate/math.Max(rps, 1e-9)+0.02*rng.NormFloat64())
+			cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*sd.rate/math.Max(rps, 1e-9))+cpuNoise*rng.NormFloat64())
 			for i := range n {
 				ts := base.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Millisecond)
 				var lat float64

@@ -118,6 +118,8 @@ type ScenarioReport struct {
 	// AARateCI is the exact (Clopper-Pearson) 95 % interval of the A/A false-rollback rate.
 	AARateCI [2]float64 `json:"aa_rate_ci95"`
 	Elapsed  string     `json:"elapsed"`
+	// CPUWarmupS is how long a new version serves before its cpu is compared (resource_warmup_buckets).
+	CPUWarmupS float64 `json:"cpu_warmup_s"`
 }
 
 // runOutcome is one deploy's result.
@@ -196,7 +198,8 @@ feed:
 	if err != nil {
 		return nil, err
 	}
-	rep := &ScenarioReport{Seed: opt.Seed, Floor: floorParams(opt, outcomes)}
+	rep := &ScenarioReport{Seed: opt.Seed, Floor: floorParams(opt, outcomes),
+		CPUWarmupS: float64(opt.Config.ResourceWarmupBuckets) * time.Duration(opt.Config.BucketWidth).Seconds()}
 	quiet, falses := 0, 0
 	for i := range opt.Scenarios {
 		sc := &opt.Scenarios[i]
@@ -506,7 +509,9 @@ type FloorParams struct {
 // ratio grows by the Kullback-Leibler divergence KL between the new and the old distribution
 // of (error category, latency), computed from the generator's model (numerically for the
 // latency mixture), so E[N] = W / KL requests, divided by the new version's request rate for
-// seconds. A throughput drop uses the Poisson count per second instead of requests.
+// seconds. A throughput drop uses the Poisson count per second instead of requests; a cpu
+// regression the one cpu sample a second, normal with the generator's noise about a level the
+// ideal test knows.
 //
 // Alpha: "the same false-alarm rate" is the detector's measured share of A/A deploys it fired on
 // (see floorParams), not the budget, so the floor is not made low by asking the ideal test for
@@ -536,6 +541,10 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	rate := sc.runRPS(0)
 	if sc.CanaryShare > 0 {
 		rate *= sc.CanaryShare
+	}
+	if sc.CPUMul != 0 {
+		d := (sc.CPUMul - 1) * (cpuIdle + cpuBusy) // at the mean load
+		return wald / (d * d / (2 * cpuNoise * cpuNoise)), true
 	}
 	if sc.RateMul != 0 {
 		l0, l1 := rate, rate*sc.RateMul
@@ -740,6 +749,12 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 		if res.ConcurrentFloorS != nil && res.FloorS != nil {
 			if _, err := fmt.Fprintf(w, "%s: the ideal test against the concurrent cohort needs %s on average, %.2f× the floor%s\n",
 				res.Scenario.Name, secs(res.ConcurrentFloorS), *res.ConcurrentFloorS/math.Max(*res.FloorS, 1), meanAgainst(res, *res.ConcurrentFloorS)); err != nil {
+				return err
+			}
+		}
+		if m := res.TTDMean; m != nil && res.Scenario.CPUMul != 0 {
+			if _, err := fmt.Fprintf(w, "%s: a new version's cpu is not compared in its first %.0f s (resource_warmup_buckets: a process uses more as it starts); the mean is %.1f s after that\n",
+				res.Scenario.Name, r.CPUWarmupS, *m-r.CPUWarmupS); err != nil {
 				return err
 			}
 		}

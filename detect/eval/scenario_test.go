@@ -34,6 +34,7 @@ func TestScenarioSuite(t *testing.T) {
 	for _, want := range []string{
 		"canary 50% of 100rps, error x2: the ideal test against the concurrent cohort needs",
 		"p99 x2 tail-only @50rps: the ideal test on the exceedance rate of p99.9 alone needs",
+		"cpu x1.5 @20rps: a new version's cpu is not compared in its first 30 s",
 	} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("the report does not say %q", want)
@@ -74,6 +75,11 @@ func TestScenarioSuite(t *testing.T) {
 			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 10 {
 				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 10s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
 			}
+		case "cpu x1.5 @20rps", "cpu x1.25 @50rps":
+			// 30 s of start-up before cpu is compared, then ~10 s (~45 s p95 over 100 runs).
+			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 70 {
+				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 70s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
+			}
 		case "p99 x2 tail-only @50rps":
 			// Target 120 s; the p99.9 exceedance test, tested for a change of the tail alone,
 			// reaches ~25 s p95.
@@ -108,6 +114,10 @@ func TestFloorSeconds(t *testing.T) {
 		{Scenario{RPS: 20, ErrMul: 5}, 2, 4},                // KL ≈ 0.09 nats/request, 4.5 nats needed
 		{Scenario{RPS: 20, BodyMul: 2, TailMul: 2}, 0, 0.2}, // a doubled log-normal is obvious
 		{Scenario{RPS: 50, RateMul: 0.3}, 0, 1},
+		// cpu ×1.5: 0.15 above 0.3 with samples of σ 0.02, 28 nats a second; ×1.1 0.03 above,
+		// 1.1 nats a second, 4.5 needed.
+		{Scenario{RPS: 20, CPUMul: 1.5}, 0, 0.3},
+		{Scenario{RPS: 20, CPUMul: 1.1}, 3, 5},
 		// The ideal test knows the ramp: slower than the final rates' 2.7 s, far faster than
 		// waiting for the ramp's end.
 		{Scenario{RPS: 20, ErrMul: 5, ErrRamp: 60}, 20, 35},
