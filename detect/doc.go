@@ -17,8 +17,11 @@
 //     it (LatencyMinTailCount). When a test fires, a Mann-Whitney U test with a Hodges-Lehmann
 //     shift and confidence interval on the DDSketches of both sides explains the shift
 //     (mannwhitney.go);
-//   - cpu, memory and throughput: a robust baseline (median/MAD, or EWMA for throughput) and CUSUM
-//     (cusum.go).
+//   - memory and throughput: a robust baseline (median/MAD, or EWMA for throughput) and CUSUM
+//     (cusum.go);
+//   - cpu, by the same CUSUM at the load the series serves: a new version's against the most its
+//     previous version used at that load (a line of its cpu over its requests, loadFit), a
+//     canary's against its cohort's in the same bucket.
 //
 // Baselines (baseline.go) are inferred from telemetry: when a new version appears on a line
 // (service, component, block, cohort), the previous version's recent history is frozen as its
