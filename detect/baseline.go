@@ -66,8 +66,8 @@ type reference struct {
 	bodyQ     int
 	bodyP     [maxQuantiles][3]float64
 	cpuRef    robustRef
-	memRef    robustRef
 	cpuFit    loadFit // the version's cpu against its load, as it stood when frozen
+	memFit    loadFit // and its memory: its recent level
 	cpuHold   int64   // the last bucket in which the series' cpu test is inconclusive after a load beyond cpuFit's reach
 }
 
@@ -102,10 +102,13 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 		}
 		h.mergeSketchInto(r.sk)
 	}
-	r.cpuRef, r.memRef = src.cpuRef, src.memRef
-	r.cpuRef.vals, r.memRef.vals = nil, nil // frozen: a reference never adds, and must not share src's warm-up
+	r.cpuRef = src.cpuRef
+	r.cpuRef.vals = nil // frozen: a reference never adds, and must not share src's warm-up
 	if src.cpuFit != nil {
 		r.cpuFit = *src.cpuFit
+	}
+	if src.memFit != nil {
+		r.memFit = *src.memFit
 	}
 	r.ok = r.n >= float64(d.cfg.MinBaselineRequests)
 	if !r.ok {

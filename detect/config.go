@@ -140,21 +140,22 @@ type Config struct {
 	SketchMaxBins int `json:"sketch_max_bins" yaml:"sketch_max_bins"`
 
 	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its own
-	// median/MAD reference is frozen (when no baseline version provides one), and before a new
-	// version's cpu is compared with its previous version's (a process uses more cpu as it
-	// starts); also how long that comparison waits after a load beyond what the previous version
-	// served (CPULoadHalfLife). Default 30.
+	// median/MAD reference is frozen (when no baseline version provides one; for memory, counted
+	// once the series has served OwnProfileWarmup), and before a new version's cpu and memory are
+	// compared with its previous version's (a process uses more as it starts); also how long the
+	// cpu comparison waits after a load beyond what the previous version served. Default 30.
 	ResourceWarmupBuckets int `json:"resource_warmup_buckets" yaml:"resource_warmup_buckets"`
 	// ResourceMinEffect is the minimum relative rise of cpu or memory over the reference that
 	// counts; it also floors the robust scale. Default 0.1.
 	ResourceMinEffect float64 `json:"resource_min_effect" yaml:"resource_min_effect"`
-	// CPULoadHalfLife is the half-life of the line each series fits to its cpu against its load
-	// (its requests per bucket). A new version's cpu is compared with what its previous version's
-	// line predicts at the load the new version serves, so a traffic spike or a daily cycle moves
-	// the prediction with the cpu; a load beyond what the line has seen is inconclusive. Shorter
-	// follows the version's recent behaviour more closely; longer sees more loads and fits a
-	// steadier line. Default 5m.
-	CPULoadHalfLife schemas.Duration `json:"cpu_load_half_life" yaml:"cpu_load_half_life"`
+	// ResourceHalfLife is the half-life of a series' recent resource history: the line it fits
+	// to its cpu against its load (its requests per bucket), and its memory's mean and spread.
+	// A new version's cpu is compared with the most its previous version used at the load the
+	// new version serves, so neither a traffic spike nor a daily cycle reads as a regression; its
+	// memory with the previous version's recent level, not the level it had as it started, so
+	// memory that grows as caches fill does not either. Shorter follows the version's recent
+	// behaviour more closely; longer sees more loads and steadies the spread. Default 5m.
+	ResourceHalfLife schemas.Duration `json:"resource_half_life" yaml:"resource_half_life"`
 	// CUSUMSlack (k) is subtracted from each standardised deviation before it accumulates.
 	// Default 0.5.
 	CUSUMSlack float64 `json:"cusum_slack" yaml:"cusum_slack"`
@@ -221,7 +222,7 @@ func DefaultConfig() Config {
 		SketchMaxBins:           128,
 		ResourceWarmupBuckets:   30,
 		ResourceMinEffect:       0.1,
-		CPULoadHalfLife:         schemas.Duration(5 * time.Minute),
+		ResourceHalfLife:        schemas.Duration(5 * time.Minute),
 		CUSUMSlack:              0.5,
 		CUSUMThreshold:          10,
 		ThroughputHalfLife:      schemas.Duration(10 * time.Minute),
@@ -295,8 +296,8 @@ func (c Config) Validate() error {
 		return bad("resource_warmup_buckets must be in [3, %d], got %d", warmupCap, c.ResourceWarmupBuckets)
 	case !(c.ResourceMinEffect > 0):
 		return bad("resource_min_effect must be positive, got %g", c.ResourceMinEffect)
-	case c.CPULoadHalfLife < 10*c.BucketWidth:
-		return bad("cpu_load_half_life must be at least 10 buckets, got %s", time.Duration(c.CPULoadHalfLife))
+	case c.ResourceHalfLife < 10*c.BucketWidth:
+		return bad("resource_half_life must be at least 10 buckets, got %s", time.Duration(c.ResourceHalfLife))
 	case !(c.CUSUMSlack >= 0):
 		return bad("cusum_slack must not be negative, got %g", c.CUSUMSlack)
 	case !(c.CUSUMThreshold > 0):

@@ -117,10 +117,11 @@ func (e *ewma) add(v, alpha, beta float64, warmup int) {
 	}
 }
 
-// loadFit is an exponentially weighted least-squares line of a series' cpu against its load: per
-// bucket, the mean cpu sample against the series' requests. CPU follows load, so a level frozen
-// at one time says nothing at another. A new version's cpu is compared with the most its
-// previous version's would have used at the load the new version serves (see bound).
+// loadFit is an exponentially weighted least-squares line of a series' resource against its
+// load: per bucket, the mean cpu (or memory) sample against the series' requests. CPU follows
+// load, so a level frozen at one time says nothing at another. A new version's cpu is compared
+// with the most its previous version's would have used at the load the new version serves (see
+// bound); its memory with the previous version's recent level, the fit's mean and spread of y.
 //
 // The load is the series' requests, not requests per cpu sample: cpu may be sampled on requests
 // (as in the event schema's example), and then requests per sample stay flat while the load
@@ -128,7 +129,7 @@ func (e *ewma) add(v, alpha, beta float64, warmup int) {
 //
 // The sums are a weighted Welford's: w is the weight of the buckets folded in, mx and my their
 // means, sxx, sxy and syy the centred co-moments. A bucket's weight halves every half-life of
-// buckets after it (Config.CPULoadHalfLife), so the line is the version's recent history, as the
+// buckets after it (Config.ResourceHalfLife), so the line is the version's recent history, as the
 // other baselines are.
 type loadFit struct {
 	w, mx, my, sxx, sxy, syy float64

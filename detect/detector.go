@@ -56,7 +56,7 @@ type Detector struct {
 	movedBuckets int64
 	ownWarmup    int64   // buckets a series serves before its own profile starts (0: never)
 	ownHalfLife  float64 // the own profile's half-life, in buckets
-	cpuHalfLife  float64 // the cpu line's half-life, in buckets
+	resHalfLife  float64 // ResourceHalfLife, in buckets
 
 	maxTS      time.Time
 	seen       bool
@@ -113,7 +113,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.movedBuckets = int64(time.Duration(cfg.TrafficMovedAfter) / width)
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
-	d.cpuHalfLife = float64(cfg.CPULoadHalfLife) / float64(width)
+	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
 	if cfg.ThroughputTrendHalfLife > 0 {
 		d.tputBeta = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputTrendHalfLife))

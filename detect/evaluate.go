@@ -15,34 +15,34 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	b := &s.closed
 	r := s.ref
 
-	// Memory: against the baseline version's reference when there is one, else the series' own
-	// warm-up. CPU follows load (spikes, daily cycles), so a level from another time says
-	// nothing: a canary's is compared with its cohort's in the same bucket, a new version's with
-	// what its previous version's cpu line predicts at the load it serves.
-	var baseMem, baseCPU *robustRef
-	var cpuNow robustRef
-	var fit *loadFit // the line baseCPU was predicted from
-	load := b.n      // the series' requests in the bucket
-	var cl *line     // the line a canary is compared with as it serves
+	// Memory: against the baseline version's recent level when there is one, else the series'
+	// own level once it has grown up. CPU follows load (spikes, daily cycles), so a level from
+	// another time says nothing: a canary's is compared with its cohort's in the same bucket, a
+	// new version's with the most its previous version used at the load it serves.
+	var mem, cpu resourceBase
+	load := b.n  // the series' requests in the bucket
+	var cl *line // the line a canary is compared with as it serves
 	if r != nil {
-		baseMem = &r.memRef
+		if b.memN > 0 {
+			d.recentMem(s, &mem)
+		}
 		switch {
 		case r.kind == refBaselineCohort:
-			if cl = d.cohortLine(s); d.concurrentCPU(s, cl, &cpuNow) {
-				baseCPU = &cpuNow
+			if cl = d.cohortLine(s); d.concurrentCPU(s, cl, &cpu.robustRef) {
+				cpu.ok = true
 			}
-		case b.cpuN > 0 && d.loadCPU(s, load, &cpuNow):
-			baseCPU, fit = &cpuNow, &r.cpuFit
+		case b.cpuN > 0:
+			d.loadCPU(s, load, &cpu)
 		}
 	}
 	if b.cpuN > 0 {
-		if s.cpuFit == nil {
-			s.cpuFit = new(loadFit)
-		}
-		s.cpuFit.add(b.idx, load, b.cpuSum/b.cpuN, d.cpuHalfLife)
+		s.cpuFit = foldResource(s.cpuFit, b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
 	}
-	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, baseMem, nil, 0, schemas.MetricMem, true)
-	out = d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, baseCPU, fit, load, schemas.MetricCPU, false)
+	if b.memN > 0 {
+		s.memFit = foldResource(s.memFit, b.idx, load, b.memSum/b.memN, d.resHalfLife)
+	}
+	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, &mem, schemas.MetricMem, true)
+	out = d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU, false)
 
 	// The own profile runs next to any version baseline: a regression no deploy explains (a
 	// dependency, a flag) shows up there, whatever the series was deployed against.
@@ -574,54 +574,98 @@ func (d *Detector) concurrentCPU(s *series, l *line, ref *robustRef) bool {
 	return true
 }
 
-// loadCPU sets ref to what new version s's cpu is compared with in its just-closed bucket, at
+// resourceBase is what a bucket's cpu or memory is compared with (ok: there is something), and
+// the history it came from when that is a version's recent one (fit, at the bucket's load), for
+// the anomaly's note.
+type resourceBase struct {
+	robustRef
+	ok   bool
+	fit  *loadFit
+	load float64
+}
+
+// foldResource folds bucket b's load x and mean resource sample y into f, allocating it on a
+// series' first sample, and returns it.
+func foldResource(f *loadFit, b int64, x, y, halfLife float64) *loadFit {
+	if f == nil {
+		f = new(loadFit)
+	}
+	f.add(b, x, y, halfLife)
+	return f
+}
+
+// startedUp says new version s has reported a resource (its own history f) in enough buckets
+// to be compared with its previous version's: a process uses more cpu as it starts (caches,
+// JIT, connection pools), and its memory grows.
+func (d *Detector) startedUp(f *loadFit) bool {
+	return f != nil && int(f.n) >= d.cfg.ResourceWarmupBuckets
+}
+
+// recentMem sets base to what s's memory is compared with in its just-closed bucket: its
+// baseline's recent level (the mean of its bucket means, half-life ResourceHalfLife), with its
+// spread (at least the minimum effect of the level). A version's memory as it started would
+// make every deploy of a service whose memory grows as its caches fill a regression; the level
+// it had grown to does not, and a leak still climbs past it. Nothing (the series' own level
+// then) while the baseline reported memory in fewer than ResourceWarmupBuckets buckets, or s
+// has not started up.
+func (d *Detector) recentMem(s *series, base *resourceBase) {
+	f := &s.ref.memFit
+	if int(f.n) < d.cfg.ResourceWarmupBuckets || !d.startedUp(s.memFit) {
+		return
+	}
+	base.center = f.my
+	base.scale = math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(f.my), 1e-9))
+	base.ready, base.ok, base.fit, base.load = true, true, f, 0
+}
+
+// loadCPU sets base to what new version s's cpu is compared with in its just-closed bucket, at
 // load x: the most its previous version's cpu would have been there (loadFit.bound), with the
 // spread of a bucket's cpu about that version's line (at least the minimum effect of the most).
-// It returns false, inconclusive, while
+// It leaves base empty, inconclusive, while
 //   - the previous version's line has seen fewer than ResourceWarmupBuckets buckets;
-//   - s has reported cpu in fewer buckets than that: a process uses more cpu as it starts
-//     (caches, JIT, connection pools);
+//   - s has not started up (startedUp);
 //   - the previous version still serves (within TrafficMovedAfter): a rolling deploy is under
 //     way, and s's requests are not the load of the instances that report its cpu;
 //   - x is beyond the line's reach (a spike the previous version never served), and for
 //     ResourceWarmupBuckets after: a utilisation measured over a window still carries it.
-func (d *Detector) loadCPU(s *series, x float64, ref *robustRef) bool {
+func (d *Detector) loadCPU(s *series, x float64, base *resourceBase) {
 	r, need := s.ref, d.cfg.ResourceWarmupBuckets
 	if int(r.cpuFit.n) < need {
-		return false
+		return
 	}
 	k := s.key
 	k.Version = r.version
-	prev := d.series[k]
-	if prev != nil && s.closed.idx-prev.lastB < d.movedBuckets {
-		return false
+	if prev := d.series[k]; prev != nil && s.closed.idx-prev.lastB < d.movedBuckets {
+		return
 	}
 	most, se, ok := r.cpuFit.bound(x, need)
 	if !ok {
 		r.cpuHold = s.closed.idx + int64(need)
-		return false
+		return
 	}
-	if s.closed.idx <= r.cpuHold || s.cpuFit == nil || int(s.cpuFit.n) < need {
-		return false
+	if s.closed.idx <= r.cpuHold || !d.startedUp(s.cpuFit) {
+		return
 	}
-	ref.center = most
-	ref.scale = math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9))
-	ref.ready = true
-	return true
+	base.center = most
+	base.scale = math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9))
+	base.ready, base.ok, base.fit, base.load = true, true, &r.cpuFit, x
 }
 
-// testResource runs the CUSUM of a cpu or memory series. The reference is the baseline version's
-// when it has one, otherwise (only when ownProfile) the series' own median/MAD after warm-up.
-// fit is the line base was predicted from at load, nil when base is a level.
-func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, c *cusum, sum, cnt float64, base *robustRef, fit *loadFit, load float64, metric string, ownProfile bool) []schemas.Anomaly {
+// testResource runs the CUSUM of a cpu or memory series. The reference is base when it has one,
+// otherwise (only when ownProfile) the series' own median/MAD, frozen from the buckets after it
+// has served OwnProfileWarmup: memory grows as a process starts, and its first minutes are not
+// its normal.
+func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, c *cusum, sum, cnt float64, base *resourceBase, metric string, ownProfile bool) []schemas.Anomaly {
 	if cnt == 0 {
 		return out
 	}
 	x := sum / cnt
-	own.add(x, d.cfg.ResourceWarmupBuckets, d.cfg.ResourceMinEffect)
+	if !ownProfile || s.closed.idx-s.firstB >= d.ownWarmup {
+		own.add(x, d.cfg.ResourceWarmupBuckets, d.cfg.ResourceMinEffect)
+	}
 	ref := own
-	if base != nil && base.ready {
-		ref = base
+	if base.ok {
+		ref = &base.robustRef
 	} else if !ownProfile {
 		return out
 	}
@@ -635,22 +679,37 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 	z := (x - ref.center) / ref.scale
 	switch c.update(z, d.cfg.CUSUMSlack, d.cfg.CUSUMThreshold, s.closed.idx) {
 	case verdictFired:
-		test := "cusum-median-mad"
-		if fit != nil {
-			test = "cusum-load-fit"
-		}
-		a := d.cusumAnomaly(s.key, metric, c, x, ref.center, s.closed.idx, test, refLabel(s))
-		if fit != nil {
-			a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-				"%s at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %d buckets, half-life %s)",
-				metric, load, refLabel(s), ref.center, fit.my, fit.mx,
-				fit.my-fit.slope()*fit.mx, fit.slope(), fit.n, shortDuration(time.Duration(d.cfg.CPULoadHalfLife))))
-		}
-		return d.open(s, slot, a, out)
+		return d.open(s, slot, d.resourceAnomaly(s, metric, c, x, ref.center, base), out)
 	case verdictRecovered:
 		return d.resolve(s, slot, s.closed.idx, metric+" back within baseline", out)
 	}
 	return out
+}
+
+// resourceAnomaly is the anomaly of resource CUSUM c firing at value x against center; base says
+// what the center came from.
+func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center float64, base *resourceBase) schemas.Anomaly {
+	test := "cusum-median-mad"
+	f := base.fit
+	if f != nil {
+		test = "cusum-recent-level"
+		if metric == schemas.MetricCPU {
+			test = "cusum-load-fit"
+		}
+	}
+	a := d.cusumAnomaly(s.key, metric, c, x, center, s.closed.idx, test, refLabel(s))
+	half := shortDuration(time.Duration(d.cfg.ResourceHalfLife))
+	switch {
+	case f != nil && metric == schemas.MetricCPU:
+		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+			"cpu at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %d buckets, half-life %s)",
+			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.n, half))
+	case f != nil:
+		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+			"%s's recent %s: mean %.4g, standard deviation %.3g, over %d buckets (half-life %s)",
+			refLabel(s), metric, f.my, math.Sqrt(f.syy/f.w), f.n, half))
+	}
+	return a
 }
 
 // testThroughput tests a line's request rate in the bucket it just accumulated against its EWMA:

@@ -118,9 +118,10 @@ type series struct {
 	latEp  bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
 	cpuRef robustRef
 	memRef robustRef
-	// cpuFit is the series' cpu against its load (nil until it reports cpu): what a next version
-	// of the line is compared with.
+	// cpuFit and memFit are the series' recent cpu and memory against its load (nil until it
+	// reports them): what a next version of the line is compared with.
 	cpuFit *loadFit
+	memFit *loadFit
 	cpuC   cusum
 	memC   cusum
 

@@ -33,7 +33,7 @@ const (
 	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend;
 	// 4: a canary's concurrent check (series.gate), and its concurrent cohort is looked up, not
 	// stored.
-	snapshotVersion = 5
+	snapshotVersion = 6
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -317,6 +317,7 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	s.cpuRef.xfer(c)
 	s.memRef.xfer(c)
 	optional(c, &s.cpuFit, func(f *loadFit) { f.xfer(c) })
+	optional(c, &s.memFit, func(f *loadFit) { f.xfer(c) })
 	s.cpuC.xfer(c)
 	s.memC.xfer(c)
 	for i := range s.eps {
@@ -375,8 +376,8 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	}
 	c.int(&r.bodyQ)
 	r.cpuRef.xfer(c)
-	r.memRef.xfer(c)
 	r.cpuFit.xfer(c)
+	r.memFit.xfer(c)
 	c.i64(&r.cpuHold)
 }
 
