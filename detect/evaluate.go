@@ -15,34 +15,13 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	b := &s.closed
 	r := s.ref
 
-	// Memory: against the baseline version's recent level when there is one, else the series'
-	// own level once it has grown up. CPU follows load (spikes, daily cycles), so a level from
-	// another time says nothing: a canary's is compared with its cohort's in the same bucket, a
-	// new version's with the most its previous version used at the load it serves.
-	var mem, cpu resourceBase
-	load := b.n  // the series' requests in the bucket
 	var cl *line // the line a canary is compared with as it serves
-	if r != nil {
-		if b.memN > 0 {
-			d.recentMem(s, &mem)
-		}
-		switch {
-		case r.kind == refBaselineCohort:
-			if cl = d.cohortLine(s); d.concurrentCPU(s, cl, &cpu.robustRef) {
-				cpu.ok = true
-			}
-		case b.cpuN > 0:
-			d.loadCPU(s, load, &cpu)
-		}
+	if r != nil && r.kind == refBaselineCohort {
+		cl = d.cohortLine(s)
 	}
-	if b.cpuN > 0 {
-		s.cpuFit = foldResource(s.cpuFit, b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
+	if s.aggregate {
+		out = d.testResources(s, cl, out)
 	}
-	if b.memN > 0 {
-		s.memFit = foldResource(s.memFit, b.idx, load, b.memSum/b.memN, d.resHalfLife)
-	}
-	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, &mem, schemas.MetricMem, true)
-	out = d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU, false)
 
 	// The own profile runs next to any version baseline: a regression no deploy explains (a
 	// dependency, a flag) shows up there, whatever the series was deployed against.
@@ -572,6 +551,40 @@ func (d *Detector) concurrentCPU(s *series, l *line, ref *robustRef) bool {
 	ref.scale = math.Max(math.Sqrt2*scale, 1e-9)
 	ref.ready = true
 	return true
+}
+
+// testResources tests the cpu and memory of component aggregate s in its just-closed bucket.
+// They are the process's, not a block's: a sample lands on whichever block's request carried
+// it, and an anomaly naming that block would have decide roll back a block that may not be the
+// one to blame. cl is the line a canary is compared with as it serves.
+//
+// Memory: against the baseline version's recent level when there is one, else the series' own
+// level once it has grown up. CPU follows load (spikes, daily cycles), so a level from another
+// time says nothing: a canary's is compared with its cohort's in the same bucket, a new
+// version's with the most its previous version used at the load it serves.
+func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []schemas.Anomaly {
+	b, r := &s.closed, s.ref
+	var mem, cpu resourceBase
+	load := b.n // the series' requests in the bucket
+	if r != nil {
+		if b.memN > 0 {
+			d.recentMem(s, &mem)
+		}
+		switch {
+		case r.kind == refBaselineCohort:
+			cpu.ok = d.concurrentCPU(s, cl, &cpu.robustRef)
+		case b.cpuN > 0:
+			d.loadCPU(s, load, &cpu)
+		}
+	}
+	if b.cpuN > 0 {
+		s.cpuFit = foldResource(s.cpuFit, b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
+	}
+	if b.memN > 0 {
+		s.memFit = foldResource(s.memFit, b.idx, load, b.memSum/b.memN, d.resHalfLife)
+	}
+	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, &mem, schemas.MetricMem, true)
+	return d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU, false)
 }
 
 // resourceBase is what a bucket's cpu or memory is compared with (ok: there is something), and

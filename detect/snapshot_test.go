@@ -78,6 +78,9 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 	seen := map[string]bool{}
 	for _, a := range want {
 		seen[a.Metric+"/"+a.Cohort] = true
+		if (a.Metric == schemas.MetricCPU || a.Metric == schemas.MetricMem) && a.Block != "" {
+			t.Errorf("a %s anomaly names block %s: cpu and memory are the process's", a.Metric, a.Block)
+		}
 	}
 	for _, m := range []string{"error_rate/", "latency/", "mem/", "cpu/", "error_rate/canary"} {
 		if !seen[m] {
