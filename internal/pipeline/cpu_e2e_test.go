@@ -1,0 +1,71 @@
+package pipeline_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/internal/sim"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// withCPU puts each component's cpu on the first request of every second it serves: an idle
+// share plus a cost per request, times mul for the components and versions it names, with
+// noise. A cpu sample lands on whichever block's request carries it.
+func withCPU(evs []schemas.TelemetryEvent, rng *rand.Rand, rps map[string]float64, mul map[string]float64) []schemas.TelemetryEvent {
+	seen := map[string]bool{}
+	for i := range evs {
+		ev := &evs[i]
+		k := ev.Component + "@" + ev.Version + "/" + ev.TS.Truncate(time.Second).String()
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		m, ok := mul[ev.Component+"@"+ev.Version]
+		if !ok {
+			m = 1
+		}
+		c := m*(0.05+0.005*rps[ev.Component]) + 0.005*rng.NormFloat64()
+		ev.CPU = &c
+	}
+	return evs
+}
+
+// TestEndToEndCPURegressionRollsBackTheComponent deploys checkout 2.0, in which nothing fails
+// and nothing is slower, but tax-calc uses 60 % more cpu at the same load. The cpu samples land
+// on rate-lookup's and rounding's requests alike: the rollback is the component's, 2.0 → 1.0,
+// and nothing else moves.
+func TestEndToEndCPURegressionRollsBackTheComponent(t *testing.T) {
+	h := start(t)
+	svc := sim.Checkout(31)
+	svc.Block("tax-calc", "rate-lookup").Versions["2.0"] = sim.Healthy
+	rps := map[string]float64{}
+	for _, c := range svc.Components {
+		rps[c.Name] = c.RPS
+	}
+	rng := rand.New(rand.NewPCG(31, 31))
+	hot := map[string]float64{"tax-calc@2.0": 1.6}
+
+	t0 := eventStart()
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
+	h.publishJS(withCPU(svc.Traffic(t0, 120*time.Second), rng, rps, hot))
+	t1 := t0.Add(120 * time.Second)
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
+	svc.SetVersion("2.0")
+	h.publishJS(withCPU(svc.Traffic(t1, 90*time.Second), rng, rps, hot))
+	h.idle()
+
+	cmds := h.commands()
+	var got []string
+	for _, c := range cmds {
+		got = append(got, fmt.Sprintf("%s %s %s→%s (%s)", c.Action, c.Target(), c.FromVersion, c.ToVersion, c.Granularity))
+	}
+	if len(cmds) != 1 {
+		t.Fatalf("want one command, got %d: %v", len(cmds), got)
+	}
+	c := cmds[0]
+	if c.Action != schemas.ActionRollback || c.Component != "tax-calc" || c.Block != "" || c.FromVersion != "2.0" || c.ToVersion != "1.0" {
+		t.Fatalf("got %v, want the rollback of checkout/tax-calc 2.0 → 1.0", got)
+	}
+}
