@@ -40,10 +40,13 @@ type Scenario struct {
 	TailMul    float64 `json:"tail_mul,omitempty"`    // latency × of the slow path (the p99)
 	RateMul    float64 `json:"rate_mul,omitempty"`    // request rate × after the deploy (a throughput drop)
 	LeakMBMin  float64 `json:"leak_mb_per_min,omitempty"`
-	CPUMul     float64 `json:"cpu_mul,omitempty"`    // cpu × at the same load, new version
-	SpikeAt    int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
-	SpikeLen   int     `json:"spike_len_s,omitempty"`
-	SpikeMul   float64 `json:"spike_mul,omitempty"`
+	// MemGrowMB is how much every version's memory grows as it starts (caches filling, a heap
+	// expanding), levelling off with a time constant of memGrowTau from its first request.
+	MemGrowMB float64 `json:"mem_grow_mb,omitempty"`
+	CPUMul    float64 `json:"cpu_mul,omitempty"`    // cpu × at the same load, new version
+	SpikeAt   int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
+	SpikeLen  int     `json:"spike_len_s,omitempty"`
+	SpikeMul  float64 `json:"spike_mul,omitempty"`
 	// SharedErrMul multiplies the exception rate of every version from the deploy on: a shared
 	// dependency failing, which no version is to blame for. Only the new version's anomalies
 	// count then (as false rollbacks when Regression is false): the old version's own profile
@@ -74,6 +77,7 @@ const (
 	cpuIdle      = 0.05 // an instance's cpu share serving nothing
 	cpuBusy      = 0.25 // its cpu share added serving the scenario's rate
 	cpuNoise     = 0.02 // the standard deviation of a cpu sample
+	memGrowTau   = 60.0 // seconds: the time constant of a version's memory growth as it starts (MemGrowMB)
 	oldVersion   = "1.0"
 	newVersion   = "2.0"
 	scenarioSvc  = "shop"
@@ -116,6 +120,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
+		{Name: "memory grows 150MB as caches fill, no regression @20rps", RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150},
+		{Name: "memory grows 150MB as caches fill, leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150, LeakMBMin: 5},
 		{Name: "cpu x1.5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, CPUMul: 1.5},
 		{Name: "cpu x1.25 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, CPUMul: 1.25},
 		{Name: "traffic spike x3, no regression", RPS: 50, Pre: pre, Post: post, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
@@ -231,6 +237,13 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				tailM *= orOne(sc.SharedLatMul)
 			}
 			mem := baseMemMB + 3*rng.NormFloat64()
+			if sc.MemGrowMB > 0 {
+				age := float64(sec) // the old version started with the scenario, the new one with the deploy
+				if sd.version == newVersion {
+					age = t
+				}
+				mem += sc.MemGrowMB * (1 - math.Exp(-age/memGrowTau))
+			}
 			cpuM := 1.0
 			if sd.changed {
 				cpuM = orOne(sc.CPUMul)
