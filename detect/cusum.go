@@ -137,7 +137,7 @@ type loadFit struct {
 	n                        uint32 // buckets folded in
 }
 
-// add folds in bucket b: load x, cpu y. halfLife is in buckets.
+// add folds in bucket b: load x, resource y. halfLife is in buckets.
 func (f *loadFit) add(b int64, x, y, halfLife float64) {
 	lambda := 1.0
 	if f.n > 0 {

@@ -32,7 +32,8 @@ const (
 	// 2: open buckets say what the tests that fired within them counted; 3: and what a canary's
 	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend;
 	// 4: a canary's concurrent check (series.gate), and its concurrent cohort is looked up, not
-	// stored.
+	// stored; 5: a series' cpu line (loadFit) and its reference's; 6: the same for memory, whose
+	// reference's warm-up level it replaces.
 	snapshotVersion = 6
 )
 
