@@ -280,6 +280,19 @@ func TestCanaryCPUComparedWithCohortAsItServes(t *testing.T) {
 		}
 	}
 
+	// A canary's process starts up on twice the cpu for 10 s: not a regression.
+	starting := withoutBlocks(genScenario(121, withCPU(healthy("1.0.0", 390, 20), 0.3)), schemas.CohortBaseline)
+	for _, ev := range withoutBlocks(genScenario(122, withCPU(healthy("1.1.0", 10, 20), 0.6), withCPU(healthy("1.1.0", 80, 20), 0.3)), schemas.CohortCanary) {
+		ev.TS = ev.TS.Add(300 * time.Second)
+		starting = append(starting, ev)
+	}
+	slices.SortStableFunc(starting, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+	for _, a := range run(New(DefaultConfig()), starting, 0, 1) {
+		if !a.IsResolved() && a.Cohort == schemas.CohortCanary {
+			t.Errorf("a canary starting up raised %s (%s)", a.Metric, a.Test)
+		}
+	}
+
 	hot := cohorts(120, []phase{withCPU(healthy("1.0.0", 390, 20), 0.3)}, withCPU(healthy("1.1.0", 90, 20), 0.6), 300)
 	out := run(New(DefaultConfig()), hot, 0, 1)
 	if !slices.ContainsFunc(out, func(a schemas.Anomaly) bool {

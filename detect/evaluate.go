@@ -572,7 +572,7 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		}
 		switch {
 		case r.kind == refBaselineCohort:
-			cpu.ok = d.concurrentCPU(s, cl, &cpu.robustRef)
+			cpu.ok = d.startedUp(s.cpuFit) && d.concurrentCPU(s, cl, &cpu.robustRef)
 		case b.cpuN > 0:
 			d.loadCPU(s, load, &cpu)
 		}
@@ -607,8 +607,8 @@ func foldResource(f *loadFit, b int64, x, y, halfLife float64) *loadFit {
 	return f
 }
 
-// startedUp says new version s has reported a resource (its own history f) in enough buckets
-// to be compared with its previous version's: a process uses more cpu as it starts (caches,
+// startedUp says a new version or canary has reported a resource (its own history f) in enough
+// buckets to be compared with its baseline's: a process uses more cpu as it starts (caches,
 // JIT, connection pools), and its memory grows.
 func (d *Detector) startedUp(f *loadFit) bool {
 	return f != nil && int(f.n) >= d.cfg.ResourceWarmupBuckets
