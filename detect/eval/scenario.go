@@ -19,7 +19,8 @@ import (
 // log-normal body (median 20 ms, σ 0.3) with a 2 % slow path (median 60 ms, σ 0.3) that makes the
 // p99; the median rises a little with load, as a loaded service's does. Errors: a 2 % exception
 // rate and a 1 % invalid_input rate (client noise). cpu follows load (an idle share plus a share
-// in proportion to the rate); memory is flat with noise.
+// in proportion to the rate), one sample a second of one instance: a canary's instances serve
+// the load each of its cohort's do. Memory is flat with noise.
 type Scenario struct {
 	Name string `json:"name"`
 	// Regression says the scenario should be detected; false ones count towards false rollbacks.
@@ -142,6 +143,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "canary 50% of 100rps, fresh baseline cohort, error x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true, ErrMul: 2},
 		{Name: "canary 50% of 100rps, fresh baseline cohort, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true, BodyMul: 2, TailMul: 2},
 		{Name: "canary 50% of 100rps, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, BodyMul: 2, TailMul: 2},
+		{Name: "canary 5% of 100rps, cpu x1.5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, CPUMul: 1.5},
 	}
 	return s
 }
@@ -211,22 +213,23 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			version, cohort string
 			rate            float64
 			changed         bool
+			instances       float64 // the side's share of the instances: its cpu is one instance's
 		}
 		var sides [2]side
 		ns := 1
 		switch {
 		case !after && sc.CanaryShare > 0 && !sc.FreshBaseline:
-			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load, false}
+			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load, false, 1}
 		case !after:
-			sides[0] = side{oldVersion, "", rps * load, false}
+			sides[0] = side{oldVersion, "", rps * load, false, 1}
 		case sc.NoDeploy:
-			sides[0] = side{oldVersion, "", rps * load * orOne(sc.RateMul), true}
+			sides[0] = side{oldVersion, "", rps * load * orOne(sc.RateMul), true, 1}
 		case sc.CanaryShare > 0:
-			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load * (1 - sc.CanaryShare), false}
-			sides[1] = side{newVersion, schemas.CohortCanary, rps * load * sc.CanaryShare * orOne(sc.RateMul), true}
+			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load * (1 - sc.CanaryShare), false, 1 - sc.CanaryShare}
+			sides[1] = side{newVersion, schemas.CohortCanary, rps * load * sc.CanaryShare * orOne(sc.RateMul), true, sc.CanaryShare}
 			ns = 2
 		default:
-			sides[0] = side{newVersion, "", rps * load * orOne(sc.RateMul), true}
+			sides[0] = side{newVersion, "", rps * load * orOne(sc.RateMul), true, 1}
 		}
 		for _, sd := range sides[:ns] {
 			n := poissonN(rng, sd.rate)
@@ -253,7 +256,8 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				tailM *= orOne(sc.TailMul)
 				mem += sc.LeakMBMin * t / 60
 			}
-			cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*sd.rate/math.Max(rps, 1e-9))+cpuNoise*rng.NormFloat64())
+			perInstance := sd.rate / sd.instances / math.Max(rps, 1e-9)
+			cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*perInstance)+cpuNoise*rng.NormFloat64())
 			for i := range n {
 				ts := base.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Millisecond)
 				var lat float64
