@@ -267,30 +267,31 @@ func TestCanaryAloneIsTestedAgainstHistory(t *testing.T) {
 // cohort's in the same bucket, so that is no anomaly. The canary's own cpu rise is.
 func TestCanaryCPUComparedWithCohortAsItServes(t *testing.T) {
 	withCPU := func(p phase, cpu float64) phase { p.cpu = cpu; return p }
+	// canaryFirings adds a canary's phases from second at to evs and returns what fires on it.
+	canaryFirings := func(evs []schemas.TelemetryEvent, seed uint64, at int, canary ...phase) []schemas.Anomaly {
+		for _, ev := range withoutBlocks(genScenario(seed, canary...), schemas.CohortCanary) {
+			ev.TS = ev.TS.Add(time.Duration(at) * time.Second)
+			evs = append(evs, ev)
+		}
+		slices.SortStableFunc(evs, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+		var out []schemas.Anomaly
+		for _, a := range run(New(DefaultConfig()), evs, 0, 1) {
+			if !a.IsResolved() && a.Cohort == schemas.CohortCanary {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
 	spiked := cohorts(120, []phase{withCPU(healthy("1.0.0", 330, 20), 0.3), withCPU(healthy("1.0.0", 60, 20), 0.9)},
 		withCPU(healthy("1.1.0", 90, 20), 0.3), 300)
-	for _, ev := range withoutBlocks(genScenario(123, withCPU(healthy("1.1.0", 60, 20), 0.9)), schemas.CohortCanary) {
-		ev.TS = ev.TS.Add(330 * time.Second)
-		spiked = append(spiked, ev)
-	}
-	slices.SortStableFunc(spiked, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
-	for _, a := range run(New(DefaultConfig()), spiked, 0, 1) {
-		if !a.IsResolved() && a.Cohort == schemas.CohortCanary {
-			t.Errorf("a spike both cohorts served raised %s on the canary (%s)", a.Metric, a.Test)
-		}
+	for _, a := range canaryFirings(spiked, 123, 330, withCPU(healthy("1.1.0", 60, 20), 0.9)) {
+		t.Errorf("a spike both cohorts served raised %s on the canary (%s)", a.Metric, a.Test)
 	}
 
 	// A canary's process starts up on twice the cpu for 10 s: not a regression.
-	starting := withoutBlocks(genScenario(121, withCPU(healthy("1.0.0", 390, 20), 0.3)), schemas.CohortBaseline)
-	for _, ev := range withoutBlocks(genScenario(122, withCPU(healthy("1.1.0", 10, 20), 0.6), withCPU(healthy("1.1.0", 80, 20), 0.3)), schemas.CohortCanary) {
-		ev.TS = ev.TS.Add(300 * time.Second)
-		starting = append(starting, ev)
-	}
-	slices.SortStableFunc(starting, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
-	for _, a := range run(New(DefaultConfig()), starting, 0, 1) {
-		if !a.IsResolved() && a.Cohort == schemas.CohortCanary {
-			t.Errorf("a canary starting up raised %s (%s)", a.Metric, a.Test)
-		}
+	cohort := withoutBlocks(genScenario(121, withCPU(healthy("1.0.0", 390, 20), 0.3)), schemas.CohortBaseline)
+	for _, a := range canaryFirings(cohort, 122, 300, withCPU(healthy("1.1.0", 10, 20), 0.6), withCPU(healthy("1.1.0", 80, 20), 0.3)) {
+		t.Errorf("a canary starting up raised %s (%s)", a.Metric, a.Test)
 	}
 
 	hot := cohorts(120, []phase{withCPU(healthy("1.0.0", 390, 20), 0.3)}, withCPU(healthy("1.1.0", 90, 20), 0.6), 300)
