@@ -719,8 +719,8 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center
 			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.n, half))
 	case f != nil:
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-			"%s's recent %s: mean %.4g, standard deviation %.3g, over %d buckets (half-life %s)",
-			refLabel(s), metric, f.my, math.Sqrt(f.syy/f.w), f.n, half))
+			"%s's recent memory: mean %.4g MB, standard deviation %.3g MB, over %d buckets (half-life %s)",
+			refLabel(s), f.my, math.Sqrt(f.syy/f.w), f.n, half))
 	}
 	return a
 }
