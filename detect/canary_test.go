@@ -296,9 +296,13 @@ func TestCanaryCPUComparedWithCohortAsItServes(t *testing.T) {
 
 	hot := cohorts(120, []phase{withCPU(healthy("1.0.0", 390, 20), 0.3)}, withCPU(healthy("1.1.0", 90, 20), 0.6), 300)
 	out := run(New(DefaultConfig()), hot, 0, 1)
-	if !slices.ContainsFunc(out, func(a schemas.Anomaly) bool {
+	i := slices.IndexFunc(out, func(a schemas.Anomaly) bool {
 		return !a.IsResolved() && a.Cohort == schemas.CohortCanary && a.Metric == schemas.MetricCPU
-	}) {
-		t.Errorf("a canary using twice its cohort's cpu raised no cpu anomaly (%d others)", len(out))
+	})
+	if i < 0 {
+		t.Fatalf("a canary using twice its cohort's cpu raised no cpu anomaly (%d others)", len(out))
+	}
+	if a := out[i]; a.Test != "cusum-concurrent-cohort" || len(a.Evidence.Notes) < 2 {
+		t.Errorf("the canary's cpu anomaly does not say what it was compared with: test %s, notes %q", a.Test, a.Evidence.Notes)
 	}
 }

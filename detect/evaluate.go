@@ -573,6 +573,7 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		switch {
 		case r.kind == refBaselineCohort:
 			cpu.ok = d.startedUp(s.cpuFit) && d.concurrentCPU(s, cl, &cpu.robustRef)
+			cpu.test = "cusum-concurrent-cohort"
 		case b.cpuN > 0:
 			d.loadCPU(s, load, &cpu)
 		}
@@ -587,12 +588,13 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	return d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU, false)
 }
 
-// resourceBase is what a bucket's cpu or memory is compared with (ok: there is something), and
-// the history it came from when that is a version's recent one (fit, at the bucket's load), for
-// the anomaly's note.
+// resourceBase is what a bucket's cpu or memory is compared with (ok: there is something), how
+// (test, as the anomaly names it), and for its note the history it came from when that is a
+// version's recent one (fit, at the bucket's load).
 type resourceBase struct {
 	robustRef
 	ok   bool
+	test string
 	fit  *loadFit
 	load float64
 }
@@ -628,7 +630,7 @@ func (d *Detector) recentMem(s *series, base *resourceBase) {
 	}
 	base.center = f.my
 	base.scale = math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(f.my), 1e-9))
-	base.ready, base.ok, base.fit, base.load = true, true, f, 0
+	base.ready, base.ok, base.test, base.fit = true, true, "cusum-recent-level", f
 }
 
 // loadCPU sets base to what new version s's cpu is compared with in its just-closed bucket, at
@@ -661,7 +663,7 @@ func (d *Detector) loadCPU(s *series, x float64, base *resourceBase) {
 	}
 	base.center = most
 	base.scale = math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9))
-	base.ready, base.ok, base.fit, base.load = true, true, &r.cpuFit, x
+	base.ready, base.ok, base.test, base.fit, base.load = true, true, "cusum-load-fit", &r.cpuFit, x
 }
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is base when it has one,
@@ -702,14 +704,11 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 // resourceAnomaly is the anomaly of resource CUSUM c firing at value x against center; base says
 // what the center came from.
 func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center float64, base *resourceBase) schemas.Anomaly {
-	test := "cusum-median-mad"
-	f := base.fit
-	if f != nil {
-		test = "cusum-recent-level"
-		if metric == schemas.MetricCPU {
-			test = "cusum-load-fit"
-		}
+	test := "cusum-median-mad" // the series' own level
+	if base.ok {
+		test = base.test
 	}
+	f := base.fit
 	a := d.cusumAnomaly(s.key, metric, c, x, center, s.closed.idx, test, refLabel(s))
 	half := shortDuration(time.Duration(d.cfg.ResourceHalfLife))
 	switch {
@@ -721,6 +720,10 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
 			"%s's recent memory: mean %.4g MB, standard deviation %.3g MB, over %d buckets (half-life %s)",
 			refLabel(s), f.my, math.Sqrt(f.syy/f.w), f.n, half))
+	case base.ok && metric == schemas.MetricCPU:
+		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+			"cpu against the cohort it is compared with, in the same bucket: %.4g (spread %.3g, its history's and two sides' noise)",
+			center, base.scale))
 	}
 	return a
 }
