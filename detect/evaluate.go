@@ -526,31 +526,30 @@ func bodyEvidence(r *reference, q int, latN, x, xBody float64) [3]float64 {
 	return ev
 }
 
-// concurrentCPU sets ref to what canary s's cpu is compared with in its just-closed bucket: the
+// concurrentCPU sets base to what canary s's cpu is compared with in its just-closed bucket: the
 // cohort's cpu in the same bucket, with the spread the cohort's history had (at least the
 // minimum effect of the cohort's cpu now), times √2 for the two sides' noise. A spike or a daily
-// cycle moves both cohorts; the canary's own cpu rise does not. It returns false when the cohort
-// reported no cpu in the bucket: inconclusive.
+// cycle moves both cohorts; the canary's own cpu rise does not. It leaves base empty,
+// inconclusive, while s has not started up (startedUp) or the cohort reported no cpu in the
+// bucket.
 //
 // The frozen cohort's cpu it replaces fired on every traffic spike during a canary.
 //
 // l is the line canary s is compared with as it serves (nil: none).
-func (d *Detector) concurrentCPU(s *series, l *line, ref *robustRef) bool {
-	if l == nil {
-		return false
+func (d *Detector) concurrentCPU(s *series, l *line, base *resourceBase) {
+	if l == nil || !d.startedUp(s.cpuFit) {
+		return
 	}
 	pb := &l.current.closed
 	if pb.idx != s.closed.idx || pb.cpuN == 0 {
-		return false
+		return
 	}
-	ref.center = pb.cpuSum / pb.cpuN
-	scale := d.cfg.ResourceMinEffect * math.Abs(ref.center)
+	center := pb.cpuSum / pb.cpuN
+	scale := d.cfg.ResourceMinEffect * math.Abs(center)
 	if h := &s.ref.cpuRef; h.ready {
 		scale = math.Max(scale, h.scale)
 	}
-	ref.scale = math.Max(math.Sqrt2*scale, 1e-9)
-	ref.ready = true
-	return true
+	base.set(testConcurrentCohort, center, math.Max(math.Sqrt2*scale, 1e-9), nil, 0)
 }
 
 // testResources tests the cpu and memory of component aggregate s in its just-closed bucket.
@@ -572,8 +571,7 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		}
 		switch {
 		case r.kind == refBaselineCohort:
-			cpu.ok = d.startedUp(s.cpuFit) && d.concurrentCPU(s, cl, &cpu.robustRef)
-			cpu.test = "cusum-concurrent-cohort"
+			d.concurrentCPU(s, cl, &cpu)
 		case b.cpuN > 0:
 			d.loadCPU(s, load, &cpu)
 		}
@@ -588,15 +586,26 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	return d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU, false)
 }
 
-// resourceBase is what a bucket's cpu or memory is compared with (ok: there is something), how
-// (test, as the anomaly names it), and for its note the history it came from when that is a
+// resourceBase is what a bucket's cpu or memory is compared with (ready: there is something),
+// how (test, as the anomaly names it), and for its note the history it came from when that is a
 // version's recent one (fit, at the bucket's load).
 type resourceBase struct {
 	robustRef
-	ok   bool
 	test string
 	fit  *loadFit
 	load float64
+}
+
+// The resource comparisons, as an anomaly's test names them.
+const (
+	testOwnLevel         = "cusum-median-mad"        // the series' own level, frozen after warm-up
+	testRecentLevel      = "cusum-recent-level"      // memory against the baseline's recent level
+	testLoadFit          = "cusum-load-fit"          // a new version's cpu at its load
+	testConcurrentCohort = "cusum-concurrent-cohort" // a canary's cpu against its cohort's, same bucket
+)
+
+func (b *resourceBase) set(test string, center, scale float64, fit *loadFit, load float64) {
+	b.test, b.center, b.scale, b.ready, b.fit, b.load = test, center, scale, true, fit, load
 }
 
 // foldResource folds bucket b's load x and mean resource sample y into f, allocating it on a
@@ -628,9 +637,7 @@ func (d *Detector) recentMem(s *series, base *resourceBase) {
 	if int(f.n) < d.cfg.ResourceWarmupBuckets || !d.startedUp(s.memFit) {
 		return
 	}
-	base.center = f.my
-	base.scale = math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(f.my), 1e-9))
-	base.ready, base.ok, base.test, base.fit = true, true, "cusum-recent-level", f
+	base.set(testRecentLevel, f.my, math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(f.my), 1e-9)), f, 0)
 }
 
 // loadCPU sets base to what new version s's cpu is compared with in its just-closed bucket, at
@@ -661,9 +668,7 @@ func (d *Detector) loadCPU(s *series, x float64, base *resourceBase) {
 	if s.closed.idx <= r.cpuHold || !d.startedUp(s.cpuFit) {
 		return
 	}
-	base.center = most
-	base.scale = math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9))
-	base.ready, base.ok, base.test, base.fit, base.load = true, true, "cusum-load-fit", &r.cpuFit, x
+	base.set(testLoadFit, most, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), &r.cpuFit, x)
 }
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is base when it has one,
@@ -679,7 +684,7 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 		own.add(x, d.cfg.ResourceWarmupBuckets, d.cfg.ResourceMinEffect)
 	}
 	ref := own
-	if base.ok {
+	if base.ready {
 		ref = &base.robustRef
 	} else if !ownProfile {
 		return out
@@ -704,26 +709,26 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 // resourceAnomaly is the anomaly of resource CUSUM c firing at value x against center; base says
 // what the center came from.
 func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center float64, base *resourceBase) schemas.Anomaly {
-	test := "cusum-median-mad" // the series' own level
-	if base.ok {
+	test := testOwnLevel
+	if base.ready {
 		test = base.test
 	}
-	f := base.fit
 	a := d.cusumAnomaly(s.key, metric, c, x, center, s.closed.idx, test, refLabel(s))
-	half := shortDuration(time.Duration(d.cfg.ResourceHalfLife))
-	switch {
-	case f != nil && metric == schemas.MetricCPU:
-		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-			"cpu at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %d buckets, half-life %s)",
-			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.n, half))
-	case f != nil:
-		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-			"%s's recent memory: mean %.4g MB, standard deviation %.3g MB, over %d buckets (half-life %s)",
-			refLabel(s), f.my, math.Sqrt(f.syy/f.w), f.n, half))
-	case base.ok && metric == schemas.MetricCPU:
-		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-			"cpu against the cohort it is compared with, in the same bucket: %.4g (spread %.3g, its history's and two sides' noise)",
-			center, base.scale))
+	f, half := base.fit, shortDuration(time.Duration(d.cfg.ResourceHalfLife))
+	var note string
+	switch test {
+	case testLoadFit:
+		note = fmt.Sprintf("cpu at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %d buckets, half-life %s)",
+			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.n, half)
+	case testRecentLevel:
+		note = fmt.Sprintf("%s's recent memory: mean %.4g MB, standard deviation %.3g MB, over %d buckets (half-life %s)",
+			refLabel(s), f.my, math.Sqrt(f.syy/f.w), f.n, half)
+	case testConcurrentCohort:
+		note = fmt.Sprintf("cpu against the cohort it is compared with, in the same bucket: %.4g (spread %.3g, its history's and two sides' noise)",
+			center, base.scale)
+	}
+	if note != "" {
+		a.Evidence.Notes = append(a.Evidence.Notes, note)
 	}
 	return a
 }
