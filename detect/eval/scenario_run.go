@@ -753,7 +753,7 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 			}
 		}
 		if m := res.TTDMean; m != nil && res.Scenario.CPUMul != 0 {
-			if _, err := fmt.Fprintf(w, "%s: a new version's cpu is not compared in its first %.0f s (resource_warmup_buckets: a process uses more as it starts); the mean is %.1f s after that\n",
+			if _, err := fmt.Fprintf(w, "%s: a new version's or canary's cpu is not compared in its first %.0f s (resource_warmup_buckets: a process uses more as it starts); the mean is %.1f s after that\n",
 				res.Scenario.Name, r.CPUWarmupS, *m-r.CPUWarmupS); err != nil {
 				return err
 			}

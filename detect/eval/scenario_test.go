@@ -34,7 +34,7 @@ func TestScenarioSuite(t *testing.T) {
 	for _, want := range []string{
 		"canary 50% of 100rps, error x2: the ideal test against the concurrent cohort needs",
 		"p99 x2 tail-only @50rps: the ideal test on the exceedance rate of p99.9 alone needs",
-		"cpu x1.5 @20rps: a new version's cpu is not compared in its first 30 s",
+		"cpu x1.5 @20rps: a new version's or canary's cpu is not compared in its first 30 s",
 	} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("the report does not say %q", want)
