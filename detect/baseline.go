@@ -22,6 +22,7 @@ type lineKey struct {
 type line struct {
 	key     lineKey
 	current *series // the version that appeared most recently; nil for a unit line no request without a cohort came to
+	otherB  int64   // the last bucket a version other than current served in
 	unit    *line   // the line whose throughput test counts this line's requests: the unit's without a cohort
 
 	accB   int64   // bucket being accumulated for the throughput test
@@ -68,7 +69,6 @@ type reference struct {
 	cpuRef    robustRef
 	cpuFit    loadFit // the version's cpu against its load, as it stood when frozen
 	memFit    loadFit // and its memory: its recent level
-	cpuHold   int64   // the last bucket in which the series' cpu test is inconclusive after a load beyond cpuFit's reach
 }
 
 // freeze builds a reference from src's recent history (every epoch it keeps).

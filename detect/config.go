@@ -142,8 +142,8 @@ type Config struct {
 	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its own
 	// median/MAD reference is frozen (when no baseline version provides one; for memory, counted
 	// once the series has served OwnProfileWarmup), and before a new version's cpu and memory are
-	// compared with its previous version's (a process uses more as it starts); also how long the
-	// cpu comparison waits after a load beyond what the previous version served. Default 30.
+	// compared with its previous version's (a process uses more as it starts); also how long a
+	// cpu comparison waits after a load beyond what its line had seen. Default 30.
 	ResourceWarmupBuckets int `json:"resource_warmup_buckets" yaml:"resource_warmup_buckets"`
 	// ResourceMinEffect is the minimum relative rise of cpu or memory over the reference that
 	// counts; it also floors the robust scale. Default 0.1.
@@ -153,8 +153,10 @@ type Config struct {
 	// A new version's cpu is compared with the most its previous version used at the load the
 	// new version serves, so neither a traffic spike nor a daily cycle reads as a regression; its
 	// memory with the previous version's recent level, not the level it had as it started, so
-	// memory that grows as caches fill does not either. Shorter follows the version's recent
-	// behaviour more closely; longer sees more loads and steadies the spread. Default 5m.
+	// memory that grows as caches fill does not either. The cpu of a series no deploy changed
+	// (once it has served OwnProfileWarmup) is compared with the most its own line says it used
+	// at that load; the line does not learn while the test fires. Shorter follows the version's
+	// recent behaviour more closely; longer sees more loads and steadies the spread. Default 5m.
 	ResourceHalfLife schemas.Duration `json:"resource_half_life" yaml:"resource_half_life"`
 	// CUSUMSlack (k) is subtracted from each standardised deviation before it accumulates.
 	// Default 0.5.

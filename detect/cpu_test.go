@@ -17,13 +17,18 @@ import (
 // version's factor, plus noise. A rolling deploy moves instances, and their requests, from one
 // version to the next; each instance serves the same load.
 type cpuWorld struct {
-	f   feeder
-	cpu map[string]float64 // each version's cpu as measured, by version
-	sec int
+	f      feeder
+	cpu    map[string]float64 // each version's cpu as measured, by version
+	sec    int
+	oldMul float64 // version "1"'s factor: a change no deploy made
 }
 
 func newCPUWorld(seed uint64) *cpuWorld {
-	return &cpuWorld{f: feeder{d: New(DefaultConfig()), rng: rand.New(rand.NewPCG(seed, seed))}, cpu: map[string]float64{}}
+	return newCPUWorldWith(seed, DefaultConfig())
+}
+
+func newCPUWorldWith(seed uint64, cfg Config) *cpuWorld {
+	return &cpuWorld{f: feeder{d: New(cfg), rng: rand.New(rand.NewPCG(seed, seed))}, cpu: map[string]float64{}, oldMul: 1}
 }
 
 // serve runs secs seconds at rate req/s per instance over 10 instances, share of them (0 to 1,
@@ -36,7 +41,7 @@ func (w *cpuWorld) serve(secs int, rate float64, share func(int) float64, mul fu
 			version string
 			share   float64
 			mul     float64
-		}{{"1", 1 - sh, 1}, {"2", sh, mul(w.sec)}} {
+		}{{"1", 1 - sh, w.oldMul}, {"2", sh, mul(w.sec)}} {
 			n := poisson(w.f.rng, 10*rate*v.share)
 			if n == 0 {
 				continue
@@ -104,7 +109,7 @@ func TestCPUComparedWithPreviousVersionAtItsLoad(t *testing.T) {
 	w.serve(120, 6, constant(1), constant(1))
 	w.serve(120, 3, constant(1), constant(1))
 	if a := w.cpuAnomalies(); len(a) > 0 {
-		t.Fatalf("the same cpu per request raised %s at %s: %q", a[0].Test, a[0].TSDetected.Sub(t0), a[0].Evidence.Notes)
+		t.Fatalf("the same cpu per request raised %s on %s at %s: %q", a[0].Test, a[0].Version, a[0].TSDetected.Sub(t0), a[0].Evidence.Notes)
 	}
 
 	// A previous version that served one steady load: its requests a bucket vary by Poisson
@@ -132,5 +137,65 @@ func TestCPUComparedWithPreviousVersionAtItsLoad(t *testing.T) {
 		!slices.ContainsFunc(a.Evidence.Notes, func(n string) bool { return strings.Contains(n, "per request") }) {
 		t.Errorf("anomaly does not explain itself: version %s, test %s, baseline version %q, observed %g against %g, notes %q",
 			a.Version, a.Test, a.BaselineVersion, a.Observed, a.Baseline, a.Evidence.Notes)
+	}
+}
+
+// TestCPUComparedWithItsOwnLineWithoutADeploy runs one version for 20 minutes at a load that
+// moves between 3 and 6 req/s per instance, then through a slow climb to 8 and back, as a
+// daily cycle's, and a spike of three times the top of its range with a lagging utilisation:
+// none of it is a cpu anomaly. Then its cpu per request rises by half, with no deploy (a
+// dependency, a configuration flag): that is caught within a minute, against the series' own
+// line, and stays caught while it lasts, because the line does not learn while the test fires.
+// Back to normal, the episode ends.
+func TestCPUComparedWithItsOwnLineWithoutADeploy(t *testing.T) {
+	w := newCPUWorld(11)
+	none := constant(0)
+	w.cycling(1200, none, constant(1))
+	for i := range 40 {
+		w.serve(30, 3+5*math.Sin(math.Pi*float64(i)/40), none, constant(1))
+	}
+	w.serve(60, 18, none, constant(1))
+	w.cycling(600, none, constant(1))
+	if a := w.cpuAnomalies(); len(a) > 0 {
+		t.Fatalf("the same cpu per request raised %s at %s: %q", a[0].Test, a[0].TSDetected.Sub(t0), a[0].Evidence.Notes)
+	}
+
+	from := t0.Add(time.Duration(w.sec) * time.Second)
+	w.oldMul = 1.5
+	w.cycling(1800, none, constant(1))
+	hot := w.cpuAnomalies()
+	if len(hot) == 0 {
+		t.Fatal("cpu half again the series' own at the same load raised no anomaly")
+	}
+	a := hot[0]
+	if took := a.TSDetected.Sub(from); took > time.Minute {
+		t.Errorf("cpu ×1.5 without a deploy took %s to detect, want within a minute", took)
+	}
+	if a.Version != "1" || a.Test != "cusum-own-load-fit" || schemas.BaselineVersionOf(a.BaselineVersion) != "" ||
+		!strings.HasPrefix(a.BaselineVersion, schemas.BaselineOwnProfile) || a.Observed <= 1.2*a.Baseline ||
+		!slices.ContainsFunc(a.Evidence.Notes, func(n string) bool { return strings.Contains(n, "no deploy changed") }) {
+		t.Errorf("anomaly does not explain itself: version %s, test %s, baseline version %q, observed %g against %g, notes %q",
+			a.Version, a.Test, a.BaselineVersion, a.Observed, a.Baseline, a.Evidence.Notes)
+	}
+	resolved := func() bool {
+		return slices.ContainsFunc(w.f.out, func(a schemas.Anomaly) bool { return a.Metric == schemas.MetricCPU && a.IsResolved() })
+	}
+	if len(hot) > 1 || resolved() {
+		t.Fatalf("30 min of cpu ×1.5 became the series' normal: %d cpu anomalies, resolved %v", len(hot), resolved())
+	}
+	w.oldMul = 1
+	w.cycling(300, none, constant(1))
+	if !resolved() {
+		t.Error("cpu back to normal did not end the episode")
+	}
+
+	cfg := DefaultConfig()
+	cfg.OwnProfileWarmup = 0
+	w = newCPUWorldWith(11, cfg)
+	w.cycling(1200, none, constant(1))
+	w.oldMul = 1.5
+	w.cycling(300, none, constant(1))
+	if a := w.cpuAnomalies(); len(a) > 0 {
+		t.Errorf("own_profile_warmup 0 turns the own-profile tests off, but cpu raised %s", a[0].Test)
 	}
 }

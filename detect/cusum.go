@@ -133,7 +133,8 @@ func (e *ewma) add(v, alpha, beta float64, warmup int) {
 // other baselines are.
 type loadFit struct {
 	w, mx, my, sxx, sxy, syy float64
-	last                     int64  // the last bucket folded in
+	last                     int64  // the last bucket folded in (or paused at)
+	hold                     int64  // the last bucket in which a test against the line is inconclusive after a load beyond its reach
 	n                        uint32 // buckets folded in
 }
 
@@ -152,6 +153,12 @@ func (f *loadFit) add(b int64, x, y, halfLife float64) {
 	f.sxx = lambda*f.sxx + dx*(x-f.mx)
 	f.sxy = lambda*f.sxy + dx*(y-f.my)
 	f.syy = lambda*f.syy + dy*(y-f.my)
+}
+
+// pause keeps the line as it is through bucket b: it neither learns b nor decays over it. A
+// series' own line pauses while its cpu test fires, so a regression does not become its normal.
+func (f *loadFit) pause(b int64) {
+	f.last = b
 }
 
 // loadReach is how far above the loads a line has seen it is trusted, as a share of their mean,
@@ -185,6 +192,20 @@ func (f *loadFit) bound(x float64, need int) (most, se float64, ok bool) {
 	rss := math.Max(0, f.syy-2*b*f.sxy+b*b*f.sxx)
 	perReq := f.my / f.mx
 	return f.my * max(1, x/f.mx), math.Sqrt(rss/(f.w-2)*(1+1/f.w) + perReq*perReq*x), true
+}
+
+// at is bound in bucket b, and is inconclusive (ok false) for need buckets after one whose load
+// was beyond the line's reach as well: a utilisation measured over a window still carries the
+// spike after the load has fallen back.
+func (f *loadFit) at(b int64, x float64, need int) (most, se float64, ok bool) {
+	if int(f.n) < need {
+		return 0, 0, false
+	}
+	if most, se, ok = f.bound(x, need); !ok {
+		f.hold = b + int64(need)
+		return 0, 0, false
+	}
+	return most, se, b > f.hold
 }
 
 // slope is the line's cpu per request, at least 0. It only takes the load's share out of the

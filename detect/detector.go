@@ -457,7 +457,16 @@ func (d *Detector) start(s *series, b int64) {
 		d.log.Info("new version: baseline frozen", "series", s.key.String(), "baseline", s.ref.label,
 			"baseline_requests", s.ref.n, "conclusive", s.ref.ok)
 	}
-	s.line.current = s // the newest version is current until an older one serves again (a rollback)
+	s.line.newCurrent(s)
+}
+
+// newCurrent makes s the line's current version: the newest until an older one serves again (a
+// rollback), and after that the one that served last. The one it replaces served last in otherB.
+func (ln *line) newCurrent(s *series) {
+	if cur := ln.current; cur != nil && cur != s {
+		ln.otherB = max(ln.otherB, cur.lastB)
+	}
+	ln.current = s
 }
 
 // epochOf is the first bucket of the history epoch that holds bucket b. Epochs are aligned to
@@ -512,8 +521,12 @@ func (d *Detector) closeBucket(s *series) {
 	}
 	// The line's current version is the one that served most recently, so after a rollback the
 	// restored version, not the bad one, becomes the next deploy's baseline.
-	if cur := s.line.current; cur != s && (cur == nil || s.lastB > cur.lastB) {
-		s.line.current = s
+	if cur := s.line.current; cur != s {
+		if cur == nil || s.lastB > cur.lastB {
+			s.line.newCurrent(s)
+		} else {
+			s.line.otherB = max(s.line.otherB, b.idx)
+		}
 	}
 }
 

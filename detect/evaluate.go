@@ -560,24 +560,30 @@ func (d *Detector) concurrentCPU(s *series, l *line, base *resourceBase) {
 // Memory: against the baseline version's recent level when there is one, else the series' own
 // level once it has grown up. CPU follows load (spikes, daily cycles), so a level from another
 // time says nothing: a canary's is compared with its cohort's in the same bucket, a new
-// version's with the most its previous version used at the load it serves.
+// version's with the most its previous version used at the load it serves, and that of a
+// series no deploy changed with the most it used itself at that load. The series' own cpu line
+// learns each bucket, except while its cpu test fires.
 func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []schemas.Anomaly {
 	b, r := &s.closed, s.ref
 	var mem, cpu resourceBase
 	load := b.n // the series' requests in the bucket
-	if r != nil {
-		if b.memN > 0 {
-			d.recentMem(s, &mem)
-		}
-		switch {
-		case r.kind == refBaselineCohort:
-			d.concurrentCPU(s, cl, &cpu)
-		case b.cpuN > 0:
-			d.loadCPU(s, load, &cpu)
-		}
+	if r != nil && b.memN > 0 {
+		d.recentMem(s, &mem)
 	}
 	if b.cpuN > 0 {
-		s.cpuFit = foldResource(s.cpuFit, b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
+		switch {
+		case r == nil:
+			d.ownCPU(s, load, &cpu)
+		case r.kind == refBaselineCohort:
+			d.concurrentCPU(s, cl, &cpu)
+		default:
+			d.loadCPU(s, load, &cpu)
+		}
+		if s.cpuFit != nil && s.cpuC.firing {
+			s.cpuFit.pause(b.idx)
+		} else {
+			s.cpuFit = foldResource(s.cpuFit, b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
+		}
 	}
 	if b.memN > 0 {
 		s.memFit = foldResource(s.memFit, b.idx, load, b.memSum/b.memN, d.resHalfLife)
@@ -601,6 +607,7 @@ const (
 	testOwnLevel         = "cusum-median-mad"        // the series' own level, frozen after warm-up
 	testRecentLevel      = "cusum-recent-level"      // memory against the baseline's recent level
 	testLoadFit          = "cusum-load-fit"          // a new version's cpu at its load
+	testOwnLoadFit       = "cusum-own-load-fit"      // cpu no deploy changed, against its own line at its load
 	testConcurrentCohort = "cusum-concurrent-cohort" // a canary's cpu against its cohort's, same bucket
 )
 
@@ -649,26 +656,42 @@ func (d *Detector) recentMem(s *series, base *resourceBase) {
 //   - the previous version still serves (within TrafficMovedAfter): a rolling deploy is under
 //     way, and s's requests are not the load of the instances that report its cpu;
 //   - x is beyond the line's reach (a spike the previous version never served), and for
-//     ResourceWarmupBuckets after: a utilisation measured over a window still carries it.
+//     ResourceWarmupBuckets after (loadFit.at).
 func (d *Detector) loadCPU(s *series, x float64, base *resourceBase) {
-	r, need := s.ref, d.cfg.ResourceWarmupBuckets
-	if int(r.cpuFit.n) < need {
-		return
-	}
+	r := s.ref
 	k := s.key
 	k.Version = r.version
 	if prev := d.series[k]; prev != nil && s.closed.idx-prev.lastB < d.movedBuckets {
 		return
 	}
-	most, se, ok := r.cpuFit.bound(x, need)
-	if !ok {
-		r.cpuHold = s.closed.idx + int64(need)
-		return
-	}
-	if s.closed.idx <= r.cpuHold || !d.startedUp(s.cpuFit) {
+	most, se, ok := r.cpuFit.at(s.closed.idx, x, d.cfg.ResourceWarmupBuckets)
+	if !ok || !d.startedUp(s.cpuFit) {
 		return
 	}
 	base.set(testLoadFit, most, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), &r.cpuFit, x)
+}
+
+// ownCPU sets base to what the cpu of s, which no deploy changed, is compared with in its
+// just-closed bucket, at load x: the most it used itself at that load, by its own line (s.cpuFit,
+// as loadCPU reads its previous version's). The line pauses while the test fires (see
+// testResources), so a regression does not become its normal, and it follows a daily cycle's
+// slow change. It leaves base empty, inconclusive,
+//   - until s has served OwnProfileWarmup (zero: never);
+//   - while another version serves on s's line, and for TrafficMovedAfter after: a rolling
+//     deploy takes instances away with their requests, and the load of each remaining instance
+//     does not fall with the series' requests;
+//   - at a load beyond the line's reach, and for ResourceWarmupBuckets after (loadFit.at).
+func (d *Detector) ownCPU(s *series, x float64, base *resourceBase) {
+	f := s.cpuFit
+	if f == nil || d.ownWarmup == 0 || s.closed.idx-s.firstB < d.ownWarmup ||
+		s.line.current != s || s.closed.idx-s.line.otherB < d.movedBuckets {
+		return
+	}
+	most, se, ok := f.at(s.closed.idx, x, d.cfg.ResourceWarmupBuckets)
+	if !ok {
+		return
+	}
+	base.set(testOwnLoadFit, most, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), f, x)
 }
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is base when it has one,
@@ -713,13 +736,20 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center
 	if base.ready {
 		test = base.test
 	}
-	a := d.cusumAnomaly(s.key, metric, c, x, center, s.closed.idx, test, refLabel(s))
 	f, half := base.fit, shortDuration(time.Duration(d.cfg.ResourceHalfLife))
+	label := refLabel(s)
+	if test == testOwnLoadFit {
+		label = schemas.BaselineOwnProfile + " (" + half + ")"
+	}
+	a := d.cusumAnomaly(s.key, metric, c, x, center, s.closed.idx, test, label)
 	var note string
 	switch test {
 	case testLoadFit:
 		note = fmt.Sprintf("cpu at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %d buckets, half-life %s)",
 			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.n, half)
+	case testOwnLoadFit:
+		note = fmt.Sprintf("cpu at %.4g requests a bucket; no deploy changed this series, and by its own recent history it used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, half-life %s, paused while the test fires); a rise here comes from outside the version (a dependency, configuration, data or the mix of requests)",
+			base.load, center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), half)
 	case testRecentLevel:
 		note = fmt.Sprintf("%s's recent memory: mean %.4g MB, standard deviation %.3g MB, over %d buckets (half-life %s)",
 			refLabel(s), f.my, math.Sqrt(f.syy/f.w), f.n, half)

@@ -33,8 +33,10 @@ const (
 	// paired error test counted of the baseline cohort's bucket, and a line's throughput trend;
 	// 4: a canary's concurrent check (series.gate), and its concurrent cohort is looked up, not
 	// stored; 5: a series' cpu line (loadFit) and its reference's; 6: the same for memory, whose
-	// reference's warm-up level it replaces.
-	snapshotVersion = 6
+	// reference's warm-up level it replaces; 7: a line says how long a test against it stays
+	// inconclusive after a load beyond its reach, a series' own cpu is tested against its line,
+	// and a line says when its current version last changed.
+	snapshotVersion = 7
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -268,6 +270,7 @@ func (ln *line) xfer(c *codec) {
 	ln.tputC.xfer(c)
 	c.f64(&ln.tputBL)
 	c.anomaly(&ln.tputA)
+	c.i64(&ln.otherB)
 }
 
 func (d *Detector) xferSeries(c *codec, s *series) {
@@ -379,7 +382,6 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	r.cpuRef.xfer(c)
 	r.cpuFit.xfer(c)
 	r.memFit.xfer(c)
-	c.i64(&r.cpuHold)
 }
 
 func (f *loadFit) xfer(c *codec) {
@@ -387,6 +389,7 @@ func (f *loadFit) xfer(c *codec) {
 		c.f64(v)
 	}
 	c.i64(&f.last)
+	c.i64(&f.hold)
 	c.u32(&f.n)
 }
 

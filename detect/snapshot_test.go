@@ -11,7 +11,8 @@ import (
 )
 
 // snapshotStream is a stream that exercises every part of the state: a long-lived version with
-// an own profile, a sparse series, a deploy that regresses on errors, latency, memory and cpu, a rollback, a canary
+// an own profile, a sparse series, a deploy that regresses on errors, latency, memory and cpu, a
+// rollback, then a cpu rise no deploy made (the own line pauses while it fires), a canary
 // against its baseline cohort, and latencies spread widely enough to collapse sketch bins.
 func snapshotStream() []schemas.TelemetryEvent {
 	bad := healthy("1.1.0", 240, 20)
@@ -23,7 +24,9 @@ func snapshotStream() []schemas.TelemetryEvent {
 	old.cpu = 0.3
 	back := healthy("1.0.0", 180, 20)
 	back.cpu = 0.3
-	events := genScenario(11, old, bad, back)
+	hot := healthy("1.0.0", 120, 20)
+	hot.cpu = 0.45
+	events := genScenario(11, old, bad, back, hot)
 
 	wide := healthy("1", 14*60+420, 8)
 	wide.latSigma = 2.5 // e^±7.5 around the median: beyond 128 bins of 2.5 %
@@ -78,11 +81,12 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 	seen := map[string]bool{}
 	for _, a := range want {
 		seen[a.Metric+"/"+a.Cohort] = true
+		seen[a.Test] = true
 		if (a.Metric == schemas.MetricCPU || a.Metric == schemas.MetricMem) && a.Block != "" {
 			t.Errorf("a %s anomaly names block %s: cpu and memory are the process's", a.Metric, a.Block)
 		}
 	}
-	for _, m := range []string{"error_rate/", "latency/", "mem/", "cpu/", "error_rate/canary"} {
+	for _, m := range []string{"error_rate/", "latency/", "mem/", "cpu/", "error_rate/canary", testLoadFit, testOwnLoadFit} {
 		if !seen[m] {
 			t.Fatalf("the stream produced no %s anomaly (got %v): it no longer covers the state", m, seen)
 		}
