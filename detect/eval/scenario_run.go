@@ -542,9 +542,13 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	if sc.CanaryShare > 0 {
 		rate *= sc.CanaryShare
 	}
-	if sc.CPUMul != 0 {
+	if sc.CPUMul != 0 { // one sample a second
 		d := (sc.CPUMul - 1) * (cpuIdle + cpuBusy) // at the mean load
-		return wald / (d * d / (2 * cpuNoise * cpuNoise)), true
+		kl := d * d / (2 * cpuNoise * cpuNoise)
+		if sc.NoDeploy {
+			return cusumDelay(p.ARL, kl), p.ARL > 0
+		}
+		return wald / kl, true
 	}
 	if sc.RateMul != 0 {
 		l0, l1 := rate, rate*sc.RateMul
@@ -752,7 +756,7 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 				return err
 			}
 		}
-		if m := res.TTDMean; m != nil && res.Scenario.CPUMul != 0 {
+		if m := res.TTDMean; m != nil && res.Scenario.CPUMul != 0 && !res.Scenario.NoDeploy {
 			if _, err := fmt.Fprintf(w, "%s: a new version's or canary's cpu is not compared in its first %.0f s (resource_warmup_buckets: a process uses more as it starts); the mean is %.1f s after that\n",
 				res.Scenario.Name, r.CPUWarmupS, *m-r.CPUWarmupS); err != nil {
 				return err

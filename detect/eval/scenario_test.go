@@ -75,6 +75,11 @@ func TestScenarioSuite(t *testing.T) {
 			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 10 {
 				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 10s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
 			}
+		case "cpu x1.5 without a deploy @20rps":
+			// No start-up to wait out: the series' own line has served 15 min.
+			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 30 {
+				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 30s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
+			}
 		case "cpu x1.5 @20rps", "cpu x1.25 @50rps", "canary 5% of 100rps, cpu x1.5":
 			// 30 s of start-up before cpu is compared, then ~10 s (~45 s p95 over 100 runs).
 			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 70 {
@@ -124,6 +129,8 @@ func TestFloorSeconds(t *testing.T) {
 		// A change at an unknown time: CUSUM at 33 000 s between false alarms, slower than the
 		// SPRT started at the change.
 		{Scenario{RPS: 20, ErrMul: 5, NoDeploy: true}, 5, 10},
+		// cpu ×1.1 at an unknown time: about ln(33 000·1.1)/1.1 s, against the SPRT's 4.
+		{Scenario{RPS: 20, CPUMul: 1.1, NoDeploy: true}, 7, 11},
 	}
 	for _, tt := range tests {
 		f, ok := FloorSeconds(&tt.sc, FloorParams{Alpha: 0.01, Beta: 0.01, ARL: 33000})
