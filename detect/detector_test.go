@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,6 +179,12 @@ func TestSlowMemoryLeakIsCaught(t *testing.T) {
 	})
 	for _, a := range f.out {
 		if a.Metric == schemas.MetricMem {
+			// No other version: the series' own level, and the anomaly says so.
+			if a.Test != testOwnLevel || a.BaselineVersion != schemas.BaselineOwnProfile+" (frozen level)" ||
+				!slices.ContainsFunc(a.Evidence.Notes, func(n string) bool { return strings.Contains(n, "own level") }) {
+				t.Errorf("leak against the series' own level does not explain itself: test %s, baseline %q, notes %q",
+					a.Test, a.BaselineVersion, a.Evidence.Notes)
+			}
 			return
 		}
 	}

@@ -722,24 +722,27 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 	z := (x - ref.center) / ref.scale
 	switch c.update(z, d.cfg.CUSUMSlack, d.cfg.CUSUMThreshold, s.closed.idx) {
 	case verdictFired:
-		return d.open(s, slot, d.resourceAnomaly(s, metric, c, x, ref.center, base), out)
+		return d.open(s, slot, d.resourceAnomaly(s, metric, c, x, ref, base), out)
 	case verdictRecovered:
 		return d.resolve(s, slot, s.closed.idx, metric+" back within baseline", out)
 	}
 	return out
 }
 
-// resourceAnomaly is the anomaly of resource CUSUM c firing at value x against center; base says
-// what the center came from.
-func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center float64, base *resourceBase) schemas.Anomaly {
+// resourceAnomaly is the anomaly of resource CUSUM c firing at value x against ref; base says
+// what ref came from (not ready: the series' own level).
+func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64, ref *robustRef, base *resourceBase) schemas.Anomaly {
 	test := testOwnLevel
 	if base.ready {
 		test = base.test
 	}
-	f, half := base.fit, shortDuration(time.Duration(d.cfg.ResourceHalfLife))
+	f, half, center := base.fit, shortDuration(time.Duration(d.cfg.ResourceHalfLife)), ref.center
 	label := refLabel(s)
-	if test == testOwnLoadFit {
+	switch test {
+	case testOwnLoadFit:
 		label = schemas.BaselineOwnProfile + " (" + half + ")"
+	case testOwnLevel:
+		label = schemas.BaselineOwnProfile + " (frozen level)"
 	}
 	a := d.cusumAnomaly(s.key, metric, c, x, center, s.closed.idx, test, label)
 	var note string
@@ -756,6 +759,9 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x, center
 	case testConcurrentCohort:
 		note = fmt.Sprintf("cpu against the cohort it is compared with, in the same bucket: %.4g (spread %.3g, its history's and two sides' noise)",
 			center, base.scale)
+	case testOwnLevel:
+		note = fmt.Sprintf("%s against the series' own level, frozen so that a slow leak climbs past it: the median of its first %d buckets with %s after it had served %s, %.4g, scale (1.4826·MAD, at least %g of it) %.3g",
+			metric, d.cfg.ResourceWarmupBuckets, metric, shortDuration(time.Duration(d.cfg.OwnProfileWarmup)), center, d.cfg.ResourceMinEffect, ref.scale)
 	}
 	if note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
