@@ -145,8 +145,11 @@ type Config struct {
 	// compared with its previous version's (a process uses more as it starts); also how long a
 	// cpu comparison waits after a load beyond what its line had seen. Default 30.
 	ResourceWarmupBuckets int `json:"resource_warmup_buckets" yaml:"resource_warmup_buckets"`
-	// ResourceMinEffect is the minimum relative rise of cpu or memory over the reference that
-	// counts; it also floors the robust scale. Default 0.1.
+	// ResourceMinEffect floors the scale a cpu or memory deviation is measured in, as a share of
+	// the reference, so that a flat history does not make every wiggle large. The CUSUM adds up
+	// deviations beyond CUSUMSlack scales: with the defaults, a rise of more than half of it
+	// (5 %) fires in the end, one of all of it (10 %) within about CUSUMThreshold/CUSUMSlack = 20
+	// buckets. Default 0.1.
 	ResourceMinEffect float64 `json:"resource_min_effect" yaml:"resource_min_effect"`
 	// ResourceHalfLife is the half-life of a series' recent resource history: the line it fits
 	// to its cpu against its load (its requests per bucket), and its memory's mean and spread.
