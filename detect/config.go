@@ -139,11 +139,13 @@ type Config struct {
 	// 300 ms) at full accuracy. Default 128.
 	SketchMaxBins int `json:"sketch_max_bins" yaml:"sketch_max_bins"`
 
-	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its own
-	// median/MAD reference is frozen (when no baseline version provides one; for memory, counted
-	// once the series has served OwnProfileWarmup), and before a new version's cpu and memory are
-	// compared with its previous version's (a process uses more as it starts); also how long a
-	// cpu comparison waits after a load beyond what its line had seen. Default 30.
+	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its
+	// own median/MAD reference is frozen (when no baseline version provides one; for memory,
+	// counted once the series has served OwnProfileWarmup and its memory has levelled off, or
+	// has served 30 min: growth that has not stopped by then is a leak), and before a new
+	// version's cpu and memory are compared with its previous version's (a process uses more as
+	// it starts); also how long a cpu comparison waits after a load beyond what its line had
+	// seen. Default 30.
 	ResourceWarmupBuckets int `json:"resource_warmup_buckets" yaml:"resource_warmup_buckets"`
 	// ResourceMinEffect floors the scale a cpu or memory deviation is measured in, as a share of
 	// the reference, so that a flat history does not make every wiggle large. The CUSUM adds up
@@ -155,8 +157,8 @@ type Config struct {
 	// to its cpu against its load (its requests per bucket), and its memory's mean and spread.
 	// A new version's cpu is compared with the most its previous version used at the load the
 	// new version serves, so neither a traffic spike nor a daily cycle reads as a regression; its
-	// memory with the previous version's recent level, not the level it had as it started, so
-	// memory that grows as caches fill does not either. The cpu of a series no deploy changed
+	// memory with the previous version's recent level, not the level it had as it started, and
+	// only if that level had stopped rising, so memory that grows as caches fill does not either. The cpu of a series no deploy changed
 	// (once it has served OwnProfileWarmup) is compared with the most its own line says it used
 	// at that load; the line does not learn while the test fires. Shorter follows the version's
 	// recent behaviour more closely; longer sees more loads and steadies the spread. Default 5m.

@@ -53,10 +53,12 @@ type Detector struct {
 	active []*series // series with open buckets
 	firing []*series // series with an open episode
 
-	movedBuckets int64
-	ownWarmup    int64   // buckets a series serves before its own profile starts (0: never)
-	ownHalfLife  float64 // the own profile's half-life, in buckets
-	resHalfLife  float64 // ResourceHalfLife, in buckets
+	movedBuckets  int64
+	ownWarmup     int64   // buckets a series serves before its own profile starts (0: never)
+	ownHalfLife   float64 // the own profile's half-life, in buckets
+	resHalfLife   float64 // ResourceHalfLife, in buckets
+	levelBuckets  float64 // levelHorizon, in buckets
+	growthBuckets int64   // growthLimit, in buckets
 
 	maxTS      time.Time
 	seen       bool
@@ -114,6 +116,8 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
+	d.levelBuckets = float64(levelHorizon) / float64(width)
+	d.growthBuckets = int64(growthLimit / width)
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
 	if cfg.ThroughputTrendHalfLife > 0 {
 		d.tputBeta = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputTrendHalfLife))

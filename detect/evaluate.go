@@ -588,8 +588,13 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	if b.memN > 0 {
 		s.memFit = foldResource(s.memFit, b.idx, load, b.memSum/b.memN, d.resHalfLife)
 	}
-	out = d.testResource(s, out, &s.memRef, &s.memC, b.memSum, b.memN, &mem, schemas.MetricMem, true)
-	return d.testResource(s, out, &s.cpuRef, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU, false)
+	// The series' own memory level is learnt once it has served OwnProfileWarmup and its memory
+	// has levelled off, or once it has served growthLimit whatever its memory does: growth that
+	// has not stopped by then is a leak. Its cpu level only gives a canary's cohort its spread.
+	age := s.closed.idx - s.firstB
+	learnMem := age >= d.ownWarmup && s.memFit != nil && (d.memLevelled(s.memFit) || age >= d.growthBuckets)
+	out = d.testResource(s, out, &s.memRef, learnMem, true, &s.memC, b.memSum, b.memN, &mem, schemas.MetricMem)
+	return d.testResource(s, out, &s.cpuRef, true, false, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU)
 }
 
 // resourceBase is what a bucket's cpu or memory is compared with (ready: there is something),
@@ -641,10 +646,26 @@ func (d *Detector) startedUp(f *loadFit) bool {
 // has not started up.
 func (d *Detector) recentMem(s *series, base *resourceBase) {
 	f := &s.ref.memFit
-	if int(f.n) < d.cfg.ResourceWarmupBuckets || !d.startedUp(s.memFit) {
+	if int(f.n) < d.cfg.ResourceWarmupBuckets || !d.startedUp(s.memFit) || !d.memLevelled(f) {
 		return
 	}
-	base.set(testRecentLevel, f.my, math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(f.my), 1e-9)), f, 0)
+	level := max(f.my, f.bm[0]) // levelled: its newest block has seen all of the growth
+	base.set(testRecentLevel, level, math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(level), 1e-9)), f, 0)
+}
+
+// levelHorizon is how far ahead memLevelled looks.
+const levelHorizon = 10 * time.Minute
+
+// growthLimit is how long a process's memory may grow after it starts before the growth counts
+// as a leak: the series' own level is then taken even though its memory has not levelled off.
+const growthLimit = 30 * time.Minute
+
+// memLevelled says the memory f follows has levelled off: it would rise by no more than a
+// quarter of ResourceMinEffect over the next levelHorizon at the rate it rises now. A level
+// taken while memory still grows is below where it settles, and a version compared with it
+// would be a regression once it had grown further.
+func (d *Detector) memLevelled(f *loadFit) bool {
+	return f.levelled(d.levelBuckets, d.cfg.ResourceMinEffect/4)
 }
 
 // loadCPU sets base to what new version s's cpu is compared with in its just-closed bucket, at
@@ -695,21 +716,21 @@ func (d *Detector) ownCPU(s *series, x float64, base *resourceBase) {
 }
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is base when it has one,
-// otherwise (only when ownProfile) the series' own median/MAD, frozen from the buckets after it
-// has served OwnProfileWarmup: memory grows as a process starts, and its first minutes are not
-// its normal.
-func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, c *cusum, sum, cnt float64, base *resourceBase, metric string, ownProfile bool) []schemas.Anomaly {
+// otherwise (only when useOwn) the series' own median/MAD, frozen from the first buckets in
+// which learnOwn held: memory grows as a process starts, and its first minutes are not its
+// normal.
+func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, learnOwn, useOwn bool, c *cusum, sum, cnt float64, base *resourceBase, metric string) []schemas.Anomaly {
 	if cnt == 0 {
 		return out
 	}
 	x := sum / cnt
-	if !ownProfile || s.closed.idx-s.firstB >= d.ownWarmup {
+	if learnOwn {
 		own.add(x, d.cfg.ResourceWarmupBuckets, d.cfg.ResourceMinEffect)
 	}
 	ref := own
 	if base.ready {
 		ref = &base.robustRef
-	} else if !ownProfile {
+	} else if !useOwn {
 		return out
 	}
 	if !ref.ready {

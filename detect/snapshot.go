@@ -34,8 +34,8 @@ const (
 	// 4: a canary's concurrent check (series.gate), and its concurrent cohort is looked up, not
 	// stored; 5: a series' cpu line (loadFit) and its reference's; 6: the same for memory, whose
 	// reference's warm-up level it replaces; 7: a line says how long a test against it stays
-	// inconclusive after a load beyond its reach, a series' own cpu is tested against its line,
-	// and a line says when its current version last changed.
+	// inconclusive after a load beyond its reach and whether its resource has levelled off, a
+	// series' own cpu is tested against its line, and a line says when another version served.
 	snapshotVersion = 7
 )
 
@@ -385,12 +385,21 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 }
 
 func (f *loadFit) xfer(c *codec) {
-	for _, v := range [...]*float64{&f.w, &f.mx, &f.my, &f.sxx, &f.sxy, &f.syy} {
+	for _, v := range [...]*float64{&f.w, &f.mx, &f.my, &f.sxx, &f.sxy, &f.syy, &f.bSum, &f.bm[0], &f.bm[1], &f.bm[2]} {
 		c.f64(v)
 	}
 	c.i64(&f.last)
 	c.i64(&f.hold)
 	c.u32(&f.n)
+	c.u32(&f.bN)
+	c.i64(&f.bIdx)
+	for i := range f.bi {
+		c.i64(&f.bi[i])
+	}
+	c.u8(&f.filled)
+	if f.filled > uint8(len(f.bm)) {
+		c.fail("a line with %d filled blocks", f.filled)
+	}
 }
 
 func (qt *quantileTests) xfer(c *codec) {
@@ -543,6 +552,16 @@ func (c *codec) u32(v *uint32) {
 	}
 	if b := c.take(4); b != nil {
 		*v = binary.LittleEndian.Uint32(b)
+	}
+}
+
+func (c *codec) u8(v *uint8) {
+	if !c.reading {
+		c.buf = append(c.buf, *v)
+		return
+	}
+	if b := c.take(1); b != nil {
+		*v = b[0]
 	}
 }
 
