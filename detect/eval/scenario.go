@@ -42,12 +42,14 @@ type Scenario struct {
 	RateMul    float64 `json:"rate_mul,omitempty"`    // request rate × after the deploy (a throughput drop)
 	LeakMBMin  float64 `json:"leak_mb_per_min,omitempty"`
 	// MemGrowMB is how much every version's memory grows as it starts (caches filling, a heap
-	// expanding), levelling off with a time constant of memGrowTau from its first request.
-	MemGrowMB float64 `json:"mem_grow_mb,omitempty"`
-	CPUMul    float64 `json:"cpu_mul,omitempty"`    // cpu × at the same load, new version
-	SpikeAt   int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
-	SpikeLen  int     `json:"spike_len_s,omitempty"`
-	SpikeMul  float64 `json:"spike_mul,omitempty"`
+	// expanding), levelling off with a time constant of MemGrowTau seconds (0: memGrowTau) from
+	// its first request.
+	MemGrowMB  float64 `json:"mem_grow_mb,omitempty"`
+	MemGrowTau int     `json:"mem_grow_tau_s,omitempty"`
+	CPUMul     float64 `json:"cpu_mul,omitempty"`    // cpu × at the same load, new version
+	SpikeAt    int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
+	SpikeLen   int     `json:"spike_len_s,omitempty"`
+	SpikeMul   float64 `json:"spike_mul,omitempty"`
 	// SharedErrMul multiplies the exception rate of every version from the deploy on: a shared
 	// dependency failing, which no version is to blame for. Only the new version's anomalies
 	// count then (as false rollbacks when Regression is false): the old version's own profile
@@ -122,6 +124,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
 		{Name: "memory grows 150MB as caches fill, no regression @20rps", RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150},
+		{Name: "memory grows 150MB over 10 min, deploys 10 min apart, no regression @20rps", RPS: 20, Pre: 600, Post: 1800, MemGrowMB: 150, MemGrowTau: 600},
 		{Name: "memory grows 150MB as caches fill, leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150, LeakMBMin: 5},
 		{Name: "cpu x1.5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, CPUMul: 1.5},
 		{Name: "cpu x1.25 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, CPUMul: 1.25},
@@ -248,7 +251,11 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				if sd.version == newVersion {
 					age = t
 				}
-				mem += sc.MemGrowMB * (1 - math.Exp(-age/memGrowTau))
+				tau := memGrowTau
+				if sc.MemGrowTau > 0 {
+					tau = float64(sc.MemGrowTau)
+				}
+				mem += sc.MemGrowMB * (1 - math.Exp(-age/tau))
 			}
 			cpuM := 1.0
 			if sd.changed {
