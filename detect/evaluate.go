@@ -609,7 +609,7 @@ type resourceBase struct {
 
 // The resource comparisons, as an anomaly's test names them.
 const (
-	testOwnLevel         = "cusum-median-mad"        // the series' own level, frozen after warm-up
+	testOwnLevel         = "cusum-median-mad"        // memory against the series' own level, frozen once grown
 	testRecentLevel      = "cusum-recent-level"      // memory against the baseline's recent level
 	testLoadFit          = "cusum-load-fit"          // a new version's cpu at its load
 	testOwnLoadFit       = "cusum-own-load-fit"      // cpu no deploy changed, against its own line at its load
@@ -781,8 +781,9 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 		note = fmt.Sprintf("cpu against the cohort it is compared with, in the same bucket: %.4g (spread %.3g, its history's and two sides' noise)",
 			center, base.scale)
 	case testOwnLevel:
-		note = fmt.Sprintf("%s against the series' own level, frozen so that a slow leak climbs past it: the median of its first %d buckets with %s after it had served %s, %.4g, scale (1.4826·MAD, at least %g of it) %.3g",
-			metric, d.cfg.ResourceWarmupBuckets, metric, shortDuration(time.Duration(d.cfg.OwnProfileWarmup)), center, d.cfg.ResourceMinEffect, ref.scale)
+		note = fmt.Sprintf("%s against the series' own level, frozen so that a slow leak climbs past it: the median of its first %d buckets with %s once it had served %s and its %s had levelled off (or had served %s), %.4g, scale (1.4826·MAD, at least %g of it) %.3g",
+			metric, d.cfg.ResourceWarmupBuckets, metric, shortDuration(time.Duration(d.cfg.OwnProfileWarmup)), metric,
+			shortDuration(growthLimit), center, d.cfg.ResourceMinEffect, ref.scale)
 	}
 	if note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
