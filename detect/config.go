@@ -142,7 +142,7 @@ type Config struct {
 	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its
 	// own median/MAD reference is frozen (when no baseline version provides one; for memory,
 	// counted once the series has served OwnProfileWarmup and its memory has levelled off, or
-	// has served 30 min: growth that has not stopped by then is a leak), and before a new
+	// has served MemoryGrowthLimit), and before a new
 	// version's cpu and memory are compared with its previous version's (a process uses more as
 	// it starts); also how long a cpu comparison waits after a load beyond what its line had
 	// seen. Default 30.
@@ -163,6 +163,12 @@ type Config struct {
 	// at that load; the line does not learn while the test fires. Shorter follows the version's
 	// recent behaviour more closely; longer sees more loads and steadies the spread. Default 5m.
 	ResourceHalfLife schemas.Duration `json:"resource_half_life" yaml:"resource_half_life"`
+	// MemoryGrowthLimit is how long a process's memory may keep growing after it starts (caches
+	// filling, a heap expanding) before the growth counts as a leak. A memory level is a
+	// reference only once it has stopped rising; a series whose memory has not stopped by then
+	// has its own level frozen anyway, and a leak from its start climbs past it. Longer suits
+	// services that warm up slowly, at the price of finding such a leak later. Default 30m.
+	MemoryGrowthLimit schemas.Duration `json:"memory_growth_limit" yaml:"memory_growth_limit"`
 	// CUSUMSlack (k) is subtracted from each standardised deviation before it accumulates.
 	// Default 0.5.
 	CUSUMSlack float64 `json:"cusum_slack" yaml:"cusum_slack"`
@@ -230,6 +236,7 @@ func DefaultConfig() Config {
 		ResourceWarmupBuckets:   30,
 		ResourceMinEffect:       0.1,
 		ResourceHalfLife:        schemas.Duration(5 * time.Minute),
+		MemoryGrowthLimit:       schemas.Duration(30 * time.Minute),
 		CUSUMSlack:              0.5,
 		CUSUMThreshold:          10,
 		ThroughputHalfLife:      schemas.Duration(10 * time.Minute),
@@ -305,6 +312,9 @@ func (c Config) Validate() error {
 		return bad("resource_min_effect must be positive, got %g", c.ResourceMinEffect)
 	case c.ResourceHalfLife < 10*c.BucketWidth:
 		return bad("resource_half_life must be at least 10 buckets, got %s", time.Duration(c.ResourceHalfLife))
+	case c.MemoryGrowthLimit < c.OwnProfileWarmup:
+		return bad("memory_growth_limit (%s) must be at least own_profile_warmup (%s): a series' own memory level is not frozen before that",
+			time.Duration(c.MemoryGrowthLimit), time.Duration(c.OwnProfileWarmup))
 	case !(c.CUSUMSlack >= 0):
 		return bad("cusum_slack must not be negative, got %g", c.CUSUMSlack)
 	case !(c.CUSUMThreshold > 0):

@@ -58,7 +58,7 @@ type Detector struct {
 	ownHalfLife   float64 // the own profile's half-life, in buckets
 	resHalfLife   float64 // ResourceHalfLife, in buckets
 	levelBuckets  float64 // levelHorizon, in buckets
-	growthBuckets int64   // growthLimit, in buckets
+	growthBuckets int64   // MemoryGrowthLimit, in buckets
 
 	maxTS      time.Time
 	seen       bool
@@ -117,7 +117,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
 	d.levelBuckets = float64(levelHorizon) / float64(width)
-	d.growthBuckets = int64(growthLimit / width)
+	d.growthBuckets = int64(time.Duration(cfg.MemoryGrowthLimit) / width)
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
 	if cfg.ThroughputTrendHalfLife > 0 {
 		d.tputBeta = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputTrendHalfLife))

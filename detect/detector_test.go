@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative own-profile warm-up", mutate: func(c *Config) { c.OwnProfileWarmup = -1 }, wantErr: ErrInvalidConfig},
 		{name: "own-profile half-life too short", mutate: func(c *Config) { c.OwnProfileHalfLife = c.BucketWidth }, wantErr: ErrInvalidConfig},
 		{name: "own profile off, half-life unused", mutate: func(c *Config) { c.OwnProfileWarmup, c.OwnProfileHalfLife = 0, 0 }},
+		{name: "memory growth limit before the own profile starts", mutate: func(c *Config) { c.MemoryGrowthLimit = c.OwnProfileWarmup / 2 }, wantErr: ErrInvalidConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,7 +172,7 @@ func TestCanaryComparedWithBaselineCohort(t *testing.T) {
 
 // TestSlowMemoryLeakIsCaught runs a series that leaks from its start, with no other version to
 // compare with. Its memory never levels off, so its own level is taken once it has served
-// growthLimit (until then it might be growth that stops), and the leak climbs past it.
+// memory_growth_limit (until then it might be growth that stops), and the leak climbs past it.
 func TestSlowMemoryLeakIsCaught(t *testing.T) {
 	f := &feeder{d: New(DefaultConfig())}
 	f.run(0, 2700, 5, func(ts time.Time, i int) *schemas.TelemetryEvent {

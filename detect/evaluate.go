@@ -589,8 +589,9 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		s.memFit = foldResource(s.memFit, b.idx, load, b.memSum/b.memN, d.resHalfLife)
 	}
 	// The series' own memory level is learnt once it has served OwnProfileWarmup and its memory
-	// has levelled off, or once it has served growthLimit whatever its memory does: growth that
-	// has not stopped by then is a leak. Its cpu level only gives a canary's cohort its spread.
+	// has levelled off, or once it has served MemoryGrowthLimit whatever its memory does: growth
+	// that has not stopped by then is a leak. Its cpu level only gives a canary's cohort its
+	// spread.
 	age := s.closed.idx - s.firstB
 	learnMem := age >= d.ownWarmup && s.memFit != nil && (d.memLevelled(s.memFit) || age >= d.growthBuckets)
 	out = d.testResource(s, out, &s.memRef, learnMem, true, &s.memC, b.memSum, b.memN, &mem, schemas.MetricMem)
@@ -655,10 +656,6 @@ func (d *Detector) recentMem(s *series, base *resourceBase) {
 
 // levelHorizon is how far ahead memLevelled looks.
 const levelHorizon = 10 * time.Minute
-
-// growthLimit is how long a process's memory may grow after it starts before the growth counts
-// as a leak: the series' own level is then taken even though its memory has not levelled off.
-const growthLimit = 30 * time.Minute
 
 // memLevelled says the memory f follows has levelled off: it would rise by no more than a
 // quarter of ResourceMinEffect over the next levelHorizon at the rate it rises now. A level
@@ -783,7 +780,7 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 	case testOwnLevel:
 		note = fmt.Sprintf("%s against the series' own level, frozen so that a slow leak climbs past it: the median of its first %d buckets with %s once it had served %s and its %s had levelled off (or had served %s), %.4g, scale (1.4826·MAD, at least %g of it) %.3g",
 			metric, d.cfg.ResourceWarmupBuckets, metric, shortDuration(time.Duration(d.cfg.OwnProfileWarmup)), metric,
-			shortDuration(growthLimit), center, d.cfg.ResourceMinEffect, ref.scale)
+			shortDuration(time.Duration(d.cfg.MemoryGrowthLimit)), center, d.cfg.ResourceMinEffect, ref.scale)
 	}
 	if note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
