@@ -90,7 +90,7 @@ func (c *cusum) update(z, k, h float64, b int64) rateVerdict {
 type ewma struct {
 	mean  float64 // the level, after the last value
 	trend float64 // per value; 0 without a trend
-	n     int
+	n     int32 // values folded in, saturating: only its first few matter (add)
 	ready bool
 }
 
@@ -103,7 +103,9 @@ func (e *ewma) forecast() float64 {
 // first bucket does not dominate the estimate for a whole half-life. beta smooths the trend (0:
 // none); it is learnt once the level is ready, from the level's moves.
 func (e *ewma) add(v, alpha, beta float64, warmup int) {
-	e.n++
+	if e.n < math.MaxInt32 {
+		e.n++
+	}
 	prev := e.mean
 	if e.ready {
 		e.mean = e.forecast()
@@ -112,7 +114,7 @@ func (e *ewma) add(v, alpha, beta float64, warmup int) {
 	if e.ready {
 		e.trend += beta * (e.mean - prev - e.trend)
 	}
-	if e.n >= warmup {
+	if int(e.n) >= warmup {
 		e.ready = true
 	}
 }

@@ -500,7 +500,12 @@ func (cs *cusum) xfer(c *codec) {
 func (e *ewma) xfer(c *codec) {
 	c.f64(&e.mean)
 	c.f64(&e.trend)
-	c.int(&e.n)
+	n := int(e.n)
+	c.int(&n)
+	if n < 0 || n > math.MaxInt32 {
+		c.fail("an EWMA of %d values", n)
+	}
+	e.n = int32(n)
 	c.bool(&e.ready)
 }
 
