@@ -154,7 +154,7 @@ type loadFit struct {
 // weighted mean keeps a share of it for many half-lives, and a line fitted over the history
 // still slopes with it. The rise is read from the newest filled block and the one two before
 // it: with a minute of one sample a second in each, memory whose samples wander by 3 MB is
-// known to rise by less than 2.5 % of 512 MB over ten minutes with five standard deviations
+// known to rise by less than 2.5 % of 512 MB over ten minutes with 4.7 standard deviations
 // to spare, while growth that would have added more is seen.
 const levelBlock = 60
 

@@ -18,10 +18,12 @@
 //     shift and confidence interval on the DDSketches of both sides explains the shift
 //     (mannwhitney.go);
 //   - memory and throughput: a robust baseline (median/MAD, or EWMA for throughput) and CUSUM
-//     (cusum.go);
+//     (cusum.go); memory against the previous version's recent level, or the series' own, each
+//     only once it has levelled off (loadFit.levelled);
 //   - cpu, by the same CUSUM at the load the series serves: a new version's against the most its
 //     previous version used at that load (a line of its cpu over its requests, loadFit), a
-//     canary's against its cohort's in the same bucket.
+//     canary's against its cohort's in the same bucket, and a series no deploy changed against
+//     its own line.
 //
 // Baselines (baseline.go) are inferred from telemetry: when a new version appears on a line
 // (service, component, block, cohort), the previous version's recent history is frozen as its
