@@ -90,7 +90,7 @@ func (c *cusum) update(z, k, h float64, b int64) rateVerdict {
 type ewma struct {
 	mean  float64 // the level, after the last value
 	trend float64 // per value; 0 without a trend
-	n     int32 // values folded in, saturating: only its first few matter (add)
+	n     int32   // values folded in, saturating: only its first few matter (add)
 	ready bool
 }
 
