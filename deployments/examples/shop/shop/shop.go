@@ -269,15 +269,17 @@ func discountV2(sku string, qty int, price float64) (float64, error) {
 
 // taxV1: 20 %, rounded half up to the cent.
 // Both blocks cost the same, so that when 2.0's discount fails early (and tax never runs) the
-// pricing component's latency mix does not shift.
-func taxV1(sku string, amount float64) float64 {
-	lookup(sku, 4*time.Millisecond)
+// pricing component's latency mix does not shift. Tax's lookup does not vary by SKU: 2.0's
+// discount lets only the SKUs in its tier table through to tax, and a cost that varied by SKU
+// would make tax 2.0, which is fine, look slower than 1.0 for as long as that bug served.
+func taxV1(_ string, amount float64) float64 {
+	lookup("tax", 4*time.Millisecond)
 	return round2(amount * 0.20)
 }
 
 // taxV2: 20 %, rounded half to even (what the accountants asked for). Fine.
-func taxV2(sku string, amount float64) float64 {
-	lookup(sku, 4*time.Millisecond)
+func taxV2(_ string, amount float64) float64 {
+	lookup("tax", 4*time.Millisecond)
 	return math.RoundToEven(amount*0.20*100) / 100
 }
 
