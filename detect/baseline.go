@@ -67,8 +67,8 @@ type reference struct {
 	bodyQ     int
 	bodyP     [maxQuantiles][3]float64
 	cpuRef    robustRef
-	cpuFit    loadFit // the version's cpu against its load, as it stood when frozen
-	memFit    loadFit // and its memory: its recent level
+	cpuFit    loadFit  // the version's cpu against its load, as it stood when frozen
+	memFit    memLevel // and its memory: its recent level
 }
 
 // freeze builds a reference from src's recent history (every epoch it keeps).

@@ -123,7 +123,8 @@ func (e *ewma) add(v, alpha, beta float64, warmup int) {
 // load: per bucket, the mean cpu (or memory) sample against the series' requests. CPU follows
 // load, so a level frozen at one time says nothing at another. A new version's cpu is compared
 // with the most its previous version's would have used at the load the new version serves (see
-// bound); its memory with the previous version's recent level, the fit's mean and spread of y.
+// bound); its memory with the previous version's recent level, the fit's mean and spread of y
+// (memLevel).
 //
 // The load is the series' requests, not requests per cpu sample: cpu may be sampled on requests
 // (as in the event schema's example), and then requests per sample stay flat while the load
@@ -138,14 +139,39 @@ type loadFit struct {
 	last                     int64  // the last bucket folded in (or paused at)
 	hold                     int64  // the last bucket in which a test against the line is inconclusive after a load beyond its reach
 	n                        uint32 // buckets folded in
-	// Means of y over blocks of levelBlock buckets: the one being filled (sum, count, index) and
-	// the last three filled (bm, newest first, in blocks bi; filled counts them), whose trend
-	// says whether the level still moves (see levelled).
-	bSum   float64
-	bN     uint32
-	bIdx   int64
-	bm     [3]float64
-	bi     [3]int64
+}
+
+// memLevel is a series' memory: the weighted mean and spread of its bucket means (loadFit's
+// sums, read for y alone) and the means of its last blocks, which say whether it has levelled
+// off.
+type memLevel struct {
+	loadFit
+	blocks levelBlocks
+}
+
+// add folds in bucket b: load x, memory y.
+func (m *memLevel) add(b int64, x, y, halfLife float64) {
+	m.loadFit.add(b, x, y, halfLife)
+	m.blocks.add(b, y)
+}
+
+// line is m's sums, nil when m is.
+func (m *memLevel) line() *loadFit {
+	if m == nil {
+		return nil
+	}
+	return &m.loadFit
+}
+
+// levelBlocks are the means of a resource over blocks of levelBlock buckets: the one being
+// filled (sum, count, index) and the last three filled (m, newest first, in blocks i; filled
+// counts them), whose trend says whether the level still moves (see levelled).
+type levelBlocks struct {
+	sum    float64
+	n      uint32
+	idx    int64
+	m      [3]float64
+	i      [3]int64
 	filled uint8
 }
 
@@ -158,32 +184,32 @@ type loadFit struct {
 // to spare, while growth that would have added more is seen.
 const levelBlock = 60
 
-// block folds y of bucket b into its block's mean.
-func (f *loadFit) block(b int64, y float64) {
+// add folds y of bucket b into its block's mean.
+func (l *levelBlocks) add(b int64, y float64) {
 	i := b / levelBlock
-	if f.bN > 0 && i != f.bIdx {
-		copy(f.bm[1:], f.bm[:2])
-		copy(f.bi[1:], f.bi[:2])
-		f.bm[0], f.bi[0] = f.bSum/float64(f.bN), f.bIdx
-		f.filled = min(f.filled+1, 3)
-		f.bSum, f.bN = 0, 0
+	if l.n > 0 && i != l.idx {
+		copy(l.m[1:], l.m[:2])
+		copy(l.i[1:], l.i[:2])
+		l.m[0], l.i[0] = l.sum/float64(l.n), l.idx
+		l.filled = min(l.filled+1, 3)
+		l.sum, l.n = 0, 0
 	}
-	f.bIdx = i
-	f.bSum += y
-	f.bN++
+	l.idx = i
+	l.sum += y
+	l.n++
 }
 
-// levelled says the resource f follows has stopped rising: at the rate between its newest
-// filled block and the one two before it, it would rise by no more than share of its level
-// over the next horizon buckets. Not before three blocks are filled. A process's memory grows
-// for a while after a start (caches fill, a heap expands) and then levels off; a level taken
-// while it still grows is below where it settles.
-func (f *loadFit) levelled(horizon, share float64) bool {
-	if f.filled < 3 {
+// levelled says the resource has stopped rising: at the rate between the newest filled block
+// and the one two before it, it would rise by no more than share of its level over the next
+// horizon buckets. Not before three blocks are filled. A process's memory grows for a while
+// after a start (caches fill, a heap expands) and then levels off; a level taken while it
+// still grows is below where it settles.
+func (l *levelBlocks) levelled(horizon, share float64) bool {
+	if l.filled < 3 {
 		return false
 	}
-	rate := (f.bm[0] - f.bm[2]) / float64((f.bi[0]-f.bi[2])*levelBlock)
-	return rate*horizon <= share*math.Abs(f.bm[0])
+	rate := (l.m[0] - l.m[2]) / float64((l.i[0]-l.i[2])*levelBlock)
+	return rate*horizon <= share*math.Abs(l.m[0])
 }
 
 // add folds in bucket b: load x, resource y. halfLife is in buckets.
@@ -192,7 +218,6 @@ func (f *loadFit) add(b int64, x, y, halfLife float64) {
 	if f.n > 0 {
 		lambda = math.Exp2(-float64(b-f.last) / halfLife)
 	}
-	f.block(b, y)
 	f.n++
 	f.last = b
 	f.w = lambda*f.w + 1

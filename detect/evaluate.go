@@ -579,14 +579,20 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		default:
 			d.loadCPU(s, load, &cpu)
 		}
-		if s.cpuFit != nil && s.cpuC.firing {
+		if s.cpuFit == nil { // allocated on a series' first sample: most series report none
+			s.cpuFit = new(loadFit)
+		}
+		if s.cpuC.firing {
 			s.cpuFit.pause(b.idx)
 		} else {
-			s.cpuFit = foldResource(s.cpuFit, b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
+			s.cpuFit.add(b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
 		}
 	}
 	if b.memN > 0 {
-		s.memFit = foldResource(s.memFit, b.idx, load, b.memSum/b.memN, d.resHalfLife)
+		if s.memFit == nil {
+			s.memFit = new(memLevel)
+		}
+		s.memFit.add(b.idx, load, b.memSum/b.memN, d.resHalfLife)
 	}
 	// The series' own memory level is learnt once it has served OwnProfileWarmup and its memory
 	// has levelled off, or once it has served MemoryGrowthLimit whatever its memory does: growth
@@ -600,12 +606,13 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 
 // resourceBase is what a bucket's cpu or memory is compared with (ready: there is something),
 // how (test, as the anomaly names it), and for its note the history it came from when that is a
-// version's recent one (fit, at the bucket's load).
+// version's recent one (a cpu line fit, at the bucket's load; a memory level mem).
 type resourceBase struct {
 	robustRef
 	test string
 	fit  *loadFit
 	load float64
+	mem  *memLevel
 }
 
 // The resource comparisons, as an anomaly's test names them.
@@ -619,16 +626,6 @@ const (
 
 func (b *resourceBase) set(test string, center, scale float64, fit *loadFit, load float64) {
 	b.test, b.center, b.scale, b.ready, b.fit, b.load = test, center, scale, true, fit, load
-}
-
-// foldResource folds bucket b's load x and mean resource sample y into f, allocating it on a
-// series' first sample, and returns it.
-func foldResource(f *loadFit, b int64, x, y, halfLife float64) *loadFit {
-	if f == nil {
-		f = new(loadFit)
-	}
-	f.add(b, x, y, halfLife)
-	return f
 }
 
 // startedUp says a new version or canary has reported a resource (its own history f) in enough
@@ -647,11 +644,12 @@ func (d *Detector) startedUp(f *loadFit) bool {
 // has not started up.
 func (d *Detector) recentMem(s *series, base *resourceBase) {
 	f := &s.ref.memFit
-	if int(f.n) < d.cfg.ResourceWarmupBuckets || !d.startedUp(s.memFit) || !d.memLevelled(f) {
+	if int(f.n) < d.cfg.ResourceWarmupBuckets || !d.startedUp(s.memFit.line()) || !d.memLevelled(f) {
 		return
 	}
-	level := max(f.my, f.bm[0]) // levelled: its newest block has seen all of the growth
-	base.set(testRecentLevel, level, math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(level), 1e-9)), f, 0)
+	level := max(f.my, f.blocks.m[0]) // levelled: its newest block has seen all of the growth
+	base.set(testRecentLevel, level, math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(level), 1e-9)), nil, 0)
+	base.mem = f
 }
 
 // levelHorizon is how far ahead memLevelled looks.
@@ -661,8 +659,8 @@ const levelHorizon = 10 * time.Minute
 // quarter of ResourceMinEffect over the next levelHorizon at the rate it rises now. A level
 // taken while memory still grows is below where it settles, and a version compared with it
 // would be a regression once it had grown further.
-func (d *Detector) memLevelled(f *loadFit) bool {
-	return f.levelled(d.levelBuckets, d.cfg.ResourceMinEffect/4)
+func (d *Detector) memLevelled(m *memLevel) bool {
+	return m.blocks.levelled(d.levelBuckets, d.cfg.ResourceMinEffect/4)
 }
 
 // loadCPU sets base to what new version s's cpu is compared with in its just-closed bucket, at
@@ -773,7 +771,7 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 			base.load, center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), half)
 	case testRecentLevel:
 		note = fmt.Sprintf("%s's recent memory, which had levelled off: %.4g MB, the larger of its mean (half-life %s) %.4g MB and its last full minute's %.4g MB; standard deviation %.3g MB, over %d buckets",
-			refLabel(s), center, half, f.my, f.bm[0], math.Sqrt(f.syy/f.w), f.n)
+			refLabel(s), center, half, base.mem.my, base.mem.blocks.m[0], math.Sqrt(base.mem.syy/base.mem.w), base.mem.n)
 	case testConcurrentCohort:
 		note = fmt.Sprintf("cpu against the cohort it is compared with, in the same bucket: %.4g (spread %.3g, its history's and two sides' noise)",
 			center, base.scale)

@@ -121,7 +121,7 @@ type series struct {
 	// cpuFit and memFit are the series' recent cpu and memory against its load (nil until it
 	// reports them): what a next version of the line is compared with.
 	cpuFit *loadFit
-	memFit *loadFit
+	memFit *memLevel
 	cpuC   cusum
 	memC   cusum
 

@@ -321,7 +321,7 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	s.cpuRef.xfer(c)
 	s.memRef.xfer(c)
 	optional(c, &s.cpuFit, func(f *loadFit) { f.xfer(c) })
-	optional(c, &s.memFit, func(f *loadFit) { f.xfer(c) })
+	optional(c, &s.memFit, func(m *memLevel) { m.xfer(c) })
 	s.cpuC.xfer(c)
 	s.memC.xfer(c)
 	for i := range s.eps {
@@ -385,20 +385,27 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 }
 
 func (f *loadFit) xfer(c *codec) {
-	for _, v := range [...]*float64{&f.w, &f.mx, &f.my, &f.sxx, &f.sxy, &f.syy, &f.bSum, &f.bm[0], &f.bm[1], &f.bm[2]} {
+	for _, v := range [...]*float64{&f.w, &f.mx, &f.my, &f.sxx, &f.sxy, &f.syy} {
 		c.f64(v)
 	}
 	c.i64(&f.last)
 	c.i64(&f.hold)
 	c.u32(&f.n)
-	c.u32(&f.bN)
-	c.i64(&f.bIdx)
-	for i := range f.bi {
-		c.i64(&f.bi[i])
+}
+
+func (m *memLevel) xfer(c *codec) {
+	m.loadFit.xfer(c)
+	l := &m.blocks
+	c.f64(&l.sum)
+	c.u32(&l.n)
+	c.i64(&l.idx)
+	c.f64s(l.m[:])
+	for i := range l.i {
+		c.i64(&l.i[i])
 	}
-	c.u8(&f.filled)
-	if f.filled > uint8(len(f.bm)) {
-		c.fail("a line with %d filled blocks", f.filled)
+	c.u8(&l.filled)
+	if l.filled > uint8(len(l.m)) {
+		c.fail("a memory level with %d filled blocks", l.filled)
 	}
 }
 
