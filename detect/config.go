@@ -139,13 +139,15 @@ type Config struct {
 	// 300 ms) at full accuracy. Default 128.
 	SketchMaxBins int `json:"sketch_max_bins" yaml:"sketch_max_bins"`
 
-	// ResourceWarmupBuckets is how many buckets with cpu/mem samples a series needs before its
+	// ResourceWarmupBuckets is how many buckets a series' cpu/mem samples must cover before its
 	// own median/MAD reference is frozen (when no baseline version provides one; for memory,
 	// counted once the series has served OwnProfileWarmup and its memory has levelled off, or
 	// has served MemoryGrowthLimit), and before a new
 	// version's cpu and memory are compared with its previous version's (a process uses more as
 	// it starts); also how long a cpu comparison waits after a load beyond what its line had
-	// seen. Default 30.
+	// seen. A sample covers the buckets since the series' previous one (up to a minute's), so
+	// a resource scraped every 15 s has warmed up after 30 s as one sampled every second has;
+	// a line or a reference also needs 5 samples before it is read. Default 30.
 	ResourceWarmupBuckets int `json:"resource_warmup_buckets" yaml:"resource_warmup_buckets"`
 	// ResourceMinEffect floors the scale a cpu or memory deviation is measured in, as a share of
 	// the reference, so that a flat history does not make every wiggle large. The CUSUM adds up
@@ -170,6 +172,9 @@ type Config struct {
 	// services that warm up slowly, at the price of finding such a leak later. Default 30m.
 	MemoryGrowthLimit schemas.Duration `json:"memory_growth_limit" yaml:"memory_growth_limit"`
 	// CUSUMSlack (k) is subtracted from each standardised deviation before it accumulates.
+	// A cpu or memory sample that covers several buckets (a scraper's interval) adds its
+	// deviation once per bucket it covers, measured against the spread of one bucket's, so a
+	// lasting rise fires as soon in event time however often the resource is sampled.
 	// Default 0.5.
 	CUSUMSlack float64 `json:"cusum_slack" yaml:"cusum_slack"`
 	// CUSUMThreshold (h) is where the CUSUM fires, in robust standard deviations. Default 10.

@@ -21,6 +21,7 @@ type cpuWorld struct {
 	cpu    map[string]float64 // each version's cpu as measured, by version
 	sec    int
 	oldMul float64 // version "1"'s factor: a change no deploy made
+	every  int     // > 1: each version reports its cpu every this many seconds (a scraper), not every second
 }
 
 func newCPUWorld(seed uint64) *cpuWorld {
@@ -55,7 +56,7 @@ func (w *cpuWorld) serve(secs int, rate float64, share func(int) float64, mul fu
 			w.cpu[v.version] = c
 			for i := range n {
 				e := ev(ts.Add(time.Duration(i)*time.Second/time.Duration(n)), v.version, 10, "")
-				if i == 0 {
+				if i == 0 && (w.every <= 1 || (w.sec+7*len(v.version))%w.every == 0) {
 					m := c + 0.003*w.f.rng.NormFloat64()
 					e.CPU = &m
 				}

@@ -17,6 +17,7 @@ type robustRef struct {
 	vals          *[warmupCap]float32 // nil before the first value and once ready
 	k             uint8
 	ready         bool
+	spread        float32 // the spread before the floor: scale is the larger of it and the floor
 	center, scale float64
 }
 
@@ -43,7 +44,8 @@ func (r *robustRef) add(v float64, need int, minRel float64) {
 	for i := range vals {
 		vals[i] = math.Abs(vals[i] - r.center)
 	}
-	r.scale = math.Max(1.4826*median(vals), math.Max(minRel*math.Abs(r.center), 1e-9))
+	r.spread = float32(1.4826 * median(vals))
+	r.scale = math.Max(float64(r.spread), math.Max(minRel*math.Abs(r.center), 1e-9))
 	r.ready, r.vals = true, nil
 }
 
@@ -56,19 +58,20 @@ func median(v []float64) float64 {
 	return (v[n/2-1] + v[n/2]) / 2
 }
 
-// cusum is a one-sided CUSUM of standardised deviations: s = max(0, s + z - k), firing at h.
-// While firing, s is capped at h so that recovery (s back to 0) takes a bounded time.
+// cusum is a one-sided CUSUM of standardised deviations: s = max(0, s + w·(z - k)), firing at h,
+// where a value that stands for w buckets (a resource sampled every w buckets) weighs w. While
+// firing, s is capped at h so that recovery (s back to 0) takes a bounded time.
 type cusum struct {
 	s      float64
 	firing bool
 	start  int64 // first bucket of the current excursion (s left 0)
 }
 
-func (c *cusum) update(z, k, h float64, b int64) rateVerdict {
+func (c *cusum) update(z, k, w, h float64, b int64) rateVerdict {
 	if c.s == 0 {
 		c.start = b
 	}
-	c.s = math.Max(0, c.s+z-k)
+	c.s = math.Max(0, c.s+w*(z-k))
 	switch {
 	case !c.firing && c.s >= h:
 		c.firing = true
@@ -138,7 +141,37 @@ type loadFit struct {
 	w, mx, my, sxx, sxy, syy float64
 	last                     int64  // the last bucket folded in (or paused at)
 	hold                     int64  // the last bucket in which a test against the line is inconclusive after a load beyond its reach
-	n                        uint32 // buckets folded in
+	n                        uint32 // samples folded in (one per bucket that had any)
+	cov                      uint32 // buckets the samples cover (see add)
+}
+
+// coverCap bounds how many buckets one sample covers (loadFit.cov): the buckets since the
+// sample before it, as a scraper's interval, up to this many; a longer gap is a silence, not an
+// interval.
+const coverCap = 600
+
+// spanCap bounds the buckets one sample stands for in a test (sampleSpan): a scraper's interval
+// is seldom above a minute, and a sample after a longer silence says how the resource is now,
+// not how it was all along.
+const spanCap = 60
+
+// sampleSpan is how many buckets a sample in bucket b stands for: those since f's previous
+// sample, up to spanCap; 1 for the first, and after a longer silence.
+func sampleSpan(f *loadFit, b int64) float64 {
+	if f.n == 0 || b-f.last <= 1 || b-f.last > spanCap {
+		return 1
+	}
+	return float64(b - f.last)
+}
+
+// minResourceSamples is how many samples a line needs, on top of covering a warm-up's buckets,
+// before it is read (warm): a spread from fewer says little. At one sample a bucket the warm-up
+// is the stricter of the two; a resource scraped every 15 s covers 30 buckets in 3 samples.
+const minResourceSamples = 5
+
+// warm says f's samples cover need buckets and number at least minResourceSamples.
+func (f *loadFit) warm(need int) bool {
+	return int(f.cov) >= need && f.n >= minResourceSamples
 }
 
 // memLevel is a series' memory: the weighted mean and spread of its bucket means (loadFit's
@@ -164,16 +197,22 @@ func (m *memLevel) line() *loadFit {
 }
 
 // levelBlocks are the means of a resource over blocks of levelBlock buckets: the one being
-// filled (sum, count, index) and the last three filled (m, newest first, in blocks i; filled
-// counts them), whose trend says whether the level still moves (see levelled).
+// filled (sum, count, index) and the last ones filled (m, newest first, in blocks i; filled
+// counts them), whose trend says whether the level still moves (see levelled). back is how many
+// blocks before the newest its rise is read from, set by how many samples the newest held.
 type levelBlocks struct {
 	sum    float64
-	n      uint32
 	idx    int64
-	m      [3]float64
-	i      [3]int64
+	m      [levelKeep]float32
+	i      [levelKeep]int32
+	n      uint32
 	filled uint8
+	back   uint8
 }
+
+// levelKeep is how many filled blocks a levelBlocks keeps: the rise is read over at most
+// levelKeep-1 blocks.
+const levelKeep = 6
 
 // levelBlock is the length, in buckets, of the blocks whose means say whether a level still
 // rises. Means of hard blocks forget a start-up's growth a few blocks on; an exponentially
@@ -182,16 +221,31 @@ type levelBlocks struct {
 // it: with a minute of one sample a second in each, memory whose samples wander by 3 MB is
 // known to rise by less than 2.5 % of 512 MB over ten minutes with 4.7 standard deviations
 // to spare, while growth that would have added more is seen.
+//
+// Memory scraped every 15 s leaves four samples in a block, whose mean wanders four times as
+// much: read two blocks back, one flat series in nine would look as if it still rose. The rise
+// is then read further back (levelBack), as far as keeps the margin near that of one sample a
+// second: five blocks back at 15 s (3 standard deviations), where a start-up's growth also
+// stays in view longer.
 const levelBlock = 60
+
+// levelBack is how many blocks before the newest its rise is read from, for a newest block of
+// n samples: two at one sample a bucket, more as samples thin out, so the rise's standard
+// error, which falls with the blocks between and with √n, stays near the same.
+func levelBack(n uint32) uint8 {
+	k := math.Ceil(2 * math.Sqrt(levelBlock/math.Max(float64(n), 1)))
+	return uint8(min(max(k, 2), levelKeep-1))
+}
 
 // add folds y of bucket b into its block's mean.
 func (l *levelBlocks) add(b int64, y float64) {
 	i := b / levelBlock
 	if l.n > 0 && i != l.idx {
-		copy(l.m[1:], l.m[:2])
-		copy(l.i[1:], l.i[:2])
-		l.m[0], l.i[0] = l.sum/float64(l.n), l.idx
-		l.filled = min(l.filled+1, 3)
+		copy(l.m[1:], l.m[:levelKeep-1])
+		copy(l.i[1:], l.i[:levelKeep-1])
+		l.m[0], l.i[0] = float32(l.sum/float64(l.n)), int32(l.idx)
+		l.filled = min(l.filled+1, levelKeep)
+		l.back = levelBack(l.n)
 		l.sum, l.n = 0, 0
 	}
 	l.idx = i
@@ -200,25 +254,28 @@ func (l *levelBlocks) add(b int64, y float64) {
 }
 
 // levelled says the resource has stopped rising: at the rate between the newest filled block
-// and the one two before it, it would rise by no more than share of its level over the next
-// horizon buckets. Not before three blocks are filled. A process's memory grows for a while
-// after a start (caches fill, a heap expands) and then levels off; a level taken while it
-// still grows is below where it settles.
+// and the one back blocks before it (two at one sample a bucket), it would rise by no more than
+// share of its level over the next horizon buckets. Not before those blocks are filled. A
+// process's memory grows for a while after a start (caches fill, a heap expands) and then
+// levels off; a level taken while it still grows is below where it settles.
 func (l *levelBlocks) levelled(horizon, share float64) bool {
-	if l.filled < 3 {
+	k := max(l.back, 2)
+	if l.filled <= k {
 		return false
 	}
-	rate := (l.m[0] - l.m[2]) / float64((l.i[0]-l.i[2])*levelBlock)
-	return rate*horizon <= share*math.Abs(l.m[0])
+	rate := float64(l.m[0]-l.m[k]) / float64((int64(l.i[0])-int64(l.i[k]))*levelBlock)
+	return rate*horizon <= share*math.Abs(float64(l.m[0]))
 }
 
 // add folds in bucket b: load x, resource y. halfLife is in buckets.
 func (f *loadFit) add(b int64, x, y, halfLife float64) {
-	lambda := 1.0
+	lambda, gap := 1.0, int64(1)
 	if f.n > 0 {
 		lambda = math.Exp2(-float64(b-f.last) / halfLife)
+		gap = min(max(b-f.last, 1), coverCap)
 	}
 	f.n++
+	f.cov = uint32(min(int64(f.cov)+gap, math.MaxUint32))
 	f.last = b
 	f.w = lambda*f.w + 1
 	dx, dy := x-f.mx, y-f.my
@@ -254,9 +311,13 @@ const loadReach = 0.25
 // req/s that is a third of the cpu; without it a daily cycle, whose load moves while x jitters
 // about it, read as a cpu regression in half the deploys of the scenario suite.
 //
-// ok is false while the line has seen fewer than need buckets, and when x is beyond its reach.
-func (f *loadFit) bound(x float64, need int) (most, se float64, ok bool) {
-	if int(f.n) < need || f.w <= 2 || f.mx <= 0 {
+// x may be a mean over span buckets (a resource sampled less often than every bucket is compared
+// at the series' mean load since its previous sample, see testResources); its Poisson variance
+// is then x/span.
+//
+// ok is false until the line is warm (need buckets), and when x is beyond its reach.
+func (f *loadFit) bound(x, span float64, need int) (most, se float64, ok bool) {
+	if !f.warm(need) || f.w <= 2 || f.mx <= 0 {
 		return 0, 0, false
 	}
 	if x-f.mx > 3*math.Sqrt(f.sxx/f.w)+loadReach*f.mx {
@@ -265,17 +326,17 @@ func (f *loadFit) bound(x float64, need int) (most, se float64, ok bool) {
 	b := f.slope()
 	rss := math.Max(0, f.syy-2*b*f.sxy+b*b*f.sxx)
 	perReq := f.my / f.mx
-	return f.my * max(1, x/f.mx), math.Sqrt(rss/(f.w-2)*(1+1/f.w) + perReq*perReq*x), true
+	return f.my * max(1, x/f.mx), math.Sqrt(rss/(f.w-2)*(1+1/f.w) + perReq*perReq*x/max(span, 1)), true
 }
 
 // at is bound in bucket b, and is inconclusive (ok false) for need buckets after one whose load
 // was beyond the line's reach as well: a utilisation measured over a window still carries the
 // spike after the load has fallen back.
-func (f *loadFit) at(b int64, x float64, need int) (most, se float64, ok bool) {
-	if int(f.n) < need {
+func (f *loadFit) at(b int64, x, span float64, need int) (most, se float64, ok bool) {
+	if !f.warm(need) {
 		return 0, 0, false
 	}
-	if most, se, ok = f.bound(x, need); !ok {
+	if most, se, ok = f.bound(x, span, need); !ok {
 		f.hold = b + int64(need)
 		return 0, 0, false
 	}

@@ -531,25 +531,28 @@ func bodyEvidence(r *reference, q int, latN, x, xBody float64) [3]float64 {
 // minimum effect of the cohort's cpu now), times √2 for the two sides' noise. A spike or a daily
 // cycle moves both cohorts; the canary's own cpu rise does not. It leaves base empty,
 // inconclusive, while s has not started up (startedUp) or the cohort reported no cpu in the
-// bucket.
+// bucket, or, when the canary's sample covers span buckets (a scraper every 15 s), in those:
+// the canary is compared with the cohort's latest sample within them, as two scrapers seldom
+// sample in the same bucket.
 //
 // The frozen cohort's cpu it replaces fired on every traffic spike during a canary.
 //
 // l is the line canary s is compared with as it serves (nil: none).
-func (d *Detector) concurrentCPU(s *series, l *line, base *resourceBase) {
+func (d *Detector) concurrentCPU(s *series, l *line, span float64, base *resourceBase) {
 	if l == nil || !d.startedUp(s.cpuFit) {
 		return
 	}
-	pb := &l.current.closed
-	if pb.idx != s.closed.idx || pb.cpuN == 0 {
+	cs := l.current
+	if cs.cpuFit == nil || cs.cpuFit.n == 0 || s.closed.idx-cs.cpuFit.last >= int64(span) || cs.cpuFit.last > s.closed.idx {
 		return
 	}
-	center := pb.cpuSum / pb.cpuN
-	scale := d.cfg.ResourceMinEffect * math.Abs(center)
+	center := float64(cs.cpuLast)
+	scale, spread := d.cfg.ResourceMinEffect*math.Abs(center), 0.0
 	if h := &s.ref.cpuRef; h.ready {
 		scale = math.Max(scale, h.scale)
+		spread = float64(h.spread)
 	}
-	base.set(testConcurrentCohort, center, math.Max(math.Sqrt2*scale, 1e-9), nil, 0)
+	base.set(testConcurrentCohort, center, math.Sqrt2*spread, math.Max(math.Sqrt2*scale, 1e-9), nil, 0)
 }
 
 // testResources tests the cpu and memory of component aggregate s in its just-closed bucket.
@@ -566,18 +569,31 @@ func (d *Detector) concurrentCPU(s *series, l *line, base *resourceBase) {
 func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []schemas.Anomaly {
 	b, r := &s.closed, s.ref
 	var mem, cpu resourceBase
-	load := b.n // the series' requests in the bucket
 	if r != nil && b.memN > 0 {
 		d.recentMem(s, &mem)
 	}
-	if b.cpuN > 0 {
+	cpuSpan := 1.0
+	if b.cpuN == 0 {
+		s.cpuPend += float32(b.n)
+	} else {
+		// The load a cpu sample is compared at: the series' requests in the bucket, or, when
+		// cpu is sampled less often (a scraper every 15 s), their mean per bucket since the
+		// previous sample. A scraped cpu is a mean over its interval, and one bucket's count
+		// is a noisy measure of the load over it.
+		load, span := b.n, 1.0
+		if f := s.cpuFit; f != nil {
+			if span = sampleSpan(f, b.idx); span > 1 {
+				load = (float64(s.cpuPend) + b.n) / span
+			}
+		}
+		s.cpuPend, cpuSpan = 0, span
 		switch {
 		case r == nil:
-			d.ownCPU(s, load, &cpu)
+			d.ownCPU(s, load, span, &cpu)
 		case r.kind == refBaselineCohort:
-			d.concurrentCPU(s, cl, &cpu)
+			d.concurrentCPU(s, cl, span, &cpu)
 		default:
-			d.loadCPU(s, load, &cpu)
+			d.loadCPU(s, load, span, &cpu)
 		}
 		if s.cpuFit == nil { // allocated on a series' first sample: most series report none
 			s.cpuFit = new(loadFit)
@@ -587,12 +603,15 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		} else {
 			s.cpuFit.add(b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
 		}
+		s.cpuLast = float32(b.cpuSum / b.cpuN)
 	}
+	memSpan := 1.0
 	if b.memN > 0 {
 		if s.memFit == nil {
 			s.memFit = new(memLevel)
 		}
-		s.memFit.add(b.idx, load, b.memSum/b.memN, d.resHalfLife)
+		memSpan = sampleSpan(&s.memFit.loadFit, b.idx)
+		s.memFit.add(b.idx, b.n, b.memSum/b.memN, d.resHalfLife)
 	}
 	// The series' own memory level is learnt once it has served OwnProfileWarmup and its memory
 	// has levelled off, or once it has served MemoryGrowthLimit whatever its memory does: growth
@@ -600,8 +619,8 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	// spread.
 	age := s.closed.idx - s.firstB
 	learnMem := age >= d.ownWarmup && s.memFit != nil && (d.memLevelled(s.memFit) || age >= d.growthBuckets)
-	out = d.testResource(s, out, &s.memRef, learnMem, true, &s.memC, b.memSum, b.memN, &mem, schemas.MetricMem)
-	return d.testResource(s, out, &s.cpuRef, true, false, &s.cpuC, b.cpuSum, b.cpuN, &cpu, schemas.MetricCPU)
+	out = d.testResource(s, out, &s.memRef, learnMem, true, &s.memC, b.memSum, b.memN, memSpan, &mem, schemas.MetricMem)
+	return d.testResource(s, out, &s.cpuRef, true, false, &s.cpuC, b.cpuSum, b.cpuN, cpuSpan, &cpu, schemas.MetricCPU)
 }
 
 // resourceBase is what a bucket's cpu or memory is compared with (ready: there is something),
@@ -621,18 +640,23 @@ const (
 	testRecentLevel      = "cusum-recent-level"      // memory against the baseline's recent level
 	testLoadFit          = "cusum-load-fit"          // a new version's cpu at its load
 	testOwnLoadFit       = "cusum-own-load-fit"      // cpu no deploy changed, against its own line at its load
-	testConcurrentCohort = "cusum-concurrent-cohort" // a canary's cpu against its cohort's, same bucket
+	testConcurrentCohort = "cusum-concurrent-cohort" // a canary's cpu against its cohort's latest sample
 )
 
-func (b *resourceBase) set(test string, center, scale float64, fit *loadFit, load float64) {
-	b.test, b.center, b.scale, b.ready, b.fit, b.load = test, center, scale, true, fit, load
+// set fills b in: what it is compared with (center) and the spread of a value about it, which
+// the scale is at least, and at least the minimum effect.
+func (b *resourceBase) set(test string, center, spread, scale float64, fit *loadFit, load float64) {
+	b.test, b.center, b.spread, b.scale, b.ready, b.fit, b.load = test, center, float32(spread), scale, true, fit, load
 }
 
 // startedUp says a new version or canary has reported a resource (its own history f) in enough
 // buckets to be compared with its baseline's: a process uses more cpu as it starts (caches,
 // JIT, connection pools), and its memory grows.
+//
+// Time, not samples: a resource scraped every 15 s has started up after 30 s as one sampled
+// every second has. Its own line is not read for this, so it needs no minimum of samples.
 func (d *Detector) startedUp(f *loadFit) bool {
-	return f != nil && int(f.n) >= d.cfg.ResourceWarmupBuckets
+	return f != nil && int(f.cov) >= d.cfg.ResourceWarmupBuckets
 }
 
 // recentMem sets base to what s's memory is compared with in its just-closed bucket: its
@@ -644,11 +668,12 @@ func (d *Detector) startedUp(f *loadFit) bool {
 // has not started up.
 func (d *Detector) recentMem(s *series, base *resourceBase) {
 	f := &s.ref.memFit
-	if int(f.n) < d.cfg.ResourceWarmupBuckets || !d.startedUp(s.memFit.line()) || !d.memLevelled(f) {
+	if !f.warm(d.cfg.ResourceWarmupBuckets) || !d.startedUp(s.memFit.line()) || !d.memLevelled(f) {
 		return
 	}
-	level := max(f.my, f.blocks.m[0]) // levelled: its newest block has seen all of the growth
-	base.set(testRecentLevel, level, math.Max(math.Sqrt(f.syy/f.w), math.Max(d.cfg.ResourceMinEffect*math.Abs(level), 1e-9)), nil, 0)
+	level := max(f.my, float64(f.blocks.m[0])) // levelled: its newest block has seen all of the growth
+	spread := math.Sqrt(f.syy / f.w)
+	base.set(testRecentLevel, level, spread, math.Max(spread, math.Max(d.cfg.ResourceMinEffect*math.Abs(level), 1e-9)), nil, 0)
 	base.mem = f
 }
 
@@ -673,18 +698,18 @@ func (d *Detector) memLevelled(m *memLevel) bool {
 //     way, and s's requests are not the load of the instances that report its cpu;
 //   - x is beyond the line's reach (a spike the previous version never served), and for
 //     ResourceWarmupBuckets after (loadFit.at).
-func (d *Detector) loadCPU(s *series, x float64, base *resourceBase) {
+func (d *Detector) loadCPU(s *series, x, span float64, base *resourceBase) {
 	r := s.ref
 	k := s.key
 	k.Version = r.version
 	if prev := d.series[k]; prev != nil && s.closed.idx-prev.lastB < d.movedBuckets {
 		return
 	}
-	most, se, ok := r.cpuFit.at(s.closed.idx, x, d.cfg.ResourceWarmupBuckets)
+	most, se, ok := r.cpuFit.at(s.closed.idx, x, span, d.cfg.ResourceWarmupBuckets)
 	if !ok || !d.startedUp(s.cpuFit) {
 		return
 	}
-	base.set(testLoadFit, most, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), &r.cpuFit, x)
+	base.set(testLoadFit, most, se, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), &r.cpuFit, x)
 }
 
 // ownCPU sets base to what the cpu of s, which no deploy changed, is compared with in its
@@ -697,30 +722,34 @@ func (d *Detector) loadCPU(s *series, x float64, base *resourceBase) {
 //     deploy takes instances away with their requests, and the load of each remaining instance
 //     does not fall with the series' requests;
 //   - at a load beyond the line's reach, and for ResourceWarmupBuckets after (loadFit.at).
-func (d *Detector) ownCPU(s *series, x float64, base *resourceBase) {
+func (d *Detector) ownCPU(s *series, x, span float64, base *resourceBase) {
 	f := s.cpuFit
 	if f == nil || d.ownWarmup == 0 || s.closed.idx-s.firstB < d.ownWarmup ||
 		s.line.current != s || s.closed.idx-s.line.otherB < d.movedBuckets {
 		return
 	}
-	most, se, ok := f.at(s.closed.idx, x, d.cfg.ResourceWarmupBuckets)
+	most, se, ok := f.at(s.closed.idx, x, span, d.cfg.ResourceWarmupBuckets)
 	if !ok {
 		return
 	}
-	base.set(testOwnLoadFit, most, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), f, x)
+	base.set(testOwnLoadFit, most, se, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), f, x)
 }
 
 // testResource runs the CUSUM of a cpu or memory series. The reference is base when it has one,
 // otherwise (only when useOwn) the series' own median/MAD, frozen from the first buckets in
 // which learnOwn held: memory grows as a process starts, and its first minutes are not its
 // normal.
-func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, learnOwn, useOwn bool, c *cusum, sum, cnt float64, base *resourceBase, metric string) []schemas.Anomaly {
+func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef, learnOwn, useOwn bool, c *cusum, sum, cnt, span float64, base *resourceBase, metric string) []schemas.Anomaly {
 	if cnt == 0 {
 		return out
 	}
 	x := sum / cnt
 	if learnOwn {
-		own.add(x, d.cfg.ResourceWarmupBuckets, d.cfg.ResourceMinEffect)
+		// As many samples as cover ResourceWarmupBuckets, and at least minResourceSamples: a
+		// level learnt from 30 samples scraped every 15 s would take 7.5 min to freeze, and
+		// take in a leak that began meanwhile.
+		need := max(minResourceSamples, int(math.Ceil(float64(d.cfg.ResourceWarmupBuckets)/span)))
+		own.add(x, need, d.cfg.ResourceMinEffect)
 	}
 	ref := own
 	if base.ready {
@@ -735,10 +764,22 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 	if metric == schemas.MetricMem {
 		slot = epMem
 	}
-	z := (x - ref.center) / ref.scale
-	switch c.update(z, d.cfg.CUSUMSlack, d.cfg.CUSUMThreshold, s.closed.idx) {
+	// A value that stands for span buckets (a resource sampled less often than every bucket)
+	// weighs span buckets, and its spread is that of one bucket's: a mean over span buckets
+	// varies √span times less than they do, so their sum of deviations is √span times its own.
+	// The CUSUM then fires on a lasting rise as soon, in event time, whether the resource is
+	// sampled every bucket or every 15 s, and as seldom on noise.
+	scale := math.Max(ref.scale, float64(ref.spread)*math.Sqrt(span))
+	z := (x - ref.center) / scale
+	switch c.update(z, d.cfg.CUSUMSlack, span, d.cfg.CUSUMThreshold, s.closed.idx) {
 	case verdictFired:
-		return d.open(s, slot, d.resourceAnomaly(s, metric, c, x, ref, base), out)
+		a := d.resourceAnomaly(s, metric, c, x, ref, base)
+		if span > 1 {
+			a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+				"%s is sampled every %g buckets here: a sample counts as that many buckets' deviations, on a scale of %.3g (at least √%g times the samples' spread %.3g)",
+				metric, span, scale, span, ref.spread))
+		}
+		return d.open(s, slot, a, out)
 	case verdictRecovered:
 		return d.resolve(s, slot, s.closed.idx, metric+" back within baseline", out)
 	}
@@ -773,7 +814,7 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 		note = fmt.Sprintf("%s's recent memory, which had levelled off: %.4g MB, the larger of its mean (half-life %s) %.4g MB and its last full minute's %.4g MB; standard deviation %.3g MB, over %d buckets",
 			refLabel(s), center, half, base.mem.my, base.mem.blocks.m[0], math.Sqrt(base.mem.syy/base.mem.w), base.mem.n)
 	case testConcurrentCohort:
-		note = fmt.Sprintf("cpu against the cohort it is compared with, in the same bucket: %.4g (spread %.3g, its history's and two sides' noise)",
+		note = fmt.Sprintf("cpu against the cohort it is compared with, its latest sample: %.4g (spread %.3g, its history's and two sides' noise)",
 			center, base.scale)
 	case testOwnLevel:
 		note = fmt.Sprintf("%s against the series' own level, frozen so that a slow leak climbs past it: the median of its first %d buckets with %s once it had served %s and its %s had levelled off (or had served %s), %.4g, scale (1.4826·MAD, at least %g of it) %.3g",
@@ -831,7 +872,7 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*serie
 		if ln.tputC.s == 0 {
 			ln.tputBL = m
 		}
-		switch ln.tputC.update(z, 0, d.cfg.CUSUMThreshold, b) {
+		switch ln.tputC.update(z, 0, 1, d.cfg.CUSUMThreshold, b) {
 		case verdictFired:
 			secs := time.Duration(d.cfg.BucketWidth).Seconds()
 			k := dropSeries(ln, b, closing).key

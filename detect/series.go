@@ -113,11 +113,13 @@ type series struct {
 	errT [numCategories]rateTest
 	// gate is a canary's concurrent check (Config.CanaryConcurrentAlpha). nil for any other
 	// series, and when the check is off (errT is then the paired test, and latT goes unchecked).
-	gate   *canaryGate
-	latT   [maxQuantiles]rateTest
-	latEp  bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
-	cpuRef robustRef
-	memRef robustRef
+	gate  *canaryGate
+	latT  [maxQuantiles]rateTest
+	latEp bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
+	// cpuPend counts the requests in the buckets since the last cpu sample (see testResources).
+	cpuPend float32
+	cpuRef  robustRef
+	memRef  robustRef
 	// cpuFit and memFit are the series' recent cpu and memory against its load (nil until it
 	// reports them): what a next version of the line is compared with.
 	cpuFit *loadFit
@@ -130,6 +132,8 @@ type series struct {
 	// announced with the same ID and fields.
 	eps      [numEpisodes]*schemas.Anomaly
 	inFiring bool // in Detector.firing
+	// cpuLast is the last cpu sample's mean: what a canary compares with (concurrentCPU).
+	cpuLast float32
 	// The line's other version's requests and errors since this series stopped serving.
 	movedN    float64
 	movedErrs [numCategories]float64

@@ -35,8 +35,11 @@ const (
 	// stored; 5: a series' cpu line (loadFit) and its reference's; 6: the same for memory, whose
 	// reference's warm-up level it replaces; 7: a line says how long a test against it stays
 	// inconclusive after a load beyond its reach and whether its resource has levelled off, a
-	// series' own cpu is tested against its line, and a line says when another version served.
-	snapshotVersion = 7
+	// series' own cpu is tested against its line, and a line says when another version served;
+	// 8: a line counts the buckets its samples cover, and a series the requests since its last
+	// cpu sample and that sample, a robust reference its spread before the floor, and a memory
+	// level keeps six blocks.
+	snapshotVersion = 8
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -318,6 +321,8 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 		s.latT[i].xfer(c)
 	}
 	c.bool(&s.latEp)
+	c.f32(&s.cpuPend)
+	c.f32(&s.cpuLast)
 	s.cpuRef.xfer(c)
 	s.memRef.xfer(c)
 	optional(c, &s.cpuFit, func(f *loadFit) { f.xfer(c) })
@@ -391,6 +396,7 @@ func (f *loadFit) xfer(c *codec) {
 	c.i64(&f.last)
 	c.i64(&f.hold)
 	c.u32(&f.n)
+	c.u32(&f.cov)
 }
 
 func (m *memLevel) xfer(c *codec) {
@@ -399,13 +405,14 @@ func (m *memLevel) xfer(c *codec) {
 	c.f64(&l.sum)
 	c.u32(&l.n)
 	c.i64(&l.idx)
-	c.f64s(l.m[:])
-	for i := range l.i {
-		c.i64(&l.i[i])
+	for i := range l.m {
+		c.f32(&l.m[i])
+		c.i32(&l.i[i])
 	}
 	c.u8(&l.filled)
-	if l.filled > uint8(len(l.m)) {
-		c.fail("a memory level with %d filled blocks", l.filled)
+	c.u8(&l.back)
+	if l.filled > uint8(len(l.m)) || l.back >= levelKeep {
+		c.fail("a memory level with %d filled blocks, read %d back", l.filled, l.back)
 	}
 }
 
@@ -496,6 +503,7 @@ func (r *robustRef) xfer(c *codec) {
 	c.bool(&r.ready)
 	c.f64(&r.center)
 	c.f64(&r.scale)
+	c.f32(&r.spread)
 }
 
 func (cs *cusum) xfer(c *codec) {
@@ -599,6 +607,12 @@ func (c *codec) f64(v *float64) {
 	u := math.Float64bits(*v)
 	c.u64(&u)
 	*v = math.Float64frombits(u)
+}
+
+func (c *codec) f32(v *float32) {
+	u := math.Float32bits(*v)
+	c.u32(&u)
+	*v = math.Float32frombits(u)
 }
 
 func (c *codec) f64s(vs []float64) {

@@ -3,6 +3,8 @@ package detect
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -31,13 +33,24 @@ func snapshotStream() []schemas.TelemetryEvent {
 	wide := healthy("1", 14*60+420, 8)
 	wide.latSigma = 2.5 // e^±7.5 around the median: beyond 128 bins of 2.5 %
 	canary := genScenario(12, wide)
+	scraped := map[string]bool{} // cart reports cpu and memory every 15 s per cohort, as a scraper
 	for i, ev := range canary {
 		ev.Service, ev.Block, ev.Cohort = "cart", "", schemas.CohortBaseline
+		ev.CPU, ev.MemMB = nil, nil
 		if i%4 == 0 && ev.TS.After(t0.Add(12*time.Minute)) {
 			ev.Version, ev.Cohort = "2", schemas.CohortCanary
 			if i%3 == 0 {
 				ev.Error = schemas.ErrTimeout
 			}
+		}
+		sec := ev.TS.Unix()
+		if k := fmt.Sprint(ev.Cohort, sec); sec%15 == map[string]int64{schemas.CohortBaseline: 3, schemas.CohortCanary: 2}[ev.Cohort] && !scraped[k] {
+			scraped[k] = true
+			cpu, mem := 0.3+0.02*math.Sin(float64(sec)), 300+5*math.Sin(0.7*float64(sec))
+			if ev.Cohort == schemas.CohortCanary && ev.TS.After(t0.Add(17*time.Minute)) {
+				cpu += 0.1 // the canary's cpu, against its cohort's latest sample
+			}
+			ev.CPU, ev.MemMB = &cpu, &mem
 		}
 		events = append(events, ev)
 	}
@@ -86,7 +99,7 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 			t.Errorf("a %s anomaly names block %s: cpu and memory are the process's", a.Metric, a.Block)
 		}
 	}
-	for _, m := range []string{"error_rate/", "latency/", "mem/", "cpu/", "error_rate/canary", testLoadFit, testOwnLoadFit} {
+	for _, m := range []string{"error_rate/", "latency/", "mem/", "cpu/", "error_rate/canary", "cpu/canary", testLoadFit, testOwnLoadFit, testConcurrentCohort} {
 		if !seen[m] {
 			t.Fatalf("the stream produced no %s anomaly (got %v): it no longer covers the state", m, seen)
 		}
