@@ -33,8 +33,9 @@ made (errors, latency, cpu, a memory leak, a spike: only the series' own profile
 canary cohorts at 5 % and 50 % of the traffic: healthy, regressed, beside a baseline cohort that starts
 with them (a fresh baseline cluster), and healthy beside a traffic spike, a shared dependency
 that triples both cohorts' errors, or one that slows both (in the last two only a canary anomaly
-counts: the old version's is right). --only runs the scenarios whose name matches a pattern,
-next to the A/A deploys.
+counts: the old version's is right). cpu and memory are sampled every second, and in the rows
+marked "scraped every 15s" every 15 s, as a metrics scraper reports them. --only runs the
+scenarios whose name matches a pattern, next to the A/A deploys.
 
 For each scenario: how many deploys were detected (for the quiet ones: false rollbacks), the time
 to detect (TTD, event seconds from the deploy to the first anomaly; p50, p95 and mean over all

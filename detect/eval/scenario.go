@@ -19,8 +19,9 @@ import (
 // log-normal body (median 20 ms, σ 0.3) with a 2 % slow path (median 60 ms, σ 0.3) that makes the
 // p99; the median rises a little with load, as a loaded service's does. Errors: a 2 % exception
 // rate and a 1 % invalid_input rate (client noise). cpu follows load (an idle share plus a share
-// in proportion to the rate), one sample a second of one instance: a canary's instances serve
-// the load each of its cohort's do. Memory is flat with noise.
+// in proportion to the rate), one sample a second of one instance (or one every ResourceEvery
+// seconds): a canary's instances serve the load each of its cohort's do. Memory is flat with
+// noise.
 type Scenario struct {
 	Name string `json:"name"`
 	// Regression says the scenario should be detected; false ones count towards false rollbacks.
@@ -62,6 +63,10 @@ type Scenario struct {
 	// latency) comes from outside the version, a dependency or a configuration flag, and only the
 	// series' own profile can see it. Pre must exceed the detector's OwnProfileWarmup.
 	NoDeploy bool `json:"no_deploy,omitempty"`
+	// ResourceEvery > 1 reports cpu and memory every this many seconds per side instead of every
+	// second, as a metrics scraper does (Prometheus' default is 15 s): cpu as the mean over the
+	// interval (a rate of a cpu-seconds counter), memory as it is at the sample.
+	ResourceEvery int `json:"resource_every_s,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
@@ -150,6 +155,14 @@ func DefaultScenarios() []Scenario {
 		{Name: "canary 50% of 100rps, fresh baseline cohort, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, FreshBaseline: true, BodyMul: 2, TailMul: 2},
 		{Name: "canary 50% of 100rps, latency x2", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, BodyMul: 2, TailMul: 2},
 		{Name: "canary 5% of 100rps, cpu x1.5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, CPUMul: 1.5},
+		// cpu and memory as a metrics scraper reports them (Prometheus' default interval)
+		{Name: "cpu x1.5, scraped every 15s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, CPUMul: 1.5, ResourceEvery: 15},
+		{Name: "cpu x1.5 without a deploy, scraped every 15s @20rps", Regression: true, RPS: 20, Pre: 900, Post: post, NoDeploy: true, CPUMul: 1.5, ResourceEvery: 15},
+		{Name: "canary 5% of 100rps, cpu x1.5, scraped every 15s", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, CPUMul: 1.5, ResourceEvery: 15},
+		{Name: "traffic spike x3, scraped every 15s, no regression", RPS: 50, Pre: pre, Post: post, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, ResourceEvery: 15},
+		{Name: "memory leak 5MB/min, scraped every 15s @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5, ResourceEvery: 15},
+		{Name: "memory grows 150MB as caches fill, scraped every 15s, no regression @20rps", RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150, ResourceEvery: 15},
+		{Name: "memory leak 5MB/min without a deploy, scraped every 15s @20rps", Regression: true, RPS: 20, Pre: 900, Post: 1200, NoDeploy: true, LeakMBMin: 5, ResourceEvery: 15},
 	}
 	return s
 }
@@ -201,6 +214,13 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 	walk := 0.0
 	phase := rng.Float64() * 2 * math.Pi
 	total := sc.Pre + sc.Post
+	every, resPhase := 1, 0
+	type cpuAcc struct{ sum, n float64 }
+	var cpuAccs map[string]*cpuAcc // by version and cohort: the cpu since the side's last sample
+	if sc.ResourceEvery > 1 {
+		every, resPhase = sc.ResourceEvery, rng.IntN(sc.ResourceEvery)
+		cpuAccs = map[string]*cpuAcc{}
+	}
 	for sec := range total {
 		walk = 0.98*walk + 0.004*rng.NormFloat64() // a slow random walk of the load, a few percent
 		load := math.Exp(walk)
@@ -268,6 +288,19 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			}
 			perInstance := sd.rate / sd.instances / math.Max(rps, 1e-9)
 			cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*perInstance)+cpuNoise*rng.NormFloat64())
+			sample := true
+			if every > 1 {
+				acc := cpuAccs[sd.version+"/"+sd.cohort]
+				if acc == nil {
+					acc = new(cpuAcc)
+					cpuAccs[sd.version+"/"+sd.cohort] = acc
+				}
+				acc.sum, acc.n = acc.sum+cpu, acc.n+1
+				if sample = (sec+resPhase)%every == 0 && n > 0; sample {
+					cpu = acc.sum / acc.n
+					*acc = cpuAcc{}
+				}
+			}
 			for i := range n {
 				ts := base.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Millisecond)
 				var lat float64
@@ -285,7 +318,7 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				case u < errP+invP:
 					ev.Error = schemas.ErrInvalidInput
 				}
-				if i == 0 { // one resource sample per second and instance
+				if i == 0 && sample { // one resource sample per second (or ResourceEvery) and instance
 					c, m := cpu, mem
 					ev.CPU, ev.MemMB = &c, &m
 				}
