@@ -185,13 +185,16 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	agg := d.seriesFor(k, 1, b)
 	ab := d.fold(agg, ev, b, pts[:np])
 	var bs *series
-	if ev.Block != "" {
+	if ev.Block != "" && !ev.IsResourceSample() { // a resource is the process's, not a block's
 		k.Block = ev.Block
 		bs = d.seriesFor(k, 0, b)
 		d.fold(bs, ev, b, pts[:np])
 	}
 	// The aggregate keeps per-block tallies and error sites as evidence.
 	block := ev.Block
+	if bs == nil {
+		block = ""
+	}
 	n := float64(ev.Requests())
 	if block == "" && ev.ErrorSite != "" && d.resolveBlock != nil {
 		block = d.resolveBlock(ev.Service, ev.Component, ev.ErrorSite)
@@ -406,7 +409,7 @@ func (d *Detector) advanceTo(last int64) {
 				s.open = slices.Delete(s.open, 0, 1)
 				d.closeBucket(s)
 				closing = append(closing, s)
-				if u := s.line.unit; s.aggregate {
+				if u := s.line.unit; s.aggregate && s.closed.n > 0 {
 					if u.accB != b {
 						u.accB, u.accN = b, 0
 						touched = append(touched, u)
@@ -518,6 +521,9 @@ func (d *Detector) closeBucket(s *series) {
 		}
 	}
 	s.firstB = min(s.firstB, b.idx)
+	if b.n == 0 {
+		return // resource samples alone: the series did not serve in b
+	}
 	s.lastB = b.idx
 	s.cur.n += b.n
 	for c := range b.errs {
@@ -584,7 +590,7 @@ func (d *Detector) pack(h *history) {
 // sweep evicts idle series. A line's current series stays: it is the baseline of the next version.
 func (d *Detector) sweep(now int64) {
 	for k, s := range d.series {
-		if s.queued || s.inFiring || s.lastB == math.MinInt64 || now-s.lastB < d.idleBuckets || s.line.current == s {
+		if seen := s.seenB(); s.queued || s.inFiring || seen == math.MinInt64 || now-seen < d.idleBuckets || s.line.current == s {
 			continue
 		}
 		delete(d.series, k)

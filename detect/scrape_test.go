@@ -123,3 +123,76 @@ func TestResourcesScrapedEvery15s(t *testing.T) {
 		t.Logf("a leak without a deploy, scraped every 15 s: caught %s after it began", took)
 	})
 }
+
+// TestResourceSamplesOnTheirOwn feeds cpu and memory as a scraper sends them, in events of their
+// own every 15 s, next to request events that carry none. A sample stands for no request: the
+// series count the same requests as without the samples, no bucket of samples alone is a
+// throughput drop, and the previous version's instance, still scraped for a minute after its
+// last request, does not hold the new version's cpu comparison as if it still served. CPU half
+// again the previous version's is caught at the new version's first sample after its start-up,
+// 41 s after the deploy; held while the old instance is scraped, it took 71 s.
+func TestResourceSamplesOnTheirOwn(t *testing.T) {
+	k1, k2 := SeriesKey{Service: "svc", Component: "comp", Version: "1"}, SeriesKey{Service: "svc", Component: "comp", Version: "2"}
+	feed := func(samples bool) (*feeder, [2]int64) {
+		f := &feeder{d: New(DefaultConfig())}
+		var requests [2]int64 // version 1's as it is replaced, version 2's at the end
+		for s := range 1200 {
+			if s == 900 {
+				requests[0] = f.d.Status(k1).Requests
+			}
+			ts := t0.Add(time.Duration(s) * time.Second)
+			v := "1"
+			if s >= 900 {
+				v = "2"
+			}
+			load := 20 + 3*math.Sin(float64(s)/120)
+			for i := range int(load) {
+				f.d.Observe(ev(ts.Add(time.Duration(i)*time.Second/time.Duration(int(load))), v, 10, ""))
+			}
+			if samples {
+				for _, inst := range []struct {
+					version string
+					phase   int
+					cpu     float64
+				}{{"1", 4, 0.05 + 0.01*load}, {"2", 11, 1.5 * (0.05 + 0.01*load)}} {
+					if s%15 != inst.phase || (inst.version == "1" && s >= 960) || (inst.version == "2" && s < 900) {
+						continue
+					}
+					if inst.version == "1" && s >= 900 {
+						inst.cpu = 0.05 // drained: idle, still scraped
+					}
+					mem := 300 + math.Sin(float64(s))
+					f.d.Observe(&schemas.TelemetryEvent{TS: ts.Add(500 * time.Millisecond), Service: "svc", Component: "comp",
+						Version: inst.version, CPU: &inst.cpu, MemMB: &mem})
+				}
+			}
+			f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
+		}
+		requests[1] = f.d.Status(k2).Requests
+		return f, requests
+	}
+	with, a := feed(true)
+	without, b := feed(false)
+	if a != b || a[0] == 0 || a[1] == 0 {
+		t.Errorf("versions 1 and 2 count %d requests with the resource samples, %d without", a, b)
+	}
+	if len(without.out) > 0 {
+		t.Fatalf("the stream without cpu raised %s on %s", without.out[0].Metric, without.out[0].Version)
+	}
+	var cpu []schemas.Anomaly
+	for _, a := range with.out {
+		switch {
+		case a.IsResolved():
+		case a.Metric == schemas.MetricCPU && a.Version == "2":
+			cpu = append(cpu, a)
+		default:
+			t.Errorf("%s anomaly on version %s at %s (%s): %q", a.Metric, a.Version, a.TSDetected.Sub(t0), a.Test, a.Evidence.Notes)
+		}
+	}
+	if len(cpu) == 0 {
+		t.Fatal("cpu ×1.5 in samples of their own raised no anomaly")
+	}
+	if took := cpu[0].TSDetected.Sub(t0.Add(900 * time.Second)); took > time.Minute || cpu[0].Test != testLoadFit {
+		t.Errorf("cpu ×1.5 in samples of their own: %s after %s, want %s within a minute", cpu[0].Test, took, testLoadFit)
+	}
+}

@@ -102,7 +102,7 @@ type series struct {
 	exceed    [maxQuantiles]float64
 	queued    bool // in Detector.active
 	firstB    int64
-	lastB     int64 // last bucket that had data
+	lastB     int64 // last bucket the series served requests in (resource samples alone do not count)
 	cur, prev *history
 	// older are the completed epochs before prev that a sparse series keeps (oldest first; see
 	// Config.HistoryMinRequests). Empty for a busy series.
@@ -137,6 +137,18 @@ type series struct {
 	// The line's other version's requests and errors since this series stopped serving.
 	movedN    float64
 	movedErrs [numCategories]float64
+}
+
+// seenB is the last bucket s had data in: requests (lastB) or a resource sample.
+func (s *series) seenB() int64 {
+	b := s.lastB
+	if s.cpuFit != nil && s.cpuFit.n > 0 {
+		b = max(b, s.cpuFit.last)
+	}
+	if s.memFit != nil && s.memFit.n > 0 {
+		b = max(b, s.memFit.last)
+	}
+	return b
 }
 
 // canaryGate holds a canary's concurrent checks: per error category and per latency quantile,

@@ -28,7 +28,8 @@ const (
 	CohortCanary   = "canary"
 )
 
-// TelemetryEvent is one request observation, or an aggregate over an interval when Count > 1.
+// TelemetryEvent is one request observation, an aggregate over an interval when Count > 1, or a
+// resource sample (IsResourceSample).
 // Field names map 1:1 to OpenTelemetry semantic conventions: service → service.name,
 // version → service.version, component → code.function.name (or http.route for endpoints),
 // error → error.type.
@@ -66,12 +67,25 @@ type LatencySummary struct {
 	Sum float64 `json:"sum,omitempty"`
 }
 
-// Requests is the number of requests the event stands for (at least 1).
+// Requests is the number of requests the event stands for: Count, 1 when it is absent, and 0
+// for a resource sample.
 func (e *TelemetryEvent) Requests() int64 {
-	if e.Count <= 0 {
-		return 1
+	switch {
+	case e.Count > 0:
+		return e.Count
+	case e.IsResourceSample():
+		return 0
 	}
-	return e.Count
+	return 1
+}
+
+// IsResourceSample reports whether the event only samples a process's cpu or memory, as a
+// metrics scraper reports them: it carries cpu or mem_mb and nothing of a request (no count,
+// latency, error, errors or error_site). It stands for no request, so a scraper's samples
+// neither add requests nor make a version that no longer serves look as if it did.
+func (e *TelemetryEvent) IsResourceSample() bool {
+	return (e.CPU != nil || e.MemMB != nil) && e.Count == 0 && e.LatencyMS == nil && e.Latency == nil &&
+		e.Error == "" && len(e.Errors) == 0 && e.ErrorSite == ""
 }
 
 // DeployEvent announces a new version of a service and its components. It records versions and
