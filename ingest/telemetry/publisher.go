@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -158,6 +160,12 @@ type Publisher struct {
 	subj        schemas.Subjects
 	log         *slog.Logger
 	instance    string
+	resEvery    time.Duration
+
+	// Owned by the loop goroutine: the components and versions flushed since the last resource
+	// sample (resource sampling only), and the sampler.
+	resSeen map[[2]string]struct{}
+	res     resourceSampler
 
 	mu    sync.Mutex
 	raw   []Observation
@@ -209,6 +217,10 @@ func NewPublisher(nc *nats.Conn, service string, opts ...Option) (*Publisher, er
 	every := p.flushEvery
 	if p.aggInterval > 0 {
 		every = p.aggInterval
+	}
+	if p.resEvery > 0 {
+		p.resSeen = map[[2]string]struct{}{}
+		p.res.sample(time.Now())
 	}
 	go p.loop(every)
 	return p, nil
@@ -280,6 +292,12 @@ func (p *Publisher) loop(every time.Duration) {
 	defer close(p.done)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var res <-chan time.Time // nil without resource sampling: never ready
+	if p.resEvery > 0 {
+		rt := time.NewTicker(p.resEvery)
+		defer rt.Stop()
+		res = rt.C
+	}
 	var buf []byte
 	for {
 		select {
@@ -288,7 +306,40 @@ func (p *Publisher) loop(every time.Duration) {
 			return
 		case <-t.C:
 			p.flush(&buf)
+		case now := <-res:
+			p.flush(&buf) // what ran up to now names the components and versions sampled
+			p.sampleResources(&buf, now)
 		}
+	}
+}
+
+// sampleResources publishes one resource sample per component and version flushed since the
+// last one.
+func (p *Publisher) sampleResources(buf *[]byte, now time.Time) {
+	cores, memMB, cpuOK := p.res.sample(now)
+	if len(p.resSeen) == 0 || (!cpuOK && memMB <= 0) {
+		clear(p.resSeen)
+		return
+	}
+	keys := make([][2]string, 0, len(p.resSeen))
+	for k := range p.resSeen {
+		keys = append(keys, k)
+	}
+	clear(p.resSeen)
+	slices.SortFunc(keys, func(a, b [2]string) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+	for _, k := range keys {
+		if p.js == nil {
+			p.events.Add(1)
+			continue
+		}
+		if !p.nc.IsConnected() {
+			continue // a sample is no request: nothing to count as dropped
+		}
+		b := append((*buf)[:0], '[')
+		b = p.appendResource(b, now, k[0], k[1], cores, memMB, cpuOK)
+		b = append(b, ']')
+		p.publish(k[0], b, 1, 0)
+		*buf = b
 	}
 }
 
@@ -303,6 +354,14 @@ func (p *Publisher) flush(buf *[]byte) {
 		p.mu.Lock()
 		obs, p.raw, p.spare = p.raw, p.spare[:0], nil
 		p.mu.Unlock()
+	}
+	if p.resSeen != nil {
+		for i := range obs {
+			p.resSeen[[2]string{obs[i].Component, obs[i].Version}] = struct{}{}
+		}
+		for i := range aggs {
+			p.resSeen[[2]string{aggs[i].key.component, aggs[i].key.version}] = struct{}{}
+		}
 	}
 	n := len(obs) + len(aggs)
 	if n == 0 {

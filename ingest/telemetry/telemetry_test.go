@@ -261,3 +261,60 @@ func TestBenchTelemetryOverhead(t *testing.T) {
 		t.Errorf("aggregated path allocates %.2f per request", allocAgg)
 	}
 }
+
+// TestResourceSampling publishes the process's cpu and memory as resource samples, one per
+// component and version that sent telemetry in the interval, as a scraper would; the samples
+// pass the schema and count no request.
+func TestResourceSampling(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	read := stream(t, js)
+	p, err := telemetry.NewPublisher(nc, "shop", telemetry.WithAggregation(50*time.Millisecond),
+		telemetry.WithResourceSampling(200*time.Millisecond),
+		telemetry.WithVersionSource(func(c, b string) string {
+			if b == "discount" {
+				return "1.0"
+			}
+			return "2.0"
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(700 * time.Millisecond)
+	recorded := 0
+	for time.Now().Before(deadline) {
+		for _, o := range []telemetry.Observation{{Component: "pricing", Block: "discount"}, {Component: "pricing", Block: "tax"}, {Component: "cart"}} {
+			o.Latency = time.Millisecond
+			p.Record(o)
+			recorded++
+		}
+		spin := time.Now()
+		for time.Since(spin) < 2*time.Millisecond { // some cpu to measure
+		}
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	samples := map[string]int{}
+	var requests int64
+	for _, ev := range read() {
+		if !ev.IsResourceSample() {
+			requests += ev.Requests()
+			continue
+		}
+		if ev.CPU == nil || *ev.CPU <= 0 || *ev.CPU > 64 || ev.MemMB == nil || *ev.MemMB <= 1 || ev.Block != "" {
+			t.Errorf("implausible resource sample: cpu %v, mem_mb %v, block %q", ev.CPU, ev.MemMB, ev.Block)
+		}
+		samples[ev.Component+"@"+ev.Version]++
+	}
+	if requests != int64(recorded) {
+		t.Errorf("%d requests published, %d recorded", requests, recorded)
+	}
+	for _, k := range []string{"pricing@1.0", "pricing@2.0", "cart@2.0"} {
+		if samples[k] < 2 || samples[k] > 4 {
+			t.Errorf("%d resource samples of %s in 700 ms at one per 200 ms (all: %v)", samples[k], k, samples)
+		}
+	}
+	if len(samples) != 3 {
+		t.Errorf("resource samples of %v, want pricing@1.0, pricing@2.0 and cart@2.0", samples)
+	}
+}

@@ -1,0 +1,76 @@
+package telemetry
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"runtime/metrics"
+	"strconv"
+	"time"
+)
+
+// WithResourceSampling publishes the process's cpu and resident memory every interval, as a
+// metrics scraper would: one resource sample (cpu, mem_mb and nothing of a request) per
+// component and version the publisher sent telemetry for since the last one. cpu is in cores,
+// the process's cpu time over the interval divided by its length; mem_mb its resident set.
+// scalpel compares them with the previous version's at the same load (cpu) and level (memory);
+// see the detector's documentation. 0 turns it off (default); 15 s is a scraper's usual interval.
+func WithResourceSampling(interval time.Duration) Option {
+	return func(p *Publisher) error {
+		if interval < 0 {
+			return fmt.Errorf("telemetry: resource sampling interval must be >= 0, got %v", interval)
+		}
+		p.resEvery = interval
+		return nil
+	}
+}
+
+// resourceSampler turns the process's cumulative cpu time into cores over each interval.
+type resourceSampler struct {
+	cpu  time.Duration // cpu time at the last sample
+	wall time.Time
+	ok   bool
+}
+
+// sample returns the cores used since the previous sample (ok false for the first, and when the
+// platform tells no cpu time) and the resident memory in MiB (0 when unknown).
+func (r *resourceSampler) sample(now time.Time) (cores, memMB float64, ok bool) {
+	c, cok := processCPU()
+	if cok && r.ok && now.After(r.wall) {
+		cores, ok = max(0, (c-r.cpu).Seconds()/now.Sub(r.wall).Seconds()), true
+	}
+	r.cpu, r.wall, r.ok = c, now, cok
+	return cores, residentMB(), ok
+}
+
+// residentMB is the process's resident memory in MiB: /proc/self/statm where there is one (the
+// resident set, as the kernel counts it), else what the Go runtime has mapped and not released.
+func residentMB() float64 {
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		if f := bytes.Fields(b); len(f) > 1 {
+			if pages, err := strconv.ParseUint(string(f[1]), 10, 64); err == nil {
+				return float64(pages) * float64(os.Getpagesize()) / (1 << 20)
+			}
+		}
+	}
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return float64(s[0].Value.Uint64()-s[1].Value.Uint64()) / (1 << 20)
+}
+
+// appendResource writes one resource sample as JSON.
+func (p *Publisher) appendResource(b []byte, ts time.Time, comp, version string, cores, memMB float64, cpuOK bool) []byte {
+	b = p.appendHead(b, ts, comp, "", version)
+	if cpuOK {
+		b = append(b, `,"cpu":`...)
+		b = appendFloat(b, cores)
+	}
+	if memMB > 0 {
+		b = append(b, `,"mem_mb":`...)
+		b = appendFloat(b, memMB)
+	}
+	return append(b, '}')
+}
