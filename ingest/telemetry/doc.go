@@ -2,7 +2,8 @@
 // Publisher that batches events and publishes them asynchronously to JetStream
 // (telemetry.<svc>.<comp>), optionally aggregated per second so that a busy service sends one
 // event per component and block per interval instead of one per request; net/http middleware that
-// records each endpoint's latency and errors by category; and Observe for code blocks.
+// records each endpoint's latency and errors by category; Observe for code blocks; and, with
+// WithResourceSampling, the process's cpu and resident memory as a scraper would send them.
 //
 // It never blocks or crashes the service: recording takes a short mutex and copies a few words;
 // what cannot be buffered (NATS away, buffer full) is dropped and counted in Stats.
