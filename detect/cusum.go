@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"math"
 	"slices"
 )
@@ -69,7 +70,7 @@ type cusum struct {
 
 func (c *cusum) update(z, k, w, h float64, b int64) rateVerdict {
 	if c.s == 0 {
-		c.start = b
+		c.start = b - int64(w) + 1 // the first bucket the value stands for
 	}
 	c.s = math.Max(0, c.s+w*(z-k))
 	switch {
@@ -168,6 +169,15 @@ func sampleSpan(f *loadFit, b int64) float64 {
 // before it is read (warm): a spread from fewer says little. At one sample a bucket the warm-up
 // is the stricter of the two; a resource scraped every 15 s covers 30 buckets in 3 samples.
 const minResourceSamples = 5
+
+// over says what f was fitted over, for an anomaly's note: its buckets, or its samples and the
+// buckets they cover when they came less often than every bucket.
+func (f *loadFit) over() string {
+	if f.cov == f.n {
+		return fmt.Sprintf("%d buckets", f.n)
+	}
+	return fmt.Sprintf("%d samples covering %d buckets", f.n, f.cov)
+}
 
 // warm says f's samples cover need buckets and number at least minResourceSamples.
 func (f *loadFit) warm(need int) bool {

@@ -805,14 +805,14 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 	var note string
 	switch test {
 	case testLoadFit:
-		note = fmt.Sprintf("cpu at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %d buckets, half-life %s)",
-			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.n, half)
+		note = fmt.Sprintf("cpu at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %s, half-life %s)",
+			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.over(), half)
 	case testOwnLoadFit:
 		note = fmt.Sprintf("cpu at %.4g requests a bucket; no deploy changed this series, and by its own recent history it used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, half-life %s, paused while the test fires); a rise here comes from outside the version (a dependency, configuration, data or the mix of requests)",
 			base.load, center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), half)
 	case testRecentLevel:
-		note = fmt.Sprintf("%s's recent memory, which had levelled off: %.4g MB, the larger of its mean (half-life %s) %.4g MB and its last full minute's %.4g MB; standard deviation %.3g MB, over %d buckets",
-			refLabel(s), center, half, base.mem.my, base.mem.blocks.m[0], math.Sqrt(base.mem.syy/base.mem.w), base.mem.n)
+		note = fmt.Sprintf("%s's recent memory, which had levelled off: %.4g MB, the larger of its mean (half-life %s) %.4g MB and its last full minute's %.4g MB; standard deviation %.3g MB, over %s",
+			refLabel(s), center, half, base.mem.my, base.mem.blocks.m[0], math.Sqrt(base.mem.syy/base.mem.w), base.mem.over())
 	case testConcurrentCohort:
 		note = fmt.Sprintf("cpu against the cohort it is compared with, its latest sample: %.4g (spread %.3g, its history's and two sides' noise)",
 			center, base.scale)

@@ -143,4 +143,22 @@ var goldenCases = map[string]func() []schemas.TelemetryEvent{
 		bad.errRate = map[string]float64{"": 0.1}
 		return genScenario(6, healthy("1.0.0", 5, 20), bad) // the baseline never reached its minimum
 	},
+	// cpu half again the previous version's at the same load, in resource samples of their own
+	// every 15 s as a scraper sends them, next to requests that carry none.
+	"cpu_scraped_x1_5": func() []schemas.TelemetryEvent {
+		events := genScenario(9, healthy("1.0.0", 300, 20), healthy("1.1.0", 120, 20))
+		rng := rand.New(rand.NewPCG(9, 9))
+		for sec := 0; sec < 420; sec += 15 {
+			version, cpu := "1.0.0", 0.3
+			if sec >= 300 {
+				version, cpu = "1.1.0", 0.45
+			}
+			cpu += 0.005 * rng.NormFloat64()
+			mem := 250 + rng.NormFloat64()
+			events = append(events, schemas.TelemetryEvent{TS: t0.Add(time.Duration(sec)*time.Second + 7*time.Second),
+				Service: "checkout", Component: "tax-calc", Version: version, CPU: &cpu, MemMB: &mem})
+		}
+		slices.SortStableFunc(events, func(a, b schemas.TelemetryEvent) int { return a.TS.Compare(b.TS) })
+		return events
+	},
 }

@@ -134,6 +134,7 @@ func TestGoldenExpectations(t *testing.T) {
 		{name: "latency_x2", metric: schemas.MetricLatency, within: 10 * time.Second},
 		{name: "canary_error_x5", metric: schemas.MetricErrorRate, within: 20 * time.Second},
 		{name: "canary_shared_failure"},
+		{name: "cpu_scraped_x1_5", metric: schemas.MetricCPU, within: time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
