@@ -1,11 +1,11 @@
 package telemetry
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"regexp"
@@ -161,10 +161,11 @@ type Publisher struct {
 	log         *slog.Logger
 	instance    string
 	resEvery    time.Duration
+	resComp     string // the component resource samples are sent as
 
-	// Owned by the loop goroutine: the components and versions flushed since the last resource
+	// Owned by the loop goroutine: the versions of resComp flushed since the last resource
 	// sample (resource sampling only), and the sampler.
-	resSeen map[[2]string]struct{}
+	resSeen map[string]struct{}
 	res     resourceSampler
 
 	mu    sync.Mutex
@@ -219,7 +220,7 @@ func NewPublisher(nc *nats.Conn, service string, opts ...Option) (*Publisher, er
 		every = p.aggInterval
 	}
 	if p.resEvery > 0 {
-		p.resSeen = map[[2]string]struct{}{}
+		p.resSeen = map[string]struct{}{}
 		p.res.sample(time.Now())
 	}
 	go p.loop(every)
@@ -313,33 +314,29 @@ func (p *Publisher) loop(every time.Duration) {
 	}
 }
 
-// sampleResources publishes one resource sample per component and version flushed since the
-// last one.
+// sampleResources publishes one resource sample per version of resComp flushed since the last
+// one (two while a version change is under way).
 func (p *Publisher) sampleResources(buf *[]byte, now time.Time) {
 	cores, memMB, cpuOK := p.res.sample(now)
-	if len(p.resSeen) == 0 || (!cpuOK && memMB <= 0) {
-		clear(p.resSeen)
+	versions := slices.Sorted(maps.Keys(p.resSeen))
+	clear(p.resSeen)
+	if len(versions) == 0 || (!cpuOK && memMB <= 0) {
 		return
 	}
-	keys := make([][2]string, 0, len(p.resSeen))
-	for k := range p.resSeen {
-		keys = append(keys, k)
+	b := append((*buf)[:0], '[')
+	for i, v := range versions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = p.appendResource(b, now, p.resComp, v, cores, memMB, cpuOK)
 	}
-	clear(p.resSeen)
-	slices.SortFunc(keys, func(a, b [2]string) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
-	for _, k := range keys {
-		if p.js == nil {
-			p.events.Add(1)
-			continue
-		}
-		if !p.nc.IsConnected() {
-			continue // a sample is no request: nothing to count as dropped
-		}
-		b := append((*buf)[:0], '[')
-		b = p.appendResource(b, now, k[0], k[1], cores, memMB, cpuOK)
-		b = append(b, ']')
-		p.publish(k[0], b, 1, 0)
-		*buf = b
+	b = append(b, ']')
+	*buf = b
+	switch {
+	case p.js == nil:
+		p.events.Add(uint64(len(versions)))
+	case p.nc.IsConnected(): // when not, a sample is no request: nothing to count as dropped
+		p.publish(p.resComp, b, len(versions), 0)
 	}
 }
 
@@ -357,10 +354,14 @@ func (p *Publisher) flush(buf *[]byte) {
 	}
 	if p.resSeen != nil {
 		for i := range obs {
-			p.resSeen[[2]string{obs[i].Component, obs[i].Version}] = struct{}{}
+			if obs[i].Component == p.resComp {
+				p.resSeen[obs[i].Version] = struct{}{}
+			}
 		}
 		for i := range aggs {
-			p.resSeen[[2]string{aggs[i].key.component, aggs[i].key.version}] = struct{}{}
+			if aggs[i].key.component == p.resComp {
+				p.resSeen[aggs[i].key.version] = struct{}{}
+			}
 		}
 	}
 	n := len(obs) + len(aggs)

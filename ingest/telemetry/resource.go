@@ -10,17 +10,25 @@ import (
 )
 
 // WithResourceSampling publishes the process's cpu and resident memory every interval, as a
-// metrics scraper would: one resource sample (cpu, mem_mb and nothing of a request) per
-// component and version the publisher sent telemetry for since the last one. cpu is in cores,
-// the process's cpu time over the interval divided by its length; mem_mb its resident set.
-// scalpel compares them with the previous version's at the same load (cpu) and level (memory);
-// see the detector's documentation. 0 turns it off (default); 15 s is a scraper's usual interval.
-func WithResourceSampling(interval time.Duration) Option {
+// metrics scraper would, as component's: one resource sample (cpu, mem_mb and nothing of a
+// request) per version of component the publisher sent telemetry for since the last one. cpu is
+// in cores, the process's cpu time over the interval divided by its length; mem_mb its resident
+// set. 15 s is a scraper's usual interval; 0 turns it off (default).
+//
+// scalpel compares a component's cpu with its previous version's at the component's load, its
+// requests. So name the component whose requests drive the process: the one it runs (a worker,
+// a service with one endpoint), or the entry point that every request of the process passes
+// through. The cpu of a process that serves several components cannot be split among them, and
+// read against one component's load, a busier other component would look like a cpu regression.
+func WithResourceSampling(interval time.Duration, component string) Option {
 	return func(p *Publisher) error {
 		if interval < 0 {
 			return fmt.Errorf("telemetry: resource sampling interval must be >= 0, got %v", interval)
 		}
-		p.resEvery = interval
+		if interval > 0 && !tokenRe.MatchString(component) {
+			return fmt.Errorf("telemetry: resource sampling component %q: %w", component, ErrBadName)
+		}
+		p.resEvery, p.resComp = interval, component
 		return nil
 	}
 }

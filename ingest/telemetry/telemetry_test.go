@@ -262,14 +262,15 @@ func TestBenchTelemetryOverhead(t *testing.T) {
 	}
 }
 
-// TestResourceSampling publishes the process's cpu and memory as resource samples, one per
-// component and version that sent telemetry in the interval, as a scraper would; the samples
-// pass the schema and count no request.
+// TestResourceSampling publishes the process's cpu and memory as resource samples of the
+// component named, one per version of it that sent telemetry in the interval, as a scraper
+// would; the samples pass the schema and count no request. Another component gets none: a
+// process's cpu cannot be split among the components it serves.
 func TestResourceSampling(t *testing.T) {
 	_, nc, js := natstest.Connect(t)
 	read := stream(t, js)
 	p, err := telemetry.NewPublisher(nc, "shop", telemetry.WithAggregation(50*time.Millisecond),
-		telemetry.WithResourceSampling(200*time.Millisecond),
+		telemetry.WithResourceSampling(200*time.Millisecond, "pricing"),
 		telemetry.WithVersionSource(func(c, b string) string {
 			if b == "discount" {
 				return "1.0"
@@ -309,12 +310,15 @@ func TestResourceSampling(t *testing.T) {
 	if requests != int64(recorded) {
 		t.Errorf("%d requests published, %d recorded", requests, recorded)
 	}
-	for _, k := range []string{"pricing@1.0", "pricing@2.0", "cart@2.0"} {
+	for _, k := range []string{"pricing@1.0", "pricing@2.0"} {
 		if samples[k] < 2 || samples[k] > 4 {
 			t.Errorf("%d resource samples of %s in 700 ms at one per 200 ms (all: %v)", samples[k], k, samples)
 		}
 	}
-	if len(samples) != 3 {
-		t.Errorf("resource samples of %v, want pricing@1.0, pricing@2.0 and cart@2.0", samples)
+	if len(samples) != 2 {
+		t.Errorf("resource samples of %v, want pricing@1.0 and pricing@2.0", samples)
+	}
+	if _, err := telemetry.NewPublisher(nil, "shop", telemetry.WithResourceSampling(time.Second, "")); !errors.Is(err, telemetry.ErrBadName) {
+		t.Errorf("resource sampling without a component: %v, want ErrBadName", err)
 	}
 }
