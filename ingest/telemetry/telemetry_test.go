@@ -153,16 +153,19 @@ func TestMiddlewareCategories(t *testing.T) {
 	}
 }
 
+// discountOnOne is a version source under which the discount block runs 1.0 and the rest 2.0.
+func discountOnOne(_, block string) string {
+	if block == "discount" {
+		return "1.0"
+	}
+	return "2.0"
+}
+
 func TestAggregationSendsOneEventPerSeriesPerInterval(t *testing.T) {
 	_, nc, js := natstest.Connect(t)
 	read := stream(t, js)
 	p, err := telemetry.NewPublisher(nc, "shop", telemetry.WithAggregation(100*time.Millisecond),
-		telemetry.WithVersionSource(func(c, b string) string {
-			if b == "discount" {
-				return "1.0"
-			}
-			return "2.0"
-		}))
+		telemetry.WithVersionSource(discountOnOne))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,12 +274,7 @@ func TestResourceSampling(t *testing.T) {
 	read := stream(t, js)
 	p, err := telemetry.NewPublisher(nc, "shop", telemetry.WithAggregation(50*time.Millisecond),
 		telemetry.WithResourceSampling(200*time.Millisecond, "pricing"),
-		telemetry.WithVersionSource(func(c, b string) string {
-			if b == "discount" {
-				return "1.0"
-			}
-			return "2.0"
-		}))
+		telemetry.WithVersionSource(discountOnOne))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,14 +23,20 @@ func withCPU(evs []schemas.TelemetryEvent, rng *rand.Rand, rps map[string]float6
 			continue
 		}
 		seen[k] = true
-		m, ok := mul[ev.Component+"@"+ev.Version]
-		if !ok {
-			m = 1
-		}
-		c := m*(0.05+0.005*rps[ev.Component]) + 0.005*rng.NormFloat64()
+		c := cpuOf(ev, rps, mul) + 0.005*rng.NormFloat64()
 		ev.CPU = &c
 	}
 	return evs
+}
+
+// cpuOf is the cpu of ev's component and version before noise: an idle share plus a cost per
+// request, times mul for the components and versions it names.
+func cpuOf(ev *schemas.TelemetryEvent, rps map[string]float64, mul map[string]float64) float64 {
+	m, ok := mul[ev.Component+"@"+ev.Version]
+	if !ok {
+		m = 1
+	}
+	return m * (0.05 + 0.005*rps[ev.Component])
 }
 
 // TestEndToEndCPURegressionRollsBackTheComponent deploys checkout 2.0, in which nothing fails
@@ -38,6 +44,12 @@ func withCPU(evs []schemas.TelemetryEvent, rng *rand.Rand, rps map[string]float6
 // on rate-lookup's and rounding's requests alike: the rollback is the component's, 2.0 → 1.0,
 // and nothing else moves.
 func TestEndToEndCPURegressionRollsBackTheComponent(t *testing.T) {
+	cpuRegressionRollsBackTheComponent(t, withCPU)
+}
+
+// cpuRegressionRollsBackTheComponent runs the deploy of TestEndToEndCPURegressionRollsBackTheComponent
+// with the cpu added to the traffic by addCPU, and checks its one command.
+func cpuRegressionRollsBackTheComponent(t *testing.T, addCPU func([]schemas.TelemetryEvent, *rand.Rand, map[string]float64, map[string]float64) []schemas.TelemetryEvent) {
 	h := start(t)
 	svc := sim.Checkout(31)
 	svc.Block("tax-calc", "rate-lookup").Versions["2.0"] = sim.Healthy
@@ -50,11 +62,11 @@ func TestEndToEndCPURegressionRollsBackTheComponent(t *testing.T) {
 
 	t0 := eventStart()
 	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(withCPU(svc.Traffic(t0, 120*time.Second), rng, rps, hot))
+	h.publishJS(addCPU(svc.Traffic(t0, 120*time.Second), rng, rps, hot))
 	t1 := t0.Add(120 * time.Second)
 	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	h.publishJS(withCPU(svc.Traffic(t1, 90*time.Second), rng, rps, hot))
+	h.publishJS(addCPU(svc.Traffic(t1, 90*time.Second), rng, rps, hot))
 	h.idle()
 
 	cmds := h.commands()
@@ -86,11 +98,7 @@ func scraped(evs []schemas.TelemetryEvent, rng *rand.Rand, rps map[string]float6
 			continue
 		}
 		seen[k] = true
-		m, ok := mul[ev.Component+"@"+ev.Version]
-		if !ok {
-			m = 1
-		}
-		c := m*(0.05+0.005*rps[ev.Component]) + 0.002*rng.NormFloat64()
+		c := cpuOf(&ev, rps, mul) + 0.002*rng.NormFloat64()
 		mem := 250 + rng.NormFloat64()
 		out = append(out, schemas.TelemetryEvent{TS: k.at.Add(15 * time.Second), Service: ev.Service,
 			Component: ev.Component, Version: ev.Version, CPU: &c, MemMB: &mem})
@@ -103,35 +111,5 @@ func scraped(evs []schemas.TelemetryEvent, rng *rand.Rand, rps map[string]float6
 // sent as a scraper sends them, every 15 s in events of their own: they pass ingest, count no
 // request, and the same single rollback follows.
 func TestEndToEndScrapedCPURegressionRollsBackTheComponent(t *testing.T) {
-	h := start(t)
-	svc := sim.Checkout(31)
-	svc.Block("tax-calc", "rate-lookup").Versions["2.0"] = sim.Healthy
-	rps := map[string]float64{}
-	for _, c := range svc.Components {
-		rps[c.Name] = c.RPS
-	}
-	rng := rand.New(rand.NewPCG(31, 31))
-	hot := map[string]float64{"tax-calc@2.0": 1.6}
-
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(scraped(svc.Traffic(t0, 120*time.Second), rng, rps, hot))
-	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
-	h.publishJS(scraped(svc.Traffic(t1, 90*time.Second), rng, rps, hot))
-	h.idle()
-
-	cmds := h.commands()
-	var got []string
-	for _, c := range cmds {
-		got = append(got, fmt.Sprintf("%s %s %s→%s (%s)", c.Action, c.Target(), c.FromVersion, c.ToVersion, c.Granularity))
-	}
-	if len(cmds) != 1 {
-		t.Fatalf("want one command, got %d: %v", len(cmds), got)
-	}
-	c := cmds[0]
-	if c.Action != schemas.ActionRollback || c.Component != "tax-calc" || c.Block != "" || c.FromVersion != "2.0" || c.ToVersion != "1.0" {
-		t.Fatalf("got %v, want the rollback of checkout/tax-calc 2.0 → 1.0", got)
-	}
+	cpuRegressionRollsBackTheComponent(t, scraped)
 }
