@@ -308,7 +308,7 @@ func (p *Publisher) loop(every time.Duration) {
 		case <-t.C:
 			p.flush(&buf)
 		case now := <-res:
-			p.flush(&buf) // what ran up to now names the components and versions sampled
+			p.flush(&buf) // what ran up to now says which versions are sampled
 			p.sampleResources(&buf, now)
 		}
 	}
