@@ -174,7 +174,8 @@ type Config struct {
 	// CUSUMSlack (k) is subtracted from each standardised deviation before it accumulates.
 	// A cpu or memory sample that covers several buckets (a scraper's interval) adds its
 	// deviation once per bucket it covers, measured against the spread of one bucket's, so a
-	// lasting rise fires as soon in event time however often the resource is sampled.
+	// lasting rise fires at about the same event time however often the resource is sampled (up
+	// to the wait for the next sample).
 	// Default 0.5.
 	CUSUMSlack float64 `json:"cusum_slack" yaml:"cusum_slack"`
 	// CUSUMThreshold (h) is where the CUSUM fires, in robust standard deviations. Default 10.

@@ -767,8 +767,9 @@ func (d *Detector) testResource(s *series, out []schemas.Anomaly, own *robustRef
 	// A value that stands for span buckets (a resource sampled less often than every bucket)
 	// weighs span buckets, and its spread is that of one bucket's: a mean over span buckets
 	// varies √span times less than they do, so their sum of deviations is √span times its own.
-	// The CUSUM then fires on a lasting rise as soon, in event time, whether the resource is
-	// sampled every bucket or every 15 s, and as seldom on noise.
+	// The CUSUM then fires on a lasting rise at about the same event time (up to the wait for the
+	// next sample) whether the resource is sampled every bucket or every 15 s, and as seldom on
+	// noise.
 	scale := math.Max(ref.scale, float64(ref.spread)*math.Sqrt(span))
 	z := (x - ref.center) / scale
 	switch c.update(z, d.cfg.CUSUMSlack, span, d.cfg.CUSUMThreshold, s.closed.idx) {
