@@ -20,6 +20,7 @@ func newEvalScenariosCmd() *cobra.Command {
 	var seed uint64
 	var aa, runs, workers int
 	var cfgPath, only string
+	var scrape time.Duration
 	cmd := &cobra.Command{
 		Use:   "scenarios",
 		Short: "Score the detector on generated deploys next to Argo Rollouts and Flagger rules",
@@ -34,8 +35,9 @@ canary cohorts at 5 % and 50 % of the traffic: healthy, regressed, beside a base
 with them (a fresh baseline cluster), and healthy beside a traffic spike, a shared dependency
 that triples both cohorts' errors, or one that slows both (in the last two only a canary anomaly
 counts: the old version's is right). cpu and memory are sampled every second, and in the rows
-marked "scraped every 15s" every 15 s, as a metrics scraper reports them. --only runs the
-scenarios whose name matches a pattern, next to the A/A deploys.
+marked "scraped every 15s" every 15 s, as a metrics scraper reports them; --scrape 60s samples
+them every 60 s in every scenario instead. --only runs the scenarios whose name matches a
+pattern, next to the A/A deploys.
 
 For each scenario: how many deploys were detected (for the quiet ones: false rollbacks), the time
 to detect (TTD, event seconds from the deploy to the first anomaly; p50, p95 and mean over all
@@ -87,6 +89,12 @@ exceedance count does not carry.`,
 			if err != nil {
 				return err
 			}
+			if scenarios, err = scrapedEvery(scenarios, scrape); err != nil {
+				return err
+			}
+			if scrape > 0 {
+				fmt.Fprintf(stderr, "cpu and memory reported every %s in every scenario\n", scrape)
+			}
 			fmt.Fprintf(stderr, "running %d A/A deploys and %d of every other scenario (seed %d)\n", aa, runs, seed)
 			start, shown := time.Now(), 0
 			rep, err := eval.RunScenarios(cmd.Context(), eval.ScenarioOptions{
@@ -117,7 +125,27 @@ exceedance count does not carry.`,
 	f.IntVar(&workers, "workers", 0, "parallel deploys (default: GOMAXPROCS)")
 	f.StringVar(&cfgPath, "config", "", "scalpel config file whose detect section is scored (default: the built-in defaults)")
 	f.StringVar(&only, "only", "", "run only the scenarios whose name matches this regular expression (the A/A deploys always run: they set the floors' alpha)")
+	f.DurationVar(&scrape, "scrape", 0, "report cpu and memory every this long in every scenario, as your metrics scraper does (1s to 1m, whole seconds); the rows already scraped every 15s are left out (default: every second, and those rows every 15 s)")
 	return cmd
+}
+
+// scrapedEvery sets every scenario's resource sampling to every (0: leaves the suite as it is),
+// dropping the scenarios that set their own.
+func scrapedEvery(scs []eval.Scenario, every time.Duration) ([]eval.Scenario, error) {
+	if every == 0 {
+		return scs, nil
+	}
+	if every < time.Second || every > time.Minute || every%time.Second != 0 {
+		return nil, fmt.Errorf("--scrape %s: want whole seconds from 1s to 1m (a sample stands for at most a minute of buckets)", every)
+	}
+	var out []eval.Scenario
+	for _, sc := range scs {
+		if sc.ResourceEvery == 0 {
+			sc.ResourceEvery = int(every / time.Second)
+			out = append(out, sc)
+		}
+	}
+	return out, nil
 }
 
 // pickScenarios is the suite, or with a pattern the A/A deploys and the scenarios whose name

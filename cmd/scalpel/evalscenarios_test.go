@@ -53,3 +53,41 @@ func TestEvalScenariosConfig(t *testing.T) {
 		t.Fatalf("bad config: err %v, want one naming the field", err)
 	}
 }
+
+// TestEvalScenariosScrape: --scrape samples cpu and memory at the interval given in every
+// scenario, leaves out the rows that set their own, and refuses an interval the detector does
+// not take a sample to stand for.
+func TestEvalScenariosScrape(t *testing.T) {
+	out := runCLI(t, "eval", "scenarios", "--aa", "2", "--runs", "1", "--scrape", "30s", "--only", "^cpu x1.5", "-o", "json")
+	var rep struct {
+		Results []struct {
+			Scenario struct {
+				Name          string `json:"name"`
+				ResourceEvery int    `json:"resource_every_s"`
+			} `json:"scenario"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var names []string
+	for _, r := range rep.Results {
+		names = append(names, r.Scenario.Name)
+		if r.Scenario.ResourceEvery != 30 || strings.Contains(r.Scenario.Name, "scraped") {
+			t.Errorf("%s: resources every %d s", r.Scenario.Name, r.Scenario.ResourceEvery)
+		}
+	}
+	if len(names) != 3 { // A/A, cpu x1.5, cpu x1.5 without a deploy
+		t.Errorf("scenarios %q", names)
+	}
+	for _, bad := range []string{"90s", "1500ms"} {
+		root := newRootCmd()
+		var buf bytes.Buffer
+		root.SetOut(&buf)
+		root.SetErr(&buf)
+		root.SetArgs([]string{"eval", "scenarios", "--scrape", bad})
+		if err := root.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "--scrape") {
+			t.Errorf("--scrape %s: err %v, want one naming the flag", bad, err)
+		}
+	}
+}
