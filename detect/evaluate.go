@@ -539,7 +539,7 @@ func bodyEvidence(r *reference, q int, latN, x, xBody float64) [3]float64 {
 //
 // l is the line canary s is compared with as it serves (nil: none).
 func (d *Detector) concurrentCPU(s *series, l *line, span float64, base *resourceBase) {
-	if l == nil || !d.startedUp(s.cpuFit) {
+	if l == nil || !d.startedUp(s, s.cpuFit) {
 		return
 	}
 	cs := l.current
@@ -649,14 +649,18 @@ func (b *resourceBase) set(test string, center, spread, scale float64, fit *load
 	b.test, b.center, b.spread, b.scale, b.ready, b.fit, b.load = test, center, float32(spread), scale, true, fit, load
 }
 
-// startedUp says a new version or canary has reported a resource (its own history f) in enough
-// buckets to be compared with its baseline's: a process uses more cpu as it starts (caches,
-// JIT, connection pools), and its memory grows.
+// startedUp says the sample of new version or canary s that its resource history f is about to
+// take in may be compared with its baseline's: a process uses more cpu as it starts (caches,
+// JIT, connection pools), and its memory grows. The sample stands for the buckets since f's
+// previous one, and they must all come ResourceWarmupBuckets or more after s's first bucket.
 //
 // Time, not samples: a resource scraped every 15 s has started up after 30 s as one sampled
-// every second has. Its own line is not read for this, so it needs no minimum of samples.
-func (d *Detector) startedUp(f *loadFit) bool {
-	return f != nil && int(f.cov) >= d.cfg.ResourceWarmupBuckets
+// every second has, and one scraped every minute is compared from its second sample on when
+// that sample's minute began 30 s after the version's first request, not a minute later. Its
+// own line is not read for this, so it needs no minimum of samples; its first sample covers an
+// unknown stretch and never counts.
+func (d *Detector) startedUp(s *series, f *loadFit) bool {
+	return f != nil && f.n > 0 && f.last+1-s.firstB >= int64(d.cfg.ResourceWarmupBuckets)
 }
 
 // recentMem sets base to what s's memory is compared with in its just-closed bucket: its
@@ -668,7 +672,7 @@ func (d *Detector) startedUp(f *loadFit) bool {
 // has not started up.
 func (d *Detector) recentMem(s *series, base *resourceBase) {
 	f := &s.ref.memFit
-	if !f.warm(d.cfg.ResourceWarmupBuckets) || !d.startedUp(s.memFit.line()) || !d.memLevelled(f) {
+	if !f.warm(d.cfg.ResourceWarmupBuckets) || !d.startedUp(s, s.memFit.line()) || !d.memLevelled(f) {
 		return
 	}
 	level := max(f.my, float64(f.blocks.m[0])) // levelled: its newest block has seen all of the growth
@@ -706,7 +710,7 @@ func (d *Detector) loadCPU(s *series, x, span float64, base *resourceBase) {
 		return
 	}
 	most, se, ok := r.cpuFit.at(s.closed.idx, x, span, d.cfg.ResourceWarmupBuckets)
-	if !ok || !d.startedUp(s.cpuFit) {
+	if !ok || !d.startedUp(s, s.cpuFit) {
 		return
 	}
 	base.set(testLoadFit, most, se, math.Max(se, math.Max(d.cfg.ResourceMinEffect*most, 1e-9)), &r.cpuFit, x)

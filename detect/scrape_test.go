@@ -45,6 +45,21 @@ func TestResourcesScrapedEvery15s(t *testing.T) {
 			t.Errorf("the anomaly does not say how its samples were weighed: %q", hot[0].Evidence.Notes)
 		}
 
+		// Every minute: the new version's first sample comes 53 s after the deploy and covers an
+		// unknown stretch; its second one's minute began 54 s after it, past the start-up, and is
+		// compared. Counting only the minutes its samples covered, it waited for the third.
+		w = newCPUWorld(8)
+		w.every = 60
+		w.cycling(900, constant(0), constant(1))
+		w.serve(240, 4.5, constant(1), constant(1.5))
+		hot = w.cpuAnomalies()
+		if len(hot) == 0 {
+			t.Fatal("cpu half again the previous version's, scraped every minute, raised no anomaly")
+		}
+		if took := hot[0].TSDetected.Sub(t0.Add(900 * time.Second)); took > 2*time.Minute {
+			t.Errorf("cpu ×1.5 scraped every minute took %s, want within 2 min", took)
+		}
+
 		w = newCPUWorld(9)
 		w.every = every
 		w.cycling(1500, constant(0), constant(1))
