@@ -145,7 +145,7 @@ type Config struct {
 	// has served MemoryGrowthLimit), and before a new
 	// version's cpu and memory are compared with its previous version's (a process uses more as
 	// it starts); also how long a cpu comparison waits after a load beyond what its line had
-	// seen. A sample covers the buckets since the series' previous one (up to a minute's), so
+	// seen. A sample covers the buckets since the series' previous one (up to ten minutes'), so
 	// a resource scraped every 15 s has warmed up after 30 s as one sampled every second has;
 	// a line or a reference also needs 5 samples before it is read. Default 30.
 	ResourceWarmupBuckets int `json:"resource_warmup_buckets" yaml:"resource_warmup_buckets"`

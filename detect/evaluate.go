@@ -543,7 +543,7 @@ func (d *Detector) concurrentCPU(s *series, l *line, span float64, base *resourc
 		return
 	}
 	cs := l.current
-	if cs.cpuFit == nil || cs.cpuFit.n == 0 || s.closed.idx-cs.cpuFit.last >= int64(span) || cs.cpuFit.last > s.closed.idx {
+	if cs.cpuFit == nil || cs.cpuFit.n == 0 || s.closed.idx-cs.cpuFit.last >= int64(span) {
 		return
 	}
 	center := float64(cs.cpuLast)
@@ -574,7 +574,9 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	}
 	cpuSpan := 1.0
 	if b.cpuN == 0 {
-		s.cpuPend += float32(b.n)
+		if s.cpuFit != nil { // before its first sample nothing reads it
+			s.cpuPend += float32(b.n)
+		}
 	} else {
 		// The load a cpu sample is compared at: the series' requests in the bucket, or, when
 		// cpu is sampled less often (a scraper every 15 s), their mean per bucket since the
@@ -822,8 +824,8 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 		note = fmt.Sprintf("cpu against the cohort it is compared with, its latest sample: %.4g (spread %.3g, its history's and two sides' noise)",
 			center, base.scale)
 	case testOwnLevel:
-		note = fmt.Sprintf("%s against the series' own level, frozen so that a slow leak climbs past it: the median of its first %d buckets with %s once it had served %s and its %s had levelled off (or had served %s), %.4g, scale (1.4826·MAD, at least %g of it) %.3g",
-			metric, d.cfg.ResourceWarmupBuckets, metric, shortDuration(time.Duration(d.cfg.OwnProfileWarmup)), metric,
+		note = fmt.Sprintf("%s against the series' own level, frozen so that a slow leak climbs past it: the median of its first %d samples of %s (covering at least %d buckets) once it had served %s and its %s had levelled off (or had served %s), %.4g, scale (1.4826·MAD, at least %g of it) %.3g",
+			metric, ref.k, metric, d.cfg.ResourceWarmupBuckets, shortDuration(time.Duration(d.cfg.OwnProfileWarmup)), metric,
 			shortDuration(time.Duration(d.cfg.MemoryGrowthLimit)), center, d.cfg.ResourceMinEffect, ref.scale)
 	}
 	if note != "" {
