@@ -45,6 +45,24 @@ func anytimeP(score float64) *float64 {
 
 func ptr(v float64) *float64 { return &v }
 
+// evidence is what a firing test t says of itself: its score (the log of its likelihood ratio
+// now), the always-valid p-value, and the note "sequential test: …".
+//
+// A test that fired stays firing, its evidence capped at its threshold, until it recovers, and
+// its anomaly can be built later than the crossing: a latency test's waits for the quantile
+// itself to move (latencyGate). Its evidence may then have fallen back below the threshold. The
+// p-value is that of the crossing (an always-valid p-value is the least the test has reached),
+// and the note says the evidence crossed and where it stands now rather than that it crossed
+// from where it stands.
+func (t *rateTest) evidence(th *thresholds) (score float64, p *float64, note string) {
+	score = t.score()
+	p = anytimeP(math.Max(score, t.bound) - (t.bound - th.upper))
+	if score >= t.bound {
+		return score, p, fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s)", score, t.bound, t.boundNote(th))
+	}
+	return score, p, fmt.Sprintf("sequential test: log likelihood ratio crossed %.2f (%s) and stands at %.2f now", t.bound, t.boundNote(th), score)
+}
+
 // relEffect is (observed - baseline) / baseline, with the baseline floored so that a zero
 // baseline gives a large finite effect rather than an infinity JSON cannot carry.
 func relEffect(observed, baseline, floor float64) float64 {
@@ -71,10 +89,10 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 	a.ErrorCategory = categoryName(c)
 	a.BaselineVersion = r.label
 	a.Observed = t.x / t.n
-	score := t.score()
+	score, p, seqNote := t.evidence(&d.th)
 	a.Statistic = score
 	a.Score = ptr(score)
-	a.PValue = anytimeP(score - (t.bound - d.th.upper))
+	a.PValue = p
 	if paired {
 		a.Test = "msprt-conditional-binomial"
 		a.Baseline = t.xr / math.Max(t.nr, 1)
@@ -103,8 +121,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 		rho = d.errorRatios()
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes,
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s); H0: %s, H1: ×%.3g, ×%.3g or ×%.3g",
-			score, t.bound, t.boundNote(&d.th), h0, rho[0], rho[1], rho[2]),
+		fmt.Sprintf("%s; H0: %s, H1: ×%.3g, ×%.3g or ×%.3g", seqNote, h0, rho[0], rho[1], rho[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	if gated {
 		g := &s.gate.err[c]
@@ -246,10 +263,10 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	}
 	a.BaselineVersion = r.label
 	a.Test = "msprt-exceedance-" + label + "+mann-whitney"
-	score := t.score()
+	score, p, seqNote := t.evidence(&d.th)
 	a.Statistic = score
 	a.Score = ptr(score)
-	a.PValue = anytimeP(score - (t.bound - d.th.upper))
+	a.PValue = p
 	a.Baseline = round3(r.qv[q])
 	obs := s.cur.sk
 	if s.prev != nil || within {
@@ -273,7 +290,7 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	a.Evidence.Notes = append(a.Evidence.Notes,
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the baseline %s of %.4g ms (baseline rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g)",
 			label, t.x/t.n, t.n, label, r.qv[q], r.latP[q].rate(), r.latP[q].r[0], r.latP[q].r[1], r.latP[q].r[2]),
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s)", score, t.bound, t.boundNote(&d.th)))
+		seqNote)
 	if r.composite[q] && t.bank != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("H1 also as a change of the tail alone (the requests below %s as the baseline's), against any slowdown within the tolerance: log likelihood ratio %.2f of %.2f",
 			label, mixScore(&t.bank.llr), score))

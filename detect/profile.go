@@ -246,10 +246,10 @@ func (d *Detector) ownErrorAnomaly(s *series, c int, rp *rateParams, n float64) 
 	a.Test = "msprt-two-sample-" + ownTestName
 	a.Observed = t.x / t.n
 	a.Baseline = rp.rate()
-	score := t.score()
+	score, p, seqNote := t.evidence(&d.th)
 	a.Statistic = score
 	a.Score = ptr(score)
-	a.PValue = anytimeP(score - (t.bound - d.th.upper))
+	a.PValue = p
 	a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(n)}
 	a.Effect = relEffect(a.Observed, a.Baseline, 1/math.Max(n, 1))
 	// Which blocks the errors fall on, over the recent history; the profile keeps no per-block
@@ -258,8 +258,8 @@ func (d *Detector) ownErrorAnomaly(s *series, c int, rp *rateParams, n float64) 
 	ev.BaselineBlocks = nil
 	a.Evidence = ev
 	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s); H0: rate at most the profile's (%.4g errors in %.4g decayed requests), H1: ×%.3g, ×%.3g or ×%.3g",
-			score, t.bound, t.boundNote(&d.th), rp.xb, rp.nb, rp.r[0], rp.r[1], rp.r[2]),
+		fmt.Sprintf("%s; H0: rate at most the profile's (%.4g errors in %.4g decayed requests), H1: ×%.3g, ×%.3g or ×%.3g",
+			seqNote, rp.xb, rp.nb, rp.r[0], rp.r[1], rp.r[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
 	return a
 }
@@ -278,10 +278,10 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 	// No Mann-Whitney shift here: the recent history it would compare is mostly the minutes
 	// before the regression, and would show no shift.
 	a.Test = "msprt-exceedance-" + label + "-" + ownTestName
-	score := t.score()
+	score, p, seqNote := t.evidence(&d.th)
 	a.Statistic = score
 	a.Score = ptr(score)
-	a.PValue = anytimeP(score - (t.bound - d.th.upper))
+	a.PValue = p
 	a.Baseline = round3(o.qv[q])
 	if frac := t.x / math.Max(t.n, 1); frac > 0 {
 		if v, err := o.sk.GetValueAtQuantile(clamp(1-frac, 0, 1)); err == nil && v > 0 {
@@ -293,6 +293,6 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the profile's %s of %.4g ms (profile rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g); observed %s inferred from that share",
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
-		fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s)", score, t.bound, t.boundNote(&d.th)))
+		seqNote)
 	return a
 }

@@ -1,8 +1,10 @@
 package detect
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -104,5 +106,45 @@ func TestFrontLoadedRunsKeepBudget(t *testing.T) {
 	front.front = true
 	if got, even := front.runBound(1), d.th.runBound(1); got >= even {
 		t.Errorf("front-loaded run 1 threshold %g, want below the even split's %g", got, even)
+	}
+}
+
+// TestEvidenceOfATestThatFellBack: a test that fired keeps firing, its evidence capped at its
+// threshold, and its anomaly may be built after the evidence fell back (a latency test waits for
+// the quantile to move). The note then says the evidence crossed the threshold and where it
+// stands, not that it crossed from below, and the p-value is the crossing's.
+func TestEvidenceOfATestThatFellBack(t *testing.T) {
+	d := New(DefaultConfig())
+	rp := d.errorParams(20, 1000) // 2 %
+	var rt rateTest
+	b := int64(0)
+	for ; !rt.firing; b++ {
+		if b > 100 {
+			t.Fatal("20 % errors against a 2 % baseline never fired")
+		}
+		rt.updateBaseline(&rp, 4, 20, b, &d.th)
+	}
+	score, p, note := rt.evidence(&d.th)
+	if score < rt.bound || !strings.Contains(note, fmt.Sprintf("log likelihood ratio %.2f crossed %.2f", score, rt.bound)) {
+		t.Errorf("at the crossing: score %.2f, bound %.2f, note %q", score, rt.bound, note)
+	}
+	want := math.Exp(-(score - (rt.bound - d.th.upper)))
+	if math.Abs(*p-want) > 1e-12 {
+		t.Errorf("at the crossing: p %g, want %g", *p, want)
+	}
+	rt.updateBaseline(&rp, 0, 20, b, &d.th) // healthy: the evidence falls, the test still fires
+	if !rt.firing {
+		t.Fatal("one healthy bucket recovered the test")
+	}
+	score, p, note = rt.evidence(&d.th)
+	if score >= rt.bound {
+		t.Fatalf("score %.2f after a healthy bucket, bound %.2f: want it below", score, rt.bound)
+	}
+	if strings.Contains(note, fmt.Sprintf("%.2f crossed", score)) ||
+		!strings.Contains(note, fmt.Sprintf("crossed %.2f", rt.bound)) || !strings.Contains(note, fmt.Sprintf("stands at %.2f now", score)) {
+		t.Errorf("after falling back: note %q", note)
+	}
+	if want := math.Exp(-d.th.upper); math.Abs(*p-want) > 1e-12 {
+		t.Errorf("after falling back: p %g, want the crossing's %g", *p, want)
 	}
 }
