@@ -36,7 +36,10 @@ type Scenario struct {
 	FreshBaseline bool `json:"fresh_baseline,omitempty"`
 
 	ErrMul     float64 `json:"err_mul,omitempty"`     // exception rate ×, new version (0 = 1)
-	ErrRamp    int     `json:"err_ramp_s,omitempty"`  // seconds the error rise takes to reach ErrMul
+	// Ramp > 0 makes the new version's exception and latency changes (ErrMul, BodyMul, TailMul)
+	// rise linearly from none to their full size over this many seconds after the deploy, as a
+	// pool that drains or a cache that goes cold does.
+	Ramp       int     `json:"ramp_s,omitempty"`
 	InvalidMul float64 `json:"invalid_mul,omitempty"` // invalid_input rate ×, new version
 	BodyMul    float64 `json:"body_mul,omitempty"`    // latency × of the body (every request but the slow path)
 	TailMul    float64 `json:"tail_mul,omitempty"`    // latency × of the slow path (the p99)
@@ -118,7 +121,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "error x5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5},
 		{Name: "error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrMul: 5},
 		{Name: "error x10 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 10},
-		{Name: "error ramp x5/60s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5, ErrRamp: 60},
+		{Name: "error ramp x5/60s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5, Ramp: 60},
+		{Name: "latency ramp all x2/60s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, BodyMul: 2, TailMul: 2, Ramp: 60},
+		{Name: "p99 ramp x2/120s tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2, Ramp: 120},
 		{Name: "invalid_input x10 @20rps", RPS: 20, Pre: pre, Post: post, InvalidMul: 10},
 		{Name: "latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, BodyMul: 2, TailMul: 2},
 		{Name: "median +25% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, BodyMul: 1.25},
@@ -128,6 +133,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
+		{Name: "memory leak 1MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 2400, LeakMBMin: 1},
 		{Name: "memory grows 150MB as caches fill, no regression @20rps", RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150},
 		{Name: "memory grows 150MB over 10 min, deploys 10 min apart, no regression @20rps", RPS: 20, Pre: 600, Post: 1800, MemGrowMB: 150, MemGrowTau: 600},
 		{Name: "memory grows 150MB as caches fill, leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150, LeakMBMin: 5},
@@ -197,11 +203,12 @@ func (sc *Scenario) onlyChangedCounts() bool {
 	return sc.Regression || sc.SharedErrMul > 0 || sc.SharedLatMul > 0
 }
 
-// errMulAt is the new version's exception-rate multiplier t seconds after the deploy.
-func (sc *Scenario) errMulAt(t float64) float64 {
-	m := orOne(sc.ErrMul)
-	if sc.ErrRamp > 0 && t < float64(sc.ErrRamp) {
-		return 1 + (m-1)*t/float64(sc.ErrRamp)
+// at is the new version's multiplier m (0 = 1) t seconds after the deploy: m itself, or on the
+// way to it during a Ramp.
+func (sc *Scenario) at(m, t float64) float64 {
+	m = orOne(m)
+	if sc.Ramp > 0 && t < float64(sc.Ramp) {
+		return 1 + (m-1)*t/float64(sc.Ramp)
 	}
 	return m
 }
@@ -280,10 +287,10 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			cpuM := 1.0
 			if sd.changed {
 				cpuM = orOne(sc.CPUMul)
-				errP *= sc.errMulAt(t)
+				errP *= sc.at(sc.ErrMul, t)
 				invP *= orOne(sc.InvalidMul)
-				bodyM *= orOne(sc.BodyMul)
-				tailM *= orOne(sc.TailMul)
+				bodyM *= sc.at(sc.BodyMul, t)
+				tailM *= sc.at(sc.TailMul, t)
 				mem += sc.LeakMBMin * t / 60
 			}
 			perInstance := sd.rate / sd.instances / math.Max(rps, 1e-9)

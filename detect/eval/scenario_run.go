@@ -566,14 +566,25 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 		}
 		return cusumDelay(p.ARL*rate, kl) / rate, true
 	}
-	if sc.ErrRamp > 0 {
-		// G(t) by the midpoint rule in steps of 1/1000 of the ramp; after the ramp the drift is
-		// constant and the rest is closed-form.
-		ramp := float64(sc.ErrRamp)
-		dt := ramp / 1000
+	if sc.Ramp > 0 {
+		// G(t) by the midpoint rule in steps of 1/1000 of the ramp (1/200 when the latency
+		// ramps, whose divergence is itself an integral); after the ramp the drift is constant
+		// and the rest is closed-form.
+		ramp := float64(sc.Ramp)
+		latRamps := latKL > 0
+		steps := 1000.0
+		if latRamps {
+			steps = 200
+		}
+		dt := ramp / steps
 		g := 0.0
 		for t := 0.0; t < ramp; t += dt {
-			inc := rate * (errorKL(sc.errMulAt(t+dt/2)) + latKL) * dt
+			mid := t + dt/2
+			lat := latKL
+			if latRamps {
+				lat = latencyKL(sc.at(sc.BodyMul, mid), sc.at(sc.TailMul, mid))
+			}
+			inc := rate * (errorKL(sc.at(sc.ErrMul, mid)) + lat) * dt
 			if g+inc >= wald {
 				return t + dt*(wald-g)/inc, true
 			}
@@ -594,7 +605,7 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 // anything but an error regression in a canary.
 func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	c, m := sc.CanaryShare, orOne(sc.ErrMul)
-	if c <= 0 || c >= 1 || m == 1 || sc.ErrRamp > 0 || orOne(sc.BodyMul) != 1 || orOne(sc.TailMul) != 1 {
+	if c <= 0 || c >= 1 || m == 1 || sc.Ramp > 0 || orOne(sc.BodyMul) != 1 || orOne(sc.TailMul) != 1 {
 		return 0, false
 	}
 	p0, p1 := baseErr, baseErr*m
@@ -612,10 +623,10 @@ func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool)
 // it, as the detector's does. The floor knows the whole latency distribution; the gap between
 // the two is the information an exceedance count cannot carry: of a log-normal slow path that
 // got slower, where in the tail each slow request landed. ok is false for anything but a
-// latency-only regression.
+// latency-only regression at its full size from the deploy on (no Ramp).
 func ExceedanceFloorSeconds(sc *Scenario, p FloorParams, cfg detect.Config) (secs, quantile float64, ok bool) {
 	bm, tm := orOne(sc.BodyMul), orOne(sc.TailMul)
-	if (bm == 1 && tm == 1) || orOne(sc.ErrMul) != 1 || sc.RateMul != 0 || sc.NoDeploy {
+	if (bm == 1 && tm == 1) || orOne(sc.ErrMul) != 1 || sc.RateMul != 0 || sc.NoDeploy || sc.Ramp > 0 {
 		return 0, 0, false
 	}
 	rate := sc.runRPS(0)

@@ -85,6 +85,24 @@ func TestScenarioSuite(t *testing.T) {
 			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 70 {
 				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 70s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
 			}
+		case "latency ramp all x2/60s @20rps":
+			// Every latency 1 + t/60 times slower: +25 % at 15 s; ~24 s mean, 28 s p95 over 100
+			// runs.
+			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 40 {
+				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 40s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
+			}
+		case "p99 ramp x2/120s tail-only @50rps":
+			// ~70 s mean, 94 s p95 over 100 runs: within the tail-only target of 120 s though the
+			// tail reaches x2 only at 120 s.
+			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 150 {
+				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 150s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
+			}
+		case "memory leak 1MB/min @20rps":
+			// A rise of half resource_min_effect (5 % of 512 MB) takes 26 min, and the CUSUM
+			// then fires within about 4 more (~29.5 min over 100 runs).
+			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 2100 {
+				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 2100s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
+			}
 		case "p99 x2 tail-only @50rps":
 			// Target 120 s; the p99.9 exceedance test, tested for a change of the tail alone,
 			// reaches ~25 s p95.
@@ -125,7 +143,11 @@ func TestFloorSeconds(t *testing.T) {
 		{Scenario{RPS: 20, CPUMul: 1.1}, 3, 5},
 		// The ideal test knows the ramp: slower than the final rates' 2.7 s, far faster than
 		// waiting for the ramp's end.
-		{Scenario{RPS: 20, ErrMul: 5, ErrRamp: 60}, 20, 35},
+		{Scenario{RPS: 20, ErrMul: 5, Ramp: 60}, 20, 35},
+		// Every latency ×(1 + t/60): a request at t carries about (t/60)²/(2·0.3²) nats, so
+		// 20 req/s gather about 0.01·t³ by t, and 4.5 nats take 7.6 s; ln(1 + x) < x adds a
+		// little. Most of it comes from below the detector's latency_tolerance.
+		{Scenario{RPS: 20, BodyMul: 2, TailMul: 2, Ramp: 60}, 7.6, 9},
 		// A change at an unknown time: CUSUM at 33 000 s between false alarms, slower than the
 		// SPRT started at the change.
 		{Scenario{RPS: 20, ErrMul: 5, NoDeploy: true}, 5, 10},
@@ -317,9 +339,10 @@ func TestExceedanceFloor(t *testing.T) {
 	for _, sc := range []Scenario{
 		{RPS: 20, Pre: 450, ErrMul: 5, Regression: true},
 		{RPS: 20, Pre: 450, BodyMul: 2, TailMul: 2, NoDeploy: true, Regression: true},
+		{RPS: 50, Pre: 450, TailMul: 2, Ramp: 120, Regression: true},
 	} {
 		if _, _, ok := ExceedanceFloorSeconds(&sc, fp, cfg); ok {
-			t.Errorf("%+v: an exceedance floor for a scenario that is not a latency regression after a deploy", sc)
+			t.Errorf("%+v: an exceedance floor for a scenario that is not a latency regression at its full size after a deploy", sc)
 		}
 	}
 }
