@@ -36,15 +36,15 @@ type Scenario struct {
 	FreshBaseline bool `json:"fresh_baseline,omitempty"`
 
 	ErrMul     float64 `json:"err_mul,omitempty"`     // exception rate ×, new version (0 = 1)
-	// Ramp > 0 makes the new version's exception and latency changes (ErrMul, BodyMul, TailMul)
-	// rise linearly from none to their full size over this many seconds after the deploy, as a
-	// pool that drains or a cache that goes cold does.
-	Ramp       int     `json:"ramp_s,omitempty"`
 	InvalidMul float64 `json:"invalid_mul,omitempty"` // invalid_input rate ×, new version
 	BodyMul    float64 `json:"body_mul,omitempty"`    // latency × of the body (every request but the slow path)
 	TailMul    float64 `json:"tail_mul,omitempty"`    // latency × of the slow path (the p99)
 	RateMul    float64 `json:"rate_mul,omitempty"`    // request rate × after the deploy (a throughput drop)
 	LeakMBMin  float64 `json:"leak_mb_per_min,omitempty"`
+	// Ramp > 0 makes the new version's exception and latency changes (ErrMul, BodyMul, TailMul)
+	// rise linearly from none to their full size over this many seconds after the deploy, as a
+	// pool that drains or a cache that goes cold does.
+	Ramp int `json:"ramp_s,omitempty"`
 	// MemGrowMB is how much every version's memory grows as it starts (caches filling, a heap
 	// expanding), levelling off with a time constant of MemGrowTau seconds (0: memGrowTau) from
 	// its first request.
@@ -62,6 +62,10 @@ type Scenario struct {
 	// SharedLatMul multiplies the latency of every version from the deploy on: a shared
 	// dependency gone slow. Only the new version's anomalies count, as with SharedErrMul.
 	SharedLatMul float64 `json:"shared_lat_mul,omitempty"`
+	// SharedLen > 0 makes the shared failure or slowdown a burst: it lasts SharedLen seconds from
+	// SharedAt seconds after the deploy, instead of from the deploy to the end.
+	SharedAt  int `json:"shared_at_s,omitempty"`
+	SharedLen int `json:"shared_len_s,omitempty"`
 	// NoDeploy keeps version 1.0 serving throughout: the change after Pre seconds (errors,
 	// latency) comes from outside the version, a dependency or a configuration flag, and only the
 	// series' own profile can see it. Pre must exceed the detector's OwnProfileWarmup.
@@ -267,7 +271,7 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		for _, sd := range sides[:ns] {
 			n := poissonN(rng, sd.rate)
 			errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
-			if after {
+			if after && (sc.SharedLen == 0 || t >= float64(sc.SharedAt) && t < float64(sc.SharedAt+sc.SharedLen)) {
 				errP *= orOne(sc.SharedErrMul)
 				bodyM *= orOne(sc.SharedLatMul)
 				tailM *= orOne(sc.SharedLatMul)

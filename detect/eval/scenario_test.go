@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 // TestScenarioSuite runs the suite small (CI size) and holds the detector to the targets it can
@@ -344,5 +345,39 @@ func TestExceedanceFloor(t *testing.T) {
 		if _, _, ok := ExceedanceFloorSeconds(&sc, fp, cfg); ok {
 			t.Errorf("%+v: an exceedance floor for a scenario that is not a latency regression at its full size after a deploy", sc)
 		}
+	}
+}
+
+// TestSharedErrorBurst holds what a burst of errors shared by every version does right after a
+// deploy: five seconds at ten times the exception rate is, in its first seconds, what error ×10
+// is, and the targets ask for that in a few seconds, so after a plain deploy it is taken for the
+// new version's regression. A canary is compared with its baseline cohort over the same buckets
+// too, and the burst, which both cohorts see, is not.
+func TestSharedErrorBurst(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	const runs = 20
+	for _, tt := range []struct {
+		sc     Scenario
+		lo, hi int // runs with an anomaly on the new version
+	}{
+		{Scenario{Name: "deploy", RPS: 20, Pre: 450, Post: 330, SharedErrMul: 10, SharedAt: 60, SharedLen: 5}, 15, runs},
+		{Scenario{Name: "canary", RPS: 100, Pre: 450, Post: 330, CanaryShare: 0.5, SharedErrMul: 10, SharedAt: 60, SharedLen: 5}, 0, 1},
+		{Scenario{Name: "deploy, x3 for 10 s", RPS: 20, Pre: 450, Post: 330, SharedErrMul: 3, SharedAt: 60, SharedLen: 10}, 0, 1},
+	} {
+		fired := 0
+		var buf []schemas.TelemetryEvent
+		for run := range runs {
+			var o runOutcome
+			o, buf = runDeploy(&tt.sc, detect.DefaultConfig(), 1, run, buf)
+			if o.detected {
+				fired++
+			}
+		}
+		if fired < tt.lo || fired > tt.hi {
+			t.Errorf("%s: %d of %d runs fired on the burst, want %d to %d", tt.sc.Name, fired, runs, tt.lo, tt.hi)
+		}
+		t.Logf("%s: %d of %d runs fired on the burst", tt.sc.Name, fired, runs)
 	}
 }
