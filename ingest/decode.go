@@ -252,7 +252,7 @@ func (d *Decoder) event(s *scanner, dst []schemas.TelemetryEvent, n int, batch b
 
 // field names of TelemetryEvent, for the case-insensitive fallback encoding/json applies to keys.
 var eventFields = []string{"id", "ts", "service", "component", "block", "version", "cohort",
-	"latency_ms", "latency", "error", "error_site", "count", "errors", "cpu", "mem_mb", "attrs"}
+	"latency_ms", "latency", "error", "error_site", "count", "errors", "cpu", "process_rps", "mem_mb", "attrs"}
 
 // object parses one JSON object (s at '{') into e.
 func (d *Decoder) object(s *scanner, e *schemas.TelemetryEvent) *RejectError {
@@ -324,6 +324,8 @@ func (d *Decoder) field(s *scanner, e *schemas.TelemetryEvent, key []byte) *Reje
 		err = d.errorsMap(s, e)
 	case "cpu":
 		err = d.floatPtr(s, "cpu", &e.CPU)
+	case "process_rps":
+		err = d.floatPtr(s, "process_rps", &e.ProcessRPS)
 	case "mem_mb":
 		err = d.floatPtr(s, "mem_mb", &e.MemMB)
 	case "attrs":

@@ -274,6 +274,8 @@ var decodeSeeds = []string{
 	`{"ts":"2026-11-26T10:00:00.5+05:30","service":"a","component":"b","version":"v\u00e9","error_site":"a.go:1;b.go:2","count":3,"errors":{"other":1},"latency":{"P50":1,"max":2},"attrs":{"x":[1,{"y":null}]}}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","latency_ms":1e2,"cpu":0,"mem_mb":0.5}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","errors":{"timeout":2}}`,
+	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","cpu":0.5,"Process_RPS":120}`,
+	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","process_rps":120}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","count":-1}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","latency_ms":-0}`,
 	`{"ts":"2026-11-26T10:00:00Z","ſervice":"a","component":"b","version":"1"}`,

@@ -53,8 +53,13 @@ type TelemetryEvent struct {
 	Count  int64            `json:"count,omitempty"`
 	Errors map[string]int64 `json:"errors,omitempty"`
 	CPU    *float64         `json:"cpu,omitempty"`
-	MemMB  *float64         `json:"mem_mb,omitempty"`
-	Attrs  map[string]any   `json:"attrs,omitempty"`
+	// ProcessRPS is the requests per second the process whose cpu this is served over the
+	// interval the cpu covers, across every component it serves. With it, cpu is read against
+	// the process's whole load; without it, against this component's own requests, which is
+	// right only when the process serves this component alone. Only with CPU.
+	ProcessRPS *float64       `json:"process_rps,omitempty"`
+	MemMB      *float64       `json:"mem_mb,omitempty"`
+	Attrs      map[string]any `json:"attrs,omitempty"`
 }
 
 // LatencySummary summarises the latencies of an aggregate event, in milliseconds.

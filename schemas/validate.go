@@ -330,6 +330,12 @@ func (e *TelemetryEvent) Validate() error {
 	if err := checkOptNonNeg("cpu", e.CPU); err != nil {
 		return err
 	}
+	if err := checkOptNonNeg("process_rps", e.ProcessRPS); err != nil {
+		return err
+	}
+	if e.ProcessRPS != nil && e.CPU == nil {
+		return invalid("process_rps", "without cpu: it is the load the process's cpu was measured at, so send it with cpu")
+	}
 	return checkOptNonNeg("mem_mb", e.MemMB)
 }
 

@@ -110,6 +110,13 @@ func TestTelemetryEventValidate(t *testing.T) {
 		{name: "error_site invalid UTF-8", mod: func(e *schemas.TelemetryEvent) { e.ErrorSite = "a.go:1\xff" },
 			wantField: "error_site", wantIn: "UTF-8"},
 		{name: "negative cpu", mod: func(e *schemas.TelemetryEvent) { e.CPU = f64(-0.5) }, wantField: "cpu", wantIn: "got -0.5"},
+		{name: "process_rps with cpu", mod: func(e *schemas.TelemetryEvent) { e.CPU, e.ProcessRPS = f64(0.3), f64(120) }},
+		{name: "process_rps without cpu", mod: func(e *schemas.TelemetryEvent) { e.CPU, e.ProcessRPS = nil, f64(120) },
+			wantField: "process_rps", wantIn: "without cpu"},
+		{name: "NaN process_rps", mod: func(e *schemas.TelemetryEvent) { e.CPU, e.ProcessRPS = f64(0.3), f64(math.NaN()) },
+			wantField: "process_rps", wantIn: "NaN"},
+		{name: "negative process_rps", mod: func(e *schemas.TelemetryEvent) { e.CPU, e.ProcessRPS = f64(0.3), f64(-1) },
+			wantField: "process_rps", wantIn: "got -1"},
 		{name: "Inf mem", mod: func(e *schemas.TelemetryEvent) { e.MemMB = f64(math.Inf(-1)) }, wantField: "mem_mb", wantIn: "-Inf"},
 	}
 	for _, tt := range tests {
