@@ -47,8 +47,10 @@ type reference struct {
 	version string // the baseline's version
 	label   string // what Anomaly.BaselineVersion says
 	ok      bool   // enough requests to compare against; otherwise every test is inconclusive
-	from    int64  // first bucket of the baseline window
-	to      int64  // last bucket of the baseline window
+	// cpuByProcess: cpuFit's loads are the process's (process_rps), as series.cpuByProcess.
+	cpuByProcess bool
+	from         int64 // first bucket of the baseline window
+	to           int64 // last bucket of the baseline window
 
 	n      float64
 	errs   [numCategories]float64
@@ -105,7 +107,7 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 	r.cpuRef = src.cpuRef
 	r.cpuRef.vals = nil // frozen: a reference never adds, and must not share src's warm-up
 	if src.cpuFit != nil {
-		r.cpuFit = *src.cpuFit
+		r.cpuFit, r.cpuByProcess = *src.cpuFit, src.cpuByProcess
 	}
 	if src.memFit != nil {
 		r.memFit = *src.memFit

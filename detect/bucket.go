@@ -41,9 +41,13 @@ type bucket struct {
 	errs   [numCategories]float64
 	latN   float64 // requests that carried a latency
 	cpuSum float64
-	cpuN   float64
 	memSum float64
-	memN   float64
+	cpuN   uint32
+	memN   uint32
+	// loadSum and loadN add up the process_rps of the cpu samples that carried one: the load of
+	// the whole process the cpu was measured at (see testResources).
+	loadN   uint32
+	loadSum float32
 
 	sk     *ddsketch.DDSketch
 	blocks map[string]blockTally

@@ -22,6 +22,10 @@ type cpuWorld struct {
 	sec    int
 	oldMul float64 // version "1"'s factor: a change no deploy made
 	every  int     // > 1: each version reports its cpu every this many seconds (a scraper), not every second
+	// neighbour is the req/s per instance that other components of the same processes serve, by
+	// second (nil: none); their requests cost the process cpu as this component's do.
+	neighbour func(int) float64
+	sendLoad  bool // the samples carry process_rps, the process's whole load
 }
 
 func newCPUWorld(seed uint64) *cpuWorld {
@@ -47,7 +51,11 @@ func (w *cpuWorld) serve(secs int, rate float64, share func(int) float64, mul fu
 			if n == 0 {
 				continue
 			}
-			now := v.mul * (0.05 + 0.005*rate)
+			now, nb := v.mul*(0.05+0.005*rate), 0.0
+			if w.neighbour != nil {
+				nb = w.neighbour(w.sec)
+				now += 0.005 * nb
+			}
 			c, ok := w.cpu[v.version]
 			if !ok {
 				c = now
@@ -59,6 +67,10 @@ func (w *cpuWorld) serve(secs int, rate float64, share func(int) float64, mul fu
 				if i == 0 && (w.every <= 1 || (w.sec+7*len(v.version))%w.every == 0) {
 					m := c + 0.003*w.f.rng.NormFloat64()
 					e.CPU = &m
+					if w.sendLoad {
+						l := rate + nb
+						e.ProcessRPS = &l
+					}
 				}
 				w.f.d.Observe(e)
 			}
@@ -198,5 +210,60 @@ func TestCPUComparedWithItsOwnLineWithoutADeploy(t *testing.T) {
 	w.cycling(300, none, constant(1))
 	if a := w.cpuAnomalies(); len(a) > 0 {
 		t.Errorf("own_profile_warmup 0 turns the own-profile tests off, but cpu raised %s", a[0].Test)
+	}
+}
+
+// TestCPUOfAProcessThatServesSeveralComponents: the processes that serve this component serve
+// others too, and their cpu is the process's. A new version of this component is deployed
+// healthy, and a minute later another component's traffic triples. Read against this
+// component's own requests, the cpu that the other component's requests cost is this
+// version's regression; read against the process's whole load (process_rps), it is not. A real
+// regression of the new version is still caught at the process's load, and a new version that
+// is the first to send process_rps is not compared with a line fitted to the other kind of load.
+func TestCPUOfAProcessThatServesSeveralComponents(t *testing.T) {
+	busier := func(s int) float64 {
+		if s >= 960 && s < 1080 {
+			return 3 * 5
+		}
+		return 5 // req/s per instance of the other components
+	}
+	run := func(seed uint64, sendLoad bool, mul float64) *cpuWorld {
+		w := newCPUWorld(seed)
+		w.neighbour, w.sendLoad = busier, sendLoad
+		w.cycling(900, constant(0), constant(1))
+		w.serve(300, 4.5, constant(1), constant(mul))
+		return w
+	}
+	if a := run(7, false, 1).cpuAnomalies(); len(a) == 0 {
+		t.Error("without process_rps the other component's spike raised no cpu anomaly: the case below proves nothing")
+	}
+	if a := run(7, true, 1).cpuAnomalies(); len(a) > 0 {
+		t.Errorf("the other component's spike, read at the process's load, raised %s on %s at %s: %q",
+			a[0].Test, a[0].Version, a[0].TSDetected.Sub(t0), a[0].Evidence.Notes)
+	}
+	hot := run(8, true, 1.5).cpuAnomalies()
+	if len(hot) == 0 {
+		t.Fatal("cpu half again the previous version's, at the process's load, raised no anomaly")
+	}
+	a := hot[0]
+	if took := a.TSDetected.Sub(t0.Add(900 * time.Second)); took > time.Minute || a.Version != "2" || a.Test != "cusum-load-fit" {
+		t.Errorf("cpu ×1.5: %s on %s after %s, want cusum-load-fit on 2 within a minute", a.Test, a.Version, took)
+	}
+	if !slices.ContainsFunc(a.Evidence.Notes, func(n string) bool { return strings.Contains(n, "of the whole process (process_rps)") }) {
+		t.Errorf("the anomaly does not say the load was the process's: %q", a.Evidence.Notes)
+	}
+
+	// Version 1 sent no process_rps, version 2 does: its cpu, half again as much, has no line of
+	// its kind to be compared with, and is not a regression of version 1's at a load it never
+	// measured.
+	w := newCPUWorld(8)
+	w.neighbour = busier
+	w.cycling(900, constant(0), constant(1))
+	w.sendLoad = true
+	w.serve(300, 4.5, constant(1), constant(1.5))
+	for _, a := range w.cpuAnomalies() {
+		if a.Test == "cusum-load-fit" {
+			t.Errorf("a line fitted to the component's requests was read at the process's load: %q", a.Evidence.Notes)
+		}
 	}
 }

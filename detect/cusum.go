@@ -179,6 +179,15 @@ func (f *loadFit) over() string {
 	return fmt.Sprintf("%d samples covering %d buckets", f.n, f.cov)
 }
 
+// loadUnit names the load a cpu line is fitted against, for an anomaly's note: the process's
+// (byProcess, process_rps) or the series' own requests.
+func loadUnit(byProcess bool) string {
+	if byProcess {
+		return "requests a bucket of the whole process (process_rps)"
+	}
+	return "requests a bucket"
+}
+
 // warm says f's samples cover need buckets and number at least minResourceSamples.
 func (f *loadFit) warm(need int) bool {
 	return int(f.cov) >= need && f.n >= minResourceSamples

@@ -57,6 +57,7 @@ type Detector struct {
 	ownWarmup     int64   // buckets a series serves before its own profile starts (0: never)
 	ownHalfLife   float64 // the own profile's half-life, in buckets
 	resHalfLife   float64 // ResourceHalfLife, in buckets
+	bucketSeconds float64 // BucketWidth, in seconds
 	levelBuckets  float64 // levelHorizon, in buckets
 	growthBuckets int64   // MemoryGrowthLimit, in buckets
 
@@ -116,6 +117,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
+	d.bucketSeconds = width.Seconds()
 	d.levelBuckets = float64(levelHorizon) / float64(width)
 	d.growthBuckets = int64(time.Duration(cfg.MemoryGrowthLimit) / width)
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
@@ -302,6 +304,10 @@ func (d *Detector) fold(s *series, ev *schemas.TelemetryEvent, b int64, pts []la
 	if ev.CPU != nil && !math.IsNaN(*ev.CPU) && !math.IsInf(*ev.CPU, 0) {
 		bk.cpuSum += *ev.CPU
 		bk.cpuN++
+		if l := ev.ProcessRPS; l != nil && !math.IsNaN(*l) && !math.IsInf(*l, 0) {
+			bk.loadSum += float32(*l)
+			bk.loadN++
+		}
 	}
 	if ev.MemMB != nil && !math.IsNaN(*ev.MemMB) && !math.IsInf(*ev.MemMB, 0) {
 		bk.memSum += *ev.MemMB

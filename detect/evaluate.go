@@ -572,21 +572,38 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	if r != nil && b.memN > 0 {
 		d.recentMem(s, &mem)
 	}
-	cpuSpan := 1.0
-	if b.cpuN == 0 {
+	cpuSpan, cpuSum, cpuN := 1.0, b.cpuSum, float64(b.cpuN)
+	// A bucket whose cpu samples carried process_rps gives the load of the whole process; one
+	// where only some did (instances that send it next to instances that do not) gives no
+	// load cpu can be read at, and its cpu is left out.
+	byProcess := b.loadN > 0
+	if byProcess && b.loadN < b.cpuN {
+		cpuSum, cpuN = 0, 0
+	}
+	if cpuN == 0 {
 		if s.cpuFit != nil { // before its first sample nothing reads it
 			s.cpuPend += float32(b.n)
 		}
 	} else {
-		// The load a cpu sample is compared at: the series' requests in the bucket, or, when
-		// cpu is sampled less often (a scraper every 15 s), their mean per bucket since the
-		// previous sample. A scraped cpu is a mean over its interval, and one bucket's count
-		// is a noisy measure of the load over it.
+		if f := s.cpuFit; f != nil && f.n > 0 && s.cpuByProcess != byProcess {
+			// The samples started or stopped saying the process's load (a version whose
+			// sampler sends it): a line of the other kind says nothing at this kind's loads.
+			*f = loadFit{}
+		}
+		// The load a cpu sample is compared at: the process's, when the sample says it
+		// (process_rps, the mean of the bucket's samples: each is one instance's, as its cpu
+		// is); else the series' requests in the bucket, or, when cpu is sampled less often (a
+		// scraper every 15 s), their mean per bucket since the previous sample. A scraped cpu
+		// is a mean over its interval, and one bucket's count is a noisy measure of the load
+		// over it.
 		load, span := b.n, 1.0
 		if f := s.cpuFit; f != nil {
 			if span = sampleSpan(f, b.idx); span > 1 {
 				load = (float64(s.cpuPend) + b.n) / span
 			}
+		}
+		if byProcess {
+			load = float64(b.loadSum) / float64(b.loadN) * d.bucketSeconds
 		}
 		s.cpuPend, cpuSpan = 0, span
 		switch {
@@ -595,17 +612,18 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		case r.kind == refBaselineCohort:
 			d.concurrentCPU(s, cl, span, &cpu)
 		default:
-			d.loadCPU(s, load, span, &cpu)
+			d.loadCPU(s, load, span, byProcess, &cpu)
 		}
 		if s.cpuFit == nil { // allocated on a series' first sample: most series report none
 			s.cpuFit = new(loadFit)
 		}
+		s.cpuByProcess = byProcess
 		if s.cpuC.firing {
 			s.cpuFit.pause(b.idx)
 		} else {
-			s.cpuFit.add(b.idx, load, b.cpuSum/b.cpuN, d.resHalfLife)
+			s.cpuFit.add(b.idx, load, cpuSum/cpuN, d.resHalfLife)
 		}
-		s.cpuLast = float32(b.cpuSum / b.cpuN)
+		s.cpuLast = float32(cpuSum / cpuN)
 	}
 	memSpan := 1.0
 	if b.memN > 0 {
@@ -613,7 +631,7 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 			s.memFit = new(memLevel)
 		}
 		memSpan = sampleSpan(&s.memFit.loadFit, b.idx)
-		s.memFit.add(b.idx, b.n, b.memSum/b.memN, d.resHalfLife)
+		s.memFit.add(b.idx, b.n, b.memSum/float64(b.memN), d.resHalfLife)
 	}
 	// The series' own memory level is learnt once it has served OwnProfileWarmup and its memory
 	// has levelled off, or once it has served MemoryGrowthLimit whatever its memory does: growth
@@ -621,8 +639,8 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	// spread.
 	age := s.closed.idx - s.firstB
 	learnMem := age >= d.ownWarmup && s.memFit != nil && (d.memLevelled(s.memFit) || age >= d.growthBuckets)
-	out = d.testResource(s, out, &s.memRef, learnMem, true, &s.memC, b.memSum, b.memN, memSpan, &mem, schemas.MetricMem)
-	return d.testResource(s, out, &s.cpuRef, true, false, &s.cpuC, b.cpuSum, b.cpuN, cpuSpan, &cpu, schemas.MetricCPU)
+	out = d.testResource(s, out, &s.memRef, learnMem, true, &s.memC, b.memSum, float64(b.memN), memSpan, &mem, schemas.MetricMem)
+	return d.testResource(s, out, &s.cpuRef, true, false, &s.cpuC, cpuSum, cpuN, cpuSpan, &cpu, schemas.MetricCPU)
 }
 
 // resourceBase is what a bucket's cpu or memory is compared with (ready: there is something),
@@ -703,9 +721,14 @@ func (d *Detector) memLevelled(m *memLevel) bool {
 //   - the previous version still serves (within TrafficMovedAfter): a rolling deploy is under
 //     way, and s's requests are not the load of the instances that report its cpu;
 //   - x is beyond the line's reach (a spike the previous version never served), and for
-//     ResourceWarmupBuckets after (loadFit.at).
-func (d *Detector) loadCPU(s *series, x, span float64, base *resourceBase) {
+//     ResourceWarmupBuckets after (loadFit.at);
+//   - x is of another kind than the line's loads (byProcess: the process's, process_rps, or
+//     the series' own requests), as when the new version is the first to send process_rps.
+func (d *Detector) loadCPU(s *series, x, span float64, byProcess bool, base *resourceBase) {
 	r := s.ref
+	if r.cpuByProcess != byProcess {
+		return
+	}
 	k := s.key
 	k.Version = r.version
 	if prev := d.series[k]; prev != nil && s.closed.idx-prev.lastB < d.movedBuckets {
@@ -812,11 +835,11 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 	var note string
 	switch test {
 	case testLoadFit:
-		note = fmt.Sprintf("cpu at %.4g requests a bucket; %s used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, over %s, half-life %s)",
-			base.load, refLabel(s), center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), f.over(), half)
+		note = fmt.Sprintf("cpu at %.4g %s; %s used at most %.4g there: %.4g at its mean load of %.4g %s, in proportion above it (its line %.4g + %.4g per request, over %s, half-life %s)",
+			base.load, loadUnit(s.cpuByProcess), refLabel(s), center, f.my, f.mx, loadUnit(s.cpuByProcess), f.my-f.slope()*f.mx, f.slope(), f.over(), half)
 	case testOwnLoadFit:
-		note = fmt.Sprintf("cpu at %.4g requests a bucket; no deploy changed this series, and by its own recent history it used at most %.4g there: %.4g at its mean load of %.4g requests a bucket, in proportion above it (its line %.4g + %.4g per request, half-life %s, paused while the test fires); a rise here comes from outside the version (a dependency, configuration, data or the mix of requests)",
-			base.load, center, f.my, f.mx, f.my-f.slope()*f.mx, f.slope(), half)
+		note = fmt.Sprintf("cpu at %.4g %s; no deploy changed this series, and by its own recent history it used at most %.4g there: %.4g at its mean load of %.4g %s, in proportion above it (its line %.4g + %.4g per request, half-life %s, paused while the test fires); a rise here comes from outside the version (a dependency, configuration, data or the mix of requests)",
+			base.load, loadUnit(s.cpuByProcess), center, f.my, f.mx, loadUnit(s.cpuByProcess), f.my-f.slope()*f.mx, f.slope(), half)
 	case testRecentLevel:
 		note = fmt.Sprintf("%s's recent memory, which had levelled off: %.4g MB, the larger of its mean (half-life %s) %.4g MB and its last full minute's %.4g MB; standard deviation %.3g MB, over %s",
 			refLabel(s), center, half, base.mem.my, base.mem.blocks.m[0], math.Sqrt(base.mem.syy/base.mem.w), base.mem.over())

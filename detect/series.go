@@ -116,6 +116,9 @@ type series struct {
 	gate  *canaryGate
 	latT  [maxQuantiles]rateTest
 	latEp bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
+	// cpuByProcess says cpuFit's loads are the whole process's (process_rps), not the series'
+	// own requests: a line is read only at loads of its own kind.
+	cpuByProcess bool
 	// cpuPend counts the requests in the buckets since the last cpu sample (see testResources).
 	cpuPend float32
 	cpuRef  robustRef

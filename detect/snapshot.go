@@ -38,8 +38,9 @@ const (
 	// series' own cpu is tested against its line, and a line says when another version served;
 	// 8: a line counts the buckets its samples cover, and a series the requests since its last
 	// cpu sample and that sample, a robust reference its spread before the floor, and a memory
-	// level keeps six blocks.
-	snapshotVersion = 8
+	// level keeps six blocks; 9: a bucket adds up its cpu samples' process_rps, and a series
+	// and a reference say whether their cpu line's loads were the process's.
+	snapshotVersion = 9
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -321,6 +322,7 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 		s.latT[i].xfer(c)
 	}
 	c.bool(&s.latEp)
+	c.bool(&s.cpuByProcess)
 	c.f32(&s.cpuPend)
 	c.f32(&s.cpuLast)
 	s.cpuRef.xfer(c)
@@ -343,9 +345,11 @@ func (b *bucket) xfer(c *codec) {
 	c.f64s(b.errs[:])
 	c.f64(&b.latN)
 	c.f64(&b.cpuSum)
-	c.f64(&b.cpuN)
 	c.f64(&b.memSum)
-	c.f64(&b.memN)
+	c.u32(&b.cpuN)
+	c.u32(&b.memN)
+	c.u32(&b.loadN)
+	c.f32(&b.loadSum)
 	c.pooledSketch(&b.sk)
 	c.blocks(&b.blocks)
 	c.sites(&b.sites)
@@ -367,6 +371,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.str(&r.version)
 	c.str(&r.label)
 	c.bool(&r.ok)
+	c.bool(&r.cpuByProcess)
 	c.i64(&r.from)
 	c.i64(&r.to)
 	c.f64(&r.n)

@@ -13,8 +13,9 @@ import (
 )
 
 // snapshotStream is a stream that exercises every part of the state: a long-lived version with
-// an own profile, a sparse series, a deploy that regresses on errors, latency, memory and cpu, a
-// rollback, then a cpu rise no deploy made (the own line pauses while it fires), a canary
+// an own profile, a sparse series, a deploy that regresses on errors, latency, memory and cpu
+// (at the process's load, process_rps), a rollback, then a cpu rise no deploy made (the own
+// line pauses while it fires), a canary
 // against its baseline cohort, and latencies spread widely enough to collapse sketch bins.
 func snapshotStream() []schemas.TelemetryEvent {
 	bad := healthy("1.1.0", 240, 20)
@@ -29,6 +30,12 @@ func snapshotStream() []schemas.TelemetryEvent {
 	hot := healthy("1.0.0", 120, 20)
 	hot.cpu = 0.45
 	events := genScenario(11, old, bad, back, hot)
+	for i := range events { // checkout's cpu samples say the process's load (process_rps)
+		if events[i].CPU != nil {
+			l := 25 + 5*math.Sin(float64(events[i].TS.Unix())/60)
+			events[i].ProcessRPS = &l
+		}
+	}
 
 	wide := healthy("1", 14*60+420, 8)
 	wide.latSigma = 2.5 // e^±7.5 around the median: beyond 128 bins of 2.5 %
@@ -107,8 +114,15 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 
 	// Cuts from the first minutes to the end, through the deploy, the episodes, the rollback
 	// and the canary; each falls on a batch boundary so both runs advance at the same points.
+	// One more falls between the deploy and its first cpu comparison, 30 s in: the new
+	// version's reference must carry what its cpu line was fitted against.
+	var cuts []int
 	for k := range 9 {
-		cut := len(events) * (2*k + 1) / 18 / batch * batch
+		cuts = append(cuts, len(events)*(2*k+1)/18/batch*batch)
+	}
+	deployed := t0.Add(14*time.Minute + 20*time.Second)
+	cuts = append(cuts, slices.IndexFunc(events, func(e schemas.TelemetryEvent) bool { return !e.TS.Before(deployed) })/batch*batch)
+	for _, cut := range cuts {
 		first := New(cfg)
 		got := run(first, events[:cut], 0, batch)
 		snap, err := first.Snapshot()
