@@ -167,6 +167,7 @@ type Publisher struct {
 	// sample (resource sampling only), and the sampler.
 	resSeen map[string]struct{}
 	res     resourceSampler
+	resReqs uint64 // requests recorded (and dropped) up to the last resource sample
 
 	mu    sync.Mutex
 	raw   []Observation
@@ -222,6 +223,7 @@ func NewPublisher(nc *nats.Conn, service string, opts ...Option) (*Publisher, er
 	if p.resEvery > 0 {
 		p.resSeen = map[string]struct{}{}
 		p.res.sample(time.Now())
+		p.resReqs = p.served()
 	}
 	go p.loop(every)
 	return p, nil
@@ -317,7 +319,14 @@ func (p *Publisher) loop(every time.Duration) {
 // sampleResources publishes one resource sample per version of resComp flushed since the last
 // one (two while a version change is under way).
 func (p *Publisher) sampleResources(buf *[]byte, now time.Time) {
+	since := p.res.wall
 	cores, memMB, cpuOK := p.res.sample(now)
+	served := p.served()
+	rps := 0.0
+	if d := now.Sub(since).Seconds(); d > 0 {
+		rps = float64(served-p.resReqs) / d
+	}
+	p.resReqs = served
 	versions := slices.Sorted(maps.Keys(p.resSeen))
 	clear(p.resSeen)
 	if len(versions) == 0 || (!cpuOK && memMB <= 0) {
@@ -328,7 +337,7 @@ func (p *Publisher) sampleResources(buf *[]byte, now time.Time) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = p.appendResource(b, now, p.resComp, v, cores, memMB, cpuOK)
+		b = p.appendResource(b, now, p.resComp, v, cores, rps, memMB, cpuOK)
 	}
 	b = append(b, ']')
 	*buf = b
@@ -338,6 +347,12 @@ func (p *Publisher) sampleResources(buf *[]byte, now time.Time) {
 	case p.nc.IsConnected(): // when not, a sample is no request: nothing to count as dropped
 		p.publish(p.resComp, b, len(versions), 0)
 	}
+}
+
+// served is how many requests the process recorded, every component's, including those dropped
+// for a full buffer: they were served all the same.
+func (p *Publisher) served() uint64 {
+	return p.recorded.Load() + p.dropped.Load()
 }
 
 // flush publishes what accumulated since the last flush, one message (a JSON array) per

@@ -10,16 +10,19 @@ import (
 )
 
 // WithResourceSampling publishes the process's cpu and resident memory every interval, as a
-// metrics scraper would, as component's: one resource sample (cpu, mem_mb and nothing of a
-// request) per version of component the publisher sent telemetry for since the last one. cpu is
-// in cores, the process's cpu time over the interval divided by its length; mem_mb its resident
-// set. 15 s is a scraper's usual interval; 0 turns it off (default).
+// metrics scraper would, as component's: one resource sample (cpu, process_rps, mem_mb and
+// nothing of a request) per version of component the publisher sent telemetry for since the
+// last one. cpu is in cores, the process's cpu time over the interval divided by its length;
+// process_rps the requests the publisher recorded over the same interval, every component's, per
+// second; mem_mb the resident set. 15 s is a scraper's usual interval; 0 turns it off (default).
 //
-// scalpel compares a component's cpu with its previous version's at the component's load, its
-// requests. So name the component whose requests drive the process: the one it runs (a worker,
-// a service with one endpoint), or the entry point that every request of the process passes
-// through. The cpu of a process that serves several components cannot be split among them, and
-// read against one component's load, a busier other component would look like a cpu regression.
+// scalpel compares a component's cpu with its previous version's at the load the sample gives,
+// the process's whole load, so a busier other component of the same process is not this one's
+// regression. The cpu of a process that serves several components cannot be split among them:
+// name the component whose version changes with the process's code (the entry point every
+// request passes through, or the one the process runs), since a cpu regression is rolled back
+// as that component's. Instrument every component the process serves with this publisher, or
+// process_rps misses the load of those that are not.
 func WithResourceSampling(interval time.Duration, component string) Option {
 	return func(p *Publisher) error {
 		if interval < 0 {
@@ -69,12 +72,15 @@ func residentMB() float64 {
 	return float64(s[0].Value.Uint64()-s[1].Value.Uint64()) / (1 << 20)
 }
 
-// appendResource writes one resource sample as JSON.
-func (p *Publisher) appendResource(b []byte, ts time.Time, comp, version string, cores, memMB float64, cpuOK bool) []byte {
+// appendResource writes one resource sample as JSON: cpu with the process's load it was
+// measured at (process_rps), and memory.
+func (p *Publisher) appendResource(b []byte, ts time.Time, comp, version string, cores, rps, memMB float64, cpuOK bool) []byte {
 	b = p.appendHead(b, ts, comp, "", version)
 	if cpuOK {
 		b = append(b, `,"cpu":`...)
 		b = appendFloat(b, cores)
+		b = append(b, `,"process_rps":`...)
+		b = appendFloat(b, rps)
 	}
 	if memMB > 0 {
 		b = append(b, `,"mem_mb":`...)

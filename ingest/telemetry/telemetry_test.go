@@ -295,6 +295,9 @@ func TestResourceSampling(t *testing.T) {
 	}
 	samples := map[string]int{}
 	var requests int64
+	// The process's load over each interval: every component's requests, cart's too, at about
+	// the mean rate of the whole run (the loop records at a steady pace).
+	mean := float64(recorded) / time.Since(deadline.Add(-700*time.Millisecond)).Seconds()
 	for _, ev := range read() {
 		if !ev.IsResourceSample() {
 			requests += ev.Requests()
@@ -302,6 +305,9 @@ func TestResourceSampling(t *testing.T) {
 		}
 		if ev.CPU == nil || *ev.CPU <= 0 || *ev.CPU > 64 || ev.MemMB == nil || *ev.MemMB <= 1 || ev.Block != "" {
 			t.Errorf("implausible resource sample: cpu %v, mem_mb %v, block %q", ev.CPU, ev.MemMB, ev.Block)
+		}
+		if l := ev.ProcessRPS; l == nil || *l < mean/4 || *l > 4*mean {
+			t.Errorf("resource sample's process_rps %v, want about the %.0f req/s every component was recorded at", l, mean)
 		}
 		samples[ev.Component+"@"+ev.Version]++
 	}
