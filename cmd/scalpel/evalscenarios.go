@@ -29,7 +29,8 @@ latencies with a 2 % slow path, 2 % exceptions, 1 % invalid_input) and runs the 
 in process and in event time: A/A (no change), error x1.5/x2/x5/x10, latency regressions, ramps
 (of errors, of every latency, of the tail alone), a slow memory leak, memory that grows as caches
 fill (with and without a leak, and over ten minutes with the deploys ten minutes apart), cpu
-regressions at the same load, a throughput drop, a traffic spike, low traffic, a daily cycle, changes no deploy
+regressions at the same load (also in processes that serve another component, whose traffic
+spike is no regression: the samples carry process_rps), a throughput drop, a traffic spike, low traffic, a daily cycle, changes no deploy
 made (errors, latency, cpu, a memory leak, a spike: only the series' own profile sees them), and
 canary cohorts at 5 % and 50 % of the traffic: healthy, regressed, beside a baseline cohort that starts
 with them (a fresh baseline cluster), and healthy beside a traffic spike, a shared dependency

@@ -77,7 +77,7 @@ func TestEvalScenariosScrape(t *testing.T) {
 			t.Errorf("%s: resources every %d s", r.Scenario.Name, r.Scenario.ResourceEvery)
 		}
 	}
-	if len(names) != 3 { // A/A, cpu x1.5, cpu x1.5 without a deploy
+	if len(names) != 4 { // A/A, cpu x1.5, beside another component, without a deploy
 		t.Errorf("scenarios %q", names)
 	}
 	for _, bad := range []string{"90s", "1500ms"} {

@@ -19,9 +19,9 @@ import (
 // log-normal body (median 20 ms, σ 0.3) with a 2 % slow path (median 60 ms, σ 0.3) that makes the
 // p99; the median rises a little with load, as a loaded service's does. Errors: a 2 % exception
 // rate and a 1 % invalid_input rate (client noise). cpu follows load (an idle share plus a share
-// in proportion to the rate), one sample a second of one instance (or one every ResourceEvery
-// seconds): a canary's instances serve the load each of its cohort's do. Memory is flat with
-// noise.
+// in proportion to the rate, this component's and any other's the processes serve,
+// NeighbourRPS), one sample a second of one instance (or one every ResourceEvery seconds): a
+// canary's instances serve the load each of its cohort's do. Memory is flat with noise.
 type Scenario struct {
 	Name string `json:"name"`
 	// Regression says the scenario should be detected; false ones count towards false rollbacks.
@@ -54,6 +54,12 @@ type Scenario struct {
 	SpikeAt    int     `json:"spike_at_s,omitempty"` // a traffic spike (×SpikeMul) starts this long after the deploy
 	SpikeLen   int     `json:"spike_len_s,omitempty"`
 	SpikeMul   float64 `json:"spike_mul,omitempty"`
+	// NeighbourRPS > 0 has the same processes serve another component too, at this many req/s
+	// (times the load), whose requests cost them cpu as this component's do; the resource
+	// samples then carry process_rps, the processes' whole load. With NeighbourSpike the spike
+	// (SpikeAt, SpikeLen, SpikeMul) is the other component's, not this one's.
+	NeighbourRPS   float64 `json:"neighbour_rps,omitempty"`
+	NeighbourSpike bool    `json:"neighbour_spike,omitempty"`
 	// SharedErrMul multiplies the exception rate of every version from the deploy on: a shared
 	// dependency failing, which no version is to blame for. Only the new version's anomalies
 	// count then (as false rollbacks when Regression is false): the old version's own profile
@@ -144,6 +150,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "cpu x1.5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, CPUMul: 1.5},
 		{Name: "cpu x1.25 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, CPUMul: 1.25},
 		{Name: "traffic spike x3, no regression", RPS: 50, Pre: pre, Post: post, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
+		{Name: "traffic spike x3 on another component of the same processes, no regression @50rps", RPS: 50, Pre: pre, Post: post, NeighbourRPS: 50, NeighbourSpike: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
+		{Name: "cpu x1.5, processes shared with another component @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, CPUMul: 1.5, NeighbourRPS: 20},
 		{Name: "low traffic 0.5rps, no change", RPS: 0.5, Pre: 1200, Post: 1200},
 		{Name: "low traffic 0.5rps, error x5", Regression: true, RPS: 0.5, Pre: 1200, Post: 1200, ErrMul: 5},
 		{Name: "daily cycle (6h), no change", RPS: 10, Pre: 600, Post: 10800, CyclePeriod: 21600},
@@ -226,7 +234,7 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 	phase := rng.Float64() * 2 * math.Pi
 	total := sc.Pre + sc.Post
 	every, resPhase := 1, 0
-	type cpuAcc struct{ sum, n float64 }
+	type cpuAcc struct{ sum, load, n float64 }
 	var cpuAccs map[string]*cpuAcc // by version and cohort: the cpu since the side's last sample
 	if sc.ResourceEvery > 1 {
 		every, resPhase = sc.ResourceEvery, rng.IntN(sc.ResourceEvery)
@@ -240,8 +248,13 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		if sc.CyclePeriod > 0 {
 			load *= 1 + 0.6*math.Sin(2*math.Pi*float64(sec)/float64(sc.CyclePeriod)+phase)
 		}
+		nb := sc.NeighbourRPS * load // the other component's req/s, per instance
 		if after && sc.SpikeLen > 0 && t >= float64(sc.SpikeAt) && t < float64(sc.SpikeAt+sc.SpikeLen) {
-			load *= sc.SpikeMul
+			if sc.NeighbourSpike {
+				nb *= sc.SpikeMul
+			} else {
+				load *= sc.SpikeMul
+			}
 		}
 		latLoad := 1 + 0.05*(load-1)
 		segStart := len(out)
@@ -298,7 +311,8 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				mem += sc.LeakMBMin * t / 60
 			}
 			perInstance := sd.rate / sd.instances / math.Max(rps, 1e-9)
-			cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*perInstance)+cpuNoise*rng.NormFloat64())
+			cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*perInstance)+cpuBusy*nb/math.Max(rps, 1e-9)+cpuNoise*rng.NormFloat64())
+			procRPS := sd.rate/sd.instances + nb
 			sample := true
 			if every > 1 {
 				acc := cpuAccs[sd.version+"/"+sd.cohort]
@@ -306,9 +320,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					acc = new(cpuAcc)
 					cpuAccs[sd.version+"/"+sd.cohort] = acc
 				}
-				acc.sum, acc.n = acc.sum+cpu, acc.n+1
+				acc.sum, acc.load, acc.n = acc.sum+cpu, acc.load+procRPS, acc.n+1
 				if sample = (sec+resPhase)%every == 0 && n > 0; sample {
-					cpu = acc.sum / acc.n
+					cpu, procRPS = acc.sum/acc.n, acc.load/acc.n
 					*acc = cpuAcc{}
 				}
 			}
@@ -332,6 +346,10 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				if i == 0 && sample { // one resource sample per second (or ResourceEvery) and instance
 					c, m := cpu, mem
 					ev.CPU, ev.MemMB = &c, &m
+					if sc.NeighbourRPS > 0 {
+						l := procRPS
+						ev.ProcessRPS = &l
+					}
 				}
 				out = append(out, ev)
 			}
