@@ -62,48 +62,32 @@ func TestScenarioSuite(t *testing.T) {
 			}
 		case "p99 +50% @50rps":
 			// ~27 s mean, 65 s p95 over 100 runs since the tail is tested for a change of its own.
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 150 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 150s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 150)
 		case "error x5 without a deploy @20rps":
 			// The own profile's tests have run for minutes when the errors start: the run under
 			// way carries its healthy evidence (floored a few nats below log(Beta)) and its share
 			// of the false-alarm budget, so this is slower than right after a deploy (~21 s p95).
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 45 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 45s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 45)
 		case "latency x2 without a deploy @20rps":
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 10 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 10s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 10)
 		case "cpu x1.5 without a deploy @20rps":
 			// No start-up to wait out: the series' own line has served 15 min.
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 30 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 30s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 30)
 		case "cpu x1.5 @20rps", "cpu x1.25 @50rps", "canary 5% of 100rps, cpu x1.5", "cpu x1.5, processes shared with another component @20rps":
 			// 30 s of start-up before cpu is compared, then ~10 s (~45 s p95 over 100 runs).
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 70 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 70s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 70)
 		case "latency ramp all x2/60s @20rps":
 			// Every latency 1 + t/60 times slower: +25 % at 15 s; ~24 s mean, 28 s p95 over 100
 			// runs.
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 40 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 40s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 40)
 		case "p99 ramp x2/120s tail-only @50rps":
 			// ~70 s mean, 94 s p95 over 100 runs: within the tail-only target of 120 s though the
 			// tail reaches x2 only at 120 s.
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 150 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 150s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 150)
 		case "memory leak 1MB/min @20rps":
 			// A rise of half resource_min_effect (5 % of 512 MB) takes 26 min, and the CUSUM
 			// then fires within about 4 more (~29.5 min over 100 runs).
-			if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > 2100 {
-				t.Errorf("%s: detected %d/%d, TTD p95 %s, guard 2100s", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95))
-			}
+			allWithin(t, &res, 2100)
 		case "p99 x2 tail-only @50rps":
 			// Target 120 s; the p99.9 exceedance test, tested for a change of the tail alone,
 			// reaches ~25 s p95.
@@ -111,6 +95,15 @@ func TestScenarioSuite(t *testing.T) {
 				t.Errorf("%s: TTD p95 %s, guard 60s (target 120s)", res.Scenario.Name, secs(res.TTDP95))
 			}
 		}
+	}
+}
+
+// allWithin holds a scenario to detecting every run with a p95 time to detect of at most guard
+// seconds.
+func allWithin(t *testing.T, res *ScenarioResult, guard float64) {
+	t.Helper()
+	if res.Detected != res.Runs || res.TTDP95 == nil || *res.TTDP95 > guard {
+		t.Errorf("%s: detected %d/%d, TTD p95 %s, guard %gs", res.Scenario.Name, res.Detected, res.Runs, secs(res.TTDP95), guard)
 	}
 }
 
