@@ -272,12 +272,12 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	if s.prev != nil || within {
 		obs = s.cur.sk.Copy()
 		if s.prev != nil {
-			s.prev.mergeSketchInto(obs)
+			s.prev.mergeSketchInto(d.sk, obs)
 		}
 		if within {
 			for i := range s.open {
 				if sk := s.open[i].sk; sk != nil {
-					_ = obs.MergeWith(sk) // one mapping for all sketches: cannot fail
+					d.sk.merge(obs, sk)
 				}
 			}
 		}

@@ -102,7 +102,7 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 			}
 			r.blocks[b] = acc
 		}
-		h.mergeSketchInto(r.sk)
+		h.mergeSketchInto(d.sk, r.sk)
 	}
 	r.cpuRef = src.cpuRef
 	r.cpuRef.vals = nil // frozen: a reference never adds, and must not share src's warm-up

@@ -134,9 +134,12 @@ type Config struct {
 	LatencyGrossFactor float64 `json:"latency_gross_factor" yaml:"latency_gross_factor"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
-	// SketchMaxBins bounds each sketch; beyond it the lowest bins collapse (the tail stays exact).
-	// With the default accuracy, 128 bins span latencies over a ratio of ~600 (e.g. 0.5 ms to
-	// 300 ms) at full accuracy. Default 128.
+	// SketchMaxBins bounds each latency sketch; beyond it the lowest bins collapse into one (the
+	// tail stays exact), and every latency in them reads as that bin's, as slow as the fastest
+	// one kept. A sketch holds 128 bins (a ratio of ~600 at the default accuracy, 0.5 ms to
+	// 300 ms) until its latencies span further, and is then widened to this bound, so only
+	// series whose latencies spread that far pay for the bins, 8 bytes each. 1024 spans a ratio
+	// of ~10^22 at the default accuracy: no real latencies collapse. At most 4096. Default 1024.
 	SketchMaxBins int `json:"sketch_max_bins" yaml:"sketch_max_bins"`
 
 	// ResourceWarmupBuckets is how many buckets a series' cpu/mem samples must cover before its
@@ -238,7 +241,7 @@ func DefaultConfig() Config {
 		LatencyTolerance:        0.1,
 		LatencyGrossFactor:      2,
 		SketchRelativeAccuracy:  0.025,
-		SketchMaxBins:           128,
+		SketchMaxBins:           1024,
 		ResourceWarmupBuckets:   30,
 		ResourceMinEffect:       0.1,
 		ResourceHalfLife:        schemas.Duration(5 * time.Minute),
@@ -254,6 +257,9 @@ func DefaultConfig() Config {
 		MaxSites:                8,
 	}
 }
+
+// maxSketchBins bounds SketchMaxBins: a sketch that spans it holds 32 KiB.
+const maxSketchBins = 4096
 
 // maxQuantiles bounds LatencyQuantiles so a bucket's exceedance counters are a fixed array.
 const maxQuantiles = 4
@@ -310,8 +316,8 @@ func (c Config) Validate() error {
 		return bad("latency_gross_factor must exceed 1+latency_min_effect, got %g", c.LatencyGrossFactor)
 	case !(c.SketchRelativeAccuracy > 0 && c.SketchRelativeAccuracy < 0.5):
 		return bad("sketch_relative_accuracy must be in (0, 0.5), got %g", c.SketchRelativeAccuracy)
-	case c.SketchMaxBins < 16:
-		return bad("sketch_max_bins must be at least 16, got %d", c.SketchMaxBins)
+	case c.SketchMaxBins < 16 || c.SketchMaxBins > maxSketchBins:
+		return bad("sketch_max_bins must be in [16, %d], got %d", maxSketchBins, c.SketchMaxBins)
 	case c.ResourceWarmupBuckets < 3 || c.ResourceWarmupBuckets > warmupCap:
 		return bad("resource_warmup_buckets must be in [3, %d], got %d", warmupCap, c.ResourceWarmupBuckets)
 	case !(c.ResourceMinEffect > 0):

@@ -298,7 +298,7 @@ func (d *Detector) fold(s *series, ev *schemas.TelemetryEvent, b int64, pts []la
 		if bk.sk == nil {
 			bk.sk = d.pool.sketch()
 		}
-		_ = bk.sk.AddWithCount(p.v, p.w) // valid latency and positive weight: cannot fail
+		d.sk.add(bk.sk, p.v, p.w)
 		bk.latN += p.w
 	}
 	if ev.CPU != nil && !math.IsNaN(*ev.CPU) && !math.IsInf(*ev.CPU, 0) {
@@ -511,7 +511,7 @@ func (d *Detector) closeBucket(s *series) {
 		if r := s.ref; r != nil && r.latOK {
 			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), &s.exceed)
 		}
-		_ = s.cur.sk.MergeWith(b.sk) // one mapping for all sketches: cannot fail
+		d.sk.merge(s.cur.sk, b.sk)
 	}
 	for blk, t := range b.blocks {
 		acc := s.cur.blocks[blk]

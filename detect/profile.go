@@ -140,7 +140,7 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 		o.berrs[c] = b.errs[c]
 	}
 	if b.sk != nil {
-		_ = o.sk.MergeWith(b.sk) // one mapping for all sketches: cannot fail
+		d.sk.merge(o.sk, b.sk)
 	}
 }
 
@@ -153,7 +153,7 @@ func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 		for c := range o.errs {
 			o.errs[c] += h.errs[c]
 		}
-		h.mergeSketchInto(o.sk)
+		h.mergeSketchInto(d.sk, o.sk)
 	}
 	d.ownThresholds(o, b)
 	return o

@@ -173,12 +173,12 @@ const (
 )
 
 // mergeSketchInto merges the epoch's latencies into sk, from its sketch or its packed form.
-func (h *history) mergeSketchInto(sk *ddsketch.DDSketch) {
+func (h *history) mergeSketchInto(sks *sketches, sk *ddsketch.DDSketch) {
 	if h.sk == nil {
-		_ = sk.DecodeAndMergeWith(h.packed) // its own encoding, same mapping: cannot fail
+		sks.decodeMerge(sk, h.packed)
 		return
 	}
-	_ = sk.MergeWith(h.sk) // same mapping by construction: cannot fail
+	sks.merge(sk, h.sk)
 }
 
 // epochs lists the history s keeps, oldest first: older, prev and cur.

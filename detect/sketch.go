@@ -15,9 +15,10 @@ import (
 // sketches builds the latency DDSketches of one detector. All of them share one index mapping, so
 // any two can be merged and compared bin by bin (Mann-Whitney works on the bins directly).
 type sketches struct {
-	m        mapping.IndexMapping
-	maxBins  int
-	logGamma float64 // log of the ratio between consecutive bins' values
+	m          mapping.IndexMapping
+	maxBins    int
+	logGamma   float64 // log of the ratio between consecutive bins' values
+	minV, maxV float64 // the mapping's lowest and highest indexable values
 }
 
 func newSketches(relativeAccuracy float64, maxBins int) (*sketches, error) {
@@ -25,13 +26,92 @@ func newSketches(relativeAccuracy float64, maxBins int) (*sketches, error) {
 	if err != nil {
 		return nil, fmt.Errorf("latency sketch mapping: %w", err)
 	}
-	return &sketches{m: m, maxBins: maxBins, logGamma: math.Log(m.Value(1) / m.Value(0))}, nil
+	return &sketches{m: m, maxBins: maxBins, logGamma: math.Log(m.Value(1) / m.Value(0)),
+		minV: m.MinIndexableValue(), maxV: m.MaxIndexableValue()}, nil
 }
 
-// new returns an empty sketch. The lowest bins collapse beyond maxBins: regressions that matter
-// live in the upper quantiles, which stay within the relative accuracy.
+// compactBins is how many bins a sketch holds before it is widened (see widen): enough for the
+// latencies of most series (a ratio of ~600 at the default accuracy, 0.5 ms to 300 ms), and
+// what keeps a series' sketches small. A dense store allocates the bins it spans and some 60
+// more for growth, up to its bound.
+const compactBins = 128
+
+// new returns an empty sketch, bounded at compactBins until latencies span further (see add).
 func (s *sketches) new() *ddsketch.DDSketch {
-	return ddsketch.NewDDSketch(s.m, store.NewCollapsingLowestDenseStore(s.maxBins), store.NewCollapsingLowestDenseStore(16))
+	return s.bounded(min(compactBins, s.maxBins))
+}
+
+func (s *sketches) bounded(bins int) *ddsketch.DDSketch {
+	return ddsketch.NewDDSketch(s.m, store.NewCollapsingLowestDenseStore(bins), store.NewCollapsingLowestDenseStore(16))
+}
+
+// A sketch's store collapses its lowest bins into one when its latencies span more bins than it
+// holds, and every latency in them then reads as that bin's: as slow as the fastest one kept.
+// One 30 s timeout among 20 ms requests did that to a compact sketch, and then all of its
+// bucket's requests counted as above the baseline's p50, p90 and p99: with a heavy tail, 18 %
+// of A/A deploys fired. So a sketch whose latencies are about to span more than compactBins is
+// widened first, to maxBins (SketchMaxBins, enough for any real latencies), and only series
+// whose latencies span that far pay for the bins.
+
+// add adds latency v (valid: finite, not negative) with weight w (positive) to sk, as
+// sk.AddWithCount does, widening it first if v would make it collapse. It indexes v once.
+func (s *sketches) add(sk *ddsketch.DDSketch, v, w float64) {
+	if !(v > s.minV) || v > s.maxV {
+		_ = sk.AddWithCount(v, w) // the zero bin, or beyond the mapping (refused)
+		return
+	}
+	i := s.m.Index(v)
+	st := sk.GetPositiveValueStore()
+	if first, err := st.MinIndex(); err == nil {
+		if last, _ := st.MaxIndex(); i < first || i > last {
+			s.fit(sk, i, i)
+			st = sk.GetPositiveValueStore()
+		}
+	}
+	st.AddWithCount(i, w)
+}
+
+// merge merges src into dst, widening dst first if src's latencies would make it collapse.
+func (s *sketches) merge(dst, src *ddsketch.DDSketch) {
+	st := src.GetPositiveValueStore()
+	if lo, err := st.MinIndex(); err == nil {
+		hi, _ := st.MaxIndex()
+		s.fit(dst, lo, hi)
+	}
+	_ = dst.MergeWith(src) // one mapping for all sketches: cannot fail
+}
+
+// decodeMerge merges a sketch encoded by this detector into dst, as merge does.
+func (s *sketches) decodeMerge(dst *ddsketch.DDSketch, b []byte) {
+	tmp := s.bounded(s.maxBins)
+	_ = tmp.DecodeAndMergeWith(b) // its own encoding, same mapping: cannot fail
+	s.merge(dst, tmp)
+}
+
+// fit widens sk if bins lo to hi would take its store beyond compactBins. A store that spans
+// more than that has been widened already (a compact one never does).
+func (s *sketches) fit(sk *ddsketch.DDSketch, lo, hi int) {
+	if s.maxBins <= compactBins {
+		return // nothing to widen to
+	}
+	st := sk.GetPositiveValueStore()
+	if first, err := st.MinIndex(); err == nil {
+		last, _ := st.MaxIndex()
+		if lo >= first && hi <= last || last-first >= compactBins {
+			return
+		}
+		lo, hi = min(lo, first), max(hi, last)
+	}
+	if hi-lo >= compactBins {
+		s.widen(sk)
+	}
+}
+
+// widen rebuilds sk with a store of maxBins, holding what it held.
+func (s *sketches) widen(sk *ddsketch.DDSketch) {
+	wide := s.bounded(s.maxBins)
+	_ = wide.MergeWith(sk) // one mapping for all sketches: cannot fail
+	*sk = *wide
 }
 
 // threshold is a latency boundary expressed both as a bin index (for sketch arithmetic) and as the

@@ -736,19 +736,20 @@ func (c *codec) sketchFrom(v **ddsketch.DDSketch, alloc func() *ddsketch.DDSketc
 		return
 	}
 	sk := alloc()
-	if err := decodeSketch(sk, b); err != nil {
+	if err := c.sk.decodeChecked(sk, b); err != nil {
 		c.fail("latency sketch: %v", err)
 		return
 	}
 	*v = sk
 }
 
-// decodeSketch merges an encoded sketch into sk. The bytes are first read into a sparse store and
+// decodeChecked merges an encoded sketch into sk. The bytes are first read into a sparse store and
 // every bin checked: an index outside the mapping's range would make the dense store walk or
 // allocate the distance to it, and a count that is negative, NaN or infinite would poison every
 // later sum. The decoder itself indexes with what it reads: a panic there is a corrupt snapshot,
-// not a crash.
-func decodeSketch(sk *ddsketch.DDSketch, b []byte) (err error) {
+// not a crash. A sketch whose bins span more than a compact one holds is widened first, as the
+// detector that wrote it had widened its own (sketches.fit).
+func (sks *sketches) decodeChecked(sk *ddsketch.DDSketch, b []byte) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("undecodable: %v", r)
@@ -774,6 +775,11 @@ func decodeSketch(sk *ddsketch.DDSketch, b []byte) (err error) {
 	if err != nil {
 		return err
 	}
+	if st := probe.GetPositiveValueStore(); !st.IsEmpty() {
+		first, _ := st.MinIndex()
+		last, _ := st.MaxIndex()
+		sks.fit(sk, first, last)
+	}
 	return sk.DecodeAndMergeWith(b)
 }
 
@@ -788,7 +794,7 @@ func (c *codec) epoch(h *history, packed bool) {
 		c.bytes(&h.packed)
 		if c.reading && c.err == nil {
 			h.packed = slices.Clone(h.packed) // not an alias of the snapshot's bytes
-			if err := decodeSketch(c.sk.new(), h.packed); err != nil {
+			if err := c.sk.decodeChecked(c.sk.new(), h.packed); err != nil {
 				c.fail("older epoch's latency sketch: %v", err)
 			}
 		}
