@@ -80,6 +80,10 @@ type Scenario struct {
 	// second, as a metrics scraper does (Prometheus' default is 15 s): cpu as the mean over the
 	// interval (a rate of a cpu-seconds counter), memory as it is at the sample.
 	ResourceEvery int `json:"resource_every_s,omitempty"`
+	// HeavyTail > 0 makes 5 % of every version's requests slower by a Pareto factor of this
+	// shape (1.2: one in a thousand of them 300 times slower or more): retries, lock waits and
+	// timeouts, whose latencies span far more than the body's.
+	HeavyTail float64 `json:"heavy_tail,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
@@ -94,6 +98,7 @@ const (
 	tailShare    = 0.02
 	tailMedian   = 60.0
 	tailSigma    = 0.3
+	heavyShare   = 0.05 // the share of requests a HeavyTail slows
 	baseMemMB    = 512.0
 	cpuIdle      = 0.05 // an instance's cpu share serving nothing
 	cpuBusy      = 0.25 // its cpu share added serving the scenario's rate
@@ -141,6 +146,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "p99 +25% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 1.25},
 		{Name: "p99 +50% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 1.5},
 		{Name: "p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2},
+		{Name: "heavy tail (5% of requests Pareto 1.2), no change @50rps", RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2},
+		{Name: "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2, BodyMul: 2, TailMul: 2},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
 		{Name: "memory leak 1MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 2400, LeakMBMin: 1},
@@ -333,6 +340,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					lat = tailMedian * tailM * math.Exp(tailSigma*rng.NormFloat64())
 				} else {
 					lat = bodyMedian * bodyM * math.Exp(bodySigma*rng.NormFloat64())
+				}
+				if sc.HeavyTail > 0 && rng.Float64() < heavyShare {
+					lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long
 				}
 				lat = math.Round(lat*100) / 100
 				ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: scenarioComp,

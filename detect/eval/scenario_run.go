@@ -555,6 +555,9 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 		kl := l1*math.Log(l1/l0) + l0 - l1 // per second
 		return wald / kl, true
 	}
+	if sc.HeavyTail > 0 {
+		return 0, false // the latency model the floor integrates has no Pareto tail
+	}
 	latKL := latencyKL(orOne(sc.BodyMul), orOne(sc.TailMul))
 	kl := errorKL(orOne(sc.ErrMul)) + latKL
 	if kl <= 0 || rate <= 0 {

@@ -88,6 +88,14 @@ func TestScenarioSuite(t *testing.T) {
 			// A rise of half resource_min_effect (5 % of 512 MB) takes 26 min, and the CUSUM
 			// then fires within about 4 more (~29.5 min over 100 runs).
 			allWithin(t, &res, 2100)
+		case "heavy tail (5% of requests Pareto 1.2), no change @50rps":
+			// Latencies that span far more than a compact sketch holds: collapsed, the sketches
+			// read whole buckets as slow (24 of 100 false rollbacks).
+			if res.Detected > 0 {
+				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
+			}
+		case "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps":
+			allWithin(t, &res, 5)
 		case "p99 x2 tail-only @50rps":
 			// Target 120 s; the p99.9 exceedance test, tested for a change of the tail alone,
 			// reaches ~25 s p95.
