@@ -132,6 +132,20 @@ type Config struct {
 	// LatencyGrossFactor is the second alternative of the latency test: every latency multiplied
 	// by this. Default 2.
 	LatencyGrossFactor float64 `json:"latency_gross_factor" yaml:"latency_gross_factor"`
+	// LatencyBucketCap is the most evidence, in nats, that one update of a latency test (a
+	// bucket's close, or a read within it) may add to any alternative. Requests of the same
+	// instant share their causes: a collector's pause, a lock, one slow call they all wait on
+	// slows all of them at once, and counted as independent they are one instant's
+	// coincidence read as dozens of requests' evidence. With 200 ms pauses of +100 ms every 10 s,
+	// 13 of 200 A/A deploys fired without a cap and none with it. Capped, an update's likelihood
+	// ratio still has a mean of at most 1 under H0, so the false-alarm bound holds. 0 (default)
+	// is log(1/alpha) + 0.1: one update alone fires a test only in its first run, and only if
+	// every alternative the test mixes carries about that much, so an anomaly mostly needs two
+	// buckets' evidence. That costs a gross regression up to a bucket: every latency ×2 at
+	// 20 req/s is found in 1.5 s on average instead of 1.4 s. A cap of log(1/alpha) + log 3,
+	// which would let one bucket fire whenever one alternative carries it, left the pauses above
+	// at 13 of 200.
+	LatencyBucketCap float64 `json:"latency_bucket_cap" yaml:"latency_bucket_cap"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
 	// SketchMaxBins bounds each latency sketch; beyond it the lowest bins collapse into one (the
@@ -314,6 +328,8 @@ func (c Config) Validate() error {
 		return bad("latency_tolerance must be in [0, latency_min_effect), got %g", c.LatencyTolerance)
 	case !(c.LatencyGrossFactor > 1+c.LatencyMinEffect):
 		return bad("latency_gross_factor must exceed 1+latency_min_effect, got %g", c.LatencyGrossFactor)
+	case !(c.LatencyBucketCap >= 0) || math.IsInf(c.LatencyBucketCap, 0):
+		return bad("latency_bucket_cap must be 0 (log(1/alpha) + 0.1) or a positive number of nats, got %g", c.LatencyBucketCap)
 	case !(c.SketchRelativeAccuracy > 0 && c.SketchRelativeAccuracy < 0.5):
 		return bad("sketch_relative_accuracy must be in (0, 0.5), got %g", c.SketchRelativeAccuracy)
 	case c.SketchMaxBins < 16 || c.SketchMaxBins > maxSketchBins:

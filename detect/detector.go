@@ -40,7 +40,8 @@ type Detector struct {
 	sk           *sketches
 	clock        bucketClock
 	th           thresholds
-	gateUpper    float64 // log(1/CanaryConcurrentAlpha), the canary gate's threshold (0: no gate)
+	gateUpper    float64    // log(1/CanaryConcurrentAlpha), the canary gate's threshold (0: no gate)
+	latTh        thresholds // d.th with the latency tests' bucket cap (Config.LatencyBucketCap)
 	epochBuckets int64
 	idleBuckets  int64
 	tputAlpha    float64
@@ -110,6 +111,10 @@ func New(cfg Config, opts ...Option) *Detector {
 	}
 	if cfg.CanaryConcurrentAlpha > 0 {
 		d.gateUpper = math.Log(1 / cfg.CanaryConcurrentAlpha)
+	}
+	d.latTh = d.th
+	if d.latTh.bucketCap = cfg.LatencyBucketCap; d.latTh.bucketCap == 0 {
+		d.latTh.bucketCap = d.th.upper + 0.1
 	}
 	d.epochBuckets = int64(time.Duration(cfg.HistoryEpoch) / width)
 	d.idleBuckets = int64(time.Duration(cfg.IdleTTL) / width)

@@ -83,7 +83,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				continue
 			}
 			t := &s.latT[q]
-			th := d.th
+			th := d.latTh
 			var g *rateTest
 			if s.gate != nil {
 				g = &s.gate.lat[q]
@@ -465,7 +465,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		if b.sk == nil {
 			continue
 		}
-		th := d.th
+		th := d.latTh
 		if s.gate != nil {
 			if lt[i].rn > 0 {
 				g.updatePaired(rho0, rho, lt[i].x[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)

@@ -201,7 +201,7 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 			t := &o.latT[q]
 			t.cn, t.cx = t.n, t.x
-			v := t.updateBaseline(&o.latP[q], o.exceed[q], b.latN, b.idx, &d.th)
+			v := t.updateBaseline(&o.latP[q], o.exceed[q], b.latN, b.idx, &d.latTh)
 			if (v == verdictFired || t.firing) && !o.latEp {
 				if a := d.ownLatencyAnomaly(s, q); a.Effect >= d.latencyGate() {
 					o.latEp = true

@@ -283,6 +283,9 @@ type thresholds struct {
 	recovery    int
 	// front gives run 1 frontShare·Alpha of the watch's 2·Alpha (see frontShare).
 	front bool
+	// bucketCap is the most evidence an update may add to an alternative (0: no cap); see
+	// Config.LatencyBucketCap.
+	bucketCap float64
 	// hold keeps the test from firing in this update (a canary's concurrent check disagrees);
 	// its evidence still accumulates, so it fires on the update the hold is lifted, if still
 	// over its threshold then.
@@ -337,6 +340,14 @@ func (t *rateTest) step(inc [alternatives]float64, incB *[alternatives]float64, 
 	lo, hi := th.lower-floorDepth, math.Inf(1)
 	if t.firing {
 		lo, hi = math.Inf(-1), t.bound
+	}
+	if c := th.bucketCap; c > 0 {
+		for k := range inc {
+			inc[k] = math.Min(inc[k], c)
+			if incB != nil {
+				incB[k] = math.Min(incB[k], c)
+			}
+		}
 	}
 	for k := range t.llr {
 		t.llr[k] = clamp(t.llr[k]+inc[k], lo, hi)
