@@ -84,6 +84,12 @@ type Scenario struct {
 	// shape (1.2: one in a thousand of them 300 times slower or more): retries, lock waits and
 	// timeouts, whose latencies span far more than the body's.
 	HeavyTail float64 `json:"heavy_tail,omitempty"`
+	// PauseEvery > 0 stalls every version's process for PauseMS milliseconds every PauseEvery
+	// seconds, adding PauseAddMS to every request in it, as a collector's pause does: slow
+	// requests that come together, not independently.
+	PauseEvery int     `json:"pause_every_s,omitempty"`
+	PauseMS    int     `json:"pause_ms,omitempty"`
+	PauseAddMS float64 `json:"pause_add_ms,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
@@ -148,6 +154,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2},
 		{Name: "heavy tail (5% of requests Pareto 1.2), no change @50rps", RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2},
 		{Name: "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2, BodyMul: 2, TailMul: 2},
+		{Name: "pauses of 200ms every 10s (+100ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
 		{Name: "memory leak 1MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 2400, LeakMBMin: 1},
@@ -340,6 +347,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					lat = tailMedian * tailM * math.Exp(tailSigma*rng.NormFloat64())
 				} else {
 					lat = bodyMedian * bodyM * math.Exp(bodySigma*rng.NormFloat64())
+				}
+				if sc.PauseEvery > 0 && ts.Sub(scenarioT0)%(time.Duration(sc.PauseEvery)*time.Second) < time.Duration(sc.PauseMS)*time.Millisecond {
+					lat += sc.PauseAddMS
 				}
 				if sc.HeavyTail > 0 && rng.Float64() < heavyShare {
 					lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long

@@ -94,6 +94,10 @@ func TestScenarioSuite(t *testing.T) {
 			if res.Detected > 0 {
 				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
 			}
+		case "pauses of 200ms every 10s (+100ms), no change @50rps":
+			if res.Detected > 0 {
+				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
+			}
 		case "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps":
 			allWithin(t, &res, 5)
 		case "p99 x2 tail-only @50rps":
@@ -380,5 +384,40 @@ func TestSharedErrorBurst(t *testing.T) {
 			t.Errorf("%s: %d of %d runs fired on the burst, want %d to %d", tt.sc.Name, fired, runs, tt.lo, tt.hi)
 		}
 		t.Logf("%s: %d of %d runs fired on the burst", tt.sc.Name, fired, runs)
+	}
+}
+
+// TestPausesAreNotRegressions: a process that stalls 200 ms every 10 s slows every request in the
+// stall at once. Counted as independent, a stall's ten requests read as dozens of requests'
+// evidence, and without a cap on what one update may add (latency_bucket_cap) A/A deploys fire;
+// with the default cap they do not.
+func TestPausesAreNotRegressions(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	sc := Scenario{Name: "pauses", RPS: 50, Pre: 450, Post: 330, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100}
+	uncapped := detect.DefaultConfig()
+	uncapped.LatencyBucketCap = 1e9
+	for _, tt := range []struct {
+		name   string
+		cfg    detect.Config
+		lo, hi int
+	}{
+		{"default cap", detect.DefaultConfig(), 0, 0},
+		{"no cap", uncapped, 3, 100},
+	} {
+		fired := 0
+		var buf []schemas.TelemetryEvent
+		for run := range 100 {
+			var o runOutcome
+			o, buf = runDeploy(&sc, tt.cfg, 11, run, buf)
+			if o.detected {
+				fired++
+			}
+		}
+		t.Logf("%s: %d of 100 A/A deploys fired", tt.name, fired)
+		if fired < tt.lo || fired > tt.hi {
+			t.Errorf("%s: %d of 100 A/A deploys fired, want %d to %d", tt.name, fired, tt.lo, tt.hi)
+		}
 	}
 }
