@@ -48,8 +48,8 @@ func (s *sketches) bounded(bins int) *ddsketch.DDSketch {
 // A sketch's store collapses its lowest bins into one when its latencies span more bins than it
 // holds, and every latency in them then reads as that bin's: as slow as the fastest one kept.
 // One 30 s timeout among 20 ms requests did that to a compact sketch, and then all of its
-// bucket's requests counted as above the baseline's p50, p90 and p99: with a heavy tail, 18 %
-// of A/A deploys fired. So a sketch whose latencies are about to span more than compactBins is
+// bucket's requests counted as above the baseline's p50, p90 and p99: with a heavy tail, a
+// fifth of A/A deploys fired. So a sketch whose latencies are about to span more than compactBins is
 // widened first, to maxBins (SketchMaxBins, enough for any real latencies), and only series
 // whose latencies span that far pay for the bins.
 
