@@ -69,8 +69,20 @@ type reference struct {
 	bodyQ     int
 	bodyP     [maxQuantiles][3]float64
 	cpuRef    robustRef
-	cpuFit    loadFit  // the version's cpu against its load, as it stood when frozen
-	memFit    memLevel // and its memory: its recent level
+	cpuFit    loadFit // the version's cpu against its load, as it stood when frozen
+	// errPhi is, per error category, how overdispersed the baseline's error counts were
+	// (errorDispersion): the error tests against it temper their evidence by it.
+	errPhi [numCategories]float32
+	memFit memLevel // and its memory: its recent level
+}
+
+// temper is what an error test of category c against r multiplies its evidence by: 1 over the
+// baseline's dispersion (errorDispersion), 0 when that is 1.
+func (r *reference) temper(c int) float64 {
+	if phi := float64(r.errPhi[c]); phi > 1 {
+		return 1 / phi
+	}
+	return 0
 }
 
 // freeze builds a reference from src's recent history (every epoch it keeps).
@@ -103,6 +115,9 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 			r.blocks[b] = acc
 		}
 		h.mergeSketchInto(d.sk, r.sk)
+	}
+	for c := range r.errPhi {
+		r.errPhi[c] = float32(d.errorDispersion(src, c))
 	}
 	r.cpuRef = src.cpuRef
 	r.cpuRef.vals = nil // frozen: a reference never adds, and must not share src's warm-up

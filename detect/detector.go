@@ -536,6 +536,7 @@ func (d *Detector) closeBucket(s *series) {
 		return // resource samples alone: the series did not serve in b
 	}
 	s.lastB = b.idx
+	d.addDispersion(s, b)
 	s.cur.n += b.n
 	for c := range b.errs {
 		s.cur.errs[c] += b.errs[c]

@@ -45,17 +45,18 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		t := &s.errT[c]
 		var v rateVerdict
 		x, n := b.unused(c)
+		th := eth
+		th.temper = r.temper(c)
 		switch {
 		case pb != nil && s.gate != nil:
 			xr, nr := b.unusedRef(c, pb)
 			v = d.updateGated(s, c, x, n, xr, nr, b.idx, t, &s.gate.err[c])
 		case pb != nil:
 			xr, nr := b.unusedRef(c, pb)
-			v = t.updatePaired(1, rho, x, n, xr, nr, b.idx, &eth)
+			v = t.updatePaired(1, rho, x, n, xr, nr, b.idx, &th)
 		default:
 			// A bucket the cohort served nothing in: against its history. A canary's gate
 			// still decides whether the test may fire.
-			th := eth
 			th.hold = checked && !s.gate.err[c].firing
 			v = t.updateBaseline(&r.errP[c], x, n, b.idx, &th)
 		}
@@ -171,17 +172,19 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 			gate = s.gate.err[c]
 		}
 		var tr trialRun
+		th := eth
+		th.temper = r.temper(c)
 		for i := range s.open {
 			b := &s.open[i]
 			x, n := b.unused(c)
 			if cohort == nil {
-				tr.after(b.idx, trial.updateBaseline(&r.errP[c], x, n, b.idx, &eth))
+				tr.after(b.idx, trial.updateBaseline(&r.errP[c], x, n, b.idx, &th))
 			} else if pb := cohort.openBucket(b.idx); pb != nil {
 				xr, nr := b.unusedRef(c, pb)
 				if s.gate != nil {
 					tr.after(b.idx, d.updateGated(s, c, x, n, xr, nr, b.idx, &trial, &gate))
 				} else {
-					tr.after(b.idx, trial.updatePaired(1, rho, x, n, xr, nr, b.idx, &eth))
+					tr.after(b.idx, trial.updatePaired(1, rho, x, n, xr, nr, b.idx, &th))
 				}
 			}
 		}
@@ -220,8 +223,10 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 // 2·CanaryConcurrentAlpha when something moves both.
 func (d *Detector) updateGated(s *series, c int, x, n, xr, nr float64, b int64, t, g *rateTest) rateVerdict {
 	gth := d.gateThresholds(d.errorThresholds())
+	gth.temper = s.ref.temper(c)
 	g.updatePaired(1, d.errorRatios(), x, n, xr, nr, b, &gth)
 	th := d.errorThresholds()
+	th.temper = gth.temper
 	th.hold = !g.firing
 	return t.updateBaseline(&s.ref.errP[c], x, n, b, &th)
 }

@@ -140,6 +140,13 @@ type series struct {
 	// The line's other version's requests and errors since this series stopped serving.
 	movedN    float64
 	movedErrs [numCategories]float64
+	// dispQ adds up, per error category, each served bucket's squared Pearson residual against
+	// the series' recent rate, dispE the errors that rate expected, and dispB counts the
+	// buckets: how much more its error counts vary than independent requests would (see
+	// errorDispersion).
+	dispQ [numCategories]float32
+	dispE [numCategories]float32
+	dispB float32
 }
 
 // seenB is the last bucket s had data in: requests (lastB) or a resource sample.

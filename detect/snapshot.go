@@ -39,8 +39,9 @@ const (
 	// 8: a line counts the buckets its samples cover, and a series the requests since its last
 	// cpu sample and that sample, a robust reference its spread before the floor, and a memory
 	// level keeps six blocks; 9: a bucket adds up its cpu samples' process_rps, and a series
-	// and a reference say whether their cpu line's loads were the process's.
-	snapshotVersion = 9
+	// and a reference say whether their cpu line's loads were the process's; 10: a series keeps
+	// its errors' dispersion, and a reference the one it was frozen with.
+	snapshotVersion = 10
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -337,6 +338,9 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.bool(&s.inFiring)
 	c.f64(&s.movedN)
 	c.f64s(s.movedErrs[:])
+	c.f32s(s.dispQ[:])
+	c.f32s(s.dispE[:])
+	c.f32(&s.dispB)
 }
 
 func (b *bucket) xfer(c *codec) {
@@ -372,6 +376,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.str(&r.label)
 	c.bool(&r.ok)
 	c.bool(&r.cpuByProcess)
+	c.f32s(r.errPhi[:])
 	c.i64(&r.from)
 	c.i64(&r.to)
 	c.f64(&r.n)
@@ -618,6 +623,12 @@ func (c *codec) f32(v *float32) {
 	u := math.Float32bits(*v)
 	c.u32(&u)
 	*v = math.Float32frombits(u)
+}
+
+func (c *codec) f32s(vs []float32) {
+	for i := range vs {
+		c.f32(&vs[i])
+	}
 }
 
 func (c *codec) f64s(vs []float64) {

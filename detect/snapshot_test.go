@@ -263,3 +263,44 @@ func TestKeepService(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotKeepsErrorDispersion: a series whose errors come in clumps measures a dispersion
+// above 1, a new version's reference is frozen with it, and a restored detector has both.
+func TestSnapshotKeepsErrorDispersion(t *testing.T) {
+	p := healthy("1.0.0", 600, 50)
+	p.errRate = map[string]float64{"": 0}
+	next := healthy("1.1.0", 60, 50) // a deploy: its reference is frozen with the dispersion
+	next.errRate = p.errRate
+	events := genScenario(21, p, next)
+	for i := 0; i < len(events); i += 250 { // a clump of five failures every 250 requests
+		for k := i; k < min(i+5, len(events)); k++ {
+			events[k].Error = schemas.ErrException
+		}
+	}
+	d := New(DefaultConfig())
+	run(d, events, 0, 64)
+	d.Advance(events[len(events)-1].TS.Add(5 * time.Second))
+	snap, err := d.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(DefaultConfig(), snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exc := categoryIndex(schemas.ErrException)
+	for k, s := range d.series {
+		want := d.errorDispersion(s, exc)
+		if s.aggregate && k.Version == "1.0.0" && want < 2 {
+			t.Errorf("%v: errors in clumps of five measure a dispersion of %.2f", k, want)
+		}
+		if got := r.errorDispersion(r.series[k], exc); got != want {
+			t.Errorf("%v: restored dispersion %.3f, want %.3f", k, got, want)
+		}
+		if s.ref != nil && s.aggregate {
+			if s.ref.errPhi[exc] < 2 || r.series[k].ref.errPhi != s.ref.errPhi {
+				t.Errorf("%v: reference frozen with dispersion %v, restored %v", k, s.ref.errPhi, r.series[k].ref.errPhi)
+			}
+		}
+	}
+}

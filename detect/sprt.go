@@ -286,6 +286,9 @@ type thresholds struct {
 	// bucketCap is the most evidence an update may add to an alternative (0: no cap); see
 	// Config.LatencyBucketCap.
 	bucketCap float64
+	// temper multiplies every update's evidence (0: none): an error test's is divided by its
+	// baseline's dispersion (errorDispersion).
+	temper float64
 	// hold keeps the test from firing in this update (a canary's concurrent check disagrees);
 	// its evidence still accumulates, so it fires on the update the hold is lifted, if still
 	// over its threshold then.
@@ -340,6 +343,14 @@ func (t *rateTest) step(inc [alternatives]float64, incB *[alternatives]float64, 
 	lo, hi := th.lower-floorDepth, math.Inf(1)
 	if t.firing {
 		lo, hi = math.Inf(-1), t.bound
+	}
+	if m := th.temper; m > 0 {
+		for k := range inc {
+			inc[k] *= m
+			if incB != nil {
+				incB[k] *= m
+			}
+		}
 	}
 	if c := th.bucketCap; c > 0 {
 		for k := range inc {
@@ -419,4 +430,54 @@ func (t *rateTest) reset() {
 
 func clamp(v, lo, hi float64) float64 {
 	return math.Max(lo, math.Min(hi, v))
+}
+
+// minDispersionBuckets is how many served buckets a series' error dispersion needs before it is
+// read (errorDispersion).
+const minDispersionBuckets = 60
+
+// addDispersion adds bucket b's errors to s's dispersion sums: per category, the squared Pearson
+// residual (x − n·p)² / (n·p·(1 − p)) against the rate p of s's recent history before b, whose
+// mean is 1 when requests fail independently. Nothing until that history holds
+// MinBaselineRequests, a rate worth measuring against.
+func (d *Detector) addDispersion(s *series, b *bucket) {
+	n, errs := s.cur.n, s.cur.errs
+	if s.prev != nil {
+		n += s.prev.n
+		for c := range errs {
+			errs[c] += s.prev.errs[c]
+		}
+	}
+	if n < float64(d.cfg.MinBaselineRequests) {
+		return
+	}
+	for c := range errs {
+		p := (errs[c] + 0.5) / (n + 1)
+		e := b.n * p
+		dv := b.errs[c] - e
+		s.dispQ[c] += float32(dv * dv / (e * (1 - p)))
+		s.dispE[c] += float32(e)
+	}
+	s.dispB++
+}
+
+// errorDispersion is how many times the variance of s's error counts per bucket, in category c,
+// exceeds what independent requests give (binomial): the mean squared Pearson residual, less
+// three of its standard errors (about √((2 + 1/μ)/buckets) for μ expected errors a bucket), and
+// at least 1.
+//
+// Why: the error tests count requests as failing independently, and in production they seldom
+// do. A dependency's blip fails every request in flight, a client retries, one bad instance
+// fails its share: errors come in clumps. With a 2 % rate delivered in clumps of five, the
+// tests fired in 166 of 200 A/A deploys. Errors in clumps of k vary k times as much per bucket
+// as independent ones, and a clump says about as much as one failure: the evidence, divided by
+// that factor, is the quasi-likelihood's, and the tests keep their false-alarm rate. Requests
+// that do fail independently measure about 1, and the margin keeps their tests as they were.
+func (d *Detector) errorDispersion(s *series, c int) float64 {
+	b := float64(s.dispB)
+	if b < minDispersionBuckets || s.dispE[c] <= 0 {
+		return 1
+	}
+	mu := float64(s.dispE[c]) / b
+	return math.Max(1, float64(s.dispQ[c])/b-3*math.Sqrt((2+1/mu)/b))
 }
