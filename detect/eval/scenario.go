@@ -84,6 +84,9 @@ type Scenario struct {
 	// shape (1.2: one in a thousand of them 300 times slower or more): retries, lock waits and
 	// timeouts, whose latencies span far more than the body's.
 	HeavyTail float64 `json:"heavy_tail,omitempty"`
+	// ErrClump > 1 makes every version's exceptions come in clumps of this many consecutive
+	// requests, at the same mean rate, as a dependency's blip or a retrying client makes them.
+	ErrClump int `json:"err_clump,omitempty"`
 	// PauseEvery > 0 stalls every version's process for PauseMS milliseconds every PauseEvery
 	// seconds, adding PauseAddMS to every request in it, as a collector's pause does: slow
 	// requests that come together, not independently.
@@ -155,6 +158,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "heavy tail (5% of requests Pareto 1.2), no change @50rps", RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2},
 		{Name: "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2, BodyMul: 2, TailMul: 2},
 		{Name: "pauses of 200ms every 10s (+100ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
+		{Name: "errors in clumps of 5, no change @50rps", RPS: 50, Pre: pre, Post: post, ErrClump: 5},
+		{Name: "errors in clumps of 5, error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrClump: 5, ErrMul: 5},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
 		{Name: "memory leak 1MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 2400, LeakMBMin: 1},
@@ -248,6 +253,7 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 	phase := rng.Float64() * 2 * math.Pi
 	total := sc.Pre + sc.Post
 	every, resPhase := 1, 0
+	clumpLeft := map[string]int{} // by version and cohort: the exceptions left of a clump (ErrClump)
 	type cpuAcc struct{ sum, load, n float64 }
 	var cpuAccs map[string]*cpuAcc // by version and cohort: the cpu since the side's last sample
 	if sc.ResourceEvery > 1 {
@@ -358,6 +364,14 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: scenarioComp,
 					Version: sd.version, Cohort: sd.cohort, LatencyMS: &lat}
 				switch u := rng.Float64(); {
+				case sc.ErrClump > 1 && clumpLeft[sd.version+"/"+sd.cohort] > 0:
+					ev.Error = schemas.ErrException
+					clumpLeft[sd.version+"/"+sd.cohort]--
+				case sc.ErrClump > 1 && u < errP/float64(sc.ErrClump):
+					ev.Error = schemas.ErrException
+					clumpLeft[sd.version+"/"+sd.cohort] = sc.ErrClump - 1
+				case sc.ErrClump > 1 && u < errP:
+					// the rest of errP's draws: not an exception, as a clump's share of them
 				case u < errP:
 					ev.Error = schemas.ErrException
 				case u < errP+invP:

@@ -555,8 +555,8 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 		kl := l1*math.Log(l1/l0) + l0 - l1 // per second
 		return wald / kl, true
 	}
-	if sc.HeavyTail > 0 || sc.PauseEvery > 0 {
-		return 0, false // the latency model the floor integrates has no Pareto tail and no pauses
+	if sc.HeavyTail > 0 || sc.PauseEvery > 0 || sc.ErrClump > 1 {
+		return 0, false // the model the floor integrates has no Pareto tail, no pauses and no clumps
 	}
 	latKL := latencyKL(orOne(sc.BodyMul), orOne(sc.TailMul))
 	kl := errorKL(orOne(sc.ErrMul)) + latKL

@@ -94,6 +94,13 @@ func TestScenarioSuite(t *testing.T) {
 			if res.Detected > 0 {
 				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
 			}
+		case "errors in clumps of 5, no change @50rps":
+			if res.Detected > 0 {
+				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
+			}
+		case "errors in clumps of 5, error x5 @50rps":
+			// ~12 s mean, 23 s p95 over 100 runs: a clump says about as much as one failure.
+			allWithin(t, &res, 45)
 		case "pauses of 200ms every 10s (+100ms), no change @50rps":
 			if res.Detected > 0 {
 				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
@@ -418,6 +425,38 @@ func TestPausesAreNotRegressions(t *testing.T) {
 		t.Logf("%s: %d of 100 A/A deploys fired", tt.name, fired)
 		if fired < tt.lo || fired > tt.hi {
 			t.Errorf("%s: %d of 100 A/A deploys fired, want %d to %d", tt.name, fired, tt.lo, tt.hi)
+		}
+	}
+}
+
+// TestClumpedErrorsAreNotRegressions: a 2 % exception rate whose failures come five at a time
+// (a dependency's blip fails every request in flight) varies five times as much per bucket as
+// independent failures. The error tests counted them as independent and fired in 166 of 200
+// A/A deploys; tempered by the baseline's dispersion they keep their false-alarm rate, and a
+// rise to ×5 in the same clumps is still found.
+func TestClumpedErrorsAreNotRegressions(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	var buf []schemas.TelemetryEvent
+	for _, tt := range []struct {
+		sc     Scenario
+		lo, hi int
+	}{
+		{Scenario{Name: "no change", RPS: 50, Pre: 450, Post: 330, ErrClump: 5}, 0, 2},
+		{Scenario{Name: "error x5", Regression: true, RPS: 50, Pre: 450, Post: 330, ErrClump: 5, ErrMul: 5}, 100, 100},
+	} {
+		fired := 0
+		for run := range 100 {
+			var o runOutcome
+			o, buf = runDeploy(&tt.sc, detect.DefaultConfig(), 5, run, buf)
+			if o.detected {
+				fired++
+			}
+		}
+		t.Logf("%s: %d of 100 deploys fired", tt.sc.Name, fired)
+		if fired < tt.lo || fired > tt.hi {
+			t.Errorf("%s: %d of 100 deploys fired, want %d to %d", tt.sc.Name, fired, tt.lo, tt.hi)
 		}
 	}
 }
