@@ -123,6 +123,11 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 	a.Evidence.Notes = append(a.Evidence.Notes,
 		fmt.Sprintf("%s; H0: %s, H1: ×%.3g, ×%.3g or ×%.3g", seqNote, h0, rho[0], rho[1], rho[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
+	if phi := r.errPhi[c]; phi > 1 {
+		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
+			"the baseline's %s errors came in clumps: their counts per bucket varied %.3g times as much as independent failures would, and the test's evidence is divided by that",
+			categoryName(c), phi))
+	}
 	if gated {
 		g := &s.gate.err[c]
 		a.Evidence.Notes = append(a.Evidence.Notes, d.checkNote(g,

@@ -143,9 +143,9 @@ type Config struct {
 	// every alternative the test mixes carries about that much, so an anomaly mostly needs two
 	// buckets' evidence. That costs a gross regression up to a bucket: every latency ×2 at
 	// 20 req/s is found in 1.5 s on average instead of 1.4 s after a deploy, and in 3.2 s
-	// instead of 1.6 s by the own profile, whose runs are never the first. A cap of log(1/alpha) + log 3,
-	// which would let one bucket fire whenever one alternative carries it, left the pauses above
-	// at 13 of 200.
+	// instead of 1.6 s by the own profile, whose runs are never the first. A cap of
+	// log(1/alpha) + log 3, which would let one bucket fire whenever one alternative carries
+	// it, left the pauses above at 13 of 200.
 	LatencyBucketCap float64 `json:"latency_bucket_cap" yaml:"latency_bucket_cap"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -303,4 +304,36 @@ func TestSnapshotKeepsErrorDispersion(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestClumpedBaselineSaysSo: errors ten times as frequent, in the same clumps of five, are
+// still found against a clumped baseline, and the anomaly says its evidence was tempered.
+func TestClumpedBaselineSaysSo(t *testing.T) {
+	p := healthy("1.0.0", 600, 50)
+	p.errRate = map[string]float64{"": 0}
+	next := healthy("1.1.0", 120, 50)
+	next.errRate = p.errRate
+	events := genScenario(22, p, next)
+	deploy := t0.Add(600 * time.Second)
+	for i := 0; i < len(events); {
+		every := 250
+		if !events[i].TS.Before(deploy) {
+			every = 25
+		}
+		for k := i; k < min(i+5, len(events)); k++ {
+			events[k].Error = schemas.ErrException
+		}
+		i += every
+	}
+	d := New(DefaultConfig())
+	out := run(d, events, 0, 64)
+	for _, a := range out {
+		if a.Metric == schemas.MetricErrorRate && a.Version == "1.1.0" && a.Block == "" {
+			if !slices.ContainsFunc(a.Evidence.Notes, func(n string) bool { return strings.Contains(n, "came in clumps") }) {
+				t.Errorf("the anomaly does not say its evidence was tempered: %q", a.Evidence.Notes)
+			}
+			return
+		}
+	}
+	t.Fatal("errors ten times as frequent in the same clumps raised no component error anomaly")
 }
