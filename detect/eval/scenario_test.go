@@ -117,6 +117,21 @@ func TestScenarioSuite(t *testing.T) {
 	}
 }
 
+// deploysFired runs runs deploys of sc with cfg and seed, and counts those with an anomaly that
+// counts for the scenario (a detection, or for a quiet one a false rollback).
+func deploysFired(sc *Scenario, cfg detect.Config, seed uint64, runs int) int {
+	fired := 0
+	var buf []schemas.TelemetryEvent
+	for run := range runs {
+		var o runOutcome
+		o, buf = runDeploy(sc, cfg, seed, run, buf)
+		if o.detected {
+			fired++
+		}
+	}
+	return fired
+}
+
 // allWithin holds a scenario to detecting every run with a p95 time to detect of at most guard
 // seconds.
 func allWithin(t *testing.T, res *ScenarioResult, guard float64) {
@@ -378,15 +393,7 @@ func TestSharedErrorBurst(t *testing.T) {
 		{Scenario{Name: "canary", RPS: 100, Pre: 450, Post: 330, CanaryShare: 0.5, SharedErrMul: 10, SharedAt: 60, SharedLen: 5}, 0, 1},
 		{Scenario{Name: "deploy, x3 for 10 s", RPS: 20, Pre: 450, Post: 330, SharedErrMul: 3, SharedAt: 60, SharedLen: 10}, 0, 1},
 	} {
-		fired := 0
-		var buf []schemas.TelemetryEvent
-		for run := range runs {
-			var o runOutcome
-			o, buf = runDeploy(&tt.sc, detect.DefaultConfig(), 1, run, buf)
-			if o.detected {
-				fired++
-			}
-		}
+		fired := deploysFired(&tt.sc, detect.DefaultConfig(), 1, runs)
 		if fired < tt.lo || fired > tt.hi {
 			t.Errorf("%s: %d of %d runs fired on the burst, want %d to %d", tt.sc.Name, fired, runs, tt.lo, tt.hi)
 		}
@@ -413,15 +420,7 @@ func TestPausesAreNotRegressions(t *testing.T) {
 		{"default cap", detect.DefaultConfig(), 0, 0},
 		{"no cap", uncapped, 3, 100},
 	} {
-		fired := 0
-		var buf []schemas.TelemetryEvent
-		for run := range 100 {
-			var o runOutcome
-			o, buf = runDeploy(&sc, tt.cfg, 11, run, buf)
-			if o.detected {
-				fired++
-			}
-		}
+		fired := deploysFired(&sc, tt.cfg, 11, 100)
 		t.Logf("%s: %d of 100 A/A deploys fired", tt.name, fired)
 		if fired < tt.lo || fired > tt.hi {
 			t.Errorf("%s: %d of 100 A/A deploys fired, want %d to %d", tt.name, fired, tt.lo, tt.hi)
@@ -438,7 +437,6 @@ func TestClumpedErrorsAreNotRegressions(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("statistical: meaningless under the race detector")
 	}
-	var buf []schemas.TelemetryEvent
 	for _, tt := range []struct {
 		sc     Scenario
 		lo, hi int
@@ -446,14 +444,7 @@ func TestClumpedErrorsAreNotRegressions(t *testing.T) {
 		{Scenario{Name: "no change", RPS: 50, Pre: 450, Post: 330, ErrClump: 5}, 0, 2},
 		{Scenario{Name: "error x5", Regression: true, RPS: 50, Pre: 450, Post: 330, ErrClump: 5, ErrMul: 5}, 100, 100},
 	} {
-		fired := 0
-		for run := range 100 {
-			var o runOutcome
-			o, buf = runDeploy(&tt.sc, detect.DefaultConfig(), 5, run, buf)
-			if o.detected {
-				fired++
-			}
-		}
+		fired := deploysFired(&tt.sc, detect.DefaultConfig(), 5, 100)
 		t.Logf("%s: %d of 100 deploys fired", tt.sc.Name, fired)
 		if fired < tt.lo || fired > tt.hi {
 			t.Errorf("%s: %d of 100 deploys fired, want %d to %d", tt.sc.Name, fired, tt.lo, tt.hi)
