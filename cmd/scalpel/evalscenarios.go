@@ -27,15 +27,17 @@ func newEvalScenariosCmd() *cobra.Command {
 		Long: `Generates deploys with realistic noise (Poisson traffic with a wandering load, log-normal
 latencies with a 2 % slow path, 2 % exceptions, 1 % invalid_input) and runs the detector over each,
 in process and in event time: A/A (no change), error x1.5/x2/x5/x10, latency regressions, ramps
-(of errors, of every latency, of the tail alone), a slow memory leak, memory that grows as caches
-fill (with and without a leak, and over ten minutes with the deploys ten minutes apart), cpu
-regressions at the same load (also in processes that serve another component, whose traffic
-spike is no regression: the samples carry process_rps), a throughput drop, a traffic spike, low traffic, a daily cycle, changes no deploy
-made (errors, latency, cpu, a memory leak, a spike: only the series' own profile sees them), and
-canary cohorts at 5 % and 50 % of the traffic: healthy, regressed, beside a baseline cohort that starts
-with them (a fresh baseline cluster), and healthy beside a traffic spike, a shared dependency
-that triples both cohorts' errors, or one that slows both (in the last two only a canary anomaly
-counts: the old version's is right). cpu and memory are sampled every second, and in the rows
+(of errors, of every latency, of the tail alone), slow memory leaks (5 and 1 MB/min), memory
+that grows as caches fill (with and without a leak, and over ten minutes with the deploys ten
+minutes apart), cpu regressions at the same load (also in processes that serve another
+component, whose traffic spike is no regression: the samples carry process_rps), shapes of
+production traffic that are no regression (a heavy latency tail, process pauses, errors in
+clumps; with a regression on top where it applies), a throughput drop, a traffic spike, low
+traffic, a daily cycle, changes no deploy made (errors, latency, cpu, a memory leak, a spike:
+only the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:
+healthy, regressed, beside a baseline cohort that starts with them (a fresh baseline cluster),
+and healthy beside a traffic spike, a shared dependency that triples both cohorts' errors, or
+one that slows both (in the last two only a canary anomaly counts: the old version's is right). cpu and memory are sampled every second, and in the rows
 marked "scraped every 15s" every 15 s, as a metrics scraper reports them; --scrape 60s samples
 them every 60 s in every scenario instead. --only runs the scenarios whose name matches a
 pattern, next to the A/A deploys.
