@@ -555,8 +555,8 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 		kl := l1*math.Log(l1/l0) + l0 - l1 // per second
 		return wald / kl, true
 	}
-	if sc.HeavyTail > 0 || sc.PauseEvery > 0 || sc.ErrClump > 1 {
-		return 0, false // the model the floor integrates has no Pareto tail, no pauses and no clumps
+	if !sc.modelled() {
+		return 0, false
 	}
 	latKL := latencyKL(orOne(sc.BodyMul), orOne(sc.TailMul))
 	kl := errorKL(orOne(sc.ErrMul)) + latKL
@@ -598,6 +598,13 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	return wald / kl / rate, true
 }
 
+// modelled reports whether the floors' model describes sc: log-normal latencies and requests
+// that fail and slow independently. A Pareto tail, pauses and clumped errors are outside it,
+// and such a scenario has no floor.
+func (sc *Scenario) modelled() bool {
+	return sc.HeavyTail == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1
+}
+
 // ConcurrentFloorSeconds is the expected detection time of the ideal test for an exception-rate
 // regression in a canary that, instead of knowing the baseline's rate, compares with the
 // concurrent baseline cohort: conditioned on each error's arrival, the chance that it came from
@@ -608,7 +615,7 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 // anything but an error regression in a canary.
 func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	c, m := sc.CanaryShare, orOne(sc.ErrMul)
-	if c <= 0 || c >= 1 || m == 1 || sc.Ramp > 0 || orOne(sc.BodyMul) != 1 || orOne(sc.TailMul) != 1 {
+	if c <= 0 || c >= 1 || m == 1 || sc.Ramp > 0 || orOne(sc.BodyMul) != 1 || orOne(sc.TailMul) != 1 || !sc.modelled() {
 		return 0, false
 	}
 	p0, p1 := baseErr, baseErr*m
@@ -629,7 +636,7 @@ func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool)
 // latency-only regression at its full size from the deploy on (no Ramp).
 func ExceedanceFloorSeconds(sc *Scenario, p FloorParams, cfg detect.Config) (secs, quantile float64, ok bool) {
 	bm, tm := orOne(sc.BodyMul), orOne(sc.TailMul)
-	if (bm == 1 && tm == 1) || orOne(sc.ErrMul) != 1 || sc.RateMul != 0 || sc.NoDeploy || sc.Ramp > 0 {
+	if (bm == 1 && tm == 1) || orOne(sc.ErrMul) != 1 || sc.RateMul != 0 || sc.NoDeploy || sc.Ramp > 0 || !sc.modelled() {
 		return 0, 0, false
 	}
 	rate := sc.runRPS(0)

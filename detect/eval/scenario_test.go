@@ -368,7 +368,11 @@ func TestExceedanceFloor(t *testing.T) {
 		{RPS: 20, Pre: 450, ErrMul: 5, Regression: true},
 		{RPS: 20, Pre: 450, BodyMul: 2, TailMul: 2, NoDeploy: true, Regression: true},
 		{RPS: 50, Pre: 450, TailMul: 2, Ramp: 120, Regression: true},
+		{RPS: 50, Pre: 450, BodyMul: 2, TailMul: 2, HeavyTail: 1.2, Regression: true},
 	} {
+		if _, ok := FloorSeconds(&sc, fp); ok && sc.HeavyTail > 0 {
+			t.Errorf("%+v: a floor for a scenario outside the floors' model", sc)
+		}
 		if _, _, ok := ExceedanceFloorSeconds(&sc, fp, cfg); ok {
 			t.Errorf("%+v: an exceedance floor for a scenario that is not a latency regression at its full size after a deploy", sc)
 		}
