@@ -123,10 +123,8 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 	a.Evidence.Notes = append(a.Evidence.Notes,
 		fmt.Sprintf("%s; H0: %s, H1: ×%.3g, ×%.3g or ×%.3g", seqNote, h0, rho[0], rho[1], rho[2]),
 		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
-	if phi := r.errPhi[c]; phi > 1 {
-		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf(
-			"the baseline's %s errors came in clumps: their counts per bucket varied %.3g times as much as independent failures would, and the test's evidence is divided by that",
-			categoryName(c), phi))
+	if phi := float64(r.errPhi[c]); phi > 1 {
+		a.Evidence.Notes = append(a.Evidence.Notes, clumpNote("the baseline's", c, phi))
 	}
 	if gated {
 		g := &s.gate.err[c]
@@ -380,4 +378,12 @@ func metricRank(m string) int {
 		return 2
 	}
 	return 3
+}
+
+// clumpNote says that whose errors of category c came in clumps, varying phi times as much per
+// bucket as independent failures (errorDispersion), and that the test's evidence was divided by
+// that.
+func clumpNote(whose string, c int, phi float64) string {
+	return fmt.Sprintf("%s %s errors came in clumps: their counts per bucket varied %.3g times as much as independent failures would, and the test's evidence is divided by that",
+		whose, categoryName(c), phi)
 }

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -121,5 +122,56 @@ func TestShortDuration(t *testing.T) {
 		if got := shortDuration(in); got != want {
 			t.Errorf("shortDuration(%s) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestClumpedOwnProfile: a series whose errors come in clumps of five, and that no deploy
+// changes, is compared with its own profile as with a version baseline: tempered by how clumped
+// its errors were, so the clumps alone raise nothing, while errors ten times as frequent in the
+// same clumps are found and the anomaly says its evidence was tempered.
+func TestClumpedOwnProfile(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		after int // one in how many requests starts a clump of five, from 15 min on (one in 250 before)
+		want  bool
+	}{
+		{"the clumps alone", 250, false},
+		{"ten times as many clumps", 25, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := healthy("1.0.0", 900, 50)
+			p.errRate = map[string]float64{"": 0}
+			next := healthy("1.0.0", 1800, 50)
+			next.errRate = p.errRate
+			events := genScenario(23, p, next)
+			change := t0.Add(900 * time.Second)
+			rng := rand.New(rand.NewPCG(23, 5))
+			for i := 0; i < len(events); i++ {
+				every := 250
+				if !events[i].TS.Before(change) {
+					every = tt.after
+				}
+				if rng.IntN(every) == 0 { // clumps that start at random, every 1/every requests on average
+					for k := i; k < min(i+5, len(events)); k++ {
+						events[k].Error = schemas.ErrException
+					}
+				}
+			}
+			var got *schemas.Anomaly
+			for _, a := range run(New(DefaultConfig()), events, 0, 64) {
+				if a.Metric == schemas.MetricErrorRate && a.Block == "" && a.BaselineVersion != "" && strings.HasPrefix(a.BaselineVersion, schemas.BaselineOwnProfile) {
+					got = &a
+					break
+				}
+			}
+			switch {
+			case got == nil && tt.want:
+				t.Fatal("errors ten times as frequent in the same clumps raised no own-profile error anomaly")
+			case got != nil && !tt.want:
+				t.Fatalf("the clumps alone raised %s (%q)", got.ID, got.Evidence.Notes)
+			case got != nil && !slices.ContainsFunc(got.Evidence.Notes, func(n string) bool { return strings.Contains(n, "came in clumps") }):
+				t.Errorf("the anomaly does not say its evidence was tempered: %q", got.Evidence.Notes)
+			}
+		})
 	}
 }

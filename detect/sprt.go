@@ -441,6 +441,9 @@ const minDispersionBuckets = 60
 // mean is 1 when requests fail independently. Nothing until that history holds
 // MinBaselineRequests, a rate worth measuring against.
 func (d *Detector) addDispersion(s *series, b *bucket) {
+	if s.frozen() {
+		return // a firing series' residuals measure its regression, not its noise
+	}
 	n, errs := s.cur.n, s.cur.errs
 	if s.prev != nil {
 		n += s.prev.n

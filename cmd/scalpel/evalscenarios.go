@@ -33,8 +33,8 @@ minutes apart), cpu regressions at the same load (also in processes that serve a
 component, whose traffic spike is no regression: the samples carry process_rps), shapes of
 production traffic that are no regression (a heavy latency tail, process pauses, errors in
 clumps; with a regression on top where it applies), a throughput drop, a traffic spike, low
-traffic, a daily cycle, changes no deploy made (errors, latency, cpu, a memory leak, a spike:
-only the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:
+traffic, a daily cycle, changes no deploy made (errors, latency, cpu, a memory leak, a spike,
+errors in clumps with and without a rise: only the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:
 healthy, regressed, beside a baseline cohort that starts with them (a fresh baseline cluster),
 and healthy beside a traffic spike, a shared dependency that triples both cohorts' errors, or
 one that slows both (in the last two only a canary anomaly counts: the old version's is right). cpu and memory are sampled every second, and in the rows

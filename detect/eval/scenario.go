@@ -179,6 +179,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "latency x2 without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: post, NoDeploy: true, BodyMul: 2, TailMul: 2},
 		{Name: "cpu x1.5 without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: post, NoDeploy: true, CPUMul: 1.5},
 		{Name: "memory leak 5MB/min without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: 1200, NoDeploy: true, LeakMBMin: 5},
+		{Name: "errors in clumps of 5 without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, ErrClump: 5},
+		{Name: "errors in clumps of 5, error x5 without a deploy @50rps", Regression: true, RPS: 50, Pre: 900, Post: post, NoDeploy: true, ErrClump: 5, ErrMul: 5},
 		{Name: "traffic spike x3 without a deploy @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 5% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05},
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
