@@ -25,12 +25,16 @@ type line struct {
 	otherB  int64   // the last bucket a version other than current served in
 	unit    *line   // the line whose throughput test counts this line's requests: the unit's without a cohort
 
-	accB   int64   // bucket being accumulated for the throughput test
-	accN   float64 // requests of the unit in bucket accB
-	lastB  int64   // last bucket the throughput test consumed
-	tput   ewma
-	tputC  cusum
-	tputBL float64          // the EWMA rate when the current excursion started
+	accB  int64   // bucket being accumulated for the throughput test
+	accN  float64 // requests of the unit in bucket accB
+	lastB int64   // last bucket the throughput test consumed
+	tput  ewma
+	tputC cusum
+	// tputBL is the EWMA rate when the current excursion started, and tputD how much the
+	// unit's counts vary beyond Poisson's below the rate (throughputStep): float32s, so a line
+	// stays in its allocation class.
+	tputBL float32
+	tputD  float32
 	tputA  *schemas.Anomaly // the open throughput episode's anomaly
 }
 

@@ -211,6 +211,35 @@ func TestThroughputDropAndSpike(t *testing.T) {
 	}
 }
 
+// TestBurstyTrafficIsNoDrop: requests seldom arrive independently, and a second's rate varies
+// by tens of percent as clients batch, retry and fan out. Half an hour of such traffic (each
+// second's rate log-normal of σ 0.5 around 50 req/s, so counts vary four times as much as
+// Poisson's) is no drop, and a drop to a fifth after it is still caught.
+func TestBurstyTrafficIsNoDrop(t *testing.T) {
+	fired := 0
+	for seed := range uint64(5) {
+		rng := rand.New(rand.NewPCG(seed, 77))
+		f := &feeder{d: New(DefaultConfig())}
+		mk := func(ts time.Time, _ int) *schemas.TelemetryEvent { return ev(ts, "1", 10, "") }
+		for s := range 1800 {
+			f.run(s, s+1, poisson(rng, 50*math.Exp(0.5*rng.NormFloat64()-0.125)), mk)
+		}
+		if slices.ContainsFunc(f.out, func(a schemas.Anomaly) bool { return a.Metric == schemas.MetricThroughput }) {
+			fired++
+		}
+		f.out = nil
+		for s := 1800; s < 1860; s++ {
+			f.run(s, s+1, poisson(rng, 10*math.Exp(0.5*rng.NormFloat64()-0.125)), mk)
+		}
+		if len(f.out) == 0 || f.out[0].Metric != schemas.MetricThroughput {
+			t.Errorf("seed %d: a drop from 50 to 10 req/s of bursty traffic not caught in a minute: %+v", seed, f.out)
+		}
+	}
+	if fired > 0 {
+		t.Errorf("bursty traffic fired as a drop in %d of 5 half hours", fired)
+	}
+}
+
 // TestThroughputFollowsSteadyDecline lowers a line's rate steadily from 40 to 12 req/s over 50
 // minutes, as the evening side of a daily cycle does: the expected rate must follow the slope,
 // where an EWMA of the level alone lags it by several requests a second and calls the lag a

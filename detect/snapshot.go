@@ -40,8 +40,9 @@ const (
 	// cpu sample and that sample, a robust reference its spread before the floor, and a memory
 	// level keeps six blocks; 9: a bucket adds up its cpu samples' process_rps, and a series
 	// and a reference say whether their cpu line's loads were the process's; 10: a series keeps
-	// its errors' dispersion, and a reference the one it was frozen with.
-	snapshotVersion = 10
+	// its errors' dispersion, and a reference the one it was frozen with; 11: a line how much its
+	// unit's counts vary beyond Poisson's.
+	snapshotVersion = 11
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -272,8 +273,9 @@ func (ln *line) xfer(c *codec) {
 	c.f64(&ln.accN)
 	c.i64(&ln.lastB)
 	ln.tput.xfer(c)
+	c.f32(&ln.tputD)
 	ln.tputC.xfer(c)
-	c.f64(&ln.tputBL)
+	c.f32(&ln.tputBL)
 	c.anomaly(&ln.tputA)
 	c.i64(&ln.otherB)
 }

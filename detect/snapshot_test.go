@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -303,6 +304,41 @@ func TestSnapshotKeepsErrorDispersion(t *testing.T) {
 				t.Errorf("%v: reference frozen with dispersion %v, restored %v", k, s.ref.errPhi, r.series[k].ref.errPhi)
 			}
 		}
+	}
+}
+
+// TestSnapshotKeepsTrafficDispersion: bursty traffic widens a unit line's throughput test
+// (throughputStep), and a restored detector has the same width.
+func TestSnapshotKeepsTrafficDispersion(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 77))
+	f := &feeder{d: New(DefaultConfig())}
+	mk := func(ts time.Time, _ int) *schemas.TelemetryEvent { return ev(ts, "1", 10, "") }
+	for s := range 300 {
+		f.run(s, s+1, poisson(rng, 50*math.Exp(0.5*rng.NormFloat64()-0.125)), mk)
+	}
+	snap, err := f.d.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(DefaultConfig(), snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	units := 0
+	for k, ln := range f.d.lines {
+		if ln.unit != ln {
+			continue
+		}
+		units++
+		if ln.tput.n < 2*throughputWarmup || ln.tputD < 0.1 {
+			t.Errorf("%v: counts four times as variable as Poisson's measure %g over %d buckets", k, ln.tputD, ln.tput.n-throughputWarmup)
+		}
+		if got := r.lines[k].tputD; got != ln.tputD {
+			t.Errorf("%v: restored %g, want %g", k, got, ln.tputD)
+		}
+	}
+	if units == 0 {
+		t.Fatal("no unit line")
 	}
 }
 

@@ -93,6 +93,10 @@ type Scenario struct {
 	PauseEvery int     `json:"pause_every_s,omitempty"`
 	PauseMS    int     `json:"pause_ms,omitempty"`
 	PauseAddMS float64 `json:"pause_add_ms,omitempty"`
+	// Burst > 0 makes the traffic bursty: each second's rate is multiplied by a log-normal
+	// factor of this σ (mean 1), independently, as clients that batch, retry or fan out make it.
+	// Every version and cohort bursts together, and the requests' latency and cpu follow.
+	Burst float64 `json:"burst,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
@@ -161,6 +165,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "errors in clumps of 5, no change @50rps", RPS: 50, Pre: pre, Post: post, ErrClump: 5},
 		{Name: "errors in clumps of 5, error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrClump: 5, ErrMul: 5},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
+		{Name: "bursty traffic (each second's rate log-normal, σ 0.5), no change @50rps", RPS: 50, Pre: pre, Post: post, Burst: 0.5},
+		{Name: "bursty traffic (σ 0.5), throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, Burst: 0.5, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
 		{Name: "memory leak 1MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 2400, LeakMBMin: 1},
 		{Name: "memory grows 150MB as caches fill, no regression @20rps", RPS: 20, Pre: pre, Post: 1200, MemGrowMB: 150},
@@ -181,9 +187,11 @@ func DefaultScenarios() []Scenario {
 		{Name: "memory leak 5MB/min without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: 1200, NoDeploy: true, LeakMBMin: 5},
 		{Name: "errors in clumps of 5 without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, ErrClump: 5},
 		{Name: "errors in clumps of 5, error x5 without a deploy @50rps", Regression: true, RPS: 50, Pre: 900, Post: post, NoDeploy: true, ErrClump: 5, ErrMul: 5},
+		{Name: "bursty traffic (σ 0.5) without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, Burst: 0.5},
 		{Name: "traffic spike x3 without a deploy @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 5% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05},
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
+		{Name: "canary 5% of 100rps, bursty traffic (σ 0.5), no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, Burst: 0.5},
 		{Name: "canary 50% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5},
 		{Name: "canary 50% of 100rps, traffic spike x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 50% of 100rps, shared failure x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedErrMul: 3},
@@ -269,6 +277,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		t := float64(sec - sc.Pre)
 		if sc.CyclePeriod > 0 {
 			load *= 1 + 0.6*math.Sin(2*math.Pi*float64(sec)/float64(sc.CyclePeriod)+phase)
+		}
+		if sc.Burst > 0 {
+			load *= math.Exp(sc.Burst*rng.NormFloat64() - sc.Burst*sc.Burst/2)
 		}
 		nb := sc.NeighbourRPS * load // the other component's req/s, per instance
 		if after && sc.SpikeLen > 0 && t >= float64(sc.SpikeAt) && t < float64(sc.SpikeAt+sc.SpikeLen) {

@@ -538,6 +538,9 @@ type FloorParams struct {
 func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	alpha, beta := p.Alpha, p.Beta
 	wald := waldBoundary(alpha, beta)
+	if !sc.modelled() {
+		return 0, false
+	}
 	rate := sc.runRPS(0)
 	if sc.CanaryShare > 0 {
 		rate *= sc.CanaryShare
@@ -554,9 +557,6 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 		l0, l1 := rate, rate*sc.RateMul
 		kl := l1*math.Log(l1/l0) + l0 - l1 // per second
 		return wald / kl, true
-	}
-	if !sc.modelled() {
-		return 0, false
 	}
 	latKL := latencyKL(orOne(sc.BodyMul), orOne(sc.TailMul))
 	kl := errorKL(orOne(sc.ErrMul)) + latKL
@@ -598,11 +598,11 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	return wald / kl / rate, true
 }
 
-// modelled reports whether the floors' model describes sc: log-normal latencies and requests
-// that fail and slow independently. A Pareto tail, pauses and clumped errors are outside it,
-// and such a scenario has no floor.
+// modelled reports whether the floors' model describes sc: log-normal latencies, and requests
+// that arrive, fail and slow independently. A Pareto tail, pauses, clumped errors and bursty
+// traffic are outside it, and such a scenario has no floor.
 func (sc *Scenario) modelled() bool {
-	return sc.HeavyTail == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1
+	return sc.HeavyTail == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1 && sc.Burst == 0
 }
 
 // ConcurrentFloorSeconds is the expected detection time of the ideal test for an exception-rate

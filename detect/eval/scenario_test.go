@@ -95,10 +95,16 @@ func TestScenarioSuite(t *testing.T) {
 				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
 			}
 		case "errors in clumps of 5, no change @50rps", "errors in clumps of 5 without a deploy, no change @50rps",
-			"pauses of 200ms every 10s (+100ms), no change @50rps":
+			"pauses of 200ms every 10s (+100ms), no change @50rps",
+			"bursty traffic (each second's rate log-normal, σ 0.5), no change @50rps",
+			"bursty traffic (σ 0.5) without a deploy, no change @50rps",
+			"canary 5% of 100rps, bursty traffic (σ 0.5), no change":
 			if res.Detected > 0 {
 				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
 			}
+		case "bursty traffic (σ 0.5), throughput drop to 30% @50rps":
+			// ~10 s mean, 13 s p95 over 100 runs (a Poisson drop: 4 s).
+			allWithin(t, &res, 30)
 		case "errors in clumps of 5, error x5 @50rps":
 			// ~12 s mean, 23 s p95 over 100 runs: a clump says about as much as one failure.
 			allWithin(t, &res, 45)
