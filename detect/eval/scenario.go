@@ -31,6 +31,10 @@ type Scenario struct {
 	Post       int     `json:"post_s"`
 	// CanaryShare > 0 runs the new version as a canary cohort with this share of the traffic.
 	CanaryShare float64 `json:"canary_share,omitempty"`
+	// Rollout > 0 replaces the old version's instances with the new one's over this many
+	// seconds, as a rolling update does (Kubernetes' default): the new version's share of the
+	// traffic rises linearly from nothing to all of it, and neither side has a cohort.
+	Rollout int `json:"rollout_s,omitempty"`
 	// FreshBaseline starts the baseline cohort with the canary, as Kayenta's fresh baseline
 	// cluster does: before the deploy version 1.0 serves without a cohort.
 	FreshBaseline bool `json:"fresh_baseline,omitempty"`
@@ -152,6 +156,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "error ramp x5/60s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ErrMul: 5, Ramp: 60},
 		{Name: "latency ramp all x2/60s @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, BodyMul: 2, TailMul: 2, Ramp: 60},
 		{Name: "p99 ramp x2/120s tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2, Ramp: 120},
+		{Name: "rolling update over 5min, no change @50rps", RPS: 50, Pre: pre, Post: 600, Rollout: 300},
+		{Name: "rolling update over 5min, error x5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: 600, Rollout: 300, ErrMul: 5},
+		{Name: "rolling update over 5min, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: 600, Rollout: 300, BodyMul: 2, TailMul: 2},
 		{Name: "invalid_input x10 @20rps", RPS: 20, Pre: pre, Post: post, InvalidMul: 10},
 		{Name: "latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, BodyMul: 2, TailMul: 2},
 		{Name: "median +25% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, BodyMul: 1.25},
@@ -254,6 +261,15 @@ func (sc *Scenario) at(m, t float64) float64 {
 	return m
 }
 
+// share is the new version's share of the traffic t seconds after the deploy during a Rollout
+// (1 without one).
+func (sc *Scenario) share(t float64) float64 {
+	if sc.Rollout > 0 && t < float64(sc.Rollout) {
+		return t / float64(sc.Rollout)
+	}
+	return 1
+}
+
 // generate produces one run's events in time order into buf (reused) and returns it.
 func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent) []schemas.TelemetryEvent {
 	rng := rand.New(rand.NewPCG(seed, uint64(run)*0x9e3779b97f4a7c15+0x5ca1))
@@ -307,6 +323,11 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			sides[0] = side{oldVersion, "", rps * load, false, 1}
 		case sc.NoDeploy:
 			sides[0] = side{oldVersion, "", rps * load * orOne(sc.RateMul), true, 1}
+		case sc.Rollout > 0 && t < float64(sc.Rollout) && sc.CanaryShare == 0:
+			share := sc.share(t + 0.5) // the second's mean share
+			sides[0] = side{oldVersion, "", rps * load * (1 - share), false, 1 - share}
+			sides[1] = side{newVersion, "", rps * load * share * orOne(sc.RateMul), true, share}
+			ns = 2
 		case sc.CanaryShare > 0:
 			sides[0] = side{oldVersion, schemas.CohortBaseline, rps * load * (1 - sc.CanaryShare), false, 1 - sc.CanaryShare}
 			sides[1] = side{newVersion, schemas.CohortCanary, rps * load * sc.CanaryShare * orOne(sc.RateMul), true, sc.CanaryShare}

@@ -569,12 +569,12 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 		}
 		return cusumDelay(p.ARL*rate, kl) / rate, true
 	}
-	if sc.Ramp > 0 {
-		// G(t) by the midpoint rule in steps of 1/1000 of the ramp (1/200 when the latency
-		// ramps, whose divergence is itself an integral); after the ramp the drift is constant
-		// and the rest is closed-form.
-		ramp := float64(sc.Ramp)
-		latRamps := latKL > 0
+	if sc.Ramp > 0 || sc.Rollout > 0 {
+		// G(t) by the midpoint rule in steps of 1/1000 of the ramp or rollout (1/200 when the
+		// latency ramps, whose divergence is itself an integral); after both the drift is
+		// constant and the rest is closed-form.
+		ramp := float64(max(sc.Ramp, sc.Rollout))
+		latRamps := latKL > 0 && sc.Ramp > 0
 		steps := 1000.0
 		if latRamps {
 			steps = 200
@@ -587,7 +587,7 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 			if latRamps {
 				lat = latencyKL(sc.at(sc.BodyMul, mid), sc.at(sc.TailMul, mid))
 			}
-			inc := rate * (errorKL(sc.at(sc.ErrMul, mid)) + lat) * dt
+			inc := rate * sc.share(mid) * (errorKL(sc.at(sc.ErrMul, mid)) + lat) * dt
 			if g+inc >= wald {
 				return t + dt*(wald-g)/inc, true
 			}
@@ -615,7 +615,7 @@ func (sc *Scenario) modelled() bool {
 // anything but an error regression in a canary.
 func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	c, m := sc.CanaryShare, orOne(sc.ErrMul)
-	if c <= 0 || c >= 1 || m == 1 || sc.Ramp > 0 || orOne(sc.BodyMul) != 1 || orOne(sc.TailMul) != 1 || !sc.modelled() {
+	if c <= 0 || c >= 1 || m == 1 || sc.Ramp > 0 || sc.Rollout > 0 || orOne(sc.BodyMul) != 1 || orOne(sc.TailMul) != 1 || !sc.modelled() {
 		return 0, false
 	}
 	p0, p1 := baseErr, baseErr*m
@@ -636,7 +636,7 @@ func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool)
 // latency-only regression at its full size from the deploy on (no Ramp).
 func ExceedanceFloorSeconds(sc *Scenario, p FloorParams, cfg detect.Config) (secs, quantile float64, ok bool) {
 	bm, tm := orOne(sc.BodyMul), orOne(sc.TailMul)
-	if (bm == 1 && tm == 1) || orOne(sc.ErrMul) != 1 || sc.RateMul != 0 || sc.NoDeploy || sc.Ramp > 0 || !sc.modelled() {
+	if (bm == 1 && tm == 1) || orOne(sc.ErrMul) != 1 || sc.RateMul != 0 || sc.NoDeploy || sc.Ramp > 0 || sc.Rollout > 0 || !sc.modelled() {
 		return 0, 0, false
 	}
 	rate := sc.runRPS(0)

@@ -98,13 +98,20 @@ func TestScenarioSuite(t *testing.T) {
 			"pauses of 200ms every 10s (+100ms), no change @50rps",
 			"bursty traffic (each second's rate log-normal, σ 0.5), no change @50rps",
 			"bursty traffic (σ 0.5) without a deploy, no change @50rps",
-			"canary 5% of 100rps, bursty traffic (σ 0.5), no change":
+			"canary 5% of 100rps, bursty traffic (σ 0.5), no change",
+			"rolling update over 5min, no change @50rps":
 			if res.Detected > 0 {
 				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
 			}
 		case "bursty traffic (σ 0.5), throughput drop to 30% @50rps":
 			// ~10 s mean, 13 s p95 over 100 runs (a Poisson drop: 4 s).
 			allWithin(t, &res, 30)
+		case "rolling update over 5min, error x5 @20rps":
+			// The new version serves t/300 of the traffic t seconds in: ~54 s mean, 77 s p95 over
+			// 100 runs.
+			allWithin(t, &res, 120)
+		case "rolling update over 5min, latency all x2 @20rps":
+			allWithin(t, &res, 40)
 		case "errors in clumps of 5, error x5 @50rps":
 			// ~12 s mean, 23 s p95 over 100 runs: a clump says about as much as one failure.
 			allWithin(t, &res, 45)
@@ -182,6 +189,9 @@ func TestFloorSeconds(t *testing.T) {
 		// 20 req/s gather about 0.01·t³ by t, and 4.5 nats take 7.6 s; ln(1 + x) < x adds a
 		// little. Most of it comes from below the detector's latency_tolerance.
 		{Scenario{RPS: 20, BodyMul: 2, TailMul: 2, Ramp: 60}, 7.6, 9},
+		// A rolling update over 5 min: the new version serves t/300 of the 20 req/s, so the ideal
+		// test gathers 20·0.09·t²/600 nats by t, and 4.5 take √1500 ≈ 39 s.
+		{Scenario{RPS: 20, ErrMul: 5, Rollout: 300}, 33, 45},
 		// A change at an unknown time: CUSUM at 33 000 s between false alarms, slower than the
 		// SPRT started at the change.
 		{Scenario{RPS: 20, ErrMul: 5, NoDeploy: true}, 5, 10},
