@@ -147,6 +147,15 @@ type Config struct {
 	// log(1/alpha) + log 3, which would let one bucket fire whenever one alternative carries
 	// it, left the pauses above at 13 of 200.
 	LatencyBucketCap float64 `json:"latency_bucket_cap" yaml:"latency_bucket_cap"`
+	// LatencyWarmup is how long after a version's first request its latency is not compared
+	// with its baseline. Set it to how long your service takes to warm up after it starts (a JIT
+	// compiler, caches filling, connection pools opening), so that a cold start is not a
+	// regression: its requests in that time count for nothing, and a regression is found that
+	// much later. 0 compares from the first request, as finding every latency ×2 within seconds
+	// of a deploy requires; a version that starts slower than its baseline served (three times
+	// as slow, easing off over 10 s) is then rolled back in every deploy. Its cpu has
+	// resource_warmup_buckets instead. At most 10m. Default 0.
+	LatencyWarmup schemas.Duration `json:"latency_warmup" yaml:"latency_warmup"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
 	// SketchMaxBins bounds each latency sketch; beyond it the lowest bins collapse into one (the
@@ -227,6 +236,10 @@ type Config struct {
 	// MaxSites bounds the error_site counts an anomaly carries (top N). Default 8.
 	MaxSites int `json:"max_sites" yaml:"max_sites"`
 }
+
+// maxLatencyWarmup bounds Config.LatencyWarmup: a service slow for longer than this after it
+// starts is not warming up.
+const maxLatencyWarmup = 10 * time.Minute
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
@@ -331,6 +344,8 @@ func (c Config) Validate() error {
 		return bad("latency_gross_factor must exceed 1+latency_min_effect, got %g", c.LatencyGrossFactor)
 	case !(c.LatencyBucketCap >= 0) || math.IsInf(c.LatencyBucketCap, 0):
 		return bad("latency_bucket_cap must be 0 (log(1/alpha) + 0.1) or a positive number of nats, got %g", c.LatencyBucketCap)
+	case c.LatencyWarmup < 0 || c.LatencyWarmup > schemas.Duration(maxLatencyWarmup):
+		return bad("latency_warmup must be in [0, %s], got %s", maxLatencyWarmup, time.Duration(c.LatencyWarmup))
 	case !(c.SketchRelativeAccuracy > 0 && c.SketchRelativeAccuracy < 0.5):
 		return bad("sketch_relative_accuracy must be in (0, 0.5), got %g", c.SketchRelativeAccuracy)
 	case c.SketchMaxBins < 16 || c.SketchMaxBins > maxSketchBins:

@@ -56,6 +56,7 @@ type Detector struct {
 
 	movedBuckets  int64
 	ownWarmup     int64   // buckets a series serves before its own profile starts (0: never)
+	latWarmup     int64   // buckets of a version's start its latency is not compared in (Config.LatencyWarmup)
 	ownHalfLife   float64 // the own profile's half-life, in buckets
 	resHalfLife   float64 // ResourceHalfLife, in buckets
 	bucketSeconds float64 // BucketWidth, in seconds
@@ -120,6 +121,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.idleBuckets = int64(time.Duration(cfg.IdleTTL) / width)
 	d.movedBuckets = int64(time.Duration(cfg.TrafficMovedAfter) / width)
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
+	d.latWarmup = int64((time.Duration(cfg.LatencyWarmup) + width - 1) / width)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
 	d.bucketSeconds = width.Seconds()
@@ -190,12 +192,15 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	np := latencyPoints(ev, &pts)
 	k := SeriesKey{Service: ev.Service, Component: ev.Component, Version: ev.Version, Cohort: ev.Cohort}
 	agg := d.seriesFor(k, 1, b)
-	ab := d.fold(agg, ev, b, pts[:np])
+	aggPts := d.warmed(agg, b, pts[:np])
+	ab := d.fold(agg, ev, b, aggPts)
 	var bs *series
+	var bsPts []latencyPoint
 	if ev.Block != "" && !ev.IsResourceSample() { // a resource is the process's, not a block's
 		k.Block = ev.Block
 		bs = d.seriesFor(k, 0, b)
-		d.fold(bs, ev, b, pts[:np])
+		bsPts = d.warmed(bs, b, pts[:np])
+		d.fold(bs, ev, b, bsPts)
 	}
 	// The aggregate keeps per-block tallies and error sites as evidence.
 	block := ev.Block
@@ -226,26 +231,38 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 		}
 	}
 	if d.cfg.FireWithinBucket {
-		d.fireWithinBucket(ev, bs, agg, pts[:np])
+		d.fireWithinBucket(ev, bs, agg, bsPts, aggPts)
 	}
 }
 
+// warmed is pts, or none while s's version is within its LatencyWarmup: a cold start's
+// latencies are left out of the series' sketches, and so of its tests, its history and the
+// baseline the next version is compared with. A series none of whose buckets has closed yet is
+// within it.
+func (d *Detector) warmed(s *series, b int64, pts []latencyPoint) []latencyPoint {
+	if d.latWarmup > 0 && (s.firstB == math.MaxInt64 || b-s.firstB < d.latWarmup) {
+		return pts[:0]
+	}
+	return pts
+}
+
 // fireWithinBucket runs the tests that may fire within a bucket after ev, on the block's series
-// first: when both fire on this event, the anomaly that names the block comes first.
-func (d *Detector) fireWithinBucket(ev *schemas.TelemetryEvent, bs, agg *series, pts []latencyPoint) {
+// first: when both fire on this event, the anomaly that names the block comes first. bsPts and
+// aggPts are the latencies each series took of ev (warmed).
+func (d *Detector) fireWithinBucket(ev *schemas.TelemetryEvent, bs, agg *series, bsPts, aggPts []latencyPoint) {
 	var errs [numCategories]float64
 	failed := ev.Error != "" || len(ev.Errors) > 0 // only a failed request can carry an error test over
 	if failed {
 		addErrors(&errs, ev, float64(ev.Requests()))
 	}
-	for _, s := range [2]*series{bs, agg} {
+	for i, s := range [2]*series{bs, agg} {
 		if s == nil {
 			continue
 		}
 		if failed {
 			d.testWithinBucket(s, &errs)
 		}
-		if len(pts) > 0 {
+		if pts := [2][]latencyPoint{bsPts, aggPts}[i]; len(pts) > 0 {
 			d.testLatencyWithinBucket(s, pts)
 		}
 	}

@@ -175,3 +175,45 @@ func TestClumpedOwnProfile(t *testing.T) {
 		})
 	}
 }
+
+// TestLatencyWarmup: a version that starts three times as slow as its baseline served, easing
+// off within 20 s, is a latency regression by default, and none with latency_warmup 30s; a
+// version that stays twice as slow is still found, after its warm-up.
+func TestLatencyWarmup(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		warmup time.Duration
+		stays  float64 // the new version's latency × after its cold start
+		want   bool
+	}{
+		{"cold start, no warm-up", 0, 1, true},
+		{"cold start, warm-up 30s", 30 * time.Second, 1, false},
+		{"cold start, then twice as slow, warm-up 30s", 30 * time.Second, 2, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cold := healthy("1.1.0", 20, 50)
+			cold.latMed *= 3
+			after := healthy("1.1.0", 120, 50)
+			after.latMed *= tt.stays
+			events := genScenario(24, healthy("1.0.0", 600, 50), cold, after)
+			cfg := DefaultConfig()
+			cfg.LatencyWarmup = schemas.Duration(tt.warmup)
+			var got *schemas.Anomaly
+			for _, a := range run(New(cfg), events, 0, 64) {
+				if a.Metric == schemas.MetricLatency && a.Version == "1.1.0" && !a.IsResolved() {
+					got = &a
+					break
+				}
+			}
+			deploy := t0.Add(600 * time.Second)
+			switch {
+			case got == nil && tt.want:
+				t.Fatal("no latency anomaly")
+			case got != nil && !tt.want:
+				t.Fatalf("the cold start raised %s at %s: %q", got.ID, got.TSDetected.Sub(deploy), got.Evidence.Notes)
+			case got != nil && got.TSDetected.Sub(deploy) < tt.warmup:
+				t.Errorf("found %s after the deploy, within the warm-up of %s", got.TSDetected.Sub(deploy), tt.warmup)
+			}
+		})
+	}
+}

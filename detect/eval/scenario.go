@@ -101,6 +101,14 @@ type Scenario struct {
 	// factor of this σ (mean 1), independently, as clients that batch, retry or fan out make it.
 	// Every version and cohort bursts together, and the requests' latency and cpu follow.
 	Burst float64 `json:"burst,omitempty"`
+	// ColdStart > 1 makes every version start slow: its latencies are this many times their
+	// usual at its first request, easing off with a time constant of ColdTau seconds (0: 10), as
+	// a JIT compiler, caches filling and connection pools opening make them.
+	ColdStart float64 `json:"cold_start,omitempty"`
+	ColdTau   int     `json:"cold_tau_s,omitempty"`
+	// LatencyWarmup > 0 runs the scenario with detect.latency_warmup set to this many seconds, as
+	// a user whose service starts slow would.
+	LatencyWarmup int `json:"latency_warmup_s,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
@@ -169,6 +177,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "heavy tail (5% of requests Pareto 1.2), no change @50rps", RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2},
 		{Name: "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2, BodyMul: 2, TailMul: 2},
 		{Name: "pauses of 200ms every 10s (+100ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
+		{Name: "cold start (every latency x3, easing off over 10s), latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30},
+		{Name: "cold start (x3 over 10s), latency_warmup 30s, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30, BodyMul: 2, TailMul: 2},
 		{Name: "errors in clumps of 5, no change @50rps", RPS: 50, Pre: pre, Post: post, ErrClump: 5},
 		{Name: "errors in clumps of 5, error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrClump: 5, ErrMul: 5},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
@@ -270,6 +280,19 @@ func (sc *Scenario) share(t float64) float64 {
 	return 1
 }
 
+// cold is how many times slower than usual a version or instance of this age (seconds) serves
+// (ColdStart).
+func (sc *Scenario) cold(age float64) float64 {
+	if sc.ColdStart <= 1 {
+		return 1
+	}
+	tau := 10.0
+	if sc.ColdTau > 0 {
+		tau = float64(sc.ColdTau)
+	}
+	return 1 + (sc.ColdStart-1)*math.Exp(-age/tau)
+}
+
 // generate produces one run's events in time order into buf (reused) and returns it.
 func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent) []schemas.TelemetryEvent {
 	rng := rand.New(rand.NewPCG(seed, uint64(run)*0x9e3779b97f4a7c15+0x5ca1))
@@ -343,12 +366,20 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				bodyM *= orOne(sc.SharedLatMul)
 				tailM *= orOne(sc.SharedLatMul)
 			}
+			age := float64(sec) // the old version started with the scenario, the new one with the deploy
+			if sd.version == newVersion {
+				age = t
+			}
+			// A rolling update starts the new version's instances one after another: a request
+			// then lands on an instance started at a uniform time since the rollout began.
+			perInstanceAge := sc.ColdStart > 1 && sd.version == newVersion && sc.Rollout > 0 && sc.CanaryShare == 0
+			if sc.ColdStart > 1 && !perInstanceAge {
+				f := sc.cold(age)
+				bodyM *= f
+				tailM *= f
+			}
 			mem := baseMemMB + 3*rng.NormFloat64()
 			if sc.MemGrowMB > 0 {
-				age := float64(sec) // the old version started with the scenario, the new one with the deploy
-				if sd.version == newVersion {
-					age = t
-				}
 				tau := memGrowTau
 				if sc.MemGrowTau > 0 {
 					tau = float64(sc.MemGrowTau)
@@ -393,6 +424,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				}
 				if sc.HeavyTail > 0 && rng.Float64() < heavyShare {
 					lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long
+				}
+				if perInstanceAge {
+					lat *= sc.cold(t - rng.Float64()*math.Min(t, float64(sc.Rollout)))
 				}
 				lat = math.Round(lat*100) / 100
 				ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: scenarioComp,

@@ -362,6 +362,9 @@ func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []sche
 	evs := sc.generate(seed, run, buf)
 	o := runOutcome{ttd: math.Inf(1), out: math.Inf(1)}
 	deploy := sc.deployAt()
+	if sc.LatencyWarmup > 0 {
+		cfg.LatencyWarmup = schemas.Duration(time.Duration(sc.LatencyWarmup) * time.Second)
+	}
 	d := detect.New(cfg)
 	consider := func(as []schemas.Anomaly, at time.Time) {
 		for i := range as {
@@ -598,11 +601,12 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 	return wald / kl / rate, true
 }
 
-// modelled reports whether the floors' model describes sc: log-normal latencies, and requests
-// that arrive, fail and slow independently. A Pareto tail, pauses, clumped errors and bursty
-// traffic are outside it, and such a scenario has no floor.
+// modelled reports whether the floors' model describes sc: log-normal latencies that do not
+// change with a version's age, and requests that arrive, fail and slow independently. A Pareto
+// tail, pauses, clumped errors, bursty traffic and a cold start are outside it, and such a
+// scenario has no floor.
 func (sc *Scenario) modelled() bool {
-	return sc.HeavyTail == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1 && sc.Burst == 0
+	return sc.HeavyTail == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1 && sc.Burst == 0 && sc.ColdStart <= 1
 }
 
 // ConcurrentFloorSeconds is the expected detection time of the ideal test for an exception-rate
