@@ -152,10 +152,12 @@ type Config struct {
 	// it, left the pauses above at 13 of 200.
 	LatencyBucketCap float64 `json:"latency_bucket_cap" yaml:"latency_bucket_cap"`
 	// LatencyWarmup is how long after a version's first request its latency is not compared
-	// with its baseline. Set it to how long your service takes to warm up after it starts (a JIT
-	// compiler, caches filling, connection pools opening), so that a cold start is not a
-	// regression: its requests in that time count for nothing, and a regression is found that
-	// much later. 0 compares from the first request, as finding every latency ×2 within seconds
+	// with its baseline: after each instance's first request, when the events name their
+	// instance (TelemetryEvent.Instance), so that the instances a rolling update starts one
+	// after another each warm up. Set it to how long your service takes to warm up after it
+	// starts (a JIT compiler, caches filling, connection pools opening), so that a cold start is
+	// not a regression: its requests in that time count for nothing, and a regression is found
+	// that much later. 0 compares from the first request, as finding every latency ×2 within seconds
 	// of a deploy requires; a version that starts slower than its baseline served (three times
 	// as slow, easing off over 10 s) is then rolled back in every deploy. Its cpu has
 	// resource_warmup_buckets instead. At most 10m. Default 0.

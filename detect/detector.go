@@ -54,9 +54,12 @@ type Detector struct {
 	active []*series // series with open buckets
 	firing []*series // series with an open episode
 
-	movedBuckets  int64
-	ownWarmup     int64   // buckets a series serves before its own profile starts (0: never)
-	latWarmup     int64   // buckets of a version's start its latency is not compared in (Config.LatencyWarmup)
+	movedBuckets int64
+	ownWarmup    int64 // buckets a series serves before its own profile starts (0: never)
+	latWarmup    int64 // buckets of a version's start its latency is not compared in (Config.LatencyWarmup)
+	// instances holds, with LatencyWarmup, the first and last bucket each instance of a version
+	// served in (TelemetryEvent.Instance): each instance warms up from its own start.
+	instances     map[instanceKey]*instanceSeen
 	ownHalfLife   float64 // the own profile's half-life, in buckets
 	resHalfLife   float64 // ResourceHalfLife, in buckets
 	bucketSeconds float64 // BucketWidth, in seconds
@@ -136,6 +139,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	}
 	d.series = make(map[SeriesKey]*series)
 	d.lines = make(map[lineKey]*line)
+	d.instances = make(map[instanceKey]*instanceSeen)
 	d.closed = math.MinInt64
 	return d
 }
@@ -190,16 +194,20 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	}
 	var pts [4]latencyPoint
 	np := latencyPoints(ev, &pts)
+	started := int64(math.MaxInt64) // the bucket ev's instance started in, when it names one
+	if d.latWarmup > 0 && ev.Instance != "" {
+		started = d.instanceStarted(ev, b)
+	}
 	k := SeriesKey{Service: ev.Service, Component: ev.Component, Version: ev.Version, Cohort: ev.Cohort}
 	agg := d.seriesFor(k, 1, b)
-	aggPts := d.warmed(agg, b, pts[:np])
+	aggPts := d.warmed(agg, b, started, pts[:np])
 	ab := d.fold(agg, ev, b, aggPts)
 	var bs *series
 	var bsPts []latencyPoint
 	if ev.Block != "" && !ev.IsResourceSample() { // a resource is the process's, not a block's
 		k.Block = ev.Block
 		bs = d.seriesFor(k, 0, b)
-		bsPts = d.warmed(bs, b, pts[:np])
+		bsPts = d.warmed(bs, b, started, pts[:np])
 		d.fold(bs, ev, b, bsPts)
 	}
 	// The aggregate keeps per-block tallies and error sites as evidence.
@@ -235,15 +243,39 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	}
 }
 
-// warmed is pts, or none while s's version is within its LatencyWarmup: a cold start's
-// latencies are left out of the series' sketches, and so of its tests, its history and the
-// baseline the next version is compared with. A series none of whose buckets has closed yet is
-// within it.
-func (d *Detector) warmed(s *series, b int64, pts []latencyPoint) []latencyPoint {
-	if d.latWarmup > 0 && (s.firstB == math.MaxInt64 || b-s.firstB < d.latWarmup) {
+// warmed is pts, or none while the event's instance (started, the bucket it started in), or
+// without one s's version, is within its LatencyWarmup: a cold start's latencies are left out of
+// the series' sketches, and so of its tests, its history and the baseline the next version is
+// compared with. A series none of whose buckets has closed yet is within it.
+func (d *Detector) warmed(s *series, b, started int64, pts []latencyPoint) []latencyPoint {
+	if d.latWarmup == 0 {
+		return pts
+	}
+	if started == math.MaxInt64 {
+		started = s.firstB
+	}
+	if started == math.MaxInt64 || b-started < d.latWarmup {
 		return pts[:0]
 	}
 	return pts
+}
+
+// instanceKey names one process of a version (TelemetryEvent.Instance).
+type instanceKey struct{ Service, Version, Instance string }
+
+// instanceSeen is the first and the last bucket an instance served in.
+type instanceSeen struct{ first, last int64 }
+
+// instanceStarted is the bucket ev's instance started in: the first it served in, as far as the
+// events have told. An instance is forgotten after IdleTTL without events (sweep).
+func (d *Detector) instanceStarted(ev *schemas.TelemetryEvent, b int64) int64 {
+	k := instanceKey{ev.Service, ev.Version, ev.Instance}
+	if in := d.instances[k]; in != nil {
+		in.first, in.last = min(in.first, b), max(in.last, b)
+		return in.first
+	}
+	d.instances[k] = &instanceSeen{first: b, last: b}
+	return b
 }
 
 // fireWithinBucket runs the tests that may fire within a bucket after ev, on the block's series
@@ -616,8 +648,10 @@ func (d *Detector) pack(h *history) {
 	h.sk = nil
 }
 
-// sweep evicts idle series. A line's current series stays: it is the baseline of the next version.
+// sweep evicts idle series and instances. A line's current series stays: it is the baseline of
+// the next version.
 func (d *Detector) sweep(now int64) {
+	maps.DeleteFunc(d.instances, func(_ instanceKey, in *instanceSeen) bool { return now-in.last >= d.idleBuckets })
 	for k, s := range d.series {
 		if seen := s.seenB(); s.queued || s.inFiring || seen == math.MinInt64 || now-seen < d.idleBuckets || s.line.current == s {
 			continue
@@ -638,6 +672,7 @@ func (d *Detector) KeepService(service string) {
 	other := func(s *series) bool { return s.key.Service != service }
 	maps.DeleteFunc(d.series, func(_ SeriesKey, s *series) bool { return other(s) })
 	maps.DeleteFunc(d.lines, func(k lineKey, _ *line) bool { return k.Service != service })
+	maps.DeleteFunc(d.instances, func(k instanceKey, _ *instanceSeen) bool { return k.Service != service })
 	d.active = slices.DeleteFunc(d.active, other)
 	d.firing = slices.DeleteFunc(d.firing, other)
 	d.lastKey, d.lastSeries = [2]SeriesKey{}, [2]*series{}

@@ -217,3 +217,46 @@ func TestLatencyWarmup(t *testing.T) {
 		})
 	}
 }
+
+// TestLatencyWarmupPerInstance: in a rolling update the new version's second instance starts a
+// minute after its first, cold too. A warm-up counted from the version's first request does not
+// cover it; counted from each instance's, when the events name it, it does.
+func TestLatencyWarmupPerInstance(t *testing.T) {
+	events := genScenario(25, healthy("1.0.0", 600, 50), healthy("1.1.0", 180, 50))
+	deploy := t0.Add(600 * time.Second)
+	for i := range events {
+		e := &events[i]
+		if e.Version != "1.1.0" || e.LatencyMS == nil {
+			continue
+		}
+		age := e.TS.Sub(deploy)
+		e.Instance = "a"
+		if age >= time.Minute && i%2 == 1 {
+			e.Instance, age = "b", age-time.Minute
+		}
+		if age < 20*time.Second {
+			slow := *e.LatencyMS * 3
+			e.LatencyMS = &slow
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.LatencyWarmup = schemas.Duration(30 * time.Second)
+	fired := func(events []schemas.TelemetryEvent) *schemas.Anomaly {
+		for _, a := range run(New(cfg), events, 0, 64) {
+			if a.Metric == schemas.MetricLatency && a.Version == "1.1.0" && !a.IsResolved() {
+				return &a
+			}
+		}
+		return nil
+	}
+	if a := fired(events); a != nil {
+		t.Errorf("each instance's cold start, named: %s at %s", a.ID, a.TSDetected.Sub(deploy))
+	}
+	unnamed := slices.Clone(events)
+	for i := range unnamed {
+		unnamed[i].Instance = ""
+	}
+	if a := fired(unnamed); a == nil {
+		t.Error("the second instance's cold start, unnamed, raised nothing: the test no longer shows what naming the instance does")
+	}
+}

@@ -41,8 +41,8 @@ const (
 	// level keeps six blocks; 9: a bucket adds up its cpu samples' process_rps, and a series
 	// and a reference say whether their cpu line's loads were the process's; 10: a series keeps
 	// its errors' dispersion, and a reference the one it was frozen with; 11: a line how much its
-	// unit's counts vary beyond Poisson's.
-	snapshotVersion = 11
+	// unit's counts vary beyond Poisson's; 12: the instances a latency warm-up follows.
+	snapshotVersion = 12
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -214,6 +214,7 @@ func (d *Detector) xfer(c *codec) error {
 	}
 	d.active = xferSeriesList(c, d, d.active)
 	d.firing = xferSeriesList(c, d, d.firing)
+	d.xferInstances(c)
 	// What the tests found since Advance last returned (empty between batches).
 	n = c.count(len(d.out))
 	if c.reading {
@@ -230,6 +231,32 @@ func (d *Detector) xfer(c *codec) error {
 		}
 	}
 	return c.err
+}
+
+// xferInstances writes or reads the instances a LatencyWarmup follows, in key order.
+func (d *Detector) xferInstances(c *codec) {
+	keys := slices.SortedFunc(maps.Keys(d.instances), func(a, b instanceKey) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Version, b.Version), cmp.Compare(a.Instance, b.Instance))
+	})
+	n := c.count(len(keys))
+	for i := range n {
+		var k instanceKey
+		in := &instanceSeen{}
+		if !c.reading {
+			k, in = keys[i], d.instances[keys[i]]
+		}
+		c.str(&k.Service)
+		c.str(&k.Version)
+		c.str(&k.Instance)
+		c.i64(&in.first)
+		c.i64(&in.last)
+		if c.reading {
+			if c.err == nil && (d.instances[k] != nil || in.first > in.last) {
+				c.fail("instance %v twice, or last seen before it started", k)
+			}
+			d.instances[k] = in
+		}
+	}
 }
 
 // sortedLines lists the lines in key order (the order xfer wrote them).

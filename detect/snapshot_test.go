@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -339,6 +340,43 @@ func TestSnapshotKeepsTrafficDispersion(t *testing.T) {
 	}
 	if units == 0 {
 		t.Fatal("no unit line")
+	}
+}
+
+// TestSnapshotKeepsInstances: with latency_warmup, the instances a detector has seen start
+// where they started after a restore, so none warms up twice and a restored detector leaves out
+// exactly what the one that wrote the snapshot would have.
+func TestSnapshotKeepsInstances(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LatencyWarmup = schemas.Duration(30 * time.Second)
+	events := genScenario(26, healthy("1.0.0", 120, 20), healthy("1.1.0", 120, 20))
+	for i := range events {
+		events[i].Instance = fmt.Sprintf("pod-%d", i%3)
+	}
+	cut := len(events) / 2 / 64 * 64
+	d := New(cfg)
+	want := run(d, events, 0, 64)
+	first := New(cfg)
+	got := run(first, events[:cut], 0, 64)
+	snap, err := first.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(cfg, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.instances) < 4 || !maps.EqualFunc(first.instances, r.instances, func(a, b *instanceSeen) bool { return *a == *b }) {
+		t.Fatalf("restored instances differ: %d written, %d read", len(first.instances), len(r.instances))
+	}
+	got = append(got, run(r, events[cut:], cut, 64)...)
+	if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
+		t.Errorf("restored detector differs:\nrestored: %s\nlive:     %s", g, w)
+	}
+	final, _ := r.Snapshot()
+	live, _ := d.Snapshot()
+	if !bytes.Equal(final, live) {
+		t.Error("final state differs from the uninterrupted detector's")
 	}
 }
 

@@ -252,7 +252,7 @@ func (d *Decoder) event(s *scanner, dst []schemas.TelemetryEvent, n int, batch b
 
 // field names of TelemetryEvent, for the case-insensitive fallback encoding/json applies to keys.
 var eventFields = []string{"id", "ts", "service", "component", "block", "version", "cohort",
-	"latency_ms", "latency", "error", "error_site", "count", "errors", "cpu", "process_rps", "mem_mb", "attrs"}
+	"latency_ms", "latency", "error", "error_site", "count", "errors", "cpu", "process_rps", "mem_mb", "attrs", "instance"}
 
 // object parses one JSON object (s at '{') into e.
 func (d *Decoder) object(s *scanner, e *schemas.TelemetryEvent) *RejectError {
@@ -310,6 +310,8 @@ func (d *Decoder) field(s *scanner, e *schemas.TelemetryEvent, key []byte) *Reje
 		err = d.str(s, "version", &e.Version, true)
 	case "cohort":
 		err = d.str(s, "cohort", &e.Cohort, true)
+	case "instance":
+		err = d.str(s, "instance", &e.Instance, true)
 	case "latency_ms":
 		err = d.floatPtr(s, "latency_ms", &e.LatencyMS)
 	case "latency":

@@ -276,6 +276,7 @@ var decodeSeeds = []string{
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","errors":{"timeout":2}}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","cpu":0.5,"Process_RPS":120}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","process_rps":120}`,
+	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","instance":"pod-1","Instance":"pod-2"}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","count":-1}`,
 	`{"ts":"2026-11-26T10:00:00Z","service":"a","component":"b","version":"1","latency_ms":-0}`,
 	`{"ts":"2026-11-26T10:00:00Z","ſervice":"a","component":"b","version":"1"}`,

@@ -41,6 +41,11 @@ type TelemetryEvent struct {
 	Block     string    `json:"block,omitempty"`
 	Version   string    `json:"version"`
 	Cohort    string    `json:"cohort,omitempty"`
+	// Instance names the process that served (OpenTelemetry service.instance.id: a pod, a host
+	// and pid, a UUID per start), so that each instance's start can be told from its version's:
+	// with detect.latency_warmup, a rolling update's instances each warm up uncompared.
+	// Optional; at most 128 characters, no control characters.
+	Instance string `json:"instance,omitempty"`
 	// LatencyMS is the request's latency, or for an aggregate the mean latency of its requests.
 	LatencyMS *float64 `json:"latency_ms,omitempty"`
 	// Latency summary of an aggregate (optional).

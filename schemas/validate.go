@@ -289,6 +289,9 @@ func (e *TelemetryEvent) Validate() error {
 	if err := checkOptName("cohort", e.Cohort); err != nil {
 		return err
 	}
+	if err := checkOptVersion("instance", e.Instance); err != nil {
+		return err
+	}
 	if err := checkOptNonNeg("latency_ms", e.LatencyMS); err != nil {
 		return err
 	}

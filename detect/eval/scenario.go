@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -106,6 +107,10 @@ type Scenario struct {
 	// a JIT compiler, caches filling and connection pools opening make them.
 	ColdStart float64 `json:"cold_start,omitempty"`
 	ColdTau   int     `json:"cold_tau_s,omitempty"`
+	// Instances > 0 names the instance that served each request (TelemetryEvent.Instance), one
+	// of this many per version. During a Rollout the new version's instances start one after
+	// another, Rollout/Instances seconds apart, and each has a cold start of its own (ColdStart).
+	Instances int `json:"instances,omitempty"`
 	// LatencyWarmup > 0 runs the scenario with detect.latency_warmup set to this many seconds, as
 	// a user whose service starts slow would.
 	LatencyWarmup int `json:"latency_warmup_s,omitempty"`
@@ -302,6 +307,15 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 	phase := rng.Float64() * 2 * math.Pi
 	total := sc.Pre + sc.Post
 	every, resPhase := 1, 0
+	var instNames map[string][]string // by version: its instances' names (Instances)
+	if sc.Instances > 0 {
+		instNames = map[string][]string{}
+		for _, v := range []string{oldVersion, newVersion} {
+			for k := range sc.Instances {
+				instNames[v] = append(instNames[v], fmt.Sprintf("%s-%s-%d", scenarioComp, v, k))
+			}
+		}
+	}
 	clumpLeft := map[string]int{} // by version and cohort: the exceptions left of a clump (ErrClump)
 	type cpuAcc struct{ sum, load, n float64 }
 	var cpuAccs map[string]*cpuAcc // by version and cohort: the cpu since the side's last sample
@@ -371,8 +385,10 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				age = t
 			}
 			// A rolling update starts the new version's instances one after another: a request
-			// then lands on an instance started at a uniform time since the rollout began.
-			perInstanceAge := sc.ColdStart > 1 && sd.version == newVersion && sc.Rollout > 0 && sc.CanaryShare == 0
+			// then lands on an instance started at a uniform time since the rollout began (or on
+			// one of the Instances started so far).
+			rolling := sd.version == newVersion && sc.Rollout > 0 && sc.CanaryShare == 0 && !sc.NoDeploy
+			perInstanceAge := sc.ColdStart > 1 && rolling
 			if sc.ColdStart > 1 && !perInstanceAge {
 				f := sc.cold(age)
 				bodyM *= f
@@ -425,12 +441,24 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				if sc.HeavyTail > 0 && rng.Float64() < heavyShare {
 					lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long
 				}
-				if perInstanceAge {
+				inst := ""
+				switch {
+				case sc.Instances > 0:
+					up, apart := sc.Instances, float64(sc.Rollout)/float64(sc.Instances)
+					if rolling && t < float64(sc.Rollout) {
+						up = min(sc.Instances, int(t/apart)+1)
+					}
+					k := rng.IntN(up)
+					inst = instNames[sd.version][k]
+					if perInstanceAge {
+						lat *= sc.cold(t - float64(k)*apart)
+					}
+				case perInstanceAge:
 					lat *= sc.cold(t - rng.Float64()*math.Min(t, float64(sc.Rollout)))
 				}
 				lat = math.Round(lat*100) / 100
 				ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: scenarioComp,
-					Version: sd.version, Cohort: sd.cohort, LatencyMS: &lat}
+					Version: sd.version, Cohort: sd.cohort, Instance: inst, LatencyMS: &lat}
 				switch u := rng.Float64(); {
 				case sc.ErrClump > 1 && clumpLeft[sd.version+"/"+sd.cohort] > 0:
 					ev.Error = schemas.ErrException

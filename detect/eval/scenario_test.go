@@ -481,7 +481,8 @@ func TestClumpedErrorsAreNotRegressions(t *testing.T) {
 // from the first request, in every deploy: the default, which the time-to-detect targets need.
 // latency_warmup, set to the service's warm-up, leaves it out. A rolling update starts the new
 // version's instances one after another, and each starts cold: a warm-up counted from the
-// version's first request does not cover the later ones (the telemetry names no instance).
+// version's first request does not cover the later ones, one counted from each instance's does,
+// when the events name their instance.
 func TestColdStartNeedsLatencyWarmup(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("statistical: meaningless under the race detector")
@@ -493,6 +494,7 @@ func TestColdStartNeedsLatencyWarmup(t *testing.T) {
 		{Scenario{Name: "no warm-up", RPS: 50, Pre: 450, Post: 330, ColdStart: 3}, 48, 50},
 		{Scenario{Name: "latency_warmup 30s", RPS: 50, Pre: 450, Post: 330, ColdStart: 3, LatencyWarmup: 30}, 0, 1},
 		{Scenario{Name: "latency_warmup 30s, rolling update over 5 min", RPS: 50, Pre: 450, Post: 600, ColdStart: 3, LatencyWarmup: 30, Rollout: 300}, 48, 50},
+		{Scenario{Name: "latency_warmup 30s, rolling update of 10 named instances over 5 min", RPS: 50, Pre: 450, Post: 600, ColdStart: 3, LatencyWarmup: 30, Rollout: 300, Instances: 10}, 0, 1},
 	} {
 		fired := deploysFired(&tt.sc, detect.DefaultConfig(), 5, 50)
 		t.Logf("%s: %d of 50 deploys fired", tt.sc.Name, fired)

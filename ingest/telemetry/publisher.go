@@ -95,6 +95,21 @@ func WithCohort(c string) Option {
 	return func(p *Publisher) error { p.cohort = c; return nil }
 }
 
+// WithInstance names the process in every event (OpenTelemetry's service.instance.id: the pod
+// name, or host and pid). With it, detect.latency_warmup counts each instance's warm-up from its
+// own first request, so the instances a rolling update starts one after another each warm up
+// uncompared; without it, only the version's first do. At most 128 characters, no control
+// characters.
+func WithInstance(id string) Option {
+	return func(p *Publisher) error {
+		if !schemas.IsVersion(id) {
+			return fmt.Errorf("telemetry: instance %q: must be 1-%d characters without control characters", id, schemas.MaxVersionLen)
+		}
+		p.named = id
+		return nil
+	}
+}
+
 // WithAggregation publishes one event per component, block and version per interval (count,
 // errors by category, latency summary) instead of one per request. 0 turns it off (default).
 func WithAggregation(interval time.Duration) Option {
@@ -159,7 +174,8 @@ type Publisher struct {
 	flushEvery  time.Duration
 	subj        schemas.Subjects
 	log         *slog.Logger
-	instance    string
+	instance    string // names the publisher's message ids
+	named       string // WithInstance: the instance events carry
 	resEvery    time.Duration
 	resComp     string // the component resource samples are sent as
 
@@ -515,6 +531,10 @@ func (p *Publisher) appendHead(b []byte, ts time.Time, comp, block, version stri
 	if p.cohort != "" {
 		b = append(b, `,"cohort":`...)
 		b = appendString(b, p.cohort)
+	}
+	if p.named != "" {
+		b = append(b, `,"instance":`...)
+		b = appendString(b, p.named)
 	}
 	return b
 }

@@ -326,3 +326,34 @@ func TestResourceSampling(t *testing.T) {
 		t.Errorf("resource sampling without a component: %v, want ErrBadName", err)
 	}
 }
+
+// TestInstance: WithInstance names the process in every event, request or aggregate, so the
+// detector can count each instance's warm-up from its own start; a bad name is refused.
+func TestInstance(t *testing.T) {
+	if _, err := telemetry.NewPublisher(nil, "shop", telemetry.WithInstance("pod\n1")); err == nil {
+		t.Fatal("an instance with a newline was accepted")
+	}
+	for _, agg := range []time.Duration{0, 50 * time.Millisecond} {
+		_, nc, js := natstest.Connect(t)
+		read := stream(t, js)
+		p, err := telemetry.NewPublisher(nc, "shop", telemetry.WithInstance("checkout-7d9f8c6b5-x2k4q"), telemetry.WithAggregation(agg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			p.Record(telemetry.Observation{Component: "pricing", Latency: time.Duration(1+i) * time.Millisecond})
+		}
+		if err := p.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		evs := read()
+		if len(evs) == 0 {
+			t.Fatalf("aggregation %s: no events", agg)
+		}
+		for _, ev := range evs {
+			if ev.Instance != "checkout-7d9f8c6b5-x2k4q" {
+				t.Fatalf("aggregation %s: event without its instance: %+v", agg, ev)
+			}
+		}
+	}
+}
