@@ -202,6 +202,7 @@ func FuzzRestore(f *testing.F) {
 	withCPU := healthy("1.0.0", 30, 5)
 	withCPU.cpu = 0.3 // a series' cpu line
 	run(d, genScenario(3, withCPU), 0, 10)
+	d.instances[instanceKey{"svc", "1.0.0", "pod-1"}] = &instanceSeen{first: 3, last: 9} // as latency_warmup keeps them
 	snap, err := d.Snapshot()
 	if err != nil {
 		f.Fatal(err)
