@@ -151,6 +151,16 @@ type Config struct {
 	// log(1/alpha) + log 3, which would let one bucket fire whenever one alternative carries
 	// it, left the pauses above at 13 of 200.
 	LatencyBucketCap float64 `json:"latency_bucket_cap" yaml:"latency_bucket_cap"`
+	// DeployWatch is how long after a version's first request its error and latency tests
+	// against the version before it run. After it, once none of them is firing, the version is
+	// compared with its own profile only (its cpu and memory keep their comparisons: cpu is read
+	// at the load it serves, and a slow leak needs the time). A regression a deploy brought shows
+	// within minutes, and a frozen baseline compared for hours is compared at another time of
+	// day: a service whose latency follows its load (18 % slower at a daily peak 60 % busier
+	// than when it was deployed) was rolled back hours after a healthy deploy. 0 compares for as
+	// long as the version serves. A canary is compared with its concurrent cohort, at the same
+	// load, for as long as it is one. Default 1h.
+	DeployWatch schemas.Duration `json:"deploy_watch" yaml:"deploy_watch"`
 	// LatencyWarmup is how long after a version's first request its latency is not compared
 	// with its baseline: after each instance's first request, when the events name their
 	// instance (TelemetryEvent.Instance), so that the instances a rolling update starts one
@@ -261,6 +271,7 @@ func DefaultConfig() Config {
 		RecoveryBuckets:         30,
 		TrafficMovedAfter:       schemas.Duration(10 * time.Second),
 		MinRequests:             10,
+		DeployWatch:             schemas.Duration(time.Hour),
 		MinBaselineRequests:     200,
 		BaselineConfidenceZ:     2,
 		ErrorMinEffect:          0.5,
@@ -350,6 +361,8 @@ func (c Config) Validate() error {
 		return bad("latency_gross_factor must exceed 1+latency_min_effect, got %g", c.LatencyGrossFactor)
 	case !(c.LatencyBucketCap >= 0) || math.IsInf(c.LatencyBucketCap, 0):
 		return bad("latency_bucket_cap must be 0 (log(1/alpha) + 0.1) or a positive number of nats, got %g", c.LatencyBucketCap)
+	case c.DeployWatch < 0 || c.DeployWatch > 0 && c.DeployWatch < schemas.Duration(time.Minute):
+		return bad("deploy_watch must be 0 (for as long as the version serves) or at least 1m, got %s", time.Duration(c.DeployWatch))
 	case c.LatencyWarmup < 0 || c.LatencyWarmup > schemas.Duration(maxLatencyWarmup):
 		return bad("latency_warmup must be in [0, %s], got %s", maxLatencyWarmup, time.Duration(c.LatencyWarmup))
 	case !(c.SketchRelativeAccuracy > 0 && c.SketchRelativeAccuracy < 0.5):

@@ -57,6 +57,7 @@ type Detector struct {
 	movedBuckets int64
 	ownWarmup    int64 // buckets a series serves before its own profile starts (0: never)
 	latWarmup    int64 // buckets of a version's start its latency is not compared in (Config.LatencyWarmup)
+	watch        int64 // buckets a version is compared with the version before it (Config.DeployWatch; 0: forever)
 	// instances holds, with LatencyWarmup, the first and last bucket each instance of a version
 	// served in (TelemetryEvent.Instance): each instance warms up from its own start.
 	instances     map[instanceKey]*instanceSeen
@@ -125,6 +126,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.movedBuckets = int64(time.Duration(cfg.TrafficMovedAfter) / width)
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
 	d.latWarmup = int64((time.Duration(cfg.LatencyWarmup) + width - 1) / width)
+	d.watch = int64(time.Duration(cfg.DeployWatch) / width)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
 	d.bucketSeconds = width.Seconds()

@@ -29,6 +29,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative own-profile warm-up", mutate: func(c *Config) { c.OwnProfileWarmup = -1 }, wantErr: ErrInvalidConfig},
 		{name: "own-profile half-life too short", mutate: func(c *Config) { c.OwnProfileHalfLife = c.BucketWidth }, wantErr: ErrInvalidConfig},
 		{name: "own profile off, half-life unused", mutate: func(c *Config) { c.OwnProfileWarmup, c.OwnProfileHalfLife = 0, 0 }},
+		{name: "deploy watch of a second", mutate: func(c *Config) { c.DeployWatch = schemas.Duration(time.Second) }, wantErr: ErrInvalidConfig},
+		{name: "deploy watch off", mutate: func(c *Config) { c.DeployWatch = 0 }},
 		{name: "negative latency warm-up", mutate: func(c *Config) { c.LatencyWarmup = -1 }, wantErr: ErrInvalidConfig},
 		{name: "latency warm-up of an hour", mutate: func(c *Config) { c.LatencyWarmup = schemas.Duration(time.Hour) }, wantErr: ErrInvalidConfig},
 		{name: "memory growth limit before the own profile starts", mutate: func(c *Config) { c.MemoryGrowthLimit = c.OwnProfileWarmup / 2 }, wantErr: ErrInvalidConfig},

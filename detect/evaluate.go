@@ -26,8 +26,8 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	// The own profile runs next to any version baseline: a regression no deploy explains (a
 	// dependency, a flag) shows up there, whatever the series was deployed against.
 	out = d.testOwn(s, out)
-	if r == nil || !r.ok {
-		return out // no baseline, or too small a one: inconclusive
+	if r == nil || !r.ok || !d.watching(s, b.idx) {
+		return out // no baseline, or too small a one: inconclusive; or the deploy's watch is over
 	}
 	var pb *bucket // the concurrent cohort's bucket of the same index, for a canary
 	if cl != nil {
@@ -290,10 +290,30 @@ func (d *Detector) firedAt(b int64) time.Time {
 	return d.maxTS
 }
 
+// watching reports whether s's error and latency tests against its baseline still run in
+// bucket b: always against a baseline cohort, and against the version before it for
+// DeployWatch after its first request, then for as long as one of them is firing.
+func (d *Detector) watching(s *series, b int64) bool {
+	if d.watch == 0 || s.ref == nil || s.ref.kind != refPreviousVersion || s.firstB == math.MaxInt64 || b-s.firstB < d.watch || s.latEp {
+		return true
+	}
+	for c := range s.errT {
+		if s.errT[c].firing {
+			return true
+		}
+	}
+	for q := range s.latT {
+		if s.latT[q].firing {
+			return true
+		}
+	}
+	return false
+}
+
 // withinBucket reports whether s's tests against its baseline may fire within a bucket (see
 // testWithinBucket).
 func (d *Detector) withinBucket(s *series) bool {
-	if s.ref == nil {
+	if s.ref == nil || !d.watching(s, d.closed+1) {
 		return false
 	}
 	if s.aggregate {

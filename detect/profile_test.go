@@ -260,3 +260,32 @@ func TestLatencyWarmupPerInstance(t *testing.T) {
 		t.Error("the second instance's cold start, unnamed, raised nothing: the test no longer shows what naming the instance does")
 	}
 }
+
+// TestDeployWatchEnds: an hour after a deploy (deploy_watch) the new version is no longer
+// compared with the version before it, only with its own profile: latency 30 % higher two hours
+// later (the daily peak of a service whose latency follows its load) is not the deploy's to
+// roll back. With deploy_watch 0 the frozen baseline still judges it.
+func TestDeployWatchEnds(t *testing.T) {
+	later := healthy("1.1.0", 300, 20)
+	later.latMed *= 1.3
+	events := genScenario(27, healthy("1.0.0", 600, 20), healthy("1.1.0", 3900, 20), later)
+	for _, tt := range []struct {
+		watch time.Duration
+		want  bool
+	}{{time.Hour, false}, {0, true}} {
+		cfg := DefaultConfig()
+		cfg.DeployWatch = schemas.Duration(tt.watch)
+		got := false
+		for _, a := range run(New(cfg), events, 0, 64) {
+			if a.Version == "1.1.0" && a.BaselineVersion == "1.0.0" && !a.IsResolved() {
+				got = true
+				if !tt.want {
+					t.Errorf("deploy_watch %s: compared with 1.0.0 %s after the deploy: %s", tt.watch, a.TSDetected.Sub(t0.Add(600*time.Second)), a.ID)
+				}
+			}
+		}
+		if tt.want && !got {
+			t.Errorf("deploy_watch %s: latency 30 %% higher raised nothing against 1.0.0: the test no longer shows what the watch does", tt.watch)
+		}
+	}
+}

@@ -35,7 +35,8 @@ component, whose traffic spike is no regression: the samples carry process_rps),
 production traffic that are no regression (a heavy latency tail, process pauses, errors in
 clumps, bursty traffic, a cold start with latency_warmup set; with a regression on top where it
 applies), a throughput drop, a traffic spike, low
-traffic, a daily cycle, changes no deploy made (errors, latency, cpu, a memory leak, a spike,
+traffic, daily cycles (one watched for 6 h with every latency following the load), changes no
+deploy made (errors, latency, cpu, a memory leak, a spike,
 errors in clumps with and without a rise: only the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:
 healthy, regressed, beside a baseline cohort that starts with them (a fresh baseline cluster),
 and healthy beside a traffic spike, a shared dependency that triples both cohorts' errors, or

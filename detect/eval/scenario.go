@@ -114,6 +114,10 @@ type Scenario struct {
 	// LatencyWarmup > 0 runs the scenario with detect.latency_warmup set to this many seconds, as
 	// a user whose service starts slow would.
 	LatencyWarmup int `json:"latency_warmup_s,omitempty"`
+	// LoadLatency > 0 is how much the latencies rise with the load, as a share of its rise
+	// (0: 0.05, a lightly loaded service's): 0.3 makes a ±60 % daily cycle of the rate a ±18 %
+	// one of every latency, as a busier database or a fuller queue does.
+	LoadLatency float64 `json:"load_latency,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
@@ -202,6 +206,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "low traffic 0.5rps, no change", RPS: 0.5, Pre: 1200, Post: 1200},
 		{Name: "low traffic 0.5rps, error x5", Regression: true, RPS: 0.5, Pre: 1200, Post: 1200, ErrMul: 5},
 		{Name: "daily cycle (6h), no change", RPS: 10, Pre: 600, Post: 10800, CyclePeriod: 21600},
+		{Name: "daily cycle (24h), latency following the load (±18%), watched 6h, no change", RPS: 10, Pre: 600, Post: 21600, CyclePeriod: 86400, LoadLatency: 0.3},
 		{Name: "daily cycle (6h) without a deploy, no change", RPS: 10, Pre: 900, Post: 10800, NoDeploy: true, CyclePeriod: 21600},
 		{Name: "error x5 without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: post, NoDeploy: true, ErrMul: 5},
 		{Name: "latency x2 without a deploy @20rps", Regression: true, RPS: 20, Pre: 900, Post: post, NoDeploy: true, BodyMul: 2, TailMul: 2},
@@ -342,7 +347,11 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				load *= sc.SpikeMul
 			}
 		}
-		latLoad := 1 + 0.05*(load-1)
+		elastic := 0.05
+		if sc.LoadLatency > 0 {
+			elastic = sc.LoadLatency
+		}
+		latLoad := 1 + elastic*(load-1)
 		segStart := len(out)
 		base := scenarioT0.Add(time.Duration(sec) * time.Second)
 		type side struct {

@@ -100,6 +100,7 @@ func TestScenarioSuite(t *testing.T) {
 			"bursty traffic (σ 0.5) without a deploy, no change @50rps",
 			"canary 5% of 100rps, bursty traffic (σ 0.5), no change",
 			"rolling update over 5min, no change @50rps",
+			"daily cycle (24h), latency following the load (±18%), watched 6h, no change",
 			"cold start (every latency x3, easing off over 10s), latency_warmup 30s, no change @50rps":
 			if res.Detected > 0 {
 				t.Errorf("%s: %d/%d false rollbacks", res.Scenario.Name, res.Detected, res.Runs)
