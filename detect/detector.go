@@ -61,6 +61,7 @@ type Detector struct {
 	// instances holds, with LatencyWarmup, the first and last bucket each instance of a version
 	// served in (TelemetryEvent.Instance): each instance warms up from its own start.
 	instances     map[instanceKey]*instanceSeen
+	instancesFull bool    // maxInstances was reached and said so
 	ownHalfLife   float64 // the own profile's half-life, in buckets
 	resHalfLife   float64 // ResourceHalfLife, in buckets
 	bucketSeconds float64 // BucketWidth, in seconds
@@ -268,13 +269,26 @@ type instanceKey struct{ Service, Version, Instance string }
 // instanceSeen is the first and the last bucket an instance served in.
 type instanceSeen struct{ first, last int64 }
 
+// maxInstances bounds the instances a detector follows (about 100 bytes each): a producer that
+// names each request, not its process, would otherwise grow the map for IdleTTL.
+const maxInstances = 1 << 16
+
 // instanceStarted is the bucket ev's instance started in: the first it served in, as far as the
-// events have told. An instance is forgotten after IdleTTL without events (sweep).
+// events have told, or math.MaxInt64 when maxInstances are followed already (the event then
+// warms up with its version). An instance is forgotten after IdleTTL without events (sweep).
 func (d *Detector) instanceStarted(ev *schemas.TelemetryEvent, b int64) int64 {
 	k := instanceKey{ev.Service, ev.Version, ev.Instance}
 	if in := d.instances[k]; in != nil {
 		in.first, in.last = min(in.first, b), max(in.last, b)
 		return in.first
+	}
+	if len(d.instances) >= maxInstances {
+		if !d.instancesFull {
+			d.instancesFull = true
+			d.log.Warn("following the most instances latency_warmup follows: events of new ones warm up with their version; does instance name a process, not a request?",
+				"instances", maxInstances, "service", ev.Service, "instance", ev.Instance)
+		}
+		return math.MaxInt64
 	}
 	d.instances[k] = &instanceSeen{first: b, last: b}
 	return b

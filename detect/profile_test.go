@@ -2,6 +2,7 @@ package detect
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -287,5 +288,21 @@ func TestDeployWatchEnds(t *testing.T) {
 		if tt.want && !got {
 			t.Errorf("deploy_watch %s: latency 30 %% higher raised nothing against 1.0.0: the test no longer shows what the watch does", tt.watch)
 		}
+	}
+}
+
+// TestInstancesAreBounded: a producer that names each request as its instance cannot grow the
+// detector without bound; past the bound its events warm up with their version.
+func TestInstancesAreBounded(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LatencyWarmup = schemas.Duration(30 * time.Second)
+	d := New(cfg)
+	lat := 20.0
+	for i := range maxInstances + 1000 {
+		d.Observe(&schemas.TelemetryEvent{TS: t0.Add(time.Duration(i) * time.Millisecond), Service: "svc", Component: "comp",
+			Version: "1", Instance: fmt.Sprintf("req-%d", i), LatencyMS: &lat})
+	}
+	if n := len(d.instances); n != maxInstances {
+		t.Fatalf("%d instances followed, bound %d", n, maxInstances)
 	}
 }
