@@ -97,7 +97,7 @@ type Shop struct {
 
 // Options configures New.
 type Options struct {
-	// Instance names this instance in acks (default shop-1).
+	// Instance names this instance in acks and in its telemetry (default shop-1).
 	Instance string
 	// Aggregate is the telemetry aggregation interval; 0 sends one event per request.
 	Aggregate time.Duration
@@ -140,6 +140,7 @@ func New(nc *nats.Conn, o Options) (*Shop, error) {
 	}
 	s.Deployer = d
 	topts := []telemetry.Option{telemetry.WithVersion(V1), telemetry.WithVersionSource(d.Version),
+		telemetry.WithInstance(o.Instance), // each instance then warms up on its own under detect.latency_warmup
 		telemetry.WithSubjects(o.Subjects), telemetry.WithLogger(o.Logger.With("sdk", "telemetry"))}
 	if o.Aggregate > 0 {
 		topts = append(topts, telemetry.WithAggregation(o.Aggregate))
