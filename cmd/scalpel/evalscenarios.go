@@ -33,8 +33,8 @@ that grows as caches fill (with and without a leak, and over ten minutes with th
 minutes apart), cpu regressions at the same load (also in processes that serve another
 component, whose traffic spike is no regression: the samples carry process_rps), shapes of
 production traffic that are no regression (a heavy latency tail, process pauses, errors in
-clumps, bursty traffic, a cold start with latency_warmup set; with a regression on top where it
-applies), a throughput drop, a traffic spike, low
+clumps, bursty traffic, a cold start with latency_warmup set, also in a rolling update of named
+instances; with a regression on top where it applies), a throughput drop, a traffic spike, low
 traffic, daily cycles (one watched for 6 h with every latency following the load), changes no
 deploy made (errors, latency, cpu, a memory leak, a spike,
 errors in clumps with and without a rise: only the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:

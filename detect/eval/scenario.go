@@ -188,6 +188,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "pauses of 200ms every 10s (+100ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
 		{Name: "cold start (every latency x3, easing off over 10s), latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30},
 		{Name: "cold start (x3 over 10s), latency_warmup 30s, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30, BodyMul: 2, TailMul: 2},
+		{Name: "rolling update of 10 named instances over 5min, each a cold start, latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: 600, Rollout: 300, Instances: 10, ColdStart: 3, LatencyWarmup: 30},
+		{Name: "rolling update of 10 named instances over 5min, each a cold start, latency_warmup 30s, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: 600, Rollout: 300, Instances: 10, ColdStart: 3, LatencyWarmup: 30, BodyMul: 2, TailMul: 2},
 		{Name: "errors in clumps of 5, no change @50rps", RPS: 50, Pre: pre, Post: post, ErrClump: 5},
 		{Name: "errors in clumps of 5, error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrClump: 5, ErrMul: 5},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
