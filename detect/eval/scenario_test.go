@@ -155,6 +155,17 @@ func deploysFired(sc *Scenario, cfg detect.Config, seed uint64, runs int) int {
 	return fired
 }
 
+// holdFired runs runs deploys of sc with cfg and seed, and holds how many fired (a detection, or
+// for a quiet one a false rollback) to [lo, hi]; name says which case of the caller's it was.
+func holdFired(t *testing.T, name string, sc *Scenario, cfg detect.Config, seed uint64, runs, lo, hi int) {
+	t.Helper()
+	fired := deploysFired(sc, cfg, seed, runs)
+	t.Logf("%s: %d of %d deploys fired", name, fired, runs)
+	if fired < lo || fired > hi {
+		t.Errorf("%s: %d of %d deploys fired, want %d to %d", name, fired, runs, lo, hi)
+	}
+}
+
 // allWithin holds a scenario to detecting every run with a p95 time to detect of at most guard
 // seconds.
 func allWithin(t *testing.T, res *ScenarioResult, guard float64) {
@@ -423,11 +434,7 @@ func TestSharedErrorBurst(t *testing.T) {
 		{Scenario{Name: "canary", RPS: 100, Pre: 450, Post: 330, CanaryShare: 0.5, SharedErrMul: 10, SharedAt: 60, SharedLen: 5}, 0, 1},
 		{Scenario{Name: "deploy, x3 for 10 s", RPS: 20, Pre: 450, Post: 330, SharedErrMul: 3, SharedAt: 60, SharedLen: 10}, 0, 1},
 	} {
-		fired := deploysFired(&tt.sc, detect.DefaultConfig(), 1, runs)
-		if fired < tt.lo || fired > tt.hi {
-			t.Errorf("%s: %d of %d runs fired on the burst, want %d to %d", tt.sc.Name, fired, runs, tt.lo, tt.hi)
-		}
-		t.Logf("%s: %d of %d runs fired on the burst", tt.sc.Name, fired, runs)
+		holdFired(t, tt.sc.Name, &tt.sc, detect.DefaultConfig(), 1, runs, tt.lo, tt.hi)
 	}
 }
 
@@ -450,11 +457,7 @@ func TestPausesAreNotRegressions(t *testing.T) {
 		{"default cap", detect.DefaultConfig(), 0, 0},
 		{"no cap", uncapped, 3, 100},
 	} {
-		fired := deploysFired(&sc, tt.cfg, 11, 100)
-		t.Logf("%s: %d of 100 A/A deploys fired", tt.name, fired)
-		if fired < tt.lo || fired > tt.hi {
-			t.Errorf("%s: %d of 100 A/A deploys fired, want %d to %d", tt.name, fired, tt.lo, tt.hi)
-		}
+		holdFired(t, tt.name, &sc, tt.cfg, 11, 100, tt.lo, tt.hi)
 	}
 }
 
@@ -474,11 +477,7 @@ func TestClumpedErrorsAreNotRegressions(t *testing.T) {
 		{Scenario{Name: "no change", RPS: 50, Pre: 450, Post: 330, ErrClump: 5}, 0, 2},
 		{Scenario{Name: "error x5", Regression: true, RPS: 50, Pre: 450, Post: 330, ErrClump: 5, ErrMul: 5}, 100, 100},
 	} {
-		fired := deploysFired(&tt.sc, detect.DefaultConfig(), 5, 100)
-		t.Logf("%s: %d of 100 deploys fired", tt.sc.Name, fired)
-		if fired < tt.lo || fired > tt.hi {
-			t.Errorf("%s: %d of 100 deploys fired, want %d to %d", tt.sc.Name, fired, tt.lo, tt.hi)
-		}
+		holdFired(t, tt.sc.Name, &tt.sc, detect.DefaultConfig(), 5, 100, tt.lo, tt.hi)
 	}
 }
 
@@ -502,10 +501,6 @@ func TestColdStartNeedsLatencyWarmup(t *testing.T) {
 		{Scenario{Name: "latency_warmup 30s, rolling update over 5 min", RPS: 50, Pre: 450, Post: 600, ColdStart: 3, LatencyWarmup: 30, Rollout: 300}, 48, 50},
 		{Scenario{Name: "latency_warmup 30s, rolling update of 10 named instances over 5 min", RPS: 50, Pre: 450, Post: 600, ColdStart: 3, LatencyWarmup: 30, Rollout: 300, Instances: 10}, 0, 1},
 	} {
-		fired := deploysFired(&tt.sc, detect.DefaultConfig(), 5, 50)
-		t.Logf("%s: %d of 50 deploys fired", tt.sc.Name, fired)
-		if fired < tt.lo || fired > tt.hi {
-			t.Errorf("%s: %d of 50 deploys fired, want %d to %d", tt.sc.Name, fired, tt.lo, tt.hi)
-		}
+		holdFired(t, tt.sc.Name, &tt.sc, detect.DefaultConfig(), 5, 50, tt.lo, tt.hi)
 	}
 }
