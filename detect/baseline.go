@@ -80,10 +80,16 @@ type reference struct {
 	memFit memLevel // and its memory: its recent level
 }
 
-// temper is what an error test of category c against r multiplies its evidence by: 1 over the
-// baseline's dispersion (errorDispersion), 0 when that is 1.
+// temper is what an error test of category c against r multiplies its evidence by (see
+// temperBy): the baseline's dispersion.
 func (r *reference) temper(c int) float64 {
-	if phi := float64(r.errPhi[c]); phi > 1 {
+	return temperBy(float64(r.errPhi[c]))
+}
+
+// temperBy is what an error test multiplies its evidence by when its reference's errors vary phi
+// times as much as independent failures (errorDispersion): 1/phi, or 0 (none) when phi is 1.
+func temperBy(phi float64) float64 {
+	if phi > 1 {
 		return 1 / phi
 	}
 	return 0

@@ -938,7 +938,9 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*serie
 	perBucket := d.cfg.ThroughputMinRate * time.Duration(d.cfg.BucketWidth).Seconds()
 	m := ln.tput.forecast()
 	if ln.tput.n >= 2*throughputWarmup && m >= perBucket {
-		z := (m*(1-d.cfg.ThroughputMinDrop/2) - x) / math.Sqrt(m+max(0, float64(ln.tputD))*m*m)
+		c := max(0, float64(ln.tputD))
+		sd := math.Sqrt(m + c*m*m)
+		z := (m*(1-d.cfg.ThroughputMinDrop/2) - x) / sd
 		if ln.tputC.s == 0 {
 			ln.tputBL = float32(m)
 		}
@@ -949,7 +951,7 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*serie
 			a := d.cusumAnomaly(k, schemas.MetricThroughput, &ln.tputC, x/secs, float64(ln.tputBL)/secs, b, "cusum-ewma-counts", "")
 			a.Evidence.Notes = append(a.Evidence.Notes, "throughput of the unit across versions and cohorts, in requests per second",
 				fmt.Sprintf("the CUSUM adds up how far each bucket's count fell below %.3g of the usual rate, in standard deviations of %.4g requests at %.4g: Poisson's %.4g widened by the traffic's own bursts (variance m + %.3g·m²)",
-					1-d.cfg.ThroughputMinDrop/2, math.Sqrt(m+max(0, float64(ln.tputD))*m*m), m, math.Sqrt(m), max(0, float64(ln.tputD))))
+					1-d.cfg.ThroughputMinDrop/2, sd, m, math.Sqrt(m), c))
 			a.Status = schemas.AnomalyFiring
 			keep := a
 			ln.tputA = &keep

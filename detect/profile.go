@@ -189,9 +189,7 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			// test in 50 of 50 runs of a healthy series. The sums it reads stop while the series
 			// fires (addDispersion), so a regression does not temper its own test.
 			th := d.th
-			if phi := d.errorDispersion(s, c); phi > 1 {
-				th.temper = 1 / phi
-			}
+			th.temper = temperBy(d.errorDispersion(s, c))
 			switch t.updateBaseline(&rp, b.errs[c], b.n, b.idx, &th) {
 			case verdictFired:
 				out = d.open(s, epOwnError+c, d.ownErrorAnomaly(s, c, &rp, n), out)
