@@ -125,23 +125,26 @@ type Scenario struct {
 
 // Traffic model constants (see Scenario).
 const (
-	baseErr      = 0.02
-	baseInvalid  = 0.01
-	bodyMedian   = 20.0
-	bodySigma    = 0.3
-	tailShare    = 0.02
-	tailMedian   = 60.0
-	tailSigma    = 0.3
-	heavyShare   = 0.05 // the share of requests a HeavyTail slows
-	baseMemMB    = 512.0
-	cpuIdle      = 0.05 // an instance's cpu share serving nothing
-	cpuBusy      = 0.25 // its cpu share added serving the scenario's rate
-	cpuNoise     = 0.02 // the standard deviation of a cpu sample
-	memGrowTau   = 60.0 // seconds: the time constant of a version's memory growth as it starts (MemGrowMB)
-	oldVersion   = "1.0"
-	newVersion   = "2.0"
-	scenarioSvc  = "shop"
-	scenarioComp = "checkout"
+	baseErr     = 0.02
+	baseInvalid = 0.01
+	bodyMedian  = 20.0
+	bodySigma   = 0.3
+	tailShare   = 0.02
+	tailMedian  = 60.0
+	tailSigma   = 0.3
+	heavyShare  = 0.05 // the share of requests a HeavyTail slows
+	// unnamedInstances is how many instances a rolling update starts when the scenario does not
+	// name them (Instances 0): a cold start is still each one's.
+	unnamedInstances = 10
+	baseMemMB        = 512.0
+	cpuIdle          = 0.05 // an instance's cpu share serving nothing
+	cpuBusy          = 0.25 // its cpu share added serving the scenario's rate
+	cpuNoise         = 0.02 // the standard deviation of a cpu sample
+	memGrowTau       = 60.0 // seconds: the time constant of a version's memory growth as it starts (MemGrowMB)
+	oldVersion       = "1.0"
+	newVersion       = "2.0"
+	scenarioSvc      = "shop"
+	scenarioComp     = "checkout"
 )
 
 // scenarioT0 is the event time every generated deploy starts at.
@@ -396,8 +399,8 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				age = t
 			}
 			// A rolling update starts the new version's instances one after another: a request
-			// then lands on an instance started at a uniform time since the rollout began (or on
-			// one of the Instances started so far).
+			// then lands on one of those started so far, and with a cold start (ColdStart) is as
+			// slow as that instance's age makes it.
 			rolling := sd.version == newVersion && sc.Rollout > 0 && sc.CanaryShare == 0 && !sc.NoDeploy
 			perInstanceAge := sc.ColdStart > 1 && rolling
 			if sc.ColdStart > 1 && !perInstanceAge {
@@ -453,19 +456,22 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long
 				}
 				inst := ""
-				switch {
-				case sc.Instances > 0:
-					up, apart := sc.Instances, float64(sc.Rollout)/float64(sc.Instances)
+				if sc.Instances > 0 || perInstanceAge {
+					pods := sc.Instances
+					if pods == 0 {
+						pods = unnamedInstances
+					}
+					up, apart := pods, float64(sc.Rollout)/float64(pods)
 					if rolling && t < float64(sc.Rollout) {
-						up = min(sc.Instances, int(t/apart)+1)
+						up = min(pods, int(t/apart)+1)
 					}
 					k := rng.IntN(up)
-					inst = instNames[sd.version][k]
+					if sc.Instances > 0 {
+						inst = instNames[sd.version][k]
+					}
 					if perInstanceAge {
 						lat *= sc.cold(t - float64(k)*apart)
 					}
-				case perInstanceAge:
-					lat *= sc.cold(t - rng.Float64()*math.Min(t, float64(sc.Rollout)))
 				}
 				lat = math.Round(lat*100) / 100
 				ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: scenarioComp,
