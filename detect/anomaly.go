@@ -89,7 +89,8 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 	a.ErrorCategory = categoryName(c)
 	a.BaselineVersion = r.label
 	a.Observed = t.x / t.n
-	score, p, seqNote := t.evidence(&d.th)
+	th := d.thresholdsFor(d.th, r)
+	score, p, seqNote := t.evidence(&th)
 	a.Statistic = score
 	a.Score = ptr(score)
 	a.PValue = p
@@ -266,7 +267,8 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	}
 	a.BaselineVersion = r.label
 	a.Test = "msprt-exceedance-" + label + "+mann-whitney"
-	score, p, seqNote := t.evidence(&d.th)
+	th := d.thresholdsFor(d.th, r)
+	score, p, seqNote := t.evidence(&th)
 	a.Statistic = score
 	a.Score = ptr(score)
 	a.PValue = p

@@ -78,6 +78,38 @@ type reference struct {
 	// (errorDispersion): the error tests against it temper their evidence by it.
 	errPhi [numCategories]float32
 	memFit memLevel // and its memory: its recent level
+	// family is log K when Alpha is shared among the K series of the deploy (Config.AlphaScope,
+	// deploySize): what every rate test against the reference adds to its threshold. 0 for one.
+	family float64
+}
+
+// thresholdsFor is th for a test against r: Alpha shared among the series of the deploy. A
+// latency test's default cap on one update's evidence (Config.LatencyBucketCap) rises with it,
+// so one bucket may still fire a test's first run.
+func (d *Detector) thresholdsFor(th thresholds, r *reference) thresholds {
+	th.upper += r.family
+	th.family = r.family
+	if th.bucketCap > 0 && d.cfg.LatencyBucketCap == 0 {
+		th.bucketCap += r.family
+	}
+	return th
+}
+
+// deploySize is how many series share src's deploy when src's history becomes a new version's
+// baseline in bucket b: the series of src's service, version and cohort that served within
+// HistoryMaxEpochs epochs before b's (every component and block the version serves, and so at
+// least every one a new version can be compared with). It counts what a replay that starts
+// HistoryMaxEpochs+1 epochs earlier also sees, so a replay freezes the same K. One scan of the
+// series, once per new version of each series.
+func (d *Detector) deploySize(src *series, b int64) int {
+	from := d.epochOf(b) - int64(d.cfg.HistoryMaxEpochs)*d.epochBuckets
+	n := 0
+	for k, s := range d.series {
+		if k.Service == src.key.Service && k.Version == src.key.Version && k.Cohort == src.key.Cohort && s.lastB >= from {
+			n++
+		}
+	}
+	return n
 }
 
 // temper is what an error test of category c against r multiplies its evidence by (see
@@ -95,8 +127,9 @@ func temperBy(phi float64) float64 {
 	return 0
 }
 
-// freeze builds a reference from src's recent history (every epoch it keeps).
-func (d *Detector) freeze(src *series, kind string) *reference {
+// freeze builds a reference from src's recent history (every epoch it keeps) for a series whose
+// first request came in bucket b.
+func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	r := &reference{kind: kind, version: src.key.Version, from: src.firstB, to: src.lastB}
 	r.label = src.key.Version
 	switch {
@@ -141,6 +174,7 @@ func (d *Detector) freeze(src *series, kind string) *reference {
 	if !r.ok {
 		return r
 	}
+	d.shareAlpha(r, src, b)
 	for c := range r.errs {
 		r.errP[c] = d.errorParams(r.errs[c], r.n)
 	}
@@ -275,9 +309,9 @@ func (d *Detector) latencyParamsAt(sk *ddsketch.DDSketch, t threshold, tol int) 
 // resolveReference gives a newly seen series its baseline: for a canary, the history of the
 // version it is compared with (see canaryReference), otherwise the previous version on the same
 // line.
-func (d *Detector) resolveReference(s *series) {
+func (d *Detector) resolveReference(s *series, b int64) {
 	if s.key.Cohort == schemas.CohortCanary {
-		if s.ref = d.canaryReference(s); s.ref != nil {
+		if s.ref = d.canaryReference(s, b); s.ref != nil {
 			if d.cfg.CanaryConcurrentAlpha > 0 {
 				s.gate = new(canaryGate)
 			}
@@ -285,7 +319,18 @@ func (d *Detector) resolveReference(s *series) {
 		}
 	}
 	if cur := s.line.current; cur != nil && cur != s && cur.key.Version != s.key.Version {
-		s.ref = d.freeze(cur, refPreviousVersion)
+		s.ref = d.freeze(cur, refPreviousVersion, b)
+	}
+}
+
+// shareAlpha sets r.family, src's history being r, for a series whose first request came in
+// bucket b, when Alpha is per deploy: the series of src's version share it.
+func (d *Detector) shareAlpha(r *reference, src *series, b int64) {
+	if d.cfg.AlphaScope != AlphaPerDeploy {
+		return
+	}
+	if k := d.deploySize(src, b); k > 1 {
+		r.family = math.Log(float64(k))
 	}
 }
 
@@ -295,13 +340,13 @@ func (d *Detector) resolveReference(s *series) {
 // baseline cluster (as Kayenta deploys one), or telemetry that labels the stable version's
 // requests only while a rollout runs. Before either, the version served unlabelled, and that is
 // its history. nil when neither line serves another version.
-func (d *Detector) canaryReference(s *series) *reference {
+func (d *Detector) canaryReference(s *series, b int64) *reference {
 	k := s.key.line()
 	k.Cohort = schemas.CohortBaseline
 	var ref *reference
 	version := "" // the baseline cohort's version: the unlabelled history must be of the same
 	if l := d.lines[k]; l != nil && l.current != nil && l.current.key.Version != s.key.Version {
-		if ref = d.freeze(l.current, refBaselineCohort); ref.ok {
+		if ref = d.freeze(l.current, refBaselineCohort, b); ref.ok {
 			return ref
 		}
 		version = l.current.key.Version
@@ -309,7 +354,7 @@ func (d *Detector) canaryReference(s *series) *reference {
 	k.Cohort = ""
 	if l := d.lines[k]; l != nil && l.current != nil && l.current.key.Version != s.key.Version &&
 		(version == "" || l.current.key.Version == version) {
-		if r := d.freeze(l.current, refBaselineCohort); r.ok || ref == nil {
+		if r := d.freeze(l.current, refBaselineCohort, b); r.ok || ref == nil {
 			return r
 		}
 	}

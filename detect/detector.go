@@ -535,7 +535,7 @@ func (d *Detector) advanceTo(last int64) {
 // and the new version's tests can fire within its first buckets.
 func (d *Detector) start(s *series, b int64) {
 	s.cur.start = d.epochOf(b)
-	d.resolveReference(s)
+	d.resolveReference(s, b)
 	if s.ref != nil {
 		d.log.Info("new version: baseline frozen", "series", s.key.String(), "baseline", s.ref.label,
 			"baseline_requests", s.ref.n, "conclusive", s.ref.ok)

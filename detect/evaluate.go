@@ -36,7 +36,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 	}
 	rho := d.errorRatios()
-	eth := d.errorThresholds()
+	eth := d.errorThresholds(r)
 	checked := s.gate != nil && d.cohortServing(cl, b.idx)
 	for c := range s.errT {
 		if !d.tested[c] {
@@ -84,7 +84,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				continue
 			}
 			t := &s.latT[q]
-			th := d.latTh
+			th := d.thresholdsFor(d.latTh, r)
 			var g *rateTest
 			if s.gate != nil {
 				g = &s.gate.lat[q]
@@ -160,7 +160,7 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		}
 		cohort = l.current
 	}
-	eth := d.errorThresholds()
+	eth := d.errorThresholds(r)
 	rho := d.errorRatios()
 	for c := range s.errT {
 		if errs[c] <= 0 || !d.tested[c] || s.errT[c].firing {
@@ -222,10 +222,10 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 // either test alone allows: 2·Alpha over a watch while the cohort keeps its rate, and
 // 2·CanaryConcurrentAlpha when something moves both.
 func (d *Detector) updateGated(s *series, c int, x, n, xr, nr float64, b int64, t, g *rateTest) rateVerdict {
-	gth := d.gateThresholds(d.errorThresholds())
+	gth := d.gateThresholds(d.errorThresholds(s.ref))
 	gth.temper = s.ref.temper(c)
 	g.updatePaired(1, d.errorRatios(), x, n, xr, nr, b, &gth)
-	th := d.errorThresholds()
+	th := d.errorThresholds(s.ref)
 	th.temper = gth.temper
 	th.hold = !g.firing
 	return t.updateBaseline(&s.ref.errP[c], x, n, b, &th)
@@ -242,7 +242,7 @@ func (d *Detector) cohortServing(l *line, b int64) bool {
 
 // gateThresholds are th with a canary check's level, CanaryConcurrentAlpha.
 func (d *Detector) gateThresholds(th thresholds) thresholds {
-	th.upper = d.gateUpper
+	th.upper, th.family = d.gateUpper, 0
 	return th
 }
 
@@ -257,9 +257,9 @@ func (d *Detector) latencyGateRatios(r *reference, q int) (float64, [alternative
 
 // errorThresholds are the boundaries of the error tests against a version baseline: they watch
 // the deploy from its first request, so their first run spends more of the watch's budget (see
-// frontShare).
-func (d *Detector) errorThresholds() thresholds {
-	th := d.th
+// frontShare), and Alpha is shared among the series of the deploy (thresholdsFor).
+func (d *Detector) errorThresholds(r *reference) thresholds {
+	th := d.thresholdsFor(d.th, r)
 	th.front = true
 	return th
 }
@@ -490,7 +490,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		if b.sk == nil {
 			continue
 		}
-		th := d.latTh
+		th := d.thresholdsFor(d.latTh, r)
 		if s.gate != nil {
 			if lt[i].rn > 0 {
 				g.updatePaired(rho0, rho, lt[i].x[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)

@@ -42,7 +42,7 @@ const (
 	// and a reference say whether their cpu line's loads were the process's; 10: a series keeps
 	// its errors' dispersion, and a reference the one it was frozen with; 11: a line how much its
 	// unit's counts vary beyond Poisson's; 12: the instances a latency warm-up follows.
-	snapshotVersion = 12
+	snapshotVersion = 13
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -426,6 +426,10 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	r.cpuRef.xfer(c)
 	r.cpuFit.xfer(c)
 	r.memFit.xfer(c)
+	c.f64(&r.family)
+	if r.family < 0 || math.IsNaN(r.family) {
+		c.fail("a reference's share of alpha of %g", r.family)
+	}
 }
 
 func (f *loadFit) xfer(c *codec) {

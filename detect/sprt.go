@@ -112,8 +112,13 @@ type secondBank struct {
 // then the run's share of the watch's budget and the evidence floor's price (see runBound and
 // floorDepth), which together move it off log(1/Alpha).
 func (t *rateTest) boundNote(th *thresholds) string {
-	return fmt.Sprintf("log(1/alpha) = %.2f, %+.2f for run %g's share of the watch's 2·alpha and the evidence floor",
-		th.upper, t.bound-th.upper, t.runs)
+	alpha := fmt.Sprintf("log(1/alpha) = %.2f", th.upper)
+	if th.family > 0 {
+		alpha = fmt.Sprintf("log(1/alpha) = %.2f, +%.2f for alpha shared among the deploy's %.0f series",
+			th.upper-th.family, th.family, math.Exp(th.family))
+	}
+	return fmt.Sprintf("%s, %+.2f for run %g's share of the watch's 2·alpha and the evidence floor",
+		alpha, t.bound-th.upper, t.runs)
 }
 
 // rateVerdict is what one bucket update did to a rate test.
@@ -277,7 +282,10 @@ func (t *rateTest) updatePaired(rho0 float64, rho [alternatives]float64, xo, no,
 
 // thresholds are the boundaries every rate test shares.
 type thresholds struct {
-	upper       float64 // log(1/Alpha)
+	upper float64 // log(1/Alpha), plus family
+	// family is what a test against a version or cohort baseline adds to upper: log K, K the
+	// series the deploy changes (Config.AlphaScope; reference.family).
+	family      float64
 	lower       float64 // log(Beta)
 	minRequests float64
 	recovery    int
