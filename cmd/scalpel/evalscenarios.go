@@ -28,7 +28,8 @@ func newEvalScenariosCmd() *cobra.Command {
 latencies with a 2 % slow path, 2 % exceptions, 1 % invalid_input) and runs the detector over each,
 in process and in event time: A/A (no change), error x1.5/x2/x5/x10, latency regressions, ramps
 (of errors, of every latency, of the tail alone), rolling updates (healthy, and with errors or
-latency regressed), slow memory leaks (5 and 1 MB/min), memory
+latency regressed), a service of 16 components deployed together (healthy, and with errors x5 in one:
+alpha is shared among a deploy's series, detect.alpha_scope), slow memory leaks (5 and 1 MB/min), memory
 that grows as caches fill (with and without a leak, and over ten minutes with the deploys ten
 minutes apart), cpu regressions at the same load (also in processes that serve another
 component, whose traffic spike is no regression: the samples carry process_rps), shapes of
@@ -56,7 +57,8 @@ event past the bucket's end), the SPRT floor and the ratios of the mean and the 
 (floored at one 1 s bucket; the floor is an expected time, so the mean is what it compares with
 like for like), and what the peers' rules decide on the same events: Argo Rollouts (interval 1m,
 failureLimit 0 and 3) and Flagger (interval 1m, threshold 5), both with static thresholds at the
-99th percentile of the baseline period's one-minute error rate and p99 latency.
+99th percentile of the baseline period's one-minute error rate and p99 latency (of a service of
+several components, the changed one's: an analysis template queries one metric).
 
 Methods — the floor is what no detector can beat: the expected sample number of Wald's SPRT that
 knows the exact distribution before and after the change, held to the detector's own false-alarm

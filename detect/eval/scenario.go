@@ -121,6 +121,10 @@ type Scenario struct {
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
 	CyclePeriod int `json:"cycle_period_s,omitempty"`
+	// Components > 1 deploys a service of this many components at once, each serving RPS under
+	// the same load, as the endpoints of one binary do: the scenario's change is the first
+	// component's, and the others change version only. Every component's false rollback counts.
+	Components int `json:"components,omitempty"`
 }
 
 // Traffic model constants (see Scenario).
@@ -179,6 +183,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "rolling update over 5min, no change @50rps", RPS: 50, Pre: pre, Post: 600, Rollout: 300},
 		{Name: "rolling update over 5min, error x5 @20rps", Regression: true, RPS: 20, Pre: pre, Post: 600, Rollout: 300, ErrMul: 5},
 		{Name: "rolling update over 5min, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: 600, Rollout: 300, BodyMul: 2, TailMul: 2},
+		{Name: "16 components deployed together, no change @20rps each", RPS: 20, Pre: pre, Post: post, Components: 16},
+		{Name: "16 components deployed together, error x5 in one @20rps each", Regression: true, RPS: 20, Pre: pre, Post: post, Components: 16, ErrMul: 5},
 		{Name: "invalid_input x10 @20rps", RPS: 20, Pre: pre, Post: post, InvalidMul: 10},
 		{Name: "latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, BodyMul: 2, TailMul: 2},
 		{Name: "median +25% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, BodyMul: 1.25},
@@ -386,124 +392,136 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		default:
 			sides[0] = side{newVersion, "", rps * load * orOne(sc.RateMul), true, 1}
 		}
-		for _, sd := range sides[:ns] {
-			n := poissonN(rng, sd.rate)
-			errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
-			if after && (sc.SharedLen == 0 || t >= float64(sc.SharedAt) && t < float64(sc.SharedAt+sc.SharedLen)) {
-				errP *= orOne(sc.SharedErrMul)
-				bodyM *= orOne(sc.SharedLatMul)
-				tailM *= orOne(sc.SharedLatMul)
-			}
-			age := float64(sec) // the old version started with the scenario, the new one with the deploy
-			if sd.version == newVersion {
-				age = t
-			}
-			// A rolling update starts the new version's instances one after another: a request
-			// then lands on one of those started so far, and with a cold start (ColdStart) is as
-			// slow as that instance's age makes it.
-			rolling := sd.version == newVersion && sc.Rollout > 0 && sc.CanaryShare == 0 && !sc.NoDeploy
-			perInstanceAge := sc.ColdStart > 1 && rolling
-			if sc.ColdStart > 1 && !perInstanceAge {
-				f := sc.cold(age)
-				bodyM *= f
-				tailM *= f
-			}
-			mem := baseMemMB + 3*rng.NormFloat64()
-			if sc.MemGrowMB > 0 {
-				tau := memGrowTau
-				if sc.MemGrowTau > 0 {
-					tau = float64(sc.MemGrowTau)
+		for comp := range max(1, sc.Components) {
+			for _, sd := range sides[:ns] {
+				sd.changed = sd.changed && comp == 0
+				n := poissonN(rng, sd.rate)
+				errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
+				if after && (sc.SharedLen == 0 || t >= float64(sc.SharedAt) && t < float64(sc.SharedAt+sc.SharedLen)) {
+					errP *= orOne(sc.SharedErrMul)
+					bodyM *= orOne(sc.SharedLatMul)
+					tailM *= orOne(sc.SharedLatMul)
 				}
-				mem += sc.MemGrowMB * (1 - math.Exp(-age/tau))
-			}
-			cpuM := 1.0
-			if sd.changed {
-				cpuM = orOne(sc.CPUMul)
-				errP *= sc.at(sc.ErrMul, t)
-				invP *= orOne(sc.InvalidMul)
-				bodyM *= sc.at(sc.BodyMul, t)
-				tailM *= sc.at(sc.TailMul, t)
-				mem += sc.LeakMBMin * t / 60
-			}
-			perInstance := sd.rate / sd.instances / math.Max(rps, 1e-9)
-			cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*perInstance)+cpuBusy*nb/math.Max(rps, 1e-9)+cpuNoise*rng.NormFloat64())
-			procRPS := sd.rate/sd.instances + nb
-			sample := true
-			if every > 1 {
-				acc := cpuAccs[sd.version+"/"+sd.cohort]
-				if acc == nil {
-					acc = new(cpuAcc)
-					cpuAccs[sd.version+"/"+sd.cohort] = acc
+				age := float64(sec) // the old version started with the scenario, the new one with the deploy
+				if sd.version == newVersion {
+					age = t
 				}
-				acc.sum, acc.load, acc.n = acc.sum+cpu, acc.load+procRPS, acc.n+1
-				if sample = (sec+resPhase)%every == 0 && n > 0; sample {
-					cpu, procRPS = acc.sum/acc.n, acc.load/acc.n
-					*acc = cpuAcc{}
+				// A rolling update starts the new version's instances one after another: a request
+				// then lands on one of those started so far, and with a cold start (ColdStart) is as
+				// slow as that instance's age makes it.
+				rolling := sd.version == newVersion && sc.Rollout > 0 && sc.CanaryShare == 0 && !sc.NoDeploy
+				perInstanceAge := sc.ColdStart > 1 && rolling
+				if sc.ColdStart > 1 && !perInstanceAge {
+					f := sc.cold(age)
+					bodyM *= f
+					tailM *= f
 				}
-			}
-			for i := range n {
-				ts := base.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Millisecond)
-				var lat float64
-				if rng.Float64() < tailShare {
-					lat = tailMedian * tailM * math.Exp(tailSigma*rng.NormFloat64())
-				} else {
-					lat = bodyMedian * bodyM * math.Exp(bodySigma*rng.NormFloat64())
-				}
-				if sc.PauseEvery > 0 && ts.Sub(scenarioT0)%(time.Duration(sc.PauseEvery)*time.Second) < time.Duration(sc.PauseMS)*time.Millisecond {
-					lat += sc.PauseAddMS
-				}
-				if sc.HeavyTail > 0 && rng.Float64() < heavyShare {
-					lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long
-				}
-				inst := ""
-				if sc.Instances > 0 || perInstanceAge {
-					pods := sc.Instances
-					if pods == 0 {
-						pods = unnamedInstances
+				mem := baseMemMB + 3*rng.NormFloat64()
+				if sc.MemGrowMB > 0 {
+					tau := memGrowTau
+					if sc.MemGrowTau > 0 {
+						tau = float64(sc.MemGrowTau)
 					}
-					up, apart := pods, float64(sc.Rollout)/float64(pods)
-					if rolling && t < float64(sc.Rollout) {
-						up = min(pods, int(t/apart)+1)
+					mem += sc.MemGrowMB * (1 - math.Exp(-age/tau))
+				}
+				cpuM := 1.0
+				if sd.changed {
+					cpuM = orOne(sc.CPUMul)
+					errP *= sc.at(sc.ErrMul, t)
+					invP *= orOne(sc.InvalidMul)
+					bodyM *= sc.at(sc.BodyMul, t)
+					tailM *= sc.at(sc.TailMul, t)
+					mem += sc.LeakMBMin * t / 60
+				}
+				perInstance := sd.rate / sd.instances / math.Max(rps, 1e-9)
+				cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*perInstance)+cpuBusy*nb/math.Max(rps, 1e-9)+cpuNoise*rng.NormFloat64())
+				procRPS := sd.rate/sd.instances + nb
+				sample := true
+				if every > 1 {
+					acc := cpuAccs[sd.version+"/"+sd.cohort]
+					if acc == nil {
+						acc = new(cpuAcc)
+						cpuAccs[sd.version+"/"+sd.cohort] = acc
 					}
-					k := rng.IntN(up)
-					if sc.Instances > 0 {
-						inst = instNames[sd.version][k]
-					}
-					if perInstanceAge {
-						lat *= sc.cold(t - float64(k)*apart)
+					acc.sum, acc.load, acc.n = acc.sum+cpu, acc.load+procRPS, acc.n+1
+					if sample = (sec+resPhase)%every == 0 && n > 0; sample {
+						cpu, procRPS = acc.sum/acc.n, acc.load/acc.n
+						*acc = cpuAcc{}
 					}
 				}
-				lat = math.Round(lat*100) / 100
-				ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: scenarioComp,
-					Version: sd.version, Cohort: sd.cohort, Instance: inst, LatencyMS: &lat}
-				switch u := rng.Float64(); {
-				case sc.ErrClump > 1 && clumpLeft[sd.version+"/"+sd.cohort] > 0:
-					ev.Error = schemas.ErrException
-					clumpLeft[sd.version+"/"+sd.cohort]--
-				case sc.ErrClump > 1 && u < errP/float64(sc.ErrClump):
-					ev.Error = schemas.ErrException
-					clumpLeft[sd.version+"/"+sd.cohort] = sc.ErrClump - 1
-				case sc.ErrClump > 1 && u < errP:
-					// the rest of errP's draws: not an exception, as a clump's share of them
-				case u < errP:
-					ev.Error = schemas.ErrException
-				case u < errP+invP:
-					ev.Error = schemas.ErrInvalidInput
-				}
-				if i == 0 && sample { // one resource sample per second (or ResourceEvery) and instance
-					c, m := cpu, mem
-					ev.CPU, ev.MemMB = &c, &m
-					if sc.NeighbourRPS > 0 {
-						l := procRPS
-						ev.ProcessRPS = &l
+				for i := range n {
+					ts := base.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Millisecond)
+					var lat float64
+					if rng.Float64() < tailShare {
+						lat = tailMedian * tailM * math.Exp(tailSigma*rng.NormFloat64())
+					} else {
+						lat = bodyMedian * bodyM * math.Exp(bodySigma*rng.NormFloat64())
 					}
+					if sc.PauseEvery > 0 && ts.Sub(scenarioT0)%(time.Duration(sc.PauseEvery)*time.Second) < time.Duration(sc.PauseMS)*time.Millisecond {
+						lat += sc.PauseAddMS
+					}
+					if sc.HeavyTail > 0 && rng.Float64() < heavyShare {
+						lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long
+					}
+					inst := ""
+					if sc.Instances > 0 || perInstanceAge {
+						pods := sc.Instances
+						if pods == 0 {
+							pods = unnamedInstances
+						}
+						up, apart := pods, float64(sc.Rollout)/float64(pods)
+						if rolling && t < float64(sc.Rollout) {
+							up = min(pods, int(t/apart)+1)
+						}
+						k := rng.IntN(up)
+						if sc.Instances > 0 {
+							inst = instNames[sd.version][k]
+						}
+						if perInstanceAge {
+							lat *= sc.cold(t - float64(k)*apart)
+						}
+					}
+					lat = math.Round(lat*100) / 100
+					ev := schemas.TelemetryEvent{TS: ts, Service: scenarioSvc, Component: componentName(comp),
+						Version: sd.version, Cohort: sd.cohort, Instance: inst, LatencyMS: &lat}
+					switch u := rng.Float64(); {
+					case sc.ErrClump > 1 && clumpLeft[sd.version+"/"+sd.cohort] > 0:
+						ev.Error = schemas.ErrException
+						clumpLeft[sd.version+"/"+sd.cohort]--
+					case sc.ErrClump > 1 && u < errP/float64(sc.ErrClump):
+						ev.Error = schemas.ErrException
+						clumpLeft[sd.version+"/"+sd.cohort] = sc.ErrClump - 1
+					case sc.ErrClump > 1 && u < errP:
+						// the rest of errP's draws: not an exception, as a clump's share of them
+					case u < errP:
+						ev.Error = schemas.ErrException
+					case u < errP+invP:
+						ev.Error = schemas.ErrInvalidInput
+					}
+					if i == 0 && sample && comp == 0 { // one resource sample per second (or ResourceEvery) and instance
+						c, m := cpu, mem
+						ev.CPU, ev.MemMB = &c, &m
+						if sc.NeighbourRPS > 0 {
+							l := procRPS
+							ev.ProcessRPS = &l
+						}
+					}
+					out = append(out, ev)
 				}
-				out = append(out, ev)
 			}
 		}
 		sortEvents(out[segStart:])
 	}
 	return out
+}
+
+// componentName is the name of a scenario's component k (Components): the first is the one the
+// scenario changes.
+func componentName(k int) string {
+	if k == 0 {
+		return scenarioComp
+	}
+	return fmt.Sprintf("%s-%d", scenarioComp, k)
 }
 
 // sortEvents orders one second's events by time (stable, so equal stamps keep generation order).

@@ -372,7 +372,7 @@ func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []sche
 			if o.detected || a.IsResolved() {
 				continue
 			}
-			if sc.onlyChangedCounts() && a.Version != sc.changedVersion() {
+			if sc.onlyChangedCounts() && (a.Version != sc.changedVersion() || a.Component != scenarioComp) {
 				continue
 			}
 			o.detected = true
@@ -404,7 +404,7 @@ func measure(evs []schemas.TelemetryEvent, secIdx []int, from, to int, version, 
 	var w window
 	lats = lats[:0]
 	for _, ev := range evs[secIdx[from]:secIdx[to]] {
-		if ev.Version != version || ev.Cohort != cohort {
+		if ev.Version != version || ev.Cohort != cohort || ev.Component != scenarioComp {
 			continue
 		}
 		w.n++
@@ -428,7 +428,9 @@ func measure(evs []schemas.TelemetryEvent, secIdx []int, from, to int, version, 
 // the baseline period (sliding windows every 10 s). Argo Rollouts (interval 1m) rolls back when
 // failures exceed failureLimit (0: the first failure; 3: the fourth); Flagger (interval 1m,
 // threshold 5) when failed checks reach 5. A minute without requests is no failure. Without a
-// deploy (NoDeploy) there is no rollout to analyse, so the rules never act.
+// deploy (NoDeploy) there is no rollout to analyse, so the rules never act. Of a service of
+// several components (Components) the rules read the first, the one the scenario changes: an
+// analysis template queries one metric.
 func staticRules(sc *Scenario, evs []schemas.TelemetryEvent) (argo0, argo3, flagger float64) {
 	total := sc.Pre + sc.Post
 	secIdx := make([]int, total+2)
