@@ -57,10 +57,14 @@ func ptr(v float64) *float64 { return &v }
 func (t *rateTest) evidence(th *thresholds) (score float64, p *float64, note string) {
 	score = t.score()
 	p = anytimeP(math.Max(score, t.bound) - (t.bound - th.upper))
-	if score >= t.bound {
-		return score, p, fmt.Sprintf("sequential test: log likelihood ratio %.2f crossed %.2f (%s)", score, t.bound, t.boundNote(th))
+	what := "sequential test: log likelihood ratio"
+	if t.long {
+		what = "deploy-long sequential test (never restarted): log likelihood ratio of every request since the version's first"
 	}
-	return score, p, fmt.Sprintf("sequential test: log likelihood ratio crossed %.2f (%s) and stands at %.2f now", t.bound, t.boundNote(th), score)
+	if score >= t.bound {
+		return score, p, fmt.Sprintf("%s %.2f crossed %.2f (%s)", what, score, t.bound, t.boundNote(th))
+	}
+	return score, p, fmt.Sprintf("%s crossed %.2f (%s) and stands at %.2f now", what, t.bound, t.boundNote(th), score)
 }
 
 // relEffect is (observed - baseline) / baseline, with the baseline floored so that a zero
@@ -82,13 +86,17 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 	gated := s.gate != nil
 	paired = paired && !gated
 	within := !at.IsZero()
-	a := d.baseAnomaly(s.key, schemas.MetricErrorRate, categoryName(c), t.runStart, s.closed.idx)
+	from, x, n := t.runStart, t.x, t.n
+	if t.long { // the deploy-long test: every request since the version's first
+		from, x, n = s.firstB, t.cx, t.cn
+	}
+	a := d.baseAnomaly(s.key, schemas.MetricErrorRate, categoryName(c), from, s.closed.idx)
 	if within {
 		a.TSDetected, a.Window.To = at, at
 	}
 	a.ErrorCategory = categoryName(c)
 	a.BaselineVersion = r.label
-	a.Observed = t.x / t.n
+	a.Observed = x / n
 	th := d.thresholdsFor(d.th, r)
 	score, p, seqNote := t.evidence(&th)
 	a.Statistic = score
@@ -104,7 +112,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 			a.Test = "msprt-two-sample+conditional-binomial"
 		}
 		a.Baseline = r.errs[c] / r.n
-		a.Samples = schemas.Samples{Observed: int64(t.n), Baseline: int64(r.n)}
+		a.Samples = schemas.Samples{Observed: int64(n), Baseline: int64(r.n)}
 	}
 	a.Effect = relEffect(a.Observed, a.Baseline, 1/math.Max(float64(a.Samples.Baseline), 1))
 	a.Evidence = d.errorEvidence(s, c, within)
@@ -116,6 +124,9 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 		}
 	}
 	h0 := fmt.Sprintf("rate at most the baseline's (%g errors in %g requests, pooled with the new version's under H0)", r.errP[c].xb, r.errP[c].nb)
+	if t.long {
+		h0 = fmt.Sprintf("rate the baseline's (%g errors in %g requests: its rate known only as well as they tell it)", r.errP[c].xb, r.errP[c].nb)
+	}
 	rho := r.errP[c].r
 	if paired {
 		h0 = fmt.Sprintf("the baseline cohort's rate over the same buckets (%g errors in %g requests; given both cohorts' errors, the canary's share is binomial)", t.xr, t.nr)
@@ -123,7 +134,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes,
 		fmt.Sprintf("%s; H0: %s, H1: ×%.3g, ×%.3g or ×%.3g", seqNote, h0, rho[0], rho[1], rho[2]),
-		fmt.Sprintf("%g errors in %g requests since %s", t.x, t.n, a.Window.From.Format(time.RFC3339)))
+		fmt.Sprintf("%g errors in %g requests since %s", x, n, a.Window.From.Format(time.RFC3339)))
 	if phi := float64(r.errPhi[c]); phi > 1 {
 		a.Evidence.Notes = append(a.Evidence.Notes, clumpNote("the baseline's", c, phi))
 	}

@@ -260,7 +260,7 @@ func (d *Detector) latencyGateRatios(r *reference, q int) (float64, [alternative
 // frontShare), and Alpha is shared among the series of the deploy (thresholdsFor).
 func (d *Detector) errorThresholds(r *reference) thresholds {
 	th := d.thresholdsFor(d.th, r)
-	th.front = true
+	th.front, th.deployLong = true, true
 	return th
 }
 

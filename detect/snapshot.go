@@ -41,8 +41,10 @@ const (
 	// level keeps six blocks; 9: a bucket adds up its cpu samples' process_rps, and a series
 	// and a reference say whether their cpu line's loads were the process's; 10: a series keeps
 	// its errors' dispersion, and a reference the one it was frozen with; 11: a line how much its
-	// unit's counts vary beyond Poisson's; 12: the instances a latency warm-up follows.
-	snapshotVersion = 13
+	// unit's counts vary beyond Poisson's; 12: the instances a latency warm-up follows; 13: a
+	// reference's share of alpha among the series of its deploy; 14: a rate test says whether it
+	// fires on its deploy-long evidence.
+	snapshotVersion = 14
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -518,6 +520,7 @@ func (t *rateTest) xfer(c *codec) {
 	c.f64(&t.runs)
 	c.f64(&t.bound)
 	c.bool(&t.firing)
+	c.bool(&t.long)
 	c.bool(&t.twoBanks)
 	for _, v := range []*int16{&t.quiet, &t.quietRun} {
 		w := int32(*v)

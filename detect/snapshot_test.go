@@ -412,3 +412,54 @@ func TestClumpedBaselineSaysSo(t *testing.T) {
 	}
 	t.Fatal("errors ten times as frequent in the same clumps raised no component error anomaly")
 }
+
+// TestSnapshotKeepsDeployLong: an episode the deploy-long test opened (rateTest.long) goes on
+// after a restore as it would have: it ends on its own evidence, not on a run's.
+func TestSnapshotKeepsDeployLong(t *testing.T) {
+	bad := healthy("1.1.0", 3600, 20)
+	bad.errRate = map[string]float64{"": 0.03}
+	events := genScenario(300, healthy("1.0.0", 450, 20), bad) // fires deploy-long (TestDeployLongAnomalySaysSo)
+	cfg := DefaultConfig()
+	d := New(cfg)
+	want := run(d, events, 0, 64)
+	var at time.Time
+	for _, a := range want {
+		if strings.Contains(strings.Join(a.Evidence.Notes, ";"), "deploy-long") {
+			at = a.TSDetected
+			break
+		}
+	}
+	if at.IsZero() {
+		t.Fatal("the stream no longer fires the deploy-long test")
+	}
+	cut := 0
+	for cut < len(events) && events[cut].TS.Before(at.Add(time.Minute)) {
+		cut++
+	}
+	cut = cut / 64 * 64
+	first := New(cfg)
+	got := run(first, events[:cut], 0, 64)
+	long := 0
+	for _, s := range first.series {
+		for c := range s.errT {
+			if s.errT[c].long {
+				long++
+			}
+		}
+	}
+	if long == 0 {
+		t.Fatal("no test fires on its deploy-long evidence at the cut")
+	}
+	snap, err := first.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(cfg, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, run(r, events[cut:], cut, 64)...)
+	if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
+		t.Errorf("restored detector differs:\nrestored: %s\nlive:     %s", g, w)
+	}
+}

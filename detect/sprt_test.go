@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 )
 
 // bucketDraw is one second of Bernoulli(p) requests at a Poisson rate.
@@ -22,10 +23,21 @@ func bucketDraw(rng *rand.Rand, rps, p float64) (x, n float64) {
 // TestBaselineTestLongWatch holds the two-sample test to what the upper-bound plug-in could not
 // do: a baseline that came out 20 % low (80 errors where 100 were expected) does not fire a
 // healthy version over three hours, because the new version's own data pulls H0's rate up,
-// while an error x5 is still caught within seconds.
+// while an error x5 is still caught within seconds. The same with the deploy-long test next to
+// the runs, as the error tests against a version baseline have it: its evidence against a
+// baseline 20 % low tends to 80·(1.25·(1 - 1/1.5) - ln 1.5) = 0.9 nats.
 func TestBaselineTestLongWatch(t *testing.T) {
 	d := New(DefaultConfig())
 	rp := d.errorParams(80, 5000)
+	for _, th := range []thresholds{d.th, d.errorThresholds(&reference{})} {
+		t.Run(fmt.Sprintf("deploy-long %v", th.deployLong), func(t *testing.T) { baselineLongWatch(t, d, rp, th) })
+	}
+}
+
+func baselineLongWatch(t *testing.T, d *Detector, rp rateParams, th thresholds) {
+	if raceEnabled && th.deployLong {
+		t.Skip("three hours of buckets, twice, are slow under the race detector")
+	}
 	tests := []struct {
 		name    string
 		p       float64
@@ -43,7 +55,7 @@ func TestBaselineTestLongWatch(t *testing.T) {
 			fired := -1
 			for b := range tt.buckets {
 				x, n := bucketDraw(rng, 20, tt.p)
-				if rt.updateBaseline(&rp, x, n, int64(b), &d.th) == verdictFired {
+				if rt.updateBaseline(&rp, x, n, int64(b), &th) == verdictFired {
 					fired = b
 					break
 				}
@@ -147,4 +159,110 @@ func TestEvidenceOfATestThatFellBack(t *testing.T) {
 	if want := math.Exp(-d.th.upper); math.Abs(*p-want) > 1e-12 {
 		t.Errorf("after falling back: p %g, want the crossing's %g", *p, want)
 	}
+}
+
+// TestDeployLongFindsWhatRunsMiss: an error rate ×1.5 (the minimum effect) over a baseline of
+// 9 000 requests at 2 % is found within the hour by most deploys with the deploy-long test, and
+// by far fewer without it, whose later runs test against H0's rate pooled with the regressed
+// version's own. The test fires only on its own evidence: its episode stays open while that
+// evidence holds, however the runs' evidence moves.
+func TestDeployLongFindsWhatRunsMiss(t *testing.T) {
+	d := New(DefaultConfig())
+	deploys := 40
+	if raceEnabled {
+		deploys = 8
+	}
+	found := map[bool]int{}
+	for _, long := range []bool{false, true} {
+		th := d.errorThresholds(&reference{})
+		th.deployLong = long
+		for seed := range uint64(deploys) {
+			rng := rand.New(rand.NewPCG(seed, 11))
+			xb, nb := bucketDraw(rng, 9000, 0.02)
+			rp := d.errorParams(xb, nb)
+			var rt rateTest
+			fired, longFrom := false, -1
+			for b := range 3600 {
+				x, n := bucketDraw(rng, 20, 0.03)
+				v := rt.updateBaseline(&rp, x, n, int64(b), &th)
+				if v == verdictFired {
+					fired = true
+				}
+				if v == verdictFired && rt.long {
+					longFrom = b
+				}
+				if longFrom >= 0 && !rt.long {
+					t.Fatalf("seed %d: the deploy-long episode that opened at bucket %d ended at %d while the regression went on", seed, longFrom, b)
+				}
+			}
+			if fired {
+				found[long]++
+			}
+		}
+	}
+	t.Logf("error ×1.5 found within the hour: %d of %d deploys without the deploy-long test, %d with it", found[false], deploys, found[true])
+	if found[true] < deploys*8/10 || found[true] <= found[false] {
+		t.Fatalf("error ×1.5 found within the hour in %d of %d deploys with the deploy-long test, %d without", found[true], deploys, found[false])
+	}
+}
+
+// TestDeployLongFalseAlarms holds the deploy-long test alone to its share of alpha on healthy
+// versions over an hour, each against a baseline drawn at the same rate: at alpha 0.1 its bound
+// is log(1/0.01), and it fired about half as often as that allows in simulation.
+func TestDeployLongFalseAlarms(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Alpha = 0.1
+	d := New(cfg)
+	deploys := 400
+	if raceEnabled {
+		deploys = 40
+	}
+	fired := 0
+	for seed := range uint64(deploys) {
+		rng := rand.New(rand.NewPCG(seed, 13))
+		xb, nb := bucketDraw(rng, 9000, 0.02)
+		rp := d.errorParams(xb, nb)
+		th := d.errorThresholds(&reference{})
+		var rt rateTest
+		for b := range 3600 {
+			x, n := bucketDraw(rng, 20, 0.02)
+			rt.cx, rt.cn = rt.cx+x, rt.cn+n
+			if rt.deployLong(&rp, verdictNone, int64(b), &th) == verdictFired {
+				fired++
+				break
+			}
+		}
+	}
+	t.Logf("deploy-long test at alpha 0.01: %d of %d healthy deploys fired within the hour", fired, deploys)
+	if fired > deploys*3/100 {
+		t.Fatalf("deploy-long test at alpha 0.01 fired in %d of %d healthy deploys", fired, deploys)
+	}
+}
+
+// TestDeployLongAnomalySaysSo: an anomaly the deploy-long test opened says so, and its window and
+// counts are every request since the new version's first.
+func TestDeployLongAnomalySaysSo(t *testing.T) {
+	if raceEnabled {
+		t.Skip("an hour of traffic per seed is slow under the race detector")
+	}
+	for seed := range uint64(20) {
+		bad := healthy("1.1.0", 3600, 20)
+		bad.errRate = map[string]float64{"": 0.03} // ×1.5: the minimum effect
+		events := genScenario(300+seed, healthy("1.0.0", 450, 20), bad)
+		for _, a := range replay(DefaultConfig(), events, 256) {
+			note := strings.Join(a.Evidence.Notes, "; ")
+			if a.Metric != "error_rate" || !strings.Contains(note, "deploy-long") {
+				continue
+			}
+			if !a.Window.From.Equal(t0.Add(450*time.Second)) && a.Window.From.After(t0.Add(451*time.Second)) {
+				t.Errorf("seed %d: the window starts %s, not at the new version's first request", seed, a.Window.From)
+			}
+			if a.Samples.Observed < 20*60 || !strings.Contains(note, "for its share of alpha, a tenth") {
+				t.Errorf("seed %d: %d requests observed; note %q", seed, a.Samples.Observed, note)
+			}
+			t.Logf("seed %d: %s", seed, note)
+			return
+		}
+	}
+	t.Fatal("no deploy-long anomaly in 20 deploys of error ×1.5")
 }
