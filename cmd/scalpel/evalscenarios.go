@@ -43,8 +43,11 @@ healthy, regressed, beside a baseline cohort that starts with them (a fresh base
 and healthy beside a traffic spike, a shared dependency that triples both cohorts' errors, or
 one that slows both (in the last two only a canary anomaly counts: the old version's is right). cpu and memory are sampled every second, and in the rows
 marked "scraped every 15s" every 15 s, as a metrics scraper reports them; --scrape 60s samples
-them every 60 s in every scenario instead. --only runs the scenarios whose name matches a
-pattern, next to the A/A deploys.
+them every 60 s in every scenario instead. A deploy is watched 330 s after it, except in the
+rows marked "watched 1h" (detect.deploy_watch, how long the detector compares a new version
+with the old): those some of whose deploys a shorter watch misses (error x1.5, p99 +10 % and
++25 %, low traffic), so their mean is a mean, or a lower bound of the whole watch. --only runs
+the scenarios whose name matches a pattern, next to the A/A deploys.
 
 For each scenario: how many deploys were detected (for the quiet ones: false rollbacks), the time
 to detect (TTD, event seconds from the deploy to the first anomaly; p50, p95 and mean over all
