@@ -78,9 +78,11 @@ type reference struct {
 	// (errorDispersion): the error tests against it temper their evidence by it.
 	errPhi [numCategories]float32
 	memFit memLevel // and its memory: its recent level
-	// family is log K when Alpha is shared among the K series of the deploy (Config.AlphaScope,
-	// deploySize): what every rate test against the reference adds to its threshold. 0 for one.
-	family float64
+	// family is ln(1/share) when Alpha is shared among the familyN series of the deploy
+	// (Config.AlphaScope, deployShare): what every rate test against the reference adds to its
+	// threshold. 0 for a deploy of one series.
+	family  float64
+	familyN int32
 }
 
 // thresholdsFor is th for a test against r: Alpha shared among the series of the deploy. A
@@ -88,26 +90,50 @@ type reference struct {
 // so one bucket may still fire a test's first run.
 func (d *Detector) thresholdsFor(th thresholds, r *reference) thresholds {
 	th.upper += r.family
-	th.family = r.family
+	th.family, th.familyN = r.family, r.familyN
 	if th.bucketCap > 0 && d.cfg.LatencyBucketCap == 0 {
 		th.bucketCap += r.family
 	}
 	return th
 }
 
-// deploySize is how many series share src's deploy when src's history becomes a new version's
-// baseline in bucket b: the series of src's service, version and cohort that served within
-// HistoryMaxEpochs epochs before b's (every component and block the version serves, and so at
-// least every one a new version can be compared with). It counts what a replay that starts
-// HistoryMaxEpochs+1 epochs earlier also sees, so a replay freezes the same K. One scan of the
-// series, once per new version of each series.
-func (d *Detector) deploySize(src *series, b int64) int {
+// deployShare is src's share of Alpha among the series of its deploy, when src's history becomes
+// a new version's baseline in bucket b. The deploy's series are those of src's service, version
+// and cohort that served within HistoryMaxEpochs epochs before b's: every component and block the
+// version serves, and so at least every one a new version can be compared with. Their shares add
+// up to one (a union bound over them): half of Alpha is shared evenly among the K of them and
+// half by the requests in their recent history, so a hot path, where a regression reaches most
+// users, is held to less of the price, and no series to more than ln 2K. It counts what a replay
+// that starts HistoryMaxEpochs+1 epochs earlier also sees, so a replay freezes the same shares.
+// One scan of the series, once per new version of each series.
+func (d *Detector) deployShare(src *series, b int64) (share float64, k int) {
 	from := d.epochOf(b) - int64(d.cfg.HistoryMaxEpochs)*d.epochBuckets
-	n := 0
-	for k, s := range d.series {
-		if k.Service == src.key.Service && k.Version == src.key.Version && k.Cohort == src.key.Cohort && s.lastB >= from {
-			n++
+	var all, own float64
+	for key, s := range d.series {
+		if key.Service != src.key.Service || key.Version != src.key.Version || key.Cohort != src.key.Cohort || s.lastB < from {
+			continue
 		}
+		k++
+		n := s.recentRequests()
+		all += n
+		if s == src {
+			own = n
+		}
+	}
+	if k <= 1 || all <= 0 {
+		return 1, k
+	}
+	return 0.5/float64(k) + 0.5*own/all, k
+}
+
+// recentRequests is how many requests s's recent history (every epoch it keeps) holds.
+func (s *series) recentRequests() float64 {
+	n := s.cur.n
+	if s.prev != nil {
+		n += s.prev.n
+	}
+	for _, h := range s.older {
+		n += h.n
 	}
 	return n
 }
@@ -329,8 +355,8 @@ func (d *Detector) shareAlpha(r *reference, src *series, b int64) {
 	if d.cfg.AlphaScope != AlphaPerDeploy {
 		return
 	}
-	if k := d.deploySize(src, b); k > 1 {
-		r.family = math.Log(float64(k))
+	if share, k := d.deployShare(src, b); k > 1 {
+		r.family, r.familyN = -math.Log(share), int32(k)
 	}
 }
 

@@ -51,12 +51,13 @@ type Config struct {
 	// false-rollback target (the scenario suite measures the rate per deploy). Default 0.001.
 	Alpha float64 `json:"alpha" yaml:"alpha"`
 	// AlphaScope is what Alpha bounds. "deploy" (the default) shares it among the series a deploy
-	// changes: every test of a new version against the previous version or a baseline cohort has
-	// its threshold raised by log K, K being the series (components and blocks) of the baseline's
-	// service, version and cohort that served within HistoryMaxEpochs epochs before the new
-	// version's first request. A deploy of a service of many components then falsely rolls back
-	// about as often as a deploy of one, at the price of log K more evidence before any of them
-	// fires (2.8 nats for 16 series: about 1.8 s for error ×5 at 20 req/s). "series" holds each
+	// changes, the series (components and blocks) of the baseline's service, version and cohort
+	// that served within HistoryMaxEpochs epochs before the new version's first request: half
+	// evenly among the K of them, half by their recent requests, and every test of a new version
+	// against the previous version or a baseline cohort has its threshold raised by ln(1/its
+	// share). A deploy of a service of many components then falsely rolls back about as often as
+	// a deploy of one, at the price of about ln K more evidence before any of them fires, less on
+	// the busiest (2.8 nats for 16 alike: about 1.8 s for error ×5 at 20 req/s). "series" holds each
 	// series to Alpha on its own: faster, and a deploy of K series fires falsely up to K times as
 	// often. The own profile's tests, which watch no deploy, are per series either way.
 	AlphaScope string `json:"alpha_scope" yaml:"alpha_scope"`
@@ -153,7 +154,7 @@ type Config struct {
 	// coincidence read as dozens of requests' evidence. With 200 ms pauses of +100 ms every 10 s,
 	// 13 of 200 A/A deploys fired without a cap and none with it. Capped, an update's likelihood
 	// ratio still has a mean of at most 1 under H0, so the false-alarm bound holds. 0 (default)
-	// is log(1/alpha) + 0.1 (plus ln K where alpha is shared among a deploy's K series,
+	// is log(1/alpha) + 0.1 (plus ln(1/share) where alpha is shared among a deploy's series,
 	// AlphaScope): one update alone fires a test only in its first run, and only if
 	// every alternative the test mixes carries about that much, so an anomaly mostly needs two
 	// buckets' evidence. That costs a gross regression up to a bucket: every latency ×2 at

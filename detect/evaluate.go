@@ -242,7 +242,7 @@ func (d *Detector) cohortServing(l *line, b int64) bool {
 
 // gateThresholds are th with a canary check's level, CanaryConcurrentAlpha.
 func (d *Detector) gateThresholds(th thresholds) thresholds {
-	th.upper, th.family = d.gateUpper, 0
+	th.upper, th.family, th.familyN = d.gateUpper, 0, 0
 	return th
 }
 

@@ -43,8 +43,8 @@ const (
 	// its errors' dispersion, and a reference the one it was frozen with; 11: a line how much its
 	// unit's counts vary beyond Poisson's; 12: the instances a latency warm-up follows; 13: a
 	// reference's share of alpha among the series of its deploy; 14: a rate test says whether it
-	// fires on its deploy-long evidence.
-	snapshotVersion = 14
+	// fires on its deploy-long evidence; 15: and how many series the reference's share is among.
+	snapshotVersion = 15
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -429,8 +429,9 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	r.cpuFit.xfer(c)
 	r.memFit.xfer(c)
 	c.f64(&r.family)
-	if r.family < 0 || math.IsNaN(r.family) {
-		c.fail("a reference's share of alpha of %g", r.family)
+	c.i32(&r.familyN)
+	if r.family < 0 || math.IsNaN(r.family) || r.familyN < 0 {
+		c.fail("a reference's share of alpha of %g among %d series", r.family, r.familyN)
 	}
 }
 

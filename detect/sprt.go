@@ -115,8 +115,8 @@ type secondBank struct {
 func (t *rateTest) boundNote(th *thresholds) string {
 	alpha := fmt.Sprintf("log(1/alpha) = %.2f", th.upper)
 	if th.family > 0 {
-		alpha = fmt.Sprintf("log(1/alpha) = %.2f, +%.2f for alpha shared among the deploy's %.0f series",
-			th.upper-th.family, th.family, math.Exp(th.family))
+		alpha = fmt.Sprintf("log(1/alpha) = %.2f, +%.2f for alpha shared among the deploy's %d series (this one's share %.3g)",
+			th.upper-th.family, th.family, th.familyN, math.Exp(-th.family))
 	}
 	if t.long {
 		return fmt.Sprintf("%s, %+.2f for its share of alpha, a tenth", alpha, t.bound-th.upper)
@@ -351,9 +351,10 @@ func (t *rateTest) updatePaired(rho0 float64, rho [alternatives]float64, xo, no,
 // thresholds are the boundaries every rate test shares.
 type thresholds struct {
 	upper float64 // log(1/Alpha), plus family
-	// family is what a test against a version or cohort baseline adds to upper: log K, K the
-	// series the deploy changes (Config.AlphaScope; reference.family).
+	// family is what a test against a version or cohort baseline adds to upper: ln(1/its share
+	// of Alpha) among the familyN series the deploy changes (Config.AlphaScope; reference.family).
 	family      float64
+	familyN     int32
 	lower       float64 // log(Beta)
 	minRequests float64
 	recovery    int
