@@ -91,6 +91,20 @@ func run(d *Detector, events []schemas.TelemetryEvent, from, batch int) []schema
 	return out
 }
 
+// roundTrip is d snapshotted and restored under cfg.
+func roundTrip(t *testing.T, cfg Config, d *Detector) *Detector {
+	t.Helper()
+	snap, err := d.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(cfg, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 	events := snapshotStream()
 	cfg := DefaultConfig()
@@ -284,14 +298,7 @@ func TestSnapshotKeepsErrorDispersion(t *testing.T) {
 	d := New(DefaultConfig())
 	run(d, events, 0, 64)
 	d.Advance(events[len(events)-1].TS.Add(5 * time.Second))
-	snap, err := d.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Restore(DefaultConfig(), snap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := roundTrip(t, DefaultConfig(), d)
 	exc := categoryIndex(schemas.ErrException)
 	for k, s := range d.series {
 		want := d.errorDispersion(s, exc)
@@ -318,14 +325,7 @@ func TestSnapshotKeepsTrafficDispersion(t *testing.T) {
 	for s := range 300 {
 		f.run(s, s+1, poisson(rng, 50*math.Exp(0.5*rng.NormFloat64()-0.125)), mk)
 	}
-	snap, err := f.d.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Restore(DefaultConfig(), snap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := roundTrip(t, DefaultConfig(), f.d)
 	units := 0
 	for k, ln := range f.d.lines {
 		if ln.unit != ln {
@@ -359,14 +359,7 @@ func TestSnapshotKeepsInstances(t *testing.T) {
 	want := run(d, events, 0, 64)
 	first := New(cfg)
 	got := run(first, events[:cut], 0, 64)
-	snap, err := first.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Restore(cfg, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := roundTrip(t, cfg, first)
 	if len(first.instances) < 4 || !maps.EqualFunc(first.instances, r.instances, func(a, b *instanceSeen) bool { return *a == *b }) {
 		t.Fatalf("restored instances differ: %d written, %d read", len(first.instances), len(r.instances))
 	}
@@ -450,14 +443,7 @@ func TestSnapshotKeepsDeployLong(t *testing.T) {
 	if long == 0 {
 		t.Fatal("no test fires on its deploy-long evidence at the cut")
 	}
-	snap, err := first.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Restore(cfg, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := roundTrip(t, cfg, first)
 	got = append(got, run(r, events[cut:], cut, 64)...)
 	if g, w := encodeJSONL(t, got), encodeJSONL(t, want); !bytes.Equal(g, w) {
 		t.Errorf("restored detector differs:\nrestored: %s\nlive:     %s", g, w)

@@ -224,14 +224,7 @@ func TestSnapshotWithinBucket(t *testing.T) {
 			if !used {
 				t.Fatal("no open bucket holds what a test counted within it: the cut misses the state under test")
 			}
-			snap, err := first.Snapshot()
-			if err != nil {
-				t.Fatal(err)
-			}
-			restored, err := Restore(cfg, snap)
-			if err != nil {
-				t.Fatal(err)
-			}
+			restored := roundTrip(t, cfg, first)
 			// Up to the cut, what the uninterrupted run returned; after it, the restored
 			// detector's.
 			cut := New(cfg)
