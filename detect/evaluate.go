@@ -43,6 +43,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			continue
 		}
 		t := &s.errT[c]
+		long := t.long // an episode the deploy-long test opened ends on its own evidence
 		var v rateVerdict
 		x, n := b.unused(c)
 		th := eth
@@ -64,8 +65,11 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		case verdictFired:
 			out = d.open(s, c, d.errorAnomaly(s, c, pb != nil, time.Time{}), out)
 		case verdictRecovered:
-			out = d.resolve(s, c, b.idx, fmt.Sprintf("%s error rate back within baseline for %s",
-				categoryName(c), d.quietFor(int(t.quietRun))), out)
+			msg := fmt.Sprintf("%s error rate back within baseline for %s", categoryName(c), d.quietFor(int(t.quietRun)))
+			if long {
+				msg = fmt.Sprintf("%s error rate since the version's first request back within baseline: the deploy-long test's evidence fell log(1/beta) below its threshold", categoryName(c))
+			}
+			out = d.resolve(s, c, b.idx, msg, out)
 		}
 	}
 	if r.latOK && b.latN > 0 {

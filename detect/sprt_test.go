@@ -266,3 +266,36 @@ func TestDeployLongAnomalySaysSo(t *testing.T) {
 	}
 	t.Fatal("no deploy-long anomaly in 20 deploys of error ×1.5")
 }
+
+// TestDeployLongEpisodeEnds: an episode the deploy-long test opened ends once the version's
+// errors since its first request no longer stand out from the baseline: here it stops failing
+// altogether, and the episode ends on the deploy-long evidence, within minutes.
+func TestDeployLongEpisodeEnds(t *testing.T) {
+	d := New(DefaultConfig())
+	th := d.errorThresholds(&reference{})
+	for seed := range uint64(40) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		xb, nb := bucketDraw(rng, 9000, 0.02)
+		rp := d.errorParams(xb, nb)
+		var rt rateTest
+		b := 0
+		for ; b < 3600 && !rt.long; b++ {
+			x, n := bucketDraw(rng, 20, 0.03)
+			rt.updateBaseline(&rp, x, n, int64(b), &th)
+		}
+		if !rt.long {
+			continue // the runs found it, or nothing did: another seed
+		}
+		for end := b + 600; b < end; b++ {
+			x, n := bucketDraw(rng, 20, 0)
+			if rt.updateBaseline(&rp, x, n, int64(b), &th) == verdictRecovered {
+				if rt.long || rt.firing {
+					t.Fatalf("seed %d: recovered, yet still firing (deploy-long %v)", seed, rt.long)
+				}
+				return
+			}
+		}
+		t.Fatalf("seed %d: the deploy-long episode did not end within 10 min of no errors", seed)
+	}
+	t.Fatal("no seed fired the deploy-long test")
+}
