@@ -28,8 +28,8 @@ func newEvalScenariosCmd() *cobra.Command {
 latencies with a 2 % slow path, 2 % exceptions, 1 % invalid_input) and runs the detector over each,
 in process and in event time: A/A (no change), error x1.5/x2/x5/x10, latency regressions, ramps
 (of errors, of every latency, of the tail alone), rolling updates (healthy, and with errors or
-latency regressed), a service of 16 components deployed together (healthy, and with errors x5 in one:
-alpha is shared among a deploy's series, detect.alpha_scope), slow memory leaks (5 and 1 MB/min), memory
+latency regressed), a service of 16 components deployed together (healthy, and with errors x5 in one;
+alike, and one busy among 15 quiet: alpha is shared among a deploy's series, detect.alpha_scope), slow memory leaks (5 and 1 MB/min), memory
 that grows as caches fill (with and without a leak, and over ten minutes with the deploys ten
 minutes apart), cpu regressions at the same load (also in processes that serve another
 component, whose traffic spike is no regression: the samples carry process_rps), shapes of

@@ -125,6 +125,9 @@ type Scenario struct {
 	// the same load, as the endpoints of one binary do: the scenario's change is the first
 	// component's, and the others change version only. Every component's false rollback counts.
 	Components int `json:"components,omitempty"`
+	// OtherRPS > 0 has the components after the first serve this many req/s each instead of
+	// RPS: a busy path among quieter ones.
+	OtherRPS float64 `json:"other_rps,omitempty"`
 }
 
 // Traffic model constants (see Scenario).
@@ -189,6 +192,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "rolling update over 5min, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: 600, Rollout: 300, BodyMul: 2, TailMul: 2},
 		{Name: "16 components deployed together, no change @20rps each", RPS: 20, Pre: pre, Post: post, Components: 16},
 		{Name: "16 components deployed together, error x5 in one @20rps each", Regression: true, RPS: 20, Pre: pre, Post: post, Components: 16, ErrMul: 5},
+		{Name: "16 components deployed together, one busy @20rps and 15 @2rps, no change", RPS: 20, Pre: pre, Post: post, Components: 16, OtherRPS: 2},
+		{Name: "16 components deployed together, error x5 in the busy one @20rps, 15 others @2rps", Regression: true, RPS: 20, Pre: pre, Post: post, Components: 16, OtherRPS: 2, ErrMul: 5},
 		{Name: "invalid_input x10 @20rps", RPS: 20, Pre: pre, Post: post, InvalidMul: 10},
 		{Name: "latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, BodyMul: 2, TailMul: 2},
 		{Name: "median +25% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, BodyMul: 1.25},
@@ -399,6 +404,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		for comp := range max(1, sc.Components) {
 			for _, sd := range sides[:ns] {
 				sd.changed = sd.changed && comp == 0
+				if comp > 0 && sc.OtherRPS > 0 {
+					sd.rate *= sc.OtherRPS / rps
+				}
 				n := poissonN(rng, sd.rate)
 				errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
 				if after && (sc.SharedLen == 0 || t >= float64(sc.SharedAt) && t < float64(sc.SharedAt+sc.SharedLen)) {
