@@ -298,20 +298,8 @@ func (d *Detector) firedAt(b int64) time.Time {
 // bucket b: always against a baseline cohort, and against the version before it for
 // DeployWatch after its first request, then for as long as one of them is firing.
 func (d *Detector) watching(s *series, b int64) bool {
-	if d.watch == 0 || s.ref == nil || s.ref.kind != refPreviousVersion || s.firstB == math.MaxInt64 || b-s.firstB < d.watch || s.latEp {
-		return true
-	}
-	for c := range s.errT {
-		if s.errT[c].firing {
-			return true
-		}
-	}
-	for q := range s.latT {
-		if s.latT[q].firing {
-			return true
-		}
-	}
-	return false
+	return d.watch == 0 || s.ref == nil || s.ref.kind != refPreviousVersion || s.firstB == math.MaxInt64 ||
+		b-s.firstB < d.watch || s.latEp || anyFiring(s.errT[:], s.latT[:])
 }
 
 // withinBucket reports whether s's tests against its baseline may fire within a bucket (see

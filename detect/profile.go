@@ -77,14 +77,16 @@ func shortDuration(v time.Duration) string {
 // frozen reports whether any error or latency test of s is firing: the own profile then keeps
 // what the series was before the episode.
 func (s *series) frozen() bool {
-	for c := range s.errT {
-		if s.errT[c].firing || (s.own != nil && s.own.errT[c].firing) {
-			return true
-		}
-	}
-	for q := range s.latT {
-		if s.latT[q].firing || (s.own != nil && s.own.latT[q].firing) {
-			return true
+	return anyFiring(s.errT[:], s.latT[:]) || s.own != nil && anyFiring(s.own.errT[:], s.own.latT[:])
+}
+
+// anyFiring reports whether any test of any group is firing.
+func anyFiring(groups ...[]rateTest) bool {
+	for _, ts := range groups {
+		for i := range ts {
+			if ts[i].firing {
+				return true
+			}
 		}
 	}
 	return false
