@@ -219,9 +219,10 @@ const deployLongShare = 0.1
 func (t *rateTest) deployLong(rp *rateParams, v rateVerdict, b int64, th *thresholds) rateVerdict {
 	var llr [alternatives]float64
 	a, beta := rp.xb+0.5, rp.nb+1
+	l0 := math.Log(beta + t.cn)
 	for k := range llr {
 		r := rp.r[k]
-		llr[k] = t.cx*math.Log(r) + (a+t.cx)*(math.Log(beta+t.cn)-math.Log(beta+r*t.cn))
+		llr[k] = t.cx*math.Log(r) + (a+t.cx)*(l0-math.Log(beta+r*t.cn))
 		if m := th.temper; m > 0 {
 			llr[k] *= m
 		}
