@@ -24,6 +24,11 @@ type line struct {
 	current *series // the version that appeared most recently; nil for a unit line no request without a cohort came to
 	otherB  int64   // the last bucket a version other than current served in
 	unit    *line   // the line whose throughput test counts this line's requests: the unit's without a cohort
+	// liveB and liveN are, for a component's line (without a block or a cohort), its
+	// requests in the newest bucket any came in, as they arrive, and prevN those in the bucket
+	// before it as it ended (0 when none came in it): its load (readShift).
+	liveB        int64
+	liveN, prevN float32
 
 	accB  int64   // bucket being accumulated for the throughput test
 	accN  float64 // requests of the unit in bucket accB
@@ -83,6 +88,10 @@ type reference struct {
 	// threshold. 0 for a deploy of one series.
 	family  float64
 	familyN int32
+	// usual is the requests per bucket of the series' component when the reference was frozen
+	// (series.usualLoad; 0 when that was not known yet, and the load is then not read): what a
+	// bucket's load is read against (readShift).
+	usual float64
 }
 
 // thresholdsFor is th for a test against r: Alpha shared among the series of the deploy. A
@@ -200,6 +209,7 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	if !r.ok {
 		return r
 	}
+	r.usual = src.usualLoad()
 	d.shareAlpha(r, src, b)
 	for c := range r.errs {
 		r.errP[c] = d.errorParams(r.errs[c], r.n)

@@ -60,11 +60,15 @@ type bucket struct {
 // bucketUse is what of a bucket the tests that fired within it have already counted: per error
 // category its errors and requests, and for a canary's (paired) error test those of the baseline
 // cohort's bucket of the same index; per latency quantile its requests with a latency and those
-// above the quantile's and the body's thresholds.
+// above the quantile's and the body's thresholds; and how far its load raised those thresholds.
 type bucketUse struct {
 	errs, n       [numCategories]float64
 	refErrs, refN [numCategories]float64
 	lat           [maxQuantiles]latencyUse
+	// latShift is how many sketch bins the bucket's latency thresholds rise at its load
+	// (readShift): the most it was read at, so it only rises while the bucket is open. Kept
+	// here, allocated with the first shift, so a bucket at the usual load carries nothing.
+	latShift int32
 }
 
 // latencyUse is a tail latency test's count of a bucket: n requests with a latency, x above the

@@ -193,12 +193,13 @@ func TestCanaryEpisodeEndsWhenTrafficMovesToCohort(t *testing.T) {
 // A shared dependency slows both cohorts by half as the canary starts. Against the cohort's
 // history the canary is slower, but the latency checks, paired tests against the cohort's
 // requests over the same buckets, see both equally slow: no canary anomaly, though some latency
-// test's evidence is over its threshold (so it was a check that held it).
+// test's evidence is over its threshold (so it was a check that held it). The canary takes half
+// the traffic: the component's load, which latencies are read at (latency_load_share), stays.
 func TestCanarySharedSlowdownHeld(t *testing.T) {
 	for seed := range uint64(3) {
-		slow := healthy("1.0.0", 300, 20)
+		slow := healthy("1.0.0", 300, 10)
 		slow.latMed *= 1.5
-		canary := healthy("1.1.0", 300, 20)
+		canary := healthy("1.1.0", 300, 10)
 		canary.latMed = slow.latMed
 		evs := cohorts(100+2*seed, []phase{healthy("1.0.0", 300, 20), slow}, canary, 300)
 		d := New(DefaultConfig())

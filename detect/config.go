@@ -144,6 +144,20 @@ type Config struct {
 	// showing whether the body slowed: a tail regression is then not held to this tolerance.
 	// Must be below LatencyMinEffect. Default 0.1.
 	LatencyTolerance float64 `json:"latency_tolerance" yaml:"latency_tolerance"`
+	// LatencyLoadShare is how much of a rise in load the latency tests take for granted: a
+	// bucket in which the series' component (all its versions, cohorts and blocks) served L
+	// times its usual rate has its latencies read as if they were 1 + LatencyLoadShare·(L − 1)
+	// times lower before they are counted against the baseline's thresholds. Only a count
+	// three Poisson standard deviations above the usual rate is read so, so a steady rate's
+	// noise seldom moves anything, and a quiet bucket is read as it is. The usual rate is the
+	// component's (its throughput test's) when a version baseline was frozen, and for the own
+	// profile the rate its latencies were served at, decayed as they are. A service whose
+	// latency follows its load was rolled back on every traffic spike: a spike ×3 that slowed
+	// every latency by 30 % or 60 % fired in 40 of 40 deploys. A regression is still found
+	// during a spike when it is more than the load explains (every latency ×2 during a spike
+	// ×3 is ×1.25 after the 1.6 the load accounts for). A canary's concurrent checks compare
+	// two sides at the same load and do not read it. 0 turns it off. Default 0.3.
+	LatencyLoadShare float64 `json:"latency_load_share" yaml:"latency_load_share"`
 	// LatencyGrossFactor is the second alternative of the latency test: every latency multiplied
 	// by this. Default 2.
 	LatencyGrossFactor float64 `json:"latency_gross_factor" yaml:"latency_gross_factor"`
@@ -303,6 +317,7 @@ func DefaultConfig() Config {
 		LatencyMinTailCount:     10,
 		LatencyMinEffect:        0.25,
 		LatencyTolerance:        0.1,
+		LatencyLoadShare:        0.3,
 		LatencyGrossFactor:      2,
 		SketchRelativeAccuracy:  0.025,
 		SketchMaxBins:           1024,
@@ -378,6 +393,8 @@ func (c Config) Validate() error {
 		return bad("latency_min_effect must be positive, got %g", c.LatencyMinEffect)
 	case !(c.LatencyTolerance >= 0 && c.LatencyTolerance < c.LatencyMinEffect):
 		return bad("latency_tolerance must be in [0, latency_min_effect), got %g", c.LatencyTolerance)
+	case !(c.LatencyLoadShare >= 0 && c.LatencyLoadShare <= 2):
+		return bad("latency_load_share must be in [0, 2] (0.3: latency rises by 30 %% of a load's rise), got %g", c.LatencyLoadShare)
 	case !(c.LatencyGrossFactor > 1+c.LatencyMinEffect):
 		return bad("latency_gross_factor must exceed 1+latency_min_effect, got %g", c.LatencyGrossFactor)
 	case !(c.LatencyBucketCap >= 0) || math.IsInf(c.LatencyBucketCap, 0):

@@ -205,6 +205,9 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	agg := d.seriesFor(k, 1, b)
 	aggPts := d.warmed(agg, b, started, pts[:np])
 	ab := d.fold(agg, ev, b, aggPts)
+	if n := ev.Requests(); n > 0 {
+		agg.load.live(b, float64(n))
+	}
 	var bs *series
 	var bsPts []latencyPoint
 	if ev.Block != "" && !ev.IsResourceSample() { // a resource is the process's, not a block's
@@ -403,7 +406,7 @@ func (d *Detector) seriesFor(k SeriesKey, slot int, b int64) *series {
 // newSeries creates the series of k, whose first event falls in bucket b, and starts it.
 func (d *Detector) newSeries(k SeriesKey, b int64) *series {
 	ln := d.lineOf(k.line())
-	s := &series{key: k, aggregate: k.Block == "", line: ln, firstB: math.MaxInt64, lastB: math.MinInt64}
+	s := &series{key: k, aggregate: k.Block == "", line: ln, load: d.lineOf(k.loadLine()), firstB: math.MaxInt64, lastB: math.MinInt64}
 	s.cur = d.newHistory(s.aggregate, math.MinInt64)
 	d.series[k] = s
 	d.start(s, b)
@@ -414,7 +417,7 @@ func (d *Detector) newSeries(k SeriesKey, b int64) *series {
 func (d *Detector) lineOf(lk lineKey) *line {
 	ln := d.lines[lk]
 	if ln == nil {
-		ln = &line{key: lk, accB: math.MinInt64, lastB: math.MinInt64}
+		ln = &line{key: lk, accB: math.MinInt64, lastB: math.MinInt64, liveB: math.MinInt64}
 		d.lines[lk] = ln
 		ln.unit = ln
 		if lk.Cohort != "" {
@@ -477,6 +480,17 @@ func (d *Detector) advanceTo(last int64) {
 	closing, touched := d.closing[:0], d.touched[:0]
 	for _, b := range idxs {
 		closing, touched = closing[:0], touched[:0]
+		// Each unit's requests in b first: a bucket's close reads its component's load
+		// (readShift).
+		for _, s := range d.active {
+			if u := s.line.unit; len(s.open) > 0 && s.open[0].idx == b && s.aggregate && s.open[0].n > 0 {
+				if u.accB != b {
+					u.accB, u.accN = b, 0
+					touched = append(touched, u)
+				}
+				u.accN += s.open[0].n
+			}
+		}
 		for _, s := range d.active {
 			if len(s.open) > 0 && s.open[0].idx == b {
 				s.closed = s.open[0]
@@ -485,13 +499,6 @@ func (d *Detector) advanceTo(last int64) {
 				s.open = slices.Delete(s.open, 0, 1)
 				d.closeBucket(s)
 				closing = append(closing, s)
-				if u := s.line.unit; s.aggregate && s.closed.n > 0 {
-					if u.accB != b {
-						u.accB, u.accN = b, 0
-						touched = append(touched, u)
-					}
-					u.accN += s.closed.n
-				}
 			}
 		}
 		from := len(d.out)
@@ -579,7 +586,7 @@ func (d *Detector) closeBucket(s *series) {
 	s.exceed = [maxQuantiles]float64{}
 	if b.sk != nil {
 		if r := s.ref; r != nil && r.latOK {
-			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), &s.exceed)
+			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), d.readShift(s, b, r, true), &s.exceed)
 		}
 		d.sk.merge(s.cur.sk, b.sk)
 	}

@@ -36,6 +36,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "deploy watch off", mutate: func(c *Config) { c.DeployWatch = 0 }},
 		{name: "negative latency warm-up", mutate: func(c *Config) { c.LatencyWarmup = -1 }, wantErr: ErrInvalidConfig},
 		{name: "latency warm-up of an hour", mutate: func(c *Config) { c.LatencyWarmup = schemas.Duration(time.Hour) }, wantErr: ErrInvalidConfig},
+		{name: "latency not read at its load", mutate: func(c *Config) { c.LatencyLoadShare = 0 }},
+		{name: "negative latency load share", mutate: func(c *Config) { c.LatencyLoadShare = -0.1 }, wantErr: ErrInvalidConfig},
+		{name: "latency load share NaN", mutate: func(c *Config) { c.LatencyLoadShare = math.NaN() }, wantErr: ErrInvalidConfig},
+		{name: "latency load share of 3", mutate: func(c *Config) { c.LatencyLoadShare = 3 }, wantErr: ErrInvalidConfig},
 		{name: "memory growth limit before the own profile starts", mutate: func(c *Config) { c.MemoryGrowthLimit = c.OwnProfileWarmup / 2 }, wantErr: ErrInvalidConfig},
 	}
 	for _, tt := range tests {

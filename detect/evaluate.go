@@ -74,12 +74,14 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	}
 	if r.latOK && b.latN > 0 {
 		// A canary's latency checks read the cohort's bucket of the same index: its latencies
-		// above the canary's thresholds.
-		var cx [maxQuantiles]float64
+		// above the canary's thresholds, against the canary's own. Both sides serve at the same
+		// load, so neither is read at it (readShift).
+		var cx, gx [maxQuantiles]float64
 		cn := 0.0
 		if s.gate != nil && pb != nil && pb.sk != nil && pb.latN > 0 {
 			cn = pb.latN
-			aboveEach(pb.sk, &r.thr, len(d.cfg.LatencyQuantiles), &cx)
+			aboveEach(pb.sk, &r.thr, len(d.cfg.LatencyQuantiles), 0, &cx)
+			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), 0, &gx)
 		}
 		gth := d.gateThresholds(d.th)
 		anyFiring := false
@@ -94,7 +96,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				g = &s.gate.lat[q]
 				if cn > 0 {
 					rho0, rho := d.latencyGateRatios(r, q)
-					g.updatePaired(rho0, rho, s.exceed[q], b.latN, cx[q], cn, b.idx, &gth)
+					g.updatePaired(rho0, rho, gx[q], b.latN, cx[q], cn, b.idx, &gth)
 				}
 				th.hold = checked && !g.firing
 			}
@@ -383,12 +385,16 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 	for i := range s.open {
 		if sk := s.open[i].sk; sk != nil {
 			lt[i].n = s.open[i].latN
-			aboveEach(sk, &r.thr, nq, &lt[i].x)
+			lt[i].shift = d.readShift(s, &s.open[i], r, false)
+			aboveEach(sk, &r.thr, nq, lt[i].shift, &lt[i].x)
 			seen = true
 			lt[i].checked = d.cohortServing(cl, s.open[i].idx)
 			if pb := cohort.openBucket(s.open[i].idx); pb != nil && pb.sk != nil && pb.latN > 0 {
 				lt[i].rn = pb.latN
-				aboveEach(pb.sk, &r.thr, nq, &lt[i].rx)
+				aboveEach(pb.sk, &r.thr, nq, 0, &lt[i].rx)
+				if lt[i].gx = lt[i].x; lt[i].shift > 0 {
+					aboveEach(sk, &r.thr, nq, 0, &lt[i].gx)
+				}
 			}
 		}
 	}
@@ -440,13 +446,16 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 // latencyCounts holds, per open bucket of a series, its requests with a latency and those above
 // each threshold, as they stand when a within-bucket read begins.
 type latencyCounts [maxOpen]struct {
-	n float64
-	x [maxQuantiles]float64
+	n     float64
+	x     [maxQuantiles]float64
+	shift int // the sketch bins its thresholds rose at its load (readShift)
 	// A canary's: the cohort's open bucket of the same index, its requests with a latency and
-	// those above each of the canary's thresholds (rn 0: none), and whether the cohort served
-	// recently enough for the checks to hold the tests (see cohortServing).
+	// those above each of the canary's thresholds (rn 0: none), the canary's own above them
+	// (gx: x, not read at the load, as the checks compare two sides at the same load), and
+	// whether the cohort served recently enough for the checks to hold the tests (see
+	// cohortServing).
 	rn      float64
-	rx      [maxQuantiles]float64
+	rx, gx  [maxQuantiles]float64
 	checked bool
 }
 
@@ -485,7 +494,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		th := d.thresholdsFor(d.latTh, r)
 		if s.gate != nil {
 			if lt[i].rn > 0 {
-				g.updatePaired(rho0, rho, lt[i].x[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)
+				g.updatePaired(rho0, rho, lt[i].gx[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)
 			}
 			th.hold = lt[i].checked && !g.firing
 		}

@@ -25,8 +25,12 @@ import (
 type ownProfile struct {
 	lastB int64   // last bucket absorbed
 	n     float64 // decayed requests
-	errs  [numCategories]float64
-	sk    *ddsketch.DDSketch // decayed latencies (counts are decayed request weights)
+	// loadN is the decayed requests of the series' component in the buckets whose latencies the
+	// profile absorbed, and loadW those buckets, decayed: loadN/loadW is the load the profile's
+	// latencies were served at (usualLoad).
+	loadN, loadW float64
+	errs         [numCategories]float64
+	sk           *ddsketch.DDSketch // decayed latencies (counts are decayed request weights)
 
 	// The last absorbed bucket's own counts, so a test compares a bucket with the profile as it
 	// was before that bucket.
@@ -113,7 +117,7 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 	}
 	o.exceed = [maxQuantiles]float64{}
 	if b.sk != nil && o.latOK {
-		aboveEach(b.sk, &o.thr, len(d.cfg.LatencyQuantiles), &o.exceed)
+		aboveEach(b.sk, &o.thr, len(d.cfg.LatencyQuantiles), d.loadShift(s.load.closedN(b.idx), o.usualLoad(), 1), &o.exceed)
 		for q := range d.cfg.LatencyQuantiles {
 			if !o.latQ[q] {
 				o.exceed[q] = 0
@@ -133,6 +137,8 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 		if o.sk.GetCount() > 0 {
 			_ = o.sk.Reweight(f) // f > 0: cannot fail
 		}
+		o.loadN *= f
+		o.loadW *= f
 	}
 	o.lastB = b.idx
 	o.n += b.n
@@ -143,6 +149,8 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 	}
 	if b.sk != nil {
 		d.sk.merge(o.sk, b.sk)
+		o.loadN += s.load.closedN(b.idx)
+		o.loadW++
 	}
 }
 
@@ -150,7 +158,16 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 // own tests need not wait another warm-up to have a reference.
 func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 	o := &ownProfile{lastB: b - 1, sk: d.sk.new()}
-	for _, h := range s.epochs() {
+	hs := s.epochs()
+	// The component's load over that history is not known bucket by bucket: its usual rate stands
+	// for it, with the weight of the buckets the history spans, as its latencies have theirs.
+	// Before the rate is known (a component too quiet to have one yet) the profile's buckets
+	// alone make its load.
+	if u := s.usualLoad(); u > 0 {
+		o.loadW = float64(max(b-max(s.firstB, hs[0].start), 1))
+		o.loadN = u * o.loadW
+	}
+	for _, h := range hs {
 		o.n += h.n
 		for c := range o.errs {
 			o.errs[c] += h.errs[c]
@@ -305,5 +322,9 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the profile's %s of %.4g ms (profile rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g); observed %s inferred from that share",
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
 		seqNote)
+	usual := o.usualLoad()
+	if note := d.loadNote(usual, d.loadShift(s.load.closedN(s.closed.idx), usual, 1)); note != "" {
+		a.Evidence.Notes = append(a.Evidence.Notes, note)
+	}
 	return a
 }

@@ -39,6 +39,12 @@ func (k SeriesKey) line() lineKey {
 	return lineKey{Service: k.Service, Component: k.Component, Block: k.Block, Cohort: k.Cohort}
 }
 
+// loadLine is the line whose requests are the series' load (readShift): its component's, without
+// a block or a cohort, across versions.
+func (k SeriesKey) loadLine() lineKey {
+	return lineKey{Service: k.Service, Component: k.Component}
+}
+
 func compareKeys(a, b SeriesKey) int {
 	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component),
 		cmp.Compare(a.Block, b.Block), cmp.Compare(a.Version, b.Version), cmp.Compare(a.Cohort, b.Cohort))
@@ -95,6 +101,7 @@ type series struct {
 	key       SeriesKey
 	aggregate bool
 	line      *line
+	load      *line    // its component's line, whose requests are its load (SeriesKey.loadLine)
 	open      []bucket // open buckets, ascending
 	closed    bucket   // the last closed bucket (a canary reads its baseline cohort's)
 	// exceed counts the closed bucket's latencies above each of the baseline's quantiles (set

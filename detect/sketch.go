@@ -216,10 +216,11 @@ func validLatency(v float64) bool {
 	return v >= 0 && !math.IsInf(v, 0) && !math.IsNaN(v)
 }
 
-// aboveEach counts the sketch's weight above each of the first n thresholds, in one pass over its
-// bins: out[q] is exactly what fractionAbove(sk, thr[q].index)·count gives (the same sums in the
-// same order), as the bucket's close computes it.
-func aboveEach(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n int, out *[maxQuantiles]float64) {
+// aboveEach counts the sketch's weight above each of the first n thresholds, each raised by
+// shift bins (a bucket's load, loadShift), in one pass over its bins: out[q] is exactly what
+// fractionAbove(sk, thr[q].index+shift)·count gives (the same sums in the same order), as the
+// bucket's close computes it.
+func aboveEach(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shift int, out *[maxQuantiles]float64) {
 	total := sk.GetCount()
 	*out = [maxQuantiles]float64{}
 	if total == 0 {
@@ -230,7 +231,7 @@ func aboveEach(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n int, out *
 	var above [maxQuantiles]float64
 	idx := [maxQuantiles]int{}
 	for q := range n {
-		idx[q] = thr[q].index
+		idx[q] = thr[q].index + shift
 	}
 	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
 		for q := range n {

@@ -43,8 +43,10 @@ const (
 	// its errors' dispersion, and a reference the one it was frozen with; 11: a line how much its
 	// unit's counts vary beyond Poisson's; 12: the instances a latency warm-up follows; 13: a
 	// reference's share of alpha among the series of its deploy; 14: a rate test says whether it
-	// fires on its deploy-long evidence; 15: and how many series the reference's share is among.
-	snapshotVersion = 15
+	// fires on its deploy-long evidence; 15: and how many series the reference's share is among; 16: a bucket how far its latency thresholds rose at
+	// its load, a reference its component's usual load, a line its component's requests in
+	// the newest bucket, and an own profile the load its latencies were served at.
+	snapshotVersion = 16
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -170,6 +172,7 @@ func (d *Detector) xfer(c *codec) error {
 			if ln.unit = d.lines[uk]; ln.unit == nil && c.err == nil {
 				c.fail("line %v without its unit's line", ln.key)
 			}
+
 		}
 	}
 
@@ -189,6 +192,9 @@ func (d *Detector) xfer(c *codec) error {
 			s = &series{key: k, aggregate: k.Block == ""}
 			if s.line = d.lines[k.line()]; s.line == nil && c.err == nil {
 				c.fail("series %s without its line", k)
+			}
+			if s.load = d.lines[k.loadLine()]; s.load == nil && c.err == nil {
+				c.fail("series %s without its component's line", k)
 			}
 			d.series[k] = s
 		}
@@ -307,6 +313,9 @@ func (ln *line) xfer(c *codec) {
 	c.f32(&ln.tputBL)
 	c.anomaly(&ln.tputA)
 	c.i64(&ln.otherB)
+	c.i64(&ln.liveB)
+	c.f32(&ln.liveN)
+	c.f32(&ln.prevN)
 }
 
 func (d *Detector) xferSeries(c *codec, s *series) {
@@ -398,6 +407,10 @@ func (b *bucket) xfer(c *codec) {
 			c.f64(&u.lat[q].x)
 			c.f64(&u.lat[q].xb)
 		}
+		c.i32(&u.latShift)
+		if c.reading && (u.latShift < 0 || u.latShift > maxLoadShift) && c.err == nil {
+			c.fail("bucket latency shift %d out of range", u.latShift)
+		}
 	})
 }
 
@@ -430,6 +443,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	r.memFit.xfer(c)
 	c.f64(&r.family)
 	c.i32(&r.familyN)
+	c.f64(&r.usual)
 	if r.family < 0 || math.IsNaN(r.family) || r.familyN < 0 {
 		c.fail("a reference's share of alpha of %g among %d series", r.family, r.familyN)
 	}
@@ -476,6 +490,8 @@ func (qt *quantileTests) xfer(c *codec) {
 func (o *ownProfile) xfer(c *codec) {
 	c.i64(&o.lastB)
 	c.f64(&o.n)
+	c.f64(&o.loadN)
+	c.f64(&o.loadW)
 	c.f64s(o.errs[:])
 	c.sketch(&o.sk)
 	if c.reading && o.sk == nil && c.err == nil {
