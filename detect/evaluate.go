@@ -606,9 +606,13 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 	if byProcess && b.loadN < b.cpuN {
 		cpuSum, cpuN = 0, 0
 	}
+	// Without process_rps, the load is the component's requests, across its versions and
+	// cohorts: a canary takes its share of the requests with its share of the instances, and
+	// the baseline cohort's own requests halved while each of its instances served as many.
+	n := s.load.closedN(b.idx)
 	if cpuN == 0 {
 		if s.cpuFit != nil { // before its first sample nothing reads it
-			s.cpuPend += float32(b.n)
+			s.cpuPend += float32(n)
 		}
 	} else {
 		if f := s.cpuFit; f != nil && f.n > 0 && s.cpuByProcess != byProcess {
@@ -618,14 +622,14 @@ func (d *Detector) testResources(s *series, cl *line, out []schemas.Anomaly) []s
 		}
 		// The load a cpu sample is compared at: the process's, when the sample says it
 		// (process_rps, the mean of the bucket's samples: each is one instance's, as its cpu
-		// is); else the series' requests in the bucket, or, when cpu is sampled less often (a
-		// scraper every 15 s), their mean per bucket since the previous sample. A scraped cpu
+		// is); else the component's requests in the bucket, or, when cpu is sampled less often
+		// (a scraper every 15 s), their mean per bucket since the previous sample. A scraped cpu
 		// is a mean over its interval, and one bucket's count is a noisy measure of the load
 		// over it.
-		load, span := b.n, 1.0
+		load, span := n, 1.0
 		if f := s.cpuFit; f != nil {
 			if span = sampleSpan(f, b.idx); span > 1 {
-				load = (float64(s.cpuPend) + b.n) / span
+				load = (float64(s.cpuPend) + n) / span
 			}
 		}
 		if byProcess {

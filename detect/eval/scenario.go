@@ -247,6 +247,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "canary 5% of 100rps, bursty traffic (σ 0.5), no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, Burst: 0.5},
 		{Name: "canary 50% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5},
 		{Name: "canary 50% of 100rps, traffic spike x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
+		{Name: "canary 50% of 100rps, traffic spike x3, the stable version served 11 min before it (its own profile warm), no regression", RPS: 100, Pre: 660, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 50% of 100rps, traffic spike x3, latency following the load (+60%), no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
 		{Name: "canary 50% of 100rps, shared failure x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedErrMul: 3},
 		{Name: "canary 50% of 100rps, shared slowdown x1.3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SharedLatMul: 1.3},

@@ -504,3 +504,35 @@ func TestColdStartNeedsLatencyWarmup(t *testing.T) {
 		holdFired(t, tt.sc.Name, &tt.sc, detect.DefaultConfig(), 5, 50, tt.lo, tt.hi)
 	}
 }
+
+// TestLoadIsNotARegression: a traffic spike ×3 that slows a service whose latency follows its
+// load by 60 % is no regression, after a deploy or without one, when latency is read at its load
+// (latency_load_share); read as it comes, it rolls back or pages nearly every time. A 50 % canary
+// whose baseline cohort served long enough before it for an own profile (10 min) does not page on
+// its cpu in such a spike either: cpu is read at the component's requests, which the canary's
+// share does not move.
+func TestLoadIsNotARegression(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	const runs = 20
+	off := detect.DefaultConfig()
+	off.LatencyLoadShare = 0
+	deploy := Scenario{Name: "spike after a deploy", RPS: 50, Pre: 450, Post: 330, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3}
+	alone := Scenario{Name: "spike without a deploy", RPS: 50, Pre: 900, Post: 330, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3}
+	canary := Scenario{Name: "spike in a 50 % canary, the cohort's own profile warm", RPS: 100, Pre: 660, Post: 330, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3}
+	for _, tt := range []struct {
+		name   string
+		sc     *Scenario
+		cfg    detect.Config
+		lo, hi int
+	}{
+		{deploy.Name, &deploy, detect.DefaultConfig(), 0, 0},
+		{deploy.Name + ", latency read as it comes", &deploy, off, runs - 2, runs},
+		{alone.Name, &alone, detect.DefaultConfig(), 0, 0},
+		{alone.Name + ", latency read as it comes", &alone, off, runs - 2, runs},
+		{canary.Name, &canary, detect.DefaultConfig(), 0, 0},
+	} {
+		holdFired(t, tt.name, tt.sc, tt.cfg, 13, runs, tt.lo, tt.hi)
+	}
+}
