@@ -10,15 +10,15 @@ import (
 //
 // Load slows requests: a fuller queue, a busier database, a hotter cache lock. A traffic spike
 // ×3 that slowed every latency by 30 % fired the latency tests in 40 of 40 healthy deploys, and
-// the own profile's in 40 of 40 series no deploy touched: the spike's buckets are far above
-// any tolerance a test can afford on a steady rate. The tests now read each bucket's latencies
-// at its load: a bucket whose requests came at L times the baseline's usual rate has its
-// thresholds raised by 1 + LatencyLoadShare·(L − 1) before its requests are counted against
-// them, which is the same as lowering its latencies by that factor. L is read only when the
-// bucket's count is loadMargin Poisson standard deviations above the usual rate, so a steady
-// rate's noise seldom moves anything, and a quiet bucket (L < 1) is read as it is, since a test that found a regression
-// in a quiet bucket because its latencies were read higher would be firing on the model, not
-// the data.
+// one that slowed them by 60 % the own profile's in 40 of 40 series no deploy touched: the
+// spike's buckets are far above any tolerance a test can afford on a steady rate. The tests now
+// read each bucket's latencies at its load: a bucket in which the component served L times its
+// usual rate has its thresholds raised by 1 + LatencyLoadShare·(L − 1) before its requests are
+// counted against them, which is the same as lowering its latencies by that factor. L is read
+// only when the bucket's count is loadMargin Poisson standard deviations above the usual rate,
+// so a steady rate's noise seldom moves anything, and a quiet bucket (L < 1) is read as it is:
+// a test that found a regression in a quiet bucket because its latencies were read higher
+// would be firing on the model, not the data.
 //
 // Why not learn the share: the baseline is the last 5 to 10 minutes of the previous version,
 // and its load seldom moves enough in them to fit a slope (cpu's load line has the same

@@ -43,9 +43,10 @@ const (
 	// its errors' dispersion, and a reference the one it was frozen with; 11: a line how much its
 	// unit's counts vary beyond Poisson's; 12: the instances a latency warm-up follows; 13: a
 	// reference's share of alpha among the series of its deploy; 14: a rate test says whether it
-	// fires on its deploy-long evidence; 15: and how many series the reference's share is among; 16: a bucket how far its latency thresholds rose at
-	// its load, a reference its component's usual load, a line its component's requests in
-	// the newest bucket, and an own profile the load its latencies were served at.
+	// fires on its deploy-long evidence; 15: and how many series the reference's share is among;
+	// 16: a bucket how far its latency thresholds rose at its load, a reference its component's
+	// usual load, a line its component's requests in its newest two buckets, and an own profile
+	// the load its latencies were served at.
 	snapshotVersion = 16
 )
 
@@ -172,7 +173,6 @@ func (d *Detector) xfer(c *codec) error {
 			if ln.unit = d.lines[uk]; ln.unit == nil && c.err == nil {
 				c.fail("line %v without its unit's line", ln.key)
 			}
-
 		}
 	}
 
