@@ -81,7 +81,9 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		if s.gate != nil && pb != nil && pb.sk != nil && pb.latN > 0 {
 			cn = pb.latN
 			aboveEach(pb.sk, &r.thr, len(d.cfg.LatencyQuantiles), 0, &cx)
-			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), 0, &gx)
+			if gx = s.exceed; d.readShift(s, b, r, true) > 0 {
+				aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), 0, &gx)
+			}
 		}
 		gth := d.gateThresholds(d.th)
 		anyFiring := false

@@ -137,16 +137,16 @@ func (ln *line) live(b int64, n float64) {
 }
 
 // loadNote says how a latency anomaly's buckets were read at their load, for its evidence: the
-// usual rate, the share, and what the latest bucket's load divided its latencies by (last, in
-// sketch bins). None when the share is off or the usual rate is not known yet.
-func (d *Detector) loadNote(usual float64, last int) string {
+// usual rate, the share, and what the latest closed bucket's load (its component's n requests)
+// divided its latencies by. None when the share is off or the usual rate is not known yet.
+func (d *Detector) loadNote(usual, n float64) string {
 	if d.cfg.LatencyLoadShare <= 0 || !(usual > 0) {
 		return ""
 	}
 	secs := time.Duration(d.cfg.BucketWidth).Seconds()
 	note := fmt.Sprintf("latencies read at their load (latency_load_share %.3g): a bucket whose component served more than %d Poisson standard deviations above its usual %.4g req/s has its latencies divided by 1 + %.3g·(its rate over the usual − 1) before they are counted",
 		d.cfg.LatencyLoadShare, loadMargin, usual/secs, d.cfg.LatencyLoadShare)
-	if last > 0 {
+	if last := d.loadShift(n, usual, 1); last > 0 {
 		note += fmt.Sprintf("; the latest bucket's by %.3g", d.loadFactor(last))
 	}
 	return note

@@ -322,8 +322,7 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the profile's %s of %.4g ms (profile rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g); observed %s inferred from that share",
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
 		seqNote)
-	usual := o.usualLoad()
-	if note := d.loadNote(usual, d.loadShift(s.load.closedN(s.closed.idx), usual, 1)); note != "" {
+	if note := d.loadNote(o.usualLoad(), s.load.closedN(s.closed.idx)); note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
 	}
 	return a
