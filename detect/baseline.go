@@ -114,12 +114,13 @@ func (d *Detector) thresholdsFor(th thresholds, r *reference) thresholds {
 // half by the requests in their recent history, so a hot path, where a regression reaches most
 // users, is held to less of the price, and no series to more than ln 2K. It counts what a replay
 // that starts HistoryMaxEpochs+1 epochs earlier also sees, so a replay freezes the same shares.
-// One scan of the series, once per new version of each series.
+// One pass over the series of src's deploy (Detector.deploys), once per new version of each
+// series: a deploy of K series costs K², whatever else the detector tracks.
 func (d *Detector) deployShare(src *series, b int64) (share float64, k int) {
 	from := d.epochOf(b) - int64(d.cfg.HistoryMaxEpochs)*d.epochBuckets
 	var all, own float64
-	for key, s := range d.series {
-		if key.Service != src.key.Service || key.Version != src.key.Version || key.Cohort != src.key.Cohort || s.lastB < from {
+	for s := d.deploys[src.key.deploy()]; s != nil; s = s.deployNext {
+		if s.lastB < from {
 			continue
 		}
 		k++

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -94,4 +95,45 @@ func benchmarkObserveSparse(b *testing.B, cfg Config) {
 			d.Advance(d.Watermark())
 		}
 	}
+}
+
+// BenchmarkFreeze measures freezing a new version's baseline (reference.freeze, once per series a
+// deploy changes) while the detector tracks other services' series: the deploy's share of Alpha
+// is counted over its own version's series only, so the cost must not grow with the others.
+func BenchmarkFreeze(b *testing.B) {
+	for _, others := range []int{100, 10_000} {
+		b.Run(fmt.Sprintf("others=%d", others), func(b *testing.B) {
+			d, src := freezeWorkload(others)
+			bk := src.lastB + 1
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if r := d.freeze(src, refPreviousVersion, bk); !r.ok || r.familyN != 20 {
+					b.Fatalf("reference ok %v over %d series, want a conclusive one over 20", r.ok, r.familyN)
+				}
+			}
+		})
+	}
+}
+
+// freezeWorkload is a detector that tracks a service of 20 components, 300 requests each, and
+// others services of one request each; it returns the first component's series.
+func freezeWorkload(others int) (*Detector, *series) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := New(DefaultConfig())
+	lat := 20.0
+	for i := range 300 {
+		for c := range 20 {
+			e := schemas.TelemetryEvent{TS: t0.Add(time.Duration(i) * 100 * time.Millisecond), Service: "svc",
+				Component: "c" + strconv.Itoa(c), Version: "1", LatencyMS: &lat}
+			d.Observe(&e)
+		}
+	}
+	for o := range others {
+		e := schemas.TelemetryEvent{TS: t0.Add(30 * time.Second), Service: "other-" + strconv.Itoa(o),
+			Component: "c", Version: "1", LatencyMS: &lat}
+		d.Observe(&e)
+	}
+	d.Advance(t0.Add(31 * time.Second))
+	return d, d.series[SeriesKey{Service: "svc", Component: "c0", Version: "1"}]
 }

@@ -50,9 +50,13 @@ type Detector struct {
 	pool         pool
 
 	series map[SeriesKey]*series
-	lines  map[lineKey]*line
-	active []*series // series with open buckets
-	firing []*series // series with an open episode
+	// deploys lists the series of each service, version and cohort (deployKey), linked through
+	// series.deployNext: what a deploy's share of Alpha is counted over (deployShare), without a
+	// scan of every series the detector tracks.
+	deploys map[deployKey]*series
+	lines   map[lineKey]*line
+	active  []*series // series with open buckets
+	firing  []*series // series with an open episode
 
 	movedBuckets int64
 	ownWarmup    int64 // buckets a series serves before its own profile starts (0: never)
@@ -141,6 +145,7 @@ func New(cfg Config, opts ...Option) *Detector {
 		d.tested[c] = c != categoryInvalidInput || cfg.InvalidInputTriggers
 	}
 	d.series = make(map[SeriesKey]*series)
+	d.deploys = make(map[deployKey]*series)
 	d.lines = make(map[lineKey]*line)
 	d.instances = make(map[instanceKey]*instanceSeen)
 	d.closed = math.MinInt64
@@ -409,6 +414,7 @@ func (d *Detector) newSeries(k SeriesKey, b int64) *series {
 	s := &series{key: k, aggregate: k.Block == "", line: ln, load: d.lineOf(k.loadLine()), firstB: math.MaxInt64, lastB: math.MinInt64}
 	s.cur = d.newHistory(s.aggregate, math.MinInt64)
 	d.series[k] = s
+	d.link(s)
 	d.start(s, b)
 	return s
 }
@@ -680,6 +686,7 @@ func (d *Detector) sweep(now int64) {
 			continue
 		}
 		delete(d.series, k)
+		d.unlink(s)
 		for i := range d.lastSeries {
 			if d.lastSeries[i] == s {
 				d.lastSeries[i] = nil
@@ -694,6 +701,7 @@ func (d *Detector) sweep(now int64) {
 func (d *Detector) KeepService(service string) {
 	other := func(s *series) bool { return s.key.Service != service }
 	maps.DeleteFunc(d.series, func(_ SeriesKey, s *series) bool { return other(s) })
+	maps.DeleteFunc(d.deploys, func(k deployKey, _ *series) bool { return k.Service != service })
 	maps.DeleteFunc(d.lines, func(k lineKey, _ *line) bool { return k.Service != service })
 	maps.DeleteFunc(d.instances, func(k instanceKey, _ *instanceSeen) bool { return k.Service != service })
 	d.active = slices.DeleteFunc(d.active, other)

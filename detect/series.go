@@ -154,6 +154,44 @@ type series struct {
 	dispQ [numCategories]float32
 	dispE [numCategories]float32
 	dispB float32
+	// deployPrev and deployNext link the series of its service, version and cohort
+	// (Detector.deploys).
+	deployPrev, deployNext *series
+}
+
+// deployKey identifies the series a deploy changes together: a service's version, in a cohort.
+type deployKey struct {
+	Service, Version, Cohort string
+}
+
+func (k SeriesKey) deploy() deployKey {
+	return deployKey{Service: k.Service, Version: k.Version, Cohort: k.Cohort}
+}
+
+// link adds s to the series of its deploy (Detector.deploys), first.
+func (d *Detector) link(s *series) {
+	k := s.key.deploy()
+	if head := d.deploys[k]; head != nil {
+		head.deployPrev = s
+		s.deployNext = head
+	}
+	d.deploys[k] = s
+}
+
+// unlink takes s out of the series of its deploy.
+func (d *Detector) unlink(s *series) {
+	switch {
+	case s.deployPrev != nil:
+		s.deployPrev.deployNext = s.deployNext
+	case s.deployNext != nil:
+		d.deploys[s.key.deploy()] = s.deployNext
+	default:
+		delete(d.deploys, s.key.deploy())
+	}
+	if s.deployNext != nil {
+		s.deployNext.deployPrev = s.deployPrev
+	}
+	s.deployPrev, s.deployNext = nil, nil
 }
 
 // seenB is the last bucket s had data in: requests (lastB) or a resource sample.

@@ -197,6 +197,7 @@ func (d *Detector) xfer(c *codec) error {
 				c.fail("series %s without its component's line", k)
 			}
 			d.series[k] = s
+			d.link(s)
 		}
 		d.xferSeries(c, s)
 		if c.err != nil {
