@@ -315,7 +315,7 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 		a.Evidence.Notes = append(a.Evidence.Notes, d.checkNote(g,
 			fmt.Sprintf("%g of %g requests above the baseline %s, against the canary's %g of %g", g.xr, g.nr, label, g.x, g.n), "slowdown"))
 	}
-	if note := d.loadNote(r.usual, s.load.closedN(s.closed.idx)); note != "" {
+	if note := d.loadNote(r.usual, s); note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes, shiftNote(d.sk, obs, r.sk)...)

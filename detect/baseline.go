@@ -88,10 +88,10 @@ type reference struct {
 	// threshold. 0 for a deploy of one series.
 	family  float64
 	familyN int32
-	// usual is the requests per bucket of the series' component when the reference was frozen
-	// (series.usualLoad; 0 when that was not known yet, and the load is then not read): what a
-	// bucket's load is read against (readShift).
-	usual float64
+	// usual is the requests per bucket of the series' component and of its service when the
+	// reference was frozen (series.usualLoads): what a bucket's load is read against
+	// (bucketShift).
+	usual usualLoads
 }
 
 // thresholdsFor is th for a test against r: Alpha shared among the series of the deploy. A
@@ -210,7 +210,7 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	if !r.ok {
 		return r
 	}
-	r.usual = src.usualLoad()
+	r.usual = src.usualLoads()
 	d.shareAlpha(r, src, b)
 	for c := range r.errs {
 		r.errP[c] = d.errorParams(r.errs[c], r.n)

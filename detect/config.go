@@ -147,16 +147,20 @@ type Config struct {
 	// LatencyLoadShare is how much of a rise in load the latency tests take for granted: a
 	// bucket in which the series' component (all its versions, cohorts and blocks) served L
 	// times its usual rate has its latencies read as if they were 1 + LatencyLoadShare·(L − 1)
-	// times lower before they are counted against the baseline's thresholds. Only a count
+	// times lower before they are counted against the baseline's thresholds. L is also read for
+	// the series' service (every component: the endpoints of one binary share its processes,
+	// and a spike on one slows the others), and the larger reading counts. Only a count
 	// three Poisson standard deviations above the usual rate is read so, so a steady rate's
 	// noise seldom moves anything, and a quiet bucket is read as it is. The usual rate is the
-	// component's (its throughput test's) when a version baseline was frozen, and for the own
+	// component's (and the service's) when a version baseline was frozen, and for the own
 	// profile the rate its latencies were served at, decayed as they are. A service whose
 	// latency follows its load was rolled back on every traffic spike: a spike ×3 that slowed
 	// every latency by 30 % or 60 % fired in 40 of 40 deploys. A regression is still found
 	// during a spike when it is more than the load explains (every latency ×2 during a spike
-	// ×3 is ×1.25 after the 1.6 the load accounts for). A canary's concurrent checks compare
-	// two sides at the same load and do not read it. 0 turns it off. Default 0.3.
+	// ×3 is ×1.25 after the 1.6 the load accounts for). A spike ×3 on a busier endpoint that
+	// slowed a quieter one by 45 % rolled the quieter one back in 40 of 40 deploys before the
+	// service's load was read. A canary's concurrent checks compare two sides at the same load
+	// and do not read it. 0 turns it off. Default 0.3.
 	LatencyLoadShare float64 `json:"latency_load_share" yaml:"latency_load_share"`
 	// LatencyGrossFactor is the second alternative of the latency test: every latency multiplied
 	// by this. Default 2.

@@ -86,10 +86,12 @@ type Detector struct {
 	// trialBank is the second bank of a latency test's copy read within a bucket (tryLatency).
 	trialBank secondBank
 	// advanceTo's working lists, kept so a bucket's close allocates nothing: the bucket indexes
-	// to close, the series closing one, the lines whose throughput it touched.
-	idxs    []int64
-	closing []*series
-	touched []*line
+	// to close, the series closing one, the lines whose throughput it touched, the services
+	// whose requests it counted.
+	idxs     []int64
+	closing  []*series
+	touched  []*line
+	services []*line
 }
 
 // New builds a detector. An invalid cfg falls back to DefaultConfig (the error is logged): a
@@ -212,6 +214,7 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	ab := d.fold(agg, ev, b, aggPts)
 	if n := ev.Requests(); n > 0 {
 		agg.load.live(b, float64(n))
+		agg.svc.live(b, float64(n))
 	}
 	var bs *series
 	var bsPts []latencyPoint
@@ -411,7 +414,7 @@ func (d *Detector) seriesFor(k SeriesKey, slot int, b int64) *series {
 // newSeries creates the series of k, whose first event falls in bucket b, and starts it.
 func (d *Detector) newSeries(k SeriesKey, b int64) *series {
 	ln := d.lineOf(k.line())
-	s := &series{key: k, aggregate: k.Block == "", line: ln, load: d.lineOf(k.loadLine()), firstB: math.MaxInt64, lastB: math.MinInt64}
+	s := &series{key: k, aggregate: k.Block == "", line: ln, load: d.lineOf(k.loadLine()), svc: d.lineOf(k.serviceLine()), firstB: math.MaxInt64, lastB: math.MinInt64}
 	s.cur = d.newHistory(s.aggregate, math.MinInt64)
 	d.series[k] = s
 	d.link(s)
@@ -483,18 +486,15 @@ func (d *Detector) advanceTo(last int64) {
 			}
 		}
 	}
-	closing, touched := d.closing[:0], d.touched[:0]
+	closing, touched, services := d.closing[:0], d.touched[:0], d.services[:0]
 	for _, b := range idxs {
-		closing, touched = closing[:0], touched[:0]
-		// Each unit's requests in b first: a bucket's close reads its component's load
-		// (readShift).
+		closing, touched, services = closing[:0], touched[:0], services[:0]
+		// Each unit's and each service's requests in b first: a bucket's close reads its
+		// component's and its service's load (readShift).
 		for _, s := range d.active {
-			if u := s.line.unit; len(s.open) > 0 && s.open[0].idx == b && s.aggregate && s.open[0].n > 0 {
-				if u.accB != b {
-					u.accB, u.accN = b, 0
-					touched = append(touched, u)
-				}
-				u.accN += s.open[0].n
+			if len(s.open) > 0 && s.open[0].idx == b && s.aggregate && s.open[0].n > 0 {
+				touched = s.line.unit.count(b, s.open[0].n, touched)
+				services = s.svc.count(b, s.open[0].n, services)
 			}
 		}
 		for _, s := range d.active {
@@ -517,6 +517,9 @@ func (d *Detector) advanceTo(last int64) {
 		for _, ln := range touched {
 			d.out = d.testThroughput(ln, closing, d.out)
 		}
+		for _, ln := range services {
+			d.absorbRate(ln, ln.accN)
+		}
 		if len(d.firing) > 0 {
 			d.out = d.trafficMoved(b, d.out)
 		}
@@ -524,7 +527,8 @@ func (d *Detector) advanceTo(last int64) {
 	}
 	clear(closing[:cap(closing)]) // no series or line kept alive by the working lists
 	clear(touched[:cap(touched)])
-	d.idxs, d.closing, d.touched = idxs, closing[:0], touched[:0]
+	clear(services[:cap(services)])
+	d.idxs, d.closing, d.touched, d.services = idxs, closing[:0], touched[:0], services[:0]
 	d.closed = last
 	kept := d.active[:0]
 	for _, s := range d.active {

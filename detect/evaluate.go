@@ -976,19 +976,26 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*serie
 	if !ln.tputC.firing {
 		// Updated during an excursion too, so a slow decline (the evening side of a daily cycle)
 		// is followed rather than accumulated; a real drop fires within seconds, long before a
-		// 10-minute half-life absorbs it. Winsorised: a spike moves the usual rate by at most a few standard deviations per
-		// bucket, so a burst of traffic does not make the normal rate afterwards look like a drop.
-		if ln.tput.ready && m > 0 {
-			// The level is ready after throughputWarmup values, and every value after that is
-			// one of these too.
-			short := math.Min(0, x-m)
-			w := max(d.tputAlpha, 1/float64(ln.tput.n-throughputWarmup+1))
-			ln.tputD += float32(w * ((2*short*short-m)/(m*m) - float64(ln.tputD)))
-			x = math.Min(x, m+3*math.Sqrt(m)+0.05*m)
-		}
-		ln.tput.add(x, d.tputAlpha, d.tputBeta, throughputWarmup)
+		// 10-minute half-life absorbs it.
+		d.absorbRate(ln, x)
 	}
 	return out
+}
+
+// absorbRate folds x, line ln's requests in a bucket with data, into its usual rate (tput) and
+// the spread of its counts below it (tputD). Winsorised: a spike moves the usual rate by at most
+// a few standard deviations per bucket, so a burst of traffic does not make the normal rate
+// afterwards look like a drop, nor the spike's buckets look usual (readShift).
+func (d *Detector) absorbRate(ln *line, x float64) {
+	if m := ln.tput.forecast(); ln.tput.ready && m > 0 {
+		// The level is ready after throughputWarmup values, and every value after that is
+		// one of these too.
+		short := math.Min(0, x-m)
+		w := max(d.tputAlpha, 1/float64(ln.tput.n-throughputWarmup+1))
+		ln.tputD += float32(w * ((2*short*short-m)/(m*m) - float64(ln.tputD)))
+		x = math.Min(x, m+3*math.Sqrt(m)+0.05*m)
+	}
+	ln.tput.add(x, d.tputAlpha, d.tputBeta, throughputWarmup)
 }
 
 func refLabel(s *series) string {

@@ -25,12 +25,13 @@ import (
 type ownProfile struct {
 	lastB int64   // last bucket absorbed
 	n     float64 // decayed requests
-	// loadN is the decayed requests of the series' component in the buckets whose latencies the
-	// profile absorbed, and loadW those buckets, decayed: loadN/loadW is the load the profile's
-	// latencies were served at (usualLoad).
-	loadN, loadW float64
-	errs         [numCategories]float64
-	sk           *ddsketch.DDSketch // decayed latencies (counts are decayed request weights)
+	// loadN and loadSvcN are the decayed requests of the series' component and of its service in
+	// the buckets whose latencies the profile absorbed, and loadW those buckets, decayed:
+	// loadN/loadW and loadSvcN/loadW are the loads the profile's latencies were served at
+	// (usualLoads).
+	loadN, loadSvcN, loadW float64
+	errs                   [numCategories]float64
+	sk                     *ddsketch.DDSketch // decayed latencies (counts are decayed request weights)
 
 	// The last absorbed bucket's own counts, so a test compares a bucket with the profile as it
 	// was before that bucket.
@@ -117,7 +118,7 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 	}
 	o.exceed = [maxQuantiles]float64{}
 	if b.sk != nil && o.latOK {
-		aboveEach(b.sk, &o.thr, len(d.cfg.LatencyQuantiles), d.loadShift(s.load.closedN(b.idx), o.usualLoad(), 1), &o.exceed)
+		aboveEach(b.sk, &o.thr, len(d.cfg.LatencyQuantiles), d.bucketShift(s, b.idx, o.usualLoads(), true), &o.exceed)
 		for q := range d.cfg.LatencyQuantiles {
 			if !o.latQ[q] {
 				o.exceed[q] = 0
@@ -138,6 +139,7 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 			_ = o.sk.Reweight(f) // f > 0: cannot fail
 		}
 		o.loadN *= f
+		o.loadSvcN *= f
 		o.loadW *= f
 	}
 	o.lastB = b.idx
@@ -150,6 +152,7 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 	if b.sk != nil {
 		d.sk.merge(o.sk, b.sk)
 		o.loadN += s.load.closedN(b.idx)
+		o.loadSvcN += s.svc.closedN(b.idx)
 		o.loadW++
 	}
 }
@@ -159,13 +162,15 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 	o := &ownProfile{lastB: b - 1, sk: d.sk.new()}
 	hs := s.epochs()
-	// The component's load over that history is not known bucket by bucket: its usual rate stands
-	// for it, with the weight of the buckets the history spans, as its latencies have theirs.
-	// Before the rate is known (a component too quiet to have one yet) the profile's buckets
-	// alone make its load.
-	if u := s.usualLoad(); u > 0 {
+	// The component's and the service's loads over that history are not known bucket by bucket:
+	// their usual rates stand for them, with the weight of the buckets the history spans, as its
+	// latencies have theirs. Before the component's rate is known (a component too quiet to have
+	// one yet) the profile's buckets alone make its loads; the service's is known by then (it
+	// has had requests in every bucket the component has).
+	if u := s.usualLoads(); u.comp > 0 {
 		o.loadW = float64(max(b-max(s.firstB, hs[0].start), 1))
-		o.loadN = u * o.loadW
+		o.loadN = u.comp * o.loadW
+		o.loadSvcN = u.svc * o.loadW
 	}
 	for _, h := range hs {
 		o.n += h.n
@@ -322,7 +327,7 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the profile's %s of %.4g ms (profile rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g); observed %s inferred from that share",
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
 		seqNote)
-	if note := d.loadNote(o.usualLoad(), s.load.closedN(s.closed.idx)); note != "" {
+	if note := d.loadNote(o.usualLoads(), s); note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
 	}
 	return a

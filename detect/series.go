@@ -45,6 +45,13 @@ func (k SeriesKey) loadLine() lineKey {
 	return lineKey{Service: k.Service, Component: k.Component}
 }
 
+// serviceLine is the line whose requests are the load of the series' processes (readShift):
+// every component's of its service. No component is named "" (Observe drops such an event), so
+// no component's line has its key.
+func (k SeriesKey) serviceLine() lineKey {
+	return lineKey{Service: k.Service}
+}
+
 func compareKeys(a, b SeriesKey) int {
 	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component),
 		cmp.Compare(a.Block, b.Block), cmp.Compare(a.Version, b.Version), cmp.Compare(a.Cohort, b.Cohort))
@@ -102,6 +109,7 @@ type series struct {
 	aggregate bool
 	line      *line
 	load      *line    // its component's line, whose requests are its load (SeriesKey.loadLine)
+	svc       *line    // its service's line, whose requests are its processes' load (SeriesKey.serviceLine)
 	open      []bucket // open buckets, ascending
 	closed    bucket   // the last closed bucket (a canary reads its baseline cohort's)
 	// exceed counts the closed bucket's latencies above each of the baseline's quantiles (set

@@ -46,8 +46,9 @@ const (
 	// fires on its deploy-long evidence; 15: and how many series the reference's share is among;
 	// 16: a bucket how far its latency thresholds rose at its load, a reference its component's
 	// usual load, a line its component's requests in its newest two buckets, and an own profile
-	// the load its latencies were served at.
-	snapshotVersion = 16
+	// the load its latencies were served at; 17: a reference its service's usual load too, and
+	// an own profile the service's load its latencies were served at.
+	snapshotVersion = 17
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -195,6 +196,9 @@ func (d *Detector) xfer(c *codec) error {
 			}
 			if s.load = d.lines[k.loadLine()]; s.load == nil && c.err == nil {
 				c.fail("series %s without its component's line", k)
+			}
+			if s.svc = d.lines[k.serviceLine()]; s.svc == nil && c.err == nil {
+				c.fail("series %s without its service's line", k)
 			}
 			d.series[k] = s
 			d.link(s)
@@ -444,7 +448,8 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	r.memFit.xfer(c)
 	c.f64(&r.family)
 	c.i32(&r.familyN)
-	c.f64(&r.usual)
+	c.f64(&r.usual.comp)
+	c.f64(&r.usual.svc)
 	if r.family < 0 || math.IsNaN(r.family) || r.familyN < 0 {
 		c.fail("a reference's share of alpha of %g among %d series", r.family, r.familyN)
 	}
@@ -492,6 +497,7 @@ func (o *ownProfile) xfer(c *codec) {
 	c.i64(&o.lastB)
 	c.f64(&o.n)
 	c.f64(&o.loadN)
+	c.f64(&o.loadSvcN)
 	c.f64(&o.loadW)
 	c.f64s(o.errs[:])
 	c.sketch(&o.sk)
