@@ -62,7 +62,8 @@ type Scenario struct {
 	// NeighbourRPS > 0 has the same processes serve another component too, at this many req/s
 	// (times the load), whose requests cost them cpu as this component's do; the resource
 	// samples then carry process_rps, the processes' whole load. With NeighbourSpike the spike
-	// (SpikeAt, SpikeLen, SpikeMul) is the other component's, not this one's.
+	// (SpikeAt, SpikeLen, SpikeMul) is the other components' (the neighbour's, and every
+	// component after the first, see Components), not this one's.
 	NeighbourRPS   float64 `json:"neighbour_rps,omitempty"`
 	NeighbourSpike bool    `json:"neighbour_spike,omitempty"`
 	// SharedErrMul multiplies the exception rate of every version from the deploy on: a shared
@@ -116,7 +117,8 @@ type Scenario struct {
 	LatencyWarmup int `json:"latency_warmup_s,omitempty"`
 	// LoadLatency > 0 is how much the latencies rise with the load, as a share of its rise
 	// (0: 0.05, a lightly loaded service's): 0.3 makes a ±60 % daily cycle of the rate a ±18 %
-	// one of every latency, as a busier database or a fuller queue does.
+	// one of every latency, as a busier database or a fuller queue does. The load is the
+	// processes': every component's requests, and the neighbour's (NeighbourRPS).
 	LoadLatency float64 `json:"load_latency,omitempty"`
 	// CyclePeriod > 0 adds a compressed daily cycle: the rate swings ±60 % over this period. A
 	// day compressed to 6 h is harder than a real one: the rate changes 4× faster.
@@ -158,8 +160,13 @@ const (
 var scenarioT0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
 func orOne(v float64) float64 {
+	return orValue(v, 1)
+}
+
+// orValue is v, or def when v is 0.
+func orValue(v, def float64) float64 {
 	if v == 0 {
-		return 1
+		return def
 	}
 	return v
 }
@@ -227,6 +234,11 @@ func DefaultScenarios() []Scenario {
 		{Name: "traffic spike x3, latency following the load (+60%), no regression @50rps", RPS: 50, Pre: pre, Post: post, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
 		{Name: "deploy during a traffic spike x3, latency following the load (+60%), no regression @50rps", RPS: 50, Pre: pre, Post: post, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
 		{Name: "deploy during a traffic spike x3, latency following the load (+60%), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3, BodyMul: 2, TailMul: 2},
+		// The same on another, busier component of the service (three times this one's rate):
+		// its spike ×3 makes the processes' load ×2.5 and slows this component by 45 %, whose own
+		// requests do not move (read at its service's load).
+		{Name: "traffic spike x3 on a busier component of the same service, latency following the processes' load (+45%), no regression @50rps", RPS: 50, Pre: pre, Post: post, Components: 2, OtherRPS: 150, NeighbourSpike: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
+		{Name: "deploy during a traffic spike x3 on a busier component of the same service, latency following the processes' load (+45%), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, Components: 2, OtherRPS: 150, NeighbourSpike: true, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3, BodyMul: 2, TailMul: 2},
 		{Name: "cpu x1.5, processes shared with another component @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, CPUMul: 1.5, NeighbourRPS: 20},
 		{Name: "low traffic 0.5rps, no change, watched 1h", RPS: 0.5, Pre: 1200, Post: watch},
 		{Name: "low traffic 0.5rps, error x5, watched 1h", Regression: true, RPS: 0.5, Pre: 1200, Post: watch, ErrMul: 5},
@@ -242,6 +254,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "bursty traffic (σ 0.5) without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, Burst: 0.5},
 		{Name: "traffic spike x3 without a deploy @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "traffic spike x3 without a deploy, latency following the load (+60%) @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
+		{Name: "traffic spike x3 on a busier component of the same service without a deploy, latency following the processes' load (+45%) @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, Components: 2, OtherRPS: 150, NeighbourSpike: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
 		{Name: "canary 5% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05},
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
 		{Name: "canary 5% of 100rps, bursty traffic (σ 0.5), no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, Burst: 0.5},
@@ -368,9 +381,11 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			load *= math.Exp(sc.Burst*rng.NormFloat64() - sc.Burst*sc.Burst/2)
 		}
 		nb := sc.NeighbourRPS * load // the other component's req/s, per instance
+		others := 1.0                // what the spike multiplies the other components' rates by
 		if after && sc.SpikeLen > 0 && t >= float64(sc.SpikeAt) && t < float64(sc.SpikeAt+sc.SpikeLen) {
 			if sc.NeighbourSpike {
 				nb *= sc.SpikeMul
+				others = sc.SpikeMul
 			} else {
 				load *= sc.SpikeMul
 			}
@@ -379,7 +394,10 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		if sc.LoadLatency > 0 {
 			elastic = sc.LoadLatency
 		}
-		latLoad := 1 + elastic*(load-1)
+		// Latency follows the processes' load: every component's requests, and the neighbour's.
+		otherRPS := float64(max(1, sc.Components)-1) * orValue(sc.OtherRPS, rps)
+		procLoad := (rps*load + otherRPS*load*others + nb) / math.Max(rps+otherRPS+sc.NeighbourRPS, 1e-9)
+		latLoad := 1 + elastic*(procLoad-1)
 		segStart := len(out)
 		base := scenarioT0.Add(time.Duration(sec) * time.Second)
 		type side struct {
@@ -414,6 +432,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				sd.changed = sd.changed && comp == 0
 				if comp > 0 && sc.OtherRPS > 0 {
 					sd.rate *= sc.OtherRPS / rps
+				}
+				if comp > 0 {
+					sd.rate *= others
 				}
 				n := poissonN(rng, sd.rate)
 				errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
