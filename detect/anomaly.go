@@ -311,6 +311,9 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("H1 also as a change of the tail alone (the requests below %s as the baseline's), against any slowdown within the tolerance: log likelihood ratio %.2f of %.2f",
 			label, mixScore(&t.bank.llr), score))
 	}
+	if phi := float64(r.latPhi[q]); phi > 1 {
+		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the baseline's", label, phi))
+	}
 	if g != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, d.checkNote(g,
 			fmt.Sprintf("%g of %g requests above the baseline %s, against the canary's %g of %g", g.xr, g.nr, label, g.x, g.n), "slowdown"))
@@ -394,6 +397,14 @@ func metricRank(m string) int {
 		return 2
 	}
 	return 3
+}
+
+// stallNote says that whose latencies above quantile label came together (a process's stalls),
+// varying phi times as much per bucket as independent requests' (latencyDispersion), and that
+// the test's evidence was divided by that.
+func stallNote(whose, label string, phi float64) string {
+	return fmt.Sprintf("%s latencies above its %s came together, as a process's stalls slow every request in flight: their counts per bucket varied %.3g times as much as independent requests' would, and the test's evidence is divided by that",
+		whose, label, phi)
 }
 
 // clumpNote says that whose errors of category c came in clumps, varying phi times as much per

@@ -58,8 +58,11 @@ type reference struct {
 	ok      bool   // enough requests to compare against; otherwise every test is inconclusive
 	// cpuByProcess: cpuFit's loads are the process's (process_rps), as series.cpuByProcess.
 	cpuByProcess bool
-	from         int64 // first bucket of the baseline window
-	to           int64 // last bucket of the baseline window
+	// familyN is how many series the deploy's Alpha is shared among (see family); next to the
+	// flags, where it fills what the alignment would leave empty.
+	familyN int32
+	from    int64 // first bucket of the baseline window
+	to      int64 // last bucket of the baseline window
 
 	n      float64
 	errs   [numCategories]float64
@@ -74,20 +77,22 @@ type reference struct {
 	// baseline shows it, at half the tolerance and at the full tolerance. composite[q] says
 	// the quantile is tested so.
 	composite [maxQuantiles]bool
+	bodyQ     int32
 	latS      [maxQuantiles][2]rateParams
-	bodyQ     int
 	bodyP     [maxQuantiles][3]float64
 	cpuRef    robustRef
 	cpuFit    loadFit // the version's cpu against its load, as it stood when frozen
 	// errPhi is, per error category, how overdispersed the baseline's error counts were
 	// (errorDispersion): the error tests against it temper their evidence by it.
 	errPhi [numCategories]float32
+	// latPhi is, per tested latency quantile, how overdispersed the baseline's exceedances of it
+	// were (latencyDispersion): the latency tests against it temper their evidence by it.
+	latPhi [maxQuantiles]float32
 	memFit memLevel // and its memory: its recent level
 	// family is ln(1/share) when Alpha is shared among the familyN series of the deploy
 	// (Config.AlphaScope, deployShare): what every rate test against the reference adds to its
 	// threshold. 0 for a deploy of one series.
-	family  float64
-	familyN int32
+	family float64
 	// usual is the requests per bucket of the series' component and of its service when the
 	// reference was frozen (series.usualLoads): what a bucket's load is read against
 	// (bucketShift).
@@ -154,6 +159,12 @@ func (r *reference) temper(c int) float64 {
 	return temperBy(float64(r.errPhi[c]))
 }
 
+// latTemper is what a latency test of quantile q against r multiplies its evidence by: the
+// baseline's latency dispersion (latencyDispersion).
+func (r *reference) latTemper(q int) float64 {
+	return temperBy(float64(r.latPhi[q]))
+}
+
 // temperBy is what an error test multiplies its evidence by when its reference's errors vary phi
 // times as much as independent failures (errorDispersion): 1/phi, or 0 (none) when phi is 1.
 func temperBy(phi float64) float64 {
@@ -197,6 +208,9 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	}
 	for c := range r.errPhi {
 		r.errPhi[c] = float32(d.errorDispersion(src, c))
+	}
+	for q := range d.cfg.LatencyQuantiles {
+		r.latPhi[q] = float32(d.latencyDispersion(src, q))
 	}
 	r.cpuRef = src.cpuRef
 	r.cpuRef.vals = nil // frozen: a reference never adds, and must not share src's warm-up
@@ -262,7 +276,7 @@ func (d *Detector) compositeParams(r *reference) {
 	r.bodyQ = -1
 	for q, qq := range d.cfg.LatencyQuantiles {
 		if r.latQ[q] && (r.bodyQ < 0 || qq < d.cfg.LatencyQuantiles[r.bodyQ]) {
-			r.bodyQ = q
+			r.bodyQ = int32(q)
 		}
 	}
 	if tol <= 0 || r.bodyQ < 0 {

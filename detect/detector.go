@@ -593,6 +593,7 @@ func (d *Detector) closeBucket(s *series) {
 		d.rotate(s, e)
 	}
 	d.ownClose(s, b)
+	d.addLatencyDispersion(s, b)
 	s.exceed = [maxQuantiles]float64{}
 	if b.sk != nil {
 		if r := s.ref; r != nil && r.latOK {
@@ -647,6 +648,7 @@ func (d *Detector) rotate(s *series, e int64) {
 	if s.prev != nil {
 		s.older = append(s.older, s.prev)
 	}
+	d.rotateDispersion(s, s.cur.sk)
 	d.pack(s.cur) // complete: only read when a baseline, an own profile or evidence is built
 	s.prev = s.cur
 	// Let go of the oldest completed epochs while the newer ones still hold enough requests, or

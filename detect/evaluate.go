@@ -93,12 +93,15 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 			t := &s.latT[q]
 			th := d.thresholdsFor(d.latTh, r)
+			th.temper = r.latTemper(q)
 			var g *rateTest
 			if s.gate != nil {
 				g = &s.gate.lat[q]
 				if cn > 0 {
 					rho0, rho := d.latencyGateRatios(r, q)
-					g.updatePaired(rho0, rho, gx[q], b.latN, cx[q], cn, b.idx, &gth)
+					gq := gth
+					gq.temper = th.temper
+					g.updatePaired(rho0, rho, gx[q], b.latN, cx[q], cn, b.idx, &gq)
 				}
 				th.hold = checked && !g.firing
 			}
@@ -484,6 +487,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 	var rho0 float64
 	var rho [alternatives]float64
 	gth := d.gateThresholds(d.th)
+	gth.temper = r.latTemper(q)
 	if s.gate != nil {
 		g = s.gate.lat[q]
 		rho0, rho = d.latencyGateRatios(r, q)
@@ -494,6 +498,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 			continue
 		}
 		th := d.thresholdsFor(d.latTh, r)
+		th.temper = gth.temper
 		if s.gate != nil {
 			if lt[i].rn > 0 {
 				g.updatePaired(rho0, rho, lt[i].gx[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)

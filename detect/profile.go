@@ -231,7 +231,11 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 			t := &o.latT[q]
 			t.cn, t.cx = t.n, t.x
-			v := t.updateBaseline(&o.latP[q], o.exceed[q], b.latN, b.idx, &d.latTh)
+			// Tempered by the series' own latency dispersion, as its error tests are by its
+			// errors' (latencyDispersion).
+			th := d.latTh
+			th.temper = temperBy(d.latencyDispersion(s, q))
+			v := t.updateBaseline(&o.latP[q], o.exceed[q], b.latN, b.idx, &th)
 			if (v == verdictFired || t.firing) && !o.latEp {
 				if a := d.ownLatencyAnomaly(s, q); a.Effect >= d.latencyGate() {
 					o.latEp = true
@@ -327,6 +331,9 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 		fmt.Sprintf("%s: %.4g of %g requests exceeded the profile's %s of %.4g ms (profile rate within the tolerance %.4g, H1 ×%.3g, ×%.3g or ×%.3g); observed %s inferred from that share",
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
 		seqNote)
+	if phi := d.latencyDispersion(s, q); phi > 1 {
+		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the series'", label, phi))
+	}
 	if note := d.loadNote(o.usualLoads(), s); note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
 	}

@@ -162,6 +162,18 @@ type series struct {
 	dispQ [numCategories]float32
 	dispE [numCategories]float32
 	dispB float32
+	// Latency dispersion (latencyDispersion): latThr are the tested quantiles' thresholds in
+	// the series' last completed epoch (sketch indexes; bit q of latOn says quantile q's could
+	// be placed). Over the current epoch, latN and latB add up the served buckets' latencies
+	// and the buckets, latX each quantile's latencies above its threshold and latX2 their
+	// squares over the bucket's latencies. When an epoch ends, its Pearson statistic against
+	// its own share above each threshold moves to latLastChi, with latLastB buckets and
+	// latLastE latencies above (bit q of latLastOn: measured).
+	latThr               [maxQuantiles]int32
+	latX, latX2          [maxQuantiles]float32
+	latLastChi, latLastE [maxQuantiles]float32
+	latN, latB, latLastB float32
+	latOn, latLastOn     uint8
 	// deployPrev and deployNext link the series of its service, version and cohort
 	// (Detector.deploys).
 	deployPrev, deployNext *series

@@ -47,8 +47,9 @@ const (
 	// 16: a bucket how far its latency thresholds rose at its load, a reference its component's
 	// usual load, a line its component's requests in its newest two buckets, and an own profile
 	// the load its latencies were served at; 17: a reference its service's usual load too, and
-	// an own profile the service's load its latencies were served at.
-	snapshotVersion = 17
+	// an own profile the service's load its latencies were served at; 18: a series how much its
+	// latency exceedances vary, against which thresholds, and a reference how much its did.
+	snapshotVersion = 18
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -386,6 +387,18 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.f32s(s.dispQ[:])
 	c.f32s(s.dispE[:])
 	c.f32(&s.dispB)
+	for q := range s.latThr {
+		c.i32(&s.latThr[q])
+	}
+	c.f32s(s.latX[:])
+	c.f32s(s.latX2[:])
+	c.f32s(s.latLastChi[:])
+	c.f32s(s.latLastE[:])
+	c.f32(&s.latN)
+	c.f32(&s.latB)
+	c.f32(&s.latLastB)
+	c.u8(&s.latOn)
+	c.u8(&s.latLastOn)
 }
 
 func (b *bucket) xfer(c *codec) {
@@ -426,6 +439,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.bool(&r.ok)
 	c.bool(&r.cpuByProcess)
 	c.f32s(r.errPhi[:])
+	c.f32s(r.latPhi[:])
 	c.i64(&r.from)
 	c.i64(&r.to)
 	c.f64(&r.n)
@@ -442,7 +456,10 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 		r.latS[q][1].xfer(c)
 		c.f64s(r.bodyP[q][:])
 	}
-	c.int(&r.bodyQ)
+	c.i32(&r.bodyQ)
+	if c.reading && c.err == nil && (r.bodyQ < -1 || r.bodyQ >= maxQuantiles || r.bodyQ < 0 && slices.Contains(r.composite[:], true)) {
+		c.fail("a reference's body quantile %d", r.bodyQ)
+	}
 	r.cpuRef.xfer(c)
 	r.cpuFit.xfer(c)
 	r.memFit.xfer(c)

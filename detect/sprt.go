@@ -3,6 +3,8 @@ package detect
 import (
 	"fmt"
 	"math"
+
+	"github.com/DataDog/sketches-go/ddsketch"
 )
 
 // alternatives is how many alternative hypotheses a rate test mixes: the minimum effect (so subtle
@@ -541,6 +543,98 @@ func (d *Detector) addDispersion(s *series, b *bucket) {
 		s.dispE[c] += float32(e)
 	}
 	s.dispB++
+}
+
+// rotateDispersion ends the epoch of s's latency dispersion: the current epoch's Pearson
+// statistics become the last epoch's, and the next epoch is measured against the thresholds of
+// sk, the epoch just completed (each tested quantile's, when it held at least
+// LatencyMinTailCount latencies above it).
+func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
+	s.latLastOn, s.latLastB = 0, s.latB
+	for q := range d.cfg.LatencyQuantiles {
+		if chi, ok := s.epochChi(q); ok {
+			s.latLastOn |= 1 << q
+			s.latLastChi[q], s.latLastE[q] = float32(chi), s.latX[q]
+		}
+	}
+	s.latX, s.latX2 = [maxQuantiles]float32{}, [maxQuantiles]float32{}
+	s.latN, s.latB, s.latOn = 0, 0, 0
+	n := sk.GetCount()
+	for q, qq := range d.cfg.LatencyQuantiles {
+		if n*(1-qq) < float64(d.cfg.LatencyMinTailCount) {
+			continue
+		}
+		if v, err := sk.GetValueAtQuantile(qq); err == nil {
+			s.latThr[q] = int32(d.sk.thresholdAt(v).index)
+			s.latOn |= 1 << q
+		}
+	}
+}
+
+// epochChi is the Pearson statistic of quantile q's exceedances over the current epoch's
+// buckets against the epoch's own share above the threshold: sum over buckets of
+// (x − n·p)²/(n·p·(1 − p)), which is (Σx²/n − p·Σx)/(p·(1 − p)) with p = Σx/Σn. Measuring the
+// share in the same buckets, rather than taking it from the epoch before, keeps a share that
+// moved between epochs (or was placed on few latencies) out of the dispersion.
+func (s *series) epochChi(q int) (float64, bool) {
+	if s.latOn&(1<<q) == 0 || s.latB < 2 || s.latN <= 0 {
+		return 0, false
+	}
+	p := float64(s.latX[q]) / float64(s.latN)
+	if p <= 0 || p >= 1 {
+		return 0, false
+	}
+	return math.Max(0, (float64(s.latX2[q])-p*float64(s.latX[q]))/(p*(1-p))), true
+}
+
+// addLatencyDispersion adds the just-closed bucket b of s to its latency dispersion: per tested
+// quantile, its latencies above the threshold, read at the bucket's load as the tests read it
+// (bucketShift). Not while s fires, as addDispersion.
+func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
+	if b.sk == nil || b.latN <= 0 || s.latOn == 0 || s.frozen() {
+		return
+	}
+	nq := len(d.cfg.LatencyQuantiles)
+	var thr [maxQuantiles]threshold
+	for q := range nq {
+		thr[q].index = int(s.latThr[q])
+	}
+	var x [maxQuantiles]float64
+	aboveEach(b.sk, &thr, nq, d.bucketShift(s, b.idx, s.usualLoads(), true), &x)
+	for q := range nq {
+		if s.latOn&(1<<q) != 0 {
+			s.latX[q] += float32(x[q])
+			s.latX2[q] += float32(x[q] * x[q] / b.latN)
+		}
+	}
+	s.latN += float32(b.latN)
+	s.latB++
+}
+
+// latencyDispersion is how many times the variance of s's latency exceedances of quantile q per
+// bucket exceeds what independent requests give, as errorDispersion measures errors': the
+// Pearson statistic of the last completed epoch and the current one over their degrees of
+// freedom, less three of its standard errors, and at least 1.
+//
+// Why: the exceedance tests count requests as slow independently, and a process that stalls
+// slows every request in flight at once. A collector's pause of 1 s every 30 s (+500 ms to each
+// request in it) rolled back 9 of 40 healthy deploys, 500 ms every 10 s 5 of 40: the first
+// stall after a deploy made a tenth of the new version's few requests slow together, more than
+// a bucket's cap on the evidence could hold back. Requests that stall together vary as one per
+// bucket; the evidence divided by the factor is the quasi-likelihood's.
+func (d *Detector) latencyDispersion(s *series, q int) float64 {
+	var chi, dof, above, buckets float64
+	if s.latLastOn&(1<<q) != 0 {
+		chi, dof, above, buckets = float64(s.latLastChi[q]), float64(s.latLastB)-1, float64(s.latLastE[q]), float64(s.latLastB)
+	}
+	if c, ok := s.epochChi(q); ok {
+		chi, dof, above, buckets = chi+c, dof+float64(s.latB)-1, above+float64(s.latX[q]), buckets+float64(s.latB)
+	}
+	if buckets < minDispersionBuckets || above <= 0 || dof <= 0 {
+		return 1
+	}
+	mu := above / buckets
+	return math.Max(1, chi/dof-3*math.Sqrt((2+1/mu)/buckets))
 }
 
 // errorDispersion is how many times the variance of s's error counts per bucket, in category c,
