@@ -95,7 +95,8 @@ type Scenario struct {
 	ErrClump int `json:"err_clump,omitempty"`
 	// PauseEvery > 0 stalls every version's process for PauseMS milliseconds every PauseEvery
 	// seconds, adding PauseAddMS to every request in it, as a collector's pause does: slow
-	// requests that come together, not independently.
+	// requests that come together, not independently. The stalls' phase is drawn per run, so
+	// a deploy lands anywhere between two of them.
 	PauseEvery int     `json:"pause_every_s,omitempty"`
 	PauseMS    int     `json:"pause_ms,omitempty"`
 	PauseAddMS float64 `json:"pause_add_ms,omitempty"`
@@ -211,6 +212,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "heavy tail (5% of requests Pareto 1.2), no change @50rps", RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2},
 		{Name: "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2, BodyMul: 2, TailMul: 2},
 		{Name: "pauses of 200ms every 10s (+100ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
+		// A collector's long pauses: every request in a second's stall is half a second slower.
+		{Name: "pauses of 1s every 30s (+500ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500},
+		{Name: "pauses of 1s every 30s (+500ms), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500, BodyMul: 2, TailMul: 2},
 		{Name: "cold start (every latency x3, easing off over 10s), latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30},
 		{Name: "cold start (x3 over 10s), latency_warmup 30s, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30, BodyMul: 2, TailMul: 2},
 		{Name: "rolling update of 10 named instances over 5min, each a cold start, latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: 600, Rollout: 300, Instances: 10, ColdStart: 3, LatencyWarmup: 30},
@@ -362,6 +366,10 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 			}
 		}
 	}
+	var pausePhase time.Duration
+	if sc.PauseEvery > 0 {
+		pausePhase = time.Duration(rng.Int64N(int64(time.Duration(sc.PauseEvery) * time.Second))).Truncate(time.Millisecond)
+	}
 	clumpLeft := map[string]int{} // by version and cohort: the exceptions left of a clump (ErrClump)
 	type cpuAcc struct{ sum, load, n float64 }
 	var cpuAccs map[string]*cpuAcc // by version and cohort: the cpu since the side's last sample
@@ -498,7 +506,7 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					} else {
 						lat = bodyMedian * bodyM * math.Exp(bodySigma*rng.NormFloat64())
 					}
-					if sc.PauseEvery > 0 && ts.Sub(scenarioT0)%(time.Duration(sc.PauseEvery)*time.Second) < time.Duration(sc.PauseMS)*time.Millisecond {
+					if sc.PauseEvery > 0 && (ts.Sub(scenarioT0)+pausePhase)%(time.Duration(sc.PauseEvery)*time.Second) < time.Duration(sc.PauseMS)*time.Millisecond {
 						lat += sc.PauseAddMS
 					}
 					if sc.HeavyTail > 0 && rng.Float64() < heavyShare {

@@ -440,24 +440,51 @@ func TestSharedErrorBurst(t *testing.T) {
 
 // TestPausesAreNotRegressions: a process that stalls 200 ms every 10 s slows every request in the
 // stall at once. Counted as independent, a stall's ten requests read as dozens of requests'
-// evidence, and without a cap on what one update may add (latency_bucket_cap) A/A deploys fire;
-// with the default cap they do not.
+// evidence. Two things hold it back: the cap on what one update may add (latency_bucket_cap),
+// and the baseline's latency dispersion, measured once the old version has served a whole
+// epoch (5 min) and a minute more. Against a baseline too young to have it, A/A deploys fire
+// without the cap and not with it; against an older one, the dispersion alone holds them.
 func TestPausesAreNotRegressions(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("statistical: meaningless under the race detector")
 	}
 	sc := Scenario{Name: "pauses", RPS: 50, Pre: 450, Post: 330, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100}
+	young := sc
+	young.Pre = 290
 	uncapped := detect.DefaultConfig()
 	uncapped.LatencyBucketCap = 1e9
 	for _, tt := range []struct {
 		name   string
+		sc     *Scenario
 		cfg    detect.Config
 		lo, hi int
 	}{
-		{"default cap", detect.DefaultConfig(), 0, 0},
-		{"no cap", uncapped, 3, 100},
+		{"default cap", &sc, detect.DefaultConfig(), 0, 0},
+		{"default cap, a young baseline", &young, detect.DefaultConfig(), 0, 1},
+		{"no cap, a young baseline", &young, uncapped, 1, 100},
+		{"no cap, the baseline's dispersion measured", &sc, uncapped, 0, 1},
 	} {
-		holdFired(t, tt.name, &sc, tt.cfg, 11, 100, tt.lo, tt.hi)
+		holdFired(t, tt.name, tt.sc, tt.cfg, 11, 100, tt.lo, tt.hi)
+	}
+}
+
+// TestLongPausesAreNotRegressions: a process that stalls for a second every 30 s slows every
+// request in the stall by half a second. The first stall after a deploy made a tenth of the new
+// version's few requests slow together, and the latency tests fired in 9 of 40 healthy deploys;
+// tempered by the baseline's latency dispersion they keep their false-alarm rate, and every
+// latency ×2 between the same stalls is still found.
+func TestLongPausesAreNotRegressions(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	for _, tt := range []struct {
+		sc     Scenario
+		lo, hi int
+	}{
+		{Scenario{Name: "no change", RPS: 50, Pre: 450, Post: 330, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500}, 0, 1},
+		{Scenario{Name: "latency x2", Regression: true, RPS: 50, Pre: 450, Post: 330, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500, BodyMul: 2, TailMul: 2}, 100, 100},
+	} {
+		holdFired(t, tt.sc.Name, &tt.sc, detect.DefaultConfig(), 12, 100, tt.lo, tt.hi)
 	}
 }
 
