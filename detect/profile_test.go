@@ -3,6 +3,7 @@ package detect
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -100,6 +101,36 @@ func TestOwnProfile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOwnLatencyUncapped: once a series' latency dispersion is measured, its own profile's
+// latency tests are not capped per update (latency_bucket_cap): the dispersion holds back a
+// stall's requests, and the cap made a test whose runs are never the first wait for a second
+// bucket. Every latency ×2 without a deploy is found sooner on average than with the cap set
+// explicitly to its old default, over the same ten runs.
+func TestOwnLatencyUncapped(t *testing.T) {
+	const warm = 660
+	bad := healthy("1.0.0", 30, 20)
+	bad.latMed *= 2
+	capped := DefaultConfig()
+	capped.LatencyBucketCap = math.Log(1/capped.Alpha) + 0.1
+	mean := func(cfg Config) time.Duration {
+		var sum time.Duration
+		for seed := range uint64(10) {
+			got := replay(cfg, genScenario(40+seed, healthy("1.0.0", warm, 20), bad), 64)
+			i := slices.IndexFunc(got, func(a schemas.Anomaly) bool { return a.Metric == schemas.MetricLatency && !a.IsResolved() })
+			if i < 0 {
+				t.Fatalf("seed %d: every latency x2 not found", 40+seed)
+			}
+			sum += got[i].TSDetected.Sub(t0.Add(warm * time.Second))
+		}
+		return sum / 10
+	}
+	uncapped, withCap := mean(DefaultConfig()), mean(capped)
+	if uncapped > withCap-200*time.Millisecond {
+		t.Fatalf("found in %s on average, %s with the cap: want at least 0.2 s sooner", uncapped, withCap)
+	}
+	t.Logf("found in %s on average, %s with the cap", uncapped, withCap)
 }
 
 // TestOwnProfileStatus: decide's view of a series compared with its own profile.

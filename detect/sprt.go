@@ -623,6 +623,13 @@ func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
 // a bucket's cap on the evidence could hold back. Requests that stall together vary as one per
 // bucket; the evidence divided by the factor is the quasi-likelihood's.
 func (d *Detector) latencyDispersion(s *series, q int) float64 {
+	phi, _ := d.latencyDispersionMeasured(s, q)
+	return phi
+}
+
+// latencyDispersionMeasured is latencyDispersion, and whether it was measured (over at least
+// minDispersionBuckets buckets) rather than taken as 1 for want of buckets.
+func (d *Detector) latencyDispersionMeasured(s *series, q int) (float64, bool) {
 	var chi, dof, above, buckets float64
 	if s.latLastOn&(1<<q) != 0 {
 		chi, dof, above, buckets = float64(s.latLastChi[q]), float64(s.latLastB)-1, float64(s.latLastE[q]), float64(s.latLastB)
@@ -631,10 +638,10 @@ func (d *Detector) latencyDispersion(s *series, q int) float64 {
 		chi, dof, above, buckets = chi+c, dof+float64(s.latB)-1, above+float64(s.latX[q]), buckets+float64(s.latB)
 	}
 	if buckets < minDispersionBuckets || above <= 0 || dof <= 0 {
-		return 1
+		return 1, false
 	}
 	mu := above / buckets
-	return math.Max(1, chi/dof-3*math.Sqrt((2+1/mu)/buckets))
+	return math.Max(1, chi/dof-3*math.Sqrt((2+1/mu)/buckets)), true
 }
 
 // errorDispersion is how many times the variance of s's error counts per bucket, in category c,
