@@ -24,9 +24,10 @@ type line struct {
 	current *series // the version that appeared most recently; nil for a unit line no request without a cohort came to
 	otherB  int64   // the last bucket a version other than current served in
 	unit    *line   // the line whose throughput test counts this line's requests: the unit's without a cohort
-	// liveB and liveN are, for a component's line (without a block or a cohort), its
-	// requests in the newest bucket any came in, as they arrive, and prevN those in the bucket
-	// before it as it ended (0 when none came in it): its load (readShift).
+	// liveB and liveN are, for a component's line (without a block or a cohort) and a
+	// service's (without a component), its requests in the newest bucket any came in, as they
+	// arrive, and prevN those in the bucket before it as it ended (0 when none came in it): its
+	// load (bucketShift).
 	liveB        int64
 	liveN, prevN float32
 

@@ -640,8 +640,7 @@ func (d *Detector) latencyDispersionMeasured(s *series, q int) (float64, bool) {
 	if buckets < minDispersionBuckets || above <= 0 || dof <= 0 {
 		return 1, false
 	}
-	mu := above / buckets
-	return math.Max(1, chi/dof-3*math.Sqrt((2+1/mu)/buckets)), true
+	return overdispersion(chi/dof, above/buckets, buckets), true
 }
 
 // errorDispersion is how many times the variance of s's error counts per bucket, in category c,
@@ -661,6 +660,13 @@ func (d *Detector) errorDispersion(s *series, c int) float64 {
 	if b < minDispersionBuckets || s.dispE[c] <= 0 {
 		return 1
 	}
-	mu := float64(s.dispE[c]) / b
-	return math.Max(1, float64(s.dispQ[c])/b-3*math.Sqrt((2+1/mu)/b))
+	return overdispersion(float64(s.dispQ[c])/b, float64(s.dispE[c])/b, b)
+}
+
+// overdispersion is the factor a dispersion's tests are tempered by: meanChi, the mean squared
+// Pearson residual over units buckets expecting mu counts each, less three of its standard
+// errors (about √((2 + 1/μ)/units)), and at least 1, so counts that vary as independent ones do
+// leave their tests as they were.
+func overdispersion(meanChi, mu, units float64) float64 {
+	return math.Max(1, meanChi-3*math.Sqrt((2+1/mu)/units))
 }
