@@ -314,6 +314,9 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	if phi := float64(r.latPhi[q]); phi > 1 {
 		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the baseline's", label, phi))
 	}
+	if l := refExcursion(s); l > 0 {
+		a.Evidence.Notes = append(a.Evidence.Notes, d.excursionNote("the baseline's", l))
+	}
 	if g != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, d.checkNote(g,
 			fmt.Sprintf("%g of %g requests above the baseline %s, against the canary's %g of %g", g.xr, g.nr, label, g.x, g.n), "slowdown"))
@@ -405,6 +408,13 @@ func metricRank(m string) int {
 func stallNote(whose, label string, phi float64) string {
 	return fmt.Sprintf("%s latencies above its %s came together, as a process's stalls slow every request in flight: their counts per bucket varied %.3g times as much as independent requests' would, and the test's evidence is divided by that",
 		whose, label, phi)
+}
+
+// excursionNote says that whose latencies made excursions of up to l buckets, and that a test
+// sets aside the buckets of one no longer (see excursion.go).
+func (d *Detector) excursionNote(whose string, l uint8) string {
+	return fmt.Sprintf("%s latencies stood well above their usual for up to %s at a time (a batch job, a cache refresh: what every version does): the buckets of an excursion no longer than that were set aside as inconclusive, so this one outlasted it",
+		whose, shortDuration(time.Duration(int64(l)*d.clock.width)))
 }
 
 // clumpNote says that whose errors of category c came in clumps, varying phi times as much per

@@ -59,6 +59,9 @@ type reference struct {
 	ok      bool   // enough requests to compare against; otherwise every test is inconclusive
 	// cpuByProcess: cpuFit's loads are the process's (process_rps), as series.cpuByProcess.
 	cpuByProcess bool
+	// excursion is the longest excursion of the baseline's latencies the tests against it
+	// respect (frozenExcursion; 0: none).
+	excursion uint8
 	// familyN is how many series the deploy's Alpha is shared among (see family); next to the
 	// flags, where it fills what the alignment would leave empty.
 	familyN int32
@@ -213,6 +216,7 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	for q := range d.cfg.LatencyQuantiles {
 		r.latPhi[q] = float32(d.latencyDispersion(src, q))
 	}
+	r.excursion = d.frozenExcursion(src)
 	r.cpuRef = src.cpuRef
 	r.cpuRef.vals = nil // frozen: a reference never adds, and must not share src's warm-up
 	if src.cpuFit != nil {

@@ -62,6 +62,7 @@ type Detector struct {
 	ownWarmup    int64 // buckets a series serves before its own profile starts (0: never)
 	latWarmup    int64 // buckets of a version's start its latency is not compared in (Config.LatencyWarmup)
 	watch        int64 // buckets a version is compared with the version before it (Config.DeployWatch; 0: forever)
+	maxExcursion uint8 // the longest excursion a latency test respects, in buckets (Config.LatencyExcursionMax)
 	// instances holds, with LatencyWarmup, the first and last bucket each instance of a version
 	// served in (TelemetryEvent.Instance): each instance warms up from its own start.
 	instances     map[instanceKey]*instanceSeen
@@ -134,6 +135,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
 	d.latWarmup = int64((time.Duration(cfg.LatencyWarmup) + width - 1) / width)
 	d.watch = int64(time.Duration(cfg.DeployWatch) / width)
+	d.maxExcursion = uint8(time.Duration(cfg.LatencyExcursionMax) / width)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
 	d.bucketSeconds = width.Seconds()
@@ -598,6 +600,9 @@ func (d *Detector) closeBucket(s *series) {
 	if b.sk != nil {
 		if r := s.ref; r != nil && r.latOK {
 			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), d.readShift(s, b, r, true), &s.exceed)
+			if refExcursion(s) > 0 && b.latN > 0 {
+				s.excRef = d.excursionStep(s.excRef, &s.exceed, b.latN, r.refQuantiles())
+			}
 		}
 		d.sk.merge(s.cur.sk, b.sk)
 	}

@@ -87,8 +87,12 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		}
 		gth := d.gateThresholds(d.th)
 		anyFiring := false
+		// A bucket of an excursion no longer than the baseline's longest is inconclusive (see
+		// excursion.go).
+		aside := setAside(refExcursion(s), s.excRef)
 		for q := range d.cfg.LatencyQuantiles {
-			if !r.latQ[q] {
+			if !r.latQ[q] || aside {
+				anyFiring = anyFiring || s.latT[q].firing
 				continue
 			}
 			t := &s.latT[q]
@@ -492,10 +496,18 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		g = s.gate.lat[q]
 		rho0, rho = d.latencyGateRatios(r, q)
 	}
+	longest, exc, on := refExcursion(s), s.excRef, r.refQuantiles()
 	for i := range s.open {
 		b := &s.open[i]
 		if b.sk == nil {
 			continue
+		}
+		if longest > 0 {
+			// As the bucket's close will: a bucket of an excursion no longer than the
+			// baseline's longest is inconclusive (see excursion.go).
+			if exc = d.excursionStep(exc, &lt[i].x, lt[i].n, on); setAside(longest, exc) {
+				continue
+			}
 		}
 		th := d.thresholdsFor(d.latTh, r)
 		th.temper = gth.temper

@@ -225,8 +225,12 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 	}
 	if o.latOK && b.latN > 0 {
 		anyFiring := false
+		// A bucket of an excursion no longer than the series' own longest is inconclusive
+		// (see excursion.go).
+		aside := setAside(d.ownExcursion(s), s.excRun)
 		for q := range d.cfg.LatencyQuantiles {
-			if !o.latQ[q] {
+			if !o.latQ[q] || aside {
+				anyFiring = anyFiring || o.latT[q].firing
 				continue
 			}
 			t := &o.latT[q]
@@ -340,6 +344,9 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 		seqNote)
 	if phi := d.latencyDispersion(s, q); phi > 1 {
 		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the series'", label, phi))
+	}
+	if l := d.ownExcursion(s); l > 0 {
+		a.Evidence.Notes = append(a.Evidence.Notes, d.excursionNote("the series'", l))
 	}
 	if note := d.loadNote(o.usualLoads(), s); note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)

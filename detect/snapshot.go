@@ -48,8 +48,9 @@ const (
 	// usual load, a line its component's requests in its newest two buckets, and an own profile
 	// the load its latencies were served at; 17: a reference its service's usual load too, and
 	// an own profile the service's load its latencies were served at; 18: a series how much its
-	// latency exceedances vary, against which thresholds, and a reference how much its did.
-	snapshotVersion = 18
+	// latency exceedances vary, against which thresholds, and a reference how much its did; 19:
+	// a series its latencies' excursions, and a reference the longest its tests respect.
+	snapshotVersion = 19
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -399,6 +400,11 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.f32(&s.latLastB)
 	c.u8(&s.latOn)
 	c.u8(&s.latLastOn)
+	c.u8(&s.excOn)
+	c.u8(&s.excRun)
+	c.u8(&s.excRef)
+	c.u8(&s.excMax[0])
+	c.u8(&s.excMax[1])
 }
 
 func (b *bucket) xfer(c *codec) {
@@ -438,6 +444,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.str(&r.label)
 	c.bool(&r.ok)
 	c.bool(&r.cpuByProcess)
+	c.u8(&r.excursion)
 	c.f32s(r.errPhi[:])
 	c.f32s(r.latPhi[:])
 	c.i64(&r.from)

@@ -548,9 +548,11 @@ func (d *Detector) addDispersion(s *series, b *bucket) {
 // rotateDispersion ends the epoch of s's latency dispersion: the current epoch's Pearson
 // statistics become the last epoch's, and the next epoch is measured against the thresholds of
 // sk, the epoch just completed (each tested quantile's, when it held at least
-// LatencyMinTailCount latencies above it).
+// LatencyMinTailCount latencies above it), as are its excursions; the longest excursion of the
+// epoch becomes the epoch before's.
 func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
 	s.latLastOn, s.latLastB = 0, s.latB
+	s.excMax[1], s.excMax[0] = s.excMax[0], 0
 	for q := range d.cfg.LatencyQuantiles {
 		if chi, ok := s.epochChi(q); ok {
 			s.latLastOn |= 1 << q
@@ -567,6 +569,37 @@ func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
 		if v, err := sk.GetValueAtQuantile(qq); err == nil {
 			s.latThr[q] = int32(d.sk.thresholdAt(v).index)
 			s.latOn |= 1 << q
+		}
+	}
+	s.excOn = s.latOn
+}
+
+// provisionalThresholds sets the thresholds s's excursions are measured against in its first
+// epoch, before one has completed (rotateDispersion), from its current epoch so far: each
+// quantile's once excursionMinTail latencies of the epoch lie above it, and again as more
+// quantiles reach it. A version that served a few minutes before the next deploy would
+// otherwise give a baseline blind to its excursions (its latency dispersion waits for a whole
+// epoch: the dispersion compares epochs' thresholds, the excursions only a bucket's counts).
+func (d *Detector) provisionalThresholds(s *series) {
+	sk := s.cur.sk
+	n := sk.GetCount()
+	var on uint8
+	for q, qq := range d.cfg.LatencyQuantiles {
+		if n*(1-qq) >= excursionMinTail {
+			on |= 1 << q
+		}
+	}
+	if on == s.excOn {
+		return
+	}
+	s.excOn = 0
+	for q, qq := range d.cfg.LatencyQuantiles {
+		if on&(1<<q) == 0 {
+			continue
+		}
+		if v, err := sk.GetValueAtQuantile(qq); err == nil {
+			s.latThr[q] = int32(d.sk.thresholdAt(v).index)
+			s.excOn |= 1 << q
 		}
 	}
 }
@@ -589,9 +622,16 @@ func (s *series) epochChi(q int) (float64, bool) {
 
 // addLatencyDispersion adds the just-closed bucket b of s to its latency dispersion: per tested
 // quantile, its latencies above the threshold, read at the bucket's load as the tests read it
-// (bucketShift). Not while s fires, as addDispersion.
+// (bucketShift). Not while s fires, as addDispersion; its excursions (addExcursion) are
+// followed then too.
 func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
-	if b.sk == nil || b.latN <= 0 || s.latOn == 0 || s.frozen() {
+	if b.sk == nil || b.latN <= 0 {
+		return
+	}
+	if s.latOn == 0 {
+		d.provisionalThresholds(s)
+	}
+	if s.excOn == 0 {
 		return
 	}
 	nq := len(d.cfg.LatencyQuantiles)
@@ -601,6 +641,10 @@ func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
 	}
 	var x [maxQuantiles]float64
 	aboveEach(b.sk, &thr, nq, d.bucketShift(s, b.idx, s.usualLoads(), true), &x)
+	d.addExcursion(s, &x, b.latN)
+	if s.frozen() || s.latOn == 0 {
+		return
+	}
 	for q := range nq {
 		if s.latOn&(1<<q) != 0 {
 			s.latX[q] += float32(x[q])

@@ -1,0 +1,163 @@
+package detect
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// windowed is secs seconds of one component at 50 req/s from start, of version v, whose latencies
+// are mul times the usual and rise by 20 ms (doubling the median) for window out of every
+// every seconds of event time, the first window starting at first: a batch job every version
+// shares. None when window is 0.
+func windowed(seed uint64, v string, start time.Time, secs int, mul float64, window, every, first time.Duration) []schemas.TelemetryEvent {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	var out []schemas.TelemetryEvent
+	for i := range secs * 50 {
+		ts := start.Add(time.Duration(i) * 20 * time.Millisecond)
+		lat := mul * 20 * math.Exp(0.3*rng.NormFloat64())
+		if since := ts.Sub(t0) - first; window > 0 && since >= 0 && since%every < window {
+			lat += 20
+		}
+		out = append(out, schemas.TelemetryEvent{TS: ts, Service: "checkout", Component: "tax-calc", Version: v, LatencyMS: &lat})
+	}
+	return out
+}
+
+// TestExcursions: a batch job that doubles every latency for 10 s every 2 min makes excursions
+// of about 10 buckets, which the series measures, from its first epoch on; independent latencies
+// make none. The reference a next version is compared with carries the longest, and a restored
+// detector has every part of it. Against it, the window is no regression and a lasting ×2 is,
+// found once it outlasts the baseline's longest; without the batch job, found at once.
+func TestExcursions(t *testing.T) {
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+	next := SeriesKey{Service: key.Service, Component: key.Component, Version: "1.1.0"}
+	const every = 2 * time.Minute
+	for _, tt := range []struct {
+		name     string
+		window   time.Duration
+		secs     int
+		min, max uint8 // the longest excursion the reference respects
+	}{
+		{"independent", 0, 620, 0, 0},
+		// Windows at 30, 150, 270, 390 and 510 s; the detector restarts from a snapshot at 310 s,
+		// after the first epoch completed and before the windows the reference is frozen with.
+		{"batch job", 10 * time.Second, 620, 9, 12},
+		{"batch job, no epoch completed yet", 10 * time.Second, 290, 9, 12},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			base := windowed(1, "1.0.0", t0, tt.secs, 1, tt.window, every, 30*time.Second)
+			end := base[len(base)-1].TS
+			// The next version starts after the baseline's last bucket closed, 20 s before a
+			// window, which lasts 10 s.
+			from := end.Add(6 * time.Second)
+			first := from.Sub(t0) + 20*time.Second
+			for _, change := range []struct {
+				name string
+				mul  float64
+			}{{"no change", 1}, {"every latency x2", 2}} {
+				d := New(cfg)
+				cut := min(len(base), 310*50)
+				run(d, base[:cut], 0, 500)
+				d = roundTrip(t, cfg, d)
+				run(d, base[cut:], 0, 500)
+				d.Advance(end.Add(5 * time.Second))
+				d = roundTrip(t, cfg, d)
+				s := d.series[key]
+				if got := d.frozenExcursion(s); got < tt.min || got > tt.max {
+					t.Fatalf("the baseline's longest excursion %d buckets (runs %v, under way %d), want %d to %d", got, s.excMax, s.excRun, tt.min, tt.max)
+				}
+				evs := windowed(2, "1.1.0", from, 60, change.mul, tt.window, every, first)
+				var found []schemas.Anomaly
+				for i := range evs {
+					if i == 5*50 || i == 25*50 { // within the excursion of a ×2; within the window
+						d = roundTrip(t, cfg, d)
+						s = d.series[key]
+					}
+					d.Observe(&evs[i])
+					found = append(found, d.Advance(d.Watermark())...)
+				}
+				ref := d.series[next].ref
+				if ref == nil {
+					t.Fatal("the next version has no reference")
+				}
+				if ref.excursion != d.frozenExcursion(s) {
+					t.Fatalf("the next version's reference respects %d buckets, want %d", ref.excursion, d.frozenExcursion(s))
+				}
+				i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return a.Metric == schemas.MetricLatency && a.Version == "1.1.0" })
+				if change.mul == 1 {
+					if i >= 0 {
+						t.Fatalf("%s: the batch job's window fired: %s", change.name, found[i].Evidence.Notes)
+					}
+					continue
+				}
+				if i < 0 {
+					t.Fatalf("%s: not found", change.name)
+				}
+				ttd := found[i].TSDetected.Sub(from)
+				t.Logf("%s: found after %s, the baseline's longest excursion %d buckets", change.name, ttd, ref.excursion)
+				if lo, hi := time.Duration(ref.excursion)*time.Second, time.Duration(ref.excursion+2)*time.Second; ttd < lo || ttd > hi {
+					t.Fatalf("%s: found after %s, want %s to %s", change.name, ttd, lo, hi)
+				}
+				if says := strings.Contains(strings.Join(found[i].Evidence.Notes, "\n"), "set aside"); says != (ref.excursion > 0) {
+					t.Fatalf("%s: the anomaly says the baseline made excursions: %v, want %v: %v", change.name, says, ref.excursion > 0, found[i].Evidence.Notes)
+				}
+			}
+		})
+	}
+}
+
+// TestOwnExcursions: a series that no deploy touches, whose batch job doubles every latency for
+// 10 s every 2 min, pages at none of its windows once it has seen one end, and a lasting ×2 still
+// pages once it outlasts the windows.
+func TestOwnExcursions(t *testing.T) {
+	cfg := DefaultConfig()
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+	const every = 2 * time.Minute
+	for _, mul := range []float64{1, 2} {
+		d := New(cfg)
+		quiet := windowed(1, "1.0.0", t0, 900, 1, 10*time.Second, every, 30*time.Second)
+		var found []schemas.Anomaly
+		for i := range quiet {
+			d.Observe(&quiet[i])
+			found = append(found, d.Advance(d.Watermark())...)
+		}
+		// The own profile starts after 10 min: every window after that.
+		if i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return !a.IsResolved() }); i >= 0 {
+			t.Fatalf("a window paged: %s %v", found[i].TSDetected, found[i].Evidence.Notes)
+		}
+		if d.series[key].own == nil {
+			t.Fatal("no own profile after 15 min")
+		}
+		from := quiet[len(quiet)-1].TS.Add(time.Second)
+		more := windowed(2, "1.0.0", from, 120, mul, 10*time.Second, every, 30*time.Second)
+		found = found[:0]
+		for i := range more {
+			if i == 5*50 { // within the excursion of a ×2
+				d = roundTrip(t, cfg, d)
+			}
+			d.Observe(&more[i])
+			found = append(found, d.Advance(d.Watermark())...)
+		}
+		i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return !a.IsResolved() })
+		switch {
+		case mul == 1 && i >= 0:
+			t.Fatalf("a window paged: %s %v", found[i].TSDetected, found[i].Evidence.Notes)
+		case mul == 2 && i < 0:
+			t.Fatal("every latency x2 did not page")
+		case mul == 2:
+			l := d.ownExcursion(d.series[key])
+			ttd := found[i].TSDetected.Sub(from)
+			t.Logf("every latency x2 paged after %s, the series' longest excursion %d buckets", ttd, l)
+			if l == 0 || ttd < time.Duration(l)*time.Second || ttd > time.Duration(l+3)*time.Second { // its tests run as a bucket closes, AllowedLateness after its end
+				t.Fatalf("every latency x2 paged after %s, the series' longest excursion %d buckets", ttd, l)
+			}
+		}
+	}
+}
