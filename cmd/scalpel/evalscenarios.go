@@ -33,13 +33,14 @@ alike, and one busy among 15 quiet: alpha is shared among a deploy's series, det
 that grows as caches fill (with and without a leak, and over ten minutes with the deploys ten
 minutes apart), cpu regressions at the same load (also in processes that serve another
 component, whose traffic spike is no regression: the samples carry process_rps), shapes of
-production traffic that are no regression (a heavy latency tail, process pauses of 200 ms and of 1 s, errors in
-clumps, bursty traffic, a cold start with latency_warmup set, also in a rolling update of named
+production traffic that are no regression (a heavy latency tail, process pauses of 200 ms and of 1 s, a batch
+job that doubles the median for 10 s every 5 min (detect.latency_excursion_max), errors in clumps, bursty traffic, a cold start with latency_warmup set, also in a rolling update of named
 instances; with a regression on top where it applies), a throughput drop, a traffic spike (also
 one whose latency follows the load, on this component or on a busier one of the same service, and
 a deploy during it, with every latency x2 on top), low traffic, daily cycles (one watched for 6 h with every latency following the load), changes no
 deploy made (errors, latency, cpu, a memory leak, a spike,
-errors in clumps with and without a rise: only the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:
+errors in clumps with and without a rise, the batch job with and without every latency x2: only
+the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:
 healthy, regressed, beside a baseline cohort that starts with them (a fresh baseline cluster),
 and healthy beside a traffic spike, a shared dependency that triples both cohorts' errors, or
 one that slows both (in the last two only a canary anomaly counts: the old version's is right). cpu and memory are sampled every second, and in the rows

@@ -96,7 +96,8 @@ type Scenario struct {
 	// PauseEvery > 0 stalls every version's process for PauseMS milliseconds every PauseEvery
 	// seconds, adding PauseAddMS to every request in it, as a collector's pause does: slow
 	// requests that come together, not independently. The stalls' phase is drawn per run, so
-	// a deploy lands anywhere between two of them.
+	// a deploy lands anywhere between two of them. Seconds long, every few minutes, the same
+	// is a batch job or a cache refresh every version shares.
 	PauseEvery int     `json:"pause_every_s,omitempty"`
 	PauseMS    int     `json:"pause_ms,omitempty"`
 	PauseAddMS float64 `json:"pause_add_ms,omitempty"`
@@ -215,6 +216,11 @@ func DefaultScenarios() []Scenario {
 		// A collector's long pauses: every request in a second's stall is half a second slower.
 		{Name: "pauses of 1s every 30s (+500ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500},
 		{Name: "pauses of 1s every 30s (+500ms), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500, BodyMul: 2, TailMul: 2},
+		// A batch job (a cache refresh, a backup) that slows every version's requests by 20 ms,
+		// doubling the median, for 10 s every 5 min: a run of slow buckets that every baseline
+		// has had too (detect.latency_excursion_max).
+		{Name: "batch job every 5min (+20ms, the median x2, for 10s), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20},
+		{Name: "batch job every 5min (+20ms for 10s), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20, BodyMul: 2, TailMul: 2},
 		{Name: "cold start (every latency x3, easing off over 10s), latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30},
 		{Name: "cold start (x3 over 10s), latency_warmup 30s, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30, BodyMul: 2, TailMul: 2},
 		{Name: "rolling update of 10 named instances over 5min, each a cold start, latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: 600, Rollout: 300, Instances: 10, ColdStart: 3, LatencyWarmup: 30},
@@ -256,6 +262,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "errors in clumps of 5 without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, ErrClump: 5},
 		{Name: "errors in clumps of 5, error x5 without a deploy @50rps", Regression: true, RPS: 50, Pre: 900, Post: post, NoDeploy: true, ErrClump: 5, ErrMul: 5},
 		{Name: "bursty traffic (σ 0.5) without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, Burst: 0.5},
+		{Name: "batch job every 5min (+20ms for 10s) without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: 600, NoDeploy: true, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20},
+		{Name: "batch job every 5min (+20ms for 10s), latency x2 without a deploy @50rps", Regression: true, RPS: 50, Pre: 900, Post: post, NoDeploy: true, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20, BodyMul: 2, TailMul: 2},
 		{Name: "traffic spike x3 without a deploy @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "traffic spike x3 without a deploy, latency following the load (+60%) @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
 		{Name: "traffic spike x3 on a busier component of the same service without a deploy, latency following the processes' load (+45%) @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, Components: 2, OtherRPS: 150, NeighbourSpike: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},

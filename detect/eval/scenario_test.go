@@ -488,6 +488,37 @@ func TestLongPausesAreNotRegressions(t *testing.T) {
 	}
 }
 
+// TestBatchJobIsNoRegression: a batch job that slows every version's requests by 20 ms (the
+// median ×2) for 10 s every 5 min is what every latency ×2 is in its first seconds. Without
+// the excursions (latency_excursion_max 0), healthy deploys were rolled back on the first window
+// after them and a series no deploy touched paged at its windows; with them neither, and a
+// lasting ×2 is still found.
+func TestBatchJobIsNoRegression(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	batch := Scenario{RPS: 50, Pre: 450, Post: 330, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20}
+	slower := batch
+	slower.Regression, slower.BodyMul, slower.TailMul = true, 2, 2
+	untouched := Scenario{RPS: 50, Pre: 900, Post: 600, NoDeploy: true, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20}
+	off := detect.DefaultConfig()
+	off.LatencyExcursionMax = 0
+	for _, tt := range []struct {
+		name   string
+		sc     *Scenario
+		cfg    detect.Config
+		lo, hi int
+	}{
+		{"no change", &batch, detect.DefaultConfig(), 0, 1},
+		{"no change, excursions off", &batch, off, 4, 40},
+		{"latency x2", &slower, detect.DefaultConfig(), 40, 40},
+		{"no deploy, no change", &untouched, detect.DefaultConfig(), 0, 1},
+		{"no deploy, no change, excursions off", &untouched, off, 20, 40},
+	} {
+		holdFired(t, tt.name, tt.sc, tt.cfg, 13, 40, tt.lo, tt.hi)
+	}
+}
+
 // TestClumpedErrorsAreNotRegressions: a 2 % exception rate whose failures come five at a time
 // (a dependency's blip fails every request in flight) varies five times as much per bucket as
 // independent failures. The error tests counted them as independent and fired in 166 of 200
