@@ -42,6 +42,10 @@ type line struct {
 	tputBL float32
 	tputD  float32
 	tputA  *schemas.Anomaly // the open throughput episode's anomaly
+	// exc follows, on a service's line (without a component), the excursions of its latencies
+	// over all its components (serviceExcursion); nil on any other line, and until the service
+	// has one.
+	exc *serviceExcursions
 }
 
 // Kinds of reference a series can be compared with.

@@ -206,17 +206,18 @@ type Config struct {
 	// resource_warmup_buckets instead. At most 10m. Default 0.
 	LatencyWarmup schemas.Duration `json:"latency_warmup" yaml:"latency_warmup"`
 	// LatencyExcursionMax bounds how long an excursion of a baseline's latencies its latency
-	// tests respect. A series measures the longest run of buckets its latencies stood well
-	// above their usual in its last two epochs (a batch job, a cache refresh, a backup: a
-	// slowdown every version shares). When a baseline made one of at least three buckets, a
-	// test against it sets aside each bucket of an excursion no longer than that, as
-	// inconclusive: a batch job that doubled every latency for 10 s every 5 min rolled back 10
-	// of 40 healthy deploys and paged at every window of 40 of 40 series no deploy touched,
-	// and rolls back or pages none now. The price falls on such a service alone: a regression
-	// there is found that much later (every latency ×2 in 12 s instead of 1.4 s, next to the
-	// 10 s window). This bounds it, so that a long incident of the old version does not make
-	// its successor's regressions wait as long. 0 turns it off. At most 255 buckets. Default
-	// 30s.
+	// tests respect. A series, and a service over all its components, measures the longest
+	// run of buckets its latencies stood well above their usual in the last six epochs (a
+	// batch job, a cache refresh, a backup: a slowdown every version shares). When a baseline
+	// made one of at least three buckets, a test against it sets aside each bucket of an
+	// excursion no longer than that, as inconclusive, and a service that made one has its
+	// latency tests read its buckets as they close. A batch job that doubled every latency for
+	// 10 s every 5 min rolled back 10 of 40 healthy deploys and paged at every window of 40 of
+	// 40 series no deploy touched, and rolls back or pages none now. The price falls on such a
+	// service alone: a regression there is found that much later (every latency ×2 in 12 s
+	// instead of 1.4 s, next to the 10 s window). This bounds it, so that a long incident of
+	// the old version does not make its successor's regressions wait as long. 0 turns it off.
+	// At most 255 buckets. Default 30s.
 	LatencyExcursionMax schemas.Duration `json:"latency_excursion_max" yaml:"latency_excursion_max"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`

@@ -509,6 +509,11 @@ func (d *Detector) advanceTo(last int64) {
 				closing = append(closing, s)
 			}
 		}
+		// Every series of a service closed b: its excursion through b is known before any of
+		// them is tested on it.
+		for _, ln := range services {
+			d.serviceExcursion(ln, b)
+		}
 		from := len(d.out)
 		for _, s := range closing {
 			d.out = d.test(s, d.out)
@@ -601,7 +606,13 @@ func (d *Detector) closeBucket(s *series) {
 		if r := s.ref; r != nil && r.latOK {
 			aboveEach(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), d.readShift(s, b, r, true), &s.exceed)
 			if refExcursion(s) > 0 && b.latN > 0 {
-				s.excRef = d.excursionStep(s.excRef, &s.exceed, b.latN, r.refQuantiles())
+				s.excRef = nextRun(s.excRef, d.excursionZ(s.excRef > 0, &s.exceed, b.latN, r.refQuantiles()))
+			}
+			if s.excOn == 0 && b.latN > 0 && refExcursions(s) && d.serviceMadeExcursions(s) {
+				// A new version without thresholds of its own yet (provisionalThresholds) counts
+				// towards its service's excursions against its baseline's: a batch job that
+				// starts with a deploy is the service's, whatever version serves.
+				d.addServiceExcursion(s, b, &s.exceed, r.refQuantiles())
 			}
 		}
 		d.sk.merge(s.cur.sk, b.sk)

@@ -89,7 +89,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		anyFiring := false
 		// A bucket of an excursion no longer than the baseline's longest is inconclusive (see
 		// excursion.go).
-		aside := setAside(refExcursion(s), s.excRef)
+		aside := setAside(refExcursion(s), s.excRef) || refExcursions(s) && d.serviceAside(s)
 		for q := range d.cfg.LatencyQuantiles {
 			if !r.latQ[q] || aside {
 				anyFiring = anyFiring || s.latT[q].firing
@@ -329,6 +329,16 @@ func (d *Detector) withinBucket(s *series) bool {
 	return true
 }
 
+// latencyWithinBucket reports whether s's latency tests against its baseline may fire within a
+// bucket: as its error tests may (withinBucket), unless its service made excursions its tests
+// respect. Whether a bucket belongs to one of the service's is known once every series of the
+// service closed it (serviceExcursion), and a batch job's first seconds, read before, would
+// carry a component's test over where one component's buckets alone cannot tell them from
+// chance.
+func (d *Detector) latencyWithinBucket(s *series) bool {
+	return d.withinBucket(s) && !(refExcursions(s) && d.serviceMadeExcursions(s))
+}
+
 // testLatencyWithinBucket is testWithinBucket for the latency exceedance tests, after a request
 // whose latency pts exceeded the threshold of a tail quantile (from withinMinQuantile up, with a
 // composite H0): only such a request can carry a tail test over its threshold. When one of them
@@ -342,7 +352,7 @@ func (d *Detector) testLatencyWithinBucket(s *series, pts []latencyPoint) {
 		return slices.ContainsFunc(pts, func(p latencyPoint) bool { return p.v >= r.thr[q].above }) &&
 			d.perRequest(r, q) && r.latQ[q] && !s.latT[q].firing
 	}
-	if !anyQuantile(len(d.cfg.LatencyQuantiles), tail) || !d.withinBucket(s) {
+	if !anyQuantile(len(d.cfg.LatencyQuantiles), tail) || !d.latencyWithinBucket(s) {
 		return
 	}
 	d.readLatencyTests(s, tail)
@@ -359,7 +369,7 @@ func (d *Detector) readEnded() {
 	defer func() { slices.SortFunc(d.out[from:], compareAnomalies) }() // as a bucket's close orders them
 	for _, s := range d.active {
 		r := s.ref
-		if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen || !d.withinBucket(s) {
+		if r == nil || !r.latOK || s.latEp || len(s.open) > maxOpen || !d.latencyWithinBucket(s) {
 			continue
 		}
 		d.readLatencyTests(s, func(q int) bool { return r.latQ[q] && !s.latT[q].firing && !d.perRequest(r, q) })
@@ -505,7 +515,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		if longest > 0 {
 			// As the bucket's close will: a bucket of an excursion no longer than the
 			// baseline's longest is inconclusive (see excursion.go).
-			if exc = d.excursionStep(exc, &lt[i].x, lt[i].n, on); setAside(longest, exc) {
+			if exc = nextRun(exc, d.excursionZ(exc > 0, &lt[i].x, lt[i].n, on)); setAside(longest, exc) {
 				continue
 			}
 		}

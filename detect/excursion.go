@@ -2,7 +2,8 @@ package detect
 
 import "math"
 
-// Excursions: runs of buckets in which a series' latencies stood well above their usual.
+// Excursions: runs of buckets in which a series' latencies, or a service's, stood well above
+// their usual.
 //
 // Why: a batch job or a cache refresh that doubles every latency for 10 s every 5 min is
 // something the service always does, and every version does it. In its first seconds it is what
@@ -13,11 +14,19 @@ import "math"
 // measures how a second's requests vary together, and ten slow seconds are ten seconds'
 // evidence. What does tell them apart is the window's length: the baseline's own latencies
 // rose that far for up to 10 s at a time, and a regression lasts. So each series measures the
-// longest excursion its latencies made in its last two epochs, and a latency test against a
-// baseline that made excursions (of at least minExcursion buckets) sets aside the buckets of an
-// excursion of the new version no longer than the longest of the baseline's: they are
-// inconclusive, as an empty bucket is. An excursion that lasts longer is a regression, and its
-// test counts from the bucket after the baseline's longest, which is then that much later.
+// longest excursion its latencies made within excursionMemory epochs, and a latency test
+// against a baseline that made excursions (of at least minExcursion buckets) sets aside the
+// buckets of an excursion of the new version no longer than the longest of the baseline's: they
+// are inconclusive, as an empty bucket is. An excursion that lasts longer is a regression, and
+// its test counts from the bucket after the baseline's longest, which is then that much later.
+//
+// A batch job slows every component of its processes at once, so each service measures its
+// excursions too, over all its components' latencies (serviceExcursion), and a bucket of one of
+// the service's no longer than its longest is set aside as well. One component at 20 req/s, a
+// new version in the first minutes of a rolling update, or one of sixteen endpoints deployed
+// together is too small to tell a slow second from a chance one; the service is not. A
+// service's excursions are known once every series of it closed the bucket, so the latency
+// tests of a service that made them read its buckets only as they close.
 //
 // An excursion starts with a bucket whose latencies above some tested quantile's threshold
 // stand excursionStartZ standard deviations above their expected count, and goes on while
@@ -32,6 +41,9 @@ const (
 	excursionStartZ      = 4.0
 	excursionGoZ         = 2.0
 	excursionMinExpected = 2.0
+	// excursionReach and excursionMinScaled scale a few requests' deviation (excursionDev).
+	excursionReach     = 0.9
+	excursionMinScaled = 4.0
 	// excursionMinTail is how many of a first epoch's latencies must lie above a quantile's
 	// threshold before its excursions are measured against it (provisionalThresholds): the
 	// threshold's share above is then known within about a tenth.
@@ -41,21 +53,48 @@ const (
 	minExcursion = 3
 )
 
-// excursionStep is how long the excursion through a bucket is, given run, the length of the
-// one through the bucket before it (0: none), and x, the bucket's n latencies above each
-// threshold of the quantiles on says (a bit per quantile): run+1 if it goes on, 1 if one starts,
-// 0 if none. Each quantile's expected share above its threshold is 1 − its level, as both a
-// series' own thresholds (latThr) and a reference's are set at the quantile.
-func (d *Detector) excursionStep(run uint8, x *[maxQuantiles]float64, n float64, on uint8) uint8 {
-	z := math.Inf(-1)
-	for q, qq := range d.cfg.LatencyQuantiles {
-		e := n * (1 - qq)
-		if on&(1<<q) == 0 || e < excursionMinExpected {
-			continue
-		}
-		z = math.Max(z, (x[q]-e)/math.Sqrt(e*qq))
+// excursions follows the excursions of one stream of buckets: a series' latencies against its
+// own thresholds, or a service's, over its components' series.
+type excursions struct {
+	run     uint8 // buckets the excursion under way has lasted through the last closed bucket (0: none)
+	longest uint8 // the longest that ended in the current epoch
+	older   uint8 // the longest that ended in the epochs before it, for excursionMemory epochs
+	age     uint8 // epochs since older was set
+}
+
+// serviceExcursions are a service's excursions (serviceExcursion): exc, in epoch epoch, and,
+// for the bucket being closed, per tested quantile, its components' latencies above their own
+// thresholds less those expected (dev), and those expected (exp).
+type serviceExcursions struct {
+	exc      excursions
+	epoch    int64
+	dev, exp [maxQuantiles]float32
+}
+
+// excursionMemory is how many epochs an excursion is remembered for (30 min at the default
+// epoch): a batch job every 10 or 15 minutes leaves epochs without a window between two.
+const excursionMemory = 6
+
+// step moves e on by a bucket whose latencies stood z standard deviations above their expected
+// count (the largest over the quantiles that count): the excursion goes on (z ≥ excursionGoZ),
+// one starts (z ≥ excursionStartZ), or none is under way; one that ended counts towards the
+// epoch's longest.
+func (e *excursions) step(z float64) {
+	run := nextRun(e.run, z)
+	if run == 0 && e.run > 0 {
+		e.longest = max(e.longest, e.run)
 	}
+	e.run = run
+}
+
+// nextRun is how long an excursion that had lasted run buckets (0: none under way) has lasted
+// after a bucket whose latencies stood z standard deviations above their expected count. A
+// bucket too small to tell (z NaN, see excursionDev) leaves it as it was: at 10 req/s a second
+// of eight requests neither ends a batch job's window nor starts one.
+func nextRun(run uint8, z float64) uint8 {
 	switch {
+	case math.IsNaN(z):
+		return run
 	case run > 0 && z >= excursionGoZ:
 		return min(run, math.MaxUint8-1) + 1
 	case run == 0 && z >= excursionStartZ:
@@ -64,28 +103,158 @@ func (d *Detector) excursionStep(run uint8, x *[maxQuantiles]float64, n float64,
 	return 0
 }
 
-// addExcursion moves s's own excursion (against its last completed epoch's thresholds) on by a
-// closed bucket whose n latencies stood x above them; an excursion that ended counts towards
-// the longest of the epoch. It runs while s fires too: a series whose own profile fired on its
-// first slow window must still learn that the window is usual.
-func (d *Detector) addExcursion(s *series, x *[maxQuantiles]float64, n float64) {
-	run := d.excursionStep(s.excRun, x, n, s.excOn)
-	if run == 0 && s.excRun > 0 {
-		s.excMax[0] = max(s.excMax[0], s.excRun)
+// rotate ends an epoch: its longest becomes the older epochs' if it is as long, or if theirs is
+// excursionMemory epochs old.
+func (e *excursions) rotate() {
+	if e.age++; e.longest >= e.older || e.age >= excursionMemory {
+		e.older, e.age = e.longest, 0
 	}
-	s.excRun = run
+	e.longest = 0
 }
 
-// ownExcursion is the longest excursion s's latencies made and ended in its last two epochs,
-// at most LatencyExcursionMax: what its own profile's latency tests respect (0: none to).
+// ended is the longest excursion that ended within memory.
+func (e *excursions) ended() uint8 { return max(e.longest, e.older) }
+
+func (e *excursions) xfer(c *codec) {
+	c.u8(&e.run)
+	c.u8(&e.longest)
+	c.u8(&e.older)
+	c.u8(&e.age)
+}
+
+// excursionZ is how many standard deviations above their expected count a bucket's n latencies
+// above each threshold of the quantiles on says (a bit per quantile) stood: the largest over
+// those it can tell (excursionDev), NaN when it can tell none; going says an excursion is
+// under way. Each quantile's expected share above its threshold is 1 − its level, as both a
+// series' own thresholds (latThr) and a reference's are set at the quantile.
+func (d *Detector) excursionZ(going bool, x *[maxQuantiles]float64, n float64, on uint8) float64 {
+	z := math.NaN()
+	for q, qq := range d.cfg.LatencyQuantiles {
+		if on&(1<<q) != 0 {
+			z = maxKnown(z, excursionDev(going, x[q]-n*(1-qq), n*(1-qq), qq))
+		}
+	}
+	return z
+}
+
+// maxKnown is the larger of a and b, either of which may be NaN (unknown).
+func maxKnown(a, b float64) float64 {
+	if math.IsNaN(a) || b > a {
+		return b
+	}
+	return a
+}
+
+// excursionDev is dev, latencies above a threshold less the e expected, in standard deviations
+// (binomial, the share above being 1 − qq), or NaN when e is below excursionMinExpected: one
+// or two slow requests would make a z of 4.
+//
+// A bucket of few requests cannot stand excursionStartZ out: at 10 req/s every latency above
+// the median is 3.2 standard deviations. Where the most a bucket can stand out (all its
+// latencies above) falls short of excursionStartZ/excursionReach, the deviation is scaled up so
+// that a start needs excursionReach of that most, and a going on as much less as it does
+// elsewhere; such a bucket starts nothing below excursionMinScaled expected (NaN unless going).
+// At 10 req/s an excursion at p50 starts with every latency of a second of at least eight
+// above the median (one such second in 256 to 1 024 of independent ones) and goes on with
+// eight of ten (one in 18): a baseline of 600 buckets shows one of three about once in 250.
+func excursionDev(going bool, dev, e, qq float64) float64 {
+	if e < excursionMinExpected {
+		return math.NaN()
+	}
+	z := dev / math.Sqrt(e*qq)
+	if most := math.Sqrt(e*qq) / (1 - qq); most*excursionReach < excursionStartZ {
+		if e < excursionMinScaled && !going {
+			return math.NaN()
+		}
+		z *= excursionStartZ / (most * excursionReach)
+	}
+	return z
+}
+
+// addExcursion moves s's own excursion (against its thresholds latThr) on by a closed bucket b
+// whose latencies stood x above them, and adds them to its service's bucket when s is a
+// component's aggregate (a block's requests are its component's too). It runs while s fires
+// too: a series whose own profile fired on its first slow window must still learn that the
+// window is usual.
+func (d *Detector) addExcursion(s *series, b *bucket, x *[maxQuantiles]float64) {
+	s.exc.step(d.excursionZ(s.exc.run > 0, x, b.latN, s.excOn))
+	d.addServiceExcursion(s, b, x, s.excOn)
+}
+
+// addServiceExcursion adds closed bucket b of s, whose latencies stood x above the thresholds
+// of the quantiles on says, to its service's bucket (serviceExcursion), when s is a component's
+// aggregate (a block's requests are its component's too).
+func (d *Detector) addServiceExcursion(s *series, b *bucket, x *[maxQuantiles]float64, on uint8) {
+	svc := s.svc
+	if !s.aggregate || svc == nil || svc.accB != b.idx {
+		return
+	}
+	se := svc.exc
+	if se == nil {
+		se = &serviceExcursions{epoch: d.epochOf(b.idx)}
+		svc.exc = se
+	}
+	for q, qq := range d.cfg.LatencyQuantiles {
+		if on&(1<<q) != 0 {
+			e := b.latN * (1 - qq)
+			se.dev[q] += float32(x[q] - e)
+			se.exp[q] += float32(e)
+		}
+	}
+}
+
+// serviceExcursion moves the excursion of service line ln on by bucket b, once every series of
+// the service closed it (addExcursion): its latencies above their series' own thresholds, over
+// all its components, less those expected, in standard deviations. A batch job slows every
+// component of the processes at once, and read over all of them it stands out where one
+// component at 20 req/s, or a new version in the first minutes of a rolling update, is too
+// small to tell a slow second from a chance one.
+func (d *Detector) serviceExcursion(ln *line, b int64) {
+	se := ln.exc
+	if se == nil {
+		return // none of its series has thresholds yet
+	}
+	if e := d.epochOf(b); e > se.epoch {
+		for range min((e-se.epoch)/d.epochBuckets, excursionMemory) {
+			se.exc.rotate()
+		}
+		se.epoch = e
+	}
+	z := math.NaN()
+	for q, qq := range d.cfg.LatencyQuantiles {
+		z = maxKnown(z, excursionDev(se.exc.run > 0, float64(se.dev[q]), float64(se.exp[q]), qq))
+	}
+	se.exc.step(z)
+	se.dev, se.exp = [maxQuantiles]float32{}, [maxQuantiles]float32{}
+}
+
+// ownExcursion is the longest excursion s's latencies made and ended within memory, at most
+// LatencyExcursionMax: what its own profile's latency tests respect (0: none to).
 func (d *Detector) ownExcursion(s *series) uint8 {
-	return d.excursionCap(max(s.excMax[0], s.excMax[1]))
+	return d.excursionCap(s.exc.ended())
 }
 
-// frozenExcursion is what a reference frozen from src respects: the longest excursion of its
-// last two epochs, including one still under way.
+// frozenExcursion is what a reference frozen from src respects: the longest excursion within
+// memory, including one still under way.
 func (d *Detector) frozenExcursion(src *series) uint8 {
-	return d.excursionCap(max(src.excMax[0], src.excMax[1], src.excRun))
+	return d.excursionCap(max(src.exc.ended(), src.exc.run))
+}
+
+// serviceAside reports whether s's bucket that closed last belongs to an excursion of its
+// service no longer than the service's longest that ended within memory.
+func (d *Detector) serviceAside(s *series) bool {
+	if s.svc == nil || s.svc.exc == nil {
+		return false
+	}
+	e := &s.svc.exc.exc
+	return setAside(d.excursionCap(e.ended()), e.run)
+}
+
+// serviceMadeExcursions reports whether s's service made excursions its tests respect: its
+// latency tests then run only as its buckets close, when the service's excursion through the
+// bucket is known (serviceExcursion).
+func (d *Detector) serviceMadeExcursions(s *series) bool {
+	return s.svc != nil && s.svc.exc != nil && d.excursionCap(s.svc.exc.exc.ended()) > 0
 }
 
 // excursionCap is l, at most LatencyExcursionMax, and 0 when it is shorter than minExcursion.
@@ -96,14 +265,21 @@ func (d *Detector) excursionCap(l uint8) uint8 {
 	return min(l, d.maxExcursion)
 }
 
-// refExcursion is the longest excursion of s's baseline its latency tests respect: none for a
-// canary compared with its cohort as it serves, whose concurrent checks already tell what both
-// cohorts do from what the canary does.
+// refExcursion is the longest excursion of s's baseline its latency tests respect (0: none, or
+// not respected; see refExcursions).
 func refExcursion(s *series) uint8 {
-	if r := s.ref; r != nil && r.kind == refPreviousVersion && s.gate == nil {
-		return r.excursion
+	if refExcursions(s) {
+		return s.ref.excursion
 	}
 	return 0
+}
+
+// refExcursions reports whether s's latency tests against its reference respect excursions:
+// against a previous version's history, not a canary's against its cohort as it serves, whose
+// concurrent checks already tell what both cohorts do from what the canary does.
+func refExcursions(s *series) bool {
+	r := s.ref
+	return r != nil && r.kind == refPreviousVersion && s.gate == nil
 }
 
 // setAside reports whether a bucket whose excursion has lasted run buckets is inconclusive to a

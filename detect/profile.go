@@ -227,7 +227,7 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		anyFiring := false
 		// A bucket of an excursion no longer than the series' own longest is inconclusive
 		// (see excursion.go).
-		aside := setAside(d.ownExcursion(s), s.excRun)
+		aside := setAside(d.ownExcursion(s), s.exc.run) || d.serviceAside(s)
 		for q := range d.cfg.LatencyQuantiles {
 			if !o.latQ[q] || aside {
 				anyFiring = anyFiring || o.latT[q].firing

@@ -174,14 +174,13 @@ type series struct {
 	latLastChi, latLastE [maxQuantiles]float32
 	latN, latB, latLastB float32
 	latOn, latLastOn     uint8
-	// Excursions (see excursion.go): excRun is how many buckets the excursion of s's latencies
-	// above its last completed epoch's thresholds has lasted through its last closed bucket (0:
-	// none under way), and excMax the longest that ended in the current epoch and the one
-	// before it. excRef is the same run against its reference's thresholds. Bit q of excOn
-	// says latThr[q] is set, for the excursions (latOn, for the dispersion, waits for a
-	// completed epoch; see provisionalThresholds).
-	excRun, excRef, excOn uint8
-	excMax                [2]uint8
+	// Excursions (see excursion.go): exc follows those of s's latencies above its thresholds
+	// latThr, and excRef is how many buckets the one against its reference's thresholds has
+	// lasted through its last closed bucket. Bit q of excOn says latThr[q] is set, for the
+	// excursions (latOn, for the dispersion, waits for a completed epoch; see
+	// provisionalThresholds).
+	exc           excursions
+	excRef, excOn uint8
 	// deployPrev and deployNext link the series of its service, version and cohort
 	// (Detector.deploys).
 	deployPrev, deployNext *series

@@ -323,6 +323,10 @@ func (ln *line) xfer(c *codec) {
 	c.i64(&ln.liveB)
 	c.f32(&ln.liveN)
 	c.f32(&ln.prevN)
+	optional(c, &ln.exc, func(se *serviceExcursions) {
+		se.exc.xfer(c)
+		c.i64(&se.epoch)
+	})
 }
 
 func (d *Detector) xferSeries(c *codec, s *series) {
@@ -401,10 +405,8 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.u8(&s.latOn)
 	c.u8(&s.latLastOn)
 	c.u8(&s.excOn)
-	c.u8(&s.excRun)
 	c.u8(&s.excRef)
-	c.u8(&s.excMax[0])
-	c.u8(&s.excMax[1])
+	s.exc.xfer(c)
 }
 
 func (b *bucket) xfer(c *codec) {

@@ -552,7 +552,7 @@ func (d *Detector) addDispersion(s *series, b *bucket) {
 // epoch becomes the epoch before's.
 func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
 	s.latLastOn, s.latLastB = 0, s.latB
-	s.excMax[1], s.excMax[0] = s.excMax[0], 0
+	s.exc.rotate()
 	for q := range d.cfg.LatencyQuantiles {
 		if chi, ok := s.epochChi(q); ok {
 			s.latLastOn |= 1 << q
@@ -641,7 +641,7 @@ func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
 	}
 	var x [maxQuantiles]float64
 	aboveEach(b.sk, &thr, nq, d.bucketShift(s, b.idx, s.usualLoads(), true), &x)
-	d.addExcursion(s, &x, b.latN)
+	d.addExcursion(s, b, &x)
 	if s.frozen() || s.latOn == 0 {
 		return
 	}
