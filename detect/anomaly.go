@@ -314,8 +314,8 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	if phi := float64(r.latPhi[q]); phi > 1 {
 		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the baseline's", label, phi))
 	}
-	if l := refExcursion(s); l > 0 {
-		a.Evidence.Notes = append(a.Evidence.Notes, d.excursionNote("the baseline's", l))
+	if refExcursions(s) {
+		a.Evidence.Notes = d.excursionNotes(s, "the baseline's", refExcursion(s), a.Evidence.Notes)
 	}
 	if g != nil {
 		a.Evidence.Notes = append(a.Evidence.Notes, d.checkNote(g,

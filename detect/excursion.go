@@ -243,18 +243,35 @@ func (d *Detector) frozenExcursion(src *series) uint8 {
 // serviceAside reports whether s's bucket that closed last belongs to an excursion of its
 // service no longer than the service's longest that ended within memory.
 func (d *Detector) serviceAside(s *series) bool {
+	return s.svc != nil && s.svc.exc != nil && setAside(d.serviceExcursionLen(s), s.svc.exc.exc.run)
+}
+
+// serviceExcursionLen is the longest excursion s's service made and ended within memory, at
+// most LatencyExcursionMax (0: none its tests respect).
+func (d *Detector) serviceExcursionLen(s *series) uint8 {
 	if s.svc == nil || s.svc.exc == nil {
-		return false
+		return 0
 	}
-	e := &s.svc.exc.exc
-	return setAside(d.excursionCap(e.ended()), e.run)
+	return d.excursionCap(s.svc.exc.exc.ended())
 }
 
 // serviceMadeExcursions reports whether s's service made excursions its tests respect: its
 // latency tests then run only as its buckets close, when the service's excursion through the
 // bucket is known (serviceExcursion).
 func (d *Detector) serviceMadeExcursions(s *series) bool {
-	return s.svc != nil && s.svc.exc != nil && d.excursionCap(s.svc.exc.exc.ended()) > 0
+	return d.serviceExcursionLen(s) > 0
+}
+
+// excursionNotes are what an anomaly of s says of the excursions its test respected: l, its
+// baseline's longest (0: none), and its service's when longer.
+func (d *Detector) excursionNotes(s *series, whose string, l uint8, notes []string) []string {
+	if l > 0 {
+		notes = append(notes, d.excursionNote(whose, l))
+	}
+	if ls := d.serviceExcursionLen(s); ls > l {
+		notes = append(notes, d.excursionNote("its service's (over all its components)", ls))
+	}
+	return notes
 }
 
 // excursionCap is l, at most LatencyExcursionMax, and 0 when it is shorter than minExcursion.

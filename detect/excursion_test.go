@@ -243,6 +243,8 @@ func TestServiceExcursions(t *testing.T) {
 				t.Fatal("every latency x2 in one endpoint not found")
 			case tt.mul == 2 && found[i].Component != "tax-calc":
 				t.Fatalf("found in %s, not the endpoint that regressed", found[i].Component)
+			case tt.mul == 2 && !strings.Contains(strings.Join(found[i].Evidence.Notes, "\n"), "its service's (over all its components) latencies stood well above"):
+				t.Fatalf("the anomaly does not say its service made excursions: %v", found[i].Evidence.Notes)
 			}
 		})
 	}

@@ -345,9 +345,7 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 	if phi := d.latencyDispersion(s, q); phi > 1 {
 		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the series'", label, phi))
 	}
-	if l := d.ownExcursion(s); l > 0 {
-		a.Evidence.Notes = append(a.Evidence.Notes, d.excursionNote("the series'", l))
-	}
+	a.Evidence.Notes = d.excursionNotes(s, "the series'", d.ownExcursion(s), a.Evidence.Notes)
 	if note := d.loadNote(o.usualLoads(), s); note != "" {
 		a.Evidence.Notes = append(a.Evidence.Notes, note)
 	}
