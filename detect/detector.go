@@ -655,6 +655,11 @@ func (d *Detector) closeBucket(s *series) {
 // completed epochs before it are kept while a sparse series needs them (HistoryMinRequests, at
 // most HistoryMaxEpochs in all). The choice depends only on the completed epochs' own counts.
 func (d *Detector) rotate(s *series, e int64) {
+	// The excursions remember epochs of event time, served in or not, as a replay that starts
+	// that far back does.
+	for range min((e-s.cur.start)/d.epochBuckets, excursionMemory) {
+		s.exc.rotate()
+	}
 	// Nothing served in the epoch before this one: what came earlier is not recent history, and
 	// a replay that starts two epochs back would not have it.
 	stale := e-s.cur.start > d.epochBuckets

@@ -1,6 +1,9 @@
 package detect
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // Excursions: runs of buckets in which a series' latencies, or a service's, stood well above
 // their usual.
@@ -56,10 +59,11 @@ const (
 // excursions follows the excursions of one stream of buckets: a series' latencies against its
 // own thresholds, or a service's, over its components' series.
 type excursions struct {
-	run     uint8 // buckets the excursion under way has lasted through the last closed bucket (0: none)
-	longest uint8 // the longest that ended in the current epoch
-	older   uint8 // the longest that ended in the epochs before it, for excursionMemory epochs
-	age     uint8 // epochs since older was set
+	run uint8 // buckets the excursion under way has lasted through the last closed bucket (0: none)
+	// longest is, per epoch, the longest excursion that ended in it: the current epoch's first,
+	// then the excursionMemory − 1 completed before it. Exactly those epochs, so a replay that
+	// starts history_max_epochs + 1 epochs back (35 min by default) finds the same.
+	longest [excursionMemory]uint8
 }
 
 // serviceExcursions are a service's excursions (serviceExcursion): exc, in epoch epoch, and,
@@ -71,8 +75,9 @@ type serviceExcursions struct {
 	dev, exp [maxQuantiles]float32
 }
 
-// excursionMemory is how many epochs an excursion is remembered for (30 min at the default
-// epoch): a batch job every 10 or 15 minutes leaves epochs without a window between two.
+// excursionMemory is how many epochs an excursion is remembered for, the current one included
+// (30 min at the default epoch): a batch job every 10 or 15 minutes leaves epochs without a
+// window between two.
 const excursionMemory = 6
 
 // step moves e on by a bucket whose latencies stood z standard deviations above their expected
@@ -82,7 +87,7 @@ const excursionMemory = 6
 func (e *excursions) step(z float64) {
 	run := nextRun(e.run, z)
 	if run == 0 && e.run > 0 {
-		e.longest = max(e.longest, e.run)
+		e.longest[0] = max(e.longest[0], e.run)
 	}
 	e.run = run
 }
@@ -103,23 +108,20 @@ func nextRun(run uint8, z float64) uint8 {
 	return 0
 }
 
-// rotate ends an epoch: its longest becomes the older epochs' if it is as long, or if theirs is
-// excursionMemory epochs old.
+// rotate ends an epoch: the oldest remembered is forgotten.
 func (e *excursions) rotate() {
-	if e.age++; e.longest >= e.older || e.age >= excursionMemory {
-		e.older, e.age = e.longest, 0
-	}
-	e.longest = 0
+	copy(e.longest[1:], e.longest[:excursionMemory-1])
+	e.longest[0] = 0
 }
 
 // ended is the longest excursion that ended within memory.
-func (e *excursions) ended() uint8 { return max(e.longest, e.older) }
+func (e *excursions) ended() uint8 { return slices.Max(e.longest[:]) }
 
 func (e *excursions) xfer(c *codec) {
 	c.u8(&e.run)
-	c.u8(&e.longest)
-	c.u8(&e.older)
-	c.u8(&e.age)
+	for i := range e.longest {
+		c.u8(&e.longest[i])
+	}
 }
 
 // excursionZ is how many standard deviations above their expected count a bucket's n latencies

@@ -249,3 +249,31 @@ func TestServiceExcursions(t *testing.T) {
 		})
 	}
 }
+
+// TestExcursionsAreForgotten: an excursion is remembered for six epochs of event time (30 min),
+// the one it ended in included, and no longer: a series whose one batch window was 40 minutes
+// ago is tested as one without excursions, as a replay that warms up 35 minutes would test it.
+func TestExcursionsAreForgotten(t *testing.T) {
+	cfg := DefaultConfig()
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+	d := New(cfg)
+	// One window, at 30 s (the first epoch); the series serves on for 40 min.
+	evs := windowed(1, "1.0.0", t0, 40*60, 1, 10*time.Second, 24*time.Hour, 30*time.Second)
+	for i := range evs {
+		d.Observe(&evs[i])
+		d.Advance(d.Watermark())
+		switch evs[i].TS.Sub(t0) {
+		case 25 * time.Minute, 29 * time.Minute:
+			if l := d.frozenExcursion(d.series[key]); l < 9 || l > 12 {
+				t.Fatalf("at %s the series' longest excursion %d buckets, want 9 to 12", evs[i].TS.Sub(t0), l)
+			}
+		case 31 * time.Minute, 39 * time.Minute:
+			if l := d.frozenExcursion(d.series[key]); l != 0 {
+				t.Fatalf("at %s the series' longest excursion %d buckets, want it forgotten", evs[i].TS.Sub(t0), l)
+			}
+			if l := d.serviceExcursionLen(d.series[key]); l != 0 {
+				t.Fatalf("at %s the service's longest excursion %d buckets, want it forgotten", evs[i].TS.Sub(t0), l)
+			}
+		}
+	}
+}

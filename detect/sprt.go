@@ -548,11 +548,9 @@ func (d *Detector) addDispersion(s *series, b *bucket) {
 // rotateDispersion ends the epoch of s's latency dispersion: the current epoch's Pearson
 // statistics become the last epoch's, and the next epoch is measured against the thresholds of
 // sk, the epoch just completed (each tested quantile's, when it held at least
-// LatencyMinTailCount latencies above it), as are its excursions; the longest excursion of the
-// epoch becomes the epoch before's.
+// LatencyMinTailCount latencies above it), as are its excursions.
 func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
 	s.latLastOn, s.latLastB = 0, s.latB
-	s.exc.rotate()
 	for q := range d.cfg.LatencyQuantiles {
 		if chi, ok := s.epochChi(q); ok {
 			s.latLastOn |= 1 << q
