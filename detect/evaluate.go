@@ -1036,6 +1036,9 @@ func refLabel(s *series) string {
 func (d *Detector) open(s *series, slot int, a schemas.Anomaly, out []schemas.Anomaly) []schemas.Anomaly {
 	a.Status = schemas.AnomalyFiring
 	keep := a
+	if s.eps == nil {
+		s.eps = new(episodes)
+	}
 	s.eps[slot] = &keep
 	if !s.inFiring {
 		s.inFiring = true
@@ -1046,11 +1049,13 @@ func (d *Detector) open(s *series, slot int, a schemas.Anomaly, out []schemas.An
 
 // resolve announces the end of the episode in slot: the same anomaly, status resolved.
 func (d *Detector) resolve(s *series, slot int, b int64, why string, out []schemas.Anomaly) []schemas.Anomaly {
-	a := s.eps[slot]
+	a := s.episode(slot)
 	if a == nil {
 		return out
 	}
-	s.eps[slot] = nil
+	if s.eps[slot] = nil; *s.eps == (episodes{}) {
+		s.eps = nil
+	}
 	r := *a
 	at := d.clock.end(b)
 	r.Status, r.ResolvedAt, r.Resolution = schemas.AnomalyResolved, &at, why
@@ -1095,7 +1100,7 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 			if cur.key.Cohort != s.key.Cohort && cur.key.Cohort != "" {
 				why = "traffic moved to version " + cur.key.Version + " (cohort " + cur.key.Cohort + "), which is healthy"
 			}
-			for slot := range s.eps {
+			for slot := range numEpisodes {
 				out = d.resolve(s, slot, b, why, out)
 			}
 			for c := range s.errT {
@@ -1111,11 +1116,7 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 			s.resetOwn()
 			s.cpuC, s.memC = cusum{}, cusum{}
 		}
-		open := false
-		for _, a := range s.eps {
-			open = open || a != nil
-		}
-		if open {
+		if s.eps != nil { // an episode is open
 			kept = append(kept, s)
 		} else {
 			s.inFiring = false
@@ -1130,7 +1131,7 @@ func (d *Detector) trafficMoved(b int64, out []schemas.Anomaly) []schemas.Anomal
 // rates s fired on: each firing category's rate stays below the test's minimum-effect alternative.
 func (d *Detector) movedHealthy(s *series) bool {
 	for c := range numCategories {
-		if s.eps[c] == nil || s.ref == nil {
+		if s.episode(c) == nil || s.ref == nil {
 			continue
 		}
 		if s.movedN < d.th.minRequests || s.movedErrs[c]/s.movedN > s.ref.errP[c].rate()*s.ref.errP[c].r[0] {

@@ -147,8 +147,9 @@ type series struct {
 
 	// eps holds the anomaly that opened each open episode (slots epError+category, epLatency,
 	// epCPU, epMem, and the own profile's epOwnError+category, epOwnLatency), so its end is
-	// announced with the same ID and fields.
-	eps      [numEpisodes]*schemas.Anomaly
+	// announced with the same ID and fields; nil while none is open (most series, most of the
+	// time: the slots are 96 bytes).
+	eps      *episodes
 	inFiring bool // in Detector.firing
 	// cpuLast is the last cpu sample's mean: what a canary compares with (concurrentCPU).
 	cpuLast float32
@@ -241,6 +242,17 @@ func (s *series) seenB() int64 {
 type canaryGate struct {
 	err [numCategories]rateTest
 	lat [maxQuantiles]rateTest
+}
+
+// episodes are a series' open episodes, by slot (series.eps).
+type episodes [numEpisodes]*schemas.Anomaly
+
+// episode is the anomaly that opened s's episode in slot, or nil when none is open.
+func (s *series) episode(slot int) *schemas.Anomaly {
+	if s.eps == nil {
+		return nil
+	}
+	return s.eps[slot]
 }
 
 // Episode slots of series.eps.

@@ -49,7 +49,8 @@ const (
 	// the load its latencies were served at; 17: a reference its service's usual load too, and
 	// an own profile the service's load its latencies were served at; 18: a series how much its
 	// latency exceedances vary, against which thresholds, and a reference how much its did; 19:
-	// a series its latencies' excursions, and a reference the longest its tests respect.
+	// a series its latencies' excursions and its open episodes only when it has one, a service's
+	// line its excursions, and a reference the longest excursion its tests respect.
 	snapshotVersion = 19
 )
 
@@ -383,8 +384,13 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	optional(c, &s.memFit, func(m *memLevel) { m.xfer(c) })
 	s.cpuC.xfer(c)
 	s.memC.xfer(c)
-	for i := range s.eps {
-		c.anomaly(&s.eps[i])
+	optional(c, &s.eps, func(e *episodes) {
+		for i := range e {
+			c.anomaly(&e[i])
+		}
+	})
+	if c.reading && s.eps != nil && *s.eps == (episodes{}) {
+		s.eps = nil // none open: as a detector that resolved them holds it
 	}
 	c.bool(&s.inFiring)
 	c.f64(&s.movedN)
