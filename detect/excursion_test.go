@@ -190,51 +190,29 @@ func TestServiceExcursions(t *testing.T) {
 	cfg := DefaultConfig()
 	const every = 2 * time.Minute
 	svc := lineKey{Service: "checkout"}
-	for _, tt := range []struct {
-		name   string
-		deploy bool
-		mul    float64
-	}{
-		{"a deploy, no change", true, 1},
-		{"a deploy, latency x2 in one endpoint", true, 2},
-		{"no deploy, no change", false, 1},
-	} {
+	for _, tt := range excursionCases {
 		t.Run(tt.name, func(t *testing.T) {
 			d := New(cfg)
-			secs := 620
-			if !tt.deploy {
-				secs = 900 // the own profile starts after 10 min
-			}
-			base := windowedService(1, "1.0.0", t0, secs, 1, 10*time.Second, every, 30*time.Second, 8, 5)
+			base := windowedService(1, "1.0.0", t0, excursionBaseline(tt.deploy), 1, 10*time.Second, every, 30*time.Second, 8, 5)
 			cut := len(base) / 2
 			run(d, base[:cut], 0, 500)
 			d = roundTrip(t, cfg, d)
-			var found []schemas.Anomaly
-			for i := range base[cut:] {
-				d.Observe(&base[cut+i])
-				found = append(found, d.Advance(d.Watermark())...)
-			}
+			d, found := observeAll(d, base[cut:], nil)
 			if se := d.lines[svc].exc; se == nil || se.exc.ended() < 9 || se.exc.ended() > 12 {
 				t.Fatalf("the service's excursions %+v, want a longest of 9 to 12 buckets", se)
 			}
 			if !tt.deploy {
-				if i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return !a.IsResolved() }); i >= 0 {
-					t.Fatalf("a window paged: %s %s %v", found[i].TSDetected, found[i].Component, found[i].Evidence.Notes)
-				}
+				noPage(t, found)
 				return
 			}
-			end := base[len(base)-1].TS
-			d.Advance(end.Add(5 * time.Second))
-			from := end.Add(6 * time.Second)
+			from := nextVersionAt(d, base)
 			evs := windowedService(2, "1.1.0", from, 60, tt.mul, 10*time.Second, every, from.Sub(t0)+20*time.Second, 8, 5)
-			found = found[:0]
-			for i := range evs {
+			d, found = observeAll(d, evs, func(i int, d *Detector) *Detector {
 				if i == 25*40 { // within the window
-					d = roundTrip(t, cfg, d)
+					return roundTrip(t, cfg, d)
 				}
-				d.Observe(&evs[i])
-				found = append(found, d.Advance(d.Watermark())...)
-			}
+				return d
+			})
 			i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return !a.IsResolved() && a.Version == "1.1.0" })
 			switch {
 			case tt.mul == 1 && i >= 0:
@@ -305,27 +283,10 @@ func TestComponentExcursions(t *testing.T) {
 		return out
 	}
 	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
-	for _, tt := range []struct {
-		name   string
-		deploy bool
-		mul    float64
-	}{
-		{"a deploy, no change", true, 1},
-		{"a deploy, latency x2", true, 2},
-		{"no deploy, no change", false, 1},
-	} {
+	for _, tt := range excursionCases {
 		t.Run(tt.name, func(t *testing.T) {
-			d := New(cfg)
-			secs := 620
-			if !tt.deploy {
-				secs = 900 // the own profile starts after 10 min
-			}
-			base := gen(1, "1.0.0", t0, secs, 1, 30*time.Second)
-			var found []schemas.Anomaly
-			for i := range base {
-				d.Observe(&base[i])
-				found = append(found, d.Advance(d.Watermark())...)
-			}
+			base := gen(1, "1.0.0", t0, excursionBaseline(tt.deploy), 1, 30*time.Second)
+			d, found := observeAll(New(cfg), base, nil)
 			if l := d.ownExcursion(d.series[key]); l < 9 || l > 12 {
 				t.Fatalf("the component's longest excursion %d buckets, want 9 to 12", l)
 			}
@@ -333,20 +294,11 @@ func TestComponentExcursions(t *testing.T) {
 				t.Fatalf("the service's longest excursion %d buckets, want none: the busy endpoint hides the windows", l)
 			}
 			if !tt.deploy {
-				if i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return !a.IsResolved() }); i >= 0 {
-					t.Fatalf("a window paged: %s %s %v", found[i].TSDetected, found[i].Component, found[i].Evidence.Notes)
-				}
+				noPage(t, found)
 				return
 			}
-			end := base[len(base)-1].TS
-			d.Advance(end.Add(5 * time.Second))
-			from := end.Add(6 * time.Second)
-			evs := gen(2, "1.1.0", from, 60, tt.mul, from.Sub(t0)+20*time.Second)
-			found = found[:0]
-			for i := range evs {
-				d.Observe(&evs[i])
-				found = append(found, d.Advance(d.Watermark())...)
-			}
+			from := nextVersionAt(d, base)
+			_, found = observeAll(d, gen(2, "1.1.0", from, 60, tt.mul, from.Sub(t0)+20*time.Second), nil)
 			i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return !a.IsResolved() && a.Component == "tax-calc" })
 			switch {
 			case tt.mul == 1 && i >= 0:
@@ -358,4 +310,54 @@ func TestComponentExcursions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// excursionCases are the cases of the excursion tests of a service: a deploy of a version
+// whose latencies are mul times the old one's, or none (the series' own profile).
+var excursionCases = []struct {
+	name   string
+	deploy bool
+	mul    float64
+}{
+	{"a deploy, no change", true, 1},
+	{"a deploy, latency x2", true, 2},
+	{"no deploy, no change", false, 1},
+}
+
+// excursionBaseline is how long the old version serves in an excursion test: long enough for
+// its own profile (10 min) when no deploy follows.
+func excursionBaseline(deploy bool) int {
+	if deploy {
+		return 620
+	}
+	return 900 // the own profile starts after 10 min
+}
+
+// observeAll feeds evs to d one at a time, advancing to the watermark after each, and returns
+// d and what it found; restart, if not nil, may replace d (a restore) before event i.
+func observeAll(d *Detector, evs []schemas.TelemetryEvent, restart func(i int, d *Detector) *Detector) (*Detector, []schemas.Anomaly) {
+	var found []schemas.Anomaly
+	for i := range evs {
+		if restart != nil {
+			d = restart(i, d)
+		}
+		d.Observe(&evs[i])
+		found = append(found, d.Advance(d.Watermark())...)
+	}
+	return d, found
+}
+
+// noPage fails t if any anomaly was raised.
+func noPage(t *testing.T, found []schemas.Anomaly) {
+	t.Helper()
+	if i := slices.IndexFunc(found, func(a schemas.Anomaly) bool { return !a.IsResolved() }); i >= 0 {
+		t.Fatalf("a window paged: %s %s %v", found[i].TSDetected, found[i].Component, found[i].Evidence.Notes)
+	}
+}
+
+// nextVersionAt closes the last buckets of base and returns when the next version may start.
+func nextVersionAt(d *Detector, base []schemas.TelemetryEvent) time.Time {
+	end := base[len(base)-1].TS
+	d.Advance(end.Add(5 * time.Second))
+	return end.Add(6 * time.Second)
 }
