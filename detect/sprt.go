@@ -558,18 +558,37 @@ func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
 		}
 	}
 	s.latX, s.latX2 = [maxQuantiles]float32{}, [maxQuantiles]float32{}
-	s.latN, s.latB, s.latOn = 0, 0, 0
+	s.latN, s.latB = 0, 0
+	s.latOn = d.setThresholds(s, sk, d.tailed(sk, float64(d.cfg.LatencyMinTailCount)))
+	s.excOn = s.latOn
+}
+
+// tailed is the bit set of the quantiles of which sk holds at least atLeast latencies above.
+func (d *Detector) tailed(sk *ddsketch.DDSketch, atLeast float64) uint8 {
 	n := sk.GetCount()
+	var on uint8
 	for q, qq := range d.cfg.LatencyQuantiles {
-		if n*(1-qq) < float64(d.cfg.LatencyMinTailCount) {
+		if n*(1-qq) >= atLeast {
+			on |= 1 << q
+		}
+	}
+	return on
+}
+
+// setThresholds sets s's thresholds latThr of the quantiles on says at sk's, and returns the
+// bit set of those it could read.
+func (d *Detector) setThresholds(s *series, sk *ddsketch.DDSketch, on uint8) uint8 {
+	var set uint8
+	for q, qq := range d.cfg.LatencyQuantiles {
+		if on&(1<<q) == 0 {
 			continue
 		}
 		if v, err := sk.GetValueAtQuantile(qq); err == nil {
 			s.latThr[q] = int32(d.sk.thresholdAt(v).index)
-			s.latOn |= 1 << q
+			set |= 1 << q
 		}
 	}
-	s.excOn = s.latOn
+	return set
 }
 
 // provisionalThresholds sets the thresholds s's excursions are measured against in its first
@@ -579,26 +598,8 @@ func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
 // otherwise give a baseline blind to its excursions (its latency dispersion waits for a whole
 // epoch: the dispersion compares epochs' thresholds, the excursions only a bucket's counts).
 func (d *Detector) provisionalThresholds(s *series) {
-	sk := s.cur.sk
-	n := sk.GetCount()
-	var on uint8
-	for q, qq := range d.cfg.LatencyQuantiles {
-		if n*(1-qq) >= excursionMinTail {
-			on |= 1 << q
-		}
-	}
-	if on == s.excOn {
-		return
-	}
-	s.excOn = 0
-	for q, qq := range d.cfg.LatencyQuantiles {
-		if on&(1<<q) == 0 {
-			continue
-		}
-		if v, err := sk.GetValueAtQuantile(qq); err == nil {
-			s.latThr[q] = int32(d.sk.thresholdAt(v).index)
-			s.excOn |= 1 << q
-		}
+	if on := d.tailed(s.cur.sk, excursionMinTail); on != s.excOn {
+		s.excOn = d.setThresholds(s, s.cur.sk, on)
 	}
 }
 
