@@ -401,12 +401,19 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 			cohort = cl.current
 		}
 	}
+	longest, exc, on := refExcursion(s), s.excRef, r.refQuantiles()
 	for i := range s.open {
 		if sk := s.open[i].sk; sk != nil {
 			lt[i].n = s.open[i].latN
 			lt[i].shift = d.readShift(s, &s.open[i], r, false)
 			aboveEach(sk, &r.thr, nq, lt[i].shift, &lt[i].x)
 			seen = true
+			if longest > 0 {
+				// As the bucket's close will: a bucket of an excursion no longer than the
+				// baseline's longest is inconclusive (see excursion.go).
+				exc = nextRun(exc, d.excursionZ(exc > 0, &lt[i].x, lt[i].n, on))
+				lt[i].aside = setAside(longest, exc)
+			}
 			lt[i].checked = d.cohortServing(cl, s.open[i].idx)
 			if pb := cohort.openBucket(s.open[i].idx); pb != nil && pb.sk != nil && pb.latN > 0 {
 				lt[i].rn = pb.latN
@@ -476,6 +483,9 @@ type latencyCounts [maxOpen]struct {
 	rn      float64
 	rx, gx  [maxQuantiles]float64
 	checked bool
+	// aside: the bucket belongs to an excursion no longer than the baseline's longest, and is
+	// inconclusive (see excursion.go).
+	aside bool
 }
 
 // tryLatency reads a copy of latency test q of s (see readLatency). The copy's second bank is the
@@ -506,18 +516,10 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		g = s.gate.lat[q]
 		rho0, rho = d.latencyGateRatios(r, q)
 	}
-	longest, exc, on := refExcursion(s), s.excRef, r.refQuantiles()
 	for i := range s.open {
 		b := &s.open[i]
-		if b.sk == nil {
+		if b.sk == nil || lt[i].aside {
 			continue
-		}
-		if longest > 0 {
-			// As the bucket's close will: a bucket of an excursion no longer than the
-			// baseline's longest is inconclusive (see excursion.go).
-			if exc = nextRun(exc, d.excursionZ(exc > 0, &lt[i].x, lt[i].n, on)); setAside(longest, exc) {
-				continue
-			}
 		}
 		th := d.thresholdsFor(d.latTh, r)
 		th.temper = gth.temper
