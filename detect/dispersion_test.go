@@ -2,7 +2,6 @@ package detect
 
 import (
 	"math"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -15,17 +14,7 @@ import (
 // are mul times the usual and whose process stalls for stall every 30 s (phase into the cycle at
 // t0), adding half a second to every request in the stall; none when stall is 0.
 func stalled(seed uint64, v string, start time.Time, secs int, mul float64, stall, phase time.Duration) []schemas.TelemetryEvent {
-	rng := rand.New(rand.NewPCG(seed, 7))
-	var out []schemas.TelemetryEvent
-	for i := range secs * 50 {
-		ts := start.Add(time.Duration(i) * 20 * time.Millisecond)
-		lat := mul * 20 * math.Exp(0.3*rng.NormFloat64())
-		if (ts.Sub(t0)+phase)%(30*time.Second) < stall {
-			lat += 500
-		}
-		out = append(out, schemas.TelemetryEvent{TS: ts, Service: "checkout", Component: "tax-calc", Version: v, LatencyMS: &lat})
-	}
-	return out
+	return windowedService(seed, v, start, secs, mul, 500, stall, 30*time.Second, -phase, 1, 50)
 }
 
 // TestLatencyDispersion: a process that stalls for a second every 30 s makes its latency

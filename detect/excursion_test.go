@@ -17,13 +17,13 @@ import (
 // every seconds of event time, the first window starting at first: a batch job every version
 // shares. None when window is 0.
 func windowed(seed uint64, v string, start time.Time, secs int, mul float64, window, every, first time.Duration) []schemas.TelemetryEvent {
-	return windowedService(seed, v, start, secs, mul, window, every, first, 1, 50)
+	return windowedService(seed, v, start, secs, mul, 20, window, every, first, 1, 50)
 }
 
 // windowedService is windowed for a service of comps components, each at rps req/s (evenly
-// spaced, staggered), whose processes the batch job slows together; mul applies to the first
-// component alone.
-func windowedService(seed uint64, v string, start time.Time, secs int, mul float64, window, every, first time.Duration, comps, rps int) []schemas.TelemetryEvent {
+// spaced, staggered), whose processes the batch job slows together by add ms; mul applies to
+// the first component alone.
+func windowedService(seed uint64, v string, start time.Time, secs int, mul, add float64, window, every, first time.Duration, comps, rps int) []schemas.TelemetryEvent {
 	rng := rand.New(rand.NewPCG(seed, 11))
 	var out []schemas.TelemetryEvent
 	gap := time.Second / time.Duration(rps*comps)
@@ -35,7 +35,7 @@ func windowedService(seed uint64, v string, start time.Time, secs int, mul float
 			lat *= mul
 		}
 		if since := ts.Sub(t0) - first; window > 0 && since >= 0 && since%every < window {
-			lat += 20
+			lat += add
 		}
 		comp := "tax-calc"
 		if c > 0 {
@@ -193,7 +193,7 @@ func TestServiceExcursions(t *testing.T) {
 	for _, tt := range excursionCases {
 		t.Run(tt.name, func(t *testing.T) {
 			d := New(cfg)
-			base := windowedService(1, "1.0.0", t0, excursionBaseline(tt.deploy), 1, 10*time.Second, every, 30*time.Second, 8, 5)
+			base := windowedService(1, "1.0.0", t0, excursionBaseline(tt.deploy), 1, 20, 10*time.Second, every, 30*time.Second, 8, 5)
 			cut := len(base) / 2
 			run(d, base[:cut], 0, 500)
 			d = roundTrip(t, cfg, d)
@@ -206,7 +206,7 @@ func TestServiceExcursions(t *testing.T) {
 				return
 			}
 			from := nextVersionAt(d, base)
-			evs := windowedService(2, "1.1.0", from, 60, tt.mul, 10*time.Second, every, from.Sub(t0)+20*time.Second, 8, 5)
+			evs := windowedService(2, "1.1.0", from, 60, tt.mul, 20, 10*time.Second, every, from.Sub(t0)+20*time.Second, 8, 5)
 			d, found = observeAll(d, evs, func(i int, d *Detector) *Detector {
 				if i == 25*40 { // within the window
 					return roundTrip(t, cfg, d)
