@@ -312,7 +312,7 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 			label, mixScore(&t.bank.llr), score))
 	}
 	if phi := float64(r.latPhi[q]); phi > 1 {
-		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the baseline's", label, phi))
+		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the baseline's", label, phi, r.latDrift&(1<<q) != 0))
 	}
 	if refExcursions(s) {
 		a.Evidence.Notes = d.excursionNotes(s, "the baseline's", refExcursion(s), a.Evidence.Notes)
@@ -402,10 +402,15 @@ func metricRank(m string) int {
 	return 3
 }
 
-// stallNote says that whose latencies above quantile label came together (a process's stalls),
-// varying phi times as much per bucket as independent requests' (latencyDispersion), and that
+// latencyDispersionNote says how whose latencies above quantile label varied, phi times as much
+// as independent requests' (latencyDispersion): per bucket, as a process's stalls make them,
+// or, drift, between epochs, as a wandering traffic mix makes them (driftDispersion); and that
 // the test's evidence was divided by that.
-func stallNote(whose, label string, phi float64) string {
+func latencyDispersionNote(whose, label string, phi float64, drift bool) string {
+	if drift {
+		return fmt.Sprintf("%s share of latencies above its %s moved between epochs as a traffic mix that wanders moves it (heavy requests' share drifting over minutes): its counts per epoch varied %.3g times as much as independent requests' would, and the test's evidence is divided by that, so a change must stand out against the mix's own wander",
+			whose, label, phi)
+	}
 	return fmt.Sprintf("%s latencies above its %s came together, as a process's stalls slow every request in flight: their counts per bucket varied %.3g times as much as independent requests' would, and the test's evidence is divided by that",
 		whose, label, phi)
 }

@@ -66,6 +66,9 @@ type reference struct {
 	// excursion is the longest excursion of the baseline's latencies the tests against it
 	// respect (frozenExcursion; 0: none).
 	excursion uint8
+	// latDrift says, a bit per tested latency quantile, that latPhi is the baseline's drift
+	// between epochs (driftDispersion), not its per-second dispersion: what the anomaly says.
+	latDrift uint8
 	// familyN is how many series the deploy's Alpha is shared among (see family); next to the
 	// flags, where it fills what the alignment would leave empty.
 	familyN int32
@@ -219,6 +222,9 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	}
 	for q := range d.cfg.LatencyQuantiles {
 		r.latPhi[q] = float32(d.latencyDispersion(src, q))
+		if drift := d.driftDispersion(src, q); drift > 1 && float32(drift) >= r.latPhi[q] {
+			r.latDrift |= 1 << q
+		}
 	}
 	r.excursion = d.frozenExcursion(src)
 	r.cpuRef = src.cpuRef
@@ -240,6 +246,7 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	}
 	if d.setQuantiles(&r.quantileTests, r.sk); r.latOK {
 		d.compositeParams(r)
+		d.driftBaseline(&r.quantileTests, &r.latS, src)
 	}
 	return r
 }
@@ -380,6 +387,7 @@ func (d *Detector) resolveReference(s *series, b int64) {
 	}
 	if cur := s.line.current; cur != nil && cur != s && cur.key.Version != s.key.Version {
 		s.ref = d.freeze(cur, refPreviousVersion, b)
+		d.inheritDrift(s, cur)
 	}
 }
 

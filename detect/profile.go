@@ -114,7 +114,7 @@ func (d *Detector) ownClose(s *series, b *bucket) {
 	}
 	frozen := s.frozen()
 	if o.latOK && !frozen && b.idx-o.latB >= ownLatencyRefresh {
-		d.ownThresholds(o, b.idx)
+		d.ownThresholds(s, o, b.idx)
 	}
 	o.exceed = [maxQuantiles]float64{}
 	if b.sk != nil && o.latOK {
@@ -179,15 +179,17 @@ func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 		}
 		h.mergeSketchInto(d.sk, o.sk)
 	}
-	d.ownThresholds(o, b)
+	d.ownThresholds(s, o, b)
 	return o
 }
 
-// ownThresholds reads the tested quantiles off the profile and sets the latency tests'
+// ownThresholds reads the tested quantiles off s's profile o and sets the latency tests'
 // hypotheses, as freeze does for a version baseline.
-func (d *Detector) ownThresholds(o *ownProfile, b int64) {
+func (d *Detector) ownThresholds(s *series, o *ownProfile, b int64) {
 	o.latB = b
-	d.setQuantiles(&o.quantileTests, o.sk)
+	if d.setQuantiles(&o.quantileTests, o.sk); o.latOK {
+		d.driftBaseline(&o.quantileTests, nil, s)
+	}
 }
 
 // testOwn runs the own-profile tests of s on its just-closed bucket: the same sequential
@@ -343,7 +345,7 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
 		seqNote)
 	if phi := d.latencyDispersion(s, q); phi > 1 {
-		a.Evidence.Notes = append(a.Evidence.Notes, stallNote("the series'", label, phi))
+		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the series'", label, phi, d.driftDispersion(s, q) >= phi))
 	}
 	a.Evidence.Notes = d.excursionNotes(s, "the series'", d.ownExcursion(s), a.Evidence.Notes)
 	if note := d.loadNote(o.usualLoads(), s); note != "" {

@@ -182,6 +182,8 @@ type series struct {
 	// provisionalThresholds).
 	exc           excursions
 	excRef, excOn uint8
+	// drift follows how far the latency exceedances moved between epochs (drift.go).
+	drift drift
 	// deployPrev and deployNext link the series of its service, version and cohort
 	// (Detector.deploys).
 	deployPrev, deployNext *series

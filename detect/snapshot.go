@@ -50,8 +50,9 @@ const (
 	// an own profile the service's load its latencies were served at; 18: a series how much its
 	// latency exceedances vary, against which thresholds, and a reference how much its did; 19:
 	// a series its latencies' excursions and its open episodes only when it has one, a service's
-	// line its excursions, and a reference the longest excursion its tests respect.
-	snapshotVersion = 19
+	// line its excursions, and a reference the longest excursion its tests respect; 20: a series
+	// how much its latency exceedances drift between epochs.
+	snapshotVersion = 20
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -413,6 +414,7 @@ func (d *Detector) xferSeries(c *codec, s *series) {
 	c.u8(&s.excOn)
 	c.u8(&s.excRef)
 	s.exc.xfer(c)
+	s.drift.xfer(c)
 }
 
 func (b *bucket) xfer(c *codec) {
@@ -453,6 +455,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.bool(&r.ok)
 	c.bool(&r.cpuByProcess)
 	c.u8(&r.excursion)
+	c.u8(&r.latDrift)
 	c.f32s(r.errPhi[:])
 	c.f32s(r.latPhi[:])
 	c.i64(&r.from)

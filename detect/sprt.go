@@ -549,7 +549,8 @@ func (d *Detector) addDispersion(s *series, b *bucket) {
 // statistics become the last epoch's, and the next epoch is measured against the thresholds of
 // sk, the epoch just completed (each tested quantile's, when it held at least
 // LatencyMinTailCount latencies above it), as are its excursions.
-func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
+func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch, elapsed int64) {
+	d.endDrift(s, elapsed)
 	s.latLastOn, s.latLastB = 0, s.latB
 	for q := range d.cfg.LatencyQuantiles {
 		if chi, ok := s.epochChi(q); ok {
@@ -561,6 +562,7 @@ func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch) {
 	s.latN, s.latB = 0, 0
 	s.latOn = d.setThresholds(s, sk, d.tailed(sk, float64(d.cfg.LatencyMinTailCount)))
 	s.excOn = s.latOn
+	d.startDrift(s, sk, s.latOn)
 }
 
 // tailed is the bit set of the quantiles of which sk holds at least atLeast latencies above.
@@ -641,6 +643,7 @@ func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
 	var x [maxQuantiles]float64
 	aboveEach(b.sk, &thr, nq, d.bucketShift(s, b.idx, s.usualLoads(), true), &x)
 	d.addExcursion(s, b, &x)
+	s.drift.add(&x, b.latN, s.latOn) // firing or not (see drift.go)
 	if s.frozen() || s.latOn == 0 {
 		return
 	}
@@ -680,10 +683,11 @@ func (d *Detector) latencyDispersionMeasured(s *series, q int) (float64, bool) {
 	if c, ok := s.epochChi(q); ok {
 		chi, dof, above, buckets = chi+c, dof+float64(s.latB)-1, above+float64(s.latX[q]), buckets+float64(s.latB)
 	}
+	drift := d.driftDispersion(s, q)
 	if buckets < minDispersionBuckets || above <= 0 || dof <= 0 {
-		return 1, false
+		return drift, false
 	}
-	return overdispersion(chi/dof, above/buckets, buckets), true
+	return max(drift, overdispersion(chi/dof, above/buckets, buckets)), true
 }
 
 // errorDispersion is how many times the variance of s's error counts per bucket, in category c,

@@ -47,9 +47,10 @@ objects detect@<watermark> in scalpel_state) that the replay's detect config can
 the telemetry stored after it: its state when the range starts is then the live detector's, down to
 each series' own long-run profile and each line's throughput average. Without a usable checkpoint
 (none that old, another detect config, --checkpoint=false) telemetry from --warmup before --since is
-replayed instead, so the detector has baselines when the range starts. The default warm-up,
-detect.history_max_epochs + 1 history epochs (35m at the defaults), freezes the baseline the live
-detector froze for every deploy in the range, a sparse series' too; what is older than the warm-up
+replayed instead, so the detector has baselines when the range starts. The default warm-up, what
+the detector remembers (12 history epochs, 1h at the defaults: the latency drift's ten, the one
+their thresholds came from and the current one; at least detect.history_max_epochs + 1), freezes the baseline the live detector
+froze for every deploy in the range, a sparse series' and its tempering too; what is older than the warm-up
 (own profiles, throughput averages) is rebuilt only from the warm-up. Which start was taken goes to
 stderr and into the timeline. --export puts the checkpoint in the bundle, so --from-file starts from
 it too; --list-checkpoints shows which are kept, and so which ranges replay exactly. Progress goes to
@@ -91,7 +92,7 @@ stderr; Ctrl-C stops and writes what was replayed so far.`,
 				cfg.NATS.SubjectPrefix = global.prefix
 			}
 			if !cmd.Flags().Changed("warmup") {
-				warmup = time.Duration(cfg.Detect.HistoryMaxEpochs+1) * time.Duration(cfg.Detect.HistoryEpoch)
+				warmup = cfg.Detect.ReplayWarmup()
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -250,7 +251,7 @@ stderr; Ctrl-C stops and writes what was replayed so far.`,
 	f := cmd.Flags()
 	f.StringVar(&since, "since", "", "start of the range in event time: RFC 3339 or a duration before now (1h); default the start of the streams")
 	f.StringVar(&until, "until", "", "end of the range in event time: RFC 3339 or a duration before now; default the end of the streams")
-	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: (detect.history_max_epochs+1) history epochs, 35m)")
+	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: what the detector remembers, 12 history epochs, 1h at the defaults)")
 	f.BoolVar(&checkpoint, "checkpoint", true, "start the detector from the newest dated checkpoint before --since when one fits (false: always --warmup)")
 	f.BoolVar(&listCheckpoints, "list-checkpoints", false, "list the detector checkpoints a replay can start from, and what stops the others, then exit")
 	f.StringVar(&service, "service", "", "replay only this service")

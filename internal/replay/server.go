@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/internal/reject"
@@ -29,8 +30,8 @@ type ServerOptions struct {
 	Since, Until time.Time
 	// Warmup is telemetry read before Since so the detector has baselines when the range starts
 	// (it needs the previous version's recent history: two detect history epochs for a busy
-	// series, detect.history_max_epochs+1 for a sparse one, 10m and 35m by default).
-	// Default 35m; ignored when Since is zero.
+	// series, detect.history_max_epochs+1 for a sparse one, and the latency drift's twelve:
+	// detect.Config.ReplayWarmup). Default: the default config's, 1h; ignored when Since is zero.
 	Warmup time.Duration
 	// Lag is how long after Until a message may have been stored and still belong to the range.
 	// Default 5m; ignored when Until is zero.
@@ -78,7 +79,7 @@ type ServerSource struct {
 // telemetry).
 func NewServerSource(ctx context.Context, js jetstream.JetStream, o ServerOptions) (*ServerSource, error) {
 	if o.Warmup == 0 {
-		o.Warmup = 35 * time.Minute
+		o.Warmup = detect.DefaultConfig().ReplayWarmup()
 	}
 	if o.Lag == 0 {
 		o.Lag = 5 * time.Minute

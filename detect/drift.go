@@ -1,0 +1,255 @@
+package detect
+
+import (
+	"math"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+)
+
+// Drift: how much a series' latency exceedances vary from one epoch to the next.
+//
+// Why: a traffic mix wanders. The share of heavy customers, large carts or uncached queries
+// drifts over minutes, and with it the share of requests above the tail's thresholds. Every
+// version serves the same mix, so after a deploy the new version's p99 share may stand at 1.8
+// times the baseline's for minutes without any change of the code's: with the slow path's
+// share times a log-normal factor of σ 0.6 that wanders with a time constant of a minute, 20
+// of 40 healthy deploys were rolled back at 50 req/s, and a series no deploy touched paged in
+// 20 of 40 runs, each on the p99 test. Neither the latency dispersion (a second's requests
+// varying together) nor the excursions (a run of seconds standing four deviations out) see it:
+// it never stands out in any one second, and it lasts longer than any window. What tells it
+// from a regression is only the baseline's own history over minutes: its share above a
+// threshold moved between epochs many times as far as sampling would move it.
+//
+// So each series measures, at the end of every epoch, the Pearson residual of the epoch's
+// latencies above each tested quantile's threshold (the latency dispersion's, read at each
+// bucket's load) against the share the epoch the thresholds came from held above them,
+// allowing for that share's own sampling error. Independent latencies in a steady mix give 1
+// on average (a χ² of one degree of freedom); a mix that wanders gives about 1 + m·v for m
+// latencies expected above the threshold in an epoch and v the variance of the mix's factor
+// over an epoch. Over the last driftMemory completed epochs, the mean residual without the
+// largest (driftTrim), read as a multiple of what independent latencies give and less what
+// they exceed once in a thousand series, at least 1, is the variance of an epoch's count
+// beyond independent requests': the latency dispersion (latencyDispersion) is the larger of
+// it and the per-second one, and the latency tests divide their evidence by it, as by the
+// per-second one. That is the quasi-likelihood's evidence at the epoch's time scale: a
+// regression must then stand out against how far the mix itself wanders, which for a
+// tail-only regression on such a service takes minutes, and not seconds.
+//
+// The epochs' exceedances are counted whether or not a test of the series fires (unlike the
+// per-second dispersion's): which of its tests fire depends on history older than any replay's
+// warm-up (its own profile's), and the drift is read by every baseline frozen from it. Leaving
+// out the largest residual is what keeps one epoch of an incident, or of a regression no
+// deploy made, from passing for a wandering mix for the next 50 minutes.
+const (
+	// driftMemory is how many completed epochs the drift remembers: 50 minutes at the default
+	// epoch, which a replay that warms up an hour sees whole, with the epoch their thresholds
+	// came from (Config.ReplayWarmup). Five epochs, whose mean residual of a wandering mix came
+	// out at a fifth of its worth in one series in five, left 6 of 40 healthy deploys rolled
+	// back at 20 req/s.
+	driftMemory = 10
+	// driftMinEpochs is how many measured epochs the drift needs before it is read.
+	driftMinEpochs = 3
+	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale: within 2.2 %, up to
+	// 65 535.
+	driftScale = 16
+)
+
+// drift is a series' epoch-to-epoch variation of its latency exceedances (see above).
+type drift struct {
+	// share is the share of the epoch the thresholds latThr were read from above each (0: not
+	// placed), and n how many latencies that epoch held: what the current epoch's exceedances
+	// are expected at, and how well that share is known.
+	share [maxQuantiles]float32
+	n     float32
+	// x counts the current epoch's latencies above each threshold, of xn latencies.
+	x  [maxQuantiles]float32
+	xn float32
+	// chi is, newest first, each remembered completed epoch's coded residual per quantile (see
+	// driftScale), and bit q of on says it was measured.
+	chi [driftMemory][maxQuantiles]uint8
+	on  [driftMemory]uint8
+}
+
+// addDrift adds a closed bucket of n latencies, x above each threshold of the quantiles on
+// says, to the current epoch of s's drift.
+func (dr *drift) add(x *[maxQuantiles]float64, n float64, on uint8) {
+	if on == 0 {
+		return
+	}
+	for q := range dr.x {
+		if on&(1<<q) != 0 {
+			dr.x[q] += float32(x[q])
+		}
+	}
+	dr.xn += float32(n)
+}
+
+// endDrift ends the current epoch of s's drift, elapsed epochs before the one starting: its
+// residuals are remembered elapsed-1 epochs back, and the epochs between, which s did not
+// serve in, are unmeasured. Called before the thresholds are read off the epoch that completed
+// (rotateDispersion).
+func (d *Detector) endDrift(s *series, elapsed int64) {
+	dr := &s.drift
+	k := int(min(max(elapsed, 1), driftMemory))
+	copy(dr.chi[k:], dr.chi[:driftMemory-k])
+	copy(dr.on[k:], dr.on[:driftMemory-k])
+	for i := range k {
+		dr.chi[i], dr.on[i] = [maxQuantiles]uint8{}, 0
+	}
+	n := float64(dr.xn)
+	x := dr.x
+	dr.x, dr.xn = [maxQuantiles]float32{}, 0
+	if elapsed > driftMemory || n <= 0 || dr.n <= 0 {
+		return
+	}
+	i := k - 1
+	for q := range d.cfg.LatencyQuantiles {
+		p := float64(dr.share[q])
+		if s.latOn&(1<<q) == 0 || p <= 0 || p >= 1 {
+			continue
+		}
+		// The two epochs' shares compared as two samples: the share was read off dr.n
+		// latencies, so the expected count n·p is itself off by about n·√(p(1−p)/dr.n), and
+		// the variance of the difference is the count's times 1 + n/dr.n, at the share of
+		// both epochs together (which keeps a share that came out low by chance, on a few
+		// latencies at p99.9, from making a chance count look many deviations away).
+		xq, m := float64(x[q]), float64(dr.n)
+		pool := (xq + m*p) / (n + m)
+		dv := xq - n*p
+		chi := dv * dv / (n * pool * (1 - pool) * (1 + n/m))
+		dr.chi[i][q] = uint8(min(math.Round(math.Log2(1+chi)*driftScale), math.MaxUint8))
+		dr.on[i] |= 1 << q
+	}
+}
+
+// startDrift starts an epoch of s's drift against the thresholds just read off sk, the epoch
+// that completed: their share of sk above each (on: those placed).
+func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8) {
+	dr := &s.drift
+	dr.share, dr.n = [maxQuantiles]float32{}, float32(sk.GetCount())
+	if on == 0 || dr.n <= 0 {
+		return
+	}
+	nq := len(d.cfg.LatencyQuantiles)
+	var thr [maxQuantiles]threshold
+	for q := range nq {
+		thr[q].index = int(s.latThr[q])
+	}
+	var x [maxQuantiles]float64
+	aboveEach(sk, &thr, nq, 0, &x)
+	for q := range nq {
+		if on&(1<<q) != 0 {
+			dr.share[q] = float32(x[q] / float64(dr.n))
+		}
+	}
+}
+
+// driftDispersion is how many times the variance of s's exceedances of quantile q over an epoch
+// exceeds what independent latencies in a steady mix give (driftMeasured), and at least the
+// drift of the nearest quantile below it that was measured, scaled to q's share: φ − 1 is an
+// epoch's expected count above the threshold times the relative variance of the share, and the
+// share above a higher quantile is the wandering tail's at least as much as the share above a
+// lower one. That bound is what a tail quantile whose epochs hold too few latencies above it
+// takes (p99.9 holds 15 at 50 req/s, too few to tell a drift of 3 from chance, and it is not
+// measured below 33 req/s, where a baseline of two epochs still tests it). 1 when none was
+// measured.
+func (d *Detector) driftDispersion(s *series, q int) float64 {
+	phi, _ := d.driftMeasured(s, q)
+	qs := d.cfg.LatencyQuantiles
+	below, belowPhi := -1, 1.0
+	for j := range qs {
+		if qs[j] < qs[q] && (below < 0 || qs[j] > qs[below]) {
+			if p, ok := d.driftMeasured(s, j); ok {
+				below, belowPhi = j, p
+			}
+		}
+	}
+	if below < 0 {
+		return phi
+	}
+	return max(phi, 1+(belowPhi-1)*(1-qs[q])/(1-qs[below]))
+}
+
+// driftMeasured is quantile q's drift from its own epochs, and whether driftMinEpochs of them
+// were measured: their mean residual without the largest, as a multiple of what it is for
+// independent latencies in a steady mix, less driftTrim's margin, and at least 1.
+func (d *Detector) driftMeasured(s *series, q int) (float64, bool) {
+	if !d.cfg.LatencyDrift {
+		return 1, false
+	}
+	var sum, largest float64
+	k := 0
+	for i, on := range s.drift.on {
+		if on&(1<<q) != 0 {
+			chi := math.Exp2(float64(s.drift.chi[i][q])/driftScale) - 1
+			sum += chi
+			largest = max(largest, chi)
+			k++
+		}
+	}
+	if k < driftMinEpochs {
+		return 1, false
+	}
+	t := driftTrim[k-driftMinEpochs]
+	return max(1, (sum-largest)/float64(k-1)/t.mean-t.margin), true
+}
+
+// driftTrim is, for k = driftMinEpochs … driftMemory residuals of independent latencies (χ² of
+// one degree of freedom), the mean of the k−1 smallest, and the margin by which that mean over
+// its own exceeds 1 in one series in a thousand (TestDriftTrim derives both).
+var driftTrim = [driftMemory - driftMinEpochs + 1]struct{ mean, margin float64 }{
+	{0.4489, 6.82}, {0.5097, 5.00}, {0.5570, 4.03}, {0.5932, 3.40},
+	{0.6237, 3.02}, {0.6490, 2.69}, {0.6703, 2.44}, {0.6887, 2.26},
+}
+
+// driftBaseline makes the latency tests' baseline qt (a version's history, with the composite
+// H0s latS, or a series' own profile, nil), read off src's latencies, know each quantile's rate
+// only as well as src's epochs agreed on it: where the share drifted (driftDispersion φ > 1), a
+// baseline's share is off from the mix's usual by as much as the epochs it spans wandered, and
+// its counts above each threshold are worth 1/φ of independent ones, whatever its length (over
+// many epochs, the variance of a count stays φ times its mean). Its rate is unchanged. Without
+// that, a baseline frozen while the mix ran light is an offset against every later request,
+// which a test that divides only the new version's evidence by φ still finds, given minutes.
+func (d *Detector) driftBaseline(qt *quantileTests, latS *[maxQuantiles][2]rateParams, src *series) {
+	for q := range d.cfg.LatencyQuantiles {
+		phi := d.driftDispersion(src, q)
+		if phi <= 1 {
+			continue
+		}
+		qt.latP[q].xb, qt.latP[q].nb = qt.latP[q].xb/phi, qt.latP[q].nb/phi
+		if latS != nil {
+			for l := range latS[q] {
+				latS[q][l].xb, latS[q][l].nb = latS[q][l].xb/phi, latS[q][l].nb/phi
+			}
+		}
+	}
+}
+
+// inheritDrift gives s, a new version's series whose current epoch has just started, the
+// epochs of drift src (the previous version on its line) measured: the traffic mix is the
+// service's, not a version's, and a new version would otherwise know nothing of it until it
+// had served four epochs, its own profile paging at the mix's wander in between. Its own
+// epochs push them out as it serves.
+func (d *Detector) inheritDrift(s, src *series) {
+	// src's newest remembered epoch is the one before its current epoch; s's is the one before
+	// s's. Epochs src did not rotate through since (it served none of them) are unmeasured.
+	k := (s.cur.start - src.cur.start) / d.epochBuckets
+	if k < 0 || k >= driftMemory {
+		return
+	}
+	copy(s.drift.chi[k:], src.drift.chi[:driftMemory-k])
+	copy(s.drift.on[k:], src.drift.on[:driftMemory-k])
+}
+
+func (dr *drift) xfer(c *codec) {
+	c.f32s(dr.share[:])
+	c.f32(&dr.n)
+	c.f32s(dr.x[:])
+	c.f32(&dr.xn)
+	for i := range dr.chi {
+		for q := range dr.chi[i] {
+			c.u8(&dr.chi[i][q])
+		}
+		c.u8(&dr.on[i])
+	}
+}

@@ -1,0 +1,225 @@
+package detect
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// wandering is secs seconds of one component at rps req/s from start, of version v: latencies
+// log-normal about 20 ms, of which a 2 % share on average takes a slow path three times as slow
+// (times slowMul). That share is multiplied by a log-normal factor of σ sigma (mean 1) that
+// wanders with a time constant of tau, from the state mix (a unit Gaussian, which it returns
+// moved on): a traffic mix whose heavy requests' share drifts over minutes. sigma 0 is a steady
+// mix.
+func wandering(seed uint64, v string, start time.Time, secs, rps int, sigma float64, tau time.Duration, slowMul, mix float64) ([]schemas.TelemetryEvent, float64) {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	keep := math.Exp(-1 / tau.Seconds())
+	var out []schemas.TelemetryEvent
+	gap := time.Second / time.Duration(rps)
+	for sec := range secs {
+		mix = keep*mix + math.Sqrt(1-keep*keep)*rng.NormFloat64()
+		share := 0.02 * math.Exp(sigma*mix-sigma*sigma/2)
+		for i := range rps {
+			lat := 20 * math.Exp(0.3*rng.NormFloat64())
+			if rng.Float64() < share {
+				lat *= 3 * slowMul
+			}
+			ts := start.Add(time.Duration(sec)*time.Second + time.Duration(i)*gap)
+			out = append(out, schemas.TelemetryEvent{TS: ts, Service: "checkout", Component: "tax-calc", Version: v, LatencyMS: &lat})
+		}
+	}
+	return out, mix
+}
+
+// TestDrift: a series whose slow requests' share wanders over minutes measures how far its
+// exceedances moved between epochs, at the tail's quantiles, from its fifth epoch on; a steady
+// mix measures 1, and so does one with an incident that doubled the p99's share for four
+// minutes (one epoch's residual is left out). The reference a next version is compared with is frozen with it (and says it
+// is the drift), the next version starts from it, and a restored detector has all of it. With
+// latency_drift off, nothing is measured.
+func TestDrift(t *testing.T) {
+	const q99 = 2 // DefaultConfig's p99
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+	next := SeriesKey{Service: key.Service, Component: key.Component, Version: "1.1.0"}
+	off := DefaultConfig()
+	off.LatencyDrift = false
+	for _, tt := range []struct {
+		name     string
+		cfg      Config
+		sigma    float64
+		secs     int
+		min, max float64 // p99's drift
+		incident bool    // the slow path ×3 from 2 000 s to 2 240 s
+	}{
+		{"steady mix", DefaultConfig(), 0, 3880, 1, 1, false},
+		{"steady mix, an incident", DefaultConfig(), 0, 3880, 1, 1, true},
+		{"wandering mix", DefaultConfig(), 0.6, 3880, 5, math.Inf(1), false},
+		{"wandering mix, within its fourth epoch", DefaultConfig(), 0.6, 1190, 1, 1, false},
+		{"wandering mix, latency_drift off", off, 0.6, 3880, 1, 1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := New(tt.cfg)
+			events, mix := wandering(1, "1.0.0", t0, tt.secs, 50, tt.sigma, time.Minute, 1, 0.5)
+			if tt.incident {
+				before, _ := wandering(1, "1.0.0", t0, 2000, 50, 0, time.Minute, 1, 0)
+				during, _ := wandering(7, "1.0.0", t0.Add(2000*time.Second), 240, 50, 0, time.Minute, 3, 0)
+				after, _ := wandering(8, "1.0.0", t0.Add(2240*time.Second), tt.secs-2240, 50, 0, time.Minute, 1, 0)
+				events = append(append(before, during...), after...)
+			}
+			run(d, events, 0, 500)
+			s := d.series[key]
+			drift := d.driftDispersion(s, q99)
+			if drift < tt.min || drift > tt.max {
+				t.Fatalf("p99 drift %.3g, want %g to %g", drift, tt.min, tt.max)
+			}
+			if phi := d.latencyDispersion(s, q99); phi < drift {
+				t.Fatalf("p99 dispersion %.3g below its drift %.3g", phi, drift)
+			}
+			// The own profile knows its rates only as well as the epochs agreed on them.
+			if s.own != nil {
+				d.ownThresholds(s, s.own, s.lastB)
+			}
+			if o := s.own; o == nil || math.Abs(o.latP[q99].nb*drift-o.sk.GetCount()) > 1e-6*o.sk.GetCount() {
+				t.Errorf("own profile's p99 baseline: %+v of %g latencies, want them worth 1/%.4g", o.latP[q99], o.sk.GetCount(), drift)
+			}
+			r := roundTrip(t, tt.cfg, d)
+			if got := r.driftDispersion(r.series[key], q99); got != drift {
+				t.Fatalf("restored p99 drift %.3g, the original %.3g", got, drift)
+			}
+			// The next version, with the same mix: frozen with the drift, and starting from it.
+			more, _ := wandering(2, "1.1.0", events[len(events)-1].TS.Add(time.Second), 5, 50, tt.sigma, time.Minute, 1, mix)
+			run(d, more, 0, 500)
+			ns := d.series[next]
+			if ns == nil || ns.ref == nil {
+				t.Fatal("the next version has no reference")
+			}
+			if got := float64(ns.ref.latPhi[q99]); math.Abs(got-drift) > 1e-3*drift {
+				t.Errorf("reference p99 dispersion %.4g, want the drift %.4g", got, drift)
+			}
+			if got, want := ns.ref.latP[q99].nb*drift, ns.ref.sk.GetCount(); math.Abs(got-want) > 1e-6*want {
+				t.Errorf("reference's p99 baseline worth %.4g latencies ×%.4g, want its %g", ns.ref.latP[q99].nb, drift, want)
+			}
+			if got, want := ns.ref.latDrift&(1<<q99) != 0, drift > 1; got != want {
+				t.Errorf("reference says its p99 dispersion is the drift: %v, want %v", got, want)
+			}
+			if got := d.driftDispersion(ns, q99); got != drift {
+				t.Errorf("the next version's p99 drift %.4g, want its predecessor's %.4g", got, drift)
+			}
+		})
+	}
+}
+
+// TestDriftIsRemembered: the drift is a function of the last driftMemory epochs of event time,
+// and a detector forgets a mix that stopped wandering that long ago. A replay that warms up
+// Config.ReplayWarmup before a deploy freezes the tempering the live detector froze, and gives
+// its anomalies; one that warms up only HistoryMaxEpochs+1 epochs does not.
+func TestDriftIsRemembered(t *testing.T) {
+	cfg := DefaultConfig()
+	const q99 = 2
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+	epoch := time.Duration(cfg.HistoryEpoch)
+
+	// Wandering for 70 minutes, then a steady mix: after driftMemory epochs steady, 1.
+	d := New(cfg)
+	wander, mix := wandering(3, "1.0.0", t0, 70*60, 50, 0.6, time.Minute, 1, 0)
+	run(d, wander, 0, 500)
+	if got := d.driftDispersion(d.series[key], q99); got < 5 {
+		t.Fatalf("p99 drift after 70 min of a wandering mix %.3g, want at least 5", got)
+	}
+	steady, _ := wandering(4, "1.0.0", wander[len(wander)-1].TS.Add(time.Second), (driftMemory+1)*int(epoch.Seconds()), 50, 0, time.Minute, 1, mix)
+	run(d, steady, 0, 500)
+	if got := d.driftDispersion(d.series[key], q99); got != 1 {
+		t.Fatalf("p99 drift %d epochs after the mix steadied %.3g, want 1", driftMemory+1, got)
+	}
+
+	// A deploy 95 minutes in, the next version's slow path ×2 (p99.9's share ×10): live, and
+	// replayed from ReplayWarmup before it. 53 minutes before the deploy an incident (the slow
+	// path ×3 for three minutes) fires the live detector's own profile, which in the replay is
+	// still warming up: the drift counts its epoch all the same.
+	deploy := t0.Add(95*time.Minute + 17*time.Second)
+	incident := deploy.Add(-53 * time.Minute)
+	before, mix := wandering(5, "1.0.0", t0, int(incident.Sub(t0).Seconds()), 50, 0.6, time.Minute, 1, 0)
+	during, mix := wandering(9, "1.0.0", incident, 180, 50, 0.6, time.Minute, 3, mix)
+	calm, mix := wandering(10, "1.0.0", incident.Add(180*time.Second), int(deploy.Sub(incident).Seconds())-180, 50, 0.6, time.Minute, 1, mix)
+	after, _ := wandering(6, "1.1.0", deploy, 600, 50, 0.6, time.Minute, 2, mix)
+	events := append(append(append(before, during...), calm...), after...)
+	replayed := func(from time.Time) ([]schemas.Anomaly, *reference) {
+		d := New(cfg)
+		var out []schemas.Anomaly
+		for i := range events {
+			if events[i].TS.Before(from) {
+				continue
+			}
+			d.Observe(&events[i])
+			if i%50 == 0 {
+				out = append(out, d.Advance(d.Watermark())...)
+			}
+		}
+		out = append(out, d.Advance(events[len(events)-1].TS.Add(time.Minute))...)
+		var mine []schemas.Anomaly
+		for _, a := range out {
+			if a.Version == "1.1.0" {
+				mine = append(mine, a)
+			}
+		}
+		return mine, d.series[SeriesKey{Service: key.Service, Component: key.Component, Version: "1.1.0"}].ref
+	}
+	liveOut, live := replayed(t0)
+	if live.latDrift == 0 {
+		t.Fatalf("the live baseline was frozen without a drift (dispersion %v): the fixture is wrong", live.latPhi)
+	}
+	if len(liveOut) == 0 {
+		t.Fatal("the slow path ×2 was not found against the drift")
+	}
+	for _, extra := range []time.Duration{0, 41 * time.Second} {
+		out, ref := replayed(deploy.Add(-cfg.ReplayWarmup() - extra))
+		if ref.latPhi != live.latPhi || ref.latDrift != live.latDrift {
+			t.Errorf("replay from %s before the deploy froze dispersion %v (drift bits %b), live %v (%b)",
+				cfg.ReplayWarmup()+extra, ref.latPhi, ref.latDrift, live.latPhi, live.latDrift)
+		}
+		if g, w := encodeJSONL(t, out), encodeJSONL(t, liveOut); !bytes.Equal(g, w) {
+			t.Errorf("replay from %s before the deploy differs from live:\nreplay: %s\nlive:   %s", cfg.ReplayWarmup()+extra, g, w)
+		}
+	}
+	short := time.Duration(cfg.HistoryMaxEpochs+1) * epoch
+	if _, ref := replayed(deploy.Add(-short)); ref.latPhi == live.latPhi {
+		t.Errorf("a replay from %s before the deploy froze the live dispersion %v: the test cannot fail", short, live.latPhi)
+	}
+}
+
+// TestDriftTrim derives driftTrim: for k residuals of independent latencies in a steady mix
+// (χ² of one degree of freedom), the mean of the k−1 smallest, and how far that mean over its
+// own exceeds 1 in one series in a thousand.
+func TestDriftTrim(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const draws = 400_000
+	for i, want := range driftTrim {
+		k := driftMinEpochs + i
+		ts := make([]float64, draws)
+		var sum float64
+		x := make([]float64, k)
+		for j := range ts {
+			var total, largest float64
+			for r := range x {
+				z := rng.NormFloat64()
+				x[r] = z * z
+				total += x[r]
+				largest = max(largest, x[r])
+			}
+			ts[j] = (total - largest) / float64(k-1)
+			sum += ts[j]
+		}
+		mean := sum / draws
+		slices.Sort(ts)
+		margin := ts[draws*999/1000]/mean - 1
+		if math.Abs(mean-want.mean) > 0.01*want.mean || math.Abs(margin-want.margin) > 0.05*want.margin {
+			t.Errorf("k=%d: mean %.4f, margin %.3f; driftTrim has %.4f, %.3f", k, mean, margin, want.mean, want.margin)
+		}
+	}
+}
