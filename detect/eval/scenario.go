@@ -132,6 +132,17 @@ type Scenario struct {
 	// OtherRPS > 0 has the components after the first serve this many req/s each instead of
 	// RPS: a busy path among quieter ones.
 	OtherRPS float64 `json:"other_rps,omitempty"`
+	// MixWander > 0 makes the traffic mix wander: the share of requests that take the slow path
+	// (2 % on average) is multiplied by a log-normal factor of this σ (mean 1) that drifts with a
+	// time constant of MixTau seconds (0: 60), as the share of heavy customers, large carts or
+	// uncached queries does over minutes. Every version and cohort shares it.
+	MixWander float64 `json:"mix_wander,omitempty"`
+	MixTau    int     `json:"mix_tau_s,omitempty"`
+	// Settle > 0 counts no anomaly detected in the run's first Settle seconds: the run's start
+	// stands for a history that in production began long before, and what a series learns
+	// over its first hour (how far its traffic mix wanders) it would have known. Pre as Settle
+	// counts what is found from the deploy (or the change) on.
+	Settle int `json:"settle_s,omitempty"`
 }
 
 // Traffic model constants (see Scenario).
@@ -221,6 +232,15 @@ func DefaultScenarios() []Scenario {
 		// has had too (detect.latency_excursion_max).
 		{Name: "batch job every 5min (+20ms, the median x2, for 10s), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20},
 		{Name: "batch job every 5min (+20ms for 10s), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20, BodyMul: 2, TailMul: 2},
+		// A traffic mix that wanders: the slow path's share (2 % on average) times a log-normal
+		// factor of σ 0.6 drifting over a minute (or five), which every version serves. A series
+		// learns how far its mix wanders over its first hour (detect.latency_drift), so the old
+		// version serves an hour before the deploy, and what counts is found from the deploy on.
+		{Name: "traffic mix wanders (slow share x log-normal σ0.6 over 1min), no change @50rps", RPS: 50, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
+		{Name: "traffic mix wanders (σ0.6 over 1min), no change @20rps", RPS: 20, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
+		{Name: "traffic mix wanders (σ0.6 over 5min), no change @50rps", RPS: 50, Pre: watch, Post: post, MixWander: 0.6, MixTau: 300, Settle: watch},
+		{Name: "traffic mix wanders (σ0.6 over 1min), p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: watch, Post: post, MixWander: 0.6, Settle: watch, TailMul: 2},
+		{Name: "traffic mix wanders (σ0.6 over 1min), latency all x2 @50rps", Regression: true, RPS: 50, Pre: watch, Post: post, MixWander: 0.6, Settle: watch, BodyMul: 2, TailMul: 2},
 		{Name: "cold start (every latency x3, easing off over 10s), latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30},
 		{Name: "cold start (x3 over 10s), latency_warmup 30s, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30, BodyMul: 2, TailMul: 2},
 		{Name: "rolling update of 10 named instances over 5min, each a cold start, latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: 600, Rollout: 300, Instances: 10, ColdStart: 3, LatencyWarmup: 30},
@@ -264,6 +284,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "bursty traffic (σ 0.5) without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, Burst: 0.5},
 		{Name: "batch job every 5min (+20ms for 10s) without a deploy, no change @50rps", RPS: 50, Pre: 900, Post: 600, NoDeploy: true, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20},
 		{Name: "batch job every 5min (+20ms for 10s), latency x2 without a deploy @50rps", Regression: true, RPS: 50, Pre: 900, Post: post, NoDeploy: true, PauseEvery: 300, PauseMS: 10000, PauseAddMS: 20, BodyMul: 2, TailMul: 2},
+		{Name: "traffic mix wanders (σ0.6 over 1min) without a deploy, no change @50rps", RPS: 50, Pre: watch, Post: post, NoDeploy: true, MixWander: 0.6, Settle: watch},
 		{Name: "traffic spike x3 without a deploy @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "traffic spike x3 without a deploy, latency following the load (+60%) @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
 		{Name: "traffic spike x3 on a busier component of the same service without a deploy, latency following the processes' load (+45%) @50rps", RPS: 50, Pre: 900, Post: post, NoDeploy: true, Components: 2, OtherRPS: 150, NeighbourSpike: true, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
@@ -378,6 +399,13 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 	if sc.PauseEvery > 0 {
 		pausePhase = time.Duration(rng.Int64N(int64(time.Duration(sc.PauseEvery) * time.Second))).Truncate(time.Millisecond)
 	}
+	// mix is the wandering traffic mix's state (MixWander): a unit Gaussian that an
+	// Ornstein-Uhlenbeck step moves each second, so it keeps its spread while it drifts.
+	var mix, mixKeep float64
+	slowShare := tailShare
+	if sc.MixWander > 0 {
+		mix, mixKeep = rng.NormFloat64(), math.Exp(-1/orValue(float64(sc.MixTau), 60))
+	}
 	clumpLeft := map[string]int{} // by version and cohort: the exceptions left of a clump (ErrClump)
 	type cpuAcc struct{ sum, load, n float64 }
 	var cpuAccs map[string]*cpuAcc // by version and cohort: the cpu since the side's last sample
@@ -395,6 +423,10 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 		}
 		if sc.Burst > 0 {
 			load *= math.Exp(sc.Burst*rng.NormFloat64() - sc.Burst*sc.Burst/2)
+		}
+		if sc.MixWander > 0 {
+			mix = mixKeep*mix + math.Sqrt(1-mixKeep*mixKeep)*rng.NormFloat64()
+			slowShare = tailShare * math.Exp(sc.MixWander*mix-sc.MixWander*sc.MixWander/2)
 		}
 		nb := sc.NeighbourRPS * load // the other component's req/s, per instance
 		others := 1.0                // what the spike multiplies the other components' rates by
@@ -509,7 +541,7 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				for i := range n {
 					ts := base.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Millisecond)
 					var lat float64
-					if rng.Float64() < tailShare {
+					if rng.Float64() < slowShare {
 						lat = tailMedian * tailM * math.Exp(tailSigma*rng.NormFloat64())
 					} else {
 						lat = bodyMedian * bodyM * math.Exp(bodySigma*rng.NormFloat64())

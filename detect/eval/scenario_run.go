@@ -366,10 +366,11 @@ func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []sche
 		cfg.LatencyWarmup = schemas.Duration(time.Duration(sc.LatencyWarmup) * time.Second)
 	}
 	d := detect.New(cfg)
+	settled := scenarioT0.Add(time.Duration(sc.Settle) * time.Second)
 	consider := func(as []schemas.Anomaly, at time.Time) {
 		for i := range as {
 			a := &as[i]
-			if o.detected || a.IsResolved() {
+			if o.detected || a.IsResolved() || a.TSDetected.Before(settled) {
 				continue
 			}
 			if sc.onlyChangedCounts() && (a.Version != sc.changedVersion() || a.Component != scenarioComp) {
@@ -605,10 +606,10 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 
 // modelled reports whether the floors' model describes sc: log-normal latencies that do not
 // change with a version's age, and requests that arrive, fail and slow independently. A Pareto
-// tail, pauses, clumped errors, bursty traffic, a cold start and latencies that follow a
-// changing load are outside it, and such a scenario has no floor.
+// tail, pauses, clumped errors, bursty traffic, a wandering mix, a cold start and latencies that
+// follow a changing load are outside it, and such a scenario has no floor.
 func (sc *Scenario) modelled() bool {
-	return sc.HeavyTail == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1 && sc.Burst == 0 && sc.ColdStart <= 1 &&
+	return sc.HeavyTail == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1 && sc.Burst == 0 && sc.MixWander == 0 && sc.ColdStart <= 1 &&
 		(sc.LoadLatency == 0 || sc.SpikeLen == 0 && sc.CyclePeriod == 0)
 }
 

@@ -530,6 +530,39 @@ func TestBatchJobIsNoRegression(t *testing.T) {
 	}
 }
 
+// TestWanderingMixIsNoRegression: a traffic mix whose slow requests' share wanders by a
+// log-normal factor of σ 0.6 over a minute moves the p99's share by as much as p99 ×2 does, for
+// minutes. Without the drift (latency_drift false), healthy deploys were rolled back and a
+// series no deploy touched paged; with it they are not, and a tail-only regression is still
+// found. The old version serves 50 minutes first: a series learns its drift over its first
+// hour.
+func TestWanderingMixIsNoRegression(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	const pre = 3000
+	mix := Scenario{RPS: 50, Pre: pre, Post: 330, MixWander: 0.6, Settle: pre}
+	untouched := mix
+	untouched.NoDeploy = true
+	tail := mix
+	tail.Regression, tail.TailMul = true, 2
+	off := detect.DefaultConfig()
+	off.LatencyDrift = false
+	for _, tt := range []struct {
+		name         string
+		sc           *Scenario
+		cfg          detect.Config
+		lo, hi, runs int
+	}{
+		{"no change", &mix, detect.DefaultConfig(), 0, 2, 40},
+		{"no change, drift off", &mix, off, 5, 40, 40},
+		{"no deploy, no change", &untouched, detect.DefaultConfig(), 0, 1, 40},
+		{"p99 x2 tail-only", &tail, detect.DefaultConfig(), 20, 20, 20},
+	} {
+		holdFired(t, tt.name, tt.sc, tt.cfg, 1, tt.runs, tt.lo, tt.hi)
+	}
+}
+
 // TestClumpedErrorsAreNotRegressions: a 2 % exception rate whose failures come five at a time
 // (a dependency's blip fails every request in flight) varies five times as much per bucket as
 // independent failures. The error tests counted them as independent and fired in 166 of 200
