@@ -49,8 +49,8 @@ const (
 	driftMemory = 10
 	// driftMinEpochs is how many measured epochs the drift needs before it is read.
 	driftMinEpochs = 3
-	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale: within 2.2 %, up to
-	// 65 535.
+	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale, and a drift as
+	// log2(φ)·driftScale: within 2.2 %, up to 65 535.
 	driftScale = 16
 )
 
@@ -68,6 +68,10 @@ type drift struct {
 	// driftScale), and bit q of on says it was measured.
 	chi [driftMemory][maxQuantiles]uint8
 	on  [driftMemory]uint8
+	// phi is each quantile's drift as the remembered epochs give it (driftDispersion), coded
+	// as log2(φ)·driftScale and set when they change: the latency tests read it as every
+	// bucket closes. Bytes: with float32s the series would outgrow its allocation size.
+	phi [maxQuantiles]uint8
 }
 
 // addDrift adds a closed bucket of n latencies, x above each threshold of the quantiles on
@@ -89,6 +93,12 @@ func (dr *drift) add(x *[maxQuantiles]float64, n float64, on uint8) {
 // serve in, are unmeasured. Called before the thresholds are read off the epoch that completed
 // (rotateDispersion).
 func (d *Detector) endDrift(s *series, elapsed int64) {
+	d.rememberDrift(s, elapsed)
+	d.setDrift(s)
+}
+
+// rememberDrift is endDrift's change to the remembered epochs.
+func (d *Detector) rememberDrift(s *series, elapsed int64) {
 	dr := &s.drift
 	k := int(min(max(elapsed, 1), driftMemory))
 	copy(dr.chi[k:], dr.chi[:driftMemory-k])
@@ -154,6 +164,18 @@ func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8) {
 // measured below 33 req/s, where a baseline of two epochs still tests it). 1 when none was
 // measured.
 func (d *Detector) driftDispersion(s *series, q int) float64 {
+	return math.Exp2(float64(s.drift.phi[q]) / driftScale)
+}
+
+// setDrift sets s.drift.phi from the remembered epochs, after they changed.
+func (d *Detector) setDrift(s *series) {
+	for q := range d.cfg.LatencyQuantiles {
+		s.drift.phi[q] = uint8(min(math.Round(math.Log2(d.readDrift(s, q))*driftScale), math.MaxUint8))
+	}
+}
+
+// readDrift is driftDispersion, read off the remembered epochs.
+func (d *Detector) readDrift(s *series, q int) float64 {
 	phi, _ := d.driftMeasured(s, q)
 	qs := d.cfg.LatencyQuantiles
 	below, belowPhi := -1, 1.0
@@ -239,6 +261,7 @@ func (d *Detector) inheritDrift(s, src *series) {
 	}
 	copy(s.drift.chi[k:], src.drift.chi[:driftMemory-k])
 	copy(s.drift.on[k:], src.drift.on[:driftMemory-k])
+	d.setDrift(s)
 }
 
 func (dr *drift) xfer(c *codec) {
@@ -251,5 +274,8 @@ func (dr *drift) xfer(c *codec) {
 			c.u8(&dr.chi[i][q])
 		}
 		c.u8(&dr.on[i])
+	}
+	for q := range dr.phi {
+		c.u8(&dr.phi[q])
 	}
 }
