@@ -226,10 +226,11 @@ type Config struct {
 	// epochs, from its fifth epoch on, and a new version starts with its predecessor's. The
 	// tests divide their evidence by it, and count the baseline's latencies as worth that much
 	// less. A mix whose slow share wandered by a log-normal factor of σ 0.6 over a minute, a
-	// version having served an hour, rolled back 10 of 40 healthy deploys within 5.5 min and
-	// paged in 6 of 40 series no deploy touched; 1 and 0 of 40 with it. The price falls on such
-	// a service alone: a tail regression must stand out against the mix's own wander, which
-	// takes longer. false turns it off. Default true.
+	// version having served an hour, rolled back 24 of 100 healthy deploys within 5.5 min and
+	// paged in 10 of 100 series no deploy touched; 1 and 0 of 100 with it. The price falls on
+	// such a service alone: a tail regression must stand out against the mix's own wander (p99
+	// ×2 there in 15 s at the median, 3 min at p95, instead of 6 s and 40 s). false turns it
+	// off. Default true.
 	LatencyDrift bool `json:"latency_drift" yaml:"latency_drift"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
 	SketchRelativeAccuracy float64 `json:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
@@ -378,7 +379,6 @@ const maxSketchBins = 4096
 // maxQuantiles bounds LatencyQuantiles so a bucket's exceedance counters are a fixed array.
 const maxQuantiles = 4
 
-// Validate reports the first parameter that is out of range.
 // ReplayWarmup is how much event time a detector that starts empty must read to rebuild what
 // this config's detector remembers: every baseline it would freeze (HistoryMaxEpochs epochs
 // before the current one, a sparse series' whole history), and the latency drift of each
@@ -389,6 +389,7 @@ func (c Config) ReplayWarmup() time.Duration {
 	return time.Duration(max(c.HistoryMaxEpochs+1, driftMemory+2)) * time.Duration(c.HistoryEpoch)
 }
 
+// Validate reports the first parameter that is out of range.
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))

@@ -12,9 +12,9 @@ import (
 // drifts over minutes, and with it the share of requests above the tail's thresholds. Every
 // version serves the same mix, so after a deploy the new version's p99 share may stand at 1.8
 // times the baseline's for minutes without any change of the code's: with the slow path's
-// share times a log-normal factor of σ 0.6 that wanders with a time constant of a minute, 20
-// of 40 healthy deploys were rolled back at 50 req/s, and a series no deploy touched paged in
-// 20 of 40 runs, each on the p99 test. Neither the latency dispersion (a second's requests
+// share times a log-normal factor of σ 0.6 that wanders with a time constant of a minute, 24
+// of 100 healthy deploys of a version that had served an hour were rolled back at 50 req/s,
+// and a series no deploy touched paged in 10 of 100 runs, on the tail's tests. Neither the latency dispersion (a second's requests
 // varying together) nor the excursions (a run of seconds standing four deviations out) see it:
 // it never stands out in any one second, and it lasts longer than any window. What tells it
 // from a regression is only the baseline's own history over minutes: its share above a
@@ -74,7 +74,7 @@ type drift struct {
 	phi [maxQuantiles]uint8
 }
 
-// addDrift adds a closed bucket of n latencies, x above each threshold of the quantiles on
+// add adds a closed bucket of n latencies, x above each threshold of the quantiles on
 // says, to the current epoch of s's drift.
 func (dr *drift) add(x *[maxQuantiles]float64, n float64, on uint8) {
 	if on == 0 {
@@ -140,29 +140,16 @@ func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8) {
 	if on == 0 || dr.n <= 0 {
 		return
 	}
-	nq := len(d.cfg.LatencyQuantiles)
-	var thr [maxQuantiles]threshold
-	for q := range nq {
-		thr[q].index = int(s.latThr[q])
-	}
 	var x [maxQuantiles]float64
-	aboveEach(sk, &thr, nq, 0, &x)
-	for q := range nq {
+	d.aboveThresholds(s, sk, 0, &x)
+	for q := range d.cfg.LatencyQuantiles {
 		if on&(1<<q) != 0 {
 			dr.share[q] = float32(x[q] / float64(dr.n))
 		}
 	}
 }
 
-// driftDispersion is how many times the variance of s's exceedances of quantile q over an epoch
-// exceeds what independent latencies in a steady mix give (driftMeasured), and at least the
-// drift of the nearest quantile below it that was measured, scaled to q's share: φ − 1 is an
-// epoch's expected count above the threshold times the relative variance of the share, and the
-// share above a higher quantile is the wandering tail's at least as much as the share above a
-// lower one. That bound is what a tail quantile whose epochs hold too few latencies above it
-// takes (p99.9 holds 15 at 50 req/s, too few to tell a drift of 3 from chance, and it is not
-// measured below 33 req/s, where a baseline of two epochs still tests it). 1 when none was
-// measured.
+// driftDispersion is s's drift at quantile q, as its remembered epochs last set it (readDrift).
 func (d *Detector) driftDispersion(s *series, q int) float64 {
 	return math.Exp2(float64(s.drift.phi[q]) / driftScale)
 }
@@ -174,7 +161,15 @@ func (d *Detector) setDrift(s *series) {
 	}
 }
 
-// readDrift is driftDispersion, read off the remembered epochs.
+// readDrift is how many times the variance of s's exceedances of quantile q over an epoch
+// exceeds what independent latencies in a steady mix give (driftMeasured), and at least the
+// drift of the nearest quantile below it that was measured, scaled to q's share: φ − 1 is an
+// epoch's expected count above the threshold times the relative variance of the share, and the
+// share above a higher quantile is the wandering tail's at least as much as the share above a
+// lower one. That bound is what a tail quantile whose epochs hold too few latencies above it
+// takes (p99.9 holds 15 at 50 req/s, too few to tell a drift of 3 from chance, and it is not
+// measured below 33 req/s, where a baseline of two epochs still tests it). 1 when none was
+// measured.
 func (d *Detector) readDrift(s *series, q int) float64 {
 	phi, _ := d.driftMeasured(s, q)
 	qs := d.cfg.LatencyQuantiles

@@ -51,7 +51,8 @@ const (
 	// latency exceedances vary, against which thresholds, and a reference how much its did; 19:
 	// a series its latencies' excursions and its open episodes only when it has one, a service's
 	// line its excursions, and a reference the longest excursion its tests respect; 20: a series
-	// how much its latency exceedances drift between epochs.
+	// how much its latency exceedances drift between epochs, and a reference whether its
+	// latency dispersion is that drift.
 	snapshotVersion = 20
 )
 

@@ -565,6 +565,17 @@ func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch, elapsed in
 	d.startDrift(s, sk, s.latOn)
 }
 
+// aboveThresholds counts sk's latencies above each of s's thresholds latThr, shift bins up,
+// into x.
+func (d *Detector) aboveThresholds(s *series, sk *ddsketch.DDSketch, shift int, x *[maxQuantiles]float64) {
+	nq := len(d.cfg.LatencyQuantiles)
+	var thr [maxQuantiles]threshold
+	for q := range nq {
+		thr[q].index = int(s.latThr[q])
+	}
+	aboveEach(sk, &thr, nq, shift, x)
+}
+
 // tailed is the bit set of the quantiles of which sk holds at least atLeast latencies above.
 func (d *Detector) tailed(sk *ddsketch.DDSketch, atLeast float64) uint8 {
 	n := sk.GetCount()
@@ -623,8 +634,8 @@ func (s *series) epochChi(q int) (float64, bool) {
 
 // addLatencyDispersion adds the just-closed bucket b of s to its latency dispersion: per tested
 // quantile, its latencies above the threshold, read at the bucket's load as the tests read it
-// (bucketShift). Not while s fires, as addDispersion; its excursions (addExcursion) are
-// followed then too.
+// (bucketShift). Not while s fires, as addDispersion; its excursions (addExcursion) and its
+// drift are followed then too.
 func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
 	if b.sk == nil || b.latN <= 0 {
 		return
@@ -635,19 +646,14 @@ func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
 	if s.excOn == 0 {
 		return
 	}
-	nq := len(d.cfg.LatencyQuantiles)
-	var thr [maxQuantiles]threshold
-	for q := range nq {
-		thr[q].index = int(s.latThr[q])
-	}
 	var x [maxQuantiles]float64
-	aboveEach(b.sk, &thr, nq, d.bucketShift(s, b.idx, s.usualLoads(), true), &x)
+	d.aboveThresholds(s, b.sk, d.bucketShift(s, b.idx, s.usualLoads(), true), &x)
 	d.addExcursion(s, b, &x)
 	s.drift.add(&x, b.latN, s.latOn) // firing or not (see drift.go)
 	if s.frozen() || s.latOn == 0 {
 		return
 	}
-	for q := range nq {
+	for q := range d.cfg.LatencyQuantiles {
 		if s.latOn&(1<<q) != 0 {
 			s.latX[q] += float32(x[q])
 			s.latX2[q] += float32(x[q] * x[q] / b.latN)
