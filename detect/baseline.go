@@ -66,9 +66,6 @@ type reference struct {
 	// excursion is the longest excursion of the baseline's latencies the tests against it
 	// respect (frozenExcursion; 0: none).
 	excursion uint8
-	// latDrift says, a bit per tested latency quantile, that latPhi is the baseline's drift
-	// between epochs (driftDispersion), not its per-second dispersion: what the anomaly says.
-	latDrift uint8
 	// familyN is how many series the deploy's Alpha is shared among (see family); next to the
 	// flags, where it fills what the alignment would leave empty.
 	familyN int32
@@ -99,7 +96,10 @@ type reference struct {
 	// latPhi is, per tested latency quantile, how overdispersed the baseline's exceedances of it
 	// were (latencyDispersion): the latency tests against it temper their evidence by it.
 	latPhi [maxQuantiles]float32
-	memFit memLevel // and its memory: its recent level
+	// latDrift is, per tested latency quantile, how far the baseline's exceedances drifted
+	// between epochs (driftDispersion, coded as drift.phi): see refLatPhi.
+	latDrift [maxQuantiles]uint8
+	memFit   memLevel // and its memory: its recent level
 	// family is ln(1/share) when Alpha is shared among the familyN series of the deploy
 	// (Config.AlphaScope, deployShare): what every rate test against the reference adds to its
 	// threshold. 0 for a deploy of one series.
@@ -170,10 +170,21 @@ func (r *reference) temper(c int) float64 {
 	return temperBy(float64(r.errPhi[c]))
 }
 
-// latTemper is what a latency test of quantile q against r multiplies its evidence by: the
-// baseline's latency dispersion (latencyDispersion).
-func (r *reference) latTemper(q int) float64 {
-	return temperBy(float64(r.latPhi[q]))
+// refLatPhi is how many times as much as independent latencies' s's reference's exceedances
+// of quantile q varied, as s's latency tests against it read it: the baseline's per-second
+// dispersion, or its drift between epochs when that is larger (drift says so). A canary
+// compared with its cohort as it serves (s.gate) leaves the drift out: its concurrent checks
+// compare with requests of the same traffic mix, and the drift made its p99 ×2 wait minutes
+// (39 of 40 found within 5.5 min, 275 s p95, instead of 40 of 40, 111 s).
+func (d *Detector) refLatPhi(s *series, q int) (phi float64, drift bool) {
+	phi = float64(s.ref.latPhi[q])
+	if s.gate != nil {
+		return phi, false
+	}
+	if dr := math.Exp2(float64(s.ref.latDrift[q]) / driftScale); dr > 1 && dr >= phi {
+		return dr, true
+	}
+	return phi, false
 }
 
 // temperBy is what an error test multiplies its evidence by when its reference's errors vary phi
@@ -221,10 +232,9 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 		r.errPhi[c] = float32(d.errorDispersion(src, c))
 	}
 	for q := range d.cfg.LatencyQuantiles {
-		r.latPhi[q] = float32(d.latencyDispersion(src, q))
-		if drift := d.driftDispersion(src, q); drift > 1 && float32(drift) >= r.latPhi[q] {
-			r.latDrift |= 1 << q
-		}
+		phi, _ := d.secondDispersion(src, q)
+		r.latPhi[q] = float32(phi)
+		r.latDrift[q] = src.drift.phi[q]
 	}
 	r.excursion = d.frozenExcursion(src)
 	r.cpuRef = src.cpuRef
@@ -246,7 +256,11 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	}
 	if d.setQuantiles(&r.quantileTests, r.sk); r.latOK {
 		d.compositeParams(r)
-		d.driftBaseline(&r.quantileTests, &r.latS, src)
+		// A canary compared with its cohort as it serves leaves the drift to its concurrent
+		// checks (refLatPhi).
+		if kind != refBaselineCohort || d.cfg.CanaryConcurrentAlpha == 0 {
+			d.driftBaseline(&r.quantileTests, &r.latS, src)
+		}
 	}
 	return r
 }

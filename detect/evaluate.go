@@ -97,7 +97,8 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 			t := &s.latT[q]
 			th := d.thresholdsFor(d.latTh, r)
-			th.temper = r.latTemper(q)
+			phi, _ := d.refLatPhi(s, q)
+			th.temper = temperBy(phi)
 			var g *rateTest
 			if s.gate != nil {
 				g = &s.gate.lat[q]
@@ -511,7 +512,8 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 	var rho0 float64
 	var rho [alternatives]float64
 	gth := d.gateThresholds(d.th)
-	gth.temper = r.latTemper(q)
+	phi, _ := d.refLatPhi(s, q)
+	gth.temper = temperBy(phi)
 	if s.gate != nil {
 		g = s.gate.lat[q]
 		rho0, rho = d.latencyGateRatios(r, q)

@@ -456,9 +456,11 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.bool(&r.ok)
 	c.bool(&r.cpuByProcess)
 	c.u8(&r.excursion)
-	c.u8(&r.latDrift)
 	c.f32s(r.errPhi[:])
 	c.f32s(r.latPhi[:])
+	for q := range r.latDrift {
+		c.u8(&r.latDrift[q])
+	}
 	c.i64(&r.from)
 	c.i64(&r.to)
 	c.f64(&r.n)

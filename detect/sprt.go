@@ -682,6 +682,12 @@ func (d *Detector) latencyDispersion(s *series, q int) float64 {
 // latencyDispersionMeasured is latencyDispersion, and whether it was measured (over at least
 // minDispersionBuckets buckets) rather than taken as 1 for want of buckets.
 func (d *Detector) latencyDispersionMeasured(s *series, q int) (float64, bool) {
+	phi, measured := d.secondDispersion(s, q)
+	return max(phi, d.driftDispersion(s, q)), measured
+}
+
+// secondDispersion is the per-second part of latencyDispersionMeasured, without the drift.
+func (d *Detector) secondDispersion(s *series, q int) (float64, bool) {
 	var chi, dof, above, buckets float64
 	if s.latLastOn&(1<<q) != 0 {
 		chi, dof, above, buckets = float64(s.latLastChi[q]), float64(s.latLastB)-1, float64(s.latLastE[q]), float64(s.latLastB)
@@ -689,11 +695,10 @@ func (d *Detector) latencyDispersionMeasured(s *series, q int) (float64, bool) {
 	if c, ok := s.epochChi(q); ok {
 		chi, dof, above, buckets = chi+c, dof+float64(s.latB)-1, above+float64(s.latX[q]), buckets+float64(s.latB)
 	}
-	drift := d.driftDispersion(s, q)
 	if buckets < minDispersionBuckets || above <= 0 || dof <= 0 {
-		return drift, false
+		return 1, false
 	}
-	return max(drift, overdispersion(chi/dof, above/buckets, buckets)), true
+	return overdispersion(chi/dof, above/buckets, buckets), true
 }
 
 // errorDispersion is how many times the variance of s's error counts per bucket, in category c,
