@@ -89,8 +89,8 @@ func TestDrift(t *testing.T) {
 				t.Errorf("own profile's p99 baseline: %+v of %g latencies, want them worth 1/%.4g", o.latP[q99], o.sk.GetCount(), drift)
 			}
 			r := roundTrip(t, tt.cfg, d)
-			if got := r.driftDispersion(r.series[key], q99); got != drift {
-				t.Fatalf("restored p99 drift %.3g, the original %.3g", got, drift)
+			if got := r.series[key].drift; got != s.drift {
+				t.Fatalf("restored drift %+v, the original %+v", got, s.drift)
 			}
 			// The next version, with the same mix: frozen with the drift, and starting from it.
 			more, _ := wandering(2, "1.1.0", events[len(events)-1].TS.Add(time.Second), 5, 50, tt.sigma, time.Minute, 1, mix)
