@@ -97,8 +97,8 @@ type reference struct {
 	// were (latencyDispersion): the latency tests against it temper their evidence by it.
 	latPhi [maxQuantiles]float32
 	// latDrift is, per tested latency quantile, how far the baseline's exceedances drifted
-	// between epochs (driftDispersion, coded as drift.phi): see refLatPhi.
-	latDrift [maxQuantiles]uint8
+	// between epochs (driftDispersion): see refLatPhi.
+	latDrift [maxQuantiles]float32
 	memFit   memLevel // and its memory: its recent level
 	// family is ln(1/share) when Alpha is shared among the familyN series of the deploy
 	// (Config.AlphaScope, deployShare): what every rate test against the reference adds to its
@@ -181,7 +181,7 @@ func (d *Detector) refLatPhi(s *series, q int) (phi float64, drift bool) {
 	if s.gate != nil {
 		return phi, false
 	}
-	if dr := math.Exp2(float64(s.ref.latDrift[q]) / driftScale); dr > 1 && dr >= phi {
+	if dr := float64(s.ref.latDrift[q]); dr > 1 && dr >= phi {
 		return dr, true
 	}
 	return phi, false
@@ -234,7 +234,7 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	for q := range d.cfg.LatencyQuantiles {
 		phi, _ := d.secondDispersion(src, q)
 		r.latPhi[q] = float32(phi)
-		r.latDrift[q] = src.drift.phi[q]
+		r.latDrift[q] = float32(d.driftDispersion(src, q))
 	}
 	r.excursion = d.frozenExcursion(src)
 	r.cpuRef = src.cpuRef

@@ -99,7 +99,9 @@ func TestDrift(t *testing.T) {
 			if ns == nil || ns.ref == nil {
 				t.Fatal("the next version has no reference")
 			}
-			if got, isDrift := d.refLatPhi(ns, q99); got != max(drift, float64(ns.ref.latPhi[q99])) || isDrift != (drift > 1 && drift >= float64(ns.ref.latPhi[q99])) {
+			// A reference holds its figures as float32s.
+			frozen := float64(float32(drift))
+			if got, isDrift := d.refLatPhi(ns, q99); got != max(frozen, float64(ns.ref.latPhi[q99])) || isDrift != (frozen > 1 && frozen >= float64(ns.ref.latPhi[q99])) {
 				t.Errorf("the tests against the reference read p99's dispersion as %.4g (the drift: %v), want the larger of the drift %.4g and %.4g",
 					got, isDrift, drift, ns.ref.latPhi[q99])
 			}
@@ -175,7 +177,7 @@ func TestDriftIsRemembered(t *testing.T) {
 		return mine, d.series[SeriesKey{Service: key.Service, Component: key.Component, Version: "1.1.0"}].ref
 	}
 	liveOut, live := replayed(t0)
-	if live.latDrift == [maxQuantiles]uint8{} {
+	if live.latDrift == [maxQuantiles]float32{} {
 		t.Fatal("the live baseline was frozen without a drift: the fixture is wrong")
 	}
 	if len(liveOut) == 0 {

@@ -458,9 +458,7 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 	c.u8(&r.excursion)
 	c.f32s(r.errPhi[:])
 	c.f32s(r.latPhi[:])
-	for q := range r.latDrift {
-		c.u8(&r.latDrift[q])
-	}
+	c.f32s(r.latDrift[:])
 	c.i64(&r.from)
 	c.i64(&r.to)
 	c.f64(&r.n)
