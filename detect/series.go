@@ -107,15 +107,21 @@ func (h *history) reset(start int64) {
 type series struct {
 	key       SeriesKey
 	aggregate bool
-	line      *line
-	load      *line    // its component's line, whose requests are its load (SeriesKey.loadLine)
-	svc       *line    // its service's line, whose requests are its processes' load (SeriesKey.serviceLine)
-	open      []bucket // open buckets, ascending
-	closed    bucket   // the last closed bucket (a canary reads its baseline cohort's)
+	queued    bool // in Detector.active
+	inFiring  bool // in Detector.firing
+	latEp     bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
+	// cpuByProcess says cpuFit's loads are the whole process's (process_rps), not the series'
+	// own requests: a line is read only at loads of its own kind.
+	cpuByProcess bool
+
+	line   *line
+	load   *line    // its component's line, whose requests are its load (SeriesKey.loadLine)
+	svc    *line    // its service's line, whose requests are its processes' load (SeriesKey.serviceLine)
+	open   []bucket // open buckets, ascending
+	closed bucket   // the last closed bucket (a canary reads its baseline cohort's)
 	// exceed counts the closed bucket's latencies above each of the baseline's quantiles (set
 	// when it closes; a series, not every open bucket, carries it).
 	exceed    [maxQuantiles]float64
-	queued    bool // in Detector.active
 	firstB    int64
 	lastB     int64 // last bucket the series served requests in (resource samples alone do not count)
 	cur, prev *history
@@ -128,14 +134,12 @@ type series struct {
 	errT [numCategories]rateTest
 	// gate is a canary's concurrent check (Config.CanaryConcurrentAlpha). nil for any other
 	// series, and when the check is off (errT is then the paired test, and latT goes unchecked).
-	gate  *canaryGate
-	latT  [maxQuantiles]rateTest
-	latEp bool // a latency episode is open (one anomaly per episode, whichever quantile fires first)
-	// cpuByProcess says cpuFit's loads are the whole process's (process_rps), not the series'
-	// own requests: a line is read only at loads of its own kind.
-	cpuByProcess bool
+	gate *canaryGate
+	latT [maxQuantiles]rateTest
 	// cpuPend counts the requests in the buckets since the last cpu sample (see testResources).
 	cpuPend float32
+	// cpuLast is the last cpu sample's mean: what a canary compares with (concurrentCPU).
+	cpuLast float32
 	cpuRef  robustRef
 	memRef  robustRef
 	// cpuFit and memFit are the series' recent cpu and memory against its load (nil until it
@@ -149,10 +153,7 @@ type series struct {
 	// epCPU, epMem, and the own profile's epOwnError+category, epOwnLatency), so its end is
 	// announced with the same ID and fields; nil while none is open (most series, most of the
 	// time: the slots are 96 bytes).
-	eps      *episodes
-	inFiring bool // in Detector.firing
-	// cpuLast is the last cpu sample's mean: what a canary compares with (concurrentCPU).
-	cpuLast float32
+	eps *episodes
 	// The line's other version's requests and errors since this series stopped serving.
 	movedN    float64
 	movedErrs [numCategories]float64
