@@ -382,11 +382,11 @@ const maxQuantiles = 4
 // ReplayWarmup is how much event time a detector that starts empty must read to rebuild what
 // this config's detector remembers: every baseline it would freeze (HistoryMaxEpochs epochs
 // before the current one, a sparse series' whole history), and the latency drift of each
-// series (driftMemory completed epochs, and the one before them that their thresholds came
-// from). A replay that starts that long before a deploy freezes the baseline the live detector
-// froze, with its tempering. 1h at the defaults.
+// series (driftMemory completed epochs, and the two before them that the oldest is compared
+// with). A replay that starts that long before a deploy freezes the baseline the live detector
+// froze, with its tempering. 65m at the defaults.
 func (c Config) ReplayWarmup() time.Duration {
-	return time.Duration(max(c.HistoryMaxEpochs+1, driftMemory+2)) * time.Duration(c.HistoryEpoch)
+	return time.Duration(max(c.HistoryMaxEpochs+1, driftMemory+3)) * time.Duration(c.HistoryEpoch)
 }
 
 // Validate reports the first parameter that is out of range.

@@ -670,7 +670,11 @@ func (d *Detector) rotate(s *series, e int64) {
 	if s.prev != nil {
 		s.older = append(s.older, s.prev)
 	}
-	d.rotateDispersion(s, s.cur.sk, elapsed)
+	var before *history // the epoch before the one completing, if s served it
+	if p := s.prev; p != nil && !stale && p.start == s.cur.start-d.epochBuckets {
+		before = p
+	}
+	d.rotateDispersion(s, s.cur.sk, elapsed, before)
 	d.pack(s.cur) // complete: only read when a baseline, an own profile or evidence is built
 	s.prev = s.cur
 	// Let go of the oldest completed epochs while the newer ones still hold enough requests, or

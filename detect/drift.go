@@ -2,6 +2,7 @@ package detect
 
 import (
 	"math"
+	"slices"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 )
@@ -20,13 +21,18 @@ import (
 // from a regression is only the baseline's own history over minutes: its share above a
 // threshold moved between epochs many times as far as sampling would move it.
 //
-// So each series measures, at the end of every epoch, the Pearson residual of the epoch's
+// So each series measures, at the end of every epoch, the Pearson residuals of the epoch's
 // latencies above each tested quantile's threshold (the latency dispersion's, read at each
-// bucket's load) against the share the epoch the thresholds came from held above them,
-// allowing for that share's own sampling error. Independent latencies in a steady mix give 1
-// on average (a χ² of one degree of freedom); a mix that wanders gives about 1 + m·v for m
-// latencies expected above the threshold in an epoch and v the variance of the mix's factor
-// over an epoch. Over the last driftMemory completed epochs, the mean residual without the
+// bucket's load) against the share the epoch the thresholds came from held above them, and
+// against the share the epoch before that one held above the same thresholds, each allowing
+// for that share's own sampling error; the epoch's residual is their mean. Independent
+// latencies in a steady mix give 1 on average (each a χ² of one degree of freedom, the two
+// correlated by the epoch's own count); a mix that wanders gives about 1 + m·v for m latencies
+// expected above the threshold in an epoch and v the variance of the mix's factor between
+// epochs. Two epochs back sees a wander slower than an epoch, which has moved less between
+// neighbours than it moves between a baseline and the minutes after a deploy (with a time
+// constant of five minutes, 1.8 times as far); and two residuals an epoch estimate the drift
+// of a few latencies above the threshold (60 an epoch at p99 and 20 req/s) with less noise. Over the last driftMemory completed epochs, the mean residual without the
 // largest (driftTrim), read as a multiple of what independent latencies give and less what
 // they exceed once in a thousand series, at least 1, is the variance of an epoch's count
 // beyond independent requests': the latency dispersion (latencyDispersion) is the larger of
@@ -42,8 +48,8 @@ import (
 // deploy made, from passing for a wandering mix for the next 50 minutes.
 const (
 	// driftMemory is how many completed epochs the drift remembers: 50 minutes at the default
-	// epoch, which a replay that warms up an hour sees whole, with the epoch their thresholds
-	// came from (Config.ReplayWarmup). Five epochs, whose mean residual of a wandering mix came
+	// epoch, which a replay that warms up 65 minutes sees whole, with the two epochs the oldest
+	// one is compared with (Config.ReplayWarmup). Five epochs, whose mean residual of a wandering mix came
 	// out at a fifth of its worth in one series in five, left 6 of 40 healthy deploys rolled
 	// back at 20 req/s.
 	driftMemory = 10
@@ -58,9 +64,10 @@ const (
 type drift struct {
 	// share is the share of the epoch the thresholds latThr were read from above each (0: not
 	// placed), and n how many latencies that epoch held: what the current epoch's exceedances
-	// are expected at, and how well that share is known.
-	share [maxQuantiles]float32
-	n     float32
+	// are expected at, and how well that share is known. share2 and n2 are the same of the
+	// epoch before it, above the same thresholds (n2 0: the series did not serve it).
+	share, share2 [maxQuantiles]float32
+	n, n2         float32
 	// x counts the current epoch's latencies above each threshold, of xn latencies.
 	x  [maxQuantiles]float32
 	xn float32
@@ -112,39 +119,68 @@ func (d *Detector) rememberDrift(s *series, elapsed int64) {
 	if elapsed > driftMemory || n <= 0 || dr.n <= 0 {
 		return
 	}
+	if dr.n2 <= 0 {
+		return // no epoch two back: not measured, as every remembered residual is a pair's mean
+	}
 	i := k - 1
 	for q := range d.cfg.LatencyQuantiles {
 		p := float64(dr.share[q])
 		if s.latOn&(1<<q) == 0 || p <= 0 || p >= 1 {
 			continue
 		}
-		// The two epochs' shares compared as two samples: the share was read off dr.n
-		// latencies, so the expected count n·p is itself off by about n·√(p(1−p)/dr.n), and
-		// the variance of the difference is the count's times 1 + n/dr.n, at the share of
-		// both epochs together (which keeps a share that came out low by chance, on a few
-		// latencies at p99.9, from making a chance count look many deviations away).
-		xq, m := float64(x[q]), float64(dr.n)
-		pool := (xq + m*p) / (n + m)
-		dv := xq - n*p
-		chi := dv * dv / (n * pool * (1 - pool) * (1 + n/m))
+		xq := float64(x[q])
+		chi := (residual(xq, n, p, float64(dr.n)) + residual(xq, n, float64(dr.share2[q]), float64(dr.n2))) / 2
 		dr.chi[i][q] = uint8(min(math.Round(math.Log2(1+chi)*driftScale), math.MaxUint8))
 		dr.on[i] |= 1 << q
 	}
 }
 
+// residual is the squared Pearson residual of x of n latencies above a threshold against the
+// share p that m latencies of an earlier epoch held above it, the two compared as samples: the
+// share is itself off by about √(p(1−p)/m), so the variance of the difference is the count's
+// times 1 + n/m, at the share of both epochs together (which keeps a share that came out low by
+// chance, on a few latencies at p99.9, from making a chance count look many deviations away).
+// 0 when neither holds any.
+func residual(x, n, p, m float64) float64 {
+	pool := (x + m*p) / (n + m)
+	if pool <= 0 || pool >= 1 {
+		return 0
+	}
+	dv := x - n*p
+	return dv * dv / (n * pool * (1 - pool) * (1 + n/m))
+}
+
 // startDrift starts an epoch of s's drift against the thresholds just read off sk, the epoch
-// that completed: their share of sk above each (on: those placed).
-func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8) {
+// that completed: their share of sk above each (on: those placed), and of before, the epoch
+// before it (nil: s did not serve it).
+func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8, before *history) {
 	dr := &s.drift
 	dr.share, dr.n = [maxQuantiles]float32{}, float32(sk.GetCount())
+	dr.share2, dr.n2 = [maxQuantiles]float32{}, 0
 	if on == 0 || dr.n <= 0 {
 		return
 	}
+	d.sharesAbove(s, sk, on, &dr.share)
+	if before == nil || before.n <= 0 {
+		return
+	}
+	// Once an epoch, per series: the completed epoch's sketch is kept encoded.
+	b := d.pool.sketch()
+	before.mergeSketchInto(d.sk, b)
+	if dr.n2 = float32(b.GetCount()); dr.n2 > 0 {
+		d.sharesAbove(s, b, on, &dr.share2)
+	}
+	d.pool.releaseSketch(b)
+}
+
+// sharesAbove sets share to sk's share above each of s's thresholds that on says are placed.
+func (d *Detector) sharesAbove(s *series, sk *ddsketch.DDSketch, on uint8, share *[maxQuantiles]float32) {
 	var x [maxQuantiles]float64
 	d.aboveThresholds(s, sk, 0, &x)
+	n := sk.GetCount()
 	for q := range d.cfg.LatencyQuantiles {
 		if on&(1<<q) != 0 {
-			dr.share[q] = float32(x[q] / float64(dr.n))
+			share[q] = float32(x[q] / n)
 		}
 	}
 }
@@ -188,35 +224,45 @@ func (d *Detector) readDrift(s *series, q int) float64 {
 }
 
 // driftMeasured is quantile q's drift from its own epochs, and whether driftMinEpochs of them
-// were measured: their mean residual without the largest, as a multiple of what it is for
-// independent latencies in a steady mix, less driftTrim's margin, and at least 1.
+// were measured: the mean of their residuals without the largest driftTrimmed, as a multiple
+// of what it is for independent latencies in a steady mix, less driftTrim's margin, and at
+// least 1.
 func (d *Detector) driftMeasured(s *series, q int) (float64, bool) {
 	if !d.cfg.LatencyDrift {
 		return 1, false
 	}
-	var sum, largest float64
-	k := 0
+	var buf [driftMemory]float64
+	chis := buf[:0]
 	for i, on := range s.drift.on {
 		if on&(1<<q) != 0 {
-			chi := math.Exp2(float64(s.drift.chi[i][q])/driftScale) - 1
-			sum += chi
-			largest = max(largest, chi)
-			k++
+			chis = append(chis, math.Exp2(float64(s.drift.chi[i][q])/driftScale)-1)
 		}
 	}
+	k := len(chis)
 	if k < driftMinEpochs {
 		return 1, false
 	}
+	slices.Sort(chis)
+	var sum float64
+	for _, chi := range chis[:k-driftTrimmed(k)] {
+		sum += chi
+	}
 	t := driftTrim[k-driftMinEpochs]
-	return max(1, (sum-largest)/float64(k-1)/t.mean-t.margin), true
+	return max(1, sum/float64(k-driftTrimmed(k))/t.mean-t.margin), true
 }
 
-// driftTrim is, for k = driftMinEpochs … driftMemory residuals of independent latencies (χ² of
-// one degree of freedom), the mean of the k−1 smallest, and the margin by which that mean over
-// its own exceeds 1 in one series in a thousand (TestDriftTrim derives both).
+// driftTrimmed is how many of k residuals the drift leaves out, the largest: 30 % of them,
+// rounded (three of ten). An incident that spans an epoch's end raises the residuals of up to
+// four epochs (the two it falls in, and the two compared with them), two of them by far.
+func driftTrimmed(k int) int { return (3*k + 5) / 10 }
+
+// driftTrim is, for k = driftMinEpochs … driftMemory epochs of independent latencies (each the
+// mean of two residuals, χ² of one degree of freedom, whose deviations are correlated by ½), the
+// mean of the k − driftTrimmed(k) smallest, and the margin by which that mean over its own
+// exceeds 1 in one series in a thousand (TestDriftTrim derives both).
 var driftTrim = [driftMemory - driftMinEpochs + 1]struct{ mean, margin float64 }{
-	{0.4489, 6.82}, {0.5097, 5.00}, {0.5570, 4.03}, {0.5932, 3.40},
-	{0.6237, 3.02}, {0.6490, 2.69}, {0.6703, 2.44}, {0.6887, 2.26},
+	{0.5502, 4.36}, {0.6063, 3.31}, {0.4416, 3.27}, {0.4890, 2.73},
+	{0.5255, 2.34}, {0.5568, 2.07}, {0.4647, 2.06}, {0.4922, 1.88},
 }
 
 // driftBaseline makes the latency tests' baseline qt (a version's history, with the composite
@@ -262,6 +308,8 @@ func (d *Detector) inheritDrift(s, src *series) {
 func (dr *drift) xfer(c *codec) {
 	c.f32s(dr.share[:])
 	c.f32(&dr.n)
+	c.f32s(dr.share2[:])
+	c.f32(&dr.n2)
 	c.f32s(dr.x[:])
 	c.f32(&dr.xn)
 	for i := range dr.chi {

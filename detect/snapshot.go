@@ -52,8 +52,8 @@ const (
 	// a series its latencies' excursions and its open episodes only when it has one, a service's
 	// line its excursions, and a reference the longest excursion its tests respect; 20: a series
 	// how much its latency exceedances drift between epochs, and a reference whether its
-	// latency dispersion is that drift.
-	snapshotVersion = 20
+	// latency dispersion is that drift; 21: a series' drift the shares of the epoch two back.
+	snapshotVersion = 21
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,

@@ -548,8 +548,9 @@ func (d *Detector) addDispersion(s *series, b *bucket) {
 // rotateDispersion ends the epoch of s's latency dispersion: the current epoch's Pearson
 // statistics become the last epoch's, and the next epoch is measured against the thresholds of
 // sk, the epoch just completed (each tested quantile's, when it held at least
-// LatencyMinTailCount latencies above it), as are its excursions.
-func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch, elapsed int64) {
+// LatencyMinTailCount latencies above it), as are its excursions; before is the epoch before sk
+// (nil: s did not serve it), which the drift compares with too.
+func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch, elapsed int64, before *history) {
 	d.endDrift(s, elapsed)
 	s.latLastOn, s.latLastB = 0, s.latB
 	for q := range d.cfg.LatencyQuantiles {
@@ -562,7 +563,7 @@ func (d *Detector) rotateDispersion(s *series, sk *ddsketch.DDSketch, elapsed in
 	s.latN, s.latB = 0, 0
 	s.latOn = d.setThresholds(s, sk, d.tailed(sk, float64(d.cfg.LatencyMinTailCount)))
 	s.excOn = s.latOn
-	d.startDrift(s, sk, s.latOn)
+	d.startDrift(s, sk, s.latOn, before)
 }
 
 // aboveThresholds counts sk's latencies above each of s's thresholds latThr, shift bins up,

@@ -48,8 +48,8 @@ the telemetry stored after it: its state when the range starts is then the live 
 each series' own long-run profile and each line's throughput average. Without a usable checkpoint
 (none that old, another detect config, --checkpoint=false) telemetry from --warmup before --since is
 replayed instead, so the detector has baselines when the range starts. The default warm-up, what
-the detector remembers (12 history epochs, 1h at the defaults: the latency drift's ten, the one
-their thresholds came from and the current one; at least detect.history_max_epochs + 1), freezes the baseline the live detector
+the detector remembers (13 history epochs, 1h5m at the defaults: the latency drift's ten, the two
+the oldest of them is compared with and the current one; at least detect.history_max_epochs + 1), freezes the baseline the live detector
 froze for every deploy in the range, a sparse series' and its tempering too; what is older than the warm-up
 (own profiles, throughput averages) is rebuilt only from the warm-up. Which start was taken goes to
 stderr and into the timeline. --export puts the checkpoint in the bundle, so --from-file starts from
@@ -251,7 +251,7 @@ stderr; Ctrl-C stops and writes what was replayed so far.`,
 	f := cmd.Flags()
 	f.StringVar(&since, "since", "", "start of the range in event time: RFC 3339 or a duration before now (1h); default the start of the streams")
 	f.StringVar(&until, "until", "", "end of the range in event time: RFC 3339 or a duration before now; default the end of the streams")
-	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: what the detector remembers, 12 history epochs, 1h at the defaults)")
+	f.DurationVar(&warmup, "warmup", 0, "telemetry replayed before --since so the detector has baselines (default: what the detector remembers, 13 history epochs, 1h5m at the defaults)")
 	f.BoolVar(&checkpoint, "checkpoint", true, "start the detector from the newest dated checkpoint before --since when one fits (false: always --warmup)")
 	f.BoolVar(&listCheckpoints, "list-checkpoints", false, "list the detector checkpoints a replay can start from, and what stops the others, then exit")
 	f.StringVar(&service, "service", "", "replay only this service")
