@@ -143,6 +143,12 @@ type Scenario struct {
 	// over its first hour (how far its traffic mix wanders) it would have known. Pre as Settle
 	// counts what is found from the deploy (or the change) on.
 	Settle int `json:"settle_s,omitempty"`
+	// IncidentLen > 0 slows the slow path by IncidentTail for IncidentLen seconds, every
+	// version's, from IncidentAt seconds into the run plus up to an epoch (drawn per run, so
+	// it falls anywhere against the epochs): an incident the old version's history holds.
+	IncidentAt   int     `json:"incident_at_s,omitempty"`
+	IncidentLen  int     `json:"incident_len_s,omitempty"`
+	IncidentTail float64 `json:"incident_tail,omitempty"`
 }
 
 // Traffic model constants (see Scenario).
@@ -241,6 +247,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "traffic mix wanders (σ0.6 over 5min), no change @50rps", RPS: 50, Pre: watch, Post: post, MixWander: 0.6, MixTau: 300, Settle: watch},
 		{Name: "traffic mix wanders (σ0.6 over 1min), p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: watch, Post: post, MixWander: 0.6, Settle: watch, TailMul: 2},
 		{Name: "traffic mix wanders (σ0.6 over 1min), latency all x2 @50rps", Regression: true, RPS: 50, Pre: watch, Post: post, MixWander: 0.6, Settle: watch, BodyMul: 2, TailMul: 2},
+		{Name: "a tail incident 25-30 min before the deploy (the slow path x3 for 4 min), no change @50rps", RPS: 50, Pre: watch, Post: post, Settle: watch, IncidentAt: watch / 2, IncidentLen: 240, IncidentTail: 3},
+		{Name: "a tail incident 25-30 min before the deploy (the slow path x3 for 4 min), p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: watch, Post: post, Settle: watch, IncidentAt: watch / 2, IncidentLen: 240, IncidentTail: 3, TailMul: 2},
 		{Name: "cold start (every latency x3, easing off over 10s), latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30},
 		{Name: "cold start (x3 over 10s), latency_warmup 30s, latency all x2 @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, ColdStart: 3, LatencyWarmup: 30, BodyMul: 2, TailMul: 2},
 		{Name: "rolling update of 10 named instances over 5min, each a cold start, latency_warmup 30s, no change @50rps", RPS: 50, Pre: pre, Post: 600, Rollout: 300, Instances: 10, ColdStart: 3, LatencyWarmup: 30},
@@ -406,6 +414,11 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 	if sc.MixWander > 0 {
 		mix, mixKeep = rng.NormFloat64(), math.Exp(-1/orValue(float64(sc.MixTau), 60))
 	}
+	incidentAt := 0
+	if sc.IncidentLen > 0 {
+		incidentAt = sc.IncidentAt + rng.IntN(300)
+	}
+	incident := func(sec int) bool { return sc.IncidentLen > 0 && sec >= incidentAt && sec < incidentAt+sc.IncidentLen }
 	clumpLeft := map[string]int{} // by version and cohort: the exceptions left of a clump (ErrClump)
 	type cpuAcc struct{ sum, load, n float64 }
 	var cpuAccs map[string]*cpuAcc // by version and cohort: the cpu since the side's last sample
@@ -490,6 +503,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					errP *= orOne(sc.SharedErrMul)
 					bodyM *= orOne(sc.SharedLatMul)
 					tailM *= orOne(sc.SharedLatMul)
+				}
+				if incident(sec) {
+					tailM *= sc.IncidentTail
 				}
 				age := float64(sec) // the old version started with the scenario, the new one with the deploy
 				if sd.version == newVersion {
