@@ -49,9 +49,10 @@ each series' own long-run profile and each line's throughput average. Without a 
 (none that old, another detect config, --checkpoint=false) telemetry from --warmup before --since is
 replayed instead, so the detector has baselines when the range starts. The default warm-up, what
 the detector remembers (13 history epochs, 1h5m at the defaults: the latency drift's ten, the two
-the oldest of them is compared with and the current one; at least detect.history_max_epochs + 1), freezes the baseline the live detector
-froze for every deploy in the range, a sparse series' and its tempering too; what is older than the warm-up
-(own profiles, throughput averages) is rebuilt only from the warm-up. Which start was taken goes to
+the oldest of them is compared with and the current one; at least detect.history_max_epochs + 1),
+freezes the baseline the live detector froze for every deploy in the range, a sparse series' and
+its tempering too; what is older than the warm-up (own profiles, throughput averages) is rebuilt
+only from the warm-up. Which start was taken goes to
 stderr and into the timeline. --export puts the checkpoint in the bundle, so --from-file starts from
 it too; --list-checkpoints shows which are kept, and so which ranges replay exactly. Progress goes to
 stderr; Ctrl-C stops and writes what was replayed so far.`,

@@ -30,8 +30,9 @@ type ServerOptions struct {
 	Since, Until time.Time
 	// Warmup is telemetry read before Since so the detector has baselines when the range starts
 	// (it needs the previous version's recent history: two detect history epochs for a busy
-	// series, detect.history_max_epochs+1 for a sparse one, and the latency drift's twelve:
-	// detect.Config.ReplayWarmup). Default: the default config's, 1h; ignored when Since is zero.
+	// series, detect.history_max_epochs+1 for a sparse one, and the latency drift's thirteen:
+	// detect.Config.ReplayWarmup). Default: the default config's, 1h5m; ignored when Since is
+	// zero.
 	Warmup time.Duration
 	// Lag is how long after Until a message may have been stored and still belong to the range.
 	// Default 5m; ignored when Until is zero.
