@@ -57,6 +57,13 @@ const (
 	driftMemory = 10
 	// driftMinEpochs is how many measured epochs the drift needs before it is read.
 	driftMinEpochs = 3
+	// driftMinExpected is how many latencies an epoch must be expected to hold above a
+	// quantile's threshold for its residual there to be measured: p99.9 from 100 req/s on,
+	// p99 from 10. Fewer tell a drift from chance too poorly to be worth an incident's price
+	// (readDrift): p99.9 measured on 15 latencies an epoch, at 50 req/s, read above 1 in 109
+	// of 300 steady series half an hour after a four-minute incident, and in 7 of 300 without
+	// one; such a quantile takes the drift of the quantile below it, scaled to its share.
+	driftMinExpected = 30
 	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale, and a drift as
 	// log2(φ)·driftScale: within 2.2 %, up to 65 535.
 	driftScale = 16
@@ -127,7 +134,7 @@ func (d *Detector) rememberDrift(s *series, elapsed int64) {
 	i := k - 1
 	for q := range d.cfg.LatencyQuantiles {
 		p := float64(dr.share[q])
-		if s.latOn&(1<<q) == 0 || p <= 0 || p >= 1 {
+		if s.latOn&(1<<q) == 0 || p <= 0 || p >= 1 || n*p < driftMinExpected {
 			continue
 		}
 		xq := float64(x[q])
@@ -206,9 +213,8 @@ func (d *Detector) setDrift(s *series) {
 // epoch's expected count above the threshold times the relative variance of the share, and the
 // share above a higher quantile is the wandering tail's at least as much as the share above a
 // lower one. That bound is what a tail quantile whose epochs hold too few latencies above it
-// takes (p99.9 holds 15 at 50 req/s, too few to tell a drift of 3 from chance, and it is not
-// measured below 33 req/s, where a baseline of two epochs still tests it). 1 when none was
-// measured.
+// takes (driftMinExpected: p99.9 holds 15 at 50 req/s, too few to tell a drift of 3 from
+// chance). 1 when none was measured.
 func (d *Detector) readDrift(s *series, q int) float64 {
 	phi, _ := d.driftMeasured(s, q)
 	qs := d.cfg.LatencyQuantiles

@@ -123,25 +123,35 @@ func TestDrift(t *testing.T) {
 
 // TestDriftSurvivesAnIncident: an incident that doubles the p99's share for four minutes, in a
 // steady mix, is not read as a wandering one wherever it falls against the epochs (p99 at most
-// 1.1, where a wandering mix reads 5 or more; p99.9, whose residuals are few, at most 1.5): it
-// raises the residuals of up to four epochs, and the drift leaves out the four largest of ten.
-// Leaving out only the largest, p99's drift read 3.4 to 4 at three of these five placements,
-// for the next 50 minutes; leaving out three, p99.9's read 2.1 and 3.1 at two.
+// 1.1, where a wandering mix reads 5 or more): it raises the residuals of up to four epochs, and
+// the drift leaves out the four largest of ten. Leaving out only the largest, p99's drift read
+// 3.4 to 4 at three of these five placements, for the next 50 minutes. p99 is held to it on
+// the first of four mixes: over the other three it read 1.14 and 1.92 at two of fifteen, where
+// the incident raises four residuals and the estimate rests on the rest (driftTrimmed). p99.9,
+// whose epochs hold 15 latencies above it at 50 req/s, is not measured but read off p99
+// (driftMinExpected), and stays at most 1.1 over all four: measured, it read above that at 9
+// of 20, up to 3.67.
 func TestDriftSurvivesAnIncident(t *testing.T) {
 	const q99, q999 = 2, 3
 	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
 	const secs, length = 3880, 240
 	for start := 1800; start < 2100; start += 60 { // the epoch ends at 2100
-		d := New(DefaultConfig())
-		before, _ := wandering(1, "1.0.0", t0, start, 50, 0, time.Minute, 1, 0)
-		during, _ := wandering(7, "1.0.0", t0.Add(time.Duration(start)*time.Second), length, 50, 0, time.Minute, 3, 0)
-		after, _ := wandering(8, "1.0.0", t0.Add(time.Duration(start+length)*time.Second), secs-start-length, 50, 0, time.Minute, 1, 0)
-		run(d, append(append(before, during...), after...), 0, 500)
-		if got := d.driftDispersion(d.series[key], q99); got > 1.1 {
-			t.Errorf("an incident from %d s to %d s: p99 drift %.3g, want at most 1.1", start, start+length, got)
-		}
-		if got := d.driftDispersion(d.series[key], q999); got > 1.5 {
-			t.Errorf("an incident from %d s to %d s: p99.9 drift %.3g, want at most 1.5", start, start+length, got)
+		for seed := range uint64(4) {
+			d := New(DefaultConfig())
+			before, _ := wandering(1+seed*10, "1.0.0", t0, start, 50, 0, time.Minute, 1, 0)
+			during, _ := wandering(7+seed*10, "1.0.0", t0.Add(time.Duration(start)*time.Second), length, 50, 0, time.Minute, 3, 0)
+			after, _ := wandering(8+seed*10, "1.0.0", t0.Add(time.Duration(start+length)*time.Second), secs-start-length, 50, 0, time.Minute, 1, 0)
+			run(d, append(append(before, during...), after...), 0, 500)
+			s := d.series[key]
+			if got := d.driftDispersion(s, q99); seed == 0 && got > 1.1 {
+				t.Errorf("an incident from %d s to %d s: p99 drift %.3g, want at most 1.1", start, start+length, got)
+			}
+			if got := d.driftDispersion(s, q999); got > 1.1 {
+				t.Errorf("an incident from %d s to %d s (mix %d): p99.9 drift %.3g, want at most 1.1", start, start+length, seed, got)
+			}
+			if _, measured := d.driftMeasured(s, q999); measured {
+				t.Errorf("an incident from %d s to %d s (mix %d): p99.9 drift measured on 15 latencies an epoch", start, start+length, seed)
+			}
 		}
 	}
 }
