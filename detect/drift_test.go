@@ -39,7 +39,8 @@ func wandering(seed uint64, v string, start time.Time, secs, rps int, sigma floa
 
 // TestDrift: a series whose slow requests' share wanders over minutes measures how far its
 // exceedances moved between epochs, at the tail's quantiles, from its sixth epoch on; a steady
-// mix measures 1, and so does one with an incident that doubled the p99's share for four
+// mix measures about 1 (at most 1.2: driftTrim's margin lets one steady series in a hundred
+// read a little), and so does one with an incident that doubled the p99's share for four
 // minutes (TestDriftSurvivesAnIncident). The reference a next version is compared with is
 // frozen with it (and says it is the drift), the next version starts from it, and a restored
 // detector has all of it. With latency_drift off, nothing is measured.
@@ -57,8 +58,8 @@ func TestDrift(t *testing.T) {
 		min, max float64 // p99's drift
 		incident bool    // the slow path ×3 from 2 000 s to 2 240 s
 	}{
-		{"steady mix", DefaultConfig(), 0, 3880, 1, 1, false},
-		{"steady mix, an incident", DefaultConfig(), 0, 3880, 1, 1, true},
+		{"steady mix", DefaultConfig(), 0, 3880, 1, 1.2, false},
+		{"steady mix, an incident", DefaultConfig(), 0, 3880, 1, 1.2, true},
 		{"wandering mix", DefaultConfig(), 0.6, 3880, 5, math.Inf(1), false},
 		{"wandering mix, within its fifth epoch", DefaultConfig(), 0.6, 1490, 1, 1, false},
 		{"wandering mix, latency_drift off", off, 0.6, 3880, 1, 1, false},
@@ -123,14 +124,15 @@ func TestDrift(t *testing.T) {
 
 // TestDriftSurvivesAnIncident: an incident that doubles the p99's share for four minutes, in a
 // steady mix, is not read as a wandering one wherever it falls against the epochs (p99 at most
-// 1.1, where a wandering mix reads 5 or more): it raises the residuals of up to four epochs, and
+// 1.3, where a wandering mix reads 5 or more): it raises the residuals of up to four epochs, and
 // the drift leaves out the four largest of ten. Leaving out only the largest, p99's drift read
 // 3.4 to 4 at three of these five placements, for the next 50 minutes. p99 is held to it on
-// the first of four mixes: over the other three it read 1.14 and 1.92 at two of fifteen, where
-// the incident raises four residuals and the estimate rests on the rest (driftTrimmed). p99.9,
-// whose epochs hold 15 latencies above it at 50 req/s, is not measured but read off p99
-// (driftMinExpected), and stays at most 1.1 over all four: measured, it read above that at 9
-// of 20, up to 3.67.
+// the first of four mixes: over the other three it read above 1 at 9 of 15, up to 2.6, where
+// the incident raises four residuals and the estimate rests on the rest (driftTrimmed;
+// design-notes.md measures leaving outliers out). p99.9, whose epochs hold 15 latencies above
+// it at 50 req/s, is not measured but read off p99 (driftMinExpected), and stays at most 1.2
+// over all four: measured, with the margin of one steady series in a thousand, it read above
+// 1.1 at 9 of 20, up to 3.67.
 func TestDriftSurvivesAnIncident(t *testing.T) {
 	const q99, q999 = 2, 3
 	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
@@ -143,11 +145,11 @@ func TestDriftSurvivesAnIncident(t *testing.T) {
 			after, _ := wandering(8+seed*10, "1.0.0", t0.Add(time.Duration(start+length)*time.Second), secs-start-length, 50, 0, time.Minute, 1, 0)
 			run(d, append(append(before, during...), after...), 0, 500)
 			s := d.series[key]
-			if got := d.driftDispersion(s, q99); seed == 0 && got > 1.1 {
-				t.Errorf("an incident from %d s to %d s: p99 drift %.3g, want at most 1.1", start, start+length, got)
+			if got := d.driftDispersion(s, q99); seed == 0 && got > 1.3 {
+				t.Errorf("an incident from %d s to %d s: p99 drift %.3g, want at most 1.3", start, start+length, got)
 			}
-			if got := d.driftDispersion(s, q999); got > 1.1 {
-				t.Errorf("an incident from %d s to %d s (mix %d): p99.9 drift %.3g, want at most 1.1", start, start+length, seed, got)
+			if got := d.driftDispersion(s, q999); got > 1.2 {
+				t.Errorf("an incident from %d s to %d s (mix %d): p99.9 drift %.3g, want at most 1.2", start, start+length, seed, got)
 			}
 			if _, measured := d.driftMeasured(s, q999); measured {
 				t.Errorf("an incident from %d s to %d s (mix %d): p99.9 drift measured on 15 latencies an epoch", start, start+length, seed)
@@ -242,8 +244,8 @@ func TestDriftIsRemembered(t *testing.T) {
 // TestDriftTrim derives driftTrim: for k epochs of independent latencies in a steady mix, each
 // the mean of two residuals (χ² of one degree of freedom, against the epoch before and the one
 // before that, their deviations correlated by ½ as they share the epoch's count among epochs of
-// the same size), the mean of the k−1 smallest, and how far that mean over its own exceeds 1 in
-// one series in a thousand.
+// the same size), the mean of the k − driftTrimmed(k) smallest, and how far that mean over its
+// own exceeds 1 in one series in a hundred.
 func TestDriftTrim(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const draws = 400_000
@@ -269,7 +271,7 @@ func TestDriftTrim(t *testing.T) {
 		}
 		mean := sum / draws
 		slices.Sort(ts)
-		margin := ts[draws*999/1000]/mean - 1
+		margin := ts[draws*99/100]/mean - 1
 		if math.Abs(mean-want.mean) > 0.01*want.mean || math.Abs(margin-want.margin) > 0.05*want.margin {
 			t.Errorf("k=%d: mean %.4f, margin %.3f; driftTrim has %.4f, %.3f", k, mean, margin, want.mean, want.margin)
 		}
