@@ -36,12 +36,12 @@ import (
 // threshold (60 an epoch at p99 and 20 req/s) with less noise. Over the last driftMemory
 // completed epochs, the mean residual without the largest 40 % (driftTrimmed, driftTrim),
 // read as a multiple of what independent latencies give and less what they exceed once in a
-// hundred series (driftTrim), at least 1, is the variance of an epoch's count beyond independent
+// hundred series, at least 1, is the variance of an epoch's count beyond independent
 // requests': the latency dispersion (latencyDispersion) is the larger of it and the
 // per-second one, and the latency tests divide their evidence by it, as by the per-second
-// one. That is the quasi-likelihood's evidence at the epoch's time scale: a
-// regression must then stand out against how far the mix itself wanders, which for a
-// tail-only regression on such a service takes minutes, and not seconds.
+// one. That is the quasi-likelihood's evidence at the epoch's time scale: a regression must
+// then stand out against how far the mix itself wanders, which for a tail-only regression on
+// such a service takes minutes, and not seconds.
 //
 // The epochs' exceedances are counted whether or not a test of the series fires (unlike the
 // per-second dispersion's): which of its tests fire depends on history older than any replay's
