@@ -277,3 +277,25 @@ func TestDriftTrim(t *testing.T) {
 		}
 	}
 }
+
+// TestDriftMeasuredWhereLatenciesSuffice: a quantile's drift is measured where its epochs hold
+// driftMinExpected latencies above it: p99.9 at 150 req/s but not at 50, p99 at both.
+func TestDriftMeasuredWhereLatenciesSuffice(t *testing.T) {
+	const q99, q999 = 2, 3
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+	for _, tt := range []struct {
+		rps       int
+		p99, p999 bool
+	}{{50, true, false}, {150, true, true}} {
+		d := New(DefaultConfig())
+		events, _ := wandering(1, "1.0.0", t0, 2200, tt.rps, 0, time.Minute, 1, 0)
+		run(d, events, 0, 500)
+		s := d.series[key]
+		if _, ok := d.driftMeasured(s, q99); ok != tt.p99 {
+			t.Errorf("%d req/s: p99 drift measured %v, want %v", tt.rps, ok, tt.p99)
+		}
+		if _, ok := d.driftMeasured(s, q999); ok != tt.p999 {
+			t.Errorf("%d req/s: p99.9 drift measured %v, want %v", tt.rps, ok, tt.p999)
+		}
+	}
+}
