@@ -60,10 +60,12 @@ const (
 	// driftMinExpected is how many latencies an epoch must be expected to hold above a
 	// quantile's threshold for its residual there to be measured: p99.9 from about 120 req/s
 	// on, p99 from about 10 (a threshold is a sketch bin's edge, a little above its quantile:
-	// 0.083 % of latencies lie above p99.9's, 0.97 % above p99's). Fewer tell a drift from chance too poorly to be worth an incident's price
-	// (readDrift): p99.9 measured on 15 latencies an epoch, at 50 req/s, read above 1 in 109
-	// of 300 steady series half an hour after a four-minute incident, and in 7 of 300 without
-	// one; such a quantile takes the drift of the quantile below it, scaled to its share.
+	// 0.083 % of latencies lie above p99.9's, 0.97 % above p99's). Fewer tell a drift from
+	// chance too poorly to be worth an incident's price (readDrift): with the margin of one
+	// steady series in a thousand, p99.9 measured on 15 latencies an epoch at 50 req/s read
+	// above 1 in 109 of 300 steady series half an hour after a four-minute incident, and in 7
+	// of 300 without one. Such a quantile takes the drift of the quantile below it, scaled to
+	// its share.
 	driftMinExpected = 30
 	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale, and a drift as
 	// log2(φ)·driftScale: within 2.2 %, up to 65 535.
