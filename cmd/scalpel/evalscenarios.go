@@ -35,8 +35,9 @@ minutes apart), cpu regressions at the same load (also in processes that serve a
 component, whose traffic spike is no regression: the samples carry process_rps), shapes of
 production traffic that are no regression (a heavy latency tail, process pauses of 200 ms and of 1 s, a batch
 job that doubles the median for 10 s every 5 min (detect.latency_excursion_max), a traffic mix whose
-slow share wanders over minutes (detect.latency_drift), a tail incident half an hour before the deploy (which that drift must not take for a wander), errors in clumps, bursty traffic, a cold start with latency_warmup set, also in a rolling update of named
-instances; with a regression on top where it applies), a throughput drop, a traffic spike (also
+slow share wanders over minutes (detect.latency_drift), a tail incident half an hour before
+the deploy (which that drift must not take for a wander), errors in clumps, bursty traffic, a
+cold start with latency_warmup set, also in a rolling update of named instances; with a regression on top where it applies), a throughput drop, a traffic spike (also
 one whose latency follows the load, on this component or on a busier one of the same service, and
 a deploy during it, with every latency x2 on top), low traffic, daily cycles (one watched for 6 h with every latency following the load), changes no
 deploy made (errors, latency, cpu, a memory leak, a spike,
