@@ -258,7 +258,7 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 		d.compositeParams(r)
 		// A canary compared with its cohort as it serves leaves the drift to its concurrent
 		// checks (refLatPhi).
-		if kind != refBaselineCohort || d.cfg.CanaryConcurrentAlpha == 0 {
+		if !d.checkedConcurrently(kind) {
 			d.driftBaseline(&r.quantileTests, &r.latS, src)
 		}
 	}
@@ -393,7 +393,7 @@ func (d *Detector) latencyParamsAt(sk *ddsketch.DDSketch, t threshold, tol int) 
 func (d *Detector) resolveReference(s *series, b int64) {
 	if s.key.Cohort == schemas.CohortCanary {
 		if s.ref = d.canaryReference(s, b); s.ref != nil {
-			if d.cfg.CanaryConcurrentAlpha > 0 {
+			if d.checkedConcurrently(s.ref.kind) {
 				s.gate = new(canaryGate)
 			}
 			return
@@ -403,6 +403,13 @@ func (d *Detector) resolveReference(s *series, b int64) {
 		s.ref = d.freeze(cur, refPreviousVersion, b)
 		d.inheritDrift(s, cur)
 	}
+}
+
+// checkedConcurrently says whether a series compared with a reference of this kind is also
+// checked against it as both serve (Config.CanaryConcurrentAlpha): a canary against its baseline
+// cohort. Such a series has a gate, and its reference leaves the drift out (refLatPhi).
+func (d *Detector) checkedConcurrently(kind string) bool {
+	return kind == refBaselineCohort && d.cfg.CanaryConcurrentAlpha > 0
 }
 
 // shareAlpha sets r.family, src's history being r, for a series whose first request came in
