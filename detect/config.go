@@ -227,9 +227,9 @@ type Config struct {
 	// with its predecessor's. The tests divide their evidence by it, and count the baseline's
 	// latencies as worth that much less. A mix whose slow share wandered by a log-normal factor
 	// of σ 0.6 over a minute, a version having served an hour, rolled back 24 of 100 healthy
-	// deploys within 5.5 min and paged in 10 of 100 series no deploy touched; 3 and 0 of 100
+	// deploys within 5.5 min and paged in 10 of 100 series no deploy touched; 2 and 0 of 100
 	// with it. The price falls on such a service alone: a tail regression must stand out
-	// against the mix's own wander (p99 ×2 there in 18 s at the median, 4½ min at p95, instead
+	// against the mix's own wander (p99 ×2 there in 17 s at the median, 3¾ min at p95, instead
 	// of 6 s and 40 s). false turns it off. Default true.
 	LatencyDrift bool `json:"latency_drift" yaml:"latency_drift"`
 	// SketchRelativeAccuracy of the DDSketches that hold latencies. Default 0.025.
