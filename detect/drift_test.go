@@ -307,8 +307,8 @@ func driftResiduals(rng *rand.Rand, r []float64) []float64 {
 	return r
 }
 
-// trimmedResidual is the mean of r's k − driftTrimmed(k) smallest, as driftMeasured reads it
-// (r is sorted).
+// trimmedResidual is the mean of r's k − driftTrimmed(k) smallest, as driftMeasured reads it.
+// It sorts r.
 func trimmedResidual(r []float64) float64 {
 	slices.Sort(r)
 	kept := len(r) - driftTrimmed(len(r))
@@ -335,7 +335,7 @@ func TestDriftTrimFitsTheResiduals(t *testing.T) {
 		for e := range epochs {
 			epochs[e] = make([]float64, 3*m)
 		}
-		tm := driftTrim[k-driftMinEpochs]
+		tab := driftTrim[k-driftMinEpochs]
 		r := make([]float64, k)
 		var read float64
 		for range series {
@@ -352,7 +352,7 @@ func TestDriftTrimFitsTheResiduals(t *testing.T) {
 				x2, _ := slices.BinarySearch(epochs[i], thr)
 				r[i] = (residual(float64(x), n, float64(m)/n, n) + residual(float64(x), n, float64(x2)/n, n)) / 2
 			}
-			if trimmedResidual(r)/tm.mean-tm.margin > 1 {
+			if trimmedResidual(r)/tab.mean-tab.margin > 1 {
 				read++
 			}
 		}
