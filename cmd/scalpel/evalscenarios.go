@@ -24,34 +24,35 @@ func newEvalScenariosCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "scenarios",
 		Short: "Score the detector on generated deploys next to Argo Rollouts and Flagger rules",
-		Long: `Generates deploys with realistic noise (Poisson traffic with a wandering load, log-normal
-latencies with a 2 % slow path, 2 % exceptions, 1 % invalid_input) and runs the detector over each,
-in process and in event time: A/A (no change), error x1.5/x2/x5/x10, latency regressions, ramps
-(of errors, of every latency, of the tail alone), rolling updates (healthy, and with errors or
-latency regressed), a service of 16 components deployed together (healthy, and with errors x5 in one;
-alike, and one busy among 15 quiet: alpha is shared among a deploy's series, detect.alpha_scope), slow memory leaks (5 and 1 MB/min), memory
-that grows as caches fill (with and without a leak, and over ten minutes with the deploys ten
-minutes apart), cpu regressions at the same load (also in processes that serve another
-component, whose traffic spike is no regression: the samples carry process_rps), shapes of
-production traffic that are no regression (a heavy latency tail, process pauses of 200 ms and of 1 s, a batch
-job that doubles the median for 10 s every 5 min (detect.latency_excursion_max), a traffic mix whose
-slow share wanders over minutes (detect.latency_drift), a tail incident half an hour before
-the deploy (which that drift must not take for a wander), errors in clumps, bursty traffic, a
-cold start with latency_warmup set, also in a rolling update of named instances; with a regression on top where it applies), a throughput drop, a traffic spike (also
-one whose latency follows the load, on this component or on a busier one of the same service, and
-a deploy during it, with every latency x2 on top), low traffic, daily cycles (one watched for 6 h with every latency following the load), changes no
-deploy made (errors, latency, cpu, a memory leak, a spike,
-errors in clumps with and without a rise, the batch job with and without every latency x2: only
-the series' own profile sees them), and canary cohorts at 5 % and 50 % of the traffic:
-healthy, regressed, beside a baseline cohort that starts with them (a fresh baseline cluster),
-and healthy beside a traffic spike, a shared dependency that triples both cohorts' errors, or
-one that slows both (in the last two only a canary anomaly counts: the old version's is right). cpu and memory are sampled every second, and in the rows
-marked "scraped every 15s" every 15 s, as a metrics scraper reports them; --scrape 60s samples
-them every 60 s in every scenario instead. A deploy is watched 330 s after it, except in the
-rows marked "watched 1h" (detect.deploy_watch, how long the detector compares a new version
-with the old): those some of whose deploys a shorter watch misses (error x1.5, p99 +10 % and
-+25 %, low traffic), so their mean is a mean, or a lower bound of the whole watch. --only runs
-the scenarios whose name matches a pattern, next to the A/A deploys.
+		Long: `Generates deploys with realistic noise (Poisson traffic with a wandering load, log-normal latencies
+with a 2 % slow path, 2 % exceptions, 1 % invalid_input) and runs the detector over each, in process
+and in event time: A/A (no change), error x1.5/x2/x5/x10, latency regressions, ramps (of errors, of
+every latency, of the tail alone), rolling updates (healthy, and with errors or latency regressed),
+a service of 16 components deployed together (healthy, and with errors x5 in one; alike, and one
+busy among 15 quiet: alpha is shared among a deploy's series, detect.alpha_scope), slow memory leaks
+(5 and 1 MB/min), memory that grows as caches fill (with and without a leak, and over ten minutes
+with the deploys ten minutes apart), cpu regressions at the same load (also in processes that serve
+another component, whose traffic spike is no regression: the samples carry process_rps), shapes of
+production traffic that are no regression (a heavy latency tail, process pauses of 200 ms and of
+1 s, a batch job that doubles the median for 10 s every 5 min (detect.latency_excursion_max), a
+traffic mix whose slow share wanders over minutes (detect.latency_drift), a tail incident half an
+hour before the deploy (which that drift must not take for a wander), errors in clumps, bursty
+traffic, a cold start with latency_warmup set, also in a rolling update of named instances; with a
+regression on top where it applies), a throughput drop, a traffic spike (also one whose latency
+follows the load, on this component or on a busier one of the same service, and a deploy during it,
+with every latency x2 on top), low traffic, daily cycles (one watched for 6 h with every latency
+following the load), changes no deploy made (errors, latency, cpu, a memory leak, a spike, errors in
+clumps with and without a rise, the batch job with and without every latency x2: only the series'
+own profile sees them), and canary cohorts at 5 % and 50 % of the traffic: healthy, regressed,
+beside a baseline cohort that starts with them (a fresh baseline cluster), and healthy beside a
+traffic spike, a shared dependency that triples both cohorts' errors, or one that slows both (in the
+last two only a canary anomaly counts: the old version's is right). cpu and memory are sampled every
+second, and in the rows marked "scraped every 15s" every 15 s, as a metrics scraper reports them;
+--scrape 60s samples them every 60 s in every scenario instead. A deploy is watched 330 s after it,
+except in the rows marked "watched 1h" (detect.deploy_watch, how long the detector compares a new
+version with the old): those some of whose deploys a shorter watch misses (error x1.5, p99 +10 % and
++25 %, low traffic), so their mean is a mean, or a lower bound of the whole watch. --only runs the
+scenarios whose name matches a pattern, next to the A/A deploys.
 
 For each scenario: how many deploys were detected (for the quiet ones: false rollbacks), the time
 to detect (TTD, event seconds from the deploy to the first anomaly; p50, p95 and mean over all
