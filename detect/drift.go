@@ -236,10 +236,8 @@ func (d *Detector) readDrift(s *series, q int) float64 {
 	return max(phi, 1+(belowPhi-1)*(1-qs[q])/(1-qs[below]))
 }
 
-// driftMeasured is quantile q's drift from its own epochs, and whether driftMinEpochs of them
-// were measured: the mean of their residuals without the largest driftTrimmed, as a multiple
-// of what it is for independent latencies in a steady mix, less driftTrim's margin, and at
-// least 1.
+// driftMeasured is quantile q's drift from its own epochs' residuals (driftOf), and whether
+// driftMinEpochs of them were measured.
 func (d *Detector) driftMeasured(s *series, q int) (float64, bool) {
 	if !d.cfg.LatencyDrift {
 		return 1, false
@@ -251,17 +249,29 @@ func (d *Detector) driftMeasured(s *series, q int) (float64, bool) {
 			chis = append(chis, math.Exp2(float64(s.drift.chi[i][q])/driftScale)-1)
 		}
 	}
-	k := len(chis)
-	if k < driftMinEpochs {
+	if len(chis) < driftMinEpochs {
 		return 1, false
 	}
+	return driftOf(chis), true
+}
+
+// driftOf is the drift that driftMinEpochs … driftMemory residuals give (driftMeasured): the
+// mean of the k − driftTrimmed(k) smallest, as a multiple of its mean for independent
+// latencies, less driftTrim's margin, and at least 1. It sorts chis.
+func driftOf(chis []float64) float64 {
+	t := driftTrim[len(chis)-driftMinEpochs]
+	return max(1, trimmedMean(chis)/t.mean-t.margin)
+}
+
+// trimmedMean is the mean of the k − driftTrimmed(k) smallest of k residuals. It sorts chis.
+func trimmedMean(chis []float64) float64 {
 	slices.Sort(chis)
+	kept := len(chis) - driftTrimmed(len(chis))
 	var sum float64
-	for _, chi := range chis[:k-driftTrimmed(k)] {
+	for _, chi := range chis[:kept] {
 		sum += chi
 	}
-	t := driftTrim[k-driftMinEpochs]
-	return max(1, sum/float64(k-driftTrimmed(k))/t.mean-t.margin), true
+	return sum / float64(kept)
 }
 
 // driftTrimmed is how many of k residuals the drift leaves out, the largest: 40 % of them,

@@ -268,7 +268,7 @@ func TestDriftTrim(t *testing.T) {
 		ts, r := make([]float64, draws), make([]float64, k)
 		var sum float64
 		for j := range ts {
-			ts[j] = trimmedResidual(driftResiduals(rng, r))
+			ts[j] = trimmedMean(driftResiduals(rng, r))
 			sum += ts[j]
 		}
 		mean := sum / draws
@@ -307,18 +307,6 @@ func driftResiduals(rng *rand.Rand, r []float64) []float64 {
 	return r
 }
 
-// trimmedResidual is the mean of r's k − driftTrimmed(k) smallest, as driftMeasured reads it.
-// It sorts r.
-func trimmedResidual(r []float64) float64 {
-	slices.Sort(r)
-	kept := len(r) - driftTrimmed(len(r))
-	var sum float64
-	for _, v := range r[:kept] {
-		sum += v
-	}
-	return sum / float64(kept)
-}
-
 // TestDriftTrimFitsTheResiduals: driftTrim's model, in which an epoch holds many latencies
 // above each threshold, holds for the residuals as rememberDrift measures them on the few an
 // epoch holds at the tail (30 at p99.9 and 120 req/s, 150 at p99 and 50 req/s): of steady
@@ -335,7 +323,6 @@ func TestDriftTrimFitsTheResiduals(t *testing.T) {
 		for e := range epochs {
 			epochs[e] = make([]float64, 3*m)
 		}
-		tab := driftTrim[k-driftMinEpochs]
 		r := make([]float64, k)
 		var read float64
 		for range series {
@@ -352,7 +339,7 @@ func TestDriftTrimFitsTheResiduals(t *testing.T) {
 				x2, _ := slices.BinarySearch(epochs[i], thr)
 				r[i] = (residual(float64(x), n, float64(m)/n, n) + residual(float64(x), n, float64(x2)/n, n)) / 2
 			}
-			if trimmedResidual(r)/tab.mean-tab.margin > 1 {
+			if driftOf(r) > 1 {
 				read++
 			}
 		}
