@@ -25,9 +25,9 @@ func init() {
 // recommend decision on approval.<svc>.
 func newAnswerCmd(approve bool) *cobra.Command {
 	var reason, actor string
-	verb, effect := "reject", "decide records a `none` decision quoting your reason; nothing is rolled back."
+	verb, effect := "reject", "decide records a\n`none` decision quoting your reason; nothing is rolled back."
 	if approve {
-		verb, effect = "approve", "decide turns it into a rollback step of the same incident, executed like any other."
+		verb, effect = "approve", "decide turns it\ninto a rollback step of the same incident, executed like any other."
 	}
 	cmd := &cobra.Command{
 		Use:   verb + " DECISION_ID [--reason R]",

@@ -20,14 +20,14 @@ func newBenchCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure throughput, latency and cost figures on one embedded server (what make bench prints)",
+		Short: "Measure throughput, latency and cost on an embedded server (what make bench prints)",
 		Long: `bench starts an embedded NATS server in a temporary directory and, in alternating rounds, measures
-  - the raw JetStream durable-consume rate: a bare nats.go pull consumer, 256-byte messages, the same
-    batch size and ack policy as ingest, doing nothing with the messages;
+  - the raw JetStream durable-consume rate: a bare nats.go pull consumer, 256-byte messages, the
+    same batch size and ack policy as ingest, doing nothing with the messages;
   - events per second through ingest (decode, validate, batch, ack) and detect, for 256-byte
     TelemetryEvents spread over many series;
-and prints the medians and their ratio. Machines are shared and noisy: read the ratio, which both sides
-of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0.8.
+and prints the medians and their ratio. Machines are shared and noisy: read the ratio, which both
+sides of the same run share, rather than the absolute rates. DESIGN target: ratio >= 0.8.
 
 It then measures, on the same server:
   - replay (decode, detect, decide in dry run) against a bare ordered consumer over the same

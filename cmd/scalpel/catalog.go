@@ -23,7 +23,7 @@ func init() { register(newCatalogCmd) }
 func newCatalogCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "catalog",
-		Short: "Manage the catalog: per-service manifests of components, blocks, granularity and windows",
+		Short: "Manage the catalog: each service's components, blocks, granularity and windows",
 		Long: `The catalog tells scalpel what a service is made of: its components (functions and endpoints),
 the blocks inside them with their source line ranges, the granularity a rollback starts at (fine = a
 block, medium = the component, coarse = the application), dependencies, thresholds and the rollback
@@ -148,8 +148,8 @@ func newCatalogGetCmd() *cobra.Command {
 		Use:   "get [SERVICE]",
 		Short: "List the services in the catalog, or show one service's components and blocks",
 		Long: `get without a service lists every service in the catalog. With a service it prints a table of its
-components (kind, granularity, blocks with their line ranges, dependencies); --yaml prints the stored
-manifest as YAML, -o json as JSON, ready to edit and apply again.`,
+components (kind, granularity, blocks with their line ranges, dependencies); --yaml prints the
+stored manifest as YAML, -o json as JSON, ready to edit and apply again.`,
 		Example: `  scalpel catalog get
   scalpel catalog get checkout
   scalpel catalog get checkout --yaml > checkout.yaml
@@ -267,11 +267,12 @@ func newCatalogGraphCmd() *cobra.Command {
 	var dot bool
 	cmd := &cobra.Command{
 		Use:   "graph [SERVICE] [--dot]",
-		Short: "Show the dependency graph of the catalog: what depends on what, and what a rollback does to it",
+		Short: "Show what depends on what, and what a rollback does to each dependent",
 		Long: `graph prints every component with the components it depends on and those that depend on it, with
-each edge's on_rollback policy (cascade: the dependent goes back too; disable: it is switched off while
-its dependency is rolled back; ignore: nothing). With SERVICE only that service and its neighbours are
-shown. --dot prints Graphviz DOT (pipe it to "dot -Tsvg"). Unknown references and cycles are flagged.`,
+each edge's on_rollback policy (cascade: the dependent goes back too; disable: it is switched off
+while its dependency is rolled back; ignore: nothing). With SERVICE only that service and its
+neighbours are shown. --dot prints Graphviz DOT (pipe it to "dot -Tsvg"). Unknown references and
+cycles are flagged.`,
 		Example: `  scalpel catalog graph
   scalpel catalog graph checkout --dot | dot -Tsvg > checkout.svg`,
 		Args: cobra.MaximumNArgs(1),

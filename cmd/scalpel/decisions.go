@@ -29,13 +29,13 @@ func newDecisionsCmd() *cobra.Command {
 		Use:   "decisions [--service S] [--since 1h] [--last N] | --incident ID",
 		Short: "Show recent decisions with their reasons (the audit trail on decision.<svc>)",
 		Long: `decisions reads the DECISIONS stream — every decision scalpel made, including holds and
-recommendations — from --since ago up to now, and prints the most recent ones with the reason a person
-needs: what degraded against which baseline, what changed, why this granularity, what is targeted.
-With --incident it tells that incident's whole story instead, whatever its age: what degraded
-against which baseline, each step in order with its time, action, granularity, full reason, plan,
-the guards that held it and whether it was a dry run, the commands each step sent with the
-deployers' acks (ROLLBACKS), and the approvals people gave (approval.<svc>).
-Reading is passive (an ordered consumer): it never acknowledges or changes anything.`,
+recommendations — from --since ago up to now, and prints the most recent ones with the reason a
+person needs: what degraded against which baseline, what changed, why this granularity, what is
+targeted. With --incident it tells that incident's whole story instead, whatever its age: what
+degraded against which baseline, each step in order with its time, action, granularity, full reason,
+plan, the guards that held it and whether it was a dry run, the commands each step sent with the
+deployers' acks (ROLLBACKS), and the approvals people gave (approval.<svc>). Reading is passive (an
+ordered consumer): it never acknowledges or changes anything.`,
 		Example: `  scalpel decisions
   scalpel decisions --service checkout --since 24h
   scalpel decisions --incident 6f0e5d1c-... -o json

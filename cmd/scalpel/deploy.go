@@ -31,8 +31,8 @@ func newDeployCmd() *cobra.Command {
 		Use:   "deploy --service S --app-version V [--component C=V ...] [--block C/B=V ...]",
 		Short: "Announce a deploy: record versions and open the rollback window",
 		Long: `deploy publishes a DeployEvent on deploy.<service>, as a CI/CD pipeline would after rolling out a
-version. scalpel records the versions it names and opens the service's rollback window: an anomaly of
-a component this deploy changed, detected inside the window, is rolled back automatically.
+version. scalpel records the versions it names and opens the service's rollback window: an anomaly
+of a component this deploy changed, detected inside the window, is rolled back automatically.
 
 List the components the deploy changed with --component; components left out are unchanged (their
 own anomalies are then held, not rolled back). With no --component at all, the whole application is
@@ -45,11 +45,13 @@ ranges instead of the catalog's, so a refactor that moves code does not blame th
 The event id (--id, a fresh UUID by default) is also the Nats-Msg-Id, so re-running the same command
 with the same --id within the stream's duplicate window records the deploy once.`,
 		Example: `  scalpel deploy --service checkout --app-version 1.8.0
-  scalpel deploy --service checkout --app-version 1.8.0 --component tax-calc=2.5.0 --component cart=3.1
+  scalpel deploy --service checkout --app-version 1.8.0 \
+      --component tax-calc=2.5.0 --component cart=3.1
   scalpel deploy --service checkout --app-version 1.8.0 --component tax-calc=2.5.0 \
       --block tax-calc/rate-lookup=9f2c1e --id "$CI_PIPELINE_ID" --actor "ci: $CI_COMMIT_SHA"
   scalpel deploy --service checkout --app-version 2.0 --component tax-calc=2.0 \
-      --block tax-calc/rate-lookup=2.0@tax/calc.go:71-130 --block tax-calc/rounding=2.0@tax/calc.go:40-70`,
+      --block tax-calc/rate-lookup=2.0@tax/calc.go:71-130 \
+      --block tax-calc/rounding=2.0@tax/calc.go:40-70`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()

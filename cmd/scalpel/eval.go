@@ -37,7 +37,7 @@ func newEvalNABCmd() *cobra.Command {
 	var dataDir, labels, results, cfgFile string
 	cmd := &cobra.Command{
 		Use:   "nab",
-		Short: "Run the single-series detector over a NAB corpus and print NAB scores next to published detectors",
+		Short: "Score the single-series detector on a NAB corpus, next to the published detectors",
 		Long: `Streams every file under --data through the single-series detector with its default config,
 optimises one threshold per NAB profile over those files (as NAB does), and prints the standard,
 low-FP and low-FN scores per category and in total, next to the published detectors' results on the

@@ -49,7 +49,7 @@ type publishStats struct {
 func newPublishCmd() *cobra.Command {
 	var o publishOpts
 	cmd := &cobra.Command{
-		Use:   "publish [--service S --component C --version V ...] | publish --stdin < events.ndjson",
+		Use:   "publish [--service S --component C --version V ...] | publish --stdin < FILE",
 		Short: "Publish telemetry events, from flags or NDJSON/JSON on stdin",
 		Long: `publish sends TelemetryEvents to telemetry.<service>.<component>, as an instrumented service
 would. It is for trying scalpel out, load-testing it and replaying captured telemetry.
@@ -61,7 +61,8 @@ per second; unlimited when not given). --error-rate marks that fraction of the e
 From stdin (--stdin, or automatically when stdin is a pipe and no event flags are given), it reads
 NDJSON — one event per line — or a single JSON array of events. A missing "id" is filled with a
 fresh UUID and a missing "ts" with the current time; everything else is validated exactly as ingest
-validates it (unknown fields are errors: "latency_msec" is a typo, not a new field). A bad line is reported with its line number and skipped; the rest are still published.
+validates it (unknown fields are errors: "latency_msec" is a typo, not a new field). A bad line is
+reported with its line number and skipped; the rest are still published.
 
 Events go out with JetStream async publish; each carries Nats-Msg-Id = its id, so publishing the
 same file twice within the TELEMETRY stream's duplicate window stores every event once. A summary
@@ -75,7 +76,8 @@ line (or -o json) reports published, failed and invalid counts and the rate.`,
 
   # replay captured telemetry
   scalpel publish --stdin < telemetry.ndjson
-  echo '{"service":"checkout","component":"tax-calc","version":"2.4.0","latency_ms":9}' | scalpel publish`,
+  echo '{"service":"checkout","component":"tax-calc","version":"2.4.0","latency_ms":9}' |
+      scalpel publish`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()

@@ -31,15 +31,16 @@ func newReplayCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "replay",
-		Short: "Re-run detect and decide over recorded events: what happened, and what another config would have done",
-		Long: `replay reads TELEMETRY and DEPLOYS (and the catalog, and the anomalies, decisions, acks, approvals and
-actuation failures that were recorded) from the server with ordered consumers, runs detect and decide over
-event time in dry-run — it never publishes or actuates — and prints a timeline. Approvals (scalpel approve
-and reject), acks and actuation failures (rejected.actuate) are handed to decide in event time, as live
-decide took them, so an incident a person or a failed actuator steered replays the same way. With the config that was live it reproduces the
-recorded anomalies and decisions exactly; with another one (--config) it shows what would have changed
-(--diff). --report writes a self-contained HTML page; --export writes the raw events of the range as an
-NDJSON incident bundle, and --from-file replays such a bundle without a server.
+		Short: "Re-run detect and decide over recorded events, with the live config or another one",
+		Long: `replay reads TELEMETRY and DEPLOYS (and the catalog, and the anomalies, decisions, acks, approvals
+and actuation failures that were recorded) from the server with ordered consumers, runs detect and
+decide over event time in dry-run — it never publishes or actuates — and prints a timeline.
+Approvals (scalpel approve and reject), acks and actuation failures (rejected.actuate) are handed to
+decide in event time, as live decide took them, so an incident a person or a failed actuator steered
+replays the same way. With the config that was live it reproduces the recorded anomalies and
+decisions exactly; with another one (--config) it shows what would have changed (--diff). --report
+writes a self-contained HTML page; --export writes the raw events of the range as an NDJSON incident
+bundle, and --from-file replays such a bundle without a server.
 
 --since and --until are event times (RFC 3339, or a duration before now such as 2h). The detector
 starts from the newest dated checkpoint serve kept before --since (detect_checkpoint_history,
@@ -47,15 +48,15 @@ objects detect@<watermark> in scalpel_state) that the replay's detect config can
 the telemetry stored after it: its state when the range starts is then the live detector's, down to
 each series' own long-run profile and each line's throughput average. Without a usable checkpoint
 (none that old, another detect config, --checkpoint=false) telemetry from --warmup before --since is
-replayed instead, so the detector has baselines when the range starts. The default warm-up, what
-the detector remembers (13 history epochs, 1h5m at the defaults: the latency drift's ten, the two
-the oldest of them is compared with and the current one; at least detect.history_max_epochs + 1),
-freezes the baseline the live detector froze for every deploy in the range, a sparse series' and
-its tempering too; what is older than the warm-up (own profiles, throughput averages) is rebuilt
-only from the warm-up. Which start was taken goes to
-stderr and into the timeline. --export puts the checkpoint in the bundle, so --from-file starts from
-it too; --list-checkpoints shows which are kept, and so which ranges replay exactly. Progress goes to
-stderr; Ctrl-C stops and writes what was replayed so far.`,
+replayed instead, so the detector has baselines when the range starts. The default warm-up, what the
+detector remembers (13 history epochs, 1h5m at the defaults: the latency drift's ten, the two the
+oldest of them is compared with and the current one; at least detect.history_max_epochs + 1),
+freezes the baseline the live detector froze for every deploy in the range, a sparse series' and its
+tempering too; what is older than the warm-up (own profiles, throughput averages) is rebuilt only
+from the warm-up. Which start was taken goes to stderr and into the timeline. --export puts the
+checkpoint in the bundle, so --from-file starts from it too; --list-checkpoints shows which are
+kept, and so which ranges replay exactly. Progress goes to stderr; Ctrl-C stops and writes what was
+replayed so far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
   scalpel replay --since 1h --service checkout --export incident.ndjson

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,9 +39,9 @@ func newRootCmd() *cobra.Command {
 		Use:   "scalpel",
 		Short: "Surgical rollbacks: watch every block, function and endpoint, roll back only what broke",
 		Long: `scalpel watches the telemetry of running services on NATS JetStream, learns what normal looks
-like for every function, endpoint and code block, and when one of them goes bad right after a deploy it
-rolls back only that piece — a block, a function, or the whole application version — then verifies the
-rollback worked and escalates if it did not.`,
+like for every function, endpoint and code block, and when one of them goes bad right after a
+deploy it rolls back only that piece — a block, a function, or the whole application version —
+then verifies the rollback worked and escalates if it did not.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -53,8 +54,18 @@ rollback worked and escalates if it did not.`,
 	for _, f := range subcommands {
 		root.AddCommand(f())
 	}
+	// cobra prints each flag's usage on one line, however long; wrapped, --help reads in a
+	// terminal of helpColumns like the rest of it.
+	tmpl := root.UsageTemplate()
+	for _, set := range []string{".LocalFlags", ".InheritedFlags"} {
+		tmpl = strings.Replace(tmpl, set+".FlagUsages ", fmt.Sprintf("%s.FlagUsagesWrapped %d ", set, helpColumns), 1)
+	}
+	root.SetUsageTemplate(tmpl)
 	return root
 }
+
+// helpColumns is the width every command's --help is written to (TestHelpFitsColumns).
+const helpColumns = 100
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

@@ -38,11 +38,11 @@ func newServeCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run every stage (ingest, detect, decide, actuate), on an embedded NATS server by default",
+		Short: "Run all stages (ingest, detect, decide, actuate) on an embedded NATS server by default",
 		Long: `serve runs scalpel. With no flags it starts an embedded nats-server with JetStream (file storage
 under ./data) listening on 127.0.0.1:4222, so services, the nats CLI and other scalpel commands can
-connect; creates every stream, KV bucket and object store it needs (idempotently); and runs all stages.
-With --nats-url it uses an existing NATS server or cluster instead.
+connect; creates every stream, KV bucket and object store it needs (idempotently); and runs all
+stages. With --nats-url it uses an existing NATS server or cluster instead.
 
 HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics (Prometheus).
 SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exits.`,

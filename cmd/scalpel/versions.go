@@ -24,10 +24,11 @@ func newVersionsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "versions TARGET",
 		Short: "Show which version of an application, component or block was active when, and why",
-		Long: `versions prints the history of TARGET — svc (the application), svc/comp or svc/comp/block —
-built from the DEPLOYS stream (a version became active with a deploy) and the DECISIONS stream (a
+		Long: `versions prints the history of TARGET — svc (the application), svc/comp or svc/comp/block — built
+from the DEPLOYS stream (a version became active with a deploy) and the DECISIONS stream (a
 rollback, escalation, disable, restore or enable made another one active), with the sha256 of each
-version's source when scalpel_blocks holds it. Reading is passive: nothing is acknowledged or changed.`,
+version's source when scalpel_blocks holds it. Reading is passive: nothing is acknowledged or
+changed.`,
 		Example: `  scalpel versions checkout
   scalpel versions checkout/tax-calc
   scalpel versions checkout/tax-calc/rate-lookup -o json`,

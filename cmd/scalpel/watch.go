@@ -29,9 +29,9 @@ func newWatchCmd() *cobra.Command {
 		Use:   "watch SERVICE",
 		Short: "Follow a service's rollback commands and the deployers' acks as they happen",
 		Long: `watch follows rollback.cmd.<svc> and rollback.ack.<svc> on the ROLLBACKS stream and prints one line
-per command (when, id, action, target, from→to, reason) and per ack (status, instance, active version,
-error). It shows only new messages unless --since or --all asks for history. Reading is passive (an
-ordered consumer): it never acknowledges or changes anything. Ctrl-C stops it.
+per command (when, id, action, target, from→to, reason) and per ack (status, instance, active
+version, error). It shows only new messages unless --since or --all asks for history. Reading is
+passive (an ordered consumer): it never acknowledges or changes anything. Ctrl-C stops it.
 
 With -o json every message is one JSON object per line (NDJSON) with "kind": "command", "ack" or
 "invalid" (a message that is neither, with the reason), plus stream_seq and stream_time.`,
