@@ -44,6 +44,17 @@ type Config struct {
 	HistoryMaxEpochs int `json:"history_max_epochs" yaml:"history_max_epochs"`
 	// IdleTTL evicts a series that has seen no event for this long (event time). Default 30m.
 	IdleTTL schemas.Duration `json:"idle_ttl" yaml:"idle_ttl"`
+	// MaxSeries bounds the series the detector holds, component aggregates and block series
+	// alike (about 8 KiB each). An event that would start a series beyond it is not detected on:
+	// it is counted (scalpel_detect_dropped_events_total{reason="series_limit"}, a replay's
+	// series_limit_events) and the first of each run of them is logged, until idle series are
+	// evicted (IdleTTL): while the detector is full, also those that are their line's current
+	// version, which are otherwise kept as the next version's baseline. A block's events still
+	// count towards its component's aggregate when only the block's series is refused. Without
+	// a bound, a producer that puts a request id or a timestamp into version, component or
+	// block grows the detector's memory by 8 KiB an event, for good. 0: no limit. Default
+	// 100000 (about 0.8 GiB).
+	MaxSeries int `json:"max_series" yaml:"max_series"`
 
 	// Alpha is the false-alarm probability each sequential test allows per run (a run ends when
 	// the test accepts H0 and restarts). A deploy runs a few dozen tests (error categories and
@@ -332,6 +343,7 @@ func DefaultConfig() Config {
 		HistoryMinRequests:      1000,
 		HistoryMaxEpochs:        6,
 		IdleTTL:                 schemas.Duration(30 * time.Minute),
+		MaxSeries:               100000,
 		Alpha:                   0.001,
 		AlphaScope:              AlphaPerDeploy,
 		Beta:                    0.01,
@@ -407,6 +419,8 @@ func (c Config) Validate() error {
 		return bad("history_max_epochs must be at least 1, got %d", c.HistoryMaxEpochs)
 	case c.IdleTTL < c.HistoryEpoch:
 		return bad("idle_ttl (%s) must be at least history_epoch (%s)", time.Duration(c.IdleTTL), time.Duration(c.HistoryEpoch))
+	case c.MaxSeries < 0:
+		return bad("max_series must be 0 (no limit) or positive, got %d", c.MaxSeries)
 	case !(c.Alpha > 0 && c.Alpha < 0.5):
 		return bad("alpha must be in (0, 0.5), got %g", c.Alpha)
 	case c.AlphaScope != AlphaPerDeploy && c.AlphaScope != AlphaPerSeries:

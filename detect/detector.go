@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"cmp"
 	"log/slog"
 	"maps"
 	"math"
@@ -67,6 +68,7 @@ type Detector struct {
 	// served in (TelemetryEvent.Instance): each instance warms up from its own start.
 	instances     map[instanceKey]*instanceSeen
 	instancesFull bool    // maxInstances was reached and said so
+	seriesFull    bool    // MaxSeries was reached and said so, since a series was last started
 	ownHalfLife   float64 // the own profile's half-life, in buckets
 	resHalfLife   float64 // ResourceHalfLife, in buckets
 	bucketSeconds float64 // BucketWidth, in seconds
@@ -79,6 +81,7 @@ type Detector struct {
 	nextSweep  int64
 	late       uint64
 	invalid    uint64
+	overLimit  uint64       // events not detected on: their series would exceed MaxSeries
 	lastKey    [2]SeriesKey // Observe's cache: the last block series and component aggregate
 	lastSeries [2]*series
 	scratch    []byte // pack's encoding buffer
@@ -170,6 +173,10 @@ func (d *Detector) LateEvents() uint64 { return d.late }
 // InvalidEvents counts events dropped because they lack a service, component, version or time.
 func (d *Detector) InvalidEvents() uint64 { return d.invalid }
 
+// OverLimitEvents counts events not detected on because their series would have exceeded
+// Config.MaxSeries (a block's event whose component aggregate took it is not counted).
+func (d *Detector) OverLimitEvents() uint64 { return d.overLimit }
+
 // Watermark is the newest event time seen minus AllowedLateness; zero before any event.
 func (d *Detector) Watermark() time.Time {
 	if !d.seen {
@@ -212,6 +219,10 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	}
 	k := SeriesKey{Service: ev.Service, Component: ev.Component, Version: ev.Version, Cohort: ev.Cohort}
 	agg := d.seriesFor(k, 1, b)
+	if agg == nil {
+		d.overLimit++
+		return
+	}
 	aggPts := d.warmed(agg, b, started, pts[:np])
 	ab := d.fold(agg, ev, b, aggPts)
 	if n := ev.Requests(); n > 0 {
@@ -220,19 +231,23 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	}
 	var bs *series
 	var bsPts []latencyPoint
-	if ev.Block != "" && !ev.IsResourceSample() { // a resource is the process's, not a block's
+	blockOf := ev.Block != "" && !ev.IsResourceSample() // a resource is the process's, not a block's
+	if blockOf {
 		k.Block = ev.Block
-		bs = d.seriesFor(k, 0, b)
-		bsPts = d.warmed(bs, b, started, pts[:np])
-		d.fold(bs, ev, b, bsPts)
+		if bs = d.seriesFor(k, 0, b); bs != nil {
+			bsPts = d.warmed(bs, b, started, pts[:np])
+			d.fold(bs, ev, b, bsPts)
+		}
 	}
-	// The aggregate keeps per-block tallies and error sites as evidence.
+	// The aggregate keeps per-block tallies and error sites as evidence; not of a block whose
+	// series MaxSeries refused, which would grow the aggregate's tallies as it would have grown
+	// the series.
 	block := ev.Block
 	if bs == nil {
 		block = ""
 	}
 	n := float64(ev.Requests())
-	if block == "" && ev.ErrorSite != "" && d.resolveBlock != nil {
+	if block == "" && !(blockOf && bs == nil) && ev.ErrorSite != "" && d.resolveBlock != nil {
 		block = d.resolveBlock(ev.Service, ev.Component, ev.ErrorSite)
 	}
 	if block != "" {
@@ -407,6 +422,15 @@ func (d *Detector) seriesFor(k SeriesKey, slot int, b int64) *series {
 	}
 	s := d.series[k]
 	if s == nil {
+		if d.cfg.MaxSeries > 0 && len(d.series) >= d.cfg.MaxSeries {
+			if !d.seriesFull {
+				d.seriesFull = true
+				d.log.Warn("holding max_series series: events of new ones are not detected on until idle series are evicted (idle_ttl); raise max_series, or does a version, component or block name carry a request id or a time?",
+					"max_series", d.cfg.MaxSeries, "service", k.Service, "component", k.Component, "block", k.Block, "version", k.Version)
+			}
+			return nil
+		}
+		d.seriesFull = false
 		s = d.newSeries(k, b)
 	}
 	d.lastKey[slot], d.lastSeries[slot] = k, s
@@ -709,20 +733,70 @@ func (d *Detector) pack(h *history) {
 	h.sk = nil
 }
 
-// sweep evicts idle series and instances. A line's current series stays: it is the baseline of
-// the next version.
+// sweep evicts idle series and instances. A line's current series stays, as the baseline of the
+// next version, unless the detector holds MaxSeries series (relieve).
 func (d *Detector) sweep(now int64) {
 	maps.DeleteFunc(d.instances, func(_ instanceKey, in *instanceSeen) bool { return now-in.last >= d.idleBuckets })
+	full := d.cfg.MaxSeries > 0 && len(d.series) >= d.cfg.MaxSeries
+	var current []*series // idle, but their line's current version
 	for k, s := range d.series {
-		if seen := s.seenB(); s.queued || s.inFiring || seen == math.MinInt64 || now-seen < d.idleBuckets || s.line.current == s {
+		if seen := s.seenB(); s.queued || s.inFiring || seen == math.MinInt64 || now-seen < d.idleBuckets {
 			continue
 		}
-		delete(d.series, k)
-		d.unlink(s)
-		for i := range d.lastSeries {
-			if d.lastSeries[i] == s {
-				d.lastSeries[i] = nil
+		if s.line.current == s {
+			if full {
+				current = append(current, s)
 			}
+			continue
+		}
+		d.evict(k, s)
+	}
+	if full {
+		d.relieve(current)
+	}
+}
+
+// relieve makes room when the detector holds MaxSeries series: it evicts idle series that are
+// their line's current version, longest idle first, down to nine tenths of MaxSeries or until
+// none is left, and then the lines no series counts on. A producer that named a series per
+// request would otherwise hold the limit for good (a line's current version is never evicted
+// for being idle), and every series after it, a new deploy's among them, would go unwatched.
+// The price is the baseline of a component that has been quiet for IdleTTL: its next version
+// is compared with nothing before it, as a new component's is.
+func (d *Detector) relieve(idle []*series) {
+	slices.SortFunc(idle, func(a, b *series) int {
+		return cmp.Or(cmp.Compare(a.seenB(), b.seenB()), compareKeys(a.key, b.key))
+	})
+	for _, s := range idle {
+		if len(d.series) <= d.cfg.MaxSeries*9/10 {
+			break
+		}
+		s.line.current = nil
+		d.evict(s.key, s)
+	}
+	// A line stays while a series counts on it, or its throughput episode is open, and so does
+	// its unit's line (a snapshot holds every line's unit).
+	keep := make(map[*line]bool, len(d.lines))
+	for _, s := range d.series {
+		for _, ln := range [3]*line{s.line, s.load, s.svc} {
+			keep[ln], keep[ln.unit] = true, true
+		}
+	}
+	for _, ln := range d.lines {
+		if ln.tputA != nil {
+			keep[ln], keep[ln.unit] = true, true
+		}
+	}
+	maps.DeleteFunc(d.lines, func(_ lineKey, ln *line) bool { return !keep[ln] })
+}
+
+// evict drops series s, of key k.
+func (d *Detector) evict(k SeriesKey, s *series) {
+	delete(d.series, k)
+	d.unlink(s)
+	for i := range d.lastSeries {
+		if d.lastSeries[i] == s {
+			d.lastSeries[i] = nil
 		}
 	}
 }

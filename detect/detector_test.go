@@ -40,6 +40,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative latency load share", mutate: func(c *Config) { c.LatencyLoadShare = -0.1 }, wantErr: ErrInvalidConfig},
 		{name: "latency load share NaN", mutate: func(c *Config) { c.LatencyLoadShare = math.NaN() }, wantErr: ErrInvalidConfig},
 		{name: "latency load share of 3", mutate: func(c *Config) { c.LatencyLoadShare = 3 }, wantErr: ErrInvalidConfig},
+		{name: "no series limit", mutate: func(c *Config) { c.MaxSeries = 0 }},
+		{name: "negative series limit", mutate: func(c *Config) { c.MaxSeries = -1 }, wantErr: ErrInvalidConfig},
 		{name: "memory growth limit before the own profile starts", mutate: func(c *Config) { c.MemoryGrowthLimit = c.OwnProfileWarmup / 2 }, wantErr: ErrInvalidConfig},
 	}
 	for _, tt := range tests {

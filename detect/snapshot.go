@@ -52,8 +52,9 @@ const (
 	// a series its latencies' excursions and its open episodes only when it has one, a service's
 	// line its excursions, and a reference the longest excursion its tests respect; 20: a series
 	// how much its latency exceedances drift between epochs, and a reference whether its
-	// latency dispersion is that drift; 21: a series' drift the shares of the epoch two back.
-	snapshotVersion = 21
+	// latency dispersion is that drift; 21: a series' drift the shares of the epoch two back;
+	// 22: the detector how many events MaxSeries kept out.
+	snapshotVersion = 22
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -153,6 +154,7 @@ func (d *Detector) xfer(c *codec) error {
 	c.i64(&d.nextSweep)
 	c.u64(&d.late)
 	c.u64(&d.invalid)
+	c.u64(&d.overLimit)
 
 	// Lines first: series point at them.
 	lkeys := slices.SortedFunc(maps.Keys(d.lines), compareLineKeys)
