@@ -89,6 +89,15 @@ func (s *DetectStage) SeriesCount() int {
 	return s.det.SeriesCount()
 }
 
+// Dropped reports the events the detector did not detect on, by reason: late (their bucket had
+// closed), invalid (no service, component, version or time) and series_limit (their series would
+// have exceeded max_series). Each counts from the checkpoint the detector was restored from.
+func (s *DetectStage) Dropped() (late, invalid, seriesLimit uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.det.LateEvents(), s.det.InvalidEvents(), s.det.OverLimitEvents()
+}
+
 // restore feeds events the detector had already accounted before a restart and discards what they
 // produce: their anomalies were published the first time.
 func (s *DetectStage) restore(events []schemas.TelemetryEvent) {

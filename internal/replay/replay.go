@@ -63,14 +63,17 @@ type Stats struct {
 	Messages int64 `json:"messages"`
 	Events   int64 `json:"events"`
 	// Rejected counts telemetry messages live ingest would have rejected, by class.
-	Rejected     map[string]int64 `json:"rejected,omitempty"`
-	Late         uint64           `json:"late_events"`
-	Invalid      uint64           `json:"invalid_events"`
-	FirstEvent   time.Time        `json:"first_event,omitzero"`
-	LastEvent    time.Time        `json:"last_event,omitzero"`
-	Watermark    time.Time        `json:"watermark,omitzero"`
-	Elapsed      time.Duration    `json:"elapsed_ns"`
-	EventsPerSec float64          `json:"events_per_sec"`
+	Rejected map[string]int64 `json:"rejected,omitempty"`
+	Late     uint64           `json:"late_events"`
+	Invalid  uint64           `json:"invalid_events"`
+	// OverLimit counts events not detected on because their series would have exceeded
+	// max_series.
+	OverLimit    uint64        `json:"series_limit_events,omitempty"`
+	FirstEvent   time.Time     `json:"first_event,omitzero"`
+	LastEvent    time.Time     `json:"last_event,omitzero"`
+	Watermark    time.Time     `json:"watermark,omitzero"`
+	Elapsed      time.Duration `json:"elapsed_ns"`
+	EventsPerSec float64       `json:"events_per_sec"`
 	// Errors are anomalies the engine could not decide (they would have been retried live).
 	Errors []string `json:"errors,omitempty"`
 }
@@ -278,6 +281,7 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 	r.tl.Stats.EventsPerSec = float64(r.tl.Stats.Events) / max(r.tl.Stats.Elapsed.Seconds(), 1e-9)
 	r.tl.Stats.Late = r.det.LateEvents()
 	r.tl.Stats.Invalid = r.det.InvalidEvents()
+	r.tl.Stats.OverLimit = r.det.OverLimitEvents()
 	r.tl.Stats.Watermark = r.det.Watermark()
 	report(true)
 	r.finish()

@@ -1,0 +1,66 @@
+package pipeline_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/natstest"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// TestDroppedEventsAreCounted: the events the detector does not detect on are on /metrics, by
+// reason, so an operator sees a late producer or a series explosion without reading logs.
+func TestDroppedEventsAreCounted(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	cfg := config.Default()
+	cfg.Detect.MaxSeries = 2
+	reg := prometheus.NewRegistry()
+	p := startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: testLogger(t)})
+	t.Cleanup(p.Stop)
+	h := &harness{t: t, nc: nc, js: js, p: p, cfg: cfg}
+	start := eventStart()
+	lat := 10.0
+	event := func(at time.Duration, comp string) schemas.TelemetryEvent {
+		return schemas.TelemetryEvent{ID: uuid.NewString(), TS: start.Add(at), Service: "checkout", Component: comp,
+			Version: "1.0", LatencyMS: &lat}
+	}
+	var evs []schemas.TelemetryEvent
+	for i := range 20 {
+		evs = append(evs, event(time.Duration(i)*time.Second, "tax-calc"), event(time.Duration(i)*time.Second, "cart"))
+	}
+	evs = append(evs,
+		event(20*time.Second, "search"), event(20*time.Second, "search"), // a third component: over the limit
+		event(time.Second, "tax-calc")) // its bucket closed long ago: late
+	h.publishJS(evs)
+	h.idle()
+	want := map[string]float64{"late": 1, "invalid": 0, "series_limit": 2}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mfs, err := reg.Gather()
+		if err != nil {
+			return err
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() != "scalpel_detect_dropped_events_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" {
+						got[l.GetValue()] = m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("scalpel_detect_dropped_events_total = %v, want %v", got, want)
+		}
+		return nil
+	})
+}
