@@ -188,6 +188,10 @@ replayed so far.`,
 			if errors.Is(runErr, replay.ErrNoInput) {
 				fmt.Fprintln(stderr, "warning:", runErr)
 			}
+			if st := tl.Stats; st.Late+st.Invalid+st.OverLimit > 0 {
+				fmt.Fprintf(stderr, "note: the detector did not detect on %d late event(s) (their bucket had closed), %d invalid and %d beyond detect.max_series\n",
+					st.Late, st.Invalid, st.OverLimit)
+			}
 			if reportPath != "" {
 				f, err := os.Create(reportPath)
 				if err != nil {

@@ -300,6 +300,25 @@ func TestReplayReproducesLiveIncident(t *testing.T) {
 		}
 	})
 
+	t.Run("series limit", func(t *testing.T) {
+		cfg := rec.cfg
+		cfg.Detect.MaxSeries = 1 // the first series the range starts; the others' events are counted
+		ltl, err := replay.Run(ctx, open(), replay.Options{Config: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ltl.Stats.OverLimit == 0 || ltl.Stats.OverLimit >= uint64(ltl.Stats.Events) {
+			t.Fatalf("series_limit_events = %d of %d events, want some but not all", ltl.Stats.OverLimit, ltl.Stats.Events)
+		}
+		var b bytes.Buffer
+		if err := replay.WriteReport(&b, ltl, replay.ReportOptions{ConfigNote: "max_series 1"}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), "would have exceeded max_series") {
+			t.Error("the report does not say events went undetected for max_series")
+		}
+	})
+
 	t.Run("report", func(t *testing.T) {
 		var b bytes.Buffer
 		if err := replay.WriteReport(&b, tl, replay.ReportOptions{ConfigNote: "defaults"}); err != nil {
