@@ -56,15 +56,7 @@ func TestMaxSeries(t *testing.T) {
 	}
 
 	// Snapshot and restore keep the count, as they keep the late and invalid ones.
-	snap, err := d.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Restore(cfg, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := r.OverLimitEvents(); got != 5 {
+	if got := roundTrip(t, cfg, d).OverLimitEvents(); got != 5 {
 		t.Fatalf("restored OverLimitEvents = %d, want 5", got)
 	}
 
@@ -88,12 +80,13 @@ func TestMaxSeries(t *testing.T) {
 	if got := d.SeriesCount(); got != 3 || d.OverLimitEvents() != 5 {
 		t.Fatalf("SeriesCount = %d, OverLimitEvents = %d after eviction, want c taken (3, 5)", got, d.OverLimitEvents())
 	}
-	// The state after the eviction snapshots and restores: no series points at a dropped line.
-	snap, err = d.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Restore(cfg, snap); err != nil {
-		t.Fatalf("restore after eviction: %v", err)
+	// The state after the eviction snapshots and restores (no series points at a dropped line),
+	// and the restored detector goes on as the original does.
+	r := roundTrip(t, cfg, d)
+	for _, det := range []*Detector{d, r} {
+		det.Observe(at(idle+2, "e", ""))
+		if got := det.SeriesCount(); got != 3 || det.OverLimitEvents() != 6 {
+			t.Fatalf("SeriesCount = %d, OverLimitEvents = %d, want e refused (3, 6)", got, det.OverLimitEvents())
+		}
 	}
 }
