@@ -2,6 +2,9 @@ package pipeline_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +18,8 @@ import (
 )
 
 // TestDroppedEventsAreCounted: the events the detector does not detect on are on /metrics, by
-// reason, so an operator sees a late producer or a series explosion without reading logs.
+// reason, so an operator sees a late producer or a series explosion without reading logs; and
+// the README's table of metrics names every metric the pipeline exposes.
 func TestDroppedEventsAreCounted(t *testing.T) {
 	_, nc, js := natstest.Connect(t)
 	cfg := config.Default()
@@ -63,4 +67,23 @@ func TestDroppedEventsAreCounted(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The README's metrics table names every metric serve exposes.
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if strings.HasPrefix(name, "scalpel_detect_checkpoint") {
+			name = "scalpel_detect_checkpoint_*"
+		}
+		if !strings.Contains(string(readme), "`"+name+"`") && !strings.Contains(string(readme), "`"+name+"{") {
+			t.Errorf("README's metrics table does not name %s", mf.GetName())
+		}
+	}
 }
