@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -248,13 +249,47 @@ func (e *Engine) Incidents() []Incident {
 }
 
 // prune forgets incidents quiet for twice the quiet period: they can no longer absorb anomalies.
+// With each goes what the engine kept to answer later messages about it (forget).
 func (e *Engine) prune(now time.Time) {
 	limit := 2 * time.Duration(e.cfg.IncidentQuietPeriod)
+	var gone []*Incident
 	for k, inc := range e.incidents {
 		if now.Sub(inc.LastSeen) > limit && inc.settled() {
 			delete(e.incidents, k)
+			gone = append(gone, inc)
 		}
 	}
+	e.forget(gone...)
+}
+
+// forget drops what the engine kept about incidents it no longer holds, settled ones: which of
+// their anomalies were handled, the incident of each of their decisions, and the decision of
+// each of their commands. These grew with every anomaly and decision for as long as the process
+// ran, where a takeover's rebuild holds only the streams' retention. A firing anomaly
+// redelivered after this is decided again, as a takeover decides one delivered past the ack
+// floor it rebuilt to; its incident has been settled and quiet for the quiet period by then. An
+// approval of one of their decisions is then of an unknown decision (logged and dropped, as one
+// no longer pending was), and an ack of one of their commands of an unknown command (changing
+// nothing, as before: a settled incident has no step in progress).
+func (e *Engine) forget(incs ...*Incident) {
+	if len(incs) == 0 {
+		return
+	}
+	decisions := map[string]bool{}
+	for _, inc := range incs {
+		for _, id := range inc.AnomalyIDs {
+			for _, status := range [...]string{"", schemas.AnomalyFiring, schemas.AnomalyResolved} {
+				delete(e.seen, id+"\x1f"+status)
+			}
+		}
+		for _, id := range inc.DecisionIDs {
+			if e.byDecision[id] == inc {
+				delete(e.byDecision, id)
+				decisions[id] = true
+			}
+		}
+	}
+	maps.DeleteFunc(e.commands, func(_, decision string) bool { return decisions[decision] })
 }
 
 // attribute finds the manifest, component, granularity, rollback window, the deploy behind the
@@ -451,6 +486,9 @@ func (e *Engine) group(ctx context.Context, c *Case) error {
 	inc := e.incidents[mk]
 	reopen := false
 	if inc != nil && a.TSDetected.Sub(inc.LastSeen) > time.Duration(e.cfg.IncidentQuietPeriod) {
+		if inc.settled() { // the reopened incident replaces it: nothing of it is pending
+			e.forget(inc)
+		}
 		inc, reopen = nil, true
 	}
 	if inc != nil && inc.persists(a, time.Duration(e.cfg.VerifySettle)) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -683,6 +684,57 @@ func TestDeployArrivalOrderDecidesTheSame(t *testing.T) {
 			rb, _ := json.Marshal(ref)
 			if string(b) != string(rb) {
 				t.Errorf("decisions differ with the deploy first:\n%s\n%s", rb, b)
+			}
+		})
+	}
+}
+
+// TestEngineForgetsPrunedIncidents: a month of daily incidents, each decided and settled, leaves
+// the engine holding what the last few need, not every anomaly and decision it ever handled:
+// whether the next day's incident reopens the same key (the old one is replaced) or another
+// key's (the old one is pruned).
+func TestEngineForgetsPrunedIncidents(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		comp func(day int) string
+	}{
+		{"reopened", func(int) string { return "search" }},
+		{"pruned", func(day int) string { return [2]string{"search", "cart"}[day%2] }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := New(DefaultConfig(), NewStaticCatalog(testManifest()))
+			for _, d := range []*schemas.DeployEvent{d0, d1} {
+				if _, err := e.HandleDeploy(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			held := func(day int) [3]int {
+				at := time.Duration(day)*24*time.Hour + 3*time.Hour
+				firing := anomaly(fmt.Sprintf("own-%d", day), tt.comp(day), "1.0", at, func(a *schemas.Anomaly) {
+					a.BaselineVersion = schemas.BaselineOwnProfile + " (1h)"
+				})
+				if ds, err := e.HandleAnomaly(ctx, firing); err != nil || len(ds) != 1 {
+					t.Fatalf("day %d: %v %v", day, ds, err)
+				}
+				resolved := *firing
+				resolved.Status, resolved.ResolvedAt = schemas.AnomalyResolved, ptr(firing.TSDetected.Add(5*time.Minute))
+				if _, err := e.HandleAnomaly(ctx, &resolved); err != nil {
+					t.Fatalf("day %d resolved: %v", day, err)
+				}
+				// Redelivered the same day, it is still known.
+				if ds, err := e.HandleAnomaly(ctx, firing); err != nil || len(ds) != 0 {
+					t.Fatalf("day %d: redelivered anomaly decided again: %v %v", day, ds, err)
+				}
+				return [3]int{len(e.seen), len(e.byDecision), len(e.incidents)}
+			}
+			first := held(0)
+			var last [3]int
+			for day := 1; day <= 30; day++ {
+				last = held(day)
+			}
+			if last[0] > first[0]+2 || last[1] > first[1]+1 || last[2] > first[2]+1 {
+				t.Fatalf("after 30 days the engine holds %v anomalies seen, decisions and incidents; after the first, %v", last, first)
 			}
 		})
 	}
