@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/scalpel-dev/scalpel/detect"
 	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -89,13 +91,30 @@ func (s *DetectStage) SeriesCount() int {
 	return s.det.SeriesCount()
 }
 
-// Dropped reports the events the detector did not detect on, by reason: late (their bucket had
-// closed), invalid (no service, component, version or time) and series_limit (their series would
-// have exceeded max_series). Each counts from the checkpoint the detector was restored from.
-func (s *DetectStage) Dropped() (late, invalid, seriesLimit uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.det.LateEvents(), s.det.InvalidEvents(), s.det.OverLimitEvents()
+// droppedCollector exports scalpel_detect_dropped_events_total: the events the detector did not
+// detect on, by reason, read under one lock per scrape. The counts are the detector's own, which
+// its checkpoint keeps, so they carry on across a restart.
+type droppedCollector struct {
+	stage *DetectStage
+	desc  *prometheus.Desc
+}
+
+func newDroppedCollector(stage *DetectStage) droppedCollector {
+	return droppedCollector{stage: stage, desc: prometheus.NewDesc("scalpel_detect_dropped_events_total",
+		"Telemetry events the detector did not detect on, by reason: late (their bucket had closed), invalid (no service, component, version or time), series_limit (their series would have exceeded max_series).",
+		[]string{"reason"}, nil)}
+}
+
+func (c droppedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c droppedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.stage.mu.Lock()
+	det := c.stage.det
+	counts := [...]uint64{det.LateEvents(), det.InvalidEvents(), det.OverLimitEvents()}
+	c.stage.mu.Unlock()
+	for i, reason := range [...]string{"late", "invalid", "series_limit"} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(counts[i]), reason)
+	}
 }
 
 // restore feeds events the detector had already accounted before a restart and discards what they

@@ -115,16 +115,8 @@ func New(o Options) (*Pipeline, error) {
 	p.detect.afterBatch = p.AdvanceDecide
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
 		func() float64 { return float64(p.detect.SeriesCount()) })
-	dropped := func(reason string, pick func(late, invalid, limit uint64) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "scalpel_detect_dropped_events_total",
-			Help:        "Telemetry events the detector did not detect on, by reason: late (their bucket had closed), invalid, series_limit (max_series).",
-			ConstLabels: prometheus.Labels{"reason": reason}},
-			func() float64 { return float64(pick(p.detect.Dropped())) })
-	}
 	collectors := []prometheus.Collector{p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr,
-		dropped("late", func(l, _, _ uint64) uint64 { return l }),
-		dropped("invalid", func(_, i, _ uint64) uint64 { return i }),
-		dropped("series_limit", func(_, _, m uint64) uint64 { return m })}
+		newDroppedCollector(p.detect)}
 	for _, c := range append(collectors, p.m.ckpt.collectors()...) {
 		if err := o.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("pipeline: register metrics: %w", err)
