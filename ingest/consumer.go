@@ -267,7 +267,7 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 		lag:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "scalpel_ingest_lag", Help: "Messages in the stream not yet delivered to the ingest consumer, as of the last delivery."}),
 		handle:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scalpel_ingest_batch_seconds", Help: "Time to decode, hand over and acknowledge one batch.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}),
 		retries:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_retries_total", Help: "Batches retried after a handler error or a failed reject."}),
-		skipped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_skipped_total", Help: "Messages acknowledged without handling because the next stage restored them from a checkpoint (SkipThrough)."}),
+		skipped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_skipped_total", Help: "Messages acknowledged without handling because they were handled already: the next stage restored them from a checkpoint (SkipThrough), or they were caught up on in order after an instance stopped without acknowledging them."}),
 	}
 	if c.reg != nil {
 		for _, col := range []prometheus.Collector{c.m.events, c.m.messages, c.m.batches, c.m.lag, c.m.handle, c.m.retries, c.m.skipped} {
@@ -297,6 +297,10 @@ func (c *Consumer) Config() Config { return c.cfg }
 
 // Start creates or updates the durable consumer and starts consuming. Cancelling ctx stops the
 // consumer as Stop does.
+//
+// Before it consumes, it hands over the messages an earlier instance was delivered and never
+// acknowledged (see catchUp). So no other instance may be consuming the durable meanwhile: one
+// would get its messages handled twice.
 func (c *Consumer) Start(ctx context.Context) error {
 	if c.ctx != nil {
 		return errors.New("ingest: consumer already started")
@@ -321,6 +325,10 @@ func (c *Consumer) Start(ctx context.Context) error {
 		return fmt.Errorf("ingest: create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if err := c.catchUp(cctx, cons); err != nil {
+		c.cancel()
+		return fmt.Errorf("ingest: %s: %w", c.cfg.Durable, err)
+	}
 	var fctx context.Context
 	fctx, c.flusherCancel = context.WithCancel(c.ctx)
 	cc, err := cons.Consume(c.onMsg,
@@ -405,6 +413,76 @@ func (c *Consumer) shutdown(drain bool) {
 	})
 }
 
+// catchUp hands over, in stream order, the messages the durable delivered to an instance that
+// stopped without acknowledging them (it crashed, or another process takes its place): those
+// after the ack floor, up to the last delivered, and after SkipThrough's sequence. The server
+// would redeliver them only after AckWait, behind the newer messages this consumer is about to
+// receive, and a stateful handler would then get them late (the detector drops an event whose
+// bucket has closed). They are read with an ordered consumer instead, handled as the durable's
+// messages are (rejects stored with the same ids), and not acknowledged; SkipThrough then covers
+// them, so their redeliveries are acknowledged unhandled.
+func (c *Consumer) catchUp(ctx context.Context, cons jetstream.Consumer) error {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read consumer info: %w", err)
+	}
+	from, through := max(info.AckFloor.Stream, c.skip.Load())+1, info.Delivered.Stream
+	if info.NumAckPending == 0 || through < from {
+		return nil
+	}
+	began := time.Now()
+	oc, err := c.js.OrderedConsumer(ctx, c.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{c.cfg.FilterSubject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		return fmt.Errorf("catch up on unacknowledged messages: %w", err)
+	}
+	it, err := oc.Messages(jetstream.PullMaxMessages(c.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("catch up on unacknowledged messages: %w", err)
+	}
+	defer it.Stop()
+	var (
+		batch []jetstream.Msg
+		n     int
+	)
+	for {
+		m, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
+		if err != nil {
+			// Nothing more within the wait: the last delivered message is gone from the stream.
+			c.log.Warn("catch up: stopped early", "handled", n, "through", through, "err", err)
+			break
+		}
+		seq, ok := streamSeq(m.Reply())
+		if !ok || seq > through {
+			break
+		}
+		batch = append(batch, m)
+		if len(batch) == c.cfg.BatchSize || seq == through {
+			if !c.handle(batch, false) {
+				return errors.New("catch up on unacknowledged messages: stopped")
+			}
+			n += len(batch)
+			batch = batch[:0]
+		}
+		if seq == through {
+			break
+		}
+	}
+	if len(batch) > 0 {
+		if !c.handle(batch, false) {
+			return errors.New("catch up on unacknowledged messages: stopped")
+		}
+		n += len(batch)
+	}
+	c.skip.Store(max(c.skip.Load(), through))
+	c.log.Info("caught up on messages delivered but never acknowledged", "messages", n, "from", from, "through", through,
+		"took", time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
 // onMsg runs on the consume goroutine for every delivered message.
 func (c *Consumer) onMsg(msg jetstream.Msg) {
 	c.mu.Lock()
@@ -477,15 +555,16 @@ func (c *Consumer) stopFlusher() {
 func (c *Consumer) worker() {
 	defer close(c.workerDone)
 	for batch := range c.work {
-		if c.stopped.Load() || !c.handle(batch) {
+		if c.stopped.Load() || !c.handle(batch, true) {
 			c.abandoned = append(c.abandoned, batch...)
 		}
 	}
 }
 
-// handle decodes the batch, stores rejects, hands the events over and acknowledges. It returns
-// false when the consumer stopped before the batch was acknowledged.
-func (c *Consumer) handle(batch []jetstream.Msg) bool {
+// handle decodes the batch, stores rejects, hands the events over and, for the durable's own
+// messages (own), acknowledges. It returns false when the consumer stopped before the batch was
+// acknowledged.
+func (c *Consumer) handle(batch []jetstream.Msg, own bool) bool {
 	start := time.Now()
 	c.events = c.events[:0]
 	skip := c.skip.Load()
@@ -506,10 +585,13 @@ func (c *Consumer) handle(batch []jetstream.Msg) bool {
 			}
 			c.log.Debug("reject", "subject", msg.Subject(), "class", re.Class, "reason", re.Reason)
 			rm := reject.FromJetStream(msg)
-			if !c.retry(batch, "reject", func(ctx context.Context) error {
+			if !c.retry(batch, own, "reject", func(ctx context.Context) error {
 				return c.rejecter.Reject(ctx, StageName, rm, re.Class, re.Reason)
 			}) {
 				return false
+			}
+			if !own {
+				continue
 			}
 			// Stored in REJECTED: never redeliver it. The reason shows in the server's advisory too.
 			if err := msg.TermWithReason(re.Class); err != nil {
@@ -518,7 +600,7 @@ func (c *Consumer) handle(batch []jetstream.Msg) bool {
 		}
 	}
 	if len(c.events) > 0 {
-		if !c.retry(batch, "handler", func(ctx context.Context) error {
+		if !c.retry(batch, own, "handler", func(ctx context.Context) error {
 			if last > 0 {
 				ctx = context.WithValue(ctx, batchSeqKey{}, last)
 			}
@@ -531,6 +613,9 @@ func (c *Consumer) handle(batch []jetstream.Msg) bool {
 	// which is cheaper than remembering which they were.
 	var ackErr error
 	for _, msg := range batch {
+		if !own {
+			break
+		}
 		if err := msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) && ackErr == nil {
 			ackErr = err
 		}
@@ -549,9 +634,9 @@ func (c *Consumer) handle(batch []jetstream.Msg) bool {
 	return true
 }
 
-// retry runs fn until it succeeds, backing off and keeping the batch's ack deadline alive, or until
-// the consumer is stopped (false).
-func (c *Consumer) retry(batch []jetstream.Msg, what string, fn func(ctx context.Context) error) bool {
+// retry runs fn until it succeeds, backing off and keeping the ack deadline of the durable's own
+// batch alive, or until the consumer is stopped (false).
+func (c *Consumer) retry(batch []jetstream.Msg, own bool, what string, fn func(ctx context.Context) error) bool {
 	delay := time.Duration(c.cfg.RetryDelay)
 	for attempt := 1; ; attempt++ {
 		err := fn(c.ctx)
@@ -565,7 +650,9 @@ func (c *Consumer) retry(batch []jetstream.Msg, what string, fn func(ctx context
 		c.m.retries.Inc()
 		c.log.Warn("batch failed; retrying", "step", what, "attempt", attempt, "delay", delay, "err", err)
 		for _, m := range batch {
-			_ = m.InProgress()
+			if own {
+				_ = m.InProgress()
+			}
 		}
 		select {
 		case <-time.After(delay):

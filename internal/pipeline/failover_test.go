@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
@@ -269,4 +270,77 @@ func (h *harness) idleDecider() {
 		durable{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
 		durable{schemas.StreamRollbacks, pipeline.DurableDecideAcks},
 		durable{schemas.StreamDecisions, pipeline.DurableDecideApprovals})
+}
+
+// metricOf returns the value of the gauge or counter name with the given labels on reg, and
+// whether reg has it.
+func metricOf(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					continue next
+				}
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue(), true
+			}
+			return m.GetCounter().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// TestCrashedProcessesBatchIsNotLate: a process crashed holding telemetry it had fetched and
+// never acknowledged. The server redelivers it only after ack_wait, behind newer telemetry, and
+// the detector would drop every one of those events as late. The next process handles them first,
+// in stream order, so none is dropped and each is handled once.
+func TestCrashedProcessesBatchIsNotLate(t *testing.T) {
+	cfg := config.Default()
+	// Longer than the process takes to start, short enough for the redeliveries to come back
+	// within the test.
+	cfg.Ingest.AckWait = schemas.Duration(5 * time.Second)
+	_, nc, js := natstest.Connect(t)
+	ctx := context.Background()
+	if err := ingest.EnsureTopology(ctx, js, cfg.Subjects(), cfg.Topology); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, nc: nc, js: js, cfg: cfg}
+	evs := sim.Checkout(3).Traffic(eventStart(), 60*time.Second)
+	h.publishJS(evs)
+	crashed, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamTelemetry, jetstream.ConsumerConfig{
+		Durable: cfg.Ingest.Durable, FilterSubject: cfg.Subjects().TelemetryAll(), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: time.Duration(cfg.Ingest.AckWait)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched, err := crashed.Fetch(500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range fetched.Messages() {
+	}
+
+	reg := prometheus.NewRegistry()
+	h.p = startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: testLogger(t)})
+	t.Cleanup(h.p.Stop)
+	h.idle()
+	if n, _ := metricOf(t, reg, "scalpel_ingest_events_total", nil); n != float64(len(evs)) {
+		t.Errorf("handled %v events, want each of the %d once", n, len(evs))
+	}
+	if n, _ := metricOf(t, reg, "scalpel_detect_dropped_events_total", map[string]string{"reason": "late"}); n != 0 {
+		t.Errorf("the detector dropped %v events as late", n)
+	}
+	if n, _ := metricOf(t, reg, "scalpel_ingest_skipped_total", nil); n != 500 {
+		t.Errorf("skipped %v redeliveries, want the 500 the crashed process held", n)
+	}
 }
