@@ -17,7 +17,7 @@ import (
 const LeaseKey = "decide.lease"
 
 // ErrLeaseHeld is returned by Acquire while another holder's lease has not expired.
-var ErrLeaseHeld = errors.New("decide lease held by another process")
+var ErrLeaseHeld = errors.New("lease held by another process")
 
 // leaseValue is the lease record. Expiry is in the value, not a per-key TTL, because the bucket may
 // not allow per-key TTLs; updates are compare-and-set on the key's revision, so two processes can
@@ -27,25 +27,30 @@ type leaseValue struct {
 	Expires time.Time `json:"expires"`
 }
 
-// Lease makes one decider active among several serve processes. The lease is about processes, not
-// events: it is the one place in decide that reads the wall clock (through now), and no decision
-// depends on it.
+// Lease makes one process active among several serve processes: the decider (LeaseKey), or the
+// consumer of one ingest durable and its detector. The lease is about processes, not events: it is
+// the one place in decide that reads the wall clock (through now), and no decision depends on it.
 type Lease struct {
 	kv     jetstream.KeyValue
+	key    string
 	holder string
 	ttl    time.Duration
 	now    func() time.Time
 	rev    uint64
 }
 
-// NewLease returns a lease over the scalpel_state bucket for a holder named hostname+pid+random.
-// ttl is how long a holder that stops renewing keeps it (renew at ttl/3).
-func NewLease(kv jetstream.KeyValue, ttl time.Duration) *Lease {
+// NewLease returns the lease under key in the scalpel_state bucket (LeaseKey for the decider) for
+// a holder named hostname+pid+random. ttl is how long a holder that stops renewing keeps it (renew
+// at ttl/3).
+func NewLease(kv jetstream.KeyValue, key string, ttl time.Duration) *Lease {
 	host, _ := os.Hostname()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	return &Lease{kv: kv, ttl: ttl, now: time.Now, holder: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))}
+	return &Lease{kv: kv, key: key, ttl: ttl, now: time.Now, holder: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))}
 }
+
+// Key is the lease's key in the bucket.
+func (l *Lease) Key() string { return l.key }
 
 // Holder names this process in the lease.
 func (l *Lease) Holder() string { return l.holder }
@@ -63,9 +68,9 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := l.kv.Get(ctx, LeaseKey)
+	e, err := l.kv.Get(ctx, l.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		rev, err := l.kv.Create(ctx, LeaseKey, val)
+		rev, err := l.kv.Create(ctx, l.key, val)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return ErrLeaseHeld
 		}
@@ -82,7 +87,7 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	if json.Unmarshal(e.Value(), &cur) == nil && cur.Holder != l.holder && l.now().Before(cur.Expires) {
 		return ErrLeaseHeld
 	}
-	rev, err := l.kv.Update(ctx, LeaseKey, val, e.Revision())
+	rev, err := l.kv.Update(ctx, l.key, val, e.Revision())
 	if err != nil {
 		return fmt.Errorf("%w (lost the race to renew: %v)", ErrLeaseHeld, err)
 	}
@@ -98,7 +103,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	if l.rev == 0 {
 		return nil
 	}
-	_, err := l.kv.Update(ctx, LeaseKey, val, l.rev)
+	_, err := l.kv.Update(ctx, l.key, val, l.rev)
 	l.rev = 0
 	return err
 }

@@ -22,7 +22,7 @@ func TestLeaseFailoverAndPublishedOnce(t *testing.T) {
 	}
 	now := t0
 	clock := func() time.Time { return now }
-	a, b := NewLease(kv, 10*time.Second), NewLease(kv, 10*time.Second)
+	a, b := NewLease(kv, LeaseKey, 10*time.Second), NewLease(kv, LeaseKey, 10*time.Second)
 	a.now, b.now = clock, clock
 	if err := a.Acquire(ctx); err != nil {
 		t.Fatal(err)

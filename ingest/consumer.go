@@ -55,8 +55,10 @@ const StageName = "ingest"
 
 // Config configures the ingest consumer. Zero fields take the defaults of DefaultConfig.
 type Config struct {
-	// Durable is the durable consumer's name; instances sharing it share the work and the position
-	// (default "scalpel-ingest").
+	// Durable is the durable consumer's name: letters, digits, '-' and '_' (default
+	// "scalpel-ingest"). It keeps the position in the stream across restarts. The detect stage is
+	// stateful, so serve processes sharing a durable do not share its work: the one that holds the
+	// durable's lease consumes, and the others stand by (see the pipeline package).
 	Durable string `json:"durable" yaml:"durable"`
 	// Stream is the stream to consume (default TELEMETRY).
 	Stream string `json:"stream" yaml:"stream"`
@@ -150,8 +152,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: ingest: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
 	}
 	switch {
-	case strings.ContainsAny(c.Durable, ". *>\t"):
-		return bad("durable %q must not contain '.', '*', '>' or spaces", c.Durable)
+	case strings.IndexFunc(c.Durable, func(r rune) bool { return !durableRune(r) }) >= 0:
+		return bad("durable %q may hold only letters, digits, '-' and '_'", c.Durable)
 	case c.BatchSize < 0 || c.BatchSize > 100_000:
 		return bad("batch_size must be 1..100000, got %d", c.BatchSize)
 	case c.MaxWait < 0:
@@ -168,6 +170,12 @@ func (c Config) Validate() error {
 		return bad("retry delays must be > 0 with max_retry_delay >= retry_delay")
 	}
 	return nil
+}
+
+// durableRune reports whether r may appear in a durable's name: what NATS allows in a consumer
+// name and a KV key both (the durable names its lease and its checkpoint).
+func durableRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }
 
 // Option configures a Consumer.
@@ -270,10 +278,12 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 		skipped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_skipped_total", Help: "Messages acknowledged without handling because they were handled already: the next stage restored them from a checkpoint (SkipThrough), or they were caught up on in order after an instance stopped without acknowledging them."}),
 	}
 	if c.reg != nil {
-		for _, col := range []prometheus.Collector{c.m.events, c.m.messages, c.m.batches, c.m.lag, c.m.handle, c.m.retries, c.m.skipped} {
-			if err := c.reg.Register(col); err != nil {
-				return nil, fmt.Errorf("ingest: register metrics: %w", err)
-			}
+		// A consumer started again on the same registry (a process that takes the durable's lease
+		// back) counts on in the metrics the first one registered.
+		err := errors.Join(register(c.reg, &c.m.events), register(c.reg, &c.m.messages), register(c.reg, &c.m.batches),
+			register(c.reg, &c.m.lag), register(c.reg, &c.m.handle), register(c.reg, &c.m.retries), register(c.reg, &c.m.skipped))
+		if err != nil {
+			return nil, fmt.Errorf("ingest: register metrics: %w", err)
 		}
 	}
 	c.batch = make([]jetstream.Msg, 0, c.cfg.BatchSize)
@@ -281,6 +291,20 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 	c.workerDone = make(chan struct{})
 	c.flusherEnd = make(chan struct{})
 	return c, nil
+}
+
+// register registers *col on reg, or points *col at the collector of the same description that is
+// registered there already.
+func register[C prometheus.Collector](reg prometheus.Registerer, col *C) error {
+	err := reg.Register(*col)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			*col = existing
+			return nil
+		}
+	}
+	return err
 }
 
 // SkipThrough makes the consumer acknowledge, without decoding or handling, every message whose
@@ -300,7 +324,7 @@ func (c *Consumer) Config() Config { return c.cfg }
 //
 // Before it consumes, it hands over the messages an earlier instance was delivered and never
 // acknowledged (see catchUp). So no other instance may be consuming the durable meanwhile: one
-// would get its messages handled twice.
+// would get its messages handled twice. The pipeline runs one consumer per durable (a lease).
 func (c *Consumer) Start(ctx context.Context) error {
 	if c.ctx != nil {
 		return errors.New("ingest: consumer already started")

@@ -44,6 +44,10 @@ under ./data) listening on 127.0.0.1:4222, so services, the nats CLI and other s
 connect; creates every stream, KV bucket and object store it needs (idempotently); and runs all
 stages. With --nats-url it uses an existing NATS server or cluster instead.
 
+Several serve processes may share one server: one consumes the telemetry, detects and decides,
+the others stand by and take over within decide.lease_ttl if it dies (scalpel_stage_active on
+/metrics says which is active). Every process carries out rollback commands.
+
 HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics (Prometheus).
 SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exits.`,
 		Example: `  scalpel serve

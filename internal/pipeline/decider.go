@@ -37,67 +37,6 @@ func (p *Pipeline) dec() *deciderState {
 	return v.(*deciderState)
 }
 
-// startDecide runs the decide stage as a single active instance: the process holding the lease in
-// scalpel_state consumes deploys, anomalies, acks, approvals and actuation failures; the others
-// wait and take over when the lease lapses, rebuilding the engine from the streams first.
-func (p *Pipeline) startDecide(ctx context.Context) error {
-	stateKV, err := p.js.KeyValue(ctx, schemas.BucketState)
-	if err != nil {
-		return fmt.Errorf("decide: open %s: %w", schemas.BucketState, err)
-	}
-	p.dec().state = stateKV
-	lease := decide.NewLease(stateKV, p.cfg.Decide.LeaseDuration())
-	leading := false
-	if err := lease.Acquire(ctx); err == nil {
-		if err := p.lead(ctx); err != nil {
-			return err
-		}
-		leading = true
-	} else if !errors.Is(err, decide.ErrLeaseHeld) {
-		return fmt.Errorf("decide: %w", err)
-	} else {
-		p.log.Info("decide: standing by, another process holds the lease", "stage", "decide")
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(lease.TTL() / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			err := lease.Acquire(p.ctx)
-			switch {
-			case err == nil && !leading:
-				p.log.Info("decide: lease acquired, taking over", "stage", "decide", "holder", lease.Holder())
-				if err := p.lead(p.ctx); err != nil {
-					p.log.Error("decide: take over failed", "stage", "decide", "err", err)
-					p.unlead()
-					continue
-				}
-				leading = true
-			case err != nil && leading:
-				p.log.Warn("decide: lease lost, standing by", "stage", "decide", "err", err)
-				p.unlead()
-				leading = false
-			}
-		}
-	}()
-	p.stops = append(p.stops, func() {
-		close(done)
-		wg.Wait()
-		p.unlead()
-		_ = lease.Release(context.Background())
-		deciders.Delete(p)
-	})
-	return nil
-}
-
 // lead rebuilds the engine and starts the consumers of the active decider.
 func (p *Pipeline) lead(ctx context.Context) error {
 	p.decideMu.Lock()

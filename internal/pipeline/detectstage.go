@@ -128,12 +128,13 @@ func (s *DetectStage) restore(events []schemas.TelemetryEvent) {
 	s.det.Advance(s.det.Watermark())
 }
 
-// reset replaces the detector (one restored from a checkpoint) and says how far in the stream it
-// reaches.
+// reset replaces the detector (a fresh one, or one restored from a checkpoint) and says how far in
+// the stream it reaches. Anomalies of a batch that failed go with the detector that made them.
 func (s *DetectStage) reset(det *detect.Detector, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.det, s.seq = det, seq
+	s.unsent, s.unsentSeq, s.failed = nil, 0, false
 }
 
 // setSeq records how far in the stream the detector reaches after a restore replayed telemetry.

@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -298,6 +299,79 @@ func metricOf(t *testing.T, reg *prometheus.Registry, name string, labels map[st
 		}
 	}
 	return 0, false
+}
+
+// TestStandbyTakesOverIngest runs two processes on one server. Only the first consumes the
+// telemetry: the detector is stateful, and a standby that took every other message, as two
+// consumers of one durable do, would leave both detectors with half of every series. When the
+// first stops, the second takes the ingest lease, restores the detector from the first one's
+// checkpoint and consumes on; its detector then holds exactly the state of one detector that saw
+// the whole stream.
+func TestStandbyTakesOverIngest(t *testing.T) {
+	cfg := checkpointConfig(time.Hour) // checkpoints only when a process stops
+	cfg.Decide.LeaseTTL = schemas.Duration(2 * time.Second)
+	_, nc, js := natstest.Connect(t)
+	reg1, reg2 := prometheus.NewRegistry(), prometheus.NewRegistry()
+	p1 := startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg1, Logger: testLogger(t).With("process", "first")})
+	p2 := startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg2, Logger: testLogger(t).With("process", "second")})
+	t.Cleanup(p1.Stop)
+	t.Cleanup(p2.Stop)
+	applyCheckout(t, p1)
+	h := &harness{t: t, nc: nc, js: js, p: p1, cfg: cfg}
+	active := func(reg *prometheus.Registry, stage string) float64 {
+		v, _ := metricOf(t, reg, "scalpel_stage_active", map[string]string{"stage": stage})
+		return v
+	}
+	if active(reg1, "ingest") != 1 || active(reg1, "decide") != 1 || active(reg2, "ingest") != 0 || active(reg2, "decide") != 0 {
+		t.Fatalf("scalpel_stage_active: first %v/%v, second %v/%v; want the first to ingest and decide",
+			active(reg1, "ingest"), active(reg1, "decide"), active(reg2, "ingest"), active(reg2, "decide"))
+	}
+
+	svc := sim.Checkout(11)
+	t0 := eventStart()
+	deploy := sim.CheckoutDeploy("d-1.0", t0, "1.0")
+	first := svc.Traffic(t0, 60*time.Second)
+	h.publishDeploy(deploy)
+	h.publishJS(first)
+	h.idle()
+	if n, _ := metricOf(t, reg1, "scalpel_ingest_events_total", nil); n != float64(len(first)) {
+		t.Fatalf("the active process handled %v of %d events", n, len(first))
+	}
+	if n, ok := metricOf(t, reg2, "scalpel_ingest_events_total", nil); ok {
+		t.Fatalf("the standby handled %v events", n)
+	}
+
+	p1.Stop()
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if active(reg2, "ingest") != 1 || active(reg2, "decide") != 1 {
+			return fmt.Errorf("the second process has not taken over")
+		}
+		return nil
+	})
+	h.p = p2
+	second := svc.Traffic(t0.Add(60*time.Second), 60*time.Second)
+	h.publishJS(second)
+	h.idle()
+	if n, _ := metricOf(t, reg2, "scalpel_ingest_events_total", nil); n != float64(len(second)) {
+		t.Fatalf("the process that took over handled %v of %d events", n, len(second))
+	}
+	p2.Stop()
+	got, _ := readCheckpoint(t, js)
+
+	// One process that sees it all.
+	_, nc3, js3 := natstest.Connect(t)
+	p3 := startPipeline(t, cfg, js3)
+	t.Cleanup(p3.Stop)
+	applyCheckout(t, p3)
+	h3 := &harness{t: t, nc: nc3, js: js3, p: p3, cfg: cfg}
+	h3.publishDeploy(deploy)
+	h3.publishJS(append(first, second...))
+	h3.idle()
+	p3.Stop()
+	want, _ := readCheckpoint(t, js3)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the detector after the takeover differs from one that saw the whole stream (%d vs %d bytes)", len(got), len(want))
+	}
 }
 
 // TestCrashedProcessesBatchIsNotLate: a process crashed holding telemetry it had fetched and

@@ -48,6 +48,8 @@ type Pipeline struct {
 	// again.
 	ckpt       *checkpointer
 	detectSkip uint64
+	// ingest is the running ingest consumer: nil while another process holds the durable's lease.
+	ingest *ingest.Consumer
 
 	decideMu sync.Mutex
 
@@ -66,6 +68,7 @@ type Pipeline struct {
 }
 
 type metrics struct {
+	active     *prometheus.GaugeVec
 	anomalies  prometheus.Counter
 	decisions  *prometheus.CounterVec
 	commands   *prometheus.CounterVec
@@ -104,6 +107,9 @@ func New(o Options) (*Pipeline, error) {
 		reg:  o.Registry,
 	}
 	p.m = metrics{
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scalpel_stage_active",
+			Help: "1 while this process is the active one of a stage (it holds the stage's lease), 0 while it stands by: ingest (the durable's consumer and the detector) and decide."},
+			[]string{"stage"}),
 		anomalies: prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_anomalies_total", Help: "Anomalies detect published."}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_decisions_total", Help: "Decisions decide published, by action."}, []string{"action"}),
 		commands:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_commands_total", Help: "Rollback commands actuated, by actuator set outcome."}, []string{"outcome"}),
@@ -111,11 +117,14 @@ func New(o Options) (*Pipeline, error) {
 			[]string{"class"}),
 		ckpt: newCheckpointMetrics(),
 	}
+	for _, stage := range []string{"ingest", "decide"} {
+		p.m.active.WithLabelValues(stage) // 0 until this process takes the stage's lease
+	}
 	p.detect = NewDetectStage(NewDetector(o.Config, o.Logger), p.publishAnomalies)
 	p.detect.afterBatch = p.AdvanceDecide
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
 		func() float64 { return float64(p.detect.SeriesCount()) })
-	collectors := []prometheus.Collector{p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr,
+	collectors := []prometheus.Collector{p.m.active, p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr,
 		newDroppedCollector(p.detect)}
 	for _, c := range append(collectors, p.m.ckpt.collectors()...) {
 		if err := o.Registry.Register(c); err != nil {
@@ -167,10 +176,7 @@ func (p *Pipeline) start(ctx context.Context) error {
 	if err := p.startActuate(ctx); err != nil {
 		return err
 	}
-	if err := p.startDecide(ctx); err != nil {
-		return err
-	}
-	return p.startIngest(ctx)
+	return p.startActive(ctx)
 }
 
 // Stop drains every stage, upstream first, so in-flight work finishes and is acked before exit.
@@ -187,31 +193,60 @@ func (p *Pipeline) Stop() {
 
 // ---- ingest → detect ----
 
+// startIngest gives the stage a fresh detector, restores it (see restoreDetector) and starts the
+// ingest consumer. It runs when this process takes the ingest durable's lease: at start, or when
+// it takes over from another process.
 func (p *Pipeline) startIngest(ctx context.Context) error {
+	// A process that held the lease before holds a detector as it stopped, which the telemetry
+	// handled since has outdated.
+	p.detect.reset(NewDetector(p.cfg, p.log), 0)
+	p.detect.ckpt, p.ckpt, p.detectSkip = nil, nil, 0
 	if err := p.restoreDetector(ctx); err != nil {
 		return err
 	}
-	rej := p.rejecter
 	c, err := ingest.NewConsumer(p.js, p.subj, p.cfg.Ingest, p.detect,
-		ingest.WithLogger(p.log), ingest.WithRejecter(rej), ingest.WithRegisterer(p.reg))
+		ingest.WithLogger(p.log), ingest.WithRejecter(p.rejecter), ingest.WithRegisterer(p.reg))
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	c.SkipThrough(p.detectSkip)
 	p.detect.ckpt = p.ckpt
-	// The consumer lives until Stop, not until the start-up context ends.
+	// The consumer lives until Stop or until the lease is lost, not until the start-up context
+	// ends.
 	if err := c.Start(p.ctx); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
-	p.stops = append(p.stops, func() {
-		c.Drain()
-		<-c.Done()
-		// Every fetched message is handled and acknowledged: checkpoint the state it left.
-		if p.ckpt != nil {
-			p.ckpt.final(context.WithoutCancel(p.ctx), p.detect)
-		}
-	})
+	p.ingest = c
 	return nil
+}
+
+// stopIngest stops the ingest consumer. With drain (Stop), every fetched message is handled and
+// acknowledged and the state it left is checkpointed, for whoever consumes next. Without (the
+// lease was lost, so another process may be consuming already), fetched messages are handed back
+// unhandled and no checkpoint is written over the new holder's.
+func (p *Pipeline) stopIngest(drain bool) {
+	c := p.ingest
+	if c == nil {
+		return
+	}
+	p.ingest = nil
+	if drain {
+		c.Drain()
+	} else {
+		c.Stop()
+	}
+	<-c.Done()
+	if p.ckpt == nil {
+		return
+	}
+	if drain {
+		p.ckpt.final(context.WithoutCancel(p.ctx), p.detect)
+	} else {
+		p.ckpt.wg.Wait() // a put in flight finishes before anything else touches the store
+	}
+	p.detect.mu.Lock()
+	p.detect.ckpt = nil
+	p.detect.mu.Unlock()
 }
 
 // publishAnomalies publishes anomalies and waits until the stream has stored them all.

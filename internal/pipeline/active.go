@@ -1,0 +1,191 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// IngestLeaseKey is the scalpel_state key of the lease on an ingest durable: the process that
+// holds it consumes the durable and runs the detector on what it delivers.
+func IngestLeaseKey(durable string) string { return "ingest.lease." + durable }
+
+// leases are the leases of the stages that run as one active instance among the serve
+// processes sharing a server, and whether this process holds them. Only the loop of startActive
+// and, after it ends, Stop touch them.
+type leases struct {
+	ingest, decide      *decide.Lease
+	ingesting, deciding bool
+	// unreachable is set while a standby cannot reach the ingest lease (logged once per outage).
+	unreachable bool
+}
+
+// startActive runs ingest, detect and decide as single active instances.
+//
+// The detector is stateful: every series must see all of its events, in order. So serve processes
+// sharing an ingest durable do not share its messages, as stateless consumers would; the one that
+// holds the durable's lease (IngestLeaseKey in scalpel_state) consumes it, and the others stand
+// by. One process at a time also decides (decide.LeaseKey), and it is one that ingests: decide's
+// verify periods and approval timeouts run on its detector's watermark. A process that takes a
+// lease over restores the detector from the last checkpoint and the telemetry acknowledged since
+// (restoreDetector), or rebuilds the decide engine from the streams (lead), before it consumes.
+// Each lease is renewed every third of decide.lease_ttl; a process that dies is replaced within
+// the TTL, one that stops releases its leases when it has drained.
+func (p *Pipeline) startActive(ctx context.Context) error {
+	stateKV, err := p.js.KeyValue(ctx, schemas.BucketState)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", schemas.BucketState, err)
+	}
+	p.dec().state = stateKV
+	ttl := p.cfg.Decide.LeaseDuration()
+	_, durable, _ := consumerOf(p.cfg)
+	l := &leases{ingest: decide.NewLease(stateKV, IngestLeaseKey(durable), ttl), decide: decide.NewLease(stateKV, decide.LeaseKey, ttl)}
+	if err := p.stepActive(ctx, l, true); err != nil {
+		p.stopActive(l)
+		return err
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			_ = p.stepActive(p.ctx, l, false) // after start, failures are logged and retried
+		}
+	}()
+	p.stops = append(p.stops, func() {
+		close(done)
+		wg.Wait()
+		p.stopActive(l)
+		deciders.Delete(p)
+	})
+	return nil
+}
+
+// stepActive takes, renews or gives up the leases. At start (first) a failure to reach the
+// bucket or to start a stage is returned; later it is logged, and the next step tries again.
+func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error {
+	err := l.ingest.Acquire(ctx)
+	if l.unreachable && (err == nil || errors.Is(err, decide.ErrLeaseHeld)) {
+		l.unreachable = false
+		p.log.Info("ingest: lease reachable again", "stage", "ingest", "lease", l.ingest.Key())
+	}
+	switch {
+	case err == nil:
+	case l.ingesting:
+		p.log.Warn("ingest: lease lost, standing by", "stage", "ingest", "lease", l.ingest.Key(), "err", err)
+		p.standBy(l)
+		return nil
+	case errors.Is(err, decide.ErrLeaseHeld):
+		if first {
+			p.log.Info("ingest: standing by, another process consumes the durable", "stage", "ingest", "lease", l.ingest.Key())
+		}
+		return nil
+	case first:
+		return fmt.Errorf("ingest: %w", err)
+	case !l.unreachable:
+		l.unreachable = true
+		p.log.Warn("ingest: cannot reach the lease; standing by until it can", "stage", "ingest", "lease", l.ingest.Key(), "err", err)
+		return nil
+	default:
+		return nil
+	}
+	if !l.ingesting && !first {
+		p.log.Info("ingest: lease acquired, taking over", "stage", "ingest", "lease", l.ingest.Key(), "holder", l.ingest.Holder())
+	}
+	if err := p.stepDecide(ctx, l, first); err != nil {
+		return err
+	}
+	if l.ingesting {
+		return nil
+	}
+	if err := p.startIngest(ctx); err != nil {
+		p.stopIngest(false)
+		if first {
+			return err
+		}
+		p.log.Error("ingest: take over failed", "stage", "ingest", "err", err)
+		p.standBy(l)
+		return nil
+	}
+	l.ingesting = true
+	p.m.active.WithLabelValues("ingest").Set(1)
+	return nil
+}
+
+// stepDecide takes, renews or gives up the decide lease, for a process that holds the ingest one.
+func (p *Pipeline) stepDecide(ctx context.Context, l *leases, first bool) error {
+	err := l.decide.Acquire(ctx)
+	switch {
+	case err == nil && !l.deciding:
+		if !first {
+			p.log.Info("decide: lease acquired, taking over", "stage", "decide", "holder", l.decide.Holder())
+		}
+		if err := p.lead(ctx); err != nil {
+			p.unlead()
+			if first {
+				return err
+			}
+			p.log.Error("decide: take over failed", "stage", "decide", "err", err)
+			_ = l.decide.Release(ctx)
+			return nil
+		}
+		l.deciding = true
+		p.m.active.WithLabelValues("decide").Set(1)
+	case err != nil && l.deciding:
+		p.log.Warn("decide: lease lost, standing by", "stage", "decide", "err", err)
+		p.unlead()
+		l.deciding = false
+		p.m.active.WithLabelValues("decide").Set(0)
+	case err != nil && first && !errors.Is(err, decide.ErrLeaseHeld):
+		return fmt.Errorf("decide: %w", err)
+	case err != nil && first:
+		p.log.Info("decide: standing by, another process holds the lease", "stage", "decide")
+	}
+	return nil
+}
+
+// standBy gives up both stages after the ingest lease was lost: fetched telemetry goes back to the
+// server unhandled, for the new holder, and the decider stops with it.
+func (p *Pipeline) standBy(l *leases) {
+	p.stopIngest(false)
+	l.ingesting = false
+	p.m.active.WithLabelValues("ingest").Set(0)
+	if l.deciding {
+		p.unlead()
+		l.deciding = false
+		p.m.active.WithLabelValues("decide").Set(0)
+	}
+	_ = l.decide.Release(context.WithoutCancel(p.ctx))
+	_ = l.ingest.Release(context.WithoutCancel(p.ctx))
+}
+
+// stopActive drains what this process runs, upstream first, and releases its leases so that a
+// standby takes over at once: ingest is drained and checkpointed before its lease goes.
+func (p *Pipeline) stopActive(l *leases) {
+	ctx := context.WithoutCancel(p.ctx)
+	p.stopIngest(true)
+	if l.ingesting {
+		_ = l.ingest.Release(ctx)
+		l.ingesting = false
+		p.m.active.WithLabelValues("ingest").Set(0)
+	}
+	p.unlead()
+	if l.deciding {
+		_ = l.decide.Release(ctx)
+		l.deciding = false
+		p.m.active.WithLabelValues("decide").Set(0)
+	}
+}
