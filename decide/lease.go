@@ -72,6 +72,7 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		rev, err := l.kv.Create(ctx, l.key, val)
 		if errors.Is(err, jetstream.ErrKeyExists) {
+			l.rev = 0
 			return ErrLeaseHeld
 		}
 		if err != nil {
@@ -85,15 +86,21 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	}
 	var cur leaseValue
 	if json.Unmarshal(e.Value(), &cur) == nil && cur.Holder != l.holder && l.now().Before(cur.Expires) {
+		l.rev = 0
 		return ErrLeaseHeld
 	}
 	rev, err := l.kv.Update(ctx, l.key, val, e.Revision())
 	if err != nil {
+		l.rev = 0
 		return fmt.Errorf("%w (lost the race to renew: %v)", ErrLeaseHeld, err)
 	}
 	l.rev = rev
 	return nil
 }
+
+// Held reports whether the last Acquire took or renewed the lease (and Release has not given it
+// up). Whether it is still valid depends on when that was: see Acquire.
+func (l *Lease) Held() bool { return l.rev != 0 }
 
 // Release gives the lease up if this process holds it, so a standby takes over at once.
 func (l *Lease) Release(ctx context.Context) error {

@@ -30,6 +30,9 @@ func TestLeaseFailoverAndPublishedOnce(t *testing.T) {
 	if err := b.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("standby acquired a held lease: %v", err)
 	}
+	if !a.Held() || b.Held() {
+		t.Fatalf("Held: holder %v, standby %v", a.Held(), b.Held())
+	}
 	now = now.Add(5 * time.Second)
 	if err := a.Acquire(ctx); err != nil {
 		t.Fatalf("renew: %v", err)

@@ -111,7 +111,10 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 	if l.ingesting {
 		return nil
 	}
-	if err := p.startIngest(ctx); err != nil {
+	stopRenewing := renewing(ctx, l.ingest, l.decide)
+	err = p.startIngest(ctx)
+	stopRenewing()
+	if err != nil {
 		p.stopIngest(false)
 		if first {
 			return err
@@ -133,7 +136,10 @@ func (p *Pipeline) stepDecide(ctx context.Context, l *leases, first bool) error 
 		if !first {
 			p.log.Info("decide: lease acquired, taking over", "stage", "decide", "holder", l.decide.Holder())
 		}
-		if err := p.lead(ctx); err != nil {
+		stopRenewing := renewing(ctx, l.ingest, l.decide)
+		err := p.lead(ctx)
+		stopRenewing()
+		if err != nil {
 			p.unlead()
 			if first {
 				return err
@@ -173,19 +179,47 @@ func (p *Pipeline) standBy(l *leases) {
 }
 
 // stopActive drains what this process runs, upstream first, and releases its leases so that a
-// standby takes over at once: ingest is drained and checkpointed before its lease goes.
+// standby takes over at once: ingest is drained and checkpointed before its lease goes. A lease
+// taken by a start that then failed is released too.
 func (p *Pipeline) stopActive(l *leases) {
 	ctx := context.WithoutCancel(p.ctx)
 	p.stopIngest(true)
-	if l.ingesting {
-		_ = l.ingest.Release(ctx)
-		l.ingesting = false
-		p.m.active.WithLabelValues("ingest").Set(0)
-	}
+	_ = l.ingest.Release(ctx)
+	l.ingesting = false
+	p.m.active.WithLabelValues("ingest").Set(0)
 	p.unlead()
-	if l.deciding {
-		_ = l.decide.Release(ctx)
-		l.deciding = false
-		p.m.active.WithLabelValues("decide").Set(0)
+	_ = l.decide.Release(ctx)
+	l.deciding = false
+	p.m.active.WithLabelValues("decide").Set(0)
+}
+
+// renewing renews those of the leases this process holds every third of their TTL until the
+// returned func is called. A takeover restores the detector or rebuilds the decide engine before
+// it consumes, which can outlast the TTL; without renewals another standby would take the lease
+// meanwhile and do the same.
+func renewing(ctx context.Context, leases ...*decide.Lease) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(leases[0].TTL() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			for _, l := range leases {
+				if l.Held() {
+					_ = l.Acquire(ctx) // a lease lost meanwhile is noticed by the next step
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
