@@ -1,15 +1,26 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
+	"github.com/scalpel-dev/scalpel/internal/sim"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -49,5 +60,154 @@ func TestRenewingKeepsLeasesThroughASlowTakeover(t *testing.T) {
 	}
 	if _, err := kv.Get(ctx, decide.LeaseKey); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("renewing took a lease this process did not hold: %v", err)
+	}
+}
+
+// syncBuffer collects a logger's output for a test to read.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLeaseRegainedKeepsACurrentDetector: the active process loses the ingest lease (in a NATS
+// outage, say: here another holder's record is written over it) and takes it back. When nobody
+// acknowledged telemetry past what its detector holds, it resumes with that detector; checkpoints
+// and the replay window are off, so a restore would have left it empty. When another consumer
+// acknowledged more meanwhile, it restores instead.
+func TestLeaseRegainedKeepsACurrentDetector(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("others acknowledged more: %v", moved), func(t *testing.T) {
+			_, _, js := natstest.Connect(t)
+			ctx := context.Background()
+			cfg := config.Default()
+			cfg.DetectCheckpoint = schemas.Duration(time.Hour)
+			cfg.DetectRestore = 0
+			cfg.Decide.LeaseTTL = schemas.Duration(time.Second)
+			logs := &syncBuffer{}
+			p, err := New(Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(),
+				Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.Stop)
+			var all []schemas.TelemetryEvent // as ingest decodes them, for a reference detector
+			dec := ingest.NewDecoder(ingest.DecoderConfig{Subjects: cfg.Subjects()})
+			publish := func(evs []schemas.TelemetryEvent) uint64 {
+				var last uint64
+				for i := range evs {
+					b, _ := json.Marshal(&evs[i])
+					subj := cfg.Subjects().Telemetry(evs[i].Service, evs[i].Component)
+					if all, err = dec.Decode(subj, b, all); err != nil {
+						t.Fatal(err)
+					}
+					ack, err := js.Publish(ctx, cfg.Subjects().Telemetry(evs[i].Service, evs[i].Component), b)
+					if err != nil {
+						t.Fatal(err)
+					}
+					last = ack.Sequence
+				}
+				return last
+			}
+			handled := func(seq uint64) {
+				natstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+					p.detect.mu.Lock()
+					defer p.detect.mu.Unlock()
+					if p.detect.seq < seq {
+						return fmt.Errorf("the detector holds telemetry through %d of %d", p.detect.seq, seq)
+					}
+					return nil
+				})
+			}
+			active := func(want float64) {
+				natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+					var m dto.Metric
+					if err := p.m.active.WithLabelValues("ingest").Write(&m); err != nil {
+						return err
+					}
+					if got := m.GetGauge().GetValue(); got != want {
+						return fmt.Errorf("scalpel_stage_active{stage=ingest} = %v, want %v", got, want)
+					}
+					return nil
+				})
+			}
+			svc := sim.Checkout(21)
+			t0 := time.Now().UTC().Add(-10 * time.Minute).Truncate(time.Second)
+			handled(publish(svc.Traffic(t0, 60*time.Second)))
+
+			kv, err := js.KeyValue(ctx, schemas.BucketState)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := IngestLeaseKey(cfg.Ingest.Durable)
+			foreign, _ := json.Marshal(map[string]any{"holder": "another-process", "expires": time.Now().Add(time.Hour)})
+			if _, err := kv.Put(ctx, key, foreign); err != nil {
+				t.Fatal(err)
+			}
+			active(0)
+			last := publish(svc.Traffic(t0.Add(60*time.Second), 30*time.Second))
+			if moved { // the other holder consumes what came meanwhile
+				cons, err := js.Consumer(ctx, schemas.StreamTelemetry, cfg.Ingest.Durable)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for acked := uint64(0); acked < last; {
+					b, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
+					if err != nil {
+						t.Fatal(err)
+					}
+					for m := range b.Messages() {
+						_ = m.DoubleAck(ctx)
+						md, _ := m.Metadata()
+						acked = max(acked, md.Sequence.Stream)
+					}
+				}
+			}
+			if err := kv.Delete(ctx, key); err != nil { // the other holder stops
+				t.Fatal(err)
+			}
+			active(1)
+			resumed := strings.Contains(logs.String(), "detector current: resuming without a restore")
+			restores := strings.Count(logs.String(), "restore detector: no checkpoint yet")
+			if resumed == moved || restores != map[bool]int{false: 1, true: 2}[moved] {
+				t.Fatalf("resumed without a restore: %v, restores %d; want %v and %d\n%s", resumed, restores, !moved,
+					map[bool]int{false: 1, true: 2}[moved], logs)
+			}
+			if moved {
+				return
+			}
+			handled(last)
+			handled(publish(svc.Traffic(t0.Add(90*time.Second), 30*time.Second)))
+			got, err := p.detect.det.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := NewDetector(cfg, nil)
+			for i := range all {
+				ref.Observe(&all[i])
+			}
+			ref.Advance(ref.Watermark())
+			want, err := ref.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("the resumed detector differs from one that saw every event (%d vs %d bytes)", len(got), len(want))
+			}
+		})
 	}
 }

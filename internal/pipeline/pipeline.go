@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,9 @@ type Pipeline struct {
 	detectSkip uint64
 	// ingest is the running ingest consumer: nil while another process holds the durable's lease.
 	ingest *ingest.Consumer
+	// detectStream is when the telemetry stream the detector was restored on was created: a
+	// stream made anew since holds other messages under the same sequences.
+	detectStream time.Time
 
 	decideMu sync.Mutex
 
@@ -197,12 +201,18 @@ func (p *Pipeline) Stop() {
 // ingest consumer. It runs when this process takes the ingest durable's lease: at start, or when
 // it takes over from another process.
 func (p *Pipeline) startIngest(ctx context.Context) error {
-	// A process that held the lease before holds a detector as it stopped, which the telemetry
-	// handled since has outdated.
-	p.detect.reset(NewDetector(p.cfg, p.log), 0)
-	p.detect.ckpt, p.ckpt, p.detectSkip = nil, nil, 0
-	if err := p.restoreDetector(ctx); err != nil {
-		return err
+	if p.detectCurrent(ctx) {
+		// This process stood by for a while (it lost the lease in a NATS outage, say) and nobody
+		// has acknowledged telemetry past what its detector holds: it resumes where it was.
+		p.detectSkip = p.detect.seq
+		p.log.Info("detector current: resuming without a restore", "stage", "detect", "seq", p.detectSkip)
+	} else {
+		// A detector this process held before is outdated by what another one handled since.
+		p.detect.reset(NewDetector(p.cfg, p.log), 0)
+		p.detect.ckpt, p.ckpt, p.detectSkip = nil, nil, 0
+		if err := p.restoreDetector(ctx); err != nil {
+			return err
+		}
 	}
 	c, err := ingest.NewConsumer(p.js, p.subj, p.cfg.Ingest, p.detect,
 		ingest.WithLogger(p.log), ingest.WithRejecter(p.rejecter), ingest.WithRegisterer(p.reg))
@@ -218,6 +228,24 @@ func (p *Pipeline) startIngest(ctx context.Context) error {
 	}
 	p.ingest = c
 	return nil
+}
+
+// detectCurrent reports whether the stage's detector holds everything the durable's consumers
+// have acknowledged: it handled every message of this stream through its sequence, with its
+// anomalies stored, and the ack floor is no further. Only a process that ingested before and
+// stood by can have such a detector.
+func (p *Pipeline) detectCurrent(ctx context.Context) bool {
+	p.detect.mu.Lock()
+	seq, clean := p.detect.seq, p.detect.unsent == nil && !p.detect.failed
+	p.detect.mu.Unlock()
+	if seq == 0 || !clean || p.detectStream.IsZero() {
+		return false
+	}
+	src, err := p.restoreSource(ctx)
+	if err != nil {
+		return false // restoreDetector reports it
+	}
+	return src.info.Created.Equal(p.detectStream) && src.floor <= seq
 }
 
 // stopIngest stops the ingest consumer. With drain (Stop), every fetched message is handled and

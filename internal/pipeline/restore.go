@@ -40,6 +40,7 @@ func (p *Pipeline) restoreDetector(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restore detector: %w", err)
 	}
+	p.detectStream = src.info.Created
 	if time.Duration(p.cfg.DetectCheckpoint) > 0 {
 		if err := p.newCheckpointer(ctx, src); err != nil {
 			return fmt.Errorf("restore detector: %w", err)
