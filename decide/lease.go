@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,9 @@ type Lease struct {
 	ttl    time.Duration
 	now    func() time.Time
 	rev    uint64
+	// until is the expiry (unix nanoseconds) this holder wrote with its last successful Acquire,
+	// 0 when it does not hold the lease. Read by other goroutines (ValidUntil).
+	until atomic.Int64
 }
 
 // NewLease returns the lease under key in the scalpel_state bucket (LeaseKey for the decider) for
@@ -64,7 +68,8 @@ func (l *Lease) TTL() time.Duration { return l.ttl }
 func (l *Lease) Acquire(ctx context.Context) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	val, err := json.Marshal(leaseValue{Holder: l.holder, Expires: l.now().Add(l.ttl)})
+	expires := l.now().Add(l.ttl)
+	val, err := json.Marshal(leaseValue{Holder: l.holder, Expires: expires})
 	if err != nil {
 		return err
 	}
@@ -72,13 +77,14 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		rev, err := l.kv.Create(ctx, l.key, val)
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			l.rev = 0
+			l.lost()
 			return ErrLeaseHeld
 		}
 		if err != nil {
 			return fmt.Errorf("create lease: %w", err)
 		}
 		l.rev = rev
+		l.until.Store(expires.UnixNano())
 		return nil
 	}
 	if err != nil {
@@ -86,16 +92,35 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	}
 	var cur leaseValue
 	if json.Unmarshal(e.Value(), &cur) == nil && cur.Holder != l.holder && l.now().Before(cur.Expires) {
-		l.rev = 0
+		l.lost()
 		return ErrLeaseHeld
 	}
 	rev, err := l.kv.Update(ctx, l.key, val, e.Revision())
 	if err != nil {
-		l.rev = 0
+		l.lost()
 		return fmt.Errorf("%w (lost the race to renew: %v)", ErrLeaseHeld, err)
 	}
 	l.rev = rev
+	l.until.Store(expires.UnixNano())
 	return nil
+}
+
+// lost records that another holder has the lease.
+func (l *Lease) lost() {
+	l.rev = 0
+	l.until.Store(0)
+}
+
+// ValidUntil is when the lease this process holds expires unless renewed, by the expiry its last
+// successful Acquire wrote; the zero time when it does not hold it. Safe to call from any
+// goroutine. Work that only the holder may do checks it against the clock, so that a process
+// paused past its lease (a stopped VM, a long stall) does not go on as if it still held it
+// until its next renewal tells it otherwise.
+func (l *Lease) ValidUntil() time.Time {
+	if n := l.until.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Held reports whether the last Acquire took or renewed the lease (and Release has not given it
@@ -110,6 +135,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	if l.rev == 0 {
 		return nil
 	}
+	l.until.Store(0) // before the update: the lease is given up whether or not it lands
 	_, err := l.kv.Update(ctx, l.key, val, l.rev)
 	l.rev = 0
 	return err

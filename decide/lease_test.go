@@ -33,9 +33,15 @@ func TestLeaseFailoverAndPublishedOnce(t *testing.T) {
 	if !a.Held() || b.Held() {
 		t.Fatalf("Held: holder %v, standby %v", a.Held(), b.Held())
 	}
+	if got, want := a.ValidUntil(), t0.Add(10*time.Second); !got.Equal(want) || !b.ValidUntil().IsZero() {
+		t.Fatalf("ValidUntil: holder %v (want %v), standby %v (want zero)", got, want, b.ValidUntil())
+	}
 	now = now.Add(5 * time.Second)
 	if err := a.Acquire(ctx); err != nil {
 		t.Fatalf("renew: %v", err)
+	}
+	if got, want := a.ValidUntil(), t0.Add(15*time.Second); !got.Equal(want) {
+		t.Fatalf("ValidUntil after a renewal: %v, want %v", got, want)
 	}
 	now = now.Add(11 * time.Second) // a stopped renewing
 	if err := b.Acquire(ctx); err != nil {
@@ -44,8 +50,14 @@ func TestLeaseFailoverAndPublishedOnce(t *testing.T) {
 	if err := a.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("old holder renewed after takeover: %v", err)
 	}
+	if a.Held() || !a.ValidUntil().IsZero() {
+		t.Fatalf("the old holder still reads as holding the lease, until %v", a.ValidUntil())
+	}
 	if err := b.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if b.Held() || !b.ValidUntil().IsZero() {
+		t.Fatalf("a released lease still reads as held, until %v", b.ValidUntil())
 	}
 	if err := a.Acquire(ctx); err != nil {
 		t.Fatalf("acquire after release: %v", err)

@@ -45,6 +45,7 @@ func (p *Pipeline) startActive(ctx context.Context) error {
 	ttl := p.cfg.Decide.LeaseDuration()
 	_, durable, _ := consumerOf(p.cfg)
 	l := &leases{ingest: decide.NewLease(stateKV, IngestLeaseKey(durable), ttl), decide: decide.NewLease(stateKV, decide.LeaseKey, ttl)}
+	p.ingestLease = l.ingest
 	if err := p.stepActive(ctx, l, true); err != nil {
 		p.stopActive(l)
 		return err

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,6 +160,9 @@ func TestLeaseRegainedKeepsACurrentDetector(t *testing.T) {
 				t.Fatal(err)
 			}
 			active(0)
+			if err := p.ingestFence(); !errors.Is(err, errLeaseLapsed) {
+				t.Fatalf("standing by, the ingest fence lets batches through: %v", err)
+			}
 			last := publish(svc.Traffic(t0.Add(60*time.Second), 30*time.Second))
 			if moved { // the other holder consumes what came meanwhile
 				cons, err := js.Consumer(ctx, schemas.StreamTelemetry, cfg.Ingest.Durable)
@@ -181,6 +185,9 @@ func TestLeaseRegainedKeepsACurrentDetector(t *testing.T) {
 				t.Fatal(err)
 			}
 			active(1)
+			if err := p.ingestFence(); err != nil || p.detect.fence == nil {
+				t.Fatalf("active again, the ingest fence is %v (set: %v)", err, p.detect.fence != nil)
+			}
 			resumed := strings.Contains(logs.String(), "detector current: resuming without a restore")
 			restores := strings.Count(logs.String(), "restore detector: no checkpoint yet")
 			if resumed == moved || restores != map[bool]int{false: 1, true: 2}[moved] {
@@ -209,5 +216,71 @@ func TestLeaseRegainedKeepsACurrentDetector(t *testing.T) {
 				t.Fatalf("the resumed detector differs from one that saw every event (%d vs %d bytes)", len(got), len(want))
 			}
 		})
+	}
+}
+
+// TestFencedBatchIsNeitherHandledNorAcknowledged: while the fence says the ingest lease has
+// lapsed, a batch reaches neither the detector nor the server as acknowledged; it goes through,
+// once, when the fence opens (the lease renewed). Handing it back on standing by is Stop's.
+func TestFencedBatchIsNeitherHandledNorAcknowledged(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	cfg := config.Default()
+	if err := ingest.EnsureTopology(ctx, js, cfg.Subjects(), cfg.Topology); err != nil {
+		t.Fatal(err)
+	}
+	evs := sim.Checkout(5).Traffic(time.Now().UTC().Add(-10*time.Minute).Truncate(time.Second), 5*time.Second)
+	for i := range evs {
+		b, _ := json.Marshal(&evs[i])
+		if _, err := js.Publish(ctx, cfg.Subjects().Telemetry(evs[i].Service, evs[i].Component), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stage := NewDetectStage(NewDetector(cfg, nil), nil)
+	var open atomic.Bool
+	stage.fence = func() error {
+		if !open.Load() {
+			return errLeaseLapsed
+		}
+		return nil
+	}
+	icfg := cfg.Ingest
+	icfg.RetryDelay = schemas.Duration(20 * time.Millisecond)
+	icfg.MaxRetryDelay = schemas.Duration(50 * time.Millisecond)
+	c, err := ingest.NewConsumer(js, cfg.Subjects(), icfg, stage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(); <-c.Done() })
+	floor := func() uint64 {
+		cons, err := js.Consumer(ctx, schemas.StreamTelemetry, icfg.Durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.AckFloor.Stream
+	}
+	time.Sleep(300 * time.Millisecond) // several retries
+	if n, f := stage.SeriesCount(), floor(); n != 0 || f != 0 {
+		t.Fatalf("fenced: the detector holds %d series and the ack floor is %d; want neither to move", n, f)
+	}
+	open.Store(true)
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if f := floor(); f != uint64(len(evs)) {
+			return fmt.Errorf("ack floor %d of %d", f, len(evs))
+		}
+		return nil
+	})
+	if n := stage.SeriesCount(); n == 0 {
+		t.Fatal("the batch went through without reaching the detector")
+	}
+	if got := stage.det.Watermark(); got.IsZero() {
+		t.Fatal("the detector saw no event")
 	}
 }

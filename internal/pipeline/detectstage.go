@@ -35,6 +35,9 @@ type DetectStage struct {
 	afterBatch func(context.Context, time.Time)
 	// ckpt, when set, checkpoints the detector after a batch, at most once per its interval.
 	ckpt *checkpointer
+	// fence, when set, is asked before each batch whether this process may still handle
+	// telemetry (it holds the ingest lease); an error fails the batch, which ingest retries.
+	fence func() error
 }
 
 // NewDetectStage wraps a detector; emit may be nil to discard anomalies (benchmarks).
@@ -44,6 +47,11 @@ func NewDetectStage(det *detect.Detector, emit func(context.Context, []schemas.A
 
 // HandleTelemetry implements ingest.Handler.
 func (s *DetectStage) HandleTelemetry(ctx context.Context, events []schemas.TelemetryEvent) error {
+	if s.fence != nil {
+		if err := s.fence(); err != nil {
+			return err
+		}
+	}
 	seq, known := ingest.BatchLastSeq(ctx)
 	s.mu.Lock()
 	var anomalies []schemas.Anomaly

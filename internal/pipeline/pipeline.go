@@ -51,6 +51,8 @@ type Pipeline struct {
 	detectSkip uint64
 	// ingest is the running ingest consumer: nil while another process holds the durable's lease.
 	ingest *ingest.Consumer
+	// ingestLease is the durable's lease (set by startActive).
+	ingestLease *decide.Lease
 	// detectStream is when the telemetry stream the detector was restored on was created: a
 	// stream made anew since holds other messages under the same sequences.
 	detectStream time.Time
@@ -221,12 +223,28 @@ func (p *Pipeline) startIngest(ctx context.Context) error {
 	}
 	c.SkipThrough(p.detectSkip)
 	p.detect.ckpt = p.ckpt
+	p.detect.fence = p.ingestFence
 	// The consumer lives until Stop or until the lease is lost, not until the start-up context
 	// ends.
 	if err := c.Start(p.ctx); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	p.ingest = c
+	return nil
+}
+
+// errLeaseLapsed fails a batch that arrives after the ingest lease expired unrenewed.
+var errLeaseLapsed = errors.New("the ingest lease lapsed without a renewal: holding telemetry until it is renewed or another process takes over")
+
+// ingestFence lets the detector handle a batch only while the ingest lease is valid by this
+// process's clock. A process paused past its lease (a stopped VM, a long stall) may still hold
+// a batch or be delivered more before its next renewal finds that another process took over;
+// handling and acknowledging them would take them from the new holder's detector. Fenced, the
+// batch is retried until the lease is renewed, or handed back when the process stands by.
+func (p *Pipeline) ingestFence() error {
+	if p.ingestLease == nil || !time.Now().Before(p.ingestLease.ValidUntil()) {
+		return errLeaseLapsed
+	}
 	return nil
 }
 
