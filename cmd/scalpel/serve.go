@@ -48,7 +48,8 @@ Several serve processes may share one server: one consumes the telemetry, detect
 the others stand by and take over within decide.lease_ttl if it dies (scalpel_stage_active on
 /metrics says which is active). Every process carries out rollback commands.
 
-HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz, /metrics (Prometheus).
+HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz (which says whether this process is
+active or stands by), /metrics (Prometheus).
 SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exits.`,
 		Example: `  scalpel serve
   scalpel serve --nats-listen 0.0.0.0:4222 --data-dir /var/lib/scalpel
@@ -223,6 +224,23 @@ func serve(ctx context.Context, cfg config.Config) error {
 }
 
 func startHTTP(addr string, reg *prometheus.Registry, p *pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w (pick another with --http-listen, or --http-listen '' to disable)", addr, err)
+	}
+	srv := &http.Server{Handler: httpHandler(reg, p), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	log.Info("http ready", "addr", ln.Addr().String())
+	return srv, nil
+}
+
+// httpHandler serves /healthz, /readyz (which also says whether this process is active or stands
+// by) and /metrics.
+func httpHandler(reg *prometheus.Registry, p *pipeline.Pipeline) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -232,19 +250,15 @@ func startHTTP(addr string, reg *prometheus.Registry, p *pipeline.Pipeline, log 
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		switch ingest, decide := p.Active(); {
+		case ingest && decide:
+			fmt.Fprintln(w, "ready: active (ingest, detect and decide)")
+		case ingest:
+			fmt.Fprintln(w, "ready: active (ingest and detect; another process decides)")
+		default:
+			fmt.Fprintln(w, "ready: standing by for the process that holds the ingest lease")
+		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http listen %s: %w (pick another with --http-listen, or --http-listen '' to disable)", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
-		}
-	}()
-	log.Info("http ready", "addr", ln.Addr().String())
-	return srv, nil
+	return mux
 }

@@ -15,6 +15,30 @@ import (
 // holds it consumes the durable and runs the detector on what it delivers.
 func IngestLeaseKey(durable string) string { return "ingest.lease." + durable }
 
+// The stages that run as one active instance, as scalpel_stage_active labels them.
+const (
+	stageIngest = iota
+	stageDecide
+)
+
+var stageNames = [...]string{stageIngest: "ingest", stageDecide: "decide"}
+
+// setActive records whether this process runs stage, for scalpel_stage_active and Active.
+func (p *Pipeline) setActive(stage int, on bool) {
+	p.active[stage].Store(on)
+	v := 0.0
+	if on {
+		v = 1
+	}
+	p.m.active.WithLabelValues(stageNames[stage]).Set(v)
+}
+
+// Active reports whether this process consumes the telemetry (ingest, with detect) and whether it
+// decides; false while it stands by for another process.
+func (p *Pipeline) Active() (ingest, decide bool) {
+	return p.active[stageIngest].Load(), p.active[stageDecide].Load()
+}
+
 // leases are the leases of the stages that run as one active instance among the serve
 // processes sharing a server, and whether this process holds them. Only the loop of startActive
 // and, after it ends, Stop touch them.
@@ -125,7 +149,7 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 		return nil
 	}
 	l.ingesting = true
-	p.m.active.WithLabelValues("ingest").Set(1)
+	p.setActive(stageIngest, true)
 	return nil
 }
 
@@ -150,12 +174,12 @@ func (p *Pipeline) stepDecide(ctx context.Context, l *leases, first bool) error 
 			return nil
 		}
 		l.deciding = true
-		p.m.active.WithLabelValues("decide").Set(1)
+		p.setActive(stageDecide, true)
 	case err != nil && l.deciding:
 		p.log.Warn("decide: lease lost, standing by", "stage", "decide", "err", err)
 		p.unlead()
 		l.deciding = false
-		p.m.active.WithLabelValues("decide").Set(0)
+		p.setActive(stageDecide, false)
 	case err != nil && first && !errors.Is(err, decide.ErrLeaseHeld):
 		return fmt.Errorf("decide: %w", err)
 	case err != nil && first:
@@ -169,11 +193,11 @@ func (p *Pipeline) stepDecide(ctx context.Context, l *leases, first bool) error 
 func (p *Pipeline) standBy(l *leases) {
 	p.stopIngest(false)
 	l.ingesting = false
-	p.m.active.WithLabelValues("ingest").Set(0)
+	p.setActive(stageIngest, false)
 	if l.deciding {
 		p.unlead()
 		l.deciding = false
-		p.m.active.WithLabelValues("decide").Set(0)
+		p.setActive(stageDecide, false)
 	}
 	_ = l.decide.Release(context.WithoutCancel(p.ctx))
 	_ = l.ingest.Release(context.WithoutCancel(p.ctx))
@@ -187,11 +211,11 @@ func (p *Pipeline) stopActive(l *leases) {
 	p.stopIngest(true)
 	_ = l.ingest.Release(ctx)
 	l.ingesting = false
-	p.m.active.WithLabelValues("ingest").Set(0)
+	p.setActive(stageIngest, false)
 	p.unlead()
 	_ = l.decide.Release(ctx)
 	l.deciding = false
-	p.m.active.WithLabelValues("decide").Set(0)
+	p.setActive(stageDecide, false)
 }
 
 // renewing renews those of the leases this process holds every third of their TTL until the

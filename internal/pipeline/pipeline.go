@@ -68,6 +68,7 @@ type Pipeline struct {
 
 	stops   []func()
 	ready   atomic.Bool
+	active  [len(stageNames)]atomic.Bool // see setActive
 	deploys atomic.Int64
 
 	m metrics
@@ -123,7 +124,7 @@ func New(o Options) (*Pipeline, error) {
 			[]string{"class"}),
 		ckpt: newCheckpointMetrics(),
 	}
-	for _, stage := range []string{"ingest", "decide"} {
+	for _, stage := range stageNames {
 		p.m.active.WithLabelValues(stage) // 0 until this process takes the stage's lease
 	}
 	p.detect = NewDetectStage(NewDetector(o.Config, o.Logger), p.publishAnomalies)
@@ -148,7 +149,8 @@ func New(o Options) (*Pipeline, error) {
 	return p, nil
 }
 
-// Ready reports whether every stage is consuming.
+// Ready reports whether the pipeline has started: each stage consumes, or stands by while another
+// process runs it (see Active).
 func (p *Pipeline) Ready() bool { return p.ready.Load() }
 
 // DeploysRecorded counts the deploy events the decide stage has recorded since Start.
