@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
+	"github.com/scalpel-dev/scalpel/internal/metricstest"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/reject"
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -92,32 +92,8 @@ func publish(t *testing.T, js jetstream.JetStream, subject string, body string) 
 
 func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
-					continue next
-				}
-			}
-			return value(m)
-		}
-	}
-	return 0
-}
-
-func value(m *dto.Metric) float64 {
-	if c := m.GetCounter(); c != nil {
-		return c.GetValue()
-	}
-	return m.GetGauge().GetValue()
+	v, _ := metricstest.Value(t, reg, name, labels)
+	return v
 }
 
 func TestConsumerRoutesGoodAndBad(t *testing.T) {

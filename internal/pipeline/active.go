@@ -74,25 +74,11 @@ func (p *Pipeline) startActive(ctx context.Context) error {
 		p.stopActive(l)
 		return err
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(ttl / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			_ = p.stepActive(p.ctx, l, false) // after start, failures are logged and retried
-		}
-	}()
+	stopLoop := every(ttl/3, func() {
+		_ = p.stepActive(p.ctx, l, false) // after start, failures are logged and retried
+	})
 	p.stops = append(p.stops, func() {
-		close(done)
-		wg.Wait()
+		stopLoop()
 		p.stopActive(l)
 		deciders.Delete(p)
 	})
@@ -223,23 +209,31 @@ func (p *Pipeline) stopActive(l *leases) {
 // it consumes, which can outlast the TTL; without renewals another standby would take the lease
 // meanwhile and do the same.
 func renewing(ctx context.Context, leases ...*decide.Lease) (stop func()) {
+	return every(leases[0].TTL()/3, func() {
+		for _, l := range leases {
+			if l.Held() {
+				_ = l.Acquire(ctx) // a lease lost meanwhile is noticed by the next step
+			}
+		}
+	})
+}
+
+// every runs fn every d on a goroutine of its own until stop is called; stop waits for a run in
+// progress.
+func every(d time.Duration, fn func()) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(leases[0].TTL() / 3)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-			}
-			for _, l := range leases {
-				if l.Held() {
-					_ = l.Acquire(ctx) // a lease lost meanwhile is noticed by the next step
-				}
+				fn()
 			}
 		}
 	}()

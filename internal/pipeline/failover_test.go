@@ -14,6 +14,7 @@ import (
 	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/metricstest"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/internal/sim"
@@ -273,34 +274,6 @@ func (h *harness) idleDecider() {
 		durable{schemas.StreamDecisions, pipeline.DurableDecideApprovals})
 }
 
-// metricOf returns the value of the gauge or counter name with the given labels on reg, and
-// whether reg has it.
-func metricOf(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
-					continue next
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue(), true
-			}
-			return m.GetCounter().GetValue(), true
-		}
-	}
-	return 0, false
-}
-
 // TestStandbyTakesOverIngest runs two processes on one server. Only the first consumes the
 // telemetry: the detector is stateful, and a standby that took every other message, as two
 // consumers of one durable do, would leave both detectors with half of every series. When the
@@ -319,7 +292,7 @@ func TestStandbyTakesOverIngest(t *testing.T) {
 	applyCheckout(t, p1)
 	h := &harness{t: t, nc: nc, js: js, p: p1, cfg: cfg}
 	active := func(reg *prometheus.Registry, stage string) float64 {
-		v, _ := metricOf(t, reg, "scalpel_stage_active", map[string]string{"stage": stage})
+		v, _ := metricstest.Value(t, reg, "scalpel_stage_active", map[string]string{"stage": stage})
 		return v
 	}
 	if active(reg1, "ingest") != 1 || active(reg1, "decide") != 1 || active(reg2, "ingest") != 0 || active(reg2, "decide") != 0 {
@@ -334,10 +307,10 @@ func TestStandbyTakesOverIngest(t *testing.T) {
 	h.publishDeploy(deploy)
 	h.publishJS(first)
 	h.idle()
-	if n, _ := metricOf(t, reg1, "scalpel_ingest_events_total", nil); n != float64(len(first)) {
+	if n, _ := metricstest.Value(t, reg1, "scalpel_ingest_events_total", nil); n != float64(len(first)) {
 		t.Fatalf("the active process handled %v of %d events", n, len(first))
 	}
-	if n, ok := metricOf(t, reg2, "scalpel_ingest_events_total", nil); ok {
+	if n, ok := metricstest.Value(t, reg2, "scalpel_ingest_events_total", nil); ok {
 		t.Fatalf("the standby handled %v events", n)
 	}
 
@@ -352,7 +325,7 @@ func TestStandbyTakesOverIngest(t *testing.T) {
 	second := svc.Traffic(t0.Add(60*time.Second), 60*time.Second)
 	h.publishJS(second)
 	h.idle()
-	if n, _ := metricOf(t, reg2, "scalpel_ingest_events_total", nil); n != float64(len(second)) {
+	if n, _ := metricstest.Value(t, reg2, "scalpel_ingest_events_total", nil); n != float64(len(second)) {
 		t.Fatalf("the process that took over handled %v of %d events", n, len(second))
 	}
 	p2.Stop()
@@ -408,13 +381,13 @@ func TestCrashedProcessesBatchIsNotLate(t *testing.T) {
 	h.p = startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: testLogger(t)})
 	t.Cleanup(h.p.Stop)
 	h.idle()
-	if n, _ := metricOf(t, reg, "scalpel_ingest_events_total", nil); n != float64(len(evs)) {
+	if n, _ := metricstest.Value(t, reg, "scalpel_ingest_events_total", nil); n != float64(len(evs)) {
 		t.Errorf("handled %v events, want each of the %d once", n, len(evs))
 	}
-	if n, _ := metricOf(t, reg, "scalpel_detect_dropped_events_total", map[string]string{"reason": "late"}); n != 0 {
+	if n, _ := metricstest.Value(t, reg, "scalpel_detect_dropped_events_total", map[string]string{"reason": "late"}); n != 0 {
 		t.Errorf("the detector dropped %v events as late", n)
 	}
-	if n, _ := metricOf(t, reg, "scalpel_ingest_skipped_total", nil); n != 500 {
+	if n, _ := metricstest.Value(t, reg, "scalpel_ingest_skipped_total", nil); n != 500 {
 		t.Errorf("skipped %v redeliveries, want the 500 the crashed process held", n)
 	}
 }
