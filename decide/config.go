@@ -114,8 +114,9 @@ type Config struct {
 	BlockMinErrors int `json:"block_min_errors" yaml:"block_min_errors"`
 
 	// LeaseTTL is how long the active decider's lease in scalpel_state lasts without renewal (it
-	// renews every third of it). It is wall-clock process time, not event time: a standby takes over
-	// within about this long after the active decider dies, and at once when it stops cleanly.
+	// renews every third of it), and the active ingest consumer's lease on its durable too. It is
+	// wall-clock process time, not event time: a standby takes over within about this long after
+	// the active process dies, and at once when it stops cleanly.
 	// Shorter means faster failover but more KV writes and a risk of flapping on a slow link.
 	// Default 10s; at least 1s.
 	LeaseTTL schemas.Duration `json:"lease_ttl" yaml:"lease_ttl"`
