@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,12 @@ type Config struct {
 	// AllowUnknownFields accepts events with fields the schema does not define (default false:
 	// they are rejected, as the schema says; see DecoderConfig.AllowUnknownFields).
 	AllowUnknownFields bool `json:"allow_unknown_fields" yaml:"allow_unknown_fields"`
+	// MaxClockAhead is how far an event's ts may be ahead of the time the server stored its
+	// message (default 2s, detect's default allowed_lateness; negative turns the check off). A
+	// message with an event further ahead is rejected (future_timestamp): the producer's clock
+	// runs ahead, and the event would move the detector's watermark past every other producer's
+	// events, which would all be dropped as late. Keep it at most detect.allowed_lateness.
+	MaxClockAhead schemas.Duration `json:"max_clock_ahead" yaml:"max_clock_ahead"`
 	// AckWait is how long the server waits for an ack before redelivering (default 30s). While a
 	// batch is being retried, ingest keeps extending it, so it only matters after a crash.
 	AckWait schemas.Duration `json:"ack_wait" yaml:"ack_wait"`
@@ -100,6 +107,7 @@ func DefaultConfig() Config {
 		BatchSize:       1000,
 		MaxWait:         schemas.Duration(100 * time.Millisecond),
 		MaxMessageBytes: DefaultMaxMessageBytes,
+		MaxClockAhead:   schemas.Duration(DefaultMaxClockAhead),
 		AckWait:         schemas.Duration(30 * time.Second),
 		MaxDeliver:      -1,
 		RetryDelay:      schemas.Duration(250 * time.Millisecond),
@@ -128,6 +136,9 @@ func (c Config) withDefaults(subj schemas.Subjects) Config {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = d.MaxMessageBytes
 	}
+	if c.MaxClockAhead == 0 {
+		c.MaxClockAhead = d.MaxClockAhead
+	}
 	if c.AckWait == 0 {
 		c.AckWait = d.AckWait
 	}
@@ -144,6 +155,13 @@ func (c Config) withDefaults(subj schemas.Subjects) Config {
 		c.MaxRetryDelay = d.MaxRetryDelay
 	}
 	return c
+}
+
+// DecoderConfig is the configuration of the decoder the consumer runs; a restore or a replay of
+// the same telemetry decodes with it too, so it accepts and rejects what the consumer did.
+func (c Config) DecoderConfig(subj schemas.Subjects) DecoderConfig {
+	return DecoderConfig{MaxMessageBytes: c.MaxMessageBytes, AllowUnknownFields: c.AllowUnknownFields,
+		Subjects: subj, MaxClockAhead: time.Duration(c.MaxClockAhead)}
 }
 
 // Validate reports the first bad field. Zero fields are valid: they mean the default.
@@ -267,7 +285,7 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 		}
 		c.rejecter = p
 	}
-	c.dec = NewDecoder(DecoderConfig{MaxMessageBytes: c.cfg.MaxMessageBytes, AllowUnknownFields: c.cfg.AllowUnknownFields, Subjects: subj})
+	c.dec = NewDecoder(c.cfg.DecoderConfig(subj))
 	c.m = metrics{
 		events:   prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_events_total", Help: "Telemetry events decoded and handed to the next stage."}),
 		messages: prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_messages_total", Help: "Telemetry messages consumed, good or rejected."}),
@@ -601,7 +619,7 @@ func (c *Consumer) handle(batch []jetstream.Msg, own bool) bool {
 			continue
 		}
 		var err error
-		c.events, err = c.dec.Decode(msg.Subject(), msg.Data(), c.events)
+		c.events, err = c.dec.DecodeStored(msg.Subject(), msg.Data(), storedAt(msg.Reply()), c.events)
 		if err != nil {
 			var re *RejectError
 			if !errors.As(err, &re) {
@@ -695,6 +713,16 @@ func numPending(reply string) (uint64, bool) { return ackToken(reply, 8, 10) }
 // streamSeq reads a message's stream sequence from its ack subject without allocating, as
 // numPending does: msg.Metadata() parses every token and allocates, once per message.
 func streamSeq(reply string) (uint64, bool) { return ackToken(reply, 5, 7) }
+
+// storedAt reads when the server stored a message from its ack subject, as streamSeq reads its
+// sequence; the zero time when the subject does not say.
+func storedAt(reply string) time.Time {
+	ns, ok := ackToken(reply, 7, 9)
+	if !ok || ns == 0 || ns > math.MaxInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(ns))
+}
 
 // ackToken parses the numeric token at index short of the 9-token ack subject, or at index long
 // of the 12-token form.

@@ -40,7 +40,15 @@ const (
 	ClassSubject = "subject_mismatch"
 	// ClassUnknownField: a field the schema does not define (often a typo: "latency_msec").
 	ClassUnknownField = "unknown_field"
+	// ClassFuture: an event's ts is further ahead of when the server stored the message than
+	// MaxClockAhead allows: the producer's clock runs ahead.
+	ClassFuture = "future_timestamp"
 )
+
+// DefaultMaxClockAhead is how far an event's ts may be ahead of the time the server stored its
+// message: detect's default allowed_lateness. An event further ahead would move the detector's
+// event-time watermark past every other producer's events, which would then all arrive late.
+const DefaultMaxClockAhead = 2 * time.Second
 
 // RejectError says why a message was rejected. Reason is short and meant for people: it travels in
 // the Scalpel-Reject-Reason header next to the original bytes.
@@ -78,6 +86,10 @@ type DecoderConfig struct {
 	// Subjects carries the subject prefix telemetry is published under, so the decoder can check
 	// that the subject's <svc>.<comp> tokens agree with the body.
 	Subjects schemas.Subjects `json:"-" yaml:"-"`
+	// MaxClockAhead bounds how far an event's ts may be ahead of the time the server stored its
+	// message (DecodeStored); a message with an event further ahead is rejected. Zero means
+	// DefaultMaxClockAhead; a negative value turns the check off.
+	MaxClockAhead time.Duration `json:"-" yaml:"-"`
 }
 
 // Decoder turns telemetry messages into validated TelemetryEvents. It is the hot path of ingest and
@@ -90,8 +102,9 @@ type DecoderConfig struct {
 // use: give each goroutine its own.
 type Decoder struct {
 	max    int
-	strict bool   // reject unknown fields
-	prefix string // "<prefix>.telemetry." or "telemetry."
+	ahead  time.Duration // MaxClockAhead; negative: no check
+	strict bool          // reject unknown fields
+	prefix string        // "<prefix>.telemetry." or "telemetry."
 	names  *intern
 	floats []float64 // slab that *float64 fields point into, to save an allocation per field
 	arena  []byte    // bytes of the strings not interned (ids, error sites); see keep
@@ -103,8 +116,13 @@ func NewDecoder(cfg DecoderConfig) *Decoder {
 	if max <= 0 {
 		max = DefaultMaxMessageBytes
 	}
+	ahead := cfg.MaxClockAhead
+	if ahead == 0 {
+		ahead = DefaultMaxClockAhead
+	}
 	return &Decoder{
 		max:    max,
+		ahead:  ahead,
 		strict: !cfg.AllowUnknownFields,
 		prefix: strings.TrimSuffix(cfg.Subjects.TelemetryAll(), ">"),
 		names:  new(intern),
@@ -207,6 +225,31 @@ func (d *Decoder) Decode(subject string, data []byte, dst []schemas.TelemetryEve
 	s.skipWS()
 	if s.i < len(s.b) {
 		return dst[:start], s.syntax(s.b[s.i], "after top-level value")
+	}
+	return dst, nil
+}
+
+// DecodeStored decodes as Decode does a message the server stored at stored, and also rejects it
+// when one of its events' ts is more than MaxClockAhead ahead of stored: the producer's clock is
+// ahead, and the event would carry the detector's watermark past every other producer's events.
+// The stored time travels with the message, so a replay decides as live ingest did. A zero stored
+// time (unknown) skips the check.
+func (d *Decoder) DecodeStored(subject string, data []byte, stored time.Time, dst []schemas.TelemetryEvent) ([]schemas.TelemetryEvent, error) {
+	start := len(dst)
+	dst, err := d.Decode(subject, data, dst)
+	if err != nil || d.ahead < 0 || stored.IsZero() {
+		return dst, err
+	}
+	limit := stored.Add(d.ahead)
+	for i := start; i < len(dst); i++ {
+		if ts := dst[i].TS; ts.After(limit) {
+			where := ""
+			if len(dst)-start > 1 {
+				where = fmt.Sprintf("event %d: ", i-start)
+			}
+			return dst[:start], rejectf(ClassFuture, "%sts %s is %s ahead of when the server stored the message (%s; ingest.max_clock_ahead %s): the producer's clock runs ahead",
+				where, ts.UTC().Format(time.RFC3339Nano), ts.Sub(stored).Round(time.Millisecond), stored.UTC().Format(time.RFC3339Nano), d.ahead)
+		}
 	}
 	return dst, nil
 }

@@ -398,3 +398,46 @@ func TestSpecial8NoFalseNegatives(t *testing.T) {
 		t.Error("plain ASCII flagged")
 	}
 }
+
+// TestDecodeStoredRejectsTimestampsAheadOfTheServer: an event further ahead of when the server
+// stored its message than MaxClockAhead is rejected, with the whole message; within it, or with
+// no stored time, or with the check off, it is accepted.
+func TestDecodeStoredRejectsTimestampsAheadOfTheServer(t *testing.T) {
+	stored := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	event := func(ts time.Time) string {
+		return `{"ts":"` + ts.Format(time.RFC3339Nano) + `","service":"checkout","component":"tax-calc","version":"1","latency_ms":5}`
+	}
+	tests := []struct {
+		name   string
+		ahead  time.Duration
+		stored time.Time
+		body   string
+		reason string // empty: accepted
+	}{
+		{"behind", 0, stored, event(stored.Add(-time.Hour)), ""},
+		{"ahead within the default", 0, stored, event(stored.Add(2 * time.Second)), ""},
+		{"ahead past the default", 0, stored, event(stored.Add(time.Hour)),
+			"ts 2026-11-26T11:00:00Z is 1h0m0s ahead of when the server stored the message (2026-11-26T10:00:00Z; ingest.max_clock_ahead 2s): the producer's clock runs ahead"},
+		{"one of a batch", 0, stored, event(stored) + "\n" + event(stored.Add(3*time.Second)),
+			"event 1: ts 2026-11-26T10:00:03Z is 3s ahead of when the server stored the message (2026-11-26T10:00:00Z; ingest.max_clock_ahead 2s): the producer's clock runs ahead"},
+		{"a wider bound", time.Minute, stored, event(stored.Add(30 * time.Second)), ""},
+		{"the check off", -1, stored, event(stored.Add(time.Hour)), ""},
+		{"no stored time", 0, time.Time{}, event(stored.Add(time.Hour)), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewDecoder(DecoderConfig{MaxClockAhead: tt.ahead})
+			dst, err := d.DecodeStored("telemetry.checkout.tax-calc", []byte(tt.body), tt.stored, nil)
+			if tt.reason == "" {
+				if err != nil || len(dst) == 0 {
+					t.Fatalf("rejected: %v", err)
+				}
+				return
+			}
+			var re *RejectError
+			if !errors.As(err, &re) || re.Class != ClassFuture || re.Reason != tt.reason || len(dst) != 0 {
+				t.Fatalf("got %d events, err %v; want none and %s: %s", len(dst), err, ClassFuture, tt.reason)
+			}
+		})
+	}
+}

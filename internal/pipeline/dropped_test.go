@@ -11,9 +11,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/metricstest"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/sim"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -85,5 +88,33 @@ func TestDroppedEventsAreCounted(t *testing.T) {
 		if !strings.Contains(string(readme), "`"+name+"`") && !strings.Contains(string(readme), "`"+name+"{") {
 			t.Errorf("README's metrics table does not name %s", mf.GetName())
 		}
+	}
+}
+
+// TestProducerAheadDoesNotBlindTheDetector: one event stamped an hour ahead, from a producer
+// whose clock runs ahead, used to move the detector's watermark an hour on, and every other
+// producer's events for that hour were dropped as late. Ingest now rejects it, with a reason, and
+// the others' events are detected on.
+func TestProducerAheadDoesNotBlindTheDetector(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	cfg := config.Default()
+	reg := prometheus.NewRegistry()
+	p := startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: testLogger(t)})
+	t.Cleanup(p.Stop)
+	h := &harness{t: t, nc: nc, js: js, p: p, cfg: cfg}
+	lat := 5.0
+	ahead := schemas.TelemetryEvent{ID: uuid.NewString(), TS: time.Now().Add(time.Hour), Service: "billing", Component: "invoice",
+		Version: "1.0", LatencyMS: &lat}
+	evs := append([]schemas.TelemetryEvent{ahead}, sim.Checkout(4).Traffic(eventStart(), 60*time.Second)...)
+	h.publishJS(evs)
+	h.idle()
+	if n, _ := metricstest.Value(t, reg, "scalpel_ingest_events_total", nil); n != float64(len(evs)-1) {
+		t.Errorf("handed %v events to detect, want the %d on time", n, len(evs)-1)
+	}
+	if n, _ := metricstest.Value(t, reg, "scalpel_detect_dropped_events_total", map[string]string{"reason": "late"}); n != 0 {
+		t.Errorf("the detector dropped %v events as late", n)
+	}
+	if n, _ := metricstest.Value(t, reg, "scalpel_rejected_total", map[string]string{"stage": "ingest", "reason_class": ingest.ClassFuture}); n != 1 {
+		t.Errorf("rejected %v messages as %s, want 1", n, ingest.ClassFuture)
 	}
 }

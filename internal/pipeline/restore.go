@@ -217,8 +217,7 @@ func (p *Pipeline) replay(ctx context.Context, src restoreSource, occ jetstream.
 		return 0, fmt.Errorf("restore detector: %w", err)
 	}
 	defer it.Stop()
-	dec := ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: p.cfg.Ingest.MaxMessageBytes,
-		AllowUnknownFields: p.cfg.Ingest.AllowUnknownFields, Subjects: p.subj})
+	dec := ingest.NewDecoder(p.cfg.Ingest.DecoderConfig(p.subj))
 	var (
 		events []schemas.TelemetryEvent
 		n      int
@@ -242,7 +241,7 @@ func (p *Pipeline) replay(ctx context.Context, src restoreSource, occ jetstream.
 		}
 		// Rejected messages are rejected again here, silently: they were published to
 		// rejected.ingest the first time.
-		events, _ = dec.Decode(m.Subject(), m.Data(), events[:0])
+		events, _ = dec.DecodeStored(m.Subject(), m.Data(), md.Timestamp, events[:0])
 		p.detect.restore(events)
 		n++
 		if md.Sequence.Stream == src.floor || md.NumPending == 0 {

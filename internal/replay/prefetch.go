@@ -86,7 +86,7 @@ func (p *prefetch) decode(ctx context.Context, in <-chan prefetched, readDone <-
 			}
 			start := len(slab)
 			var err error
-			slab, err = p.dec.Decode(rec.Subject, rec.Body(), slab)
+			slab, err = p.dec.DecodeStored(rec.Subject, rec.Body(), rec.Time, slab)
 			if err != nil {
 				slab = slab[:start]
 			}

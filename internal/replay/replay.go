@@ -211,7 +211,7 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 	if o.Charts {
 		r.charts = newCharts()
 	}
-	pf := newPrefetch(ctx, src, ingest.NewDecoder(ingest.DecoderConfig{MaxMessageBytes: o.Config.Ingest.MaxMessageBytes, Subjects: o.Config.Subjects()}))
+	pf := newPrefetch(ctx, src, ingest.NewDecoder(o.Config.Ingest.DecoderConfig(o.Config.Subjects())))
 	defer pf.Close()
 	src = pf
 	start := time.Now()

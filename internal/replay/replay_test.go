@@ -150,6 +150,13 @@ func record(t *testing.T) *recording {
 	t1 := t0.Add(120 * time.Second)
 	l.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
+	// A producer whose clock runs an hour ahead, mid-incident: live ingest rejects its event (or
+	// it would have blinded the detector), and so must the replay, by the time the server stored
+	// it.
+	ahead := `{"ts":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `","service":"checkout","component":"cart","version":"1.0","latency_ms":5}`
+	if _, err := l.js.Publish(l.ctx, l.subj.Telemetry("checkout", "cart"), []byte(ahead)); err != nil {
+		t.Fatal(err)
+	}
 	l.publish(svc.Traffic(t1, 60*time.Second))
 	// A malformed message: live ingest rejects it, and so must the replay.
 	if _, err := l.js.Publish(l.ctx, l.subj.Telemetry("checkout", "cart"), []byte(`{"ts": "nope"`)); err != nil {
@@ -250,8 +257,8 @@ func TestReplayReproducesLiveIncident(t *testing.T) {
 	if !tl.Diff.Identical {
 		t.Fatalf("diff against the recording is not empty: %v", tl.Diff.Lines())
 	}
-	if n := sum(tl.Stats.Rejected); n != 1 {
-		t.Errorf("rejected %v, want the one malformed message", tl.Stats.Rejected)
+	if n := sum(tl.Stats.Rejected); n != 2 || tl.Stats.Rejected[ingest.ClassFuture] != 1 {
+		t.Errorf("rejected %v, want the malformed message and the one from a clock ahead", tl.Stats.Rejected)
 	}
 	if progressed == 0 {
 		t.Error("no progress reported")
