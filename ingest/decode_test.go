@@ -315,6 +315,16 @@ func FuzzDecodeTelemetry(f *testing.F) {
 				continue
 			}
 			assertSameEvents(t, got, want)
+			// Stored at the example events' time, a message is accepted as Decode accepts it
+			// unless an event is more than the default bound ahead.
+			stored := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+			ahead := false
+			for i := range got {
+				ahead = ahead || got[i].TS.After(stored.Add(DefaultMaxClockAhead))
+			}
+			if sgot, serr := d.DecodeStored("", data, stored, nil); (serr != nil) != ahead || (serr == nil && len(sgot) != len(got)) {
+				t.Fatalf("input %q: DecodeStored err = %v with an event ahead %v", data, serr, ahead)
+			}
 			// Anything accepted re-encodes to an event that decodes to the same thing.
 			for i := range got {
 				b, merr := json.Marshal(&got[i])
