@@ -14,8 +14,8 @@ import (
 // Option configures a Detector beyond its Config.
 type Option func(*Detector)
 
-// WithLogger sets the logger; the default discards. Episode changes log at Info, per-event
-// problems at Debug.
+// WithLogger sets the logger; the default discards. Episode changes log at Info, late events
+// and a full max_series at Warn (summed up: see logLate), other per-event problems at Debug.
 func WithLogger(l *slog.Logger) Option {
 	return func(d *Detector) {
 		if l != nil {
@@ -75,11 +75,17 @@ type Detector struct {
 	levelBuckets  float64 // levelHorizon, in buckets
 	growthBuckets int64   // MemoryGrowthLimit, in buckets
 
-	maxTS      time.Time
-	seen       bool
-	closed     int64 // every bucket <= closed is closed
-	nextSweep  int64
-	late       uint64
+	maxTS     time.Time
+	seen      bool
+	closed    int64 // every bucket <= closed is closed
+	nextSweep int64
+	late      uint64
+	// lateLogged says a late event was logged, lateLogB in which closed bucket and lateLogN how
+	// many late events had been counted then: late events are summed up in a warning at most
+	// once per lateLogEvery of event time.
+	lateLogged bool
+	lateLogB   int64
+	lateLogN   uint64
 	invalid    uint64
 	overLimit  uint64       // events not detected on: their series would exceed MaxSeries
 	lastKey    [2]SeriesKey // Observe's cache: the last block series and component aggregate
@@ -195,7 +201,7 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	b := d.clock.index(ev.TS)
 	if b <= d.closed {
 		d.late++
-		d.log.Debug("dropping late telemetry event", "service", ev.Service, "component", ev.Component, "ts", ev.TS)
+		d.logLate(ev)
 		return
 	}
 	if !d.seen || ev.TS.After(d.maxTS) {
@@ -412,6 +418,24 @@ func (d *Detector) fold(s *series, ev *schemas.TelemetryEvent, b int64, pts []la
 		bk.memN++
 	}
 	return bk
+}
+
+// lateLogEvery is how much event time passes between two warnings about late events.
+const lateLogEvery = time.Minute
+
+// logLate warns of late events: the first, then at most once per lateLogEvery of event time,
+// with how many were dropped since the last warning and which producer sent this one, so an
+// operator finds a producer whose clock runs behind or that publishes late. Event time paces it,
+// so a replay logs what live detection logged.
+func (d *Detector) logLate(ev *schemas.TelemetryEvent) {
+	every := int64(lateLogEvery / time.Duration(d.cfg.BucketWidth))
+	if d.lateLogged && d.closed-d.lateLogB < max(every, 1) {
+		return
+	}
+	d.log.Warn("dropping late telemetry: its time bucket had closed; is the producer's clock behind, or does it publish late?",
+		"dropped", d.late-d.lateLogN, "service", ev.Service, "component", ev.Component, "version", ev.Version,
+		"ts", ev.TS, "behind_latest", d.maxTS.Sub(ev.TS), "allowed_lateness", time.Duration(d.cfg.AllowedLateness))
+	d.lateLogged, d.lateLogB, d.lateLogN = true, d.closed, d.late
 }
 
 // seriesFor returns the series of k, creating it (and inferring a version change) when new; b is

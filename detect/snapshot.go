@@ -153,6 +153,7 @@ func (d *Detector) xfer(c *codec) error {
 	c.i64(&d.closed)
 	c.i64(&d.nextSweep)
 	c.u64(&d.late)
+	d.lateLogN = d.late // a restored detector's first warning counts from here
 	c.u64(&d.invalid)
 	c.u64(&d.overLimit)
 
