@@ -30,9 +30,12 @@ type aggState struct {
 }
 
 type aggSnapshot struct {
-	key  aggKey
-	from time.Time
-	st   aggState
+	key aggKey
+	// end is when the interval ended: an aggregate's ts, as the schema says. Stamped with the
+	// interval's start, it would reach ingest a whole interval behind the events of producers
+	// that send each request, and be dropped as late by the time allowed_lateness has passed.
+	end time.Time
+	st  aggState
 }
 
 func categoryIndex(c string) int {
@@ -90,15 +93,13 @@ func (p *Publisher) recordAgg(o *Observation) {
 func (p *Publisher) snapshotAgg() []aggSnapshot {
 	now := time.Now()
 	p.mu.Lock()
-	from := p.from
-	p.from = now
 	var out []aggSnapshot
 	for k, st := range p.agg {
 		if st.count == 0 {
 			delete(p.agg, k)
 			continue
 		}
-		out = append(out, aggSnapshot{key: k, from: from, st: *st})
+		out = append(out, aggSnapshot{key: k, end: now, st: *st})
 		*st = aggState{}
 	}
 	p.mu.Unlock()
@@ -122,7 +123,7 @@ func (s *aggState) quantile(q float64) float64 {
 // appendAggregate writes one aggregate event: count, errors by category, mean latency and summary.
 func (p *Publisher) appendAggregate(b []byte, a *aggSnapshot) []byte {
 	st := &a.st
-	b = p.appendHead(b, a.from, a.key.component, a.key.block, a.key.version)
+	b = p.appendHead(b, a.end, a.key.component, a.key.block, a.key.version)
 	b = append(b, `,"count":`...)
 	b = appendInt(b, st.count)
 	b = append(b, `,"latency_ms":`...)

@@ -189,7 +189,6 @@ type Publisher struct {
 	raw   []Observation
 	spare []Observation
 	agg   map[aggKey]*aggState
-	from  time.Time // start of the current aggregation interval
 
 	seq                                         atomic.Uint64
 	recorded, dropped, events, messages, failed atomic.Uint64
@@ -231,7 +230,6 @@ func NewPublisher(nc *nats.Conn, service string, opts ...Option) (*Publisher, er
 		p.js = js
 	}
 	p.raw = make([]Observation, 0, min(p.bufSize, 1024))
-	p.from = time.Now()
 	every := p.flushEvery
 	if p.aggInterval > 0 {
 		every = p.aggInterval

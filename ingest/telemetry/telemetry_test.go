@@ -184,10 +184,17 @@ func TestAggregationSendsOneEventPerSeriesPerInterval(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	recorded := time.Now()
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	evs := read()
+	// An aggregate is stamped when its interval ended, as the schema says: the last one's
+	// interval ends at Close, after every request was recorded. Stamped with its start, it
+	// would reach ingest an interval behind other producers' events.
+	if last := evs[len(evs)-1].TS; last.Before(recorded) {
+		t.Fatalf("the last aggregate is stamped %v, before its requests were recorded (%v)", last, recorded)
+	}
 	counts := map[string]int64{}
 	errs := map[string]int64{}
 	for _, ev := range evs {
