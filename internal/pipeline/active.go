@@ -41,7 +41,7 @@ func (p *Pipeline) Active() (ingest, decide bool) {
 
 // leases are the leases of the stages that run as one active instance among the serve
 // processes sharing a server, and whether this process holds them. Only the loop of startActive
-// and, after it ends, Stop touch them.
+// touches them (and renewing, while the loop waits on a takeover), then Stop once it has ended.
 type leases struct {
 	ingest, decide      *decide.Lease
 	ingesting, deciding bool
@@ -194,7 +194,11 @@ func (p *Pipeline) standBy(l *leases) {
 // taken by a start that then failed is released too.
 func (p *Pipeline) stopActive(l *leases) {
 	ctx := context.WithoutCancel(p.ctx)
+	// The loop has ended: renew meanwhile, or a drain that outlasts the lease's remaining time
+	// would be fenced off the batches it is handing over.
+	stopRenewing := renewing(ctx, l.ingest, l.decide)
 	p.stopIngest(true)
+	stopRenewing()
 	_ = l.ingest.Release(ctx)
 	l.ingesting = false
 	p.setActive(stageIngest, false)
