@@ -612,14 +612,14 @@ func (c *Consumer) handle(batch []jetstream.Msg, own bool) bool {
 	skip := c.skip.Load()
 	var last, skipped uint64
 	for _, msg := range batch {
-		seq, _ := streamSeq(msg.Reply())
+		seq, stored := ackMeta(msg.Reply())
 		last = max(last, seq)
 		if skip > 0 && seq > 0 && seq <= skip {
 			skipped++ // acknowledged below with the rest: the handler already holds it
 			continue
 		}
 		var err error
-		c.events, err = c.dec.DecodeStored(msg.Subject(), msg.Data(), storedAt(msg.Reply()), c.events)
+		c.events, err = c.dec.DecodeStored(msg.Subject(), msg.Data(), stored, c.events)
 		if err != nil {
 			var re *RejectError
 			if !errors.As(err, &re) {
@@ -712,16 +712,57 @@ func numPending(reply string) (uint64, bool) { return ackToken(reply, 8, 10) }
 
 // streamSeq reads a message's stream sequence from its ack subject without allocating, as
 // numPending does: msg.Metadata() parses every token and allocates, once per message.
-func streamSeq(reply string) (uint64, bool) { return ackToken(reply, 5, 7) }
+func streamSeq(reply string) (uint64, bool) {
+	seq, _ := ackMeta(reply)
+	return seq, seq > 0
+}
 
-// storedAt reads when the server stored a message from its ack subject, as streamSeq reads its
-// sequence; the zero time when the subject does not say.
-func storedAt(reply string) time.Time {
-	ns, ok := ackToken(reply, 7, 9)
-	if !ok || ns == 0 || ns > math.MaxInt64 {
-		return time.Time{}
+// ackMeta reads a message's stream sequence and when the server stored it from its ack subject,
+// in one pass and without allocating: 0 and the zero time for what the subject does not say (see
+// ackToken for the two forms, where the stored time is two tokens after the sequence).
+func ackMeta(reply string) (seq uint64, stored time.Time) {
+	if !strings.HasPrefix(reply, "$JS.ACK.") {
+		return 0, time.Time{}
 	}
-	return time.Unix(0, int64(ns))
+	var at int // the sequence's token
+	switch tokens := strings.Count(reply, ".") + 1; {
+	case tokens == 9:
+		at = 5
+	case tokens >= 12:
+		at = 7
+	default:
+		return 0, time.Time{}
+	}
+	i := 0
+	for range at {
+		i += strings.IndexByte(reply[i:], '.') + 1 // the count above says the dots are there
+	}
+	seq, okSeq := digits(reply[i:])
+	for range 2 { // past the stream and the consumer sequences
+		i += strings.IndexByte(reply[i:], '.') + 1
+	}
+	ns, okTS := digits(reply[i:])
+	if !okSeq {
+		seq = 0
+	}
+	if okTS && ns > 0 && ns <= math.MaxInt64 {
+		stored = time.Unix(0, int64(ns))
+	}
+	return seq, stored
+}
+
+// digits parses the decimal token s starts with, up to its dot; ok is false when the token is
+// empty, holds anything but digits or overflows.
+func digits(s string) (n uint64, ok bool) {
+	i := 0
+	for ; i < len(s) && s[i] != '.'; i++ {
+		c := s[i]
+		if c < '0' || c > '9' || n > (math.MaxUint64-9)/10 {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, i > 0
 }
 
 // ackToken parses the numeric token at index short of the 9-token ack subject, or at index long

@@ -325,6 +325,11 @@ func TestStreamSeq(t *testing.T) {
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("streamSeq(%q) = %d, %v; want %d, %v", tt.reply, got, ok, tt.want, tt.ok)
 		}
+		// Both forms carry when the server stored the message (the third, whatever its sequence).
+		wantStored := strings.Count(tt.reply, ".") >= 8
+		if _, stored := ackMeta(tt.reply); wantStored != !stored.IsZero() || wantStored && !stored.Equal(time.Unix(0, 1764151200000000000)) {
+			t.Errorf("ackMeta(%q) stored at %v", tt.reply, stored)
+		}
 	}
 }
 
