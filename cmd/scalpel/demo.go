@@ -157,6 +157,9 @@ func startDemoScalpel(ctx context.Context, o demoOptions, manifest string) (*dem
 	return &demoEnv{cfg: cfg, log: log, nc: nc, js: js, srv: srv, close: closeAll}, nil
 }
 
+// demoStory is the longest the story runs after the deploy, in event time.
+const demoStory = 3 * time.Minute
+
 func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	env, err := startDemoScalpel(ctx, o, sim.CheckoutManifest)
 	if err != nil {
@@ -167,7 +170,10 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 
 	st := &story{out: out, subj: cfg.Subjects()}
 	svc := demoService(o.seed)
-	start := time.Now().UTC().Truncate(time.Second)
+	// Event time runs faster than the wall clock, and ingest rejects an event stamped ahead of
+	// when the server stored it (ingest.max_clock_ahead): the story starts far enough in the past
+	// that its event time stays behind the wall clock to its end.
+	start := time.Now().UTC().Add(-(o.baseline + demoStory)).Truncate(time.Second)
 	st.start = start
 	subs, err := st.follow(nc)
 	if err != nil {
@@ -220,7 +226,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	deployed := false
 	var events []schemas.TelemetryEvent
 	stats := newBlockStats()
-	deadline := deployAt.Add(3 * time.Minute)
+	deadline := deployAt.Add(demoStory)
 	for evNow := start; ; evNow = evNow.Add(evTick) {
 		select {
 		case <-ctx.Done():
