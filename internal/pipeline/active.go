@@ -69,7 +69,8 @@ func (p *Pipeline) startActive(ctx context.Context) error {
 	ttl := p.cfg.Decide.LeaseDuration()
 	_, durable, _ := consumerOf(p.cfg)
 	l := &leases{ingest: decide.NewLease(stateKV, IngestLeaseKey(durable), ttl), decide: decide.NewLease(stateKV, decide.LeaseKey, ttl)}
-	p.ingestLease = l.ingest
+	p.ingestLease.Store(l.ingest)
+	p.decideLease.Store(l.decide)
 	if err := p.stepActive(ctx, l, true); err != nil {
 		p.stopActive(l)
 		return err
@@ -194,15 +195,15 @@ func (p *Pipeline) standBy(l *leases) {
 // taken by a start that then failed is released too.
 func (p *Pipeline) stopActive(l *leases) {
 	ctx := context.WithoutCancel(p.ctx)
-	// The loop has ended: renew meanwhile, or a drain that outlasts the lease's remaining time
-	// would be fenced off the batches it is handing over.
+	// The loop has ended: renew meanwhile, or drains that outlast the leases' remaining time
+	// would be fenced off the batches and decisions they are handing over.
 	stopRenewing := renewing(ctx, l.ingest, l.decide)
 	p.stopIngest(true)
+	p.unlead()
 	stopRenewing()
 	_ = l.ingest.Release(ctx)
 	l.ingesting = false
 	p.setActive(stageIngest, false)
-	p.unlead()
 	_ = l.decide.Release(ctx)
 	l.deciding = false
 	p.setActive(stageDecide, false)

@@ -284,3 +284,55 @@ func TestFencedBatchIsNeitherHandledNorAcknowledged(t *testing.T) {
 		t.Fatal("the detector saw no event")
 	}
 }
+
+// TestDecisionsAreFencedByTheDecideLease: a decider whose lease has lapsed by its own clock (here
+// its lease is swapped for one it never took) publishes nothing, and says why, so the message that
+// led to the decision goes back for the new holder; with the lease valid again, it publishes.
+func TestDecisionsAreFencedByTheDecideLease(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	cfg := config.Default()
+	p, err := New(Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if _, deciding := p.Active(); !deciding {
+		t.Fatal("the only process does not decide")
+	}
+	d := schemas.Decision{ID: "fence-1", TS: time.Now().UTC(), IncidentID: "inc-1", Action: schemas.ActionHold,
+		Service: "checkout", Reason: "a test of the fence"}
+	stored := func() uint64 {
+		str, err := js.Stream(ctx, schemas.StreamDecisions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := str.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	held := p.decideLease.Load()
+	kv, err := js.KeyValue(ctx, schemas.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.decideLease.Store(decide.NewLease(kv, decide.LeaseKey, time.Second)) // never taken: lapsed
+	if err := p.publishDecisions(ctx, []schemas.Decision{d}); !errors.Is(err, errDecideLeaseLapsed) {
+		t.Fatalf("published with the lease lapsed: %v", err)
+	}
+	if n := stored(); n != 0 {
+		t.Fatalf("DECISIONS holds %d messages after a fenced publication", n)
+	}
+	p.decideLease.Store(held)
+	if err := p.publishDecisions(ctx, []schemas.Decision{d}); err != nil {
+		t.Fatal(err)
+	}
+	if n := stored(); n != 1 {
+		t.Fatalf("DECISIONS holds %d messages, want the decision", n)
+	}
+}

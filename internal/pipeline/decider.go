@@ -324,6 +324,11 @@ func (p *Pipeline) publishDeployDecisions(ctx context.Context, decisions []schem
 		if err == nil {
 			return
 		}
+		if !p.Leading() {
+			p.log.Info("decisions of a deploy left to the active decider: this process no longer decides",
+				"stage", "decide", "decisions", len(decisions), "err", err)
+			return
+		}
 		p.log.Warn("publish decisions of a deploy failed; retrying", "stage", "decide", "attempt", attempt, "delay", delay, "err", err)
 		select {
 		case <-ctx.Done():
@@ -431,7 +436,15 @@ func (p *Pipeline) AdvanceDecide(ctx context.Context, watermark time.Time) {
 // publishDecisions publishes each decision once: a decision already recorded in scalpel_state
 // (published before a restart or by the previous lease holder) is skipped; the Nats-Msg-Id covers a
 // crash between publishing and recording.
+//
+// Only while the decide lease is valid by this process's clock: a decider paused past its lease
+// (a stopped VM, a long stall) learns that another took over only at its next renewal, and what
+// it decided meanwhile, on a state the new holder has moved past, is not published. The message
+// that led to it goes back for the new holder.
 func (p *Pipeline) publishDecisions(ctx context.Context, decisions []schemas.Decision) error {
+	if l := p.decideLease.Load(); len(decisions) > 0 && l != nil && !leaseValid(l) {
+		return errDecideLeaseLapsed
+	}
 	for i := range decisions {
 		d := &decisions[i]
 		if p.dec().state != nil {

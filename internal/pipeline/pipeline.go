@@ -51,8 +51,9 @@ type Pipeline struct {
 	detectSkip uint64
 	// ingest is the running ingest consumer: nil while another process holds the durable's lease.
 	ingest *ingest.Consumer
-	// ingestLease is the durable's lease (set by startActive).
-	ingestLease *decide.Lease
+	// ingestLease and decideLease are the stages' leases (set by startActive); the fences read
+	// them from the stages' goroutines.
+	ingestLease, decideLease atomic.Pointer[decide.Lease]
 	// detectStream is when the telemetry stream the detector was restored on was created: a
 	// stream made anew since holds other messages under the same sequences.
 	detectStream time.Time
@@ -238,13 +239,19 @@ func (p *Pipeline) startIngest(ctx context.Context) error {
 // errLeaseLapsed fails a batch that arrives after the ingest lease expired unrenewed.
 var errLeaseLapsed = errors.New("the ingest lease lapsed without a renewal: holding telemetry until it is renewed or another process takes over")
 
+// errDecideLeaseLapsed fails a publication of decisions after the decide lease expired unrenewed.
+var errDecideLeaseLapsed = errors.New("the decide lease lapsed without a renewal: holding decisions until it is renewed or another process takes over")
+
+// leaseValid reports whether l is held and, by this process's clock, not yet expired.
+func leaseValid(l *decide.Lease) bool { return l != nil && time.Now().Before(l.ValidUntil()) }
+
 // ingestFence lets the detector handle a batch only while the ingest lease is valid by this
 // process's clock. A process paused past its lease (a stopped VM, a long stall) may still hold
 // a batch or be delivered more before its next renewal finds that another process took over;
 // handling and acknowledging them would take them from the new holder's detector. Fenced, the
 // batch is retried until the lease is renewed, or handed back when the process stands by.
 func (p *Pipeline) ingestFence() error {
-	if p.ingestLease == nil || !time.Now().Before(p.ingestLease.ValidUntil()) {
+	if !leaseValid(p.ingestLease.Load()) {
 		return errLeaseLapsed
 	}
 	return nil
