@@ -423,6 +423,12 @@ func (p *Pipeline) AdvanceDecide(ctx context.Context, watermark time.Time) {
 		p.decideMu.Unlock()
 		return // standing by: the active decider advances its own engine
 	}
+	if l := p.decideLease.Load(); l != nil && !leaseValid(l) {
+		// Its decisions could not be published (see publishDecisions), and nothing would
+		// offer them again: the engine waits, and a later batch advances it past this watermark.
+		p.decideMu.Unlock()
+		return
+	}
 	decisions, err := p.engine.Advance(watermark)
 	p.decideMu.Unlock()
 	if err != nil {
