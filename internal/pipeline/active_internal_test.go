@@ -336,3 +336,51 @@ func TestDecisionsAreFencedByTheDecideLease(t *testing.T) {
 		t.Fatalf("DECISIONS holds %d messages, want the decision", n)
 	}
 }
+
+// delivered is a message delivered n times, for redeliveryDelay.
+type delivered struct {
+	jetstream.Msg
+	n uint64
+}
+
+func (d delivered) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{NumDelivered: d.n}, nil
+}
+
+// TestDecideNeverDropsAMessageItFailedOn: decide's consumers redeliver without limit (a message
+// dropped after a few failures would be an anomaly never decided), later and later.
+func TestDecideNeverDropsAMessageItFailedOn(t *testing.T) {
+	for n, want := range map[uint64]time.Duration{1: time.Second, 2: 2 * time.Second, 5: 16 * time.Second, 6: 30 * time.Second, 1000: 30 * time.Second} {
+		if got, _ := redeliveryDelay(delivered{n: n}); got != want {
+			t.Errorf("delivery %d: wait %v, want %v", n, got, want)
+		}
+	}
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	p, err := New(Options{Config: config.Default(), JS: js, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	for _, c := range []struct{ stream, durable string }{
+		{schemas.StreamAnomalies, DurableDecideAnomalies},
+		{schemas.StreamRollbacks, DurableDecideAcks},
+		{schemas.StreamDecisions, DurableDecideApprovals},
+		{schemas.StreamRejected, DurableDecideRejected},
+	} {
+		cons, err := js.Consumer(ctx, c.stream, c.durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.MaxDeliver != -1 {
+			t.Errorf("%s: max deliver %d, want unlimited", c.durable, info.Config.MaxDeliver)
+		}
+	}
+}

@@ -70,7 +70,10 @@ func (p *Pipeline) lead(ctx context.Context) error {
 	} {
 		cons, err := p.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
 			Durable: c.durable, FilterSubject: c.filter, AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: 30 * time.Second, MaxDeliver: 10,
+			// Never dropped: a message decide failed on (the state bucket or the stream out of
+			// reach) is offered again, later and later, until it is decided. A bad one is
+			// rejected and terminated instead (decideAndAck).
+			AckWait: 30 * time.Second, MaxDeliver: -1,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("%s consumer: %w", c.durable, err))
@@ -356,16 +359,28 @@ func (p *Pipeline) decideAndAck(ctx context.Context, m jetstream.Msg, what strin
 		_ = m.Ack()
 		return
 	case err != nil:
-		p.log.Warn(what+" not decided; will retry", "stage", "decide", "err", err)
-		_ = m.NakWithDelay(2 * time.Second)
+		delay, n := redeliveryDelay(m)
+		p.log.Warn(what+" not decided; will retry", "stage", "decide", "err", err, "deliveries", n, "delay", delay)
+		_ = m.NakWithDelay(delay)
 		return
 	}
 	if err := p.publishDecisions(ctx, decisions); err != nil {
-		p.log.Warn("publish decisions failed; will retry", "stage", "decide", "err", err)
-		_ = m.NakWithDelay(time.Second)
+		delay, n := redeliveryDelay(m)
+		p.log.Warn("publish decisions failed; will retry", "stage", "decide", "err", err, "deliveries", n, "delay", delay)
+		_ = m.NakWithDelay(delay)
 		return
 	}
 	_ = m.Ack()
+}
+
+// redeliveryDelay is how long a message decide failed on waits before it is offered again: 1 s,
+// doubling with each delivery up to 30 s. It also returns how many times it has been delivered.
+func redeliveryDelay(m jetstream.Msg) (time.Duration, uint64) {
+	var n uint64 = 1
+	if md, err := m.Metadata(); err == nil {
+		n = max(md.NumDelivered, 1)
+	}
+	return min(time.Second<<min(n-1, 5), 30*time.Second), n
 }
 
 func (p *Pipeline) handleAnomalyMsg(ctx context.Context, m jetstream.Msg) {
