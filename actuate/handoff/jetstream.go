@@ -29,7 +29,8 @@ type JetStreamConfig struct {
 	// Handoff is the hand-off's Config; AckWait comes from it.
 	Handoff Config
 	// MaxDeliver bounds redeliveries of a decision the hand-off could not settle (the process
-	// died, the reject could not be stored). Default 8.
+	// died, the reject could not be stored). Default -1, unlimited: a decision is carried out or
+	// rejected to rejected.actuate, where decide sees it fail, and never dropped unseen.
 	MaxDeliver int
 	// NakDelay spaces those redeliveries. Default 5s.
 	NakDelay time.Duration
@@ -50,7 +51,7 @@ func NewJetStreamSubscriber(nc *nats.Conn, cfg JetStreamConfig) (message.Subscri
 		return nil, errors.New("handoff: durable consumer name required")
 	}
 	if cfg.MaxDeliver == 0 {
-		cfg.MaxDeliver = 8
+		cfg.MaxDeliver = -1
 	}
 	if cfg.NakDelay == 0 {
 		cfg.NakDelay = 5 * time.Second

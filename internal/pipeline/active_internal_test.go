@@ -348,7 +348,8 @@ func (d delivered) Metadata() (*jetstream.MsgMetadata, error) {
 }
 
 // TestDecideNeverDropsAMessageItFailedOn: decide's consumers redeliver without limit (a message
-// dropped after a few failures would be an anomaly never decided), later and later.
+// dropped after a few failures would be an anomaly never decided), later and later; so does
+// actuate's (a decision dropped unsettled would be a rollback neither carried out nor failed).
 func TestDecideNeverDropsAMessageItFailedOn(t *testing.T) {
 	for n, want := range map[uint64]time.Duration{1: time.Second, 2: 2 * time.Second, 5: 16 * time.Second, 6: 30 * time.Second, 1000: 30 * time.Second} {
 		if got, _ := redeliveryDelay(delivered{n: n}); got != want {
@@ -370,6 +371,7 @@ func TestDecideNeverDropsAMessageItFailedOn(t *testing.T) {
 		{schemas.StreamRollbacks, DurableDecideAcks},
 		{schemas.StreamDecisions, DurableDecideApprovals},
 		{schemas.StreamRejected, DurableDecideRejected},
+		{schemas.StreamDecisions, DurableActuate},
 	} {
 		cons, err := js.Consumer(ctx, c.stream, c.durable)
 		if err != nil {
