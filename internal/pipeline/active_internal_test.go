@@ -386,3 +386,77 @@ func TestDecideNeverDropsAMessageItFailedOn(t *testing.T) {
 		}
 	}
 }
+
+// TestAdvanceRetriesDecisionsItCouldNotPublish: the decisions event time makes (here an anomaly
+// no deploy came for, decided when deploy_skew has passed) come from AdvanceDecide, which no
+// message offers again. When they cannot be published (the context here is cancelled), the next
+// call publishes them.
+func TestAdvanceRetriesDecisionsItCouldNotPublish(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	cfg := config.Default()
+	p, err := New(Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	m, err := schemas.ParseManifest([]byte("service: ledger\nrollback_window: 1m\ncomponents:\n  - component: post\n    granularity: medium\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Catalog().Apply(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Add(-10 * time.Minute).Truncate(time.Second)
+	score := 0.999
+	a := schemas.Anomaly{ID: schemas.DeriveID("anomaly", "advance-test"), TSDetected: t0,
+		Window: schemas.Window{From: t0.Add(-30 * time.Second), To: t0}, Service: "ledger", Component: "post",
+		Version: "2.0", BaselineVersion: "1.0", Metric: schemas.MetricErrorRate, ErrorCategory: schemas.ErrException,
+		Observed: 0.12, Baseline: 0.01, Effect: 0.11, Statistic: 14, Score: &score, Samples: schemas.Samples{Observed: 900, Baseline: 4000}}
+	b, _ := json.Marshal(&a)
+	if _, err := js.Publish(ctx, cfg.Subjects().Anomaly(a.Service, a.Component), b); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { // decide has taken it in
+		cons, err := js.Consumer(ctx, schemas.StreamAnomalies, DurableDecideAnomalies)
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream != 1 {
+			return fmt.Errorf("the anomaly is not decided on yet")
+		}
+		return nil
+	})
+	stored := func() uint64 {
+		str, err := js.Stream(ctx, schemas.StreamDecisions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := str.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	if n := stored(); n != 0 {
+		t.Fatalf("%d decisions before deploy_skew passed: the anomaly was not parked", n)
+	}
+	past := t0.Add(time.Duration(cfg.Decide.DeploySkew) + time.Second)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	p.AdvanceDecide(cancelled, past) // decides, and cannot publish
+	if n := stored(); n != 0 {
+		t.Fatalf("%d decisions published with a cancelled context", n)
+	}
+	p.AdvanceDecide(ctx, past) // the same watermark: nothing new, but what was not published
+	if n := stored(); n == 0 {
+		t.Fatal("the decisions Advance made and could not publish are lost")
+	}
+}

@@ -28,6 +28,9 @@ const (
 type deciderState struct {
 	state jetstream.KeyValue // scalpel_state: lease and published-once records
 	stops []func()           // consumers of the active decider; nil while standing by
+	// unpublished holds decisions AdvanceDecide made but could not publish: no message will
+	// offer them again, so the next call publishes them first.
+	unpublished []schemas.Decision
 }
 
 var deciders sync.Map // *Pipeline → *deciderState
@@ -114,6 +117,7 @@ func (p *Pipeline) unlead() {
 	p.decideMu.Lock()
 	stops := p.dec().stops
 	p.dec().stops = nil
+	p.dec().unpublished = nil // the next holder makes them again
 	p.decideMu.Unlock()
 	for i := len(stops) - 1; i >= 0; i-- {
 		stops[i]()
@@ -445,12 +449,21 @@ func (p *Pipeline) AdvanceDecide(ctx context.Context, watermark time.Time) {
 		return
 	}
 	decisions, err := p.engine.Advance(watermark)
+	decisions = append(p.dec().unpublished, decisions...)
+	p.dec().unpublished = nil
 	p.decideMu.Unlock()
 	if err != nil {
 		p.log.Warn("decide: advance", "stage", "decide", "err", err)
 	}
 	if err := p.publishDecisions(ctx, decisions); err != nil {
-		p.log.Error("publish decisions", "stage", "decide", "err", err)
+		// Those published already are recorded, and publishDecisions skips them next time.
+		p.log.Error("publish decisions failed; will retry after the next batch", "stage", "decide",
+			"decisions", len(decisions), "err", err)
+		p.decideMu.Lock()
+		if p.dec().stops != nil { // still deciding (a new holder makes them again)
+			p.dec().unpublished = append(decisions, p.dec().unpublished...)
+		}
+		p.decideMu.Unlock()
 	}
 }
 
