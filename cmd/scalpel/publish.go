@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -235,6 +236,7 @@ type stdinSource struct {
 	pending []schemas.TelemetryEvent // the rest of a JSON array
 	r       *bufio.Reader
 	started bool
+	warned  bool // an event stamped ahead of this machine's clock was reported
 }
 
 func newStdinSource(r io.Reader, errw io.Writer) *stdinSource {
@@ -330,6 +332,11 @@ func (s *stdinSource) parse(b []byte, where string, now time.Time) (schemas.Tele
 		fmt.Fprintf(s.errw, "%s: %v\n", where, err)
 		s.bad++
 		return ev, false
+	}
+	if ahead := ev.TS.Sub(now); ahead > ingest.DefaultMaxClockAhead && !s.warned {
+		s.warned = true
+		fmt.Fprintf(s.errw, "%s: warning: ts %s is %s ahead of this machine's clock; ingest rejects an event stamped more than ingest.max_clock_ahead (%s by default) ahead of when the server stores it (future_timestamp), so stamp replayed or simulated traffic in the past (further events ahead are not listed)\n",
+			where, ev.TS.UTC().Format(time.RFC3339Nano), ahead.Round(time.Millisecond), ingest.DefaultMaxClockAhead)
 	}
 	return ev, true
 }

@@ -118,3 +118,29 @@ func TestPublishDurationAndRate(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishWarnsOfTimestampsAhead: events stamped ahead of this machine's clock are published,
+// since the server's clock decides, but publish says once that ingest will reject them.
+func TestPublishWarnsOfTimestampsAhead(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	if err := ingest.EnsureTopology(ctx, js, schemas.Subjects{}, ingest.DefaultTopologyConfig()); err != nil {
+		t.Fatal(err)
+	}
+	ahead := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	line := `{"ts":"` + ahead + `","service":"checkout","component":"cart","version":"1","latency_ms":3}`
+	var errw bytes.Buffer
+	st, err := runPublish(ctx, js, schemas.Subjects{}, newStdinSource(strings.NewReader(line+"\n"+line), &errw), 0, &errw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Published != 2 {
+		t.Fatalf("published %d of 2", st.Published)
+	}
+	if got := strings.Count(errw.String(), "ahead of this machine's clock"); got != 1 {
+		t.Fatalf("%d warnings, want one:\n%s", got, errw.String())
+	}
+	if !strings.Contains(errw.String(), "line 1: warning: ts "+ahead) || !strings.Contains(errw.String(), "future_timestamp") {
+		t.Errorf("the warning does not say which event and why:\n%s", errw.String())
+	}
+}
