@@ -292,30 +292,13 @@ func TestDecisionsAreFencedByTheDecideLease(t *testing.T) {
 	_, _, js := natstest.Connect(t)
 	ctx := context.Background()
 	cfg := config.Default()
-	p, err := New(Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
+	p := startInternal(t, cfg, js)
 	if _, deciding := p.Active(); !deciding {
 		t.Fatal("the only process does not decide")
 	}
 	d := schemas.Decision{ID: "fence-1", TS: time.Now().UTC(), IncidentID: "inc-1", Action: schemas.ActionHold,
 		Service: "checkout", Reason: "a test of the fence"}
-	stored := func() uint64 {
-		str, err := js.Stream(ctx, schemas.StreamDecisions)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := str.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	stored := func() uint64 { return decisionsStored(t, js) }
 	held := p.decideLease.Load()
 	kv, err := js.KeyValue(ctx, schemas.BucketState)
 	if err != nil {
@@ -358,14 +341,7 @@ func TestDecideNeverDropsAMessageItFailedOn(t *testing.T) {
 	}
 	_, _, js := natstest.Connect(t)
 	ctx := context.Background()
-	p, err := New(Options{Config: config.Default(), JS: js, Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
+	startInternal(t, config.Default(), js)
 	for _, c := range []struct{ stream, durable string }{
 		{schemas.StreamAnomalies, DurableDecideAnomalies},
 		{schemas.StreamRollbacks, DurableDecideAcks},
@@ -395,14 +371,7 @@ func TestAdvanceRetriesDecisionsItCouldNotPublish(t *testing.T) {
 	_, _, js := natstest.Connect(t)
 	ctx := context.Background()
 	cfg := config.Default()
-	p, err := New(Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
+	p := startInternal(t, cfg, js)
 	m, err := schemas.ParseManifest([]byte("service: ledger\nrollback_window: 1m\ncomponents:\n  - component: post\n    granularity: medium\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -434,17 +403,7 @@ func TestAdvanceRetriesDecisionsItCouldNotPublish(t *testing.T) {
 		}
 		return nil
 	})
-	stored := func() uint64 {
-		str, err := js.Stream(ctx, schemas.StreamDecisions)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := str.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	stored := func() uint64 { return decisionsStored(t, js) }
 	if n := stored(); n != 0 {
 		t.Fatalf("%d decisions before deploy_skew passed: the anomaly was not parked", n)
 	}
@@ -459,4 +418,33 @@ func TestAdvanceRetriesDecisionsItCouldNotPublish(t *testing.T) {
 	if n := stored(); n == 0 {
 		t.Fatal("the decisions Advance made and could not publish are lost")
 	}
+}
+
+// startInternal starts a pipeline on js, stopped when the test ends.
+func startInternal(t *testing.T, cfg config.Config, js jetstream.JetStream) *Pipeline {
+	t.Helper()
+	p, err := New(Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// decisionsStored counts the messages of the DECISIONS stream.
+func decisionsStored(t *testing.T, js jetstream.JetStream) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	str, err := js.Stream(ctx, schemas.StreamDecisions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := str.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
 }
