@@ -20,6 +20,7 @@ import (
 	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/metricstest"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/sim"
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -42,8 +43,15 @@ func TestRenewingKeepsLeasesThroughASlowTakeover(t *testing.T) {
 	if err := held.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
+	first := held.ValidUntil()
 	stop := renewing(ctx, held, notHeld)
-	time.Sleep(4 * ttl)
+	// Past the expiry the first Acquire wrote, and renewed since.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !time.Now().After(first) || !held.ValidUntil().After(time.Now()) {
+			return fmt.Errorf("not yet past the first expiry with a renewal (valid until %v)", held.ValidUntil())
+		}
+		return nil
+	})
 	if err := other.Acquire(ctx); !errors.Is(err, decide.ErrLeaseHeld) {
 		stop()
 		t.Fatalf("another process took the lease while it was being renewed: %v", err)
@@ -52,10 +60,7 @@ func TestRenewingKeepsLeasesThroughASlowTakeover(t *testing.T) {
 		t.Fatal("a lease not taken reads as held")
 	}
 	stop()
-	time.Sleep(ttl + ttl/2)
-	if err := other.Acquire(ctx); err != nil {
-		t.Fatalf("the lease did not lapse once renewals stopped: %v", err)
-	}
+	natstest.CheckFor(t, 10*ttl, 10*time.Millisecond, func() error { return other.Acquire(ctx) }) // it lapses
 	if !other.Held() {
 		t.Fatal("the lease taken over does not read as held")
 	}
@@ -247,7 +252,8 @@ func TestFencedBatchIsNeitherHandledNorAcknowledged(t *testing.T) {
 	icfg := cfg.Ingest
 	icfg.RetryDelay = schemas.Duration(20 * time.Millisecond)
 	icfg.MaxRetryDelay = schemas.Duration(50 * time.Millisecond)
-	c, err := ingest.NewConsumer(js, cfg.Subjects(), icfg, stage)
+	reg := prometheus.NewRegistry()
+	c, err := ingest.NewConsumer(js, cfg.Subjects(), icfg, stage, ingest.WithRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +272,12 @@ func TestFencedBatchIsNeitherHandledNorAcknowledged(t *testing.T) {
 		}
 		return info.AckFloor.Stream
 	}
-	time.Sleep(300 * time.Millisecond) // several retries
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { // retried, fenced each time
+		if n, _ := metricstest.Value(t, reg, "scalpel_ingest_retries_total", nil); n < 3 {
+			return fmt.Errorf("%v retries", n)
+		}
+		return nil
+	})
 	if n, f := stage.SeriesCount(), floor(); n != 0 || f != 0 {
 		t.Fatalf("fenced: the detector holds %d series and the ack floor is %d; want neither to move", n, f)
 	}
