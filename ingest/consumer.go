@@ -490,11 +490,19 @@ func (c *Consumer) catchUp(ctx context.Context, cons jetstream.Consumer) error {
 		batch []jetstream.Msg
 		n     int
 	)
+	flush := func() error {
+		if len(batch) > 0 && !c.handle(batch, false) {
+			return errors.New("catch up on unacknowledged messages: stopped")
+		}
+		n += len(batch)
+		batch = batch[:0]
+		return nil
+	}
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
 		if err != nil {
 			// Nothing more within the wait: the last delivered message is gone from the stream.
-			c.log.Warn("catch up: stopped early", "handled", n, "through", through, "err", err)
+			c.log.Warn("catch up: stopped early", "handled", n+len(batch), "through", through, "err", err)
 			break
 		}
 		seq, ok := streamSeq(m.Reply())
@@ -502,22 +510,17 @@ func (c *Consumer) catchUp(ctx context.Context, cons jetstream.Consumer) error {
 			break
 		}
 		batch = append(batch, m)
-		if len(batch) == c.cfg.BatchSize || seq == through {
-			if !c.handle(batch, false) {
-				return errors.New("catch up on unacknowledged messages: stopped")
+		if len(batch) == c.cfg.BatchSize {
+			if err := flush(); err != nil {
+				return err
 			}
-			n += len(batch)
-			batch = batch[:0]
 		}
 		if seq == through {
 			break
 		}
 	}
-	if len(batch) > 0 {
-		if !c.handle(batch, false) {
-			return errors.New("catch up on unacknowledged messages: stopped")
-		}
-		n += len(batch)
+	if err := flush(); err != nil {
+		return err
 	}
 	c.skip.Store(max(c.skip.Load(), through))
 	c.log.Info("caught up on messages delivered but never acknowledged", "messages", n, "from", from, "through", through,
