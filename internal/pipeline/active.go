@@ -72,7 +72,7 @@ func (p *Pipeline) startActive(ctx context.Context) error {
 	p.ingestLease.Store(l.ingest)
 	p.decideLease.Store(l.decide)
 	if err := p.stepActive(ctx, l, true); err != nil {
-		p.stopActive(l)
+		p.giveUp(l, true)
 		return err
 	}
 	stopLoop := every(ttl/3, func() {
@@ -80,7 +80,7 @@ func (p *Pipeline) startActive(ctx context.Context) error {
 	})
 	p.stops = append(p.stops, func() {
 		stopLoop()
-		p.stopActive(l)
+		p.giveUp(l, true)
 		deciders.Delete(p)
 	})
 	return nil
@@ -98,7 +98,7 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 	case err == nil:
 	case l.ingesting:
 		p.log.Warn("ingest: lease lost, standing by", "stage", "ingest", "lease", l.ingest.Key(), "err", err)
-		p.standBy(l)
+		p.giveUp(l, false)
 		return nil
 	case errors.Is(err, decide.ErrLeaseHeld):
 		if first {
@@ -126,13 +126,12 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 	stopRenewing := renewing(ctx, l.ingest, l.decide)
 	err = p.startIngest(ctx)
 	stopRenewing()
-	if err != nil {
-		p.stopIngest(false)
+	if err != nil { // startIngest sets p.ingest only once its consumer runs: nothing to stop
 		if first {
 			return err
 		}
 		p.log.Error("ingest: take over failed", "stage", "ingest", "err", err)
-		p.standBy(l)
+		p.giveUp(l, false)
 		return nil
 	}
 	l.ingesting = true
@@ -175,37 +174,26 @@ func (p *Pipeline) stepDecide(ctx context.Context, l *leases, first bool) error 
 	return nil
 }
 
-// standBy gives up both stages after the ingest lease was lost: fetched telemetry goes back to the
-// server unhandled, for the new holder, and the decider stops with it.
-func (p *Pipeline) standBy(l *leases) {
-	p.stopIngest(false)
-	l.ingesting = false
-	p.setActive(stageIngest, false)
-	if l.deciding {
-		p.unlead()
-		l.deciding = false
-		p.setActive(stageDecide, false)
-	}
-	_ = l.decide.Release(context.WithoutCancel(p.ctx))
-	_ = l.ingest.Release(context.WithoutCancel(p.ctx))
-}
-
-// stopActive drains what this process runs, upstream first, and releases its leases so that a
-// standby takes over at once: ingest is drained and checkpointed before its lease goes. A lease
-// taken by a start that then failed is released too.
-func (p *Pipeline) stopActive(l *leases) {
+// giveUp stops both stages and releases their leases, upstream first. With drain (Stop, or a
+// start that failed), ingest hands every fetched message to the detector and checkpoints before
+// its lease goes, so a standby takes over at once from that state; the leases are renewed
+// meanwhile, or drains that outlast their remaining time would be fenced off the batches and
+// decisions they are handing over. Without (the ingest lease was lost, or a takeover failed),
+// fetched telemetry goes back to the server unhandled, for the new holder, and nothing is
+// checkpointed over its state. Releasing a lease this process does not hold does nothing.
+func (p *Pipeline) giveUp(l *leases, drain bool) {
 	ctx := context.WithoutCancel(p.ctx)
-	// The loop has ended: renew meanwhile, or drains that outlast the leases' remaining time
-	// would be fenced off the batches and decisions they are handing over.
-	stopRenewing := renewing(ctx, l.ingest, l.decide)
-	p.stopIngest(true)
+	stopRenewing := func() {}
+	if drain {
+		stopRenewing = renewing(ctx, l.ingest, l.decide)
+	}
+	p.stopIngest(drain)
 	p.unlead()
 	stopRenewing()
 	_ = l.ingest.Release(ctx)
-	l.ingesting = false
-	p.setActive(stageIngest, false)
 	_ = l.decide.Release(ctx)
-	l.deciding = false
+	l.ingesting, l.deciding = false, false
+	p.setActive(stageIngest, false)
 	p.setActive(stageDecide, false)
 }
 
