@@ -31,9 +31,13 @@ type line struct {
 	liveB        int64
 	liveN, prevN float32
 
-	accB  int64   // bucket being accumulated for the throughput test
-	accN  float64 // requests of the unit in bucket accB
-	lastB int64   // last bucket the throughput test consumed
+	accB int64   // bucket being accumulated for the throughput test
+	accN float64 // requests of the unit in bucket accB
+	// runB is the first bucket of the unbroken run of buckets with requests that ends at accB:
+	// a unit that served in every one of the last minute's buckets and then in none is silent
+	// (watchesSilence), where one whose traffic comes and goes is not.
+	runB  int64
+	lastB int64 // last bucket the throughput test consumed
 	tput  ewma
 	tputC cusum
 	// tputBL is the EWMA rate when the current excursion started, and tputD how much the

@@ -58,6 +58,10 @@ type Detector struct {
 	lines   map[lineKey]*line
 	active  []*series // series with open buckets
 	firing  []*series // series with an open episode
+	// quiet lists the units whose silence the throughput test reads (watchesSilence): those
+	// that served in the last bucket closed, and those silent since, for up to silenceHorizon
+	// buckets. quietNext is the list being built for the next bucket.
+	quiet, quietNext []*line
 
 	movedBuckets int64
 	ownWarmup    int64 // buckets a series serves before its own profile starts (0: never)
@@ -476,7 +480,7 @@ func (d *Detector) newSeries(k SeriesKey, b int64) *series {
 func (d *Detector) lineOf(lk lineKey) *line {
 	ln := d.lines[lk]
 	if ln == nil {
-		ln = &line{key: lk, accB: math.MinInt64, lastB: math.MinInt64, liveB: math.MinInt64}
+		ln = &line{key: lk, accB: math.MinInt64, runB: math.MinInt64, lastB: math.MinInt64, liveB: math.MinInt64}
 		d.lines[lk] = ln
 		ln.unit = ln
 		if lk.Cohort != "" {
@@ -525,15 +529,30 @@ func (d *Detector) advanceTo(last int64) {
 	// Every bucket with data up to last, in order: phase one closes it in every series, phase
 	// two tests, so a canary reads its baseline cohort's bucket whatever the series order.
 	idxs := d.idxs[:0]
+	add := func(idx int64) {
+		if i, found := slices.BinarySearch(idxs, idx); !found {
+			idxs = slices.Insert(idxs, i, idx)
+		}
+	}
 	for _, s := range d.active {
 		for _, b := range s.open {
 			if b.idx > last {
 				break
 			}
-			if _, found := slices.BinarySearch(idxs, b.idx); !found {
-				i, _ := slices.BinarySearch(idxs, b.idx)
-				idxs = slices.Insert(idxs, i, b.idx)
-			}
+			add(b.idx)
+		}
+	}
+	// A silent unit's buckets close too, though no series has them: the buckets after the
+	// last closed up to silenceHorizon on, the furthest any unit in quiet is still read, and
+	// only those the events' own watermark passed. Advance to a later time (the end of a
+	// replay's range, a test's flush) says the range is over, not that its units fell silent.
+	heard := int64(math.MinInt64)
+	if d.seen {
+		heard = d.clock.index(d.Watermark()) - 1
+	}
+	if len(d.quiet) > 0 {
+		for b := d.closed + 1; b <= min(last, d.closed+silenceHorizon, heard); b++ {
+			add(b)
 		}
 	}
 	closing, touched, services := d.closing[:0], d.touched[:0], d.services[:0]
@@ -572,10 +591,11 @@ func (d *Detector) advanceTo(last int64) {
 		for _, ln := range touched {
 			d.out = d.testThroughput(ln, closing, d.out)
 		}
+		d.out = d.testSilence(b, b <= heard, touched, d.out)
 		for _, ln := range services {
 			d.absorbRate(ln, ln.accN)
 		}
-		if len(d.firing) > 0 {
+		if len(d.firing) > 0 && len(closing) > 0 {
 			d.out = d.trafficMoved(b, d.out)
 		}
 		slices.SortFunc(d.out[from:], compareAnomalies)
@@ -812,6 +832,7 @@ func (d *Detector) relieve(idle []*series) {
 		}
 	}
 	maps.DeleteFunc(d.lines, func(_ lineKey, ln *line) bool { return !keep[ln] })
+	d.quiet = slices.DeleteFunc(d.quiet, func(ln *line) bool { return !keep[ln] })
 }
 
 // evict drops series s, of key k.
@@ -833,6 +854,7 @@ func (d *Detector) KeepService(service string) {
 	maps.DeleteFunc(d.series, func(_ SeriesKey, s *series) bool { return other(s) })
 	maps.DeleteFunc(d.deploys, func(k deployKey, _ *series) bool { return k.Service != service })
 	maps.DeleteFunc(d.lines, func(k lineKey, _ *line) bool { return k.Service != service })
+	d.quiet = slices.DeleteFunc(d.quiet, func(ln *line) bool { return ln.key.Service != service })
 	maps.DeleteFunc(d.instances, func(k instanceKey, _ *instanceSeen) bool { return k.Service != service })
 	d.active = slices.DeleteFunc(d.active, other)
 	d.firing = slices.DeleteFunc(d.firing, other)

@@ -927,16 +927,68 @@ func (d *Detector) resourceAnomaly(s *series, metric string, c *cusum, x float64
 // is frozen during an excursion so a real drop is not absorbed.
 // closing are the series whose bucket closed with it, one of which a drop is reported on.
 func (d *Detector) testThroughput(ln *line, closing []*series, out []schemas.Anomaly) []schemas.Anomaly {
-	// Only buckets with data are tested: an empty window is inconclusive, never a drop. A line
-	// that goes completely silent is therefore not reported here; that is a liveness problem.
-	// The CUSUM also restarts after a gap, so traffic that turns sparse (buckets with a request
-	// here and there) never accumulates into a "drop": it is too little data to conclude.
+	// Only buckets with data are tested here: an empty window is inconclusive, never a drop,
+	// except where testSilence reads it. The CUSUM restarts after a gap, so traffic that turns
+	// sparse (buckets with a request here and there) never accumulates into a "drop": it is too
+	// little data to conclude.
 	b := ln.accB
 	if ln.lastB != b-1 && !ln.tputC.firing {
 		ln.tputC.s = 0
 	}
 	ln.lastB = b
 	return d.throughputStep(ln, ln.accN, b, closing, out)
+}
+
+// silenceHorizon is how many buckets of a busy unit's silence its throughput test reads
+// (testSilence): at the lowest rate the test runs at, ThroughputMinRate, and traffic as bursty
+// as the suite's, a silence fires in about ten.
+const silenceHorizon = throughputWarmup
+
+// testSilence reads bucket b as a count of zero for each unit in quiet that served in none of
+// it, when heard (the events' watermark passed b), and rebuilds quiet for the next bucket from what is left of it and from touched, the
+// units that served in b.
+//
+// Why: a deploy that hangs or crashes the new version, after the old one's instances are gone,
+// leaves its unit without a single request, and a test that reads only buckets with requests
+// never sees that, the worst regression there is. Its drop to one request a second fired in
+// seconds; its drop to none went unreported for as long as it lasted. An empty bucket is
+// still inconclusive for every other test (there is nothing in it to compare), and it is only
+// read as a count here when the unit is busy enough for a missing second to mean something:
+// it served in each of the last throughputWarmup buckets (traffic that comes and goes, as a
+// batch job's does, never is), its newest version replaced another within DeployWatch (the
+// change scalpel watches for; a unit that falls silent with no change is a liveness problem
+// for a process supervisor), and for silenceHorizon buckets at most. Decide does not roll back
+// on a silence by default: no telemetry is also what a broken exporter looks like.
+func (d *Detector) testSilence(b int64, heard bool, touched []*line, out []schemas.Anomaly) []schemas.Anomaly {
+	next := d.quietNext[:0]
+	for _, ln := range d.quiet {
+		if !heard || ln.accB >= b || b-ln.accB > silenceHorizon || ln.current == nil {
+			// It served in b (and is among touched), has been silent long enough, or was
+			// evicted; or no event moved the watermark past b (see advanceTo).
+			continue
+		}
+		ln.lastB = b
+		out = d.throughputStep(ln, 0, b, nil, out)
+		if b+1-ln.accB <= silenceHorizon {
+			next = append(next, ln)
+		}
+	}
+	for _, ln := range touched {
+		if d.watchesSilence(ln) {
+			next = append(next, ln)
+		}
+	}
+	clear(d.quiet[:cap(d.quiet)]) // the old list holds no line alive
+	d.quiet, d.quietNext = next, d.quiet[:0]
+	return out
+}
+
+// watchesSilence reports whether unit line ln, which served in bucket ln.accB, is busy enough
+// and changed recently enough for its silence after that bucket to be read (testSilence).
+func (d *Detector) watchesSilence(ln *line) bool {
+	cur := ln.current
+	return ln.accB-ln.runB+1 >= throughputWarmup && cur != nil && cur.ref != nil &&
+		cur.ref.kind == refPreviousVersion && (d.watch == 0 || ln.accB-cur.firstB < d.watch)
 }
 
 // dropSeries is the series a drop of unit line ln in bucket b is reported on: the line's newest
@@ -951,6 +1003,9 @@ func dropSeries(ln *line, b int64, closing []*series) *series {
 		if s.aggregate && s.line.unit == ln && (top == nil || s.closed.n > top.closed.n) {
 			top = s
 		}
+	}
+	if top == nil {
+		return ln.current // no series served in b: the unit is silent (testSilence)
 	}
 	return top
 }
@@ -990,6 +1045,10 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*serie
 			a.Evidence.Notes = append(a.Evidence.Notes, "throughput of the unit across versions and cohorts, in requests per second",
 				fmt.Sprintf("the CUSUM adds up how far each bucket's count fell below %.3g of the usual rate, in standard deviations of %.4g requests at %.4g: Poisson's %.4g widened by the traffic's own bursts (variance m + %.3g·m²)",
 					1-d.cfg.ThroughputMinDrop/2, sd, m, math.Sqrt(m), c))
+			if x == 0 && ln.accB < b {
+				a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("silent: not one request since %s, after requests in each of the %d buckets before; a hung or crashed version and lost telemetry look alike from here",
+					d.clock.end(ln.accB).Format(time.RFC3339Nano), ln.accB-ln.runB+1))
+			}
 			a.Status = schemas.AnomalyFiring
 			keep := a
 			ln.tputA = &keep

@@ -139,6 +139,9 @@ func (ln *line) usualRate() float64 {
 // appends ln to lines when b starts that count.
 func (ln *line) count(b int64, n float64, lines []*line) []*line {
 	if ln.accB != b {
+		if ln.accB != b-1 {
+			ln.runB = b
+		}
 		ln.accB, ln.accN = b, 0
 		lines = append(lines, ln)
 	}

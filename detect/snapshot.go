@@ -53,8 +53,9 @@ const (
 	// line its excursions, and a reference the longest excursion its tests respect; 20: a series
 	// how much its latency exceedances drift between epochs, and a reference whether its
 	// latency dispersion is that drift; 21: a series' drift the shares of the epoch two back;
-	// 22: the detector how many events MaxSeries kept out.
-	snapshotVersion = 22
+	// 22: the detector how many events MaxSeries kept out; 23: a line where its run of buckets
+	// with requests began, and the detector which units' silence it reads.
+	snapshotVersion = 23
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -235,6 +236,7 @@ func (d *Detector) xfer(c *codec) error {
 	}
 	d.active = xferSeriesList(c, d, d.active)
 	d.firing = xferSeriesList(c, d, d.firing)
+	d.quiet = xferLineList(c, d, d.quiet)
 	d.xferInstances(c)
 	// What the tests found since Advance last returned (empty between batches).
 	n = c.count(len(d.out))
@@ -310,6 +312,28 @@ func xferSeriesList(c *codec, d *Detector, list []*series) []*series {
 	return list
 }
 
+func xferLineList(c *codec, d *Detector, list []*line) []*line {
+	n := c.count(len(list))
+	if c.reading {
+		list = make([]*line, 0, n)
+	}
+	for i := range n {
+		var k lineKey
+		if !c.reading {
+			k = list[i].key
+		}
+		c.lineKey(&k)
+		if c.reading {
+			if ln := d.lines[k]; ln != nil {
+				list = append(list, ln)
+			} else if c.err == nil {
+				c.fail("line %v listed but not written", k)
+			}
+		}
+	}
+	return list
+}
+
 func compareLineKeys(a, b lineKey) int {
 	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Component, b.Component),
 		cmp.Compare(a.Block, b.Block), cmp.Compare(a.Cohort, b.Cohort))
@@ -319,6 +343,7 @@ func (ln *line) xfer(c *codec) {
 	c.lineKey(&ln.key)
 	c.i64(&ln.accB)
 	c.f64(&ln.accN)
+	c.i64(&ln.runB)
 	c.i64(&ln.lastB)
 	ln.tput.xfer(c)
 	c.f32(&ln.tputD)

@@ -265,6 +265,11 @@ const (
 // IsResolved reports whether the anomaly announces the end of its episode.
 func (a *Anomaly) IsResolved() bool { return a.Status == AnomalyResolved }
 
+// IsSilence reports whether a is a unit that fell silent: a throughput drop to not one request
+// (detect reads a busy unit's empty buckets after a deploy as counts of zero). Nothing in an
+// empty window tells a hung or crashed version from its telemetry lost on the way.
+func (a *Anomaly) IsSilence() bool { return a.Metric == MetricThroughput && a.Observed == 0 }
+
 // MsgID is the Nats-Msg-Id to publish the anomaly with: its id while firing, and an id derived from
 // it when resolved — the resolution carries the same anomaly id, and the stream's duplicate window
 // would otherwise drop it as a repeat of the firing one.

@@ -1,0 +1,108 @@
+package detect
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// silenceRun feeds svc at 40 req/s and another service at 40 req/s (which keeps the watermark
+// moving) through the given phases: svc serves version v of each phase, or nothing where v is
+// "". A restore at second restoreAt (0: none) continues from a snapshot instead of the detector.
+func silenceRun(t *testing.T, restoreAt int, phases ...struct {
+	to int
+	v  string
+}) []schemas.Anomaly {
+	t.Helper()
+	f := &feeder{d: New(DefaultConfig())}
+	from := 0
+	for _, p := range phases {
+		for s := from; s < p.to; s++ {
+			if s == restoreAt {
+				snap, err := f.d.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.d, err = Restore(DefaultConfig(), snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.run(s, s+1, 80, func(ts time.Time, i int) *schemas.TelemetryEvent {
+				if i%2 == 1 {
+					e := ev(ts, "1", 10, "")
+					e.Service = "other"
+					return e
+				}
+				if p.v == "" {
+					return nil
+				}
+				return ev(ts, p.v, 10, "")
+			})
+		}
+		from = p.to
+	}
+	return append(f.out, f.d.Advance(t0.Add(time.Duration(from)*time.Second+time.Hour))...)
+}
+
+type phase2 = struct {
+	to int
+	v  string
+}
+
+// TestSilentUnitAfterDeployIsReported: a new version that hangs or crashes once the old one's
+// instances are gone leaves its unit without a single request. The throughput test read only
+// buckets with requests, so a drop to one request a second fired within seconds and a drop to
+// none was never reported. A busy unit's silence after a deploy now fires as a throughput drop
+// to 0 on the new version, says it is a silence, and resolves when requests come back.
+func TestSilentUnitAfterDeployIsReported(t *testing.T) {
+	got := silenceRun(t, 0, phase2{600, "1"}, phase2{630, "2"}, phase2{700, ""}, phase2{760, "2"})
+	if len(got) != 2 {
+		t.Fatalf("want the silence fired and resolved, got %d anomalies: %+v", len(got), got)
+	}
+	a, r := got[0], got[1]
+	silent := t0.Add(630 * time.Second)
+	if a.Metric != schemas.MetricThroughput || a.Version != "2" || a.Observed != 0 || a.Status != schemas.AnomalyFiring {
+		t.Fatalf("fired %+v", a)
+	}
+	if lag := a.TSDetected.Sub(silent); lag <= 0 || lag > 5*time.Second {
+		t.Errorf("silence from %s reported at %s, want within 5s", silent, a.TSDetected)
+	}
+	if !slices.ContainsFunc(a.Evidence.Notes, func(n string) bool { return strings.HasPrefix(n, "silent: not one request since 2026-11-26T10:10:30Z") }) {
+		t.Errorf("the anomaly does not say the unit fell silent: %q", a.Evidence.Notes)
+	}
+	if r.ID != a.ID || r.Status != schemas.AnomalyResolved || r.ResolvedAt == nil || r.ResolvedAt.Before(t0.Add(700*time.Second)) {
+		t.Errorf("want the episode resolved after requests came back at 700s, got %+v", r)
+	}
+
+	// A restore in the middle of the silence continues it as the detector would have.
+	if again := silenceRun(t, 632, phase2{600, "1"}, phase2{630, "2"}, phase2{700, ""}, phase2{760, "2"}); !bytes.Equal(encodeJSONL(t, again), encodeJSONL(t, got)) {
+		t.Errorf("restored mid-silence:\n%s\nwant\n%s", encodeJSONL(t, again), encodeJSONL(t, got))
+	}
+}
+
+// TestSilenceIsOnlyReadWhereItMeansSomething: the silence of a unit nobody changed is a
+// process supervisor's to see, traffic that comes and goes is not a unit falling silent, and
+// the end of the events (a replay's range, a flush) is not a silence either.
+func TestSilenceIsOnlyReadWhereItMeansSomething(t *testing.T) {
+	var burst []phase2 // 30 s of requests, 30 s of none, a deploy at 600 s
+	for s := 0; s < 780; s += 60 {
+		v := "1"
+		if s >= 600 {
+			v = "2"
+		}
+		burst = append(burst, phase2{s + 30, v}, phase2{s + 60, ""})
+	}
+	for name, phases := range map[string][]phase2{
+		"no deploy":              {{600, "1"}, {700, ""}, {760, "1"}},
+		"traffic comes and goes": burst,
+		"the events end":         {{600, "1"}, {660, "2"}},
+	} {
+		if got := silenceRun(t, 0, phases...); len(got) != 0 {
+			t.Errorf("%s: %d anomalies, first %+v", name, len(got), got[0])
+		}
+	}
+}
