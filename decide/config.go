@@ -30,6 +30,12 @@ type Config struct {
 	// would not stop it.
 	RollbackOnInvalidInput bool `json:"rollback_on_invalid_input" yaml:"rollback_on_invalid_input"`
 
+	// RollbackOnSilence lets a unit that fell silent after a deploy (a throughput drop to not one
+	// request, schemas.Anomaly.IsSilence) roll back inside the window. Default false: the decision
+	// is a recommendation a person approves, since a hung version and lost telemetry look alike,
+	// and an empty window is inconclusive.
+	RollbackOnSilence bool `json:"rollback_on_silence" yaml:"rollback_on_silence"`
+
 	// IncidentQuietPeriod closes an incident that received no anomaly for this long (event time); a
 	// later anomaly of the same target and deploy opens a new incident with a new decision. Until
 	// then further anomalies of the burst are attached to the incident quietly. Default 30m.

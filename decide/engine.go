@@ -133,6 +133,7 @@ func New(cfg Config, cat CatalogReader, opts ...Option) *Engine {
 		StageFunc(e.policy),
 		StageFunc(e.target),
 		StageFunc(e.granularityWindow),
+		StageFunc(e.silence),
 		StageFunc(e.blastRadius),
 		StageFunc(e.cooldownBudget),
 		MultiStage(e.guards),

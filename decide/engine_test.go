@@ -739,3 +739,50 @@ func TestEngineForgetsPrunedIncidents(t *testing.T) {
 		})
 	}
 }
+
+// TestSilenceIsRecommendedNotRolledBack: a unit that fell silent right after a deploy is most
+// likely the deploy's doing, but its telemetry lost on the way looks the same, and an empty
+// window must not roll back by itself. The decision recommends the rollback a drop to a few
+// requests a second would have made, until decide.rollback_on_silence says otherwise.
+func TestSilenceIsRecommendedNotRolledBack(t *testing.T) {
+	throughput := func(observed float64) func(*schemas.Anomaly) {
+		return func(a *schemas.Anomaly) {
+			a.Metric, a.ErrorCategory, a.Observed, a.Baseline, a.Effect = schemas.MetricThroughput, "", observed, 40, observed/40-1
+		}
+	}
+	decide := func(cfg Config, a *schemas.Anomaly) schemas.Decision {
+		t.Helper()
+		e := New(cfg, NewStaticCatalog(testManifest()))
+		for _, d := range []*schemas.DeployEvent{d0, d1} {
+			if _, err := e.HandleDeploy(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ds, err := e.HandleAnomaly(context.Background(), a)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("%v %v", ds, err)
+		}
+		if err := ds[0].Validate(); err != nil {
+			t.Error(err)
+		}
+		return ds[0]
+	}
+	d := decide(DefaultConfig(), anomaly("a1", "cart", "3.1", time.Minute, throughput(0)))
+	if d.Action != schemas.ActionRecommend || !d.Policy.WindowOpen || len(d.Targets) != 1 || d.Targets[0].ToVersion != "3.0" ||
+		!strings.Contains(strings.Join(d.Policy.GuardsHit, ","), "silence") {
+		t.Errorf("silence decided %+v, want a recommendation of cart 3.1 → 3.0 with the silence guard hit", d)
+	}
+	for _, s := range []string{"has not served one request since 2026-11-26 10:00:30Z", "decide.rollback_on_silence", "scalpel approve"} {
+		if !strings.Contains(d.Reason, s) {
+			t.Errorf("reason %q does not say %q", d.Reason, s)
+		}
+	}
+	if d := decide(DefaultConfig(), anomaly("a1", "cart", "3.1", time.Minute, throughput(5))); d.Action != schemas.ActionRollback {
+		t.Errorf("a drop to 5 req/s decided %s, want rollback", d.Action)
+	}
+	cfg := DefaultConfig()
+	cfg.RollbackOnSilence = true
+	if d := decide(cfg, anomaly("a1", "cart", "3.1", time.Minute, throughput(0))); d.Action != schemas.ActionRollback {
+		t.Errorf("with rollback_on_silence, silence decided %s, want rollback", d.Action)
+	}
+}

@@ -70,6 +70,22 @@ func (e *Engine) granularityWindow(_ context.Context, c *Case) error {
 	return nil
 }
 
+// silence turns an automatic rollback on a unit that fell silent into a recommendation, unless
+// Config.RollbackOnSilence. A deploy that hangs or crashes its version is the likeliest cause,
+// but a broken exporter or a lost route to NATS looks the same, and DESIGN holds scalpel to no
+// rollback on an empty window: a person, who can look at the service, decides.
+func (e *Engine) silence(_ context.Context, c *Case) error {
+	a := c.Anomaly
+	if e.cfg.RollbackOnSilence || c.Decision.Action != schemas.ActionRollback || !a.IsSilence() {
+		return nil
+	}
+	c.Decision.Action = schemas.ActionRecommend
+	c.Decision.Policy.GuardsHit = append(c.Decision.Policy.GuardsHit, "silence")
+	c.reasoning = fmt.Sprintf("Recommending only: %s/%s has not served one request since %s, and a hung or crashed version looks from here just like its telemetry lost on the way, so scalpel does not roll back by itself (decide.rollback_on_silence changes this). Check the service: %s once a person approves (`scalpel approve` with this decision's id).",
+		a.Service, a.Component, stamp(a.Window.From), c.move)
+	return nil
+}
+
 // blastRadius holds when many unrelated components degrade at once: that is an outage (network,
 // database, a shared dependency), not a bad change, and rolling back one piece would not help.
 // Components linked by dependency edges, and components the same deploy changed, are related.
