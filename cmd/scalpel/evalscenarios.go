@@ -38,7 +38,8 @@ production traffic that are no regression (a heavy latency tail, process pauses 
 traffic mix whose slow share wanders over minutes (detect.latency_drift), a tail incident half an
 hour before the deploy (which that drift must not take for a wander), errors in clumps, bursty
 traffic, a cold start with latency_warmup set, also in a rolling update of named instances; with a
-regression on top where it applies), a throughput drop, a traffic spike (also one whose latency
+regression on top where it applies), a throughput drop, a new version that hangs (not one request
+more, beside a component that goes on), a traffic spike (also one whose latency
 follows the load, on this component or on a busier one of the same service, and a deploy during it,
 with every latency x2 on top), low traffic, daily cycles (one watched for 6 h with every latency
 following the load), changes no deploy made (errors, latency, cpu, a memory leak, a spike, errors in

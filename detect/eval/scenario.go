@@ -45,7 +45,11 @@ type Scenario struct {
 	BodyMul    float64 `json:"body_mul,omitempty"`    // latency × of the body (every request but the slow path)
 	TailMul    float64 `json:"tail_mul,omitempty"`    // latency × of the slow path (the p99)
 	RateMul    float64 `json:"rate_mul,omitempty"`    // request rate × after the deploy (a throughput drop)
-	LeakMBMin  float64 `json:"leak_mb_per_min,omitempty"`
+	// HangAt > 0 makes the changed component's new version serve not one request from this many
+	// seconds after the deploy on, its cpu and memory samples still coming: a deadlock in the
+	// request path, after the old version's instances are gone.
+	HangAt    int     `json:"hang_at_s,omitempty"`
+	LeakMBMin float64 `json:"leak_mb_per_min,omitempty"`
 	// Ramp > 0 makes the new version's exception and latency changes (ErrMul, BodyMul, TailMul)
 	// rise linearly from none to their full size over this many seconds after the deploy, as a
 	// pool that drains or a cache that goes cold does.
@@ -256,6 +260,7 @@ func DefaultScenarios() []Scenario {
 		{Name: "errors in clumps of 5, no change @50rps", RPS: 50, Pre: pre, Post: post, ErrClump: 5},
 		{Name: "errors in clumps of 5, error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrClump: 5, ErrMul: 5},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
+		{Name: "the new version hangs 30s after the deploy (not one request more), a second component @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, Components: 2, HangAt: 30},
 		{Name: "bursty traffic (each second's rate log-normal, σ 0.5), no change @50rps", RPS: 50, Pre: pre, Post: post, Burst: 0.5},
 		{Name: "bursty traffic (σ 0.5), throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, Burst: 0.5, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
@@ -496,6 +501,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				}
 				if comp > 0 {
 					sd.rate *= others
+				}
+				if sd.changed && sc.HangAt > 0 && t >= float64(sc.HangAt) {
+					sd.rate = 0
 				}
 				n := poissonN(rng, sd.rate)
 				errP, invP, bodyM, tailM := baseErr, baseInvalid, latLoad, latLoad
