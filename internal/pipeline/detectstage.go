@@ -99,6 +99,13 @@ func (s *DetectStage) SeriesCount() int {
 	return s.det.SeriesCount()
 }
 
+// Watermark is the detector's event-time watermark (zero before any event).
+func (s *DetectStage) Watermark() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.det.Watermark()
+}
+
 // droppedCollector exports scalpel_detect_dropped_events_total: the events the detector did not
 // detect on, by reason, read under one lock per scrape. The counts are the detector's own, which
 // its checkpoint keeps, so they carry on across a restart.

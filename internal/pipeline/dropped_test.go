@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,5 +117,15 @@ func TestProducerAheadDoesNotBlindTheDetector(t *testing.T) {
 	}
 	if n, _ := metricstest.Value(t, reg, "scalpel_rejected_total", map[string]string{"stage": "ingest", "reason_class": ingest.ClassFuture}); n != 1 {
 		t.Errorf("rejected %v messages as %s, want 1", n, ingest.ClassFuture)
+	}
+	newest := evs[1].TS
+	for _, ev := range evs[1:] {
+		if ev.TS.After(newest) {
+			newest = ev.TS
+		}
+	}
+	want := newest.Add(-time.Duration(cfg.Detect.AllowedLateness))
+	if wm, _ := metricstest.Value(t, reg, "scalpel_detect_watermark_seconds", nil); math.Abs(wm-float64(want.UnixNano())/1e9) > 1e-3 {
+		t.Errorf("scalpel_detect_watermark_seconds = %v, want %v (%s): the newest event on time less allowed_lateness", wm, float64(want.UnixNano())/1e9, want)
 	}
 }

@@ -132,8 +132,18 @@ func New(o Options) (*Pipeline, error) {
 	p.detect.afterBatch = p.AdvanceDecide
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
 		func() float64 { return float64(p.detect.SeriesCount()) })
+	// Event time moves only with events: when it stalls while the wall clock runs on, no test can
+	// see anything, not even a unit falling silent. This is what an operator alerts on.
+	watermark := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_watermark_seconds",
+		Help: "The detector's event-time watermark, in Unix seconds (0 before any event): the newest event time seen less allowed_lateness. It stands still while no telemetry comes in."},
+		func() float64 {
+			if wm := p.detect.Watermark(); !wm.IsZero() {
+				return float64(wm.UnixNano()) / 1e9
+			}
+			return 0
+		})
 	collectors := []prometheus.Collector{p.m.active, p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr,
-		newDroppedCollector(p.detect)}
+		newDroppedCollector(p.detect), watermark}
 	for _, c := range append(collectors, p.m.ckpt.collectors()...) {
 		if err := o.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("pipeline: register metrics: %w", err)
