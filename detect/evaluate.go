@@ -945,8 +945,8 @@ func (d *Detector) testThroughput(ln *line, closing []*series, out []schemas.Ano
 const silenceHorizon = throughputWarmup
 
 // testSilence reads bucket b as a count of zero for each unit in quiet that served in none of
-// it, when heard (the events' watermark passed b), and rebuilds quiet for the next bucket from what is left of it and from touched, the
-// units that served in b.
+// it, when heard (the events' watermark passed b), and rebuilds quiet for the next bucket from
+// what is left of it and from touched, the units that served in b.
 //
 // Why: a deploy that hangs or crashes the new version, after the old one's instances are gone,
 // leaves its unit without a single request, and a test that reads only buckets with requests
