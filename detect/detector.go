@@ -195,7 +195,27 @@ func (d *Detector) Watermark() time.Time {
 	return d.maxTS.Add(-time.Duration(d.cfg.AllowedLateness))
 }
 
-// Observe folds one event into its series' open bucket. It does not retain ev.
+// moveTo takes the newest event time seen to ts, of bucket b, if ts is newer, and closes what the
+// new watermark passes.
+func (d *Detector) moveTo(ts time.Time, b int64) {
+	if d.seen && !ts.After(d.maxTS) {
+		return
+	}
+	ended := d.seen && b > d.clock.index(d.maxTS)
+	d.maxTS, d.seen = ts, true
+	// Close what the new watermark passes before the event is folded, as the event that moves it
+	// arrives: the tests then see the same state before every event whatever the batching, which
+	// an error test firing within a bucket depends on.
+	if last := d.clock.index(d.Watermark()) - 1; last > d.closed {
+		d.advanceTo(last)
+	}
+	if ended && d.cfg.FireWithinBucket {
+		d.readEnded()
+	}
+}
+
+// Observe folds one event into its series' open bucket. It does not retain ev. A clock tick
+// (schemas.ClockTick) moves event time on and is folded into nothing.
 func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	if ev == nil || ev.Service == "" || ev.Component == "" || ev.Version == "" || ev.TS.IsZero() {
 		d.invalid++
@@ -203,24 +223,20 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 		return
 	}
 	b := d.clock.index(ev.TS)
+	if ev.IsClockTick() {
+		// No request: it moves event time on, as an event of any producer would, and is never
+		// late (a tick behind the watermark says nothing new).
+		if b > d.closed {
+			d.moveTo(ev.TS, b)
+		}
+		return
+	}
 	if b <= d.closed {
 		d.late++
 		d.logLate(ev)
 		return
 	}
-	if !d.seen || ev.TS.After(d.maxTS) {
-		ended := d.seen && b > d.clock.index(d.maxTS)
-		d.maxTS, d.seen = ev.TS, true
-		// Close what the new watermark passes before the event is folded, as the event that
-		// moves it arrives: the tests then see the same state before every event whatever the
-		// batching, which an error test firing within a bucket depends on.
-		if last := d.clock.index(d.Watermark()) - 1; last > d.closed {
-			d.advanceTo(last)
-		}
-		if ended && d.cfg.FireWithinBucket {
-			d.readEnded()
-		}
-	}
+	d.moveTo(ev.TS, b)
 	var pts [4]latencyPoint
 	np := latencyPoints(ev, &pts)
 	started := int64(math.MaxInt64) // the bucket ev's instance started in, when it names one

@@ -106,3 +106,39 @@ func TestSilenceIsOnlyReadWhereItMeansSomething(t *testing.T) {
 		}
 	}
 }
+
+// TestClockTicksMoveEventTime: with no other producer, a service that falls silent leaves event
+// time where its last event put it, and nothing can be found silent. Clock ticks move event time
+// on without a request: the silence is found, a tick makes no series, and a tick behind the
+// watermark is neither late nor anything else.
+func TestClockTicksMoveEventTime(t *testing.T) {
+	run := func(ticks bool) (*Detector, []schemas.Anomaly) {
+		f := &feeder{d: New(DefaultConfig())}
+		f.run(0, 600, 40, func(ts time.Time, _ int) *schemas.TelemetryEvent { return ev(ts, "1", 10, "") })
+		f.run(600, 630, 40, func(ts time.Time, _ int) *schemas.TelemetryEvent { return ev(ts, "2", 10, "") })
+		for s := 630; s < 660 && ticks; s++ {
+			tick := schemas.ClockTick(t0.Add(time.Duration(s) * time.Second))
+			f.d.Observe(&tick)
+			f.out = append(f.out, f.d.Advance(f.d.Watermark())...)
+		}
+		return f.d, f.out
+	}
+	if _, got := run(false); len(got) != 0 {
+		t.Fatalf("without ticks: %+v", got)
+	}
+	d, got := run(true)
+	if len(got) != 1 || !got[0].IsSilence() || got[0].Version != "2" {
+		t.Fatalf("with ticks, want the silence of version 2, got %+v", got)
+	}
+	if lag := got[0].TSDetected.Sub(t0.Add(630 * time.Second)); lag > 5*time.Second {
+		t.Errorf("silence found %s after it began", lag)
+	}
+	if n := d.SeriesCount(); n != 2 {
+		t.Errorf("%d series, want the service's two versions: a tick made one", n)
+	}
+	old := schemas.ClockTick(t0)
+	d.Observe(&old)
+	if d.LateEvents() != 0 || d.InvalidEvents() != 0 {
+		t.Errorf("a tick behind the watermark counted as late (%d) or invalid (%d)", d.LateEvents(), d.InvalidEvents())
+	}
+}

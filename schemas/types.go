@@ -265,6 +265,23 @@ const (
 // IsResolved reports whether the anomaly announces the end of its episode.
 func (a *Anomaly) IsResolved() bool { return a.Status == AnomalyResolved }
 
+// ClockService and ClockComponent name the telemetry events that carry no request and only say
+// how far event time has come: clock ticks, which serve publishes on telemetry._scalpel.clock
+// when no telemetry has come in for ingest.tick_after. Detection runs on event time, which
+// otherwise moves only with events. The service name is reserved.
+const (
+	ClockService   = "_scalpel"
+	ClockComponent = "clock"
+)
+
+// ClockTick is the clock tick that says event time has come to ts.
+func ClockTick(ts time.Time) TelemetryEvent {
+	return TelemetryEvent{TS: ts.UTC(), Service: ClockService, Component: ClockComponent, Version: "1"}
+}
+
+// IsClockTick reports whether e is a clock tick (ClockTick) rather than telemetry of a service.
+func (e *TelemetryEvent) IsClockTick() bool { return e.Service == ClockService }
+
 // IsSilence reports whether a is a unit that fell silent: a throughput drop to not one request
 // (detect reads a busy unit's empty buckets after a deploy as counts of zero). Nothing in an
 // empty window tells a hung or crashed version from its telemetry lost on the way.
