@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -84,6 +85,16 @@ type Config struct {
 	// runs ahead, and the event would move the detector's watermark past every other producer's
 	// events, which would all be dropped as late. Keep it at most detect.allowed_lateness.
 	MaxClockAhead schemas.Duration `json:"max_clock_ahead" yaml:"max_clock_ahead"`
+	// TickAfter is how long serve waits, with no telemetry coming in, before it publishes clock
+	// ticks (schemas.ClockTick on telemetry._scalpel.clock), one a second until telemetry comes
+	// again (default 10s; negative turns them off). Detection runs on event time, which moves
+	// only with events: without ticks, a service that falls silent while no other producer
+	// publishes is never found silent, and decide's verify periods and approval timeouts stand
+	// still. A tick carries the newest event time heard moved on by the wall-clock time since,
+	// less TickAfter, so it stays TickAfter behind what a producer that kept publishing would
+	// stamp, and a producer that publishes less often than that has its events dropped as late.
+	// Ticks go out only when the consumer reads all telemetry (filter_subject unset).
+	TickAfter schemas.Duration `json:"tick_after" yaml:"tick_after"`
 	// AckWait is how long the server waits for an ack before redelivering (default 30s). While a
 	// batch is being retried, ingest keeps extending it, so it only matters after a crash.
 	AckWait schemas.Duration `json:"ack_wait" yaml:"ack_wait"`
@@ -99,6 +110,21 @@ type Config struct {
 	MaxRetryDelay schemas.Duration `json:"max_retry_delay" yaml:"max_retry_delay"`
 }
 
+// DefaultTickAfter is how long serve waits with no telemetry before it publishes clock ticks
+// (Config.TickAfter).
+const DefaultTickAfter = 10 * time.Second
+
+// Ticks returns after how long without telemetry clock ticks start (Config.TickAfter, its
+// default when zero), and false when they are off: TickAfter is negative, or the consumer reads
+// only some of the telemetry (FilterSubject), so it would not read its own ticks.
+func (c Config) Ticks(subj schemas.Subjects) (after time.Duration, on bool) {
+	after = cmp.Or(time.Duration(c.TickAfter), DefaultTickAfter)
+	if after < 0 || (c.FilterSubject != "" && c.FilterSubject != subj.TelemetryAll()) {
+		return 0, false
+	}
+	return after, true
+}
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -108,6 +134,7 @@ func DefaultConfig() Config {
 		MaxWait:         schemas.Duration(100 * time.Millisecond),
 		MaxMessageBytes: DefaultMaxMessageBytes,
 		MaxClockAhead:   schemas.Duration(DefaultMaxClockAhead),
+		TickAfter:       schemas.Duration(DefaultTickAfter),
 		AckWait:         schemas.Duration(30 * time.Second),
 		MaxDeliver:      -1,
 		RetryDelay:      schemas.Duration(250 * time.Millisecond),
@@ -138,6 +165,9 @@ func (c Config) withDefaults(subj schemas.Subjects) Config {
 	}
 	if c.MaxClockAhead == 0 {
 		c.MaxClockAhead = d.MaxClockAhead
+	}
+	if c.TickAfter == 0 {
+		c.TickAfter = d.TickAfter
 	}
 	if c.AckWait == 0 {
 		c.AckWait = d.AckWait

@@ -38,6 +38,9 @@ type DetectStage struct {
 	// fence, when set, is asked before each batch whether this process may still handle
 	// telemetry (it holds the ingest lease); an error fails the batch, which ingest retries.
 	fence func() error
+	// heardTS is the newest event time of the telemetry handled (clock ticks aside), and heardAt
+	// the wall-clock time telemetry last came in: what clock ticks are made from (ticks.go).
+	heardTS, heardAt time.Time
 }
 
 // NewDetectStage wraps a detector; emit may be nil to discard anomalies (benchmarks).
@@ -58,8 +61,19 @@ func (s *DetectStage) HandleTelemetry(ctx context.Context, events []schemas.Tele
 	if known && s.unsent != nil && s.unsentSeq == seq {
 		anomalies = s.unsent // the same batch again: already observed
 	} else {
+		heard := false
 		for i := range events {
-			s.det.Observe(&events[i])
+			ev := &events[i]
+			if !ev.IsClockTick() {
+				heard = true
+				if ev.TS.After(s.heardTS) {
+					s.heardTS = ev.TS
+				}
+			}
+			s.det.Observe(ev)
+		}
+		if heard {
+			s.heardAt = time.Now() // clock ticks only: wall-clock time, never detection's
 		}
 		anomalies = s.det.Advance(s.det.Watermark())
 	}
@@ -97,6 +111,27 @@ func (s *DetectStage) SeriesCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.det.SeriesCount()
+}
+
+// heard returns the newest event time of the telemetry handled and when telemetry last came in
+// (wall clock); ts is zero before any.
+func (s *DetectStage) heard() (ts, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.heardTS, s.heardAt
+}
+
+// hearFrom starts heard's reckoning at now, from the event time the detector holds: a process
+// that starts consuming, or takes over, counts the quiet from then.
+func (s *DetectStage) hearFrom(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if wm := s.det.Watermark(); !wm.IsZero() {
+		s.heardTS = wm.Add(time.Duration(s.det.Config().AllowedLateness))
+	} else {
+		s.heardTS = time.Time{}
+	}
+	s.heardAt = now
 }
 
 // Watermark is the detector's event-time watermark (zero before any event).

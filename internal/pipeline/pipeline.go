@@ -51,6 +51,8 @@ type Pipeline struct {
 	detectSkip uint64
 	// ingest is the running ingest consumer: nil while another process holds the durable's lease.
 	ingest *ingest.Consumer
+	// stopTicks stops the clock ticks of the running ingest (ticks.go).
+	stopTicks func()
 	// ingestLease and decideLease are the stages' leases (set by startActive); the fences read
 	// them from the stages' goroutines.
 	ingestLease, decideLease atomic.Pointer[decide.Lease]
@@ -83,6 +85,7 @@ type metrics struct {
 	series     prometheus.GaugeFunc
 	actuateErr *prometheus.CounterVec
 	ckpt       checkpointMetrics
+	ticks      prometheus.Counter
 }
 
 // Options configures New.
@@ -124,6 +127,8 @@ func New(o Options) (*Pipeline, error) {
 		actuateErr: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scalpel_actuate_errors_total", Help: "Actuation failures, by class."},
 			[]string{"class"}),
 		ckpt: newCheckpointMetrics(),
+		ticks: prometheus.NewCounter(prometheus.CounterOpts{Name: "scalpel_ingest_clock_ticks_total",
+			Help: "Clock ticks published because no telemetry came in for ingest.tick_after: they move event time on."}),
 	}
 	for _, stage := range stageNames {
 		p.m.active.WithLabelValues(stage) // 0 until this process takes the stage's lease
@@ -143,7 +148,7 @@ func New(o Options) (*Pipeline, error) {
 			return 0
 		})
 	collectors := []prometheus.Collector{p.m.active, p.m.anomalies, p.m.decisions, p.m.commands, p.m.series, p.m.actuateErr,
-		newDroppedCollector(p.detect), watermark}
+		newDroppedCollector(p.detect), watermark, p.m.ticks}
 	for _, c := range append(collectors, p.m.ckpt.collectors()...) {
 		if err := o.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("pipeline: register metrics: %w", err)
@@ -243,6 +248,7 @@ func (p *Pipeline) startIngest(ctx context.Context) error {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	p.ingest = c
+	p.stopTicks = p.startTicks()
 	return nil
 }
 
@@ -295,6 +301,7 @@ func (p *Pipeline) stopIngest(drain bool) {
 		return
 	}
 	p.ingest = nil
+	p.stopTicks()
 	if drain {
 		c.Drain()
 	} else {

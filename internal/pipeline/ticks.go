@@ -1,0 +1,58 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// startTicks publishes clock ticks (schemas.ClockTick) once a second while no telemetry has come
+// in for ingest.tick_after, until the returned func is called. It runs in the process that
+// consumes the telemetry, which reads its own ticks back like any telemetry: detection, which
+// runs on event time alone, then finds a service that fell silent even when no other producer
+// publishes, and decide's verify periods and approval timeouts go on. The ticks are stored in
+// the telemetry stream, so a replay or a restore reads them as live ingest did.
+//
+// A tick carries the newest event time heard moved on by the wall-clock time since, less
+// tick_after: event time goes on at the wall clock's pace from where the producers left it
+// (which need not be now: a backfill or a demo stamps the past), tick_after behind what a
+// producer that kept publishing would stamp.
+func (p *Pipeline) startTicks() (stop func()) {
+	after, on := p.cfg.Ingest.Ticks(p.subj)
+	if !on {
+		return func() {}
+	}
+	p.detect.hearFrom(time.Now())
+	var quietSince time.Time // the quiet the log has announced
+	failing := false
+	return every(time.Second, func() {
+		ts, at := p.detect.heard()
+		idle := time.Since(at)
+		if ts.IsZero() || idle < after {
+			return
+		}
+		tick := ts.Add(idle - after).Truncate(time.Millisecond)
+		b, err := json.Marshal(schemas.ClockTick(tick))
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		defer cancel()
+		if _, err := p.js.Publish(ctx, p.subj.Telemetry(schemas.ClockService, schemas.ClockComponent), b); err != nil {
+			if !failing {
+				p.log.Warn("ingest: cannot publish a clock tick; event time stands still until telemetry or a tick comes in", "stage", "ingest", "err", err)
+			}
+			failing = true
+			return
+		}
+		failing = false
+		p.m.ticks.Inc()
+		if !quietSince.Equal(at) {
+			quietSince = at
+			p.log.Info("ingest: no telemetry for a while; clock ticks move event time on", "stage", "ingest",
+				"quiet_for", idle.Round(time.Second), "event_time", tick)
+		}
+	})
+}
