@@ -39,7 +39,8 @@ traffic mix whose slow share wanders over minutes (detect.latency_drift), a tail
 hour before the deploy (which that drift must not take for a wander), errors in clumps, bursty
 traffic, a cold start with latency_warmup set, also in a rolling update of named instances; with a
 regression on top where it applies), a throughput drop, a new version that hangs (not one request
-more, beside a component that goes on), a traffic spike (also one whose latency
+more: beside a component that goes on; alone, its cpu and memory still sent; alone and sending
+nothing, found through serve's clock ticks), a traffic spike (also one whose latency
 follows the load, on this component or on a busier one of the same service, and a deploy during it,
 with every latency x2 on top), low traffic, daily cycles (one watched for 6 h with every latency
 following the load), changes no deploy made (errors, latency, cpu, a memory leak, a spike, errors in

@@ -46,9 +46,17 @@ type Scenario struct {
 	TailMul    float64 `json:"tail_mul,omitempty"`    // latency × of the slow path (the p99)
 	RateMul    float64 `json:"rate_mul,omitempty"`    // request rate × after the deploy (a throughput drop)
 	// HangAt > 0 makes the changed component's new version serve not one request from this many
-	// seconds after the deploy on, its cpu and memory samples still coming: a deadlock in the
-	// request path, after the old version's instances are gone.
-	HangAt    int     `json:"hang_at_s,omitempty"`
+	// seconds after the deploy on, its cpu and memory still coming, once a second, as a
+	// scraper's samples: a deadlock in the request path, after the old version's instances are
+	// gone.
+	HangAt int `json:"hang_at_s,omitempty"`
+	// HangMute makes the hung version (HangAt) send nothing at all, no cpu or memory either:
+	// crashed, or its exporter hung with it.
+	HangMute bool `json:"hang_mute,omitempty"`
+	// Ticks feeds the detector the clock ticks serve publishes once no telemetry has come in for
+	// ingest.tick_after (10 s): one a second, tick_after behind the time since the newest event.
+	// The suite's producers stamp their events as they send them.
+	Ticks     bool    `json:"ticks,omitempty"`
 	LeakMBMin float64 `json:"leak_mb_per_min,omitempty"`
 	// Ramp > 0 makes the new version's exception and latency changes (ErrMul, BodyMul, TailMul)
 	// rise linearly from none to their full size over this many seconds after the deploy, as a
@@ -261,6 +269,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "errors in clumps of 5, error x5 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, ErrClump: 5, ErrMul: 5},
 		{Name: "throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, RateMul: 0.3},
 		{Name: "the new version hangs 30s after the deploy (not one request more), a second component @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, Components: 2, HangAt: 30},
+		{Name: "the new version hangs 30s after the deploy, alone, its cpu and memory still sent @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, HangAt: 30},
+		{Name: "the new version sends nothing more 30s after the deploy, alone (serve's clock ticks after 10s of quiet) @20rps", Regression: true, RPS: 20, Pre: pre, Post: post, HangAt: 30, HangMute: true, Ticks: true},
 		{Name: "bursty traffic (each second's rate log-normal, σ 0.5), no change @50rps", RPS: 50, Pre: pre, Post: post, Burst: 0.5},
 		{Name: "bursty traffic (σ 0.5), throughput drop to 30% @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, Burst: 0.5, RateMul: 0.3},
 		{Name: "memory leak 5MB/min @20rps", Regression: true, RPS: 20, Pre: pre, Post: 1200, LeakMBMin: 5},
@@ -550,6 +560,13 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				cpu := math.Max(0, cpuM*(cpuIdle+cpuBusy*perInstance)+cpuBusy*nb/math.Max(rps, 1e-9)+cpuNoise*rng.NormFloat64())
 				procRPS := sd.rate/sd.instances + nb
 				sample := true
+				if hung := sd.changed && sc.HangAt > 0 && t >= float64(sc.HangAt); hung && comp == 0 && !sc.HangMute {
+					// No request to carry them, but the process is alive: its cpu and memory come
+					// as a scraper's samples, once a second.
+					c, m := cpu, mem
+					out = append(out, schemas.TelemetryEvent{TS: base, Service: scenarioSvc, Component: scenarioComp,
+						Version: sd.version, Cohort: sd.cohort, CPU: &c, MemMB: &m})
+				}
 				if every > 1 {
 					acc := cpuAccs[sd.version+"/"+sd.cohort]
 					if acc == nil {

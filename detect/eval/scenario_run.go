@@ -16,6 +16,7 @@ import (
 	"gonum.org/v1/gonum/stat/distuv"
 
 	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -384,11 +385,26 @@ func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []sche
 	// Advance after every event, as a pipeline whose batches held one event would: what the
 	// detector finds does not depend on the batching, and when it returns it is measured to the
 	// event (out).
+	var heard time.Time // the newest event time (Ticks)
+	ticks := func(until time.Time) {
+		// The ticks serve publishes before until, when the events are stamped as they are sent:
+		// from tick_after after the newest event, one a second, each tick_after behind then.
+		for at := heard.Add(ingest.DefaultTickAfter); sc.Ticks && !heard.IsZero() && at.Before(until); at = at.Add(time.Second) {
+			tick := schemas.ClockTick(at.Add(-ingest.DefaultTickAfter))
+			d.Observe(&tick)
+			consider(d.Advance(d.Watermark()), at)
+		}
+	}
 	for i := range evs {
+		ticks(evs[i].TS)
 		d.Observe(&evs[i])
 		consider(d.Advance(d.Watermark()), evs[i].TS)
+		if evs[i].TS.After(heard) {
+			heard = evs[i].TS
+		}
 	}
 	end := scenarioT0.Add(time.Duration(sc.Pre+sc.Post+1) * time.Second)
+	ticks(end)
 	consider(d.Advance(end), end)
 	o.argo0, o.argo3, o.flagger = staticRules(sc, evs)
 	return o, evs
