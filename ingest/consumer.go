@@ -86,8 +86,8 @@ type Config struct {
 	// events, which would all be dropped as late. Keep it at most detect.allowed_lateness.
 	MaxClockAhead schemas.Duration `json:"max_clock_ahead" yaml:"max_clock_ahead"`
 	// TickAfter is how long serve waits, with no telemetry coming in, before it publishes clock
-	// ticks (schemas.ClockTick on telemetry._scalpel.clock), one a second until telemetry comes
-	// again (default 10s; negative turns them off). Detection runs on event time, which moves
+	// ticks (schemas.ClockTick on telemetry._scalpel.clock), one a second (after five minutes,
+	// one every 10 s) until telemetry comes again (default 10s; negative turns them off). Detection runs on event time, which moves
 	// only with events: without ticks, a service that falls silent while no other producer
 	// publishes is never found silent, and decide's verify periods and approval timeouts stand
 	// still. A tick carries the newest event time heard moved on by the wall-clock time since,

@@ -8,6 +8,12 @@ import (
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
+// Clock ticks come once a second for longQuiet, then every longQuietTick.
+const (
+	longQuiet     = 5 * time.Minute
+	longQuietTick = 10 * time.Second
+)
+
 // startTicks publishes clock ticks (schemas.ClockTick) once a second while no telemetry has come
 // in for ingest.tick_after, until the returned func is called. It runs in the process that
 // consumes the telemetry, which reads its own ticks back like any telemetry: detection, which
@@ -19,18 +25,21 @@ import (
 // tick_after: event time goes on at the wall clock's pace from where the producers left it
 // (which need not be now: a backfill or a demo stamps the past), tick_after behind what a
 // producer that kept publishing would stamp.
+//
+// After longQuiet of ticks a second, they come every longQuietTick: a silence has been found by
+// then, and a system nobody sends telemetry to for days stores a tenth as many.
 func (p *Pipeline) startTicks() (stop func()) {
 	after, on := p.cfg.Ingest.Ticks(p.subj)
 	if !on {
 		return func() {}
 	}
 	p.detect.hearFrom(time.Now())
-	var quietSince time.Time // the quiet the log has announced
+	var quietSince, last time.Time // the quiet the log has announced; the last tick published
 	failing := false
 	return every(time.Second, func() {
 		ts, at := p.detect.heard()
 		idle := time.Since(at)
-		if ts.IsZero() || idle < after {
+		if ts.IsZero() || idle < after || (idle > after+longQuiet && time.Since(last) < longQuietTick) {
 			return
 		}
 		tick := ts.Add(idle - after).Truncate(time.Millisecond)
@@ -47,7 +56,7 @@ func (p *Pipeline) startTicks() (stop func()) {
 			failing = true
 			return
 		}
-		failing = false
+		failing, last = false, time.Now()
 		p.m.ticks.Inc()
 		if !quietSince.Equal(at) {
 			quietSince = at
