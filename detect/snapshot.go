@@ -293,41 +293,36 @@ func sortedLines(d *Detector) []*line {
 }
 
 func xferSeriesList(c *codec, d *Detector, list []*series) []*series {
-	n := c.count(len(list))
-	if c.reading {
-		list = make([]*series, 0, n)
-	}
-	for i := range n {
-		var k SeriesKey
-		if !c.reading {
-			k = list[i].key
-		}
-		c.seriesKey(&k)
-		if c.reading {
-			if s := c.lookup(d, k); s != nil {
-				list = append(list, s)
-			}
-		}
-	}
-	return list
+	return xferList(c, list, func(s *series) SeriesKey { return s.key }, c.seriesKey,
+		func(k SeriesKey) *series { return c.lookup(d, k) })
 }
 
 func xferLineList(c *codec, d *Detector, list []*line) []*line {
+	return xferList(c, list, func(ln *line) lineKey { return ln.key }, c.lineKey, func(k lineKey) *line {
+		ln := d.lines[k]
+		if ln == nil {
+			c.fail("line %v listed but not written", k)
+		}
+		return ln
+	})
+}
+
+// xferList writes or reads an ordered list of elements as their keys: key gives an element's,
+// xk transfers one, and find looks a key read up (nil: none, and find says why to c).
+func xferList[E any, K any](c *codec, list []*E, key func(*E) K, xk func(*K), find func(K) *E) []*E {
 	n := c.count(len(list))
 	if c.reading {
-		list = make([]*line, 0, n)
+		list = make([]*E, 0, n)
 	}
 	for i := range n {
-		var k lineKey
+		var k K
 		if !c.reading {
-			k = list[i].key
+			k = key(list[i])
 		}
-		c.lineKey(&k)
+		xk(&k)
 		if c.reading {
-			if ln := d.lines[k]; ln != nil {
-				list = append(list, ln)
-			} else if c.err == nil {
-				c.fail("line %v listed but not written", k)
+			if e := find(k); e != nil {
+				list = append(list, e)
 			}
 		}
 	}

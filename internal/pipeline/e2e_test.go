@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,14 +128,26 @@ func (h *harness) idleOn(total time.Duration, ds ...durable) {
 // t1, a minute of 2.0, then waits until the pipeline has handled it all.
 func (h *harness) deployVersion2(svc *sim.Service) (t0, t1 time.Time) {
 	h.t.Helper()
+	t0, t1 = h.publishVersion2(svc, 60*time.Second, nil)
+	h.idle()
+	return t0, t1
+}
+
+// publishVersion2 publishes two minutes of 1.0 from t0, the deploy of 2.0 at t1 and post of
+// 2.0's traffic, without the events drop says to leave out (nil: none).
+func (h *harness) publishVersion2(svc *sim.Service, post time.Duration, drop func(ev schemas.TelemetryEvent, t1 time.Time) bool) (t0, t1 time.Time) {
+	h.t.Helper()
 	t0 = eventStart()
 	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
 	h.publishJS(svc.Traffic(t0, 120*time.Second))
 	t1 = t0.Add(120 * time.Second)
 	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
 	svc.SetVersion("2.0")
-	h.publishJS(svc.Traffic(t1, 60*time.Second))
-	h.idle()
+	evs := svc.Traffic(t1, post)
+	if drop != nil {
+		evs = slices.DeleteFunc(evs, func(ev schemas.TelemetryEvent) bool { return drop(ev, t1) })
+	}
+	h.publishJS(evs)
 	return t0, t1
 }
 

@@ -19,16 +19,10 @@ func TestEndToEndSilentComponentIsRecommended(t *testing.T) {
 	svc := sim.Checkout(41)
 	svc.Block("tax-calc", "rate-lookup").Versions["2.0"] = sim.Healthy
 
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(svc.Traffic(t0, 120*time.Second))
-	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
+	_, t1 := h.publishVersion2(svc, 90*time.Second, func(ev schemas.TelemetryEvent, t1 time.Time) bool {
+		return ev.Component == "tax-calc" && !ev.TS.Before(t1.Add(30*time.Second)) // it hangs
+	})
 	hung := t1.Add(30 * time.Second)
-	h.publishJS(slices.DeleteFunc(svc.Traffic(t1, 90*time.Second), func(ev schemas.TelemetryEvent) bool {
-		return ev.Component == "tax-calc" && !ev.TS.Before(hung)
-	}))
 	h.idle()
 
 	d := h.waitDecision(func(d schemas.Decision) bool { return d.Action == schemas.ActionRecommend })

@@ -35,13 +35,7 @@ func TestClockTicksFindAServiceSilentAlone(t *testing.T) {
 
 	svc := sim.Checkout(43)
 	svc.Block("tax-calc", "rate-lookup").Versions["2.0"] = sim.Healthy
-	t0 := eventStart()
-	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
-	h.publishJS(svc.Traffic(t0, 120*time.Second))
-	t1 := t0.Add(120 * time.Second)
-	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
-	svc.SetVersion("2.0")
-	h.publishJS(svc.Traffic(t1, 30*time.Second))
+	h.publishVersion2(svc, 30*time.Second, nil)
 
 	d := h.waitDecision(func(d schemas.Decision) bool {
 		return d.Action == schemas.ActionRecommend && len(d.Targets) == 1 && d.Targets[0].Component == "tax-calc"
