@@ -192,6 +192,9 @@ replayed so far.`,
 				fmt.Fprintf(stderr, "note: the detector did not detect on %d late event(s) (their bucket had closed), %d invalid and %d beyond detect.max_series\n",
 					st.Late, st.Invalid, st.OverLimit)
 			}
+			if n := tl.Stats.ClockTicks; n > 0 {
+				fmt.Fprintf(stderr, "note: %d of the events were clock ticks serve published while no telemetry came in (ingest.tick_after); they moved event time on as they did live\n", n)
+			}
 			if reportPath != "" {
 				f, err := os.Create(reportPath)
 				if err != nil {

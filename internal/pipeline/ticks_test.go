@@ -64,6 +64,9 @@ func TestClockTicksFindAServiceSilentAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if tl.Stats.ClockTicks == 0 {
+		t.Error("the replay read no clock ticks")
+	}
 	var replayed []schemas.Anomaly
 	for _, a := range tl.Anomalies {
 		if a.IsSilence() {

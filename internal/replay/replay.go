@@ -62,6 +62,9 @@ type Progress struct {
 type Stats struct {
 	Messages int64 `json:"messages"`
 	Events   int64 `json:"events"`
+	// ClockTicks counts the events of them that were clock ticks (schemas.ClockTick): serve
+	// published them while no telemetry came in, and they moved event time on as live.
+	ClockTicks int64 `json:"clock_ticks,omitempty"`
 	// Rejected counts telemetry messages live ingest would have rejected, by class.
 	Rejected map[string]int64 `json:"rejected,omitempty"`
 	Late     uint64           `json:"late_events"`
@@ -470,7 +473,9 @@ func (r *run) telemetry(rec *Record) {
 			r.tl.Stats.LastEvent = ev.TS
 		}
 		r.det.Observe(ev)
-		if r.charts != nil {
+		if ev.IsClockTick() {
+			r.tl.Stats.ClockTicks++
+		} else if r.charts != nil {
 			r.charts.add(ev)
 		}
 	}
