@@ -87,10 +87,10 @@ type Config struct {
 	MaxClockAhead schemas.Duration `json:"max_clock_ahead" yaml:"max_clock_ahead"`
 	// TickAfter is how long serve waits, with no telemetry coming in, before it publishes clock
 	// ticks (schemas.ClockTick on telemetry._scalpel.clock), one a second (after five minutes,
-	// one every 10 s) until telemetry comes again (default 10s; negative turns them off). Detection runs on event time, which moves
-	// only with events: without ticks, a service that falls silent while no other producer
-	// publishes is never found silent, and decide's verify periods and approval timeouts stand
-	// still. A tick carries the newest event time heard moved on by the wall-clock time since,
+	// one every 10 s) until telemetry comes again (default 10s; negative turns them off).
+	// Detection runs on event time, which moves only with events: without ticks, a service that
+	// falls silent while no other producer publishes is never found silent, and decide's verify
+	// periods and approval timeouts stand still. A tick carries the newest event time heard moved on by the wall-clock time since,
 	// less TickAfter, so it stays TickAfter behind what a producer that kept publishing would
 	// stamp, and a producer that publishes less often than that has its events dropped as late.
 	// Ticks go out only when the consumer reads all telemetry (filter_subject unset).
