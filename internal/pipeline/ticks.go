@@ -14,6 +14,13 @@ const (
 	longQuietTick = 10 * time.Second
 )
 
+// tickDue reports whether a clock tick is due when no telemetry has come in for idle and the last
+// tick went out since ago: after tick_after of quiet, every second, and after longQuiet more,
+// every longQuietTick.
+func tickDue(idle, since, after time.Duration) bool {
+	return idle >= after && (idle <= after+longQuiet || since >= longQuietTick)
+}
+
 // startTicks publishes clock ticks (schemas.ClockTick) once a second while no telemetry has come
 // in for ingest.tick_after, until the returned func is called. It runs in the process that
 // consumes the telemetry, which reads its own ticks back like any telemetry: detection, which
@@ -39,7 +46,7 @@ func (p *Pipeline) startTicks() (stop func()) {
 	return every(time.Second, func() {
 		ts, at := p.detect.heard()
 		idle := time.Since(at)
-		if ts.IsZero() || idle < after || (idle > after+longQuiet && time.Since(last) < longQuietTick) {
+		if ts.IsZero() || !tickDue(idle, time.Since(last), after) {
 			return
 		}
 		tick := ts.Add(idle - after).Truncate(time.Millisecond)
