@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -21,12 +22,14 @@ import (
 // the deploy of 2.0 it serves not one request more. Detection runs on event time, which moved only
 // with its events, so nothing was ever found. serve now publishes clock ticks once no telemetry
 // has come in for ingest.tick_after, and they move event time on: each component's silence is
-// found, and decide recommends rolling it back. The ticks are in the stream, so a replay of it
-// finds what serve found.
+// found, and decide recommends rolling it back. Once a person approves and checkout stays
+// silent, the verify period, which runs on event time too, ends and the incident climbs to the
+// application. The ticks are in the stream, so a replay of it finds what serve found.
 func TestClockTicksFindAServiceSilentAlone(t *testing.T) {
 	_, nc, js := natstest.Connect(t)
 	cfg := config.Default()
 	cfg.Ingest.TickAfter = schemas.Duration(time.Second)
+	cfg.Decide.VerifyPeriod = schemas.Duration(10 * time.Second)
 	reg := prometheus.NewRegistry()
 	p := startOpts(t, pipeline.Options{Config: cfg, JS: js, Registry: reg, Logger: testLogger(t)})
 	t.Cleanup(p.Stop)
@@ -45,6 +48,27 @@ func TestClockTicksFindAServiceSilentAlone(t *testing.T) {
 	}
 	if n, _ := metricstest.Value(t, reg, "scalpel_ingest_clock_ticks_total", nil); n < 1 {
 		t.Errorf("scalpel_ingest_clock_ticks_total = %v", n)
+	}
+	// A person approves; the rollback goes out, and checkout stays silent. The verify period runs
+	// on event time, which only the ticks move on now: without them the incident would wait for
+	// ever, with them it climbs the ladder.
+	h.publishApproval(schemas.Approval{ID: schemas.DeriveID("approval", d.ID), DecisionID: d.ID, Service: "checkout", Approve: true,
+		Actor: "alice@ops", TS: d.TS})
+	var steps []string
+	natstest.CheckFor(t, 40*time.Second, 50*time.Millisecond, func() error {
+		steps = steps[:0]
+		for _, x := range h.decisions() {
+			if x.IncidentID == d.IncidentID {
+				steps = append(steps, x.Action+"/"+x.Granularity)
+			}
+		}
+		if len(steps) < 3 {
+			return fmt.Errorf("incident %s: %v so far", d.IncidentID, steps)
+		}
+		return nil
+	})
+	if want := []string{"recommend/medium", "rollback/medium", "escalate/coarse"}; !slices.Equal(steps[:3], want) {
+		t.Errorf("incident %s: %v, want %v", d.IncidentID, steps, want)
 	}
 	p.Stop() // no more ticks: the stream holds what serve read
 
