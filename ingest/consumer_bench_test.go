@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -17,11 +16,7 @@ const benchMessages = 200_000
 
 func preload(b *testing.B) jetstream.JetStream {
 	b.Helper()
-	_, _, js := natstest.Connect(b)
-	ctx := context.Background()
-	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-		b.Fatal(err)
-	}
+	js := connectWithTopology(b)
 	for i := 0; i < benchMessages; i++ {
 		if _, err := js.PublishAsync("telemetry.checkout.tax-calc", event256); err != nil {
 			b.Fatal(err)

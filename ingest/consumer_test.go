@@ -83,6 +83,16 @@ func startConsumer(t *testing.T, js jetstream.JetStream, h Handler, reg *prometh
 	return c
 }
 
+// connectWithTopology starts an embedded server and creates scalpel's streams on it.
+func connectWithTopology(tb testing.TB) jetstream.JetStream {
+	tb.Helper()
+	_, _, js := natstest.Connect(tb)
+	if err := EnsureTopology(context.Background(), js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+		tb.Fatal(err)
+	}
+	return js
+}
+
 func publish(t *testing.T, js jetstream.JetStream, subject string, body string) {
 	t.Helper()
 	if _, err := js.Publish(context.Background(), subject, []byte(body)); err != nil {
@@ -97,11 +107,8 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 }
 
 func TestConsumerRoutesGoodAndBad(t *testing.T) {
-	_, _, js := natstest.Connect(t)
+	js := connectWithTopology(t)
 	ctx := context.Background()
-	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{}
 	reg := prometheus.NewRegistry()
 	startConsumer(t, js, rec, reg, Config{MaxMessageBytes: 4096})
@@ -184,11 +191,8 @@ func TestConsumerRoutesGoodAndBad(t *testing.T) {
 }
 
 func TestConsumerRestartContinuesWithoutLossOrRedelivery(t *testing.T) {
-	_, _, js := natstest.Connect(t)
+	js := connectWithTopology(t)
 	ctx := context.Background()
-	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-		t.Fatal(err)
-	}
 	const subj = "telemetry.checkout.tax-calc"
 	for i := range 50 {
 		publish(t, js, subj, ev(fmt.Sprintf("a%d", i)))
@@ -233,11 +237,7 @@ func TestConsumerRestartContinuesWithoutLossOrRedelivery(t *testing.T) {
 }
 
 func TestConsumerRetriesFailedBatchInOrder(t *testing.T) {
-	_, _, js := natstest.Connect(t)
-	ctx := context.Background()
-	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-		t.Fatal(err)
-	}
+	js := connectWithTopology(t)
 	rec := &recorder{fail: 2}
 	reg := prometheus.NewRegistry()
 	startConsumer(t, js, rec, reg, Config{RetryDelay: schemas.Duration(10 * time.Millisecond)})
@@ -336,11 +336,8 @@ func TestStreamSeq(t *testing.T) {
 // TestConsumerBatchLastSeq: the handler learns how far in the stream each batch reaches, and the
 // last batch reaches the last message published.
 func TestConsumerBatchLastSeq(t *testing.T) {
-	_, _, js := natstest.Connect(t)
+	js := connectWithTopology(t)
 	ctx := context.Background()
-	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-		t.Fatal(err)
-	}
 	if _, ok := BatchLastSeq(ctx); ok {
 		t.Fatal("BatchLastSeq outside a handler call reports a sequence")
 	}
@@ -385,11 +382,8 @@ func TestConsumerSkipThrough(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, js := natstest.Connect(t)
+			js := connectWithTopology(t)
 			ctx := context.Background()
-			if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-				t.Fatal(err)
-			}
 			const subj = "telemetry.checkout.tax-calc"
 			for i := range 6 {
 				publish(t, js, subj, ev(fmt.Sprintf("a%d", i)))
@@ -460,11 +454,8 @@ func TestConsumerSkipThrough(t *testing.T) {
 }
 
 func TestConsumerStopAbandonsFailingBatchForRedelivery(t *testing.T) {
-	_, _, js := natstest.Connect(t)
+	js := connectWithTopology(t)
 	ctx := context.Background()
-	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-		t.Fatal(err)
-	}
 	for i := range 5 {
 		publish(t, js, "telemetry.checkout.tax-calc", ev(fmt.Sprintf("v%d", i)))
 	}
@@ -508,11 +499,8 @@ func TestConsumerStopAbandonsFailingBatchForRedelivery(t *testing.T) {
 // newer messages; the next instance hands them over first, in stream order, and acknowledges
 // their redeliveries unhandled.
 func TestConsumerCatchesUpOnACrashedInstancesMessages(t *testing.T) {
-	_, _, js := natstest.Connect(t)
+	js := connectWithTopology(t)
 	ctx := context.Background()
-	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
-		t.Fatal(err)
-	}
 	const subj = "telemetry.checkout.tax-calc"
 	for i := range 6 {
 		publish(t, js, subj, ev(fmt.Sprintf("a%d", i)))
