@@ -69,19 +69,20 @@ func TestRenewingKeepsLeasesThroughASlowTakeover(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a logger's output for a test to read.
-type syncBuffer struct {
+// LogBuffer collects a logger's output for a test to read. Exported to the pipeline_test
+// package's tests too (this file is compiled with them).
+type LogBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -101,7 +102,7 @@ func TestLeaseRegainedKeepsACurrentDetector(t *testing.T) {
 			cfg.DetectCheckpoint = schemas.Duration(time.Hour)
 			cfg.DetectRestore = 0
 			cfg.Decide.LeaseTTL = schemas.Duration(time.Second)
-			logs := &syncBuffer{}
+			logs := &LogBuffer{}
 			p, err := New(Options{Config: cfg, JS: js, Registry: prometheus.NewRegistry(),
 				Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 			if err != nil {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,22 +26,7 @@ import (
 const checkpointObject = "detect"
 
 // logBuffer keeps what a pipeline logs, for tests that check which restore path it took.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = pipeline.LogBuffer
 
 // startLogged starts a pipeline as startPipeline does, also logging into logs.
 func startLogged(t *testing.T, cfg config.Config, js jetstream.JetStream, logs *logBuffer) *pipeline.Pipeline {
