@@ -93,6 +93,22 @@ func connectWithTopology(tb testing.TB) jetstream.JetStream {
 	return js
 }
 
+// waitAllAcked waits until cons has acknowledged everything through stream sequence floor, with
+// nothing unacknowledged or pending.
+func waitAllAcked(t *testing.T, cons jetstream.Consumer, floor uint64) {
+	t.Helper()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		ci, err := cons.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if ci.AckFloor.Stream != floor || ci.NumAckPending != 0 || ci.NumPending != 0 {
+			return fmt.Errorf("ack floor %d, %d unacked, %d pending; want %d, 0, 0", ci.AckFloor.Stream, ci.NumAckPending, ci.NumPending, floor)
+		}
+		return nil
+	})
+}
+
 func publish(t *testing.T, js jetstream.JetStream, subject string, body string) {
 	t.Helper()
 	if _, err := js.Publish(context.Background(), subject, []byte(body)); err != nil {
@@ -424,20 +440,11 @@ func TestConsumerSkipThrough(t *testing.T) {
 			t.Cleanup(func() { c2.Stop(); <-c2.Done() })
 			rec.waitFor(t, len(tt.want))
 			// Everything is acknowledged, the skipped messages included.
-			natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-				info, err := js.Consumer(ctx, schemas.StreamTelemetry, c2.Config().Durable)
-				if err != nil {
-					return err
-				}
-				ci, err := info.Info(ctx)
-				if err != nil {
-					return err
-				}
-				if ci.AckFloor.Stream != 9 || ci.NumAckPending != 0 || ci.NumPending != 0 {
-					return fmt.Errorf("ack floor %d, %d unacked, %d pending; want 9, 0, 0", ci.AckFloor.Stream, ci.NumAckPending, ci.NumPending)
-				}
-				return nil
-			})
+			cons, err := js.Consumer(ctx, schemas.StreamTelemetry, c2.Config().Durable)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitAllAcked(t, cons, 9)
 			// The server redelivers the abandoned messages in an order of its own (see Stop).
 			got := rec.versions()
 			slices.Sort(got)
@@ -532,16 +539,7 @@ func TestConsumerCatchesUpOnACrashedInstancesMessages(t *testing.T) {
 	if got := fmt.Sprint(rec.versions()); got != want {
 		t.Fatalf("handled %s, want %s: in stream order, each once", got, want)
 	}
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		ci, err := crashed.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if ci.AckFloor.Stream != 10 || ci.NumAckPending != 0 || ci.NumPending != 0 {
-			return fmt.Errorf("ack floor %d, %d unacked, %d pending; want 10, 0, 0", ci.AckFloor.Stream, ci.NumAckPending, ci.NumPending)
-		}
-		return nil
-	})
+	waitAllAcked(t, crashed, 10)
 	if got := fmt.Sprint(rec.versions()); got != want {
 		t.Fatalf("after the redeliveries handled %s, want %s", got, want)
 	}
