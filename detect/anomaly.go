@@ -130,7 +130,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 	rho := r.errP[c].r
 	if paired {
 		h0 = fmt.Sprintf("the baseline cohort's rate over the same buckets (%g errors in %g requests; given both cohorts' errors, the canary's share is binomial)", t.xr, t.nr)
-		rho = d.errorRatios()
+		rho = d.errorRatios(d.tune(s.key.Service))
 	}
 	a.Evidence.Notes = append(a.Evidence.Notes,
 		fmt.Sprintf("%s; H0: %s, H1: ×%.3g, ×%.3g or ×%.3g", seqNote, h0, rho[0], rho[1], rho[2]),

@@ -255,11 +255,12 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	}
 	r.usual = src.usualLoads()
 	d.shareAlpha(r, src, b)
+	tn := d.tune(src.key.Service)
 	for c := range r.errs {
-		r.errP[c] = d.errorParams(r.errs[c], r.n)
+		r.errP[c] = d.errorParams(tn, r.errs[c], r.n)
 	}
-	if d.setQuantiles(&r.quantileTests, r.sk); r.latOK {
-		d.compositeParams(r)
+	if d.setQuantiles(tn, &r.quantileTests, r.sk); r.latOK {
+		d.compositeParams(tn, r)
 		// A canary compared with its cohort as it serves leaves the drift to its concurrent
 		// checks (refLatPhi).
 		if !d.checkedConcurrently(kind) {
@@ -281,7 +282,7 @@ type quantileTests struct {
 
 // setQuantiles reads the tested quantiles off the baseline sketch sk and sets their tests'
 // hypotheses.
-func (d *Detector) setQuantiles(qt *quantileTests, sk *ddsketch.DDSketch) {
+func (d *Detector) setQuantiles(tn *tuning, qt *quantileTests, sk *ddsketch.DDSketch) {
 	qt.latOK = sk.GetCount() >= float64(d.cfg.MinBaselineRequests)
 	if !qt.latOK {
 		return
@@ -298,15 +299,15 @@ func (d *Detector) setQuantiles(qt *quantileTests, sk *ddsketch.DDSketch) {
 		}
 		qt.qv[q] = v
 		qt.thr[q] = d.sk.thresholdAt(v)
-		qt.latP[q] = d.latencyParams(sk, qt.thr[q])
+		qt.latP[q] = d.latencyParams(tn, sk, qt.thr[q])
 	}
 }
 
 // compositeParams sets up the composite H0 of the quantiles above the body (see
 // rateTest.updateComposite). None when the tolerance is below one sketch bin: H0 is then
 // simple.
-func (d *Detector) compositeParams(r *reference) {
-	tol := d.tolShift()
+func (d *Detector) compositeParams(tn *tuning, r *reference) {
+	tol := d.tolShift(tn)
 	r.bodyQ = -1
 	for q, qq := range d.cfg.LatencyQuantiles {
 		if r.latQ[q] && (r.bodyQ < 0 || qq < d.cfg.LatencyQuantiles[r.bodyQ]) {
@@ -323,7 +324,7 @@ func (d *Detector) compositeParams(r *reference) {
 			continue
 		}
 		r.composite[q] = true
-		r.latS[q] = [2]rateParams{d.latencyParamsAt(r.sk, r.thr[q], levels[0]), d.latencyParamsAt(r.sk, r.thr[q], levels[1])}
+		r.latS[q] = [2]rateParams{d.latencyParamsAt(tn, r.sk, r.thr[q], levels[0]), d.latencyParamsAt(tn, r.sk, r.thr[q], levels[1])}
 		for l, sh := range levels {
 			above := fractionAbove(r.sk, r.thr[q].index-sh)
 			body := fractionAbove(r.sk, tb-sh) - above
@@ -333,18 +334,18 @@ func (d *Detector) compositeParams(r *reference) {
 }
 
 // tolShift is LatencyTolerance in sketch bins.
-func (d *Detector) tolShift() int {
-	return int(math.Round(math.Log(1+d.cfg.LatencyTolerance) / d.sk.logGamma))
+func (d *Detector) tolShift(tn *tuning) int {
+	return int(math.Round(math.Log(1+tn.cfg.LatencyTolerance) / d.sk.logGamma))
 }
 
 // errorParams sets the hypotheses of an error-rate test against a baseline of x errors in n
 // requests (the test treats the baseline's sampling error itself, see rateParams). The smallest
 // alternative is the larger of the relative and the absolute minimum effect, so a near-zero
 // baseline does not fire on a single error; the others keep their spacing above it.
-func (d *Detector) errorParams(x, n float64) rateParams {
+func (d *Detector) errorParams(tn *tuning, x, n float64) rateParams {
 	p := (x + 0.5) / (n + 1)
-	r := d.errorRatios()
-	lift := math.Max(1, (1+d.cfg.ErrorMinAbsEffect/p)/r[0])
+	r := d.errorRatios(tn)
+	lift := math.Max(1, (1+tn.cfg.ErrorMinAbsEffect/p)/r[0])
 	for k := range r {
 		r[k] *= lift
 	}
@@ -353,8 +354,8 @@ func (d *Detector) errorParams(x, n float64) rateParams {
 
 // errorRatios are the alternatives of the error tests as rate ratios: the minimum effect, the
 // gross factor and their geometric mean.
-func (d *Detector) errorRatios() [alternatives]float64 {
-	lo, hi := 1+d.cfg.ErrorMinEffect, d.cfg.ErrorGrossFactor
+func (d *Detector) errorRatios(tn *tuning) [alternatives]float64 {
+	lo, hi := 1+tn.cfg.ErrorMinEffect, tn.cfg.ErrorGrossFactor
 	return [alternatives]float64{lo, math.Sqrt(lo * hi), hi}
 }
 
@@ -363,15 +364,15 @@ func (d *Detector) errorRatios() [alternatives]float64 {
 // every latency is the baseline's scaled by the alternative's factor, so the exceedance rate is
 // the baseline's fraction above t/factor, read off the baseline sketch. This is a minimum effect
 // stated in latency, not in rates.
-func (d *Detector) latencyParams(sk *ddsketch.DDSketch, t threshold) rateParams {
+func (d *Detector) latencyParams(tn *tuning, sk *ddsketch.DDSketch, t threshold) rateParams {
 	// H0 is "at most LatencyTolerance slower", not "exactly as fast": load moves latency a few
 	// percent (a traffic spike, the busy hour), and a test of exact equality would call that a
 	// regression once it has enough requests.
-	return d.latencyParamsAt(sk, t, d.tolShift())
+	return d.latencyParamsAt(tn, sk, t, d.tolShift(tn))
 }
 
 // latencyParamsAt is latencyParams with H0's tolerance given in sketch bins.
-func (d *Detector) latencyParamsAt(sk *ddsketch.DDSketch, t threshold, tol int) rateParams {
+func (d *Detector) latencyParamsAt(tn *tuning, sk *ddsketch.DDSketch, t threshold, tol int) rateParams {
 	n := sk.GetCount()
 	above := fractionAbove(sk, t.index)
 	if tol > 0 {
@@ -379,7 +380,7 @@ func (d *Detector) latencyParamsAt(sk *ddsketch.DDSketch, t threshold, tol int) 
 	}
 	xb := above * n
 	p0 := (xb + 0.5) / (n + 1)
-	lo, hi := 1+d.cfg.LatencyMinEffect, d.cfg.LatencyGrossFactor
+	lo, hi := 1+tn.cfg.LatencyMinEffect, tn.cfg.LatencyGrossFactor
 	var r [alternatives]float64
 	for k, f := range [alternatives]float64{lo, math.Sqrt(lo * hi), hi} {
 		shift := int(math.Round(math.Log(f) / d.sk.logGamma))

@@ -3,7 +3,10 @@ package detect
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -322,6 +325,66 @@ type Config struct {
 
 	// MaxSites bounds the error_site counts an anomaly carries (top N). Default 8.
 	MaxSites int `json:"max_sites" yaml:"max_sites"`
+
+	// Services sets, for the services it names, the parameters that describe a service rather
+	// than the detector: how long its versions are watched, how long it warms up, how long
+	// its batch jobs slow it, which effects are worth a rollback there. Every parameter a
+	// service does not set is the one above. Default none.
+	Services map[string]ServiceConfig `json:"services,omitempty" yaml:"services,omitempty"`
+}
+
+// ServiceConfig is one service's entry in Config.Services: each field set replaces the
+// parameter of the same name for that service's series. The detector's own machinery (buckets,
+// epochs, sketches, alpha, the tests' warm-ups) is one for all services; these are what one
+// service knows of itself. A fleet has a service whose JIT warms up for a minute beside one
+// that is warm at once, and one that runs a minute-long batch job beside one that runs none:
+// one value for all would either miss the regressions of the first or roll back the second.
+type ServiceConfig struct {
+	DeployWatch          *schemas.Duration `json:"deploy_watch,omitempty" yaml:"deploy_watch,omitempty"`
+	LatencyWarmup        *schemas.Duration `json:"latency_warmup,omitempty" yaml:"latency_warmup,omitempty"`
+	LatencyExcursionMax  *schemas.Duration `json:"latency_excursion_max,omitempty" yaml:"latency_excursion_max,omitempty"`
+	InvalidInputTriggers *bool             `json:"invalid_input_triggers,omitempty" yaml:"invalid_input_triggers,omitempty"`
+	ErrorMinEffect       *float64          `json:"error_min_effect,omitempty" yaml:"error_min_effect,omitempty"`
+	ErrorMinAbsEffect    *float64          `json:"error_min_abs_effect,omitempty" yaml:"error_min_abs_effect,omitempty"`
+	ErrorGrossFactor     *float64          `json:"error_gross_factor,omitempty" yaml:"error_gross_factor,omitempty"`
+	LatencyMinEffect     *float64          `json:"latency_min_effect,omitempty" yaml:"latency_min_effect,omitempty"`
+	LatencyTolerance     *float64          `json:"latency_tolerance,omitempty" yaml:"latency_tolerance,omitempty"`
+	LatencyGrossFactor   *float64          `json:"latency_gross_factor,omitempty" yaml:"latency_gross_factor,omitempty"`
+	ThroughputMinDrop    *float64          `json:"throughput_min_drop,omitempty" yaml:"throughput_min_drop,omitempty"`
+}
+
+// For is the configuration service's series are detected with: c with the service's entry
+// in Services applied, and no Services of its own.
+func (c Config) For(service string) Config {
+	o, ok := c.Services[service]
+	c.Services = nil
+	if !ok {
+		return c
+	}
+	set := func(dst *schemas.Duration, v *schemas.Duration) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setF := func(dst *float64, v *float64) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&c.DeployWatch, o.DeployWatch)
+	set(&c.LatencyWarmup, o.LatencyWarmup)
+	set(&c.LatencyExcursionMax, o.LatencyExcursionMax)
+	if o.InvalidInputTriggers != nil {
+		c.InvalidInputTriggers = *o.InvalidInputTriggers
+	}
+	setF(&c.ErrorMinEffect, o.ErrorMinEffect)
+	setF(&c.ErrorMinAbsEffect, o.ErrorMinAbsEffect)
+	setF(&c.ErrorGrossFactor, o.ErrorGrossFactor)
+	setF(&c.LatencyMinEffect, o.LatencyMinEffect)
+	setF(&c.LatencyTolerance, o.LatencyTolerance)
+	setF(&c.LatencyGrossFactor, o.LatencyGrossFactor)
+	setF(&c.ThroughputMinDrop, o.ThroughputMinDrop)
+	return c
 }
 
 // maxLatencyWarmup bounds Config.LatencyWarmup: a service slow for longer than this after it
@@ -500,6 +563,14 @@ func (c Config) Validate() error {
 	for i, q := range c.LatencyQuantiles {
 		if !(q > 0 && q < 1) {
 			return bad("latency_quantiles[%d] must be in (0, 1), got %g", i, q)
+		}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(c.Services)) {
+		if !schemas.IsName(svc) {
+			return bad("services: %q is not a service name (letters, digits, '_' and '-', 1 to 64 of them)", svc)
+		}
+		if err := c.For(svc).Validate(); err != nil {
+			return fmt.Errorf("%w: services.%s: %s", ErrInvalidConfig, svc, strings.TrimPrefix(err.Error(), ErrInvalidConfig.Error()+": "))
 		}
 	}
 	return nil

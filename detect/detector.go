@@ -47,8 +47,13 @@ type Detector struct {
 	idleBuckets  int64
 	tputAlpha    float64
 	tputBeta     float64 // the throughput trend's smoothing (0: none)
-	tested       [numCategories]bool
 	pool         pool
+	// base is what every series is detected with, and tunings, by service, what the series of
+	// the services Config.Services names are (tune); anyWarmup says whether any has a
+	// LatencyWarmup.
+	base      *tuning
+	tunings   map[string]*tuning
+	anyWarmup bool
 
 	series map[SeriesKey]*series
 	// deploys lists the series of each service, version and cohort (deployKey), linked through
@@ -65,9 +70,6 @@ type Detector struct {
 
 	movedBuckets int64
 	ownWarmup    int64 // buckets a series serves before its own profile starts (0: never)
-	latWarmup    int64 // buckets of a version's start its latency is not compared in (Config.LatencyWarmup)
-	watch        int64 // buckets a version is compared with the version before it (Config.DeployWatch; 0: forever)
-	maxExcursion uint8 // the longest excursion a latency test respects, in buckets (Config.LatencyExcursionMax)
 	// instances holds, with LatencyWarmup, the first and last bucket each instance of a version
 	// served in (TelemetryEvent.Instance): each instance warms up from its own start.
 	instances     map[instanceKey]*instanceSeen
@@ -146,9 +148,7 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.idleBuckets = int64(time.Duration(cfg.IdleTTL) / width)
 	d.movedBuckets = int64(time.Duration(cfg.TrafficMovedAfter) / width)
 	d.ownWarmup = int64(time.Duration(cfg.OwnProfileWarmup) / width)
-	d.latWarmup = int64((time.Duration(cfg.LatencyWarmup) + width - 1) / width)
-	d.watch = int64(time.Duration(cfg.DeployWatch) / width)
-	d.maxExcursion = uint8(time.Duration(cfg.LatencyExcursionMax) / width)
+	d.setTunings(cfg)
 	d.ownHalfLife = float64(cfg.OwnProfileHalfLife) / float64(width)
 	d.resHalfLife = float64(cfg.ResourceHalfLife) / float64(width)
 	d.bucketSeconds = width.Seconds()
@@ -157,9 +157,6 @@ func New(cfg Config, opts ...Option) *Detector {
 	d.tputAlpha = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputHalfLife))
 	if cfg.ThroughputTrendHalfLife > 0 {
 		d.tputBeta = 1 - math.Exp(-math.Ln2*float64(width)/float64(cfg.ThroughputTrendHalfLife))
-	}
-	for c := range d.tested {
-		d.tested[c] = c != categoryInvalidInput || cfg.InvalidInputTriggers
 	}
 	d.series = make(map[SeriesKey]*series)
 	d.deploys = make(map[deployKey]*series)
@@ -240,7 +237,7 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 	var pts [4]latencyPoint
 	np := latencyPoints(ev, &pts)
 	started := int64(math.MaxInt64) // the bucket ev's instance started in, when it names one
-	if d.latWarmup > 0 && ev.Instance != "" {
+	if d.anyWarmup && ev.Instance != "" && d.tune(ev.Service).latWarmup > 0 {
 		started = d.instanceStarted(ev, b)
 	}
 	k := SeriesKey{Service: ev.Service, Component: ev.Component, Version: ev.Version, Cohort: ev.Cohort}
@@ -305,13 +302,14 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 // the series' sketches, and so of its tests, its history and the baseline the next version is
 // compared with. A series none of whose buckets has closed yet is within it.
 func (d *Detector) warmed(s *series, b, started int64, pts []latencyPoint) []latencyPoint {
-	if d.latWarmup == 0 {
+	w := d.tune(s.key.Service).latWarmup
+	if w == 0 {
 		return pts
 	}
 	if started == math.MaxInt64 {
 		started = s.firstB
 	}
-	if started == math.MaxInt64 || b-started < d.latWarmup {
+	if started == math.MaxInt64 || b-started < w {
 		return pts[:0]
 	}
 	return pts

@@ -35,11 +35,12 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			pb = c
 		}
 	}
-	rho := d.errorRatios()
+	tn := d.tune(s.key.Service)
+	rho := d.errorRatios(tn)
 	eth := d.errorThresholds(r)
 	checked := s.gate != nil && d.cohortServing(cl, b.idx)
 	for c := range s.errT {
-		if !d.tested[c] {
+		if !tn.tested[c] {
 			continue
 		}
 		t := &s.errT[c]
@@ -125,7 +126,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				// cent of latency. The quantile itself must have moved by a clear share of the
 				// minimum effect before it is called a regression; until then the test keeps
 				// watching, and the episode opens when the shift grows.
-				if a := d.latencyAnomaly(s, q, time.Time{}, g); a.Effect >= d.latencyGate() {
+				if a := d.latencyAnomaly(s, q, time.Time{}, g); a.Effect >= d.latencyGate(d.tune(s.key.Service)) {
 					s.latEp = true // one anomaly per latency episode, from the quantile that fired first
 					out = d.open(s, epLatency, a, out)
 				}
@@ -177,9 +178,10 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 		cohort = l.current
 	}
 	eth := d.errorThresholds(r)
-	rho := d.errorRatios()
+	tn := d.tune(s.key.Service)
+	rho := d.errorRatios(tn)
 	for c := range s.errT {
-		if errs[c] <= 0 || !d.tested[c] || s.errT[c].firing {
+		if errs[c] <= 0 || !tn.tested[c] || s.errT[c].firing {
 			continue
 		}
 		trial := s.errT[c] // an error test has no second bank: a copy is independent
@@ -240,7 +242,7 @@ func (d *Detector) testWithinBucket(s *series, errs *[numCategories]float64) {
 func (d *Detector) updateGated(s *series, c int, x, n, xr, nr float64, b int64, t, g *rateTest) rateVerdict {
 	gth := d.gateThresholds(d.errorThresholds(s.ref))
 	gth.temper = s.ref.temper(c)
-	g.updatePaired(1, d.errorRatios(), x, n, xr, nr, b, &gth)
+	g.updatePaired(1, d.errorRatios(d.tune(s.key.Service)), x, n, xr, nr, b, &gth)
 	th := d.errorThresholds(s.ref)
 	th.temper = gth.temper
 	th.hold = !g.firing
@@ -310,8 +312,9 @@ func (d *Detector) firedAt(b int64) time.Time {
 // bucket b: always against a baseline cohort, and against the version before it for
 // DeployWatch after its first request, then for as long as one of them is firing.
 func (d *Detector) watching(s *series, b int64) bool {
-	return d.watch == 0 || s.ref == nil || s.ref.kind != refPreviousVersion || s.firstB == math.MaxInt64 ||
-		b-s.firstB < d.watch || s.latEp || anyFiring(s.errT[:], s.latT[:])
+	w := d.tune(s.key.Service).watch
+	return w == 0 || s.ref == nil || s.ref.kind != refPreviousVersion || s.firstB == math.MaxInt64 ||
+		b-s.firstB < w || s.latEp || anyFiring(s.errT[:], s.latT[:])
 }
 
 // withinBucket reports whether s's tests against its baseline may fire within a bucket (see
@@ -464,7 +467,7 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 	if s.gate != nil {
 		g = &gates[fq]
 	}
-	if a := d.latencyAnomaly(s, fq, d.firedAt(runs[fq].at), g); a.Effect >= d.latencyGate() {
+	if a := d.latencyAnomaly(s, fq, d.firedAt(runs[fq].at), g); a.Effect >= d.latencyGate(d.tune(s.key.Service)) {
 		s.latEp = true
 		d.out = d.open(s, epLatency, a, d.out)
 	}
@@ -987,8 +990,9 @@ func (d *Detector) testSilence(b int64, heard bool, touched []*line, out []schem
 // and changed recently enough for its silence after that bucket to be read (testSilence).
 func (d *Detector) watchesSilence(ln *line) bool {
 	cur := ln.current
+	w := d.tune(ln.key.Service).watch
 	return ln.accB-ln.runB+1 >= throughputWarmup && cur != nil && cur.ref != nil &&
-		cur.ref.kind == refPreviousVersion && (d.watch == 0 || ln.accB-cur.firstB < d.watch)
+		cur.ref.kind == refPreviousVersion && (w == 0 || ln.accB-cur.firstB < w)
 }
 
 // dropSeries is the series a drop of unit line ln in bucket b is reported on: the line's newest
@@ -1029,11 +1033,12 @@ const throughputWarmup = 60
 // before the deploy.
 func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*series, out []schemas.Anomaly) []schemas.Anomaly {
 	perBucket := d.cfg.ThroughputMinRate * time.Duration(d.cfg.BucketWidth).Seconds()
+	minDrop := d.tune(ln.key.Service).cfg.ThroughputMinDrop
 	m := ln.tput.forecast()
 	if ln.tput.n >= 2*throughputWarmup && m >= perBucket {
 		c := max(0, float64(ln.tputD))
 		sd := math.Sqrt(m + c*m*m)
-		z := (m*(1-d.cfg.ThroughputMinDrop/2) - x) / sd
+		z := (m*(1-minDrop/2) - x) / sd
 		if ln.tputC.s == 0 {
 			ln.tputBL = float32(m)
 		}
@@ -1044,7 +1049,7 @@ func (d *Detector) throughputStep(ln *line, x float64, b int64, closing []*serie
 			a := d.cusumAnomaly(k, schemas.MetricThroughput, &ln.tputC, x/secs, float64(ln.tputBL)/secs, b, "cusum-ewma-counts", "")
 			a.Evidence.Notes = append(a.Evidence.Notes, "throughput of the unit across versions and cohorts, in requests per second",
 				fmt.Sprintf("the CUSUM adds up how far each bucket's count fell below %.3g of the usual rate, in standard deviations of %.4g requests at %.4g: Poisson's %.4g widened by the traffic's own bursts (variance m + %.3g·m²)",
-					1-d.cfg.ThroughputMinDrop/2, sd, m, math.Sqrt(m), c))
+					1-minDrop/2, sd, m, math.Sqrt(m), c))
 			if x == 0 && ln.accB < b {
 				a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("silent: not one request since %s, after requests in each of the %d buckets before; a hung or crashed version and lost telemetry look alike from here",
 					d.clock.end(ln.accB).Format(time.RFC3339Nano), ln.accB-ln.runB+1))
@@ -1207,6 +1212,6 @@ func (d *Detector) movedHealthy(s *series) bool {
 // latencyGate is the relative rise of the tested quantile a latency anomaly needs: halfway between
 // what the null hypothesis tolerates and the minimum effect, so load noise stays quiet and a
 // regression of the minimum effect is reported.
-func (d *Detector) latencyGate() float64 {
-	return (d.cfg.LatencyTolerance + d.cfg.LatencyMinEffect) / 2
+func (d *Detector) latencyGate(tn *tuning) float64 {
+	return (tn.cfg.LatencyTolerance + tn.cfg.LatencyMinEffect) / 2
 }

@@ -233,13 +233,13 @@ func (d *Detector) serviceExcursion(ln *line, b int64) {
 // ownExcursion is the longest excursion s's latencies made and ended within memory, at most
 // LatencyExcursionMax: what its own profile's latency tests respect (0: none to).
 func (d *Detector) ownExcursion(s *series) uint8 {
-	return d.excursionCap(s.exc.ended())
+	return d.excursionCap(s, s.exc.ended())
 }
 
 // frozenExcursion is what a reference frozen from src respects: the longest excursion within
 // memory, including one still under way.
 func (d *Detector) frozenExcursion(src *series) uint8 {
-	return d.excursionCap(max(src.exc.ended(), src.exc.run))
+	return d.excursionCap(src, max(src.exc.ended(), src.exc.run))
 }
 
 // serviceAside reports whether s's bucket that closed last belongs to an excursion of its
@@ -254,7 +254,7 @@ func (d *Detector) serviceExcursionLen(s *series) uint8 {
 	if s.svc == nil || s.svc.exc == nil {
 		return 0
 	}
-	return d.excursionCap(s.svc.exc.exc.ended())
+	return d.excursionCap(s, s.svc.exc.exc.ended())
 }
 
 // serviceMadeExcursions reports whether s's service made excursions its tests respect: its
@@ -276,12 +276,13 @@ func (d *Detector) excursionNotes(s *series, whose string, l uint8, notes []stri
 	return notes
 }
 
-// excursionCap is l, at most LatencyExcursionMax, and 0 when it is shorter than minExcursion.
-func (d *Detector) excursionCap(l uint8) uint8 {
+// excursionCap is l, at most s's service's LatencyExcursionMax, and 0 when it is shorter than
+// minExcursion.
+func (d *Detector) excursionCap(s *series, l uint8) uint8 {
 	if l < minExcursion {
 		return 0
 	}
-	return min(l, d.maxExcursion)
+	return min(l, d.tune(s.key.Service).maxExcursion)
 }
 
 // refExcursion is the longest excursion of s's baseline its latency tests respect (0: none, or

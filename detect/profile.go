@@ -187,7 +187,7 @@ func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 // hypotheses, as freeze does for a version baseline.
 func (d *Detector) ownThresholds(s *series, o *ownProfile, b int64) {
 	o.latB = b
-	if d.setQuantiles(&o.quantileTests, o.sk); o.latOK {
+	if d.setQuantiles(d.tune(s.key.Service), &o.quantileTests, o.sk); o.latOK {
 		d.driftBaseline(&o.quantileTests, nil, s)
 	}
 }
@@ -200,13 +200,14 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 		return out
 	}
 	b := &s.closed
+	tn := d.tune(s.key.Service)
 	if n := o.n - o.bn; n >= float64(d.cfg.MinBaselineRequests) && b.n > 0 {
 		for c := range o.errT {
-			if !d.tested[c] {
+			if !tn.tested[c] {
 				continue
 			}
 			t := &o.errT[c]
-			rp := d.errorParams(o.errs[c]-o.berrs[c], n)
+			rp := d.errorParams(tn, o.errs[c]-o.berrs[c], n)
 			// H0's rate pools only the current run with the profile: the profile already holds
 			// every earlier bucket, and counting them twice would overstate what it knows.
 			t.cn, t.cx = t.n, t.x
@@ -250,7 +251,7 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 			v := t.updateBaseline(&o.latP[q], o.exceed[q], b.latN, b.idx, &th)
 			if (v == verdictFired || t.firing) && !o.latEp {
-				if a := d.ownLatencyAnomaly(s, q); a.Effect >= d.latencyGate() {
+				if a := d.ownLatencyAnomaly(s, q); a.Effect >= d.latencyGate(tn) {
 					o.latEp = true
 					out = d.open(s, epOwnLatency, a, out)
 				}

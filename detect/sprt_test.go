@@ -28,7 +28,7 @@ func bucketDraw(rng *rand.Rand, rps, p float64) (x, n float64) {
 // baseline 20 % low tends to 80·(1.25·(1 - 1/1.5) - ln 1.5) = 0.9 nats.
 func TestBaselineTestLongWatch(t *testing.T) {
 	d := New(DefaultConfig())
-	rp := d.errorParams(80, 5000)
+	rp := d.errorParams(d.base, 80, 5000)
 	for _, th := range []thresholds{d.th, d.errorThresholds(&reference{})} {
 		t.Run(fmt.Sprintf("deploy-long %v", th.deployLong), func(t *testing.T) { baselineLongWatch(t, d, rp, th) })
 	}
@@ -73,7 +73,7 @@ func baselineLongWatch(t *testing.T, d *Detector, rp rateParams, th thresholds) 
 // TestRunThresholdSpendsAlpha checks the threshold of later runs: log(1/alpha) + log(k(k-1)).
 func TestRunThresholdSpendsAlpha(t *testing.T) {
 	d := New(DefaultConfig())
-	rp := d.errorParams(0, 10000)
+	rp := d.errorParams(d.base, 0, 10000)
 	var rt rateTest
 	for b := range 200 {
 		rt.updateBaseline(&rp, 0, 50, int64(b), &d.th) // error-free: every run accepts H0
@@ -127,7 +127,7 @@ func TestFrontLoadedRunsKeepBudget(t *testing.T) {
 // stands, not that it crossed from below, and the p-value is the crossing's.
 func TestEvidenceOfATestThatFellBack(t *testing.T) {
 	d := New(DefaultConfig())
-	rp := d.errorParams(20, 1000) // 2 %
+	rp := d.errorParams(d.base, 20, 1000) // 2 %
 	var rt rateTest
 	b := int64(0)
 	for ; !rt.firing; b++ {
@@ -179,7 +179,7 @@ func TestDeployLongFindsWhatRunsMiss(t *testing.T) {
 		for seed := range uint64(deploys) {
 			rng := rand.New(rand.NewPCG(seed, 11))
 			xb, nb := bucketDraw(rng, 9000, 0.02)
-			rp := d.errorParams(xb, nb)
+			rp := d.errorParams(d.base, xb, nb)
 			var rt rateTest
 			fired, longFrom := false, -1
 			for b := range 3600 {
@@ -221,7 +221,7 @@ func TestDeployLongFalseAlarms(t *testing.T) {
 	for seed := range uint64(deploys) {
 		rng := rand.New(rand.NewPCG(seed, 13))
 		xb, nb := bucketDraw(rng, 9000, 0.02)
-		rp := d.errorParams(xb, nb)
+		rp := d.errorParams(d.base, xb, nb)
 		th := d.errorThresholds(&reference{})
 		var rt rateTest
 		for b := range 3600 {
@@ -276,7 +276,7 @@ func TestDeployLongEpisodeEnds(t *testing.T) {
 	for seed := range uint64(40) {
 		rng := rand.New(rand.NewPCG(seed, 11))
 		xb, nb := bucketDraw(rng, 9000, 0.02)
-		rp := d.errorParams(xb, nb)
+		rp := d.errorParams(d.base, xb, nb)
 		var rt rateTest
 		b := 0
 		for ; b < 3600 && !rt.long; b++ {

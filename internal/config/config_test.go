@@ -165,3 +165,35 @@ func TestDetectCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestDetectServices: detect.services sets parameters for the services it names, reads them in
+// the config's own units, names the service whose entry is out of range, and refuses a field
+// it does not know, as every other section does.
+func TestDetectServices(t *testing.T) {
+	cfg, err := Parse([]byte(`
+detect:
+  latency_warmup: 0s
+  services:
+    checkout: {latency_warmup: 45s, latency_excursion_max: 1m}
+    search: {invalid_input_triggers: true, throughput_min_drop: 0.8}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, se := cfg.Detect.For("checkout"), cfg.Detect.For("search")
+	if time.Duration(co.LatencyWarmup) != 45*time.Second || time.Duration(co.LatencyExcursionMax) != time.Minute || co.InvalidInputTriggers {
+		t.Errorf("checkout: warm-up %s, excursions %s, invalid input %v", time.Duration(co.LatencyWarmup), time.Duration(co.LatencyExcursionMax), co.InvalidInputTriggers)
+	}
+	if !se.InvalidInputTriggers || se.ThroughputMinDrop != 0.8 || se.LatencyWarmup != 0 {
+		t.Errorf("search: invalid input %v, min drop %g, warm-up %s", se.InvalidInputTriggers, se.ThroughputMinDrop, time.Duration(se.LatencyWarmup))
+	}
+	for _, tt := range []struct{ yaml, want string }{
+		{"detect: {services: {checkout: {latency_warmup: 1h}}}", "services.checkout: latency_warmup must be in [0, 10m0s]"},
+		{"detect: {services: {checkout: {latency_warmpu: 30s}}}", "latency_warmpu"},
+		{"detect: {services: {check.out: {}}}", `"check.out" is not a service name`},
+	} {
+		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %v, want one saying %q", tt.yaml, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package detect
+
+import (
+	"time"
+)
+
+// tuning is what a service's series are detected with (Config.Services): the configuration
+// with the service's entry applied, and what the detector derives from it.
+type tuning struct {
+	cfg          Config
+	latWarmup    int64 // buckets of a version's start its latency is not compared in (Config.LatencyWarmup)
+	watch        int64 // buckets a version is compared with the version before it (Config.DeployWatch; 0: forever)
+	maxExcursion uint8 // the longest excursion a latency test respects, in buckets (Config.LatencyExcursionMax)
+	tested       [numCategories]bool
+}
+
+func newTuning(cfg Config) *tuning {
+	width := time.Duration(cfg.BucketWidth)
+	t := &tuning{
+		cfg:          cfg,
+		latWarmup:    int64((time.Duration(cfg.LatencyWarmup) + width - 1) / width),
+		watch:        int64(time.Duration(cfg.DeployWatch) / width),
+		maxExcursion: uint8(time.Duration(cfg.LatencyExcursionMax) / width),
+	}
+	for c := range t.tested {
+		t.tested[c] = c != categoryInvalidInput || cfg.InvalidInputTriggers
+	}
+	return t
+}
+
+// setTunings derives the detector's tunings from cfg: one for every service Config.Services
+// names, and one for all the others.
+func (d *Detector) setTunings(cfg Config) {
+	d.base = newTuning(cfg.For(""))
+	d.anyWarmup = d.base.latWarmup > 0
+	d.tunings = nil
+	for svc := range cfg.Services {
+		if d.tunings == nil {
+			d.tunings = make(map[string]*tuning, len(cfg.Services))
+		}
+		t := newTuning(cfg.For(svc))
+		d.tunings[svc] = t
+		d.anyWarmup = d.anyWarmup || t.latWarmup > 0
+	}
+}
+
+// tune is what service's series are detected with.
+func (d *Detector) tune(service string) *tuning {
+	if d.tunings != nil {
+		if t, ok := d.tunings[service]; ok {
+			return t
+		}
+	}
+	return d.base
+}
