@@ -93,7 +93,8 @@ type Config struct {
 	// periods and approval timeouts stand still. A tick carries the newest event time heard moved on by the wall-clock time since,
 	// less TickAfter, so it stays TickAfter behind what a producer that kept publishing would
 	// stamp, and a producer that publishes less often than that has its events dropped as late.
-	// Ticks go out only when the consumer reads all telemetry (filter_subject unset).
+	// A consumer that reads only part of the telemetry (FilterSubject) publishes its ticks on
+	// telemetry._scalpel.<Durable> and reads them back with its part (TickSubject, Filters).
 	TickAfter schemas.Duration `json:"tick_after" yaml:"tick_after"`
 	// AckWait is how long the server waits for an ack before redelivering (default 30s). While a
 	// batch is being retried, ingest keeps extending it, so it only matters after a crash.
@@ -116,13 +117,60 @@ const DefaultTickAfter = 10 * time.Second
 
 // Ticks returns after how long without telemetry clock ticks start (Config.TickAfter, its
 // default when zero), and false when they are off: TickAfter is negative, or the consumer reads
-// only some of the telemetry (FilterSubject), so it would not read its own ticks.
+// part of the telemetry under a durable name no subject token can carry (TickSubject).
 func (c Config) Ticks(subj schemas.Subjects) (after time.Duration, on bool) {
 	after = cmp.Or(time.Duration(c.TickAfter), DefaultTickAfter)
-	if after < 0 || (c.FilterSubject != "" && c.FilterSubject != subj.TelemetryAll()) {
+	if after < 0 || !c.readsAll(subj) && !schemas.IsName(c.durable()) {
 		return 0, false
 	}
 	return after, true
+}
+
+// TickSubject is the subject the consumer's clock ticks go out on and are read back from (the
+// tick's component is its last token): telemetry._scalpel.clock when the consumer reads all
+// telemetry, and telemetry._scalpel.<Durable> when it reads a part (FilterSubject). Each group of
+// processes that shares the telemetry out then moves its own event time: a group's ticks say
+// how long it has heard nothing, which another group's telemetry does not say.
+func (c Config) TickSubject(subj schemas.Subjects) (subject, component string) {
+	component = schemas.ClockComponent
+	if !c.readsAll(subj) {
+		component = c.durable()
+	}
+	return subj.Telemetry(schemas.ClockService, component), component
+}
+
+// Filters are the subjects the consumer reads: FilterSubject (all telemetry when unset), and its
+// clock ticks' subject when ticks are on and the filter does not cover it.
+func (c Config) Filters(subj schemas.Subjects) []string {
+	filter := cmp.Or(c.FilterSubject, subj.TelemetryAll())
+	if _, on := c.Ticks(subj); on {
+		if tick, _ := c.TickSubject(subj); !subjectCovers(filter, tick) {
+			return []string{filter, tick}
+		}
+	}
+	return []string{filter}
+}
+
+func (c Config) readsAll(subj schemas.Subjects) bool {
+	return c.FilterSubject == "" || c.FilterSubject == subj.TelemetryAll()
+}
+
+func (c Config) durable() string { return cmp.Or(c.Durable, DefaultConfig().Durable) }
+
+// subjectCovers reports whether every subject that subject matches, filter matches too.
+func subjectCovers(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range f {
+		switch {
+		case t == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case t != "*" && t != s[i]:
+			return false
+		}
+	}
+	return len(f) == len(s)
 }
 
 // DefaultConfig returns the documented defaults.
@@ -252,6 +300,7 @@ func WithRejecter(p *reject.Publisher) Option { return func(c *Consumer) { c.rej
 type Consumer struct {
 	js       jetstream.JetStream
 	cfg      Config
+	filters  []string // what it reads (Config.Filters)
 	h        Handler
 	log      *slog.Logger
 	reg      prometheus.Registerer
@@ -300,7 +349,7 @@ func NewConsumer(js jetstream.JetStream, subj schemas.Subjects, cfg Config, h Ha
 	if h == nil {
 		return nil, fmt.Errorf("%w: ingest: nil handler", ErrInvalidConfig)
 	}
-	c := &Consumer{js: js, cfg: cfg.withDefaults(subj), h: h, done: make(chan struct{})}
+	c := &Consumer{js: js, cfg: cfg.withDefaults(subj), filters: cfg.Filters(subj), h: h, done: make(chan struct{})}
 	for _, o := range opts {
 		o(c)
 	}
@@ -383,16 +432,21 @@ func (c *Consumer) Start(ctx context.Context) error {
 		cctx, cancel = context.WithTimeout(ctx, defaultTimeout)
 		defer cancel()
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(cctx, c.cfg.Stream, jetstream.ConsumerConfig{
+	conf := jetstream.ConsumerConfig{
 		Durable:       c.cfg.Durable,
 		Description:   "scalpel ingest: telemetry decode, validate, hand-off",
-		FilterSubject: c.cfg.FilterSubject,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       time.Duration(c.cfg.AckWait),
 		MaxDeliver:    c.cfg.MaxDeliver,
 		MaxAckPending: c.cfg.MaxAckPending,
-	})
+	}
+	// One filter as FilterSubject, as the durable was always created: an update that only
+	// moved it to FilterSubjects would still be an update.
+	if conf.FilterSubject = c.filters[0]; len(c.filters) > 1 {
+		conf.FilterSubject, conf.FilterSubjects = "", c.filters
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(cctx, c.cfg.Stream, conf)
 	if err != nil {
 		return fmt.Errorf("ingest: create consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
@@ -423,7 +477,7 @@ func (c *Consumer) Start(ctx context.Context) error {
 		case <-c.done:
 		}
 	}()
-	c.log.Info("consuming", "stream", c.cfg.Stream, "filter", c.cfg.FilterSubject, "batch", c.cfg.BatchSize)
+	c.log.Info("consuming", "stream", c.cfg.Stream, "filter", strings.Join(c.filters, " "), "batch", c.cfg.BatchSize)
 	return nil
 }
 
@@ -504,7 +558,7 @@ func (c *Consumer) catchUp(ctx context.Context, cons jetstream.Consumer) error {
 	}
 	began := time.Now()
 	oc, err := c.js.OrderedConsumer(ctx, c.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{c.cfg.FilterSubject},
+		FilterSubjects: c.filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
 	})

@@ -557,3 +557,55 @@ func TestConsumerCatchesUpOnACrashedInstancesMessages(t *testing.T) {
 		t.Fatalf("REJECTED holds %v messages (err %v), want the bad one once", info.State.Msgs, err)
 	}
 }
+
+// TestTickSubjects: a consumer of all telemetry publishes its clock ticks on
+// telemetry._scalpel.clock, which its filter covers; one that reads a group's part publishes them
+// on a subject of its own and reads it too, unless its filter covers it already; ticks are off
+// when tick_after is negative or the durable cannot be a subject token.
+func TestTickSubjects(t *testing.T) {
+	subj := schemas.Subjects{}
+	for _, tt := range []struct {
+		name            string
+		durable, filter string
+		after           time.Duration
+		on              bool
+		tick            string
+		filters         []string
+	}{
+		{"all telemetry", "", "", 0, true, "telemetry._scalpel.clock", []string{"telemetry.>"}},
+		{"all telemetry, named", "scalpel-ingest", "telemetry.>", 0, true, "telemetry._scalpel.clock", []string{"telemetry.>"}},
+		{"a group", "grp-a", "telemetry.checkout.>", 0, true, "telemetry._scalpel.grp-a", []string{"telemetry.checkout.>", "telemetry._scalpel.grp-a"}},
+		{"a group whose filter covers its ticks", "grp-b", "telemetry.*.*", 0, true, "telemetry._scalpel.grp-b", []string{"telemetry.*.*"}},
+		{"a group, ticks off", "grp-a", "telemetry.checkout.>", -1, false, "", []string{"telemetry.checkout.>"}},
+		{"a durable no token can carry", "grp=a", "telemetry.checkout.>", 0, false, "", []string{"telemetry.checkout.>"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Durable: tt.durable, FilterSubject: tt.filter, TickAfter: schemas.Duration(tt.after)}
+			if _, on := c.Ticks(subj); on != tt.on {
+				t.Fatalf("ticks on: %v, want %v", on, tt.on)
+			}
+			if tick, component := c.TickSubject(subj); tt.on && (tick != tt.tick || !strings.HasSuffix(tick, "."+component)) {
+				t.Errorf("tick subject %q (component %q), want %q", tick, component, tt.tick)
+			}
+			if got := c.Filters(subj); !slices.Equal(got, tt.filters) {
+				t.Errorf("filters %q, want %q", got, tt.filters)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		filter, subject string
+		want            bool
+	}{
+		{"telemetry.>", "telemetry._scalpel.clock", true},
+		{"telemetry.*.*", "telemetry._scalpel.clock", true},
+		{"telemetry.*", "telemetry._scalpel.clock", false},
+		{"telemetry._scalpel.>", "telemetry._scalpel.clock", true},
+		{"telemetry.checkout.>", "telemetry._scalpel.clock", false},
+		{"telemetry.*.*.>", "telemetry._scalpel.clock", false},
+		{"telemetry._scalpel.clock", "telemetry._scalpel.clock", true},
+	} {
+		if got := subjectCovers(tt.filter, tt.subject); got != tt.want {
+			t.Errorf("subjectCovers(%q, %q) = %v", tt.filter, tt.subject, got)
+		}
+	}
+}

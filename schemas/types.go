@@ -267,16 +267,20 @@ func (a *Anomaly) IsResolved() bool { return a.Status == AnomalyResolved }
 
 // ClockService and ClockComponent name the telemetry events that carry no request and only say
 // how far event time has come: clock ticks, which serve publishes on telemetry._scalpel.clock
-// when no telemetry has come in for ingest.tick_after. Detection runs on event time, which
-// otherwise moves only with events. The service name is reserved.
+// when no telemetry has come in for ingest.tick_after (a process that reads only part of the
+// telemetry, ingest.filter_subject, on telemetry._scalpel.<its durable>). Detection runs on
+// event time, which otherwise moves only with events. The service name is reserved.
 const (
 	ClockService   = "_scalpel"
 	ClockComponent = "clock"
 )
 
 // ClockTick is the clock tick that says event time has come to ts.
-func ClockTick(ts time.Time) TelemetryEvent {
-	return TelemetryEvent{TS: ts.UTC(), Service: ClockService, Component: ClockComponent, Version: "1"}
+func ClockTick(ts time.Time) TelemetryEvent { return ClockTickAs(ClockComponent, ts) }
+
+// ClockTickAs is ClockTick as the component its subject names (ingest.Config.TickSubject).
+func ClockTickAs(component string, ts time.Time) TelemetryEvent {
+	return TelemetryEvent{TS: ts.UTC(), Service: ClockService, Component: component, Version: "1"}
 }
 
 // IsClockTick reports whether e is a clock tick (ClockTick) rather than telemetry of a service.

@@ -49,8 +49,9 @@ the others stand by and take over within decide.lease_ttl if it dies (scalpel_st
 /metrics says which is active). Every process carries out rollback commands.
 
 Detection runs on event time. When no telemetry comes in for ingest.tick_after (10s), the active
-process publishes clock ticks on telemetry._scalpel.clock so that event time goes on: a service
-that falls silent after a deploy is found, and decide recommends rolling it back.
+process publishes clock ticks on telemetry._scalpel.clock (one reading part of the telemetry,
+ingest.filter_subject, on telemetry._scalpel.<its durable>) so that event time goes on: a
+service that falls silent after a deploy is found, and decide recommends rolling it back.
 
 HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz (which says whether this process is
 active or stands by), /metrics (Prometheus).

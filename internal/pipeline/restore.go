@@ -16,7 +16,10 @@ import (
 // restoreSource is where the detector's input stands at start-up.
 type restoreSource struct {
 	stream, durable, filter string
-	info                    *jetstream.StreamInfo
+	// filters are what the ingest consumer reads: the filter, and its clock ticks' subject
+	// (ingest.Config.Filters).
+	filters []string
+	info    *jetstream.StreamInfo
 	// floor is the ingest consumer's ack floor: every telemetry message up to it was handled and
 	// acknowledged. 0 when nothing was, or the consumer does not exist (first start).
 	floor uint64
@@ -67,6 +70,7 @@ func (src restoreSource) placing() map[string]string {
 func (p *Pipeline) restoreSource(ctx context.Context) (restoreSource, error) {
 	var src restoreSource
 	src.stream, src.durable, src.filter = consumerOf(p.cfg)
+	src.filters = p.cfg.Ingest.Filters(p.subj)
 	str, err := p.js.Stream(ctx, src.stream)
 	if err != nil {
 		return src, err
@@ -154,7 +158,7 @@ func (p *Pipeline) restoreFromCheckpoint(ctx context.Context, src restoreSource)
 	replayed := 0
 	if src.floor > cp.seq {
 		replayed, err = p.replay(ctx, src, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{src.filter},
+			FilterSubjects: src.filters,
 			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 			OptStartSeq:    cp.seq + 1,
 		})
@@ -191,7 +195,7 @@ func (p *Pipeline) restoreFromWindow(ctx context.Context, src restoreSource) err
 	began := time.Now()
 	start := last.Time.Add(-window)
 	n, err := p.replay(ctx, src, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{src.filter},
+		FilterSubjects: src.filters,
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 	})

@@ -40,6 +40,7 @@ func (p *Pipeline) startTicks() (stop func()) {
 	if !on {
 		return func() {}
 	}
+	subject, component := p.cfg.Ingest.TickSubject(p.subj)
 	p.detect.hearFrom(time.Now())
 	var quietSince, last time.Time // the quiet the log has announced; the last tick published
 	failing := false
@@ -50,13 +51,13 @@ func (p *Pipeline) startTicks() (stop func()) {
 			return
 		}
 		tick := ts.Add(idle - after).Truncate(time.Millisecond)
-		b, err := json.Marshal(schemas.ClockTick(tick))
+		b, err := json.Marshal(schemas.ClockTickAs(component, tick))
 		if err != nil {
 			return
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 		defer cancel()
-		if _, err := p.js.Publish(ctx, p.subj.Telemetry(schemas.ClockService, schemas.ClockComponent), b); err != nil {
+		if _, err := p.js.Publish(ctx, subject, b); err != nil {
 			if !failing {
 				p.log.Warn("ingest: cannot publish a clock tick; event time stands still until telemetry or a tick comes in", "stage", "ingest", "err", err)
 			}

@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -25,9 +26,27 @@ import (
 // found, and decide recommends rolling it back. Once a person approves and checkout stays
 // silent, the verify period, which runs on event time too, ends and the incident climbs to the
 // application. The ticks are in the stream, so a replay of it finds what serve found.
+//
+// The same holds for a group of processes that reads only part of the telemetry
+// (ingest.filter_subject, with its own durable): its ticks go out on a subject of its own,
+// which it reads with its part. It published none before, so a group whose services all fell
+// silent, or the one that decides while its own services are quiet, stood still.
 func TestClockTicksFindAServiceSilentAlone(t *testing.T) {
+	for _, tt := range []struct{ name, durable, filter string }{
+		{"the whole stream", "", ""},
+		{"a group's part of it", "grp-checkout", "telemetry.checkout.>"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := config.Default()
+			cfg.Ingest.Durable, cfg.Ingest.FilterSubject = cmp.Or(tt.durable, cfg.Ingest.Durable), tt.filter
+			clockTicksFindAServiceSilentAlone(t, cfg)
+		})
+	}
+}
+
+func clockTicksFindAServiceSilentAlone(t *testing.T, cfg config.Config) {
 	_, nc, js := natstest.Connect(t)
-	cfg := config.Default()
 	cfg.Ingest.TickAfter = schemas.Duration(time.Second)
 	cfg.Decide.VerifyPeriod = schemas.Duration(10 * time.Second)
 	reg := prometheus.NewRegistry()
