@@ -64,9 +64,20 @@ type Config struct {
 	Durable string `json:"durable" yaml:"durable"`
 	// Stream is the stream to consume (default TELEMETRY).
 	Stream string `json:"stream" yaml:"stream"`
-	// FilterSubject narrows the consumer, e.g. to one service's partition (default all telemetry,
-	// telemetry.> under the subject prefix).
+	// FilterSubject narrows the consumer, e.g. to some services' telemetry (default all
+	// telemetry, telemetry.> under the subject prefix; with Partition, that partition's).
 	FilterSubject string `json:"filter_subject" yaml:"filter_subject"`
+	// Partitions cuts the telemetry stream into this many partitions by service, with the
+	// server's subject-mapping partition function: telemetry.<svc>.<comp> is stored as
+	// telemetry.<svc>.<comp>.<p>, p = Partition(svc, Partitions) (default 0: not cut). Every
+	// process sharing the stream must say the same. Changing it is refused while a consumer of
+	// the stream has messages it has not acknowledged: they would stay under the old subjects.
+	Partitions int `json:"partitions" yaml:"partitions"`
+	// Partition is the one partition this process consumes (nil: all of the telemetry). It names
+	// the durable (scalpel-ingest-p<Partition> where Durable is the default) and its filter
+	// (telemetry.*.*.<Partition>), so processes that each take one partition share the work, and
+	// the processes that name the same one stand by for it; one of all of them decides.
+	Partition *int `json:"partition,omitempty" yaml:"partition,omitempty"`
 	// BatchSize is the most messages handed to the handler in one call (default 1000). Larger batches
 	// amortise acks and handler overhead; a batch is also cut as soon as the backlog is empty, so
 	// size never adds latency.
@@ -136,13 +147,19 @@ func (c Config) TickSubject(subj schemas.Subjects) (subject, component string) {
 	if !c.readsAll(subj) {
 		component = c.durable()
 	}
-	return subj.Telemetry(schemas.ClockService, component), component
+	subject = subj.Telemetry(schemas.ClockService, component)
+	if c.Partition != nil {
+		// Four tokens, which the stream's partitioning (three) leaves as they are: in the
+		// partition's own subjects, whatever partition _scalpel hashes to.
+		subject += "." + strconv.Itoa(*c.Partition)
+	}
+	return subject, component
 }
 
 // Filters are the subjects the consumer reads: FilterSubject (all telemetry when unset), and its
 // clock ticks' subject when ticks are on and the filter does not cover it.
 func (c Config) Filters(subj schemas.Subjects) []string {
-	filter := cmp.Or(c.FilterSubject, subj.TelemetryAll())
+	filter := c.filter(subj)
 	if _, on := c.Ticks(subj); on {
 		if tick, _ := c.TickSubject(subj); !subjectCovers(filter, tick) {
 			return []string{filter, tick}
@@ -152,10 +169,33 @@ func (c Config) Filters(subj schemas.Subjects) []string {
 }
 
 func (c Config) readsAll(subj schemas.Subjects) bool {
-	return c.FilterSubject == "" || c.FilterSubject == subj.TelemetryAll()
+	return c.Partition == nil && (c.FilterSubject == "" || c.FilterSubject == subj.TelemetryAll())
 }
 
-func (c Config) durable() string { return cmp.Or(c.Durable, DefaultConfig().Durable) }
+// durable is the durable's name, defaults filled in. A partition's durable is the default name
+// with -p<Partition> when the name is the default: each partition keeps its own position, lease
+// and checkpoint.
+func (c Config) durable() string {
+	d := DefaultConfig().Durable
+	if c.Partition != nil && (c.Durable == "" || c.Durable == d) {
+		return d + "-p" + strconv.Itoa(*c.Partition)
+	}
+	return cmp.Or(c.Durable, d)
+}
+
+// filter is the filter subject, defaults filled in.
+func (c Config) filter(subj schemas.Subjects) string {
+	if c.FilterSubject == "" && c.Partition != nil {
+		return subj.Telemetry("*", "*") + "." + strconv.Itoa(*c.Partition)
+	}
+	return cmp.Or(c.FilterSubject, subj.TelemetryAll())
+}
+
+// Consumes names what the consumer reads, defaults filled in: its durable and its filter
+// subject (without its clock ticks' subject, see Filters).
+func (c Config) Consumes(subj schemas.Subjects) (durable, filter string) {
+	return c.durable(), c.filter(subj)
+}
 
 // subjectCovers reports whether every subject that subject matches, filter matches too.
 func subjectCovers(filter, subject string) bool {
@@ -193,14 +233,9 @@ func DefaultConfig() Config {
 // withDefaults fills zero fields from DefaultConfig.
 func (c Config) withDefaults(subj schemas.Subjects) Config {
 	d := DefaultConfig()
-	if c.Durable == "" {
-		c.Durable = d.Durable
-	}
+	c.Durable, c.FilterSubject = c.Consumes(subj)
 	if c.Stream == "" {
 		c.Stream = d.Stream
-	}
-	if c.FilterSubject == "" {
-		c.FilterSubject = subj.TelemetryAll()
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = d.BatchSize
@@ -239,7 +274,7 @@ func (c Config) withDefaults(subj schemas.Subjects) Config {
 // the same telemetry decodes with it too, so it accepts and rejects what the consumer did.
 func (c Config) DecoderConfig(subj schemas.Subjects) DecoderConfig {
 	return DecoderConfig{MaxMessageBytes: c.MaxMessageBytes, AllowUnknownFields: c.AllowUnknownFields,
-		Subjects: subj, MaxClockAhead: time.Duration(c.MaxClockAhead)}
+		Subjects: subj, MaxClockAhead: time.Duration(c.MaxClockAhead), Partitions: c.Partitions}
 }
 
 // Validate reports the first bad field. Zero fields are valid: they mean the default.
@@ -264,6 +299,14 @@ func (c Config) Validate() error {
 		return bad("max_ack_pending (%d) must be at least batch_size (%d), or the consumer stalls", c.MaxAckPending, c.BatchSize)
 	case c.RetryDelay < 0 || c.MaxRetryDelay < 0 || (c.MaxRetryDelay > 0 && c.MaxRetryDelay < c.RetryDelay):
 		return bad("retry delays must be > 0 with max_retry_delay >= retry_delay")
+	case c.Partitions < 0 || c.Partitions > MaxPartitions:
+		return bad("partitions must be 0 (the stream is not cut) to %d, got %d", MaxPartitions, c.Partitions)
+	case c.Partition != nil && c.Partitions == 0:
+		return bad("partition %d names a partition, but partitions is 0: set partitions to how many the stream is cut into", *c.Partition)
+	case c.Partition != nil && (*c.Partition < 0 || *c.Partition >= c.Partitions):
+		return bad("partition must be 0 to %d (partitions is %d), got %d", c.Partitions-1, c.Partitions, *c.Partition)
+	case c.Partition != nil && c.FilterSubject != "":
+		return bad("partition and filter_subject both choose what this process reads; set one of them")
 	}
 	return nil
 }

@@ -90,6 +90,12 @@ type DecoderConfig struct {
 	// message (DecodeStored); a message with an event further ahead is rejected. Zero means
 	// DefaultMaxClockAhead; a negative value turns the check off.
 	MaxClockAhead time.Duration `json:"-" yaml:"-"`
+	// Partitions is how many partitions the telemetry stream is cut into (Config.Partitions). A
+	// subject with a fourth token, telemetry.<svc>.<comp>.<p>, is telemetry stored in partition
+	// p, and p must be Partition(svc, Partitions): a producer that publishes to a partition's
+	// subject itself cannot put a service's telemetry where its detector does not read it. With
+	// 0, p is only checked to be a number (a replay that was not told how the stream was cut).
+	Partitions int `json:"-" yaml:"-"`
 }
 
 // Decoder turns telemetry messages into validated TelemetryEvents. It is the hot path of ingest and
@@ -105,6 +111,7 @@ type Decoder struct {
 	ahead  time.Duration // MaxClockAhead; negative: no check
 	strict bool          // reject unknown fields
 	prefix string        // "<prefix>.telemetry." or "telemetry."
+	parts  int           // Partitions
 	names  *intern
 	floats []float64 // slab that *float64 fields point into, to save an allocation per field
 	arena  []byte    // bytes of the strings not interned (ids, error sites); see keep
@@ -125,6 +132,7 @@ func NewDecoder(cfg DecoderConfig) *Decoder {
 		ahead:  ahead,
 		strict: !cfg.AllowUnknownFields,
 		prefix: strings.TrimSuffix(cfg.Subjects.TelemetryAll(), ">"),
+		parts:  cfg.Partitions,
 		names:  new(intern),
 	}
 }
@@ -157,6 +165,9 @@ func (d *Decoder) Decode(subject string, data []byte, dst []schemas.TelemetryEve
 		var ok bool
 		if svc, comp, ok = d.splitSubject(subject); !ok {
 			return dst, rejectf(ClassSubject, "subject %s is not %s<service>.<component>", subject, d.prefix)
+		}
+		if err := d.checkPartition(subject, svc); err != nil {
+			return dst, err
 		}
 	}
 	start := len(dst)
@@ -254,17 +265,50 @@ func (d *Decoder) DecodeStored(subject string, data []byte, stored time.Time, ds
 	return dst, nil
 }
 
-// splitSubject returns the <svc> and <comp> tokens of a telemetry subject.
+// splitSubject returns the <svc> and <comp> tokens of a telemetry subject: <prefix><svc>.<comp>,
+// or <prefix><svc>.<comp>.<p> as a cut stream stores it (checkPartition).
 func (d *Decoder) splitSubject(subject string) (svc, comp string, ok bool) {
 	rest, found := strings.CutPrefix(subject, d.prefix)
 	if !found {
 		return "", "", false
 	}
 	svc, comp, found = strings.Cut(rest, ".")
-	if !found || svc == "" || comp == "" || strings.IndexByte(comp, '.') >= 0 {
+	if !found || svc == "" || comp == "" {
 		return "", "", false
 	}
+	if comp, p, cut := strings.Cut(comp, "."); cut {
+		if comp == "" || !isPartitionToken(p) {
+			return "", "", false
+		}
+		return svc, comp, true
+	}
 	return svc, comp, true
+}
+
+// isPartitionToken reports whether t is a partition number as the server writes one.
+func isPartitionToken(t string) bool {
+	if t == "" || len(t) > 4 || (len(t) > 1 && t[0] == '0') {
+		return false
+	}
+	for i := range len(t) {
+		if t[i] < '0' || t[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPartition rejects a subject whose partition token (splitSubject) is not svc's, when the
+// decoder knows how the stream is cut. Clock ticks are the partition's own (Config.TickSubject).
+func (d *Decoder) checkPartition(subject, svc string) *RejectError {
+	_, p, cut := strings.Cut(subject[len(d.prefix)+len(svc)+1:], ".")
+	if !cut || d.parts == 0 || svc == schemas.ClockService {
+		return nil
+	}
+	if want := Partition(svc, d.parts); p != strconv.Itoa(want) {
+		return rejectf(ClassSubject, "subject %s is partition %s, but service %s is stored in partition %d of %d", subject, p, svc, want, d.parts)
+	}
+	return nil
 }
 
 // event parses one object into a new element of dst, checks it against the subject and validates it.

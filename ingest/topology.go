@@ -59,6 +59,10 @@ type TopologyConfig struct {
 	ActiveHistory int `json:"active_history" yaml:"active_history"`
 	// CatalogHistory is how many past manifests per service scalpel_catalog keeps (default 10, 1..64).
 	CatalogHistory int `json:"catalog_history" yaml:"catalog_history"`
+
+	// TelemetryPartitions is how many partitions the telemetry stream is cut into by service
+	// (ingest.Config.Partitions, which sets it: the consumers and the stream must agree).
+	TelemetryPartitions int `json:"-" yaml:"-"`
 }
 
 // DefaultTopologyConfig returns the documented defaults.
@@ -134,6 +138,7 @@ func (c TopologyConfig) Streams(subj schemas.Subjects) []jetstream.StreamConfig 
 	}
 	tel := mk(schemas.StreamTelemetry, "scalpel: telemetry of watched services", subj.TelemetryAll(), c.TelemetryMaxAge, c.TelemetryMaxBytes)
 	tel.MaxMsgSize = c.TelemetryMaxMsgSize
+	tel.SubjectTransform = partitionTransform(subj, c.TelemetryPartitions)
 	return []jetstream.StreamConfig{
 		tel,
 		mk(schemas.StreamDeploys, "scalpel: deploy events", subj.DeployAll(), c.DeploysMaxAge, 0),
@@ -167,6 +172,9 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, subj schemas.Su
 		defer cancel()
 	}
 	for _, sc := range cfg.Streams(subj) {
+		if err := checkRepartition(ctx, js, sc); err != nil {
+			return err
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("ensure stream %s (%s): %w", sc.Name, sc.Subjects[0], err)
 		}

@@ -35,6 +35,7 @@ func newServeCmd() *cobra.Command {
 		dataDir     string
 		httpListen  string
 		natsURL     string
+		partition   int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -46,7 +47,10 @@ stages. With --nats-url it uses an existing NATS server or cluster instead.
 
 Several serve processes may share one server: one consumes the telemetry, detects and decides,
 the others stand by and take over within decide.lease_ttl if it dies (scalpel_stage_active on
-/metrics says which is active). Every process carries out rollback commands.
+/metrics says which is active). Every process carries out rollback commands. To spread the
+telemetry over several processes, cut it into partitions by service (ingest.partitions: N) and
+start each process with --partition K (0 to N-1): each consumes its own partition, processes
+given the same K stand by for each other, and one process of all decides.
 
 Detection runs on event time. When no telemetry comes in for ingest.tick_after (10s), the active
 process publishes clock ticks on telemetry._scalpel.clock (one reading part of the telemetry,
@@ -86,6 +90,9 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 			if cmd.Flags().Changed("subject-prefix") {
 				cfg.NATS.SubjectPrefix = global.prefix
 			}
+			if f.Changed("partition") {
+				cfg.Ingest.Partition = &partition
+			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
@@ -116,6 +123,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 	f.StringVar(&dataDir, "data-dir", "./data", "directory of the embedded server's JetStream store")
 	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of embedding one (e.g. nats://host:4222)")
+	f.IntVar(&partition, "partition", 0, "consume only this partition of the telemetry (ingest.partition; ingest.partitions says how many there are)")
 	return cmd
 }
 

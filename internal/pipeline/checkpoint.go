@@ -348,15 +348,10 @@ func loadCheckpoint(ctx context.Context, obj jetstream.ObjectStore, name string,
 // consumerOf names what cfg's ingest consumes: the stream, the durable and the filter subject,
 // defaults filled in.
 func consumerOf(cfg config.Config) (stream, durable, filter string) {
-	stream, durable, filter = cfg.Ingest.Stream, cfg.Ingest.Durable, cfg.Ingest.FilterSubject
-	if durable == "" {
-		durable = ingest.DefaultConfig().Durable
-	}
+	stream = cfg.Ingest.Stream
+	durable, filter = cfg.Ingest.Consumes(cfg.Subjects())
 	if stream == "" {
 		stream = schemas.StreamTelemetry
-	}
-	if filter == "" {
-		filter = cfg.Subjects().TelemetryAll()
 	}
 	return stream, durable, filter
 }

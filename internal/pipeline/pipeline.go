@@ -187,7 +187,9 @@ func (p *Pipeline) Start(startCtx context.Context) error {
 }
 
 func (p *Pipeline) start(ctx context.Context) error {
-	if err := ingest.EnsureTopology(ctx, p.js, p.subj, p.cfg.Topology); err != nil {
+	topo := p.cfg.Topology
+	topo.TelemetryPartitions = p.cfg.Ingest.Partitions
+	if err := ingest.EnsureTopology(ctx, p.js, p.subj, topo); err != nil {
 		return fmt.Errorf("create JetStream topology: %w", err)
 	}
 	catKV, err := p.js.KeyValue(ctx, schemas.BucketCatalog)

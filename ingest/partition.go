@@ -1,0 +1,91 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// MaxPartitions bounds Config.Partitions.
+const MaxPartitions = 1024
+
+// Partition is the partition of the telemetry stream that service's telemetry is stored in when
+// the stream is cut into n (Config.Partitions): the server's subject-mapping partition function,
+// {{partition(n,1)}} over the service token, which is FNV-1a (32 bits) of the token, mod n.
+// TestPartitionIsTheServers publishes through the server's transform and compares.
+func Partition(service string, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(service))
+	return int(h.Sum32() % uint32(n))
+}
+
+// partitionTransform is the telemetry stream's subject transform for n partitions (nil for none):
+// telemetry.<svc>.<comp> is stored as telemetry.<svc>.<comp>.<Partition(svc, n)>. Subjects of
+// other shapes are stored as they are, which is how a partition's clock ticks (four tokens
+// already, see Config.TickSubject) stay in it.
+func partitionTransform(subj schemas.Subjects, n int) *jetstream.SubjectTransformConfig {
+	if n <= 0 {
+		return nil
+	}
+	return &jetstream.SubjectTransformConfig{
+		Source:      subj.Telemetry("*", "*"),
+		Destination: subj.Telemetry("{{wildcard(1)}}", "{{wildcard(2)}}") + ".{{partition(" + strconv.Itoa(n) + ",1)}}",
+	}
+}
+
+// checkRepartition refuses to change how the telemetry stream sc is cut while a consumer of it
+// has messages it has not acknowledged: those stay under the subjects they were stored with,
+// which the consumers of the new partitions do not read (and a consumer of one partition would
+// read another's old ones). Once every consumer has caught up, the change loses nothing: new
+// messages are stored under the new subjects, and a replay reads both.
+func checkRepartition(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	if sc.Name != schemas.StreamTelemetry {
+		return nil
+	}
+	str, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", sc.Name, err)
+	}
+	old := str.CachedInfo().Config.SubjectTransform
+	if sameTransform(old, sc.SubjectTransform) {
+		return nil
+	}
+	names := str.ListConsumers(ctx)
+	for info := range names.Info() {
+		if info.NumPending > 0 || info.NumAckPending > 0 {
+			return fmt.Errorf("%w: ingest.partitions changes how stream %s is cut (%s to %s), but its consumer %s has %d messages it has not acknowledged, which would stay under the old subjects: "+
+				"stop the producers, let scalpel serve with the old setting acknowledge them, then start it with the new one", ErrInvalidConfig,
+				sc.Name, describeCut(old), describeCut(sc.SubjectTransform), info.Name, info.NumPending+uint64(info.NumAckPending))
+		}
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("list consumers of %s: %w", sc.Name, err)
+	}
+	return nil
+}
+
+func sameTransform(a, b *jetstream.SubjectTransformConfig) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func describeCut(t *jetstream.SubjectTransformConfig) string {
+	if t == nil {
+		return "not cut"
+	}
+	return t.Destination
+}

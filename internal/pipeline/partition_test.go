@@ -1,0 +1,85 @@
+package pipeline_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scalpel-dev/scalpel/ingest"
+	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/metricstest"
+	"github.com/scalpel-dev/scalpel/internal/natstest"
+	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/sim"
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// TestPartitionedProcessesShareTheTelemetry: the telemetry stream is cut into two partitions by
+// service (ingest.partitions), and each of two processes consumes one (ingest.partition). The
+// process that decides is the one whose partition checkout is not in: checkout's detector runs
+// in the other, its anomaly reaches the decider through the anomaly stream, and the bad block is
+// rolled back once. The stream stores checkout's telemetry under its partition's subjects, and
+// the process of the other partition tracks none of it.
+func TestPartitionedProcessesShareTheTelemetry(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	mine := ingest.Partition("checkout", 2)
+	cfg := config.Default()
+	cfg.Ingest.Partitions = 2
+	startPart := func(k int) (*pipeline.Pipeline, *prometheus.Registry) {
+		c := cfg
+		c.Ingest.Partition = &k
+		reg := prometheus.NewRegistry()
+		p := startOpts(t, pipeline.Options{Config: c, JS: js, Registry: reg, Logger: testLogger(t).With("partition", k)})
+		t.Cleanup(p.Stop)
+		return p, reg
+	}
+	other, otherReg := startPart(1 - mine)
+	if !other.Leading() {
+		t.Fatal("the first process does not decide")
+	}
+	_, mineReg := startPart(mine)
+	applyCheckout(t, other)
+	h := &harness{t: t, nc: nc, js: js, p: other, cfg: cfg}
+
+	svc := sim.Checkout(1)
+	h.publishVersion2(svc, 60*time.Second, nil)
+	h.idleOn(60*time.Second,
+		durable{schemas.StreamTelemetry, "scalpel-ingest-p" + strconv.Itoa(mine)},
+		durable{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies},
+		durable{schemas.StreamDecisions, pipeline.DurableActuate})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if len(h.commands()) == 0 {
+			return errNoCommandYet
+		}
+		return nil
+	})
+	checkOneBlockRollback(t, h.commands())
+
+	if n, _ := metricstest.Value(t, mineReg, "scalpel_detect_series", nil); n == 0 {
+		t.Errorf("the process of checkout's partition %d tracks no series", mine)
+	}
+	if n, _ := metricstest.Value(t, otherReg, "scalpel_detect_series", nil); n != 0 {
+		t.Errorf("the process of partition %d tracks %v series, want none of checkout's", 1-mine, n)
+	}
+	str, err := js.Stream(context.Background(), schemas.StreamTelemetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := str.GetLastMsgForSubject(context.Background(), "telemetry.checkout.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "." + strconv.Itoa(mine); !strings.HasSuffix(m.Subject, want) || strings.Count(m.Subject, ".") != 3 {
+		t.Errorf("checkout's telemetry is stored as %s, want telemetry.checkout.<component>%s", m.Subject, want)
+	}
+}
+
+var errNoCommandYet = errorString("no rollback command yet")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
