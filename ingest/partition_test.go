@@ -165,3 +165,38 @@ func TestPartitionConfig(t *testing.T) {
 		t.Errorf("partition 2 reads %q: its filter covers its ticks", f)
 	}
 }
+
+// FuzzDecodeSubject: whatever the subject, the decoder never panics, and what it accepts is a
+// telemetry subject of the body's service and component, with at most the service's partition
+// as a fourth token when it knows how the stream is cut.
+func FuzzDecodeSubject(f *testing.F) {
+	for _, s := range []string{"telemetry.checkout.tax-calc", "telemetry.checkout.tax-calc.3", "telemetry.checkout.tax-calc.03",
+		"telemetry.checkout.tax-calc.3.1", "telemetry.checkout..3", "telemetry..tax-calc", "telemetry.checkout", "telemetry.",
+		"acme.telemetry.checkout.tax-calc.1", "telemetry._scalpel.clock.2", "telemetry.checkout.tax-calc.99999"} {
+		f.Add(s, uint8(4))
+		f.Add(s, uint8(0))
+	}
+	body := []byte(`{"ts":"2026-11-26T10:00:00Z","service":"checkout","component":"tax-calc","version":"1"}`)
+	f.Fuzz(func(t *testing.T, subject string, parts uint8) {
+		if subject == "" {
+			return // no subject: nothing to check it against (Decode)
+		}
+		n := int(parts) % 9
+		d := NewDecoder(DecoderConfig{Partitions: n, MaxClockAhead: -1})
+		evs, err := d.Decode(subject, body, nil)
+		if err != nil {
+			var re *RejectError
+			if !errors.As(err, &re) || re.Class != ClassSubject {
+				t.Fatalf("subject %q: %v is not a subject rejection", subject, err)
+			}
+			return
+		}
+		rest, ok := strings.CutPrefix(subject, "telemetry.checkout.tax-calc")
+		if !ok || len(evs) != 1 {
+			t.Fatalf("subject %q accepted for checkout/tax-calc", subject)
+		}
+		if rest != "" && n > 0 && rest != "."+strconv.Itoa(Partition("checkout", n)) {
+			t.Fatalf("subject %q accepted with %d partitions: checkout is in %d", subject, n, Partition("checkout", n))
+		}
+	})
+}
