@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -35,7 +36,7 @@ func newServeCmd() *cobra.Command {
 		dataDir     string
 		httpListen  string
 		natsURL     string
-		partition   int
+		partitions  []int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -49,8 +50,9 @@ Several serve processes may share one server: one consumes the telemetry, detect
 the others stand by and take over within decide.lease_ttl if it dies (scalpel_stage_active on
 /metrics says which is active). Every process carries out rollback commands. To spread the
 telemetry over several processes, cut it into partitions by service (ingest.partitions: N) and
-start each process with --partition K (0 to N-1): each consumes its own partition, processes
-given the same K stand by for each other, and one process of all decides.
+start each process with --partition K (0 to N-1), or several (--partition 0,1): each partition
+is consumed by one process, processes given the same K stand by for it, and one process of all
+decides. /metrics then labels each partition's series with partition="K".
 
 Detection runs on event time. When no telemetry comes in for ingest.tick_after (10s), the active
 process publishes clock ticks on telemetry._scalpel.clock (one reading part of the telemetry,
@@ -90,11 +92,15 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 			if cmd.Flags().Changed("subject-prefix") {
 				cfg.NATS.SubjectPrefix = global.prefix
 			}
-			if f.Changed("partition") {
-				cfg.Ingest.Partition = &partition
+			if f.Changed("partition") && len(partitions) > 0 {
+				cfg.Ingest.Partition = &partitions[0]
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			cfgs, err := perPartition(cfg, partitions)
+			if err != nil {
+				return err
 			}
 			if printConfig {
 				b, err := yaml.Marshal(cfg)
@@ -112,7 +118,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK (%s)\n", src)
 				return nil
 			}
-			return serve(cmd.Context(), cfg)
+			return serve(cmd.Context(), cfgs)
 		},
 	}
 	f := cmd.Flags()
@@ -123,7 +129,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 	f.StringVar(&dataDir, "data-dir", "./data", "directory of the embedded server's JetStream store")
 	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of embedding one (e.g. nats://host:4222)")
-	f.IntVar(&partition, "partition", 0, "consume only this partition of the telemetry (ingest.partition; ingest.partitions says how many there are)")
+	f.IntSliceVar(&partitions, "partition", nil, "consume only these partitions of the telemetry, e.g. 0 or 0,1 (ingest.partition; ingest.partitions says how many there are)")
 	return cmd
 }
 
@@ -189,7 +195,60 @@ func connectServer(cfg config.Config, log *slog.Logger) (*nats.Conn, jetstream.J
 	return nc, js, srv, cleanup, nil
 }
 
-func serve(ctx context.Context, cfg config.Config) error {
+// startPipelines starts one pipeline per partition the process consumes (cfgs, perPartition),
+// each with its own durable, lease and detector: a partition's standby in another process takes
+// over that partition alone. Their metrics carry partition="K" when there are several.
+func startPipelines(ctx context.Context, cfgs []config.Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) ([]*pipeline.Pipeline, error) {
+	var ps []*pipeline.Pipeline
+	for _, c := range cfgs {
+		o := pipeline.Options{Config: c, JS: js, Logger: log, Registry: reg}
+		if len(cfgs) > 1 {
+			k := strconv.Itoa(*c.Ingest.Partition)
+			o.Logger = log.With("partition", k)
+			o.Registry = prometheus.WrapRegistererWith(prometheus.Labels{"partition": k}, reg)
+		}
+		p, err := pipeline.New(o)
+		if err == nil {
+			startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			err = p.Start(startCtx)
+			cancel()
+		}
+		if err != nil {
+			for _, p := range ps {
+				p.Stop()
+			}
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// perPartition is cfg once for each of the partitions a process consumes: cfg alone when it
+// names one or none.
+func perPartition(cfg config.Config, partitions []int) ([]config.Config, error) {
+	if len(partitions) <= 1 {
+		return []config.Config{cfg}, nil
+	}
+	out := make([]config.Config, 0, len(partitions))
+	seen := map[int]bool{}
+	for _, k := range partitions {
+		if seen[k] {
+			return nil, fmt.Errorf("--partition names %d twice", k)
+		}
+		seen[k] = true
+		c := cfg
+		c.Ingest.Partition = &k
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("invalid configuration for partition %d:\n%w", k, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func serve(ctx context.Context, cfgs []config.Config) error {
+	cfg := cfgs[0]
 	log := newLogger(cfg.LogLevel)
 	_, js, srv, cleanup, err := connectServer(cfg, log)
 	if err != nil {
@@ -204,22 +263,21 @@ func serve(ctx context.Context, cfg config.Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	p, err := pipeline.New(pipeline.Options{Config: cfg, JS: js, Logger: log, Registry: reg})
+	ps, err := startPipelines(ctx, cfgs, js, log, reg)
 	if err != nil {
 		return err
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = p.Start(startCtx)
-	cancel()
-	if err != nil {
-		return err
+	stopAll := func() {
+		for _, p := range ps {
+			p.Stop()
+		}
 	}
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, p, log)
+		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, ps, log)
 		if err != nil {
-			p.Stop()
+			stopAll()
 			return err
 		}
 	}
@@ -231,17 +289,17 @@ func serve(ctx context.Context, cfg config.Config) error {
 		_ = httpSrv.Shutdown(sctx)
 		c()
 	}
-	p.Stop()
+	stopAll()
 	log.Info("stopped")
 	return nil
 }
 
-func startHTTP(addr string, reg *prometheus.Registry, p *pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
+func startHTTP(addr string, reg *prometheus.Registry, ps []*pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w (pick another with --http-listen, or --http-listen '' to disable)", addr, err)
 	}
-	srv := &http.Server{Handler: httpHandler(reg, p), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: httpHandler(reg, ps...), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
@@ -252,24 +310,32 @@ func startHTTP(addr string, reg *prometheus.Registry, p *pipeline.Pipeline, log 
 }
 
 // httpHandler serves /healthz, /readyz (which also says whether this process is active or stands
-// by) and /metrics.
-func httpHandler(reg *prometheus.Registry, p *pipeline.Pipeline) http.Handler {
+// by, for each partition it consumes) and /metrics.
+func httpHandler(reg *prometheus.Registry, ps ...*pipeline.Pipeline) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !p.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
+		for _, p := range ps {
+			if !p.Ready() {
+				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
 		}
-		switch ingest, decide := p.Active(); {
-		case ingest && decide:
-			fmt.Fprintln(w, "ready: active (ingest, detect and decide)")
-		case ingest:
-			fmt.Fprintln(w, "ready: active (ingest and detect; another process decides)")
-		default:
-			fmt.Fprintln(w, "ready: standing by for the process that holds the ingest lease")
+		for _, p := range ps {
+			var part string
+			if k := p.Partition(); len(ps) > 1 && k != nil {
+				part = fmt.Sprintf("partition %d ", *k)
+			}
+			switch ingest, decide := p.Active(); {
+			case ingest && decide:
+				fmt.Fprintf(w, "ready: %sactive (ingest, detect and decide)\n", part)
+			case ingest:
+				fmt.Fprintf(w, "ready: %sactive (ingest and detect; it does not decide)\n", part)
+			default:
+				fmt.Fprintf(w, "ready: %sstanding by for the process that holds the ingest lease\n", part)
+			}
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

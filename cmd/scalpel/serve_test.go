@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -58,5 +59,59 @@ func TestReadyzSaysWhichProcessIsActive(t *testing.T) {
 	}
 	if !strings.Contains(metrics[0], `scalpel_stage_active{stage="ingest"} 1`) || !strings.Contains(metrics[1], `scalpel_stage_active{stage="ingest"} 0`) {
 		t.Fatal("/metrics does not say which process consumes the telemetry")
+	}
+}
+
+// TestOneProcessConsumesSeveralPartitions: serve --partition 0,1 runs a pipeline per partition
+// in one process. Both hold their partition's ingest lease, /readyz says so per partition, and
+// /metrics tells the partitions apart by a label.
+func TestOneProcessConsumesSeveralPartitions(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	cfg := config.Default()
+	cfg.Ingest.Partitions = 3
+	if _, err := perPartition(cfg, []int{0, 0}); err == nil || !strings.Contains(err.Error(), "names 0 twice") {
+		t.Errorf("--partition 0,0: %v", err)
+	}
+	if _, err := perPartition(cfg, []int{0, 3}); err == nil || !strings.Contains(err.Error(), "partition 3") {
+		t.Errorf("--partition 0,3 of 3: %v", err)
+	}
+	cfgs, err := perPartition(cfg, []int{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	ps, err := startPipelines(context.Background(), cfgs, js, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range ps {
+			p.Stop()
+		}
+	})
+	srv := httptest.NewServer(httpHandler(reg, ps...))
+	t.Cleanup(srv.Close)
+	get := func(path string) string {
+		res, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s %s", path, res.Status, b)
+		}
+		return string(b)
+	}
+	ready := get("/readyz")
+	if !strings.Contains(ready, "ready: partition 0 active (ingest, detect and decide)") ||
+		!strings.Contains(ready, "ready: partition 1 active (ingest and detect; it does not decide)") {
+		t.Errorf("/readyz: %q", ready)
+	}
+	metrics := get("/metrics")
+	for _, want := range []string{`scalpel_stage_active{partition="0",stage="ingest"} 1`, `scalpel_stage_active{partition="1",stage="ingest"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
 	}
 }

@@ -169,6 +169,10 @@ func New(o Options) (*Pipeline, error) {
 // process runs it (see Active).
 func (p *Pipeline) Ready() bool { return p.ready.Load() }
 
+// Partition is the partition of the telemetry the pipeline consumes (ingest.partition), nil for
+// all of it.
+func (p *Pipeline) Partition() *int { return p.cfg.Ingest.Partition }
+
 // DeploysRecorded counts the deploy events the decide stage has recorded since Start.
 func (p *Pipeline) DeploysRecorded() int64 { return p.deploys.Load() }
 
