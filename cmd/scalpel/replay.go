@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/internal/replay"
@@ -28,6 +29,7 @@ func newReplayCmd() *cobra.Command {
 		since, until, service, component, cfgPath, reportPath, exportPath, fromFile, timelinePath string
 		warmup                                                                                    time.Duration
 		diff, quiet, checkpoint, listCheckpoints                                                  bool
+		partition                                                                                 int
 	)
 	cmd := &cobra.Command{
 		Use:   "replay",
@@ -93,6 +95,18 @@ replayed so far.`,
 			if global.prefix != "" {
 				cfg.NATS.SubjectPrefix = global.prefix
 			}
+			if cmd.Flags().Changed("partition") {
+				if fromFile != "" {
+					return errors.New("--partition reads one partition of the server's telemetry stream: an --from-file bundle has no partitions")
+				}
+				cfg.Ingest.Partition = &partition
+				if err := cfg.Ingest.Validate(); err != nil {
+					return fmt.Errorf("--partition: %w (the --config file must say ingest.partitions, as serve's does)", err)
+				}
+				if service != "" && ingest.Partition(service, cfg.Ingest.Partitions) != partition {
+					return fmt.Errorf("--service %s is stored in partition %d, not %d", service, ingest.Partition(service, cfg.Ingest.Partitions), partition)
+				}
+			}
 			if !cmd.Flags().Changed("warmup") {
 				warmup = cfg.Detect.ReplayWarmup()
 			}
@@ -121,6 +135,9 @@ replayed so far.`,
 				}
 				defer nc.Close()
 				so := replay.ServerOptions{Subjects: cfg.Subjects(), Since: s, Until: u, Warmup: warmup, Service: service}
+				if k := cfg.Ingest.Partition; k != nil {
+					so.Partition, so.Partitions, so.TelemetryFilters = k, cfg.Ingest.Partitions, cfg.Ingest.Filters(cfg.Subjects())
+				}
 				if checkpoint {
 					so.Checkpoints = &cfg
 				}
@@ -264,6 +281,7 @@ replayed so far.`,
 	f.BoolVar(&checkpoint, "checkpoint", true, "start the detector from the newest dated checkpoint before --since when one fits (false: always --warmup)")
 	f.BoolVar(&listCheckpoints, "list-checkpoints", false, "list the detector checkpoints a replay can start from, and what stops the others, then exit")
 	f.StringVar(&service, "service", "", "replay only this service")
+	f.IntVar(&partition, "partition", 0, "replay only this partition of the telemetry, as the serve process given --partition read it (needs ingest.partitions in --config)")
 	f.StringVar(&component, "component", "", "report only this component (every series is still replayed)")
 	f.StringVar(&cfgPath, "config", "", "config file to replay with (default: the built-in defaults)")
 	f.BoolVar(&diff, "diff", false, "compare replayed decisions with those recorded in DECISIONS")

@@ -14,6 +14,7 @@ import (
 	"github.com/scalpel-dev/scalpel/internal/metricstest"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
+	"github.com/scalpel-dev/scalpel/internal/replay"
 	"github.com/scalpel-dev/scalpel/internal/sim"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
@@ -41,7 +42,7 @@ func TestPartitionedProcessesShareTheTelemetry(t *testing.T) {
 	if !other.Leading() {
 		t.Fatal("the first process does not decide")
 	}
-	_, mineReg := startPart(mine)
+	mineP, mineReg := startPart(mine)
 	applyCheckout(t, other)
 	h := &harness{t: t, nc: nc, js: js, p: other, cfg: cfg}
 
@@ -75,6 +76,44 @@ func TestPartitionedProcessesShareTheTelemetry(t *testing.T) {
 	}
 	if want := "." + strconv.Itoa(mine); !strings.HasSuffix(m.Subject, want) || strings.Count(m.Subject, ".") != 3 {
 		t.Errorf("checkout's telemetry is stored as %s, want telemetry.checkout.<component>%s", m.Subject, want)
+	}
+
+	// A replay of checkout's partition reads what its process read, and finds what it found, as
+	// does one of checkout alone (whose telemetry's subjects now have four tokens); one of the
+	// other partition reads no telemetry at all.
+	live := h.anomalies()
+	mineP.Stop()
+	other.Stop()
+	for _, k := range []int{mine, 1 - mine, -1} {
+		c := cfg
+		o := replay.ServerOptions{Subjects: c.Subjects(), Service: "checkout"}
+		if k >= 0 {
+			c.Ingest.Partition = &k
+			o = replay.ServerOptions{Subjects: c.Subjects(), Partition: &k, Partitions: 2, TelemetryFilters: c.Ingest.Filters(c.Subjects())}
+		}
+		src, err := replay.NewServerSource(context.Background(), js, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tl, err := replay.Run(context.Background(), src, replay.Options{Config: c})
+		src.Close()
+		if k == 1-mine {
+			if err == nil || !strings.Contains(err.Error(), "no telemetry") {
+				t.Errorf("replay of partition %d: %v, want nothing to replay", k, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(live) == 0 || len(tl.Anomalies) != len(live) {
+			t.Fatalf("replay of partition %d: %d anomalies, serve published %d", k, len(tl.Anomalies), len(live))
+		}
+		for i, a := range live {
+			if b := tl.Anomalies[i]; a.ID != b.ID || !a.TSDetected.Equal(b.TSDetected) {
+				t.Errorf("anomaly %d: serve %s at %s, replay %s at %s", i, a.ID, a.TSDetected, b.ID, b.TSDetected)
+			}
+		}
 	}
 }
 

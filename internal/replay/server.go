@@ -14,6 +14,7 @@ import (
 
 	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/detect"
+	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/internal/reject"
@@ -39,6 +40,15 @@ type ServerOptions struct {
 	Lag time.Duration
 	// Service restricts telemetry, deploys and the recorded records to one service (empty: all).
 	Service string
+	// Partition restricts the replay to one partition of a telemetry stream cut by service into
+	// Partitions (ingest.partitions): the telemetry and clock ticks the serve process given
+	// --partition K read, TelemetryFilters (its ingest.Config.Filters), and the recorded
+	// anomalies, decisions, acks and approvals of the services stored in it. Its detector then
+	// reads what that process's read, so its anomalies replay as they were published, where a
+	// replay of every partition runs one detector over what several ran on (nil: all).
+	Partition        *int
+	Partitions       int
+	TelemetryFilters []string
 	// Batch is the ordered consumer's pull size (default 4096).
 	Batch int
 	// Checkpoints, when set and Since is too, is the config whose detector checkpoints the replay
@@ -262,6 +272,9 @@ func (s *ServerSource) readAll(ctx context.Context, kind, stream, subject string
 				}
 				rec.Headers = rejectHeaders(m.Headers())
 			}
+			if kind != KindDeploy && !s.inPartition(rec.Data) {
+				continue
+			}
 			s.meta = append(s.meta, rec)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
@@ -287,6 +300,22 @@ func (s *ServerSource) failureOf(body []byte) bool {
 		return true
 	}
 	return d.Service == s.o.Service
+}
+
+// inPartition reports whether a recorded anomaly, decision, ack or approval is of a service
+// stored in the partition the source is restricted to (ServerOptions.Partition). Every deploy is
+// kept: decide learns versions from all of them, as live.
+func (s *ServerSource) inPartition(body []byte) bool {
+	if s.o.Partition == nil {
+		return true
+	}
+	var d struct {
+		Service string `json:"service"`
+	}
+	if err := json.Unmarshal(body, &d); err != nil || d.Service == "" {
+		return true // live decide skips what it cannot read, and so will Run
+	}
+	return ingest.Partition(d.Service, s.o.Partitions) == *s.o.Partition
 }
 
 // rejectHeaders keeps the headers that explain an actuation failure.
@@ -320,9 +349,12 @@ func (s *ServerSource) openTelemetry(ctx context.Context) error {
 	s.last = info.State.LastSeq
 	subject := s.o.Subjects.TelemetryAll()
 	if s.o.Service != "" {
-		subject = s.o.Subjects.Telemetry(s.o.Service, "*")
+		subject = s.o.Subjects.Telemetry(s.o.Service, ">")
 	}
 	occ := s.orderedConfig(subject, false)
+	if s.o.Partition != nil && s.o.Service == "" {
+		occ.FilterSubjects = s.o.TelemetryFilters
+	}
 	if s.cp != nil {
 		occ.DeliverPolicy, occ.OptStartTime, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, s.cp.Seq+1
 	}
