@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -26,6 +27,39 @@ func Partition(service string, n int) int {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(service))
 	return int(h.Sum32() % uint32(n))
+}
+
+// CheckFilter reports a FilterSubject that can match no telemetry subject as the stream stores
+// them under subj: telemetry.<svc>.<comp>, or with Partitions telemetry.<svc>.<comp>.<p>. A
+// filter of three tokens such as telemetry.checkout.* reads nothing once the stream is cut, and
+// the detector would go quiet without a word.
+func (c Config) CheckFilter(subj schemas.Subjects) error {
+	if c.FilterSubject == "" {
+		return nil
+	}
+	stored := subj.Telemetry("s", "c")
+	if c.Partitions > 0 {
+		stored += ".0"
+	}
+	if !shapeMatches(c.FilterSubject, strings.Count(stored, ".")+1) {
+		if c.Partitions > 0 {
+			return fmt.Errorf("%w: ingest: filter_subject %s matches no telemetry of a stream cut into partitions, stored as %s<svc>.<comp>.<p>: end it with .> (telemetry.checkout.>), or set partition instead",
+				ErrInvalidConfig, c.FilterSubject, strings.TrimSuffix(subj.TelemetryAll(), ">"))
+		}
+		return fmt.Errorf("%w: ingest: filter_subject %s matches no telemetry, stored as %s<svc>.<comp>", ErrInvalidConfig, c.FilterSubject, strings.TrimSuffix(subj.TelemetryAll(), ">"))
+	}
+	return nil
+}
+
+// shapeMatches reports whether filter can match a subject of n tokens.
+func shapeMatches(filter string, n int) bool {
+	toks := strings.Split(filter, ".")
+	for i, t := range toks {
+		if t == ">" {
+			return n > i
+		}
+	}
+	return len(toks) == n
 }
 
 // partitionTransform is the telemetry stream's subject transform for n partitions (nil for none):

@@ -200,3 +200,26 @@ func FuzzDecodeSubject(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckFilter: a filter that can match no subject as the stream stores them is an error
+// that says what to write instead.
+func TestCheckFilter(t *testing.T) {
+	for _, tt := range []struct {
+		filter string
+		parts  int
+		want   string // in the error; "" for none
+	}{
+		{"", 4, ""},
+		{"telemetry.checkout.>", 4, ""},
+		{"telemetry.checkout.*", 0, ""},
+		{"telemetry.checkout.*", 4, "end it with .>"},
+		{"telemetry.*.*.2", 4, ""},
+		{"telemetry.*.*.2", 0, "matches no telemetry, stored as telemetry.<svc>.<comp>"},
+		{"telemetry.>", 0, ""},
+	} {
+		err := Config{FilterSubject: tt.filter, Partitions: tt.parts}.CheckFilter(schemas.Subjects{})
+		if (tt.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s with %d partitions: %v, want %q", tt.filter, tt.parts, err, tt.want)
+		}
+	}
+}

@@ -196,6 +196,8 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Ingest.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("ingest: %w", err))
+	} else if err := c.Ingest.CheckFilter(c.Subjects()); err != nil {
+		errs = append(errs, fmt.Errorf("ingest: %w", err))
 	}
 	if err := c.Detect.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("detect: %w", err))
