@@ -79,15 +79,7 @@ func TestServiceConfigTestsClientErrors(t *testing.T) {
 		}
 	}
 	on := true
-	cfg := DefaultConfig()
-	cfg.Services = map[string]ServiceConfig{"search": {InvalidInputTriggers: &on}}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]bool{"search": true}
-	if got := firingServices(New(cfg), events, schemas.MetricErrorRate, "1.1.0"); !maps.Equal(got, want) {
-		t.Errorf("error anomalies on %v, want %v", got, want)
-	}
+	wantFiring(t, map[string]ServiceConfig{"search": {InvalidInputTriggers: &on}}, events, schemas.MetricErrorRate, "search")
 }
 
 // TestServiceConfigSetsTheMinimumEffect: every latency 40 % higher after a deploy is a
@@ -98,14 +90,20 @@ func TestServiceConfigSetsTheMinimumEffect(t *testing.T) {
 	slower.latMed *= 1.4
 	events := twoServices(32, healthy("1.0.0", 600, 50), slower)
 	minEffect, gross := 1.0, 4.0
+	wantFiring(t, map[string]ServiceConfig{"search": {LatencyMinEffect: &minEffect, LatencyGrossFactor: &gross}}, events, schemas.MetricLatency, "checkout")
+}
+
+// wantFiring holds a detector with services' entries to firing on metric of version 1.1.0 in
+// the one service want names, and not in the other.
+func wantFiring(t *testing.T, services map[string]ServiceConfig, events []schemas.TelemetryEvent, metric, want string) {
+	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Services = map[string]ServiceConfig{"search": {LatencyMinEffect: &minEffect, LatencyGrossFactor: &gross}}
+	cfg.Services = services
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"checkout": true}
-	if got := firingServices(New(cfg), events, schemas.MetricLatency, "1.1.0"); !maps.Equal(got, want) {
-		t.Errorf("latency anomalies on %v, want %v", got, want)
+	if got := firingServices(New(cfg), events, metric, "1.1.0"); !maps.Equal(got, map[string]bool{want: true}) {
+		t.Errorf("%s anomalies on %v, want on %s alone", metric, got, want)
 	}
 }
 

@@ -39,20 +39,8 @@ func TestReadyzSaysWhichProcessIsActive(t *testing.T) {
 		t.Cleanup(p.Stop)
 		srv := httptest.NewServer(httpHandler(reg, p))
 		t.Cleanup(srv.Close)
-		get := func(path string) string {
-			res, err := http.Get(srv.URL + path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer res.Body.Close()
-			b, _ := io.ReadAll(res.Body)
-			if res.StatusCode != http.StatusOK {
-				t.Fatalf("GET %s: %s %s", path, res.Status, b)
-			}
-			return string(b)
-		}
-		bodies = append(bodies, get("/readyz"))
-		metrics = append(metrics, get("/metrics"))
+		bodies = append(bodies, httpGet(t, srv, "/readyz"))
+		metrics = append(metrics, httpGet(t, srv, "/metrics"))
 	}
 	if !strings.HasPrefix(bodies[0], "ready: active (ingest, detect and decide)") || !strings.HasPrefix(bodies[1], "ready: standing by") {
 		t.Fatalf("/readyz: first %q, second %q", bodies[0], bodies[1])
@@ -91,27 +79,30 @@ func TestOneProcessConsumesSeveralPartitions(t *testing.T) {
 	})
 	srv := httptest.NewServer(httpHandler(reg, ps...))
 	t.Cleanup(srv.Close)
-	get := func(path string) string {
-		res, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s: %s %s", path, res.Status, b)
-		}
-		return string(b)
-	}
-	ready := get("/readyz")
+	ready := httpGet(t, srv, "/readyz")
 	if !strings.Contains(ready, "ready: partition 0 active (ingest, detect and decide)") ||
 		!strings.Contains(ready, "ready: partition 1 active (ingest and detect; it does not decide)") {
 		t.Errorf("/readyz: %q", ready)
 	}
-	metrics := get("/metrics")
+	metrics := httpGet(t, srv, "/metrics")
 	for _, want := range []string{`scalpel_stage_active{partition="0",stage="ingest"} 1`, `scalpel_stage_active{partition="1",stage="ingest"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics has no %s", want)
 		}
 	}
+}
+
+// httpGet is the body of a GET of path from srv, which must answer 200.
+func httpGet(t *testing.T, srv *httptest.Server, path string) string {
+	t.Helper()
+	res, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", path, res.Status, b)
+	}
+	return string(b)
 }
