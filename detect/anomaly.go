@@ -22,7 +22,12 @@ func anomalyID(k SeriesKey, metric, category string, episodeStart time.Time) str
 
 func (d *Detector) baseAnomaly(k SeriesKey, metric, category string, runStart, b int64) schemas.Anomaly {
 	from := d.clock.start(runStart)
+	var notes []string
+	if n := d.tune(k.Service).note; n != "" {
+		notes = []string{n}
+	}
 	return schemas.Anomaly{
+		Evidence:   schemas.Evidence{Notes: notes},
 		ID:         anomalyID(k, metric, category, from),
 		TSDetected: d.clock.end(b),
 		Window:     schemas.Window{From: from, To: d.clock.end(b)},
@@ -44,6 +49,14 @@ func anytimeP(score float64) *float64 {
 }
 
 func ptr(v float64) *float64 { return &v }
+
+// withNotes is ev with notes before its own: what baseAnomaly noted of the series.
+func withNotes(ev schemas.Evidence, notes []string) schemas.Evidence {
+	if len(notes) > 0 {
+		ev.Notes = append(notes[:len(notes):len(notes)], ev.Notes...)
+	}
+	return ev
+}
 
 // evidence is what a firing test t says of itself: its score (the log of its likelihood ratio
 // now), the always-valid p-value, and the note "sequential test: …".
@@ -115,7 +128,7 @@ func (d *Detector) errorAnomaly(s *series, c int, paired bool, at time.Time) sch
 		a.Samples = schemas.Samples{Observed: int64(n), Baseline: int64(r.n)}
 	}
 	a.Effect = relEffect(a.Observed, a.Baseline, 1/math.Max(float64(a.Samples.Baseline), 1))
-	a.Evidence = d.errorEvidence(s, c, within)
+	a.Evidence = withNotes(d.errorEvidence(s, c, within), a.Evidence.Notes)
 	if s.aggregate {
 		if blk, ok := concentratedBlock(a.Evidence); ok {
 			a.Block = blk

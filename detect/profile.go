@@ -304,7 +304,7 @@ func (d *Detector) ownErrorAnomaly(s *series, c int, rp *rateParams, n float64) 
 	// counts, and each block series runs its own-profile test too.
 	ev := d.errorEvidence(s, c, false)
 	ev.BaselineBlocks = nil
-	a.Evidence = ev
+	a.Evidence = withNotes(ev, a.Evidence.Notes)
 	a.Evidence.Notes = append(a.Evidence.Notes, d.ownNote(),
 		fmt.Sprintf("%s; H0: rate at most the profile's (%.4g errors in %.4g decayed requests), H1: ×%.3g, ×%.3g or ×%.3g",
 			seqNote, rp.xb, rp.nb, rp.r[0], rp.r[1], rp.r[2]),

@@ -107,6 +107,32 @@ func wantFiring(t *testing.T, services map[string]ServiceConfig, events []schema
 	}
 }
 
+// TestServiceConfigIsNamedInTheEvidence: an anomaly of a service with its own parameters says
+// which, first among its notes; one of another service says nothing of them.
+func TestServiceConfigIsNamedInTheEvidence(t *testing.T) {
+	bad := healthy("1.1.0", 120, 50)
+	bad.errRate = map[string]float64{"": 0.2}
+	events := twoServices(33, healthy("1.0.0", 600, 50), bad)
+	warm, drop := schemas.Duration(45*time.Second), 0.8
+	cfg := DefaultConfig()
+	cfg.Services = map[string]ServiceConfig{"search": {LatencyWarmup: &warm, ThroughputMinDrop: &drop}}
+	const want = "detected with the service's own parameters (detect.services.search): latency_warmup 45s, throughput_min_drop 0.8"
+	seen := map[string]bool{}
+	for _, a := range run(New(cfg), events, 0, 64) {
+		if a.IsResolved() {
+			continue
+		}
+		seen[a.Service] = true
+		named := len(a.Evidence.Notes) > 0 && a.Evidence.Notes[0] == want
+		if named != (a.Service == "search") {
+			t.Errorf("%s %s anomaly's notes: %q", a.Service, a.Metric, a.Evidence.Notes)
+		}
+	}
+	if !seen["search"] || !seen["checkout"] {
+		t.Fatalf("anomalies on %v: the scenario no longer shows both services", seen)
+	}
+}
+
 // TestServiceConfigKeepsTheDefaults: a detector whose services entries set nothing, or name
 // services that send nothing, finds exactly what one without them finds.
 func TestServiceConfigKeepsTheDefaults(t *testing.T) {
