@@ -37,6 +37,7 @@ func newServeCmd() *cobra.Command {
 		httpListen  string
 		natsURL     string
 		partitions  []int
+		role        string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -52,7 +53,8 @@ the others stand by and take over within decide.lease_ttl if it dies (scalpel_st
 telemetry over several processes, cut it into partitions by service (ingest.partitions: N) and
 start each process with --partition K (0 to N-1), or several (--partition 0,1): each partition
 is consumed by one process, processes given the same K stand by for it, and one process of all
-decides. /metrics then labels each partition's series with partition="K".
+decides. /metrics then labels each partition's series with partition="K". --role detect keeps a
+process from deciding, so that deciding stays with the processes of --role all.
 
 Detection runs on event time. When no telemetry comes in for ingest.tick_after (10s), the active
 process publishes clock ticks on telemetry._scalpel.clock (one reading part of the telemetry,
@@ -92,6 +94,9 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 			if cmd.Flags().Changed("subject-prefix") {
 				cfg.NATS.SubjectPrefix = global.prefix
 			}
+			if f.Changed("role") {
+				cfg.Role = role
+			}
 			if f.Changed("partition") && len(partitions) > 0 {
 				cfg.Ingest.Partition = &partitions[0]
 			}
@@ -129,6 +134,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 	f.StringVar(&dataDir, "data-dir", "./data", "directory of the embedded server's JetStream store")
 	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of embedding one (e.g. nats://host:4222)")
+	f.StringVar(&role, "role", "all", "all: ingest, detect, and decide when this process holds the decide lease; detect: never decide (role)")
 	f.IntSliceVar(&partitions, "partition", nil, "consume only these partitions of the telemetry, e.g. 0 or 0,1 (ingest.partition; ingest.partitions says how many there are)")
 	return cmd
 }

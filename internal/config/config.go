@@ -59,7 +59,21 @@ type Config struct {
 	DetectRestore schemas.Duration `yaml:"detect_restore" json:"detect_restore"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level" json:"log_level"`
+	// Role is what the process takes on among the serve processes sharing a server: "all"
+	// (ingest and detect, and decide when it holds the decide lease) or "detect" (ingest and
+	// detect, never decide: the partition workers of a deployment that keeps deciding to
+	// processes of its own). Every process carries out commands. Default all.
+	Role string `yaml:"role" json:"role"`
 }
+
+// Values of Config.Role.
+const (
+	RoleAll    = "all"
+	RoleDetect = "detect"
+)
+
+// Decides reports whether the process may take the decide lease (Role).
+func (c *Config) Decides() bool { return c.Role != RoleDetect }
 
 // NATS says which server to use: an embedded one (URL empty) or an existing one.
 type NATS struct {
@@ -156,6 +170,7 @@ func Default() Config {
 		DetectCheckpointKeep:    24,
 		DetectRestore:           schemas.Duration(10 * time.Minute),
 		LogLevel:                "info",
+		Role:                    RoleAll,
 	}
 }
 
@@ -222,6 +237,11 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	switch c.Role {
+	case RoleAll, RoleDetect:
+	default:
+		errs = append(errs, fmt.Errorf("role %q: want %s (ingest, detect, and decide when this process holds the lease) or %s (never decide)", c.Role, RoleAll, RoleDetect))
 	}
 	return errors.Join(errs...)
 }

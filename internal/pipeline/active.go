@@ -139,8 +139,12 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 	return nil
 }
 
-// stepDecide takes, renews or gives up the decide lease, for a process that holds the ingest one.
+// stepDecide takes, renews or gives up the decide lease, for a process that holds the ingest one
+// and may decide (role).
 func (p *Pipeline) stepDecide(ctx context.Context, l *leases, first bool) error {
+	if !p.cfg.Decides() {
+		return nil
+	}
 	err := l.decide.Acquire(ctx)
 	switch {
 	case err == nil && !l.deciding:

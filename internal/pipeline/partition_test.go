@@ -21,7 +21,8 @@ import (
 
 // TestPartitionedProcessesShareTheTelemetry: the telemetry stream is cut into two partitions by
 // service (ingest.partitions), and each of two processes consumes one (ingest.partition). The
-// process that decides is the one whose partition checkout is not in: checkout's detector runs
+// process that decides is the one whose partition checkout is not in (the other, started first,
+// has role detect): checkout's detector runs
 // in the other, its anomaly reaches the decider through the anomaly stream, and the bad block is
 // rolled back once. The stream stores checkout's telemetry under its partition's subjects, and
 // the process of the other partition tracks none of it.
@@ -30,19 +31,20 @@ func TestPartitionedProcessesShareTheTelemetry(t *testing.T) {
 	mine := ingest.Partition("checkout", 2)
 	cfg := config.Default()
 	cfg.Ingest.Partitions = 2
-	startPart := func(k int) (*pipeline.Pipeline, *prometheus.Registry) {
+	startPart := func(k int, role string) (*pipeline.Pipeline, *prometheus.Registry) {
 		c := cfg
-		c.Ingest.Partition = &k
+		c.Ingest.Partition, c.Role = &k, role
 		reg := prometheus.NewRegistry()
 		p := startOpts(t, pipeline.Options{Config: c, JS: js, Registry: reg, Logger: testLogger(t).With("partition", k)})
 		t.Cleanup(p.Stop)
 		return p, reg
 	}
-	other, otherReg := startPart(1 - mine)
-	if !other.Leading() {
-		t.Fatal("the first process does not decide")
+	// Checkout's process starts first, but with --role detect it leaves deciding to the other.
+	mineP, mineReg := startPart(mine, config.RoleDetect)
+	other, otherReg := startPart(1-mine, config.RoleAll)
+	if mineP.Leading() || !other.Leading() {
+		t.Fatalf("deciding: checkout's process (role detect) %v, the other (role all) %v", mineP.Leading(), other.Leading())
 	}
-	mineP, mineReg := startPart(mine)
 	applyCheckout(t, other)
 	h := &harness{t: t, nc: nc, js: js, p: other, cfg: cfg}
 
