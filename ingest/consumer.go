@@ -72,6 +72,7 @@ type Config struct {
 	// telemetry.<svc>.<comp>.<p>, p = Partition(svc, Partitions) (default 0: not cut). Every
 	// process sharing the stream must say the same. Changing it is refused while a consumer of
 	// the stream has messages it has not acknowledged: they would stay under the old subjects.
+	// 0 leaves a stream that is cut as it is (remove its subject transform by hand to undo it).
 	Partitions int `json:"partitions" yaml:"partitions"`
 	// Partition is the one partition this process consumes (nil: all of the telemetry). It names
 	// the durable (scalpel-ingest-p<Partition> where Durable is the default) and its filter

@@ -95,7 +95,8 @@ func TestDecodePartitionedSubjects(t *testing.T) {
 
 // TestRepartitionWaitsForConsumers: cutting the stream anew while a consumer has messages it has
 // not acknowledged would leave them under subjects the new partitions' consumers do not read, so
-// it is refused with what to do; once everything is acknowledged it goes through.
+// it is refused with what to do; once everything is acknowledged it goes through. A process
+// that does not say how the stream is cut leaves it as it is.
 func TestRepartitionWaitsForConsumers(t *testing.T) {
 	js := connectWithTopology(t)
 	ctx := context.Background()
@@ -128,6 +129,17 @@ func TestRepartitionWaitsForConsumers(t *testing.T) {
 	}
 	if err := EnsureTopology(ctx, js, schemas.Subjects{}, cut); err != nil {
 		t.Fatalf("the same cut again: %v", err)
+	}
+	// A process without ingest.partitions leaves the cut alone.
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, DefaultTopologyConfig()); err != nil {
+		t.Fatal(err)
+	}
+	str, err := js.Stream(ctx, schemas.StreamTelemetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := str.CachedInfo().Config.SubjectTransform; !sameTransform(got, partitionTransform(schemas.Subjects{}, 4)) {
+		t.Errorf("after a process without partitions started, the stream is cut as %s", describeCut(got))
 	}
 }
 

@@ -172,7 +172,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, subj schemas.Su
 		defer cancel()
 	}
 	for _, sc := range cfg.Streams(subj) {
-		if err := checkRepartition(ctx, js, sc); err != nil {
+		if err := checkRepartition(ctx, js, &sc); err != nil {
 			return err
 		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
