@@ -54,7 +54,8 @@ telemetry over several processes, cut it into partitions by service (ingest.part
 start each process with --partition K (0 to N-1), or several (--partition 0,1): each partition
 is consumed by one process, processes given the same K stand by for it, and one process of all
 decides. /metrics then labels each partition's series with partition="K". --role detect keeps a
-process from deciding, so that deciding stays with the processes of --role all.
+process from deciding; --role decide decides and consumes no telemetry, on the event time the
+consumers share in scalpel_state.
 
 Detection runs on event time. When no telemetry comes in for ingest.tick_after (10s), the active
 process publishes clock ticks on telemetry._scalpel.clock (one reading part of the telemetry,
@@ -134,7 +135,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 	f.StringVar(&dataDir, "data-dir", "./data", "directory of the embedded server's JetStream store")
 	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of embedding one (e.g. nats://host:4222)")
-	f.StringVar(&role, "role", "all", "all: ingest, detect, and decide when this process holds the decide lease; detect: never decide (role)")
+	f.StringVar(&role, "role", "all", "all: ingest, detect, and decide when this process holds the decide lease; detect: never decide; decide: decide only (role)")
 	f.IntSliceVar(&partitions, "partition", nil, "consume only these partitions of the telemetry, e.g. 0 or 0,1 (ingest.partition; ingest.partitions says how many there are)")
 	return cmd
 }
@@ -335,6 +336,10 @@ func httpHandler(reg *prometheus.Registry, ps ...*pipeline.Pipeline) http.Handle
 				part = fmt.Sprintf("partition %d ", *k)
 			}
 			switch ingest, decide := p.Active(); {
+			case decide && !ingest:
+				fmt.Fprintf(w, "ready: %sactive (decide; other processes consume the telemetry)\n", part)
+			case !ingest && !p.Ingests():
+				fmt.Fprintf(w, "ready: %sstanding by for the process that holds the decide lease\n", part)
 			case ingest && decide:
 				fmt.Fprintf(w, "ready: %sactive (ingest, detect and decide)\n", part)
 			case ingest:

@@ -106,3 +106,27 @@ func httpGet(t *testing.T, srv *httptest.Server, path string) string {
 	}
 	return string(b)
 }
+
+// TestReadyzOfADecideOnlyProcess: a process with role decide says it decides and consumes no
+// telemetry, and one that stands by for it says what for.
+func TestReadyzOfADecideOnlyProcess(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	cfg := config.Default()
+	cfg.Role = config.RoleDecide
+	var bodies []string
+	for range 2 {
+		reg := prometheus.NewRegistry()
+		ps, err := startPipelines(context.Background(), []config.Config{cfg}, js, slog.New(slog.DiscardHandler), reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ps[0].Stop)
+		srv := httptest.NewServer(httpHandler(reg, ps...))
+		t.Cleanup(srv.Close)
+		bodies = append(bodies, httpGet(t, srv, "/readyz"))
+	}
+	if !strings.HasPrefix(bodies[0], "ready: active (decide; other processes consume the telemetry)") ||
+		!strings.HasPrefix(bodies[1], "ready: standing by for the process that holds the decide lease") {
+		t.Errorf("/readyz: first %q, second %q", bodies[0], bodies[1])
+	}
+}

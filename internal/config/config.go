@@ -60,9 +60,11 @@ type Config struct {
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level" json:"log_level"`
 	// Role is what the process takes on among the serve processes sharing a server: "all"
-	// (ingest and detect, and decide when it holds the decide lease) or "detect" (ingest and
+	// (ingest and detect, and decide when it holds the decide lease), "detect" (ingest and
 	// detect, never decide: the partition workers of a deployment that keeps deciding to
-	// processes of its own). Every process carries out commands. Default all.
+	// processes of its own) or "decide" (decide when it holds the lease, on the event time the
+	// consumers share in scalpel_state, and consume no telemetry). Every process carries out
+	// commands. Default all.
 	Role string `yaml:"role" json:"role"`
 }
 
@@ -70,10 +72,14 @@ type Config struct {
 const (
 	RoleAll    = "all"
 	RoleDetect = "detect"
+	RoleDecide = "decide"
 )
 
 // Decides reports whether the process may take the decide lease (Role).
 func (c *Config) Decides() bool { return c.Role != RoleDetect }
+
+// Ingests reports whether the process consumes telemetry and detects (Role).
+func (c *Config) Ingests() bool { return c.Role != RoleDecide }
 
 // NATS says which server to use: an embedded one (URL empty) or an existing one.
 type NATS struct {
@@ -239,9 +245,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
 	}
 	switch c.Role {
-	case RoleAll, RoleDetect:
+	case RoleAll, RoleDetect, RoleDecide:
 	default:
-		errs = append(errs, fmt.Errorf("role %q: want %s (ingest, detect, and decide when this process holds the lease) or %s (never decide)", c.Role, RoleAll, RoleDetect))
+		errs = append(errs, fmt.Errorf("role %q: want %s (ingest, detect, and decide when this process holds the lease), %s (never decide) or %s (decide only)", c.Role, RoleAll, RoleDetect, RoleDecide))
 	}
 	return errors.Join(errs...)
 }

@@ -89,6 +89,9 @@ func (p *Pipeline) startActive(ctx context.Context) error {
 // stepActive takes, renews or gives up the leases. At start (first) a failure to reach the
 // bucket or to start a stage is returned; later it is logged, and the next step tries again.
 func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error {
+	if !p.cfg.Ingests() {
+		return p.stepDecide(ctx, l, first) // role decide: no telemetry, no ingest lease
+	}
 	err := l.ingest.Acquire(ctx)
 	if l.unreachable && (err == nil || errors.Is(err, decide.ErrLeaseHeld)) {
 		l.unreachable = false

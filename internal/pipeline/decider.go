@@ -91,6 +91,18 @@ func (p *Pipeline) lead(ctx context.Context) error {
 	p.decideMu.Lock()
 	p.dec().stops = stops
 	p.decideMu.Unlock()
+	if !p.cfg.Ingests() {
+		// No detector of its own: event time is what the consumers share (followWatermarks),
+		// followed once the decider is in place to be advanced.
+		wstop, err := p.followWatermarks(p.ctx) // lives until unlead, not the start-up's ctx
+		if err != nil {
+			p.unlead()
+			return fmt.Errorf("decide: follow the consumers' watermarks: %w", err)
+		}
+		p.decideMu.Lock()
+		p.dec().stops = append(p.dec().stops, wstop)
+		p.decideMu.Unlock()
+	}
 	return nil
 }
 

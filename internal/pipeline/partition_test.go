@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,3 +125,57 @@ var errNoCommandYet = errorString("no rollback command yet")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// TestDecideOnlyProcessFollowsTheConsumersEventTime: a process with role decide consumes no
+// telemetry, so it has no detector whose watermark moves its verify periods. The consumers
+// share theirs in scalpel_state, and it follows the earliest of the live ones: after the bad
+// block is rolled back, the verify period ends in event time that only checkout's partition,
+// ticking through the quiet, moves on, and the incident takes its next step.
+func TestDecideOnlyProcessFollowsTheConsumersEventTime(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	cfg := config.Default()
+	cfg.Ingest.Partitions = 2
+	cfg.Ingest.TickAfter = schemas.Duration(time.Second)
+	cfg.Decide.VerifyPeriod = schemas.Duration(10 * time.Second)
+	start := func(role string, k *int) *pipeline.Pipeline {
+		c := cfg
+		c.Role, c.Ingest.Partition = role, k
+		p := startOpts(t, pipeline.Options{Config: c, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t).With("role", role)})
+		t.Cleanup(p.Stop)
+		return p
+	}
+	decider := start(config.RoleDecide, nil)
+	if !decider.Leading() {
+		t.Fatal("the decide-only process does not decide")
+	}
+	if ingest, _ := decider.Active(); ingest {
+		t.Fatal("the decide-only process consumes telemetry")
+	}
+	for k := range 2 {
+		start(config.RoleDetect, &k)
+	}
+	applyCheckout(t, decider)
+	h := &harness{t: t, nc: nc, js: js, p: decider, cfg: cfg}
+	h.publishVersion2(sim.Checkout(1), 60*time.Second, nil)
+
+	var steps []string
+	natstest.CheckFor(t, 40*time.Second, 50*time.Millisecond, func() error {
+		steps = steps[:0]
+		incident := ""
+		for _, d := range h.decisions() {
+			if incident == "" && d.Action == schemas.ActionRollback {
+				incident = d.IncidentID
+			}
+			if incident != "" && d.IncidentID == incident {
+				steps = append(steps, d.Action+"/"+d.Granularity)
+			}
+		}
+		if len(steps) < 2 {
+			return fmt.Errorf("the incident's steps so far: %v", steps)
+		}
+		return nil
+	})
+	if steps[0] != "rollback/fine" {
+		t.Errorf("the incident's steps: %v, want a fine rollback first", steps)
+	}
+}

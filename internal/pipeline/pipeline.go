@@ -61,6 +61,9 @@ type Pipeline struct {
 	detectStream time.Time
 
 	decideMu sync.Mutex
+	// wmMu guards wmShared, when shareWatermark last wrote the detector's watermark.
+	wmMu     sync.Mutex
+	wmShared time.Time
 
 	actuators map[string]actuate.Actuator
 	rejecter  *reject.Publisher
@@ -134,7 +137,10 @@ func New(o Options) (*Pipeline, error) {
 		p.m.active.WithLabelValues(stage) // 0 until this process takes the stage's lease
 	}
 	p.detect = NewDetectStage(NewDetector(o.Config, o.Logger), p.publishAnomalies)
-	p.detect.afterBatch = p.AdvanceDecide
+	p.detect.afterBatch = func(ctx context.Context, wm time.Time) {
+		p.AdvanceDecide(ctx, wm)
+		p.shareWatermark(ctx, wm)
+	}
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
 		func() float64 { return float64(p.detect.SeriesCount()) })
 	// Event time moves only with events: when it stalls while the wall clock runs on, no test can
@@ -168,6 +174,9 @@ func New(o Options) (*Pipeline, error) {
 // Ready reports whether the pipeline has started: each stage consumes, or stands by while another
 // process runs it (see Active).
 func (p *Pipeline) Ready() bool { return p.ready.Load() }
+
+// Ingests reports whether the pipeline consumes telemetry at all (config role, not decide).
+func (p *Pipeline) Ingests() bool { return p.cfg.Ingests() }
 
 // Partition is the partition of the telemetry the pipeline consumes (ingest.partition), nil for
 // all of it.
