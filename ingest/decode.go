@@ -146,8 +146,9 @@ func NewDecoder(cfg DecoderConfig) *Decoder {
 // it to rejected.ingest and part downstream, and a producer that sends one bad event in a batch has
 // a bug worth seeing whole.
 //
-// When subject is not empty it must be <prefix>.telemetry.<svc>.<comp>, and every event's service
-// and component must equal those tokens.
+// When subject is not empty it must be <prefix>.telemetry.<svc>.<comp>, or with the partition a
+// cut stream stores it under, <prefix>.telemetry.<svc>.<comp>.<p> (DecoderConfig.Partitions), and
+// every event's service and component must equal those tokens.
 //
 // It accepts exactly what encoding/json (with DisallowUnknownFields unless AllowUnknownFields)
 // followed by Validate accepts, and decodes to the same events (FuzzDecodeTelemetry checks this):
