@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -36,7 +37,7 @@ func newServeCmd() *cobra.Command {
 		dataDir     string
 		httpListen  string
 		natsURL     string
-		partitions  []int
+		partitions  string
 		role        string
 	)
 	cmd := &cobra.Command{
@@ -53,9 +54,10 @@ the others stand by and take over within decide.lease_ttl if it dies (scalpel_st
 telemetry over several processes, cut it into partitions by service (ingest.partitions: N) and
 start each process with --partition K (0 to N-1), or several (--partition 0,1): each partition
 is consumed by one process, processes given the same K stand by for it, and one process of all
-decides. /metrics then labels each partition's series with partition="K". --role detect keeps a
-process from deciding; --role decide decides and consumes no telemetry, on the event time the
-consumers share in scalpel_state.
+decides. With --partition auto, the processes share the partitions out among themselves, and
+again whenever one joins or leaves. /metrics labels each partition's series with partition="K".
+--role detect keeps a process from deciding; --role decide decides and consumes no telemetry, on
+the event time the consumers share in scalpel_state.
 
 Detection runs on event time. When no telemetry comes in for ingest.tick_after (10s), the active
 process publishes clock ticks on telemetry._scalpel.clock (one reading part of the telemetry,
@@ -98,13 +100,17 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 			if f.Changed("role") {
 				cfg.Role = role
 			}
-			if f.Changed("partition") && len(partitions) > 0 {
-				cfg.Ingest.Partition = &partitions[0]
+			parts, auto, err := parsePartitions(partitions, cfg.Ingest.Partitions)
+			if err != nil {
+				return err
+			}
+			if len(parts) > 0 {
+				cfg.Ingest.Partition = &parts[0]
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
-			cfgs, err := perPartition(cfg, partitions)
+			cfgs, err := perPartition(cfg, parts)
 			if err != nil {
 				return err
 			}
@@ -124,7 +130,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK (%s)\n", src)
 				return nil
 			}
-			return serve(cmd.Context(), cfgs)
+			return serve(cmd.Context(), cfgs, auto)
 		},
 	}
 	f := cmd.Flags()
@@ -136,7 +142,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
 	f.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of embedding one (e.g. nats://host:4222)")
 	f.StringVar(&role, "role", "all", "all: ingest, detect, and decide when this process holds the decide lease; detect: never decide; decide: decide only (role)")
-	f.IntSliceVar(&partitions, "partition", nil, "consume only these partitions of the telemetry, e.g. 0 or 0,1 (ingest.partition; ingest.partitions says how many there are)")
+	f.StringVar(&partitions, "partition", "", "consume only these partitions of the telemetry, e.g. 0 or 0,1 (ingest.partition; ingest.partitions says how many there are), or auto: a share of them, as the processes alive divide them")
 	return cmd
 }
 
@@ -205,10 +211,10 @@ func connectServer(cfg config.Config, log *slog.Logger) (*nats.Conn, jetstream.J
 // startPipelines starts one pipeline per partition the process consumes (cfgs, perPartition),
 // each with its own durable, lease and detector: a partition's standby in another process takes
 // over that partition alone. Their metrics carry partition="K" when there are several.
-func startPipelines(ctx context.Context, cfgs []config.Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) ([]*pipeline.Pipeline, error) {
+func startPipelines(ctx context.Context, cfgs []config.Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer, bal *pipeline.Balancer) ([]*pipeline.Pipeline, error) {
 	var ps []*pipeline.Pipeline
 	for _, c := range cfgs {
-		o := pipeline.Options{Config: c, JS: js, Logger: log, Registry: reg}
+		o := pipeline.Options{Config: c, JS: js, Logger: log, Registry: reg, Balancer: bal}
 		if len(cfgs) > 1 {
 			k := strconv.Itoa(*c.Ingest.Partition)
 			o.Logger = log.With("partition", k)
@@ -229,6 +235,31 @@ func startPipelines(ctx context.Context, cfgs []config.Config, js jetstream.JetS
 		ps = append(ps, p)
 	}
 	return ps, nil
+}
+
+// parsePartitions reads --partition: a list of partitions, or auto, which is every one of the n
+// the stream is cut into, shared out with the other processes (pipeline.Balancer).
+func parsePartitions(flag string, n int) (parts []int, auto bool, err error) {
+	switch flag {
+	case "":
+		return nil, false, nil
+	case "auto":
+		if n < 1 {
+			return nil, false, errors.New("--partition auto shares out the partitions the stream is cut into, but ingest.partitions is 0: set it in --config")
+		}
+		for k := range n {
+			parts = append(parts, k)
+		}
+		return parts, true, nil
+	}
+	for _, f := range strings.Split(flag, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, false, fmt.Errorf("--partition %q: want partition numbers (0,1) or auto", flag)
+		}
+		parts = append(parts, k)
+	}
+	return parts, false, nil
 }
 
 // perPartition is cfg once for each of the partitions a process consumes: cfg alone when it
@@ -254,7 +285,7 @@ func perPartition(cfg config.Config, partitions []int) ([]config.Config, error) 
 	return out, nil
 }
 
-func serve(ctx context.Context, cfgs []config.Config) error {
+func serve(ctx context.Context, cfgs []config.Config, auto bool) error {
 	cfg := cfgs[0]
 	log := newLogger(cfg.LogLevel)
 	_, js, srv, cleanup, err := connectServer(cfg, log)
@@ -270,13 +301,26 @@ func serve(ctx context.Context, cfgs []config.Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ps, err := startPipelines(ctx, cfgs, js, log, reg)
+	var bal *pipeline.Balancer
+	if auto {
+		bal = pipeline.NewBalancer(len(cfgs), cfg.Decide.LeaseDuration())
+	}
+	ps, err := startPipelines(ctx, cfgs, js, log, reg, bal)
 	if err != nil {
 		return err
 	}
 	stopAll := func() {
 		for _, p := range ps {
 			p.Stop()
+		}
+		if bal != nil {
+			bal.Stop()
+		}
+	}
+	if bal != nil {
+		if err := bal.Start(ctx, js); err != nil {
+			stopAll()
+			return err
 		}
 	}
 

@@ -68,7 +68,7 @@ func TestOneProcessConsumesSeveralPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	ps, err := startPipelines(context.Background(), cfgs, js, slog.New(slog.DiscardHandler), reg)
+	ps, err := startPipelines(context.Background(), cfgs, js, slog.New(slog.DiscardHandler), reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestReadyzOfADecideOnlyProcess(t *testing.T) {
 	var bodies []string
 	for range 2 {
 		reg := prometheus.NewRegistry()
-		ps, err := startPipelines(context.Background(), []config.Config{cfg}, js, slog.New(slog.DiscardHandler), reg)
+		ps, err := startPipelines(context.Background(), []config.Config{cfg}, js, slog.New(slog.DiscardHandler), reg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -92,6 +92,22 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 	if !p.cfg.Ingests() {
 		return p.stepDecide(ctx, l, first) // role decide: no telemetry, no ingest lease
 	}
+	if b := p.bal; b != nil {
+		k := *p.cfg.Ingest.Partition
+		if l.ingesting && b.shouldRelease(k) {
+			p.log.Info("ingest: handing the partition over: this process holds more than its share", "stage", "ingest", "lease", l.ingest.Key())
+			p.giveUp(l, true)
+			return nil
+		}
+		if !l.ingesting && !b.mayTake(k) {
+			return nil // its share is full: another process takes this partition
+		}
+		defer func() {
+			if !l.ingesting {
+				b.dropped(k)
+			}
+		}()
+	}
 	err := l.ingest.Acquire(ctx)
 	if l.unreachable && (err == nil || errors.Is(err, decide.ErrLeaseHeld)) {
 		l.unreachable = false

@@ -179,3 +179,68 @@ func TestDecideOnlyProcessFollowsTheConsumersEventTime(t *testing.T) {
 		t.Errorf("the incident's steps: %v, want a fine rollback first", steps)
 	}
 }
+
+// TestPartitionsAreSharedOut: processes that each run every partition with a Balancer (serve
+// --partition auto) share them out. One alone holds all four; when a second joins, the first
+// hands over its two highest and the second takes them; when the second stops, the first takes
+// them back.
+func TestPartitionsAreSharedOut(t *testing.T) {
+	_, _, js := natstest.Connect(t)
+	cfg := config.Default()
+	cfg.Ingest.Partitions = 4
+	cfg.Decide.LeaseTTL = schemas.Duration(2 * time.Second)
+	type process struct {
+		bal *pipeline.Balancer
+		ps  []*pipeline.Pipeline
+	}
+	start := func(name string) *process {
+		pr := &process{bal: pipeline.NewBalancer(4, 2*time.Second)}
+		for k := range 4 {
+			c := cfg
+			c.Ingest.Partition = &k
+			p := startOpts(t, pipeline.Options{Config: c, JS: js, Registry: prometheus.NewRegistry(), Balancer: pr.bal,
+				Logger: testLogger(t).With("process", name, "partition", k)})
+			t.Cleanup(p.Stop)
+			pr.ps = append(pr.ps, p)
+		}
+		if err := pr.bal.Start(context.Background(), js); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pr.bal.Stop)
+		return pr
+	}
+	consuming := func(pr *process) []int {
+		var out []int
+		for k, p := range pr.ps {
+			if ingest, _ := p.Active(); ingest {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	waitFor := func(what string, ok func() bool, pr ...*process) {
+		t.Helper()
+		natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			if !ok() {
+				var got []string
+				for _, x := range pr {
+					got = append(got, fmt.Sprint(consuming(x)))
+				}
+				return fmt.Errorf("%s: the processes consume %v", what, got)
+			}
+			return nil
+		})
+	}
+	a := start("a")
+	waitFor("one process alone", func() bool { return len(consuming(a)) == 4 }, a)
+	b := start("b")
+	waitFor("two processes", func() bool {
+		ca, cb := consuming(a), consuming(b)
+		return len(ca) == 2 && len(cb) == 2 && fmt.Sprint(ca) == "[0 1]" && fmt.Sprint(cb) == "[2 3]"
+	}, a, b)
+	for _, p := range b.ps {
+		p.Stop()
+	}
+	b.bal.Stop()
+	waitFor("the second stopped", func() bool { return len(consuming(a)) == 4 }, a)
+}

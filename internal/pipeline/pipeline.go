@@ -61,6 +61,8 @@ type Pipeline struct {
 	detectStream time.Time
 
 	decideMu sync.Mutex
+	// bal shares the partitions out among the processes (Options.Balancer; nil: not shared).
+	bal *Balancer
 	// wmMu guards wmShared, when shareWatermark last wrote the detector's watermark.
 	wmMu     sync.Mutex
 	wmShared time.Time
@@ -100,6 +102,10 @@ type Options struct {
 	// Actuators, when set, replaces the configured actuators for every service (tests and the demo use
 	// it to observe commands in-process). The configured ones still run when it is nil.
 	Actuators map[string]actuate.Actuator
+	// Balancer, when set, shares the partitions out among the processes (serve --partition
+	// auto): the pipeline of partition ingest.partition takes its lease only within its
+	// process's share.
+	Balancer *Balancer
 }
 
 // New prepares a pipeline; Start runs it.
@@ -113,12 +119,16 @@ func New(o Options) (*Pipeline, error) {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
+	if o.Balancer != nil && o.Config.Ingest.Partition == nil {
+		return nil, errors.New("pipeline: a balanced pipeline consumes one partition: set ingest.partition")
+	}
 	p := &Pipeline{
 		cfg:  o.Config,
 		js:   o.JS,
 		subj: o.Config.Subjects(),
 		log:  o.Logger,
 		reg:  o.Registry,
+		bal:  o.Balancer,
 	}
 	p.m = metrics{
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scalpel_stage_active",

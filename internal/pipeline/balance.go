@@ -1,0 +1,169 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scalpel-dev/scalpel/schemas"
+)
+
+// memberPrefix starts the scalpel_state keys under which the processes that share partitions
+// out (Balancer) say they are alive: the value is when that stops being true.
+const memberPrefix = "members."
+
+// Balancer shares the partitions of a cut telemetry stream out among the serve processes that run
+// one (serve --partition auto): each runs a pipeline for every partition, and a pipeline takes its
+// partition's lease only while its process holds fewer than its share, the partitions divided
+// by the processes alive, rounded up. When a process joins, the others' shares shrink and each
+// hands over its highest partitions beyond its share as a stopping process does (drained and
+// checkpointed), for the newcomer to take over; when one leaves, its partitions' leases expire
+// and the others take them up to their grown shares. Which processes are alive is what they
+// say in scalpel_state (memberPrefix), renewed every third of the lease TTL.
+//
+// A pipeline calls mayTake before it tries for its lease, dropped when it does not get it or
+// loses it, and shouldRelease while it holds it.
+type Balancer struct {
+	n   int
+	ttl time.Duration
+	id  string
+
+	mu      sync.Mutex
+	held    map[int]bool
+	members int // processes alive at the last count (at least this one)
+
+	kv       jetstream.KeyValue
+	stop     func()
+	stopOnce sync.Once
+}
+
+// NewBalancer shares n partitions out, with leases of ttl (decide.lease_ttl).
+func NewBalancer(n int, ttl time.Duration) *Balancer {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return &Balancer{n: n, ttl: ttl, id: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b)),
+		held: map[int]bool{}, members: 1}
+}
+
+// Start says this process is alive and counts the others, now and every third of the TTL, until
+// Stop. Call it once the topology exists (after a pipeline started): until then the process
+// counts itself alone.
+func (b *Balancer) Start(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := js.KeyValue(ctx, schemas.BucketState)
+	if err != nil {
+		return fmt.Errorf("partition balance: open %s: %w", schemas.BucketState, err)
+	}
+	b.kv = kv
+	if err := b.beat(ctx); err != nil {
+		return err
+	}
+	b.stop = every(b.ttl/3, func() { _ = b.beat(ctx) })
+	return nil
+}
+
+// Stop ends the heartbeat and says this process is gone. Stopping again does nothing.
+func (b *Balancer) Stop() {
+	b.stopOnce.Do(func() {
+		if b.stop != nil {
+			b.stop()
+			_ = b.kv.Delete(context.Background(), memberPrefix+b.id)
+		}
+	})
+}
+
+// beat renews this process's entry and counts the live ones.
+func (b *Balancer) beat(ctx context.Context) error {
+	now := time.Now()
+	if _, err := b.kv.Put(ctx, memberPrefix+b.id, []byte(now.Add(b.ttl).UTC().Format(time.RFC3339Nano))); err != nil {
+		return fmt.Errorf("partition balance: say this process is alive: %w", err)
+	}
+	keys, err := b.kv.ListKeysFiltered(ctx, memberPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("partition balance: list processes: %w", err)
+	}
+	alive := 0
+	for k := range keys.Keys() {
+		e, err := b.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("partition balance: read %s: %w", k, err)
+		}
+		if until, err := time.Parse(time.RFC3339Nano, string(e.Value())); err == nil && until.After(now) {
+			alive++
+		}
+	}
+	b.mu.Lock()
+	b.members = max(alive, 1)
+	b.mu.Unlock()
+	return nil
+}
+
+// share is how many partitions this process should hold: the partitions divided by the processes
+// alive, rounded up. Called with mu held.
+func (b *Balancer) share() int { return (b.n + b.members - 1) / b.members }
+
+// mayTake reports whether partition k's pipeline may try for its lease, and counts it held if so.
+func (b *Balancer) mayTake(k int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.held[k] {
+		return true
+	}
+	if len(b.held) >= b.share() {
+		return false
+	}
+	b.held[k] = true
+	return true
+}
+
+// dropped says partition k's pipeline did not get its lease, or gave it up.
+func (b *Balancer) dropped(k int) {
+	b.mu.Lock()
+	delete(b.held, k)
+	b.mu.Unlock()
+}
+
+// shouldRelease reports whether partition k's pipeline, which holds its lease, should hand it over:
+// the process holds more than its share, and k is among its highest partitions beyond it. It
+// counts k dropped if so.
+func (b *Balancer) shouldRelease(k int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	over := len(b.held) - b.share()
+	if over <= 0 || !b.held[k] {
+		return false
+	}
+	var held []int
+	for p := range b.held {
+		held = append(held, p)
+	}
+	slices.Sort(held)
+	if !slices.Contains(held[len(held)-over:], k) {
+		return false
+	}
+	delete(b.held, k)
+	return true
+}
+
+// Holding is the partitions this process holds or is trying for, ascending.
+func (b *Balancer) Holding() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []int
+	for p := range b.held {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
