@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -128,5 +129,39 @@ func TestReadyzOfADecideOnlyProcess(t *testing.T) {
 	if !strings.HasPrefix(bodies[0], "ready: active (decide; other processes consume the telemetry)") ||
 		!strings.HasPrefix(bodies[1], "ready: standing by for the process that holds the decide lease") {
 		t.Errorf("/readyz: first %q, second %q", bodies[0], bodies[1])
+	}
+}
+
+func TestParsePartitions(t *testing.T) {
+	for _, tt := range []struct {
+		flag   string
+		n      int
+		parts  string
+		auto   bool
+		errHas string
+	}{
+		{"", 4, "[]", false, ""},
+		{"2", 4, "[2]", false, ""},
+		{"0, 3", 4, "[0 3]", false, ""},
+		{"auto", 3, "[0 1 2]", true, ""},
+		{"auto", 0, "", false, "ingest.partitions is 0"},
+		{"two", 4, "", false, "want partition numbers"},
+	} {
+		parts, auto, err := parsePartitions(tt.flag, tt.n)
+		switch {
+		case tt.errHas != "":
+			if err == nil || !strings.Contains(err.Error(), tt.errHas) {
+				t.Errorf("--partition %q: %v, want an error saying %q", tt.flag, err, tt.errHas)
+			}
+		case err != nil || fmt.Sprint(parts) != tt.parts || auto != tt.auto:
+			t.Errorf("--partition %q of %d: %v %v %v", tt.flag, tt.n, parts, auto, err)
+		}
+	}
+	cfg := config.Default()
+	cfg.Role, cfg.Ingest.Partitions = config.RoleDecide, 2
+	k := 1
+	cfg.Ingest.Partition = &k
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "role decide consumes no telemetry") {
+		t.Errorf("role decide with a partition: %v", err)
 	}
 }

@@ -245,7 +245,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
 	}
 	switch c.Role {
-	case RoleAll, RoleDetect, RoleDecide:
+	case RoleDecide:
+		if c.Ingest.Partition != nil {
+			errs = append(errs, fmt.Errorf("role decide consumes no telemetry, so it takes no partition (ingest.partition %d, --partition)", *c.Ingest.Partition))
+		}
+	case RoleAll, RoleDetect:
 	default:
 		errs = append(errs, fmt.Errorf("role %q: want %s (ingest, detect, and decide when this process holds the lease), %s (never decide) or %s (decide only)", c.Role, RoleAll, RoleDetect, RoleDecide))
 	}
