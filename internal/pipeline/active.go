@@ -103,7 +103,9 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 			return nil // its share is full: another process takes this partition
 		}
 		defer func() {
-			if !l.ingesting {
+			if l.ingesting {
+				b.taken(k)
+			} else {
 				b.dropped(k)
 			}
 		}()

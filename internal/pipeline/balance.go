@@ -29,16 +29,18 @@ const memberPrefix = "members."
 // and the others take them up to their grown shares. Which processes are alive is what they
 // say in scalpel_state (memberPrefix), renewed every third of the lease TTL.
 //
-// A pipeline calls mayTake before it tries for its lease, dropped when it does not get it or
-// loses it, and shouldRelease while it holds it.
+// A pipeline calls mayTake before it tries for its lease, then taken or dropped as it got it or
+// not (dropped too when it gives it up), and shouldRelease while it holds it.
 type Balancer struct {
 	n   int
 	ttl time.Duration
 	id  string
 
-	mu      sync.Mutex
-	held    map[int]bool
-	members int // processes alive at the last count (at least this one)
+	mu sync.Mutex
+	// held are the partitions whose leases the process holds, trying those its pipelines are
+	// trying for now: both count against the share, only held ones are ever handed over.
+	held, trying map[int]bool
+	members      int // processes alive at the last count (at least this one)
 
 	kv       jetstream.KeyValue
 	stop     func()
@@ -51,7 +53,7 @@ func NewBalancer(n int, ttl time.Duration) *Balancer {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return &Balancer{n: n, ttl: ttl, id: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b)),
-		held: map[int]bool{}, members: 1}
+		held: map[int]bool{}, trying: map[int]bool{}, members: 1}
 }
 
 // Start says this process is alive and counts the others, now and every third of the TTL, until
@@ -113,24 +115,34 @@ func (b *Balancer) beat(ctx context.Context) error {
 // alive, rounded up. Called with mu held.
 func (b *Balancer) share() int { return (b.n + b.members - 1) / b.members }
 
-// mayTake reports whether partition k's pipeline may try for its lease, and counts it held if so.
+// mayTake reports whether partition k's pipeline may try for its lease, and counts it against the
+// share while it tries if so.
 func (b *Balancer) mayTake(k int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.held[k] {
+	if b.held[k] || b.trying[k] {
 		return true
 	}
-	if len(b.held) >= b.share() {
+	if len(b.held)+len(b.trying) >= b.share() {
 		return false
 	}
-	b.held[k] = true
+	b.trying[k] = true
 	return true
+}
+
+// taken says partition k's pipeline holds its lease.
+func (b *Balancer) taken(k int) {
+	b.mu.Lock()
+	delete(b.trying, k)
+	b.held[k] = true
+	b.mu.Unlock()
 }
 
 // dropped says partition k's pipeline did not get its lease, or gave it up.
 func (b *Balancer) dropped(k int) {
 	b.mu.Lock()
 	delete(b.held, k)
+	delete(b.trying, k)
 	b.mu.Unlock()
 }
 
@@ -140,10 +152,11 @@ func (b *Balancer) dropped(k int) {
 func (b *Balancer) shouldRelease(k int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	over := len(b.held) - b.share()
+	over := len(b.held) + len(b.trying) - b.share()
 	if over <= 0 || !b.held[k] {
 		return false
 	}
+	over = min(over, len(b.held))
 	var held []int
 	for p := range b.held {
 		held = append(held, p)
@@ -154,16 +167,4 @@ func (b *Balancer) shouldRelease(k int) bool {
 	}
 	delete(b.held, k)
 	return true
-}
-
-// Holding is the partitions this process holds or is trying for, ascending.
-func (b *Balancer) Holding() []int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []int
-	for p := range b.held {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
 }
