@@ -88,7 +88,7 @@ func (b *Balancer) beat(ctx context.Context) error {
 	if _, err := b.kv.Put(ctx, memberPrefix+b.id, []byte(now.Add(b.ttl).UTC().Format(time.RFC3339Nano))); err != nil {
 		return fmt.Errorf("partition balance: say this process is alive: %w", err)
 	}
-	keys, err := b.kv.ListKeysFiltered(ctx, memberPrefix+"*")
+	keys, err := b.kv.ListKeysFiltered(ctx, memberPrefix+">") // a host name may hold dots
 	if err != nil {
 		return fmt.Errorf("partition balance: list processes: %w", err)
 	}
