@@ -258,7 +258,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		if stats.due(evNow, 10*time.Second) {
 			st.printf(evNow, "traffic   %s", stats.flush())
 		}
-		if st.finished(evNow) || evNow.After(deadline) {
+		if st.finished(evNow) || evNow.After(deadline) && !st.awaitingCommand() {
 			break
 		}
 	}
@@ -303,8 +303,11 @@ type story struct {
 	rolledBack  []string
 	recovered   bool
 	mitigatedAt time.Time
-	recReqs     int
-	recErrs     int
+	// decidedAt is when (wall clock) the first rollback decision came, zero before: the story
+	// waits for its command beyond its event-time end (awaitingCommand).
+	decidedAt time.Time
+	recReqs   int
+	recErrs   int
 }
 
 func (s *story) setNow(t time.Time) { s.mu.Lock(); s.evNow = t; s.mu.Unlock() }
@@ -327,6 +330,19 @@ func (s *story) finished(now time.Time) bool {
 	}
 	return !s.ackAt.IsZero() && now.Sub(s.ackAt) >= 3*time.Minute
 }
+
+// awaitingCommand reports whether a rollback was decided and its command has not come yet, for at
+// most demoCommandWait of the wall clock: on a loaded machine the hand-off to actuate can take
+// longer than the story's last simulated minutes do at its speed, and the story would end
+// without the command it is there to show.
+func (s *story) awaitingCommand() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.decidedAt.IsZero() && s.commands == 0 && time.Since(s.decidedAt) < demoCommandWait
+}
+
+// demoCommandWait bounds how long the story waits for a decided rollback's command.
+const demoCommandWait = 30 * time.Second
 
 // follow prints every message of the loop. One subscription for all subjects keeps them in the
 // order the server delivered them: deploy, anomaly, decision, command, ack.
@@ -374,11 +390,14 @@ func (s *story) follow(nc *nats.Conn) ([]*nats.Subscription, error) {
 				return
 			}
 			s.printf(d.TS, "DECISION  %s (%s): %s", strings.ToUpper(d.Action), d.Granularity, d.Reason)
+			s.mu.Lock()
 			if d.Action == schemas.ActionNone && strings.Contains(d.Reason, "Mitigated") {
-				s.mu.Lock()
 				s.mitigatedAt = s.evNow
-				s.mu.Unlock()
 			}
+			if d.Action == schemas.ActionRollback && s.decidedAt.IsZero() {
+				s.decidedAt = time.Now() // the wall clock: how long the hand-off takes, not event time
+			}
+			s.mu.Unlock()
 		case m.Subject == s.subj.RollbackAck("checkout"):
 			var a schemas.RollbackAck
 			if json.Unmarshal(m.Data, &a) != nil {
