@@ -70,6 +70,7 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 		Example: `  scalpel serve
   scalpel serve --nats-listen 0.0.0.0:4222 --data-dir /var/lib/scalpel
   scalpel serve --nats-url nats://nats.internal:4222 --creds scalpel.creds
+  scalpel serve --config scalpel.yaml --nats-url nats://nats.internal:4222 --partition auto
   scalpel serve --config scalpel.yaml --check-config
   scalpel serve --print-config > scalpel.yaml     # every setting with its default`,
 		Args: cobra.NoArgs,
