@@ -79,11 +79,11 @@ func partitionTransform(subj schemas.Subjects, n int) *jetstream.SubjectTransfor
 // checkRepartition leaves a cut telemetry stream as it is when sc does not cut it (a process
 // started without ingest.partitions, a one-off serve pointed at the cluster, must not undo the
 // cut under every partition's consumers, which would then read nothing), and refuses to change
-// how it is cut while a consumer of it
-// has messages it has not acknowledged: those stay under the subjects they were stored with,
-// which the consumers of the new partitions do not read (and a consumer of one partition would
-// read another's old ones). Once every consumer has caught up, the change loses nothing: new
-// messages are stored under the new subjects, and a replay reads both.
+// how it is cut while a consumer of it has messages it has not acknowledged: those stay under
+// the subjects they were stored with, which the consumers of the new partitions do not read (and
+// a consumer of one partition would read another's old ones). Once every consumer has caught
+// up, the change loses nothing: new messages are stored under the new subjects, and a replay
+// reads both.
 func checkRepartition(ctx context.Context, js jetstream.JetStream, sc *jetstream.StreamConfig) error {
 	if sc.Name != schemas.StreamTelemetry {
 		return nil
