@@ -302,6 +302,9 @@ func (d *Detector) Observe(ev *schemas.TelemetryEvent) {
 // the series' sketches, and so of its tests, its history and the baseline the next version is
 // compared with. A series none of whose buckets has closed yet is within it.
 func (d *Detector) warmed(s *series, b, started int64, pts []latencyPoint) []latencyPoint {
+	if !d.anyWarmup {
+		return pts // no service warms up: no lookup on the per-event path
+	}
 	w := d.tune(s.key.Service).latWarmup
 	if w == 0 {
 		return pts

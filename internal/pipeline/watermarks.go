@@ -24,8 +24,7 @@ const watermarkStale = time.Minute
 // runs after each telemetry batch of the process that consumes the durable (clock ticks
 // included, so a quiet consumer goes on writing).
 func (p *Pipeline) shareWatermark(ctx context.Context, wm time.Time) {
-	kv := p.dec().state
-	if kv == nil || wm.IsZero() {
+	if wm.IsZero() {
 		return
 	}
 	now := time.Now()
@@ -35,7 +34,8 @@ func (p *Pipeline) shareWatermark(ctx context.Context, wm time.Time) {
 		p.wmShared = now
 	}
 	p.wmMu.Unlock()
-	if !due {
+	kv := p.dec().state
+	if !due || kv == nil {
 		return
 	}
 	_, durable, _ := consumerOf(p.cfg)
