@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -120,11 +121,7 @@ func TestPartitionedProcessesShareTheTelemetry(t *testing.T) {
 	}
 }
 
-var errNoCommandYet = errorString("no rollback command yet")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errNoCommandYet = errors.New("no rollback command yet")
 
 // TestDecideOnlyProcessFollowsTheConsumersEventTime: a process with role decide consumes no
 // telemetry, so it has no detector whose watermark moves its verify periods. The consumers
