@@ -132,7 +132,7 @@ const DefaultTickAfter = 10 * time.Second
 // part of the telemetry under a durable name no subject token can carry (TickSubject).
 func (c Config) Ticks(subj schemas.Subjects) (after time.Duration, on bool) {
 	after = cmp.Or(time.Duration(c.TickAfter), DefaultTickAfter)
-	if after < 0 || !c.readsAll(subj) && !schemas.IsName(c.durable()) {
+	if after < 0 || !c.ReadsAll(subj) && !schemas.IsName(c.durable()) {
 		return 0, false
 	}
 	return after, true
@@ -145,7 +145,7 @@ func (c Config) Ticks(subj schemas.Subjects) (after time.Duration, on bool) {
 // how long it has heard nothing, which another group's telemetry does not say.
 func (c Config) TickSubject(subj schemas.Subjects) (subject, component string) {
 	component = schemas.ClockComponent
-	if !c.readsAll(subj) {
+	if !c.ReadsAll(subj) {
 		component = c.durable()
 	}
 	subject = subj.Telemetry(schemas.ClockService, component)
@@ -169,7 +169,9 @@ func (c Config) Filters(subj schemas.Subjects) []string {
 	return []string{filter}
 }
 
-func (c Config) readsAll(subj schemas.Subjects) bool {
+// ReadsAll reports whether the consumer reads all of the telemetry: neither a partition of it nor
+// a filter that narrows it.
+func (c Config) ReadsAll(subj schemas.Subjects) bool {
 	return c.Partition == nil && (c.FilterSubject == "" || c.FilterSubject == subj.TelemetryAll())
 }
 

@@ -91,9 +91,10 @@ func (p *Pipeline) lead(ctx context.Context) error {
 	p.decideMu.Lock()
 	p.dec().stops = stops
 	p.decideMu.Unlock()
-	if !p.cfg.Ingests() {
-		// No detector of its own: event time is what the consumers share (followWatermarks),
-		// followed once the decider is in place to be advanced.
+	if p.followsShared() {
+		// No detector of its own, or one that sees a part of the telemetry only: event time is
+		// what the consumers share (followWatermarks), followed once the decider is in place to
+		// be advanced.
 		wstop, err := p.followWatermarks(p.ctx) // lives until unlead, not the start-up's ctx
 		if err != nil {
 			p.unlead()
@@ -447,7 +448,8 @@ func (p *Pipeline) handleRejectedActuateMsg(ctx context.Context, m jetstream.Msg
 }
 
 // AdvanceDecide lets event time pass in the decide stage up to the detector's watermark: verify
-// periods, approval timeouts. The detect stage calls it after each telemetry batch.
+// periods, approval timeouts. The detect stage calls it after each telemetry batch, or, when this
+// process decides on the consumers' shared event time (followsShared), followWatermarks does.
 func (p *Pipeline) AdvanceDecide(ctx context.Context, watermark time.Time) {
 	p.decideMu.Lock()
 	if p.engine == nil || p.dec().stops == nil {

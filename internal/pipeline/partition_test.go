@@ -177,6 +177,89 @@ func TestDecideOnlyProcessFollowsTheConsumersEventTime(t *testing.T) {
 	}
 }
 
+// TestDecidingPartitionWaitsForTheOthers: the process that decides consumes one partition, and
+// its event time runs minutes ahead of checkout's partition (whose producers publish late, or
+// whose consumer has a backlog). Checkout's anomaly names version 2.0 before any deploy announced
+// it, so it waits deploy_skew (1m) of event time for its deploy. Decided on the deciding
+// partition's event time, it would be decided at once, as no deploy's; on the earliest event time
+// the partitions share, it is still waiting when the deploy comes, and the deploy explains it. The
+// rollback's verify period then ends on checkout's partition's event time, and the incident
+// climbs the ladder (nothing carries out the command here).
+func TestDecidingPartitionWaitsForTheOthers(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	mine := ingest.Partition("checkout", 2)
+	other := ""
+	for _, svc := range []string{"search", "cart", "billing", "profile"} {
+		if ingest.Partition(svc, 2) != mine {
+			other = svc
+			break
+		}
+	}
+	cfg := config.Default()
+	cfg.Ingest.Partitions = 2
+	cfg.Ingest.TickAfter = schemas.Duration(-1) // event time moves only with what is published here
+	cfg.Decide.VerifyPeriod = schemas.Duration(10 * time.Second)
+	start := func(k int, role string) *pipeline.Pipeline {
+		c := cfg
+		c.Ingest.Partition, c.Role = &k, role
+		p := startOpts(t, pipeline.Options{Config: c, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t).With("partition", k)})
+		t.Cleanup(p.Stop)
+		return p
+	}
+	start(mine, config.RoleDetect)
+	decider := start(1-mine, config.RoleAll)
+	if !decider.Leading() {
+		t.Fatal("the process of the other partition does not decide")
+	}
+	applyCheckout(t, decider)
+	h := &harness{t: t, nc: nc, js: js, p: decider, cfg: cfg}
+
+	svc := sim.Checkout(1)
+	t0 := eventStart()
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
+	h.publishJS(svc.Traffic(t0, 120*time.Second))
+	t1 := t0.Add(120 * time.Second)
+	svc.SetVersion("2.0")
+	h.publishJS(svc.Traffic(t1, 30*time.Second)) // 2.0 serves; its deploy is not announced yet
+	natstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if len(h.anomalies()) == 0 {
+			return errors.New("no anomaly of checkout 2.0 yet")
+		}
+		return nil
+	})
+	h.idleOn(30*time.Second, durable{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies})
+
+	// The deciding process's own partition moves on to now, two minutes past checkout's.
+	now := time.Now().UTC()
+	lat := 12.0
+	var evs []schemas.TelemetryEvent
+	for i := range 20 {
+		evs = append(evs, schemas.TelemetryEvent{ID: fmt.Sprintf("%s-%d", other, i), TS: now.Add(time.Duration(i-20) * 100 * time.Millisecond),
+			Service: other, Component: "api", Version: "1.0", LatencyMS: &lat})
+	}
+	h.publishJS(evs)
+	h.idleOn(30*time.Second, durable{schemas.StreamTelemetry, "scalpel-ingest-p" + strconv.Itoa(1-mine)})
+	time.Sleep(2 * time.Second) // the watermarks shared (once a second) and followed
+	if ds := h.decisions(); len(ds) != 0 {
+		t.Fatalf("decided before checkout's partition reached the anomaly's deadline for its deploy: %s: %s", ds[0].Action, ds[0].Reason)
+	}
+
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
+	var ds []schemas.Decision
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if ds = h.decisions(); len(ds) < 2 {
+			return fmt.Errorf("%d decisions, want the rollback and the verify period's escalation", len(ds))
+		}
+		return nil
+	})
+	if d := ds[0]; d.Action != schemas.ActionRollback || d.Granularity != schemas.GranularityFine || d.DeployID != "d-2.0" {
+		t.Errorf("first decision: %s/%s of deploy %q, want a fine rollback of d-2.0: %s", d.Action, d.Granularity, d.DeployID, d.Reason)
+	}
+	if d := ds[1]; d.IncidentID != ds[0].IncidentID || d.Granularity == schemas.GranularityFine {
+		t.Errorf("second decision: %s/%s, want the incident's next step: %s", d.Action, d.Granularity, d.Reason)
+	}
+}
+
 // TestPartitionsAreSharedOut: processes that each run every partition with a Balancer (serve
 // --partition auto) share them out. One alone holds all four; when a second joins, the first
 // hands over its two highest and the second takes them; when the second stops, the first takes

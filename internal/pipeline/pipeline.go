@@ -63,9 +63,12 @@ type Pipeline struct {
 	decideMu sync.Mutex
 	// bal shares the partitions out among the processes (Options.Balancer; nil: not shared).
 	bal *Balancer
-	// wmMu guards wmShared, when shareWatermark last wrote the detector's watermark.
+	// wmMu guards the watermark shareWatermark shares: when it last wrote it (wmShared), the
+	// newest not yet written (wmLatest) and the timer that writes it (wmTimer, nil: none due).
 	wmMu     sync.Mutex
 	wmShared time.Time
+	wmLatest time.Time
+	wmTimer  *time.Timer
 
 	actuators map[string]actuate.Actuator
 	rejecter  *reject.Publisher
@@ -148,7 +151,9 @@ func New(o Options) (*Pipeline, error) {
 	}
 	p.detect = NewDetectStage(NewDetector(o.Config, o.Logger), p.publishAnomalies)
 	p.detect.afterBatch = func(ctx context.Context, wm time.Time) {
-		p.AdvanceDecide(ctx, wm)
+		if !p.followsShared() {
+			p.AdvanceDecide(ctx, wm)
+		}
 		p.shareWatermark(ctx, wm)
 	}
 	p.m.series = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scalpel_detect_series", Help: "Series the detector tracks."},
@@ -327,6 +332,7 @@ func (p *Pipeline) stopIngest(drain bool) {
 	}
 	p.ingest = nil
 	p.stopTicks()
+	defer p.stopSharingWatermark(drain)
 	if drain {
 		c.Drain()
 	} else {

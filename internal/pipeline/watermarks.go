@@ -20,22 +20,39 @@ const watermarkPrefix = "watermark."
 // is not taken for a retired one.
 const watermarkStale = time.Minute
 
-// shareWatermark writes the detector's watermark under WatermarkKey, at most once a second. It
+// shareWatermark writes the detector's watermark under WatermarkKey, at most once a second: at
+// once when the last write is a second old, else the newest watermark when the second is up. It
 // runs after each telemetry batch of the process that consumes the durable (clock ticks
-// included, so a quiet consumer goes on writing).
+// included, so a quiet consumer goes on writing); the last of a burst of batches is written too,
+// or a decider following it would wait for the next batch, which may not come before a tick.
 func (p *Pipeline) shareWatermark(ctx context.Context, wm time.Time) {
 	if wm.IsZero() {
 		return
 	}
-	now := time.Now()
 	p.wmMu.Lock()
-	due := now.Sub(p.wmShared) >= time.Second
-	if due {
-		p.wmShared = now
+	p.wmLatest = wm
+	if p.wmTimer != nil {
+		p.wmMu.Unlock()
+		return // the write due takes the newest
+	}
+	if wait := time.Second - time.Since(p.wmShared); wait > 0 {
+		ctx := context.WithoutCancel(ctx)
+		p.wmTimer = time.AfterFunc(wait, func() { p.writeWatermark(ctx) })
+		p.wmMu.Unlock()
+		return
 	}
 	p.wmMu.Unlock()
+	p.writeWatermark(ctx)
+}
+
+// writeWatermark writes the newest watermark shareWatermark was given.
+func (p *Pipeline) writeWatermark(ctx context.Context) {
+	p.wmMu.Lock()
+	wm := p.wmLatest
+	p.wmShared, p.wmTimer = time.Now(), nil
+	p.wmMu.Unlock()
 	kv := p.dec().state
-	if !due || kv == nil {
+	if kv == nil {
 		return
 	}
 	_, durable, _ := consumerOf(p.cfg)
@@ -44,11 +61,35 @@ func (p *Pipeline) shareWatermark(ctx context.Context, wm time.Time) {
 	}
 }
 
-// followWatermarks advances decide, in a process that consumes no telemetry (role decide), to the
-// earliest watermark the consumers share (shareWatermark) among those written within
-// watermarkStale: event time that every live partition has reached, so no verify period ends
-// before the anomalies of its time have come from any of them. A consumer that stopped for good
-// (a partition the stream is no longer cut into) drops out after watermarkStale.
+// stopSharingWatermark stops a write that is due, when ingest stops: with drain (the consumer
+// handed everything over), after writing it, so what the detector reached is shared at once.
+func (p *Pipeline) stopSharingWatermark(drain bool) {
+	p.wmMu.Lock()
+	due := p.wmTimer != nil && p.wmTimer.Stop()
+	p.wmTimer = nil
+	p.wmMu.Unlock()
+	if due && drain {
+		p.writeWatermark(context.WithoutCancel(p.ctx))
+	}
+}
+
+// followsShared reports whether decide, in this process, follows the watermarks the consumers
+// share (followWatermarks) rather than its own detector's: when it has no detector (role decide),
+// and when its detector reads a part of the telemetry (a partition, or a filter). The other parts'
+// event time may lag this part's by as much as their consumers lag: a backlog, a process taking
+// over, producers that batch. Decided on this part's event time alone, a rollback's verify period
+// would end before the anomalies of its time had come from the part of its service, and would
+// climb the ladder for a problem the rollback fixed; an anomaly waiting deploy_skew for its deploy
+// would be decided without it.
+func (p *Pipeline) followsShared() bool {
+	return !p.cfg.Ingests() || !p.cfg.Ingest.ReadsAll(p.subj)
+}
+
+// followWatermarks advances decide, in a process that follows the consumers (followsShared), to
+// the earliest watermark they share (shareWatermark) among those written within watermarkStale:
+// event time that every live partition has reached, so no verify period ends before the anomalies
+// of its time have come from any of them. A consumer that stopped for good (a partition the stream
+// is no longer cut into) drops out after watermarkStale.
 func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error) {
 	kv := p.dec().state
 	w, err := kv.Watch(ctx, watermarkPrefix+"*", jetstream.IgnoreDeletes())
@@ -66,7 +107,9 @@ func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error
 				low = m.wm
 			}
 		}
-		if low.After(last) {
+		// Also when low has not moved: what was decided since (a rollback whose verify period
+		// ended before low) is due at low, and the engine does nothing when nothing is.
+		if !low.IsZero() && !low.Before(last) {
 			last = low
 			p.AdvanceDecide(ctx, low)
 		}
