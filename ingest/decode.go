@@ -286,6 +286,28 @@ func (d *Decoder) splitSubject(subject string) (svc, comp string, ok bool) {
 	return svc, comp, true
 }
 
+// Partitions is how many partitions the decoder was told the stream is cut into (0: not cut, or
+// not told).
+func (d *Decoder) Partitions() int { return d.parts }
+
+// PartitionOf returns the partition token of a telemetry subject as a cut stream stores it,
+// <prefix><svc>.<comp>.<p>, and false for a subject of three tokens (stored before the stream was
+// cut, or in a stream that is not) or one that is not telemetry. Clock ticks of a partition's
+// consumer carry their partition the same way (Config.TickSubject).
+func (d *Decoder) PartitionOf(subject string) (int, bool) {
+	rest, found := strings.CutPrefix(subject, d.prefix)
+	if !found {
+		return 0, false
+	}
+	_, rest, _ = strings.Cut(rest, ".")
+	_, p, cut := strings.Cut(rest, ".")
+	if !cut || !isPartitionToken(p) {
+		return 0, false
+	}
+	k, err := strconv.Atoi(p)
+	return k, err == nil
+}
+
 // isPartitionToken reports whether t is a partition number as the server writes one.
 func isPartitionToken(t string) bool {
 	if t == "" || len(t) > 4 || (len(t) > 1 && t[0] == '0') {

@@ -93,6 +93,30 @@ func TestDecodePartitionedSubjects(t *testing.T) {
 	}
 }
 
+// TestPartitionOf: the partition a cut stream stored a subject under, which a replay of every
+// partition routes by; none for a subject of three tokens or one that is not telemetry.
+func TestPartitionOf(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, subject string
+		want            int
+		ok              bool
+	}{
+		{"", "telemetry.checkout.tax-calc.3", 3, true},
+		{"", "telemetry._scalpel.scalpel-ingest-p12.12", 12, true},
+		{"acme", "acme.telemetry.checkout.tax-calc.0", 0, true},
+		{"", "telemetry.checkout.tax-calc", 0, false},
+		{"", "telemetry.checkout.tax-calc.3.1", 0, false},
+		{"", "telemetry.checkout.tax-calc.x", 0, false},
+		{"acme", "telemetry.checkout.tax-calc.3", 0, false},
+		{"", "deploy.checkout", 0, false},
+	} {
+		d := NewDecoder(DecoderConfig{Subjects: schemas.Subjects{Prefix: tt.prefix}})
+		if k, ok := d.PartitionOf(tt.subject); k != tt.want || ok != tt.ok {
+			t.Errorf("PartitionOf(%q) with prefix %q = %d, %v; want %d, %v", tt.subject, tt.prefix, k, ok, tt.want, tt.ok)
+		}
+	}
+}
+
 // TestRepartitionWaitsForConsumers: cutting the stream anew while a consumer has messages it has
 // not acknowledged would leave them under subjects the new partitions' consumers do not read, so
 // it is refused with what to do; once everything is acknowledged it goes through. A process
@@ -195,7 +219,14 @@ func FuzzDecodeSubject(f *testing.F) {
 		}
 		n := int(parts) % 9
 		d := NewDecoder(DecoderConfig{Partitions: n, MaxClockAhead: -1})
+		k, cut := d.PartitionOf(subject) // what a replay of every partition routes by
 		evs, err := d.Decode(subject, body, nil)
+		if err == nil && cut != (strings.Count(subject, ".") == 3) {
+			t.Fatalf("subject %q accepted: PartitionOf says %d, %v", subject, k, cut)
+		}
+		if err == nil && cut && n > 0 && k != Partition("checkout", n) {
+			t.Fatalf("subject %q accepted with %d partitions: PartitionOf says %d, checkout is in %d", subject, n, k, Partition("checkout", n))
+		}
 		if err != nil {
 			var re *RejectError
 			if !errors.As(err, &re) || re.Class != ClassSubject {

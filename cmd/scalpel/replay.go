@@ -57,8 +57,10 @@ freezes the baseline the live detector froze for every deploy in the range, a sp
 tempering too; what is older than the warm-up (own profiles, throughput averages) is rebuilt only
 from the warm-up. Which start was taken goes to stderr and into the timeline. --export puts the
 checkpoint in the bundle, so --from-file starts from it too; --list-checkpoints shows which are
-kept, and so which ranges replay exactly. Progress goes to stderr; Ctrl-C stops and writes what was
-replayed so far.`,
+kept, and so which ranges replay exactly. On a telemetry stream cut into partitions
+(ingest.partitions in --config), the replay runs a detector per partition, as serve did, each from
+its partition's own checkpoint when every partition has one; --partition K replays one partition
+alone. Progress goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
   scalpel replay --since 1h --service checkout --export incident.ndjson
@@ -147,9 +149,15 @@ replayed so far.`,
 				}
 				src = ss
 				if !s.IsZero() && !quiet {
-					if cp, why := ss.Checkpoint(); cp != nil {
-						fmt.Fprintf(cmd.ErrOrStderr(), "detector starts from checkpoint %s/%s (watermark %s, telemetry after sequence %d)\n",
-							schemas.ObjectState, cp.Object, cp.Watermark.UTC().Format(time.RFC3339), cp.Seq)
+					if cps, why := ss.Checkpoints(); len(cps) > 0 {
+						for _, cp := range cps {
+							which := "detector"
+							if cp.Partition != nil {
+								which = fmt.Sprintf("partition %d's detector", *cp.Partition)
+							}
+							fmt.Fprintf(cmd.ErrOrStderr(), "%s starts from checkpoint %s/%s (watermark %s, telemetry after sequence %d)\n",
+								which, schemas.ObjectState, cp.Object, cp.Watermark.UTC().Format(time.RFC3339), cp.Seq)
+						}
 					} else {
 						fmt.Fprintf(cmd.ErrOrStderr(), "detector starts empty, %s of telemetry before --since: %s\n", warmup, why)
 					}
@@ -301,9 +309,23 @@ func listReplayCheckpoints(ctx context.Context, w io.Writer, cfg config.Config, 
 		return err
 	}
 	defer nc.Close()
-	list, err := pipeline.ListCheckpoints(ctx, js, cfg)
-	if err != nil {
-		return err
+	// A cut stream's partitions keep their own: those of every partition, or of the one named.
+	cfgs := []config.Config{cfg}
+	if n := cfg.Ingest.Partitions; n > 0 && cfg.Ingest.Partition == nil {
+		cfgs = nil
+		for k := range n {
+			c := cfg
+			c.Ingest.Partition = &k
+			cfgs = append(cfgs, c)
+		}
+	}
+	var list []pipeline.CheckpointInfo
+	for _, c := range cfgs {
+		l, err := pipeline.ListCheckpoints(ctx, js, c)
+		if err != nil {
+			return err
+		}
+		list = append(list, l...)
 	}
 	if asJSON {
 		return writeJSON(w, map[string]any{"checkpoints": list})
@@ -327,11 +349,15 @@ func listReplayCheckpoints(ctx context.Context, w io.Writer, cfg config.Config, 
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if oldest.IsZero() {
+	switch {
+	case oldest.IsZero():
 		fmt.Fprintln(w, "none of them fits this config: every replay starts from --warmup")
-	} else {
-		fmt.Fprintf(w, "a replay with --since after %s starts from the newest of these before it; an earlier one from --warmup\n",
-			oldest.UTC().Format(time.RFC3339))
+	case len(cfgs) > 1:
+		fmt.Fprintln(w, "a replay of every partition starts from each partition's newest before --since when every partition has one, else from --warmup; --partition K or --service from that partition's")
+	default:
+		// A checkpoint serves a --since after the newest event it saw (FindCheckpoint).
+		fmt.Fprintf(w, "a replay with --since after %s starts from the newest of these that saw no event after it; an earlier one from --warmup\n",
+			oldest.Add(time.Duration(cfg.Detect.AllowedLateness)).UTC().Format(time.RFC3339))
 	}
 	return nil
 }

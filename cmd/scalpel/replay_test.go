@@ -46,7 +46,7 @@ func TestReplayListCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := runCLI(t, "--server", s.ClientURL(), "replay", "--list-checkpoints")
-	for _, want := range []string{"detect@20261126T100000Z", "yes", "--since after 2026-11-26T10:00:00Z"} {
+	for _, want := range []string{"detect@20261126T100000Z", "yes", "--since after 2026-11-26T10:00:02Z"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("listing lacks %q:\n%s", want, out)
 		}

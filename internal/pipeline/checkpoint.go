@@ -465,10 +465,12 @@ func readHeader(ctx context.Context, obj jetstream.ObjectStore, name string) ([]
 }
 
 // FindCheckpoint returns the newest detector checkpoint of cfg's ingest consumer, dated or the
-// latest, whose watermark is before at and from which a replay under cfg can go on (see
-// ListCheckpoints). Before, not at: the checkpoint's detector has emitted every anomaly detected
-// up to its watermark, and a replay from it would miss one detected at exactly at. When none qualifies it returns nil and says why, in words for the user; err
-// is for I/O.
+// latest, that saw no event at or after at, and from which a replay under cfg can go on (see
+// ListCheckpoints). The newest event it saw is its watermark plus allowed_lateness: a test that
+// fires within a bucket fires on the event that carries it over, so the checkpoint's detector has
+// emitted anomalies detected up to that event, and a replay from it would miss one of them
+// detected at or after at. When none qualifies it returns nil and says why, in words for the
+// user; err is for I/O.
 func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Config, at time.Time) (*StoredCheckpoint, string, error) {
 	obj, err := js.ObjectStore(ctx, schemas.ObjectState)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -483,9 +485,10 @@ func FindCheckpoint(ctx context.Context, js jetstream.JetStream, cfg config.Conf
 	}
 	later := 0
 	problems := map[string]int{}
+	lateness := time.Duration(cfg.Detect.AllowedLateness)
 	for _, ci := range list {
 		switch {
-		case !ci.Watermark.Before(at):
+		case !ci.Watermark.Add(lateness).Before(at):
 			later++
 		case ci.Problem != "":
 			problems[ci.Problem]++

@@ -89,8 +89,10 @@ func TestListAndFindCheckpoints(t *testing.T) {
 	}{
 		{at: t0.Add(4 * time.Hour), want: "detect"},
 		{at: t0.Add(150 * time.Minute), want: "detect@20261126T100000Z"}, // the 11:00 copy is another config's
-		{at: t0.Add(time.Hour + time.Nanosecond), want: "detect@20261126T100000Z"},
-		{at: t0.Add(time.Hour), want: "(kept: 3 later; 1 of another telemetry stream", problem: true}, // strictly before
+		// The 10:00 copy saw events up to its watermark plus allowed_lateness (2s), strictly
+		// before a range that starts at it.
+		{at: t0.Add(time.Hour + 2*time.Second + time.Nanosecond), want: "detect@20261126T100000Z"},
+		{at: t0.Add(time.Hour + 2*time.Second), want: "(kept: 3 later; 1 of another telemetry stream", problem: true},
 		{at: t0.Add(30 * time.Minute), want: "(kept: 3 later; 1 of another telemetry stream", problem: true},
 	} {
 		cp, why, err := pipeline.FindCheckpoint(ctx, js, cfg, tt.at)

@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -188,13 +189,7 @@ func TestDecideOnlyProcessFollowsTheConsumersEventTime(t *testing.T) {
 func TestDecidingPartitionWaitsForTheOthers(t *testing.T) {
 	_, nc, js := natstest.Connect(t)
 	mine := ingest.Partition("checkout", 2)
-	other := ""
-	for _, svc := range []string{"search", "cart", "billing", "profile"} {
-		if ingest.Partition(svc, 2) != mine {
-			other = svc
-			break
-		}
-	}
+	other := otherPartitionsService(t, mine, 2)
 	cfg := config.Default()
 	cfg.Ingest.Partitions = 2
 	cfg.Ingest.TickAfter = schemas.Duration(-1) // event time moves only with what is published here
@@ -258,6 +253,156 @@ func TestDecidingPartitionWaitsForTheOthers(t *testing.T) {
 	if d := ds[1]; d.IncidentID != ds[0].IncidentID || d.Granularity == schemas.GranularityFine {
 		t.Errorf("second decision: %s/%s, want the incident's next step: %s", d.Action, d.Granularity, d.Reason)
 	}
+}
+
+// TestReplayOfEveryPartitionIsLive: the producers of one partition run 10 s ahead of checkout's,
+// five times allowed_lateness. Live, each partition's process detects on its own event time and
+// keeps every event. A replay of the whole stream runs a detector per partition, as serve did, so
+// it drops nothing and finds what serve found, with the same ids and times, and decides as serve
+// decided, from the start of the streams or from each partition's own checkpoint; one detector
+// over both partitions would drop checkout's events as late behind the other partition's.
+func TestReplayOfEveryPartitionIsLive(t *testing.T) {
+	_, nc, js := natstest.Connect(t)
+	mine := ingest.Partition("checkout", 2)
+	other := otherPartitionsService(t, mine, 2)
+	cfg := config.Default()
+	cfg.Ingest.Partitions = 2
+	cfg.DetectCheckpoint = schemas.Duration(10 * time.Millisecond)
+	cfg.DetectCheckpointHistory = schemas.Duration(30 * time.Second)
+	var ps []*pipeline.Pipeline
+	for _, k := range []int{mine, 1 - mine} {
+		c := cfg
+		c.Ingest.Partition = &k
+		p := startOpts(t, pipeline.Options{Config: c, JS: js, Registry: prometheus.NewRegistry(), Logger: testLogger(t).With("partition", k)})
+		t.Cleanup(p.Stop)
+		ps = append(ps, p)
+	}
+	decider := ps[0]
+	if !decider.Leading() {
+		decider = ps[1]
+	}
+	applyCheckout(t, decider)
+	h := &harness{t: t, nc: nc, js: js, p: decider, cfg: cfg}
+
+	svc := sim.Checkout(1)
+	ahead := func(evs []schemas.TelemetryEvent) []schemas.TelemetryEvent {
+		var out []schemas.TelemetryEvent
+		lat := 12.0
+		for i, ev := range evs {
+			out = append(out, ev)
+			if i%20 == 0 {
+				out = append(out, schemas.TelemetryEvent{ID: fmt.Sprintf("%s-%s", other, ev.ID), TS: ev.TS.Add(10 * time.Second),
+					Service: other, Component: "api", Version: "1.0", LatencyMS: &lat})
+			}
+		}
+		return out
+	}
+	t0 := eventStart()
+	h.publishDeploy(sim.CheckoutDeploy("d-1.0", t0, "1.0"))
+	h.publishJS(ahead(svc.Traffic(t0, 120*time.Second)))
+	t1 := t0.Add(120 * time.Second)
+	h.publishDeploy(sim.CheckoutDeploy("d-2.0", t1, "2.0"))
+	svc.SetVersion("2.0")
+	h.publishJS(ahead(svc.Traffic(t1, 60*time.Second)))
+	h.idleOn(60*time.Second,
+		durable{schemas.StreamTelemetry, "scalpel-ingest-p0"}, durable{schemas.StreamTelemetry, "scalpel-ingest-p1"},
+		durable{schemas.StreamAnomalies, pipeline.DurableDecideAnomalies})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if len(h.commands()) == 0 {
+			return errNoCommandYet
+		}
+		return nil
+	})
+	live, decided := h.anomalies(), h.decisions()
+	if len(live) == 0 {
+		t.Fatal("serve found no anomaly")
+	}
+	for _, p := range ps {
+		p.Stop()
+	}
+
+	// From the start of the streams; from the deploy on, each partition's detector starting from
+	// its own process's dated checkpoint; and checkout alone from its partition's.
+	for _, tt := range []struct {
+		since   time.Time
+		service string
+		parts   []int
+	}{{time.Time{}, "", nil}, {t1, "", []int{0, 1}}, {t1, "checkout", []int{mine}}} {
+		since := tt.since
+		o := replay.ServerOptions{Subjects: cfg.Subjects(), Since: since, Service: tt.service}
+		if !since.IsZero() {
+			o.Checkpoints = &cfg
+		}
+		src, err := replay.NewServerSource(context.Background(), js, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cps, why := src.Checkpoints()
+		var got []int
+		for _, cp := range cps {
+			if cp.Partition != nil {
+				got = append(got, *cp.Partition)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tt.parts) || len(cps) != len(tt.parts) {
+			t.Fatalf("since %v, service %q: checkpoints of partitions %v (%s), want %v", since, tt.service, got, why, tt.parts)
+		}
+		tl, err := replay.Run(context.Background(), src, replay.Options{Config: cfg, Since: since})
+		src.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tl.Checkpoints) != len(tt.parts) {
+			t.Errorf("since %v, service %q: the timeline names %d checkpoints, want %d", since, tt.service, len(tl.Checkpoints), len(tt.parts))
+		}
+		var page bytes.Buffer
+		if err := replay.WriteReport(&page, tl, replay.ReportOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range tt.parts {
+			if want := fmt.Sprintf("Partition %d's detector started from the checkpoint detect.scalpel-ingest-p%d", k, k); !strings.Contains(page.String(), want) {
+				t.Errorf("since %v, service %q: the report does not say %q", since, tt.service, want)
+			}
+		}
+		if tl.Stats.Late != 0 {
+			t.Errorf("since %v: the replay dropped %d events as late; serve dropped none", since, tl.Stats.Late)
+		}
+		if len(tl.Anomalies) != len(live) {
+			for _, a := range live {
+				t.Logf("live %s %s %s %s %s", a.ID, a.TSDetected, a.Metric, a.Status, a.Block)
+			}
+			for _, a := range tl.Anomalies {
+				t.Logf("replay %s %s %s %s %s", a.ID, a.TSDetected, a.Metric, a.Status, a.Block)
+			}
+			t.Logf("stats %+v warnings %v", tl.Stats, tl.Warnings)
+			t.Fatalf("since %v, service %q: replay: %d anomalies, serve published %d", since, tt.service, len(tl.Anomalies), len(live))
+		}
+		for i, a := range live {
+			if b := tl.Anomalies[i]; a.ID != b.ID || !a.TSDetected.Equal(b.TSDetected) {
+				t.Errorf("since %v: anomaly %d: serve %s at %s, replay %s at %s", since, i, a.ID, a.TSDetected, b.ID, b.TSDetected)
+			}
+		}
+		if len(tl.Decisions) != len(decided) {
+			t.Fatalf("since %v: replay: %d decisions, serve published %d", since, len(tl.Decisions), len(decided))
+		}
+		for i, d := range decided {
+			if e := tl.Decisions[i]; d.ID != e.ID {
+				t.Errorf("since %v: decision %d: serve %s (%s), replay %s (%s)", since, i, d.ID, d.Action, e.ID, e.Action)
+			}
+		}
+	}
+}
+
+// otherPartitionsService is a service name stored in another partition than mine, of n.
+func otherPartitionsService(t *testing.T, mine, n int) string {
+	t.Helper()
+	for _, svc := range []string{"search", "cart", "billing", "profile", "ledger", "catalog"} {
+		if ingest.Partition(svc, n) != mine {
+			return svc
+		}
+	}
+	t.Fatalf("no service of the list is stored outside partition %d of %d", mine, n)
+	return ""
 }
 
 // TestPartitionsAreSharedOut: processes that each run every partition with a Balancer (serve

@@ -15,10 +15,11 @@ func WatermarkKey(durable string) string { return watermarkPrefix + durable }
 
 const watermarkPrefix = "watermark."
 
-// watermarkStale is how long a shared watermark counts after it was last written: longer than
+// WatermarkStale is how long a shared watermark counts after it was last written: longer than
 // the longest gap between clock ticks of a quiet consumer (longQuietTick), so a quiet partition
-// is not taken for a retired one.
-const watermarkStale = time.Minute
+// is not taken for a retired one. A replay of every partition leaves out a partition's
+// detector that read nothing the server stored in the last WatermarkStale in the same way.
+const WatermarkStale = time.Minute
 
 // shareWatermark writes the detector's watermark under WatermarkKey, at most once a second: at
 // once when the last write is a second old, else the newest watermark when the second is up. It
@@ -86,10 +87,10 @@ func (p *Pipeline) followsShared() bool {
 }
 
 // followWatermarks advances decide, in a process that follows the consumers (followsShared), to
-// the earliest watermark they share (shareWatermark) among those written within watermarkStale:
+// the earliest watermark they share (shareWatermark) among those written within WatermarkStale:
 // event time that every live partition has reached, so no verify period ends before the anomalies
 // of its time have come from any of them. A consumer that stopped for good (a partition the stream
-// is no longer cut into) drops out after watermarkStale.
+// is no longer cut into) drops out after WatermarkStale.
 func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error) {
 	kv := p.dec().state
 	w, err := kv.Watch(ctx, watermarkPrefix+"*", jetstream.IgnoreDeletes())
@@ -103,7 +104,7 @@ func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error
 	advance := func() {
 		var low time.Time
 		for _, m := range marks {
-			if time.Since(m.at) < watermarkStale && (low.IsZero() || m.wm.Before(low)) {
+			if time.Since(m.at) < WatermarkStale && (low.IsZero() || m.wm.Before(low)) {
 				low = m.wm
 			}
 		}

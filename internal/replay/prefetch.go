@@ -91,6 +91,9 @@ func (p *prefetch) decode(ctx context.Context, in <-chan prefetched, readDone <-
 				slab = slab[:start]
 			}
 			rec.pre = predecoded{events: slab[start:len(slab):len(slab)], err: err}
+			if p.dec.Partitions() > 0 { // only a replay whose config cuts the stream routes by it
+				rec.pre.part, rec.pre.cut = p.dec.PartitionOf(rec.Subject)
+			}
 		}
 		b.slab = slab
 		select {

@@ -41,8 +41,18 @@ type CheckpointRecord struct {
 	// Service, when set, is the only service the replay reads; the snapshot was cut down to its
 	// series (detect.Detector.KeepService) before it was written here.
 	Service string `json:"service,omitempty"`
+	// Partition, when set, is the partition of a cut telemetry stream whose consumer kept the
+	// checkpoint: in a replay of every partition, that partition's detector starts from it.
+	Partition *int `json:"partition,omitempty"`
 	// Snapshot is detect.Snapshot's bytes (base64 in the bundle).
 	Snapshot []byte `json:"snapshot,omitempty"`
+}
+
+// shown is cp without its snapshot's bytes, as a timeline shows it.
+func (cp *CheckpointRecord) shown() *CheckpointRecord {
+	c := *cp
+	c.Snapshot = nil
+	return &c
 }
 
 // ErrBadRecord is wrapped when a bundle line cannot be read.
@@ -76,6 +86,10 @@ type Record struct {
 type predecoded struct {
 	events []schemas.TelemetryEvent
 	err    error
+	// part is the partition its subject names, when cut says it names one (ingest's
+	// Decoder.PartitionOf).
+	part int
+	cut  bool
 }
 
 // Body returns the message bytes.

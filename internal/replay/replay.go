@@ -130,8 +130,10 @@ type Timeline struct {
 	// Series holds per-second charts of the components anomalies were about (with Options.Charts).
 	Series []Series `json:"series,omitempty"`
 	// Checkpoint is the detector checkpoint the replay started from, when it did (its snapshot
-	// bytes left out).
-	Checkpoint *CheckpointRecord `json:"checkpoint,omitempty"`
+	// bytes left out). Checkpoints are those its partitions' detectors started from, when it read
+	// every partition of a cut stream from theirs.
+	Checkpoint  *CheckpointRecord   `json:"checkpoint,omitempty"`
+	Checkpoints []*CheckpointRecord `json:"checkpoints,omitempty"`
 	// Warnings are problems with the input that did not stop the replay.
 	Warnings []string `json:"warnings,omitempty"`
 	// Interrupted is set when the replay was stopped before the source ended.
@@ -174,19 +176,42 @@ type input struct {
 	failure  *ActuationFailure
 }
 
+// part is one detector of a replay and what it read. A replay runs one detector over the whole
+// telemetry, unless the stream is cut into partitions (ingest.partitions) and the replay reads
+// every one of them: it then runs one per partition (key K), and one for what the stream stored
+// before it was cut (key -1, three-token subjects), as the serve processes that consumed each did.
+// One detector over all of them would drop as late the events of a partition whose producers lag
+// another's by more than allowed_lateness, which its own detector kept.
+type part struct {
+	key int
+	det *detect.Detector
+	// after is the telemetry sequence through which the checkpoint the part's detector was
+	// restored from holds it: the part skips what it already holds.
+	after uint64
+	// stored is when the server stored the last telemetry message the part read: a part that has
+	// read nothing stored in the last pipeline.WatermarkStale no longer holds decide back, as a
+	// consumer whose shared watermark is that old no longer does live. read says it read any
+	// (a record without its storage time, as a test's may be, never goes stale).
+	stored time.Time
+	read   bool
+}
+
 // run is the state of one replay.
 type run struct {
-	o      Options
-	tl     *Timeline
-	det    *detect.Detector
-	eng    *decide.Engine
+	o   Options
+	tl  *Timeline
+	eng *decide.Engine
+	// parts are the replay's detectors by key; split says there is one per partition.
+	parts  []*part
+	split  bool
 	charts *charts
 
 	// inputs are the recorded inputs sorted by (ts, order); next is the first not yet handed over.
 	inputs []input
 	next   int
-	// cp is the checkpoint record the detector starts from, nil to start empty.
-	cp *CheckpointRecord
+	// cps are the checkpoint records the detectors start from: none to start empty, one, or,
+	// split, one per partition (CheckpointRecord.Partition).
+	cps []*CheckpointRecord
 
 	anomalySeen  map[string]bool
 	decisionSeen map[string]bool
@@ -243,18 +268,18 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 			break
 		}
 		if rec.Kind != KindTelemetry {
-			if r.det != nil && (rec.Kind == KindDeploy || rec.Kind == KindManifest) {
+			if r.parts != nil && (rec.Kind == KindDeploy || rec.Kind == KindManifest) {
 				r.warn("%s record after telemetry started (seq %d): bundles list them first; it may be handed over late", rec.Kind, rec.Seq)
 			}
 			if m := r.meta(rec); m != nil {
 				manifests = append(manifests, m)
 			}
-			if r.det != nil {
+			if r.parts != nil {
 				r.sortPending()
 			}
 			continue
 		}
-		if r.det == nil {
+		if r.parts == nil {
 			r.prepare(manifests)
 		}
 		r.telemetry(&rec)
@@ -271,7 +296,7 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 			}
 		}
 	}
-	if r.det == nil {
+	if r.parts == nil {
 		r.prepare(manifests)
 	}
 	if runErr == nil {
@@ -282,10 +307,12 @@ func Run(ctx context.Context, src Source, o Options) (*Timeline, error) {
 	}
 	r.tl.Stats.Elapsed = time.Since(start)
 	r.tl.Stats.EventsPerSec = float64(r.tl.Stats.Events) / max(r.tl.Stats.Elapsed.Seconds(), 1e-9)
-	r.tl.Stats.Late = r.det.LateEvents()
-	r.tl.Stats.Invalid = r.det.InvalidEvents()
-	r.tl.Stats.OverLimit = r.det.OverLimitEvents()
-	r.tl.Stats.Watermark = r.det.Watermark()
+	for _, p := range r.parts {
+		r.tl.Stats.Late += p.det.LateEvents()
+		r.tl.Stats.Invalid += p.det.InvalidEvents()
+		r.tl.Stats.OverLimit += p.det.OverLimitEvents()
+	}
+	r.tl.Stats.Watermark = r.watermark()
 	report(true)
 	r.finish()
 	if runErr != nil {
@@ -321,7 +348,7 @@ func (r *run) meta(rec Record) *schemas.Manifest {
 			r.warn("checkpoint record (seq %d) skipped, the detector starts empty: %v", rec.Seq, err)
 			return nil
 		}
-		r.cp = &cp
+		r.cps = append(r.cps, &cp)
 	case KindDeploy:
 		ev, err := schemas.DecodeDeployEvent(body)
 		if err != nil {
@@ -417,29 +444,99 @@ func (r *run) targets(d *schemas.Decision) bool {
 // prepare builds the stages once every manifest and deploy is known.
 func (r *run) prepare(manifests []*schemas.Manifest) {
 	cat := decide.NewStaticCatalog(manifests...)
-	r.det = r.detector()
+	in := r.o.Config.Ingest
+	r.split = in.Partitions > 0 && in.Partition == nil
+	if !r.split {
+		var cp *CheckpointRecord
+		if len(r.cps) > 0 {
+			cp = r.cps[0]
+		}
+		r.parts = []*part{r.restored(-1, cp)}
+		if p := r.parts[0]; p.after > 0 {
+			r.tl.Checkpoint = r.cps[0].shown()
+		}
+	} else {
+		// A partition's checkpoint is its part's; one of no partition is the consumer's that
+		// read the whole stream, before it was cut. The other parts start with their telemetry.
+		r.parts = []*part{}
+		for _, cp := range r.cps {
+			key := -1
+			if cp.Partition != nil {
+				key = *cp.Partition
+			}
+			if slices.ContainsFunc(r.parts, func(p *part) bool { return p.key == key }) {
+				r.warn("checkpoint %s skipped: its partition's detector already starts from another", cp.Object)
+				continue
+			}
+			if p := r.restored(key, cp); p.after > 0 {
+				r.parts = append(r.parts, p)
+				r.tl.Checkpoints = append(r.tl.Checkpoints, cp.shown())
+			}
+		}
+		slices.SortFunc(r.parts, func(a, b *part) int { return cmp.Compare(a.key, b.key) })
+	}
 	r.eng = pipeline.NewEngine(r.o.Config, cat, r.o.Logger)
 	r.sortPending()
 }
 
-// detector is the replay's detector: restored from the checkpoint record when the source gave one,
-// new otherwise.
-func (r *run) detector() *detect.Detector {
-	cp := r.cp
+// partOf is the part that reads telemetry record rec: the only one, or, split, the one of the
+// partition its subject names (a part is added the first time one is named).
+func (r *run) partOf(rec *Record) *part {
+	if !r.split {
+		return r.parts[0]
+	}
+	key := -1
+	if rec.pre.cut {
+		key = rec.pre.part
+	}
+	i, found := slices.BinarySearchFunc(r.parts, key, func(p *part, k int) int { return cmp.Compare(p.key, k) })
+	if !found {
+		r.parts = slices.Insert(r.parts, i, &part{key: key, det: pipeline.NewDetector(r.o.Config, r.o.Logger)})
+	}
+	return r.parts[i]
+}
+
+// watermark is the event time decide has reached: the detector's watermark, or, split, the
+// earliest of the parts' that read telemetry stored within pipeline.WatermarkStale of the newest
+// (live, the decider follows the earliest watermark the partitions' consumers shared within it).
+func (r *run) watermark() time.Time {
+	if !r.split {
+		return r.parts[0].det.Watermark()
+	}
+	var newest, low time.Time
+	for _, p := range r.parts {
+		if p.stored.After(newest) {
+			newest = p.stored
+		}
+	}
+	for _, p := range r.parts {
+		wm := p.det.Watermark()
+		if !p.read || wm.IsZero() || !p.stored.IsZero() && newest.Sub(p.stored) >= pipeline.WatermarkStale {
+			continue
+		}
+		if low.IsZero() || wm.Before(low) {
+			low = wm
+		}
+	}
+	return low
+}
+
+// restored is a part with its detector restored from checkpoint record cp, or new when cp is nil
+// or cannot be restored (its after then 0).
+func (r *run) restored(key int, cp *CheckpointRecord) *part {
+	p := &part{key: key, det: pipeline.NewDetector(r.o.Config, r.o.Logger)}
 	if cp == nil {
-		return pipeline.NewDetector(r.o.Config, r.o.Logger)
+		return p
 	}
 	det, err := pipeline.RestoreDetector(r.o.Config, cp.Snapshot, r.o.Logger)
 	if err != nil {
 		// The telemetry that follows starts after the checkpoint: without it the detector has no
 		// baselines for a while, and says less than live did.
 		r.warn("checkpoint %s not restored, the detector starts empty at its sequence %d: %v", cp.Object, cp.Seq, err)
-		return pipeline.NewDetector(r.o.Config, r.o.Logger)
+		return p
 	}
-	shown := *cp
-	shown.Snapshot = nil
-	r.tl.Checkpoint = &shown
-	return det
+	p.det, p.after = det, cp.Seq
+	return p
 }
 
 // sortPending puts the inputs not yet handed over in event-time order, kinds at equal times in
@@ -450,7 +547,15 @@ func (r *run) sortPending() {
 }
 
 func (r *run) telemetry(rec *Record) {
+	p := r.partOf(rec)
+	if rec.Seq != 0 && rec.Seq <= p.after {
+		return // held by the checkpoint the part's detector started from
+	}
 	r.tl.Stats.Messages++
+	p.read = true
+	if rec.Time.After(p.stored) {
+		p.stored = rec.Time
+	}
 	events, err := rec.pre.events, rec.pre.err // decoded on the prefetch goroutine
 	if err != nil {
 		var re *ingest.RejectError
@@ -472,7 +577,7 @@ func (r *run) telemetry(rec *Record) {
 		if ev.TS.After(r.tl.Stats.LastEvent) {
 			r.tl.Stats.LastEvent = ev.TS
 		}
-		r.det.Observe(ev)
+		p.det.Observe(ev)
 		if ev.IsClockTick() {
 			r.tl.Stats.ClockTicks++
 		} else if r.charts != nil {
@@ -483,13 +588,20 @@ func (r *run) telemetry(rec *Record) {
 }
 
 // advance closes the buckets the watermark passed and decides their anomalies, as the live detect
-// stage does after each batch.
+// stage does after each batch. Split, the parts' anomalies are decided in the order of the time
+// they count at, as they reach a live decider from the partitions as each finds them.
 func (r *run) advance(ctx context.Context) error {
-	if r.det == nil {
+	if r.parts == nil {
 		return nil
 	}
-	wm := r.det.Watermark()
-	for _, a := range r.det.Advance(wm) {
+	var found []schemas.Anomaly
+	for _, p := range r.parts {
+		found = append(found, p.det.Advance(p.det.Watermark())...)
+	}
+	if len(r.parts) > 1 {
+		slices.SortStableFunc(found, func(a, b schemas.Anomaly) int { return countsAt(&a).Compare(countsAt(&b)) })
+	}
+	for _, a := range found {
 		// Live publishes anomalies with a.MsgID() as Nats-Msg-Id, so the stream drops a repeat
 		// (within its Duplicates window) and decide never sees it.
 		key := a.MsgID()
@@ -497,12 +609,7 @@ func (r *run) advance(ctx context.Context) error {
 			continue
 		}
 		r.anomalySeen[key] = true
-		// A resolution counts at the time it was resolved, as live decide's rebuild orders it.
-		at := a.TSDetected
-		if a.IsResolved() && a.ResolvedAt != nil {
-			at = *a.ResolvedAt
-		}
-		if err := r.flush(ctx, at, orderAnomaly); err != nil {
+		if err := r.flush(ctx, countsAt(&a), orderAnomaly); err != nil {
 			return err
 		}
 		if r.inRange(a.TSDetected) && r.about(a.Component) {
@@ -515,7 +622,7 @@ func (r *run) advance(ctx context.Context) error {
 		}
 		r.decisions(ds)
 	}
-	if !wm.IsZero() {
+	if wm := r.watermark(); !wm.IsZero() {
 		if err := r.flush(ctx, wm, orderLast); err != nil {
 			return err
 		}
@@ -526,6 +633,15 @@ func (r *run) advance(ctx context.Context) error {
 		r.decisions(ds)
 	}
 	return ctx.Err()
+}
+
+// countsAt is when decide counts anomaly a: its detection, or, resolved, the time it was resolved,
+// as live decide's rebuild orders it.
+func countsAt(a *schemas.Anomaly) time.Time {
+	if a.IsResolved() && a.ResolvedAt != nil {
+		return *a.ResolvedAt
+	}
+	return a.TSDetected
 }
 
 // flush hands the engine every recorded input before (t, order): those earlier than t, and those

@@ -44,8 +44,8 @@ type ServerOptions struct {
 	// Partitions (ingest.partitions): the telemetry and clock ticks the serve process given
 	// --partition K read, TelemetryFilters (its ingest.Config.Filters), and the recorded
 	// anomalies, decisions, acks and approvals of the services stored in it. Its detector then
-	// reads what that process's read, so its anomalies replay as they were published, where a
-	// replay of every partition runs one detector over what several ran on (nil: all).
+	// reads what that process's read, so its anomalies replay as they were published (nil: all,
+	// which Run reads with a detector per partition when its config cuts the stream).
 	Partition        *int
 	Partitions       int
 	TelemetryFilters []string
@@ -73,8 +73,8 @@ type ServerSource struct {
 	meta []Record
 	mi   int
 
-	cp      *CheckpointRecord // the checkpoint the replay starts from, nil for none
-	cpWhy   string            // why there is none
+	cps     []*CheckpointRecord // the checkpoints the replay starts from: none, one, or one per partition
+	cpWhy   string              // why there are none
 	cons    jetstream.Consumer
 	r       *streamReader
 	last    uint64
@@ -178,39 +178,78 @@ func (s *ServerSource) findCheckpoint(ctx context.Context) error {
 		s.cpWhy = "no telemetry stream"
 		return nil
 	}
-	cp, why, err := pipeline.FindCheckpoint(ctx, s.js, *s.o.Checkpoints, s.o.Since)
-	if err != nil {
-		return fmt.Errorf("find a detector checkpoint: %w", err)
+	// On a stream cut into partitions, a replay of all of it runs a detector per partition
+	// (Run), and each partition's consumer kept its own checkpoints: of a service, its
+	// partition's; of every partition, each one's, or none when one has none.
+	cfg := *s.o.Checkpoints
+	parts := []*int{cfg.Ingest.Partition}
+	if n := cfg.Ingest.Partitions; n > 0 && cfg.Ingest.Partition == nil {
+		parts = nil
+		for k := range n {
+			if s.o.Service == "" || ingest.Partition(s.o.Service, n) == k {
+				parts = append(parts, &k)
+			}
+		}
 	}
-	if cp == nil {
-		s.cpWhy = why
-		return nil
-	}
-	snap := cp.Snapshot
-	if s.o.Service != "" {
-		// The checkpoint holds every service the consumer saw; the record (and a bundle) only
-		// needs this one's.
-		det, err := pipeline.RestoreDetector(*s.o.Checkpoints, snap, nil)
+	var cps []*CheckpointRecord
+	for _, k := range parts {
+		c := cfg
+		c.Ingest.Partition = k
+		cp, why, err := pipeline.FindCheckpoint(ctx, s.js, c, s.o.Since)
 		if err != nil {
-			return fmt.Errorf("restore detector checkpoint %s: %w", cp.Object, err)
+			return fmt.Errorf("find a detector checkpoint: %w", err)
 		}
-		det.KeepService(s.o.Service)
-		if snap, err = det.Snapshot(); err != nil {
-			return fmt.Errorf("restore detector checkpoint %s: %w", cp.Object, err)
+		if cp == nil {
+			s.cpWhy = why
+			if len(parts) > 1 {
+				s.cpWhy = fmt.Sprintf("partition %d: %s (a replay of every partition starts from checkpoints only when each has one; --partition %d replays the others' from theirs)", *k, why, *k)
+			}
+			return nil
 		}
+		snap := cp.Snapshot
+		if s.o.Service != "" {
+			// The checkpoint holds every service the consumer saw; the record (and a bundle) only
+			// needs this one's.
+			det, err := pipeline.RestoreDetector(c, snap, nil)
+			if err != nil {
+				return fmt.Errorf("restore detector checkpoint %s: %w", cp.Object, err)
+			}
+			det.KeepService(s.o.Service)
+			if snap, err = det.Snapshot(); err != nil {
+				return fmt.Errorf("restore detector checkpoint %s: %w", cp.Object, err)
+			}
+		}
+		rec := &CheckpointRecord{Object: cp.Object, Seq: cp.Seq, Watermark: cp.Watermark, Service: s.o.Service, Snapshot: snap}
+		if cfg.Ingest.Partition == nil {
+			rec.Partition = k
+		}
+		cps = append(cps, rec)
 	}
-	s.cp = &CheckpointRecord{Object: cp.Object, Seq: cp.Seq, Watermark: cp.Watermark, Service: s.o.Service, Snapshot: snap}
-	b, err := json.Marshal(s.cp)
-	if err != nil {
-		return fmt.Errorf("encode checkpoint record: %w", err)
+	for _, cp := range cps {
+		b, err := json.Marshal(cp)
+		if err != nil {
+			return fmt.Errorf("encode checkpoint record: %w", err)
+		}
+		s.meta = append(s.meta, Record{Kind: KindCheckpoint, Subject: schemas.ObjectState + "/" + cp.Object, Seq: cp.Seq, Data: b})
 	}
-	s.meta = append(s.meta, Record{Kind: KindCheckpoint, Subject: schemas.ObjectState + "/" + cp.Object, Seq: cp.Seq, Data: b})
+	s.cps = cps
 	return nil
 }
 
 // Checkpoint returns the detector checkpoint the replay starts from, or nil and why there is none.
+// A replay of every partition of a cut stream may start from several (Checkpoints): it returns
+// the first.
 func (s *ServerSource) Checkpoint() (*CheckpointRecord, string) {
-	return s.cp, s.cpWhy
+	if len(s.cps) == 0 {
+		return nil, s.cpWhy
+	}
+	return s.cps[0], ""
+}
+
+// Checkpoints returns the detector checkpoints the replay starts from, one per partition of a cut
+// stream it reads every partition of, or nil and why there are none.
+func (s *ServerSource) Checkpoints() ([]*CheckpointRecord, string) {
+	return s.cps, s.cpWhy
 }
 
 // startTime is where the range starts in storage time, or nil for the start of the stream.
@@ -355,8 +394,13 @@ func (s *ServerSource) openTelemetry(ctx context.Context) error {
 	if s.o.Partition != nil && s.o.Service == "" {
 		occ.FilterSubjects = s.o.TelemetryFilters
 	}
-	if s.cp != nil {
-		occ.DeliverPolicy, occ.OptStartTime, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, s.cp.Seq+1
+	if len(s.cps) > 0 {
+		// From the earliest: each partition's detector skips what its checkpoint holds (Run).
+		from := s.cps[0].Seq
+		for _, cp := range s.cps {
+			from = min(from, cp.Seq)
+		}
+		occ.DeliverPolicy, occ.OptStartTime, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, from+1
 	}
 	cons, err := s.js.OrderedConsumer(ctx, schemas.StreamTelemetry, occ)
 	if err != nil {
