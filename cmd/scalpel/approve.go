@@ -48,7 +48,7 @@ The answer is published on approval.<service>; answering a decision that is no l
 			}
 			defer nc.Close()
 			subj := schemas.Subjects{Prefix: global.prefix}
-			ds, err := readDecisions(cmd.Context(), js, subj.DecisionAll(), time.Now().Add(-365*24*time.Hour), 0, "")
+			ds, err := auditReader(js).Decisions(cmd.Context(), "", time.Now().Add(-365*24*time.Hour), 0, "")
 			if err != nil {
 				return err
 			}

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/scalpel-dev/scalpel/decide"
+	"github.com/scalpel-dev/scalpel/internal/audit"
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
@@ -66,9 +66,9 @@ ordered consumer): it never acknowledges or changes anything.`,
 			}
 			defer nc.Close()
 			if incident != "" {
-				return printStory(cmd.Context(), cmd.OutOrStdout(), js, subj, filter, incident, asJSON)
+				return printStory(cmd.Context(), cmd.OutOrStdout(), js, service, filter, incident, asJSON)
 			}
-			ds, err := readDecisions(cmd.Context(), js, filter, time.Now().Add(-since), last, incident)
+			ds, err := auditReader(js).Decisions(cmd.Context(), service, time.Now().Add(-since), last, incident)
 			if err != nil {
 				return err
 			}
@@ -93,61 +93,9 @@ ordered consumer): it never acknowledges or changes anything.`,
 	return cmd
 }
 
-// readDecisions reads the stream from start until it has caught up, keeping the last n matching
-// decisions (all when n is 0). Messages that are not decisions are skipped, not fatal: the audit
-// trail must stay readable even if something else wrote into it.
-func readDecisions(ctx context.Context, js jetstream.JetStream, filter string, start time.Time, n int, incident string) ([]schemas.Decision, error) {
-	ictx, cancel := context.WithTimeout(ctx, global.timeout)
-	defer cancel()
-	stream, err := js.Stream(ictx, schemas.StreamDecisions)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("stream %s does not exist: start `scalpel serve` once (it creates the topology), or point --server at scalpel's NATS", schemas.StreamDecisions)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", schemas.StreamDecisions, err)
-	}
-	cons, err := stream.OrderedConsumer(ictx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &start,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", filter, err)
-	}
-	info, err := cons.Info(ictx)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", filter, err)
-	}
-	pending := info.NumPending
-	var out []schemas.Decision
-	for pending > 0 {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(global.timeout))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", filter, err)
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			if md, err := msg.Metadata(); err == nil {
-				pending = md.NumPending
-			}
-			d, err := schemas.DecodeDecision(msg.Data())
-			if err != nil || (incident != "" && d.IncidentID != incident) {
-				continue
-			}
-			out = append(out, *d)
-			if n > 0 && len(out) > n {
-				out = out[1:]
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("read %s: %w", filter, err)
-		}
-		if got == 0 {
-			break // the server had nothing more within the timeout: we are caught up
-		}
-	}
-	return out, nil
+// auditReader reads the streams of the installation the global flags point at.
+func auditReader(js jetstream.JetStream) audit.Reader {
+	return audit.Reader{JS: js, Subjects: schemas.Subjects{Prefix: global.prefix}, Timeout: global.timeout}
 }
 
 func printDecisions(w io.Writer, ds []schemas.Decision) error {
@@ -187,40 +135,14 @@ func oneLine(s string) string {
 
 // printStory reads everything the streams hold about incident and tells it (decide.Story), or
 // prints it as one JSON object.
-func printStory(ctx context.Context, w io.Writer, js jetstream.JetStream, subj schemas.Subjects, filter, incident string, asJSON bool) error {
-	ds, err := readDecisions(ctx, js, filter, time.Unix(0, 0), 0, incident)
+func printStory(ctx context.Context, w io.Writer, js jetstream.JetStream, service, filter, incident string, asJSON bool) error {
+	story, err := auditReader(js).Story(ctx, service, incident)
+	if errors.Is(err, audit.ErrNotFound) {
+		return fmt.Errorf("no decisions of incident %s on %s: list recent ones with `scalpel decisions`", incident, filter)
+	}
 	if err != nil {
 		return err
 	}
-	if len(ds) == 0 {
-		return fmt.Errorf("no decisions of incident %s on %s: list recent ones with `scalpel decisions`", incident, filter)
-	}
-	var (
-		cmds      []schemas.RollbackCommand
-		acks      []schemas.RollbackAck
-		approvals []schemas.Approval
-	)
-	if err := readStream(ctx, js, schemas.StreamRollbacks, subj.RollbackAll(), func(m jetstream.Msg) {
-		if strings.HasPrefix(m.Subject(), strings.TrimSuffix(subj.RollbackAck("x"), "x")) {
-			if a, err := schemas.DecodeAck(m.Data()); err == nil {
-				acks = append(acks, *a)
-			}
-			return
-		}
-		if c, err := schemas.DecodeCommandEvent(m.Headers(), m.Data()); err == nil && c.IncidentID == incident {
-			cmds = append(cmds, *c)
-		}
-	}); err != nil {
-		return err
-	}
-	if err := readStream(ctx, js, schemas.StreamDecisions, subj.ApprovalAll(), func(m jetstream.Msg) {
-		if ap, err := schemas.DecodeApproval(m.Data()); err == nil {
-			approvals = append(approvals, *ap)
-		}
-	}); err != nil {
-		return err
-	}
-	story := decide.NewStory(incident, ds, cmds, acks, approvals)
 	if asJSON {
 		return writeJSON(w, story)
 	}
