@@ -21,6 +21,8 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/scalpel-dev/scalpel/internal/api"
+	"github.com/scalpel-dev/scalpel/internal/audit"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/embedded"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
@@ -65,7 +67,8 @@ ingest.filter_subject, on telemetry._scalpel.<its durable>) so that event time g
 service that falls silent after a deploy is found, and decide recommends rolling it back.
 
 HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz (which says whether this process is
-active or stands by), /metrics (Prometheus).
+active or stands by), /metrics (Prometheus), and a read-only JSON API under /api/v1/ (GET
+/api/v1/ lists it): status, decisions, anomalies, incidents and their stories, versions, catalog.
 SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exits.`,
 		Example: `  scalpel serve
   scalpel serve --nats-listen 0.0.0.0:4222 --data-dir /var/lib/scalpel
@@ -327,7 +330,8 @@ func serve(ctx context.Context, cfgs []config.Config, auto bool) error {
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, ps, log)
+		rd := audit.Reader{JS: js, Subjects: cfg.Subjects()}
+		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, rd, ps, log)
 		if err != nil {
 			stopAll()
 			return err
@@ -346,12 +350,12 @@ func serve(ctx context.Context, cfgs []config.Config, auto bool) error {
 	return nil
 }
 
-func startHTTP(addr string, reg *prometheus.Registry, ps []*pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
+func startHTTP(addr string, reg *prometheus.Registry, rd audit.Reader, ps []*pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w (pick another with --http-listen, or --http-listen '' to disable)", addr, err)
 	}
-	srv := &http.Server{Handler: httpHandler(reg, ps...), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: httpHandler(reg, rd, ps...), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
@@ -363,8 +367,9 @@ func startHTTP(addr string, reg *prometheus.Registry, ps []*pipeline.Pipeline, l
 
 // httpHandler serves /healthz, /readyz (which also says whether this process is active or stands
 // by, for each partition it consumes) and /metrics.
-func httpHandler(reg *prometheus.Registry, ps ...*pipeline.Pipeline) http.Handler {
+func httpHandler(reg *prometheus.Registry, rd audit.Reader, ps ...*pipeline.Pipeline) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle(api.Prefix, api.Handler(api.Options{Reader: rd, Pipelines: ps, Version: buildInfo().Version}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/scalpel-dev/scalpel/internal/audit"
 	"github.com/scalpel-dev/scalpel/internal/config"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
@@ -38,7 +39,7 @@ func TestReadyzSaysWhichProcessIsActive(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(p.Stop)
-		srv := httptest.NewServer(httpHandler(reg, p))
+		srv := httptest.NewServer(httpHandler(reg, audit.Reader{JS: js}, p))
 		t.Cleanup(srv.Close)
 		bodies = append(bodies, httpGet(t, srv, "/readyz"))
 		metrics = append(metrics, httpGet(t, srv, "/metrics"))
@@ -78,7 +79,7 @@ func TestOneProcessConsumesSeveralPartitions(t *testing.T) {
 			p.Stop()
 		}
 	})
-	srv := httptest.NewServer(httpHandler(reg, ps...))
+	srv := httptest.NewServer(httpHandler(reg, audit.Reader{JS: js}, ps...))
 	t.Cleanup(srv.Close)
 	ready := httpGet(t, srv, "/readyz")
 	if !strings.Contains(ready, "ready: partition 0 active (ingest, detect and decide)") ||
@@ -122,7 +123,7 @@ func TestReadyzOfADecideOnlyProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(ps[0].Stop)
-		srv := httptest.NewServer(httpHandler(reg, ps...))
+		srv := httptest.NewServer(httpHandler(reg, audit.Reader{JS: js}, ps...))
 		t.Cleanup(srv.Close)
 		bodies = append(bodies, httpGet(t, srv, "/readyz"))
 	}

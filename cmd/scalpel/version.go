@@ -20,30 +20,7 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print scalpel's version and the versions of NATS libraries it was built with",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v := struct {
-				Version   string            `json:"version"`
-				GoVersion string            `json:"go_version"`
-				Deps      map[string]string `json:"deps"`
-			}{Version: version, GoVersion: runtime.Version(), Deps: map[string]string{}}
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				if v.Version == "" {
-					v.Version = bi.Main.Version
-				}
-				for _, s := range bi.Settings {
-					if s.Key == "vcs.revision" && (v.Version == "" || v.Version == "(devel)") {
-						v.Version = "devel-" + s.Value
-					}
-				}
-				for _, d := range bi.Deps {
-					switch d.Path {
-					case "github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/ThreeDotsLabs/watermill":
-						v.Deps[d.Path] = d.Version
-					}
-				}
-			}
-			if v.Version == "" {
-				v.Version = "(devel)"
-			}
+			v := buildInfo()
 			asJSON, err := jsonOutput()
 			if err != nil {
 				return err
@@ -60,4 +37,37 @@ func newVersionCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// versionInfo is what `scalpel version` prints.
+type versionInfo struct {
+	Version   string            `json:"version"`
+	GoVersion string            `json:"go_version"`
+	Deps      map[string]string `json:"deps"`
+}
+
+// buildInfo is scalpel's version (-ldflags, else the module's version or VCS revision) and the
+// versions of the NATS libraries it was built with.
+func buildInfo() versionInfo {
+	v := versionInfo{Version: version, GoVersion: runtime.Version(), Deps: map[string]string{}}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v.Version == "" {
+			v.Version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && (v.Version == "" || v.Version == "(devel)") {
+				v.Version = "devel-" + s.Value
+			}
+		}
+		for _, d := range bi.Deps {
+			switch d.Path {
+			case "github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/ThreeDotsLabs/watermill":
+				v.Deps[d.Path] = d.Version
+			}
+		}
+	}
+	if v.Version == "" {
+		v.Version = "(devel)"
+	}
+	return v
 }

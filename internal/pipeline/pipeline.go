@@ -200,6 +200,13 @@ func (p *Pipeline) Partition() *int { return p.cfg.Ingest.Partition }
 // DeploysRecorded counts the deploy events the decide stage has recorded since Start.
 func (p *Pipeline) DeploysRecorded() int64 { return p.deploys.Load() }
 
+// Watermark is the detector's event-time watermark (zero before any event, and in a process that
+// consumes no telemetry).
+func (p *Pipeline) Watermark() time.Time { return p.detect.Watermark() }
+
+// SeriesCount is how many series the detector tracks.
+func (p *Pipeline) SeriesCount() int { return p.detect.SeriesCount() }
+
 // Catalog returns the KV-backed catalog (valid after Start).
 func (p *Pipeline) Catalog() *decide.Catalog { return p.catalog }
 
