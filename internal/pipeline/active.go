@@ -94,7 +94,7 @@ func (p *Pipeline) stepActive(ctx context.Context, l *leases, first bool) error 
 	}
 	if b := p.bal; b != nil {
 		k := *p.cfg.Ingest.Partition
-		if l.ingesting && b.shouldRelease(k) {
+		if l.ingesting && b.shouldRelease(k, l.deciding) {
 			p.log.Info("ingest: handing the partition over: this process holds more than its share", "stage", "ingest", "lease", l.ingest.Key())
 			p.giveUp(l, true)
 			return nil

@@ -40,7 +40,10 @@ type Balancer struct {
 	// held are the partitions whose leases the process holds, trying those its pipelines are
 	// trying for now: both count against the share, only held ones are ever handed over.
 	held, trying map[int]bool
-	members      int // processes alive at the last count (at least this one)
+	// deciding are the held partitions whose pipelines hold the decide lease, as they last said
+	// (shouldRelease): handed over last, so a newcomer does not move the decider too.
+	deciding map[int]bool
+	members  int // processes alive at the last count (at least this one)
 
 	kv       jetstream.KeyValue
 	stop     func()
@@ -53,7 +56,7 @@ func NewBalancer(n int, ttl time.Duration) *Balancer {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return &Balancer{n: n, ttl: ttl, id: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b)),
-		held: map[int]bool{}, trying: map[int]bool{}, members: 1}
+		held: map[int]bool{}, trying: map[int]bool{}, deciding: map[int]bool{}, members: 1}
 }
 
 // Start says this process is alive and counts the others, now and every third of the TTL, until
@@ -143,15 +146,23 @@ func (b *Balancer) dropped(k int) {
 	b.mu.Lock()
 	delete(b.held, k)
 	delete(b.trying, k)
+	delete(b.deciding, k)
 	b.mu.Unlock()
 }
 
-// shouldRelease reports whether partition k's pipeline, which holds its lease, should hand it over:
-// the process holds more than its share, and k is among its highest partitions beyond it. It
-// counts k dropped if so.
-func (b *Balancer) shouldRelease(k int) bool {
+// shouldRelease reports whether partition k's pipeline, which holds its lease and the decide
+// lease when deciding says so, should hand it over: the process holds more than its share, and k
+// is among its highest partitions beyond it, those that decide counted lowest (handing one over
+// gives up the decide lease too, and the process that takes it rebuilds decide's state from the
+// streams, where one that does not decide moves nothing else). It counts k dropped if so.
+func (b *Balancer) shouldRelease(k int, deciding bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if deciding {
+		b.deciding[k] = true
+	} else {
+		delete(b.deciding, k)
+	}
 	over := len(b.held) + len(b.trying) - b.share()
 	if over <= 0 || !b.held[k] {
 		return false
@@ -161,10 +172,19 @@ func (b *Balancer) shouldRelease(k int) bool {
 	for p := range b.held {
 		held = append(held, p)
 	}
-	slices.Sort(held)
+	slices.SortFunc(held, func(x, y int) int {
+		if dx, dy := b.deciding[x], b.deciding[y]; dx != dy {
+			if dx {
+				return -1
+			}
+			return 1
+		}
+		return x - y
+	})
 	if !slices.Contains(held[len(held)-over:], k) {
 		return false
 	}
 	delete(b.held, k)
+	delete(b.deciding, k)
 	return true
 }
