@@ -17,10 +17,10 @@ import (
 	"github.com/scalpel-dev/scalpel/schemas"
 )
 
-// TestAuditTrailCommands: scalpel decisions, decisions --incident and versions read back the trail
-// a rollback of one block leaves in the streams (two deploys, the decision, its command and the
-// deployer's ack, and a message that is not a decision), and an unknown incident is an error
-// that says what to do.
+// TestAuditTrailCommands: scalpel decisions, decisions --incident, incidents and versions read back
+// the trail a rollback of one block leaves in the streams (two deploys, the decision, its command
+// and the deployer's ack, a hold of another incident, and a message that is not a decision), and
+// an unknown incident is an error that says what to do.
 func TestAuditTrailCommands(t *testing.T) {
 	s, _, js := natstest.Connect(t)
 	ctx := context.Background()
@@ -44,6 +44,8 @@ func TestAuditTrailCommands(t *testing.T) {
 			FromVersion: "2.0", ToVersion: "1.0", Step: 1}}}
 	pub("decision.checkout", d)
 	pub("decision.checkout", map[string]string{"hello": "world"})
+	pub("decision.checkout", schemas.Decision{ID: "dec-2", TS: t0.Add(20 * time.Minute), IncidentID: "inc-2", AnomalyIDs: []string{"a-2"},
+		Service: "checkout", Action: schemas.ActionHold, Reason: "checkout/cart latency p99 is 80ms against a baseline of 40ms; no deploy changed cart"})
 	kv, err := js.KeyValue(ctx, schemas.BucketActive)
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +73,24 @@ func TestAuditTrailCommands(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("decisions --incident: no %q in\n%s", want, out)
 		}
+	}
+	out = runCLI(t, "--server", url, "incidents", "--service", "checkout")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "inc-1") || !strings.Contains(lines[2], "inc-2") {
+		t.Fatalf("incidents: want inc-1 then inc-2 under the header:\n%s", out)
+	}
+	for i, want := range [][]string{
+		{"mitigating", "rollback/fine", "error rate (exception) is 25% against a baseline of 1%"},
+		{"held", "hold", "checkout/cart latency p99 is 80ms against a baseline of 40ms"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i+1], w) {
+				t.Errorf("incidents, line %d: no %q in %s", i+1, w, lines[i+1])
+			}
+		}
+	}
+	if strings.Contains(lines[2], "no deploy changed cart") {
+		t.Errorf("incidents: the summary goes past the reason's first clause: %s", lines[2])
 	}
 	out = runCLI(t, "--server", url, "versions", "checkout/tax-calc/rate-lookup")
 	for _, want := range []string{"deploy d-1.0", "deploy d-2.0", "rollback by decision dec-1"} {

@@ -41,8 +41,9 @@ var endpoints = []endpoint{
 	{"GET /api/v1/status", "this process: its version, and per partition it consumes whether it ingests and decides, its event time and series"},
 	{"GET /api/v1/decisions?service=S&since=1h&last=20", "recent decisions with their reasons (DECISIONS), oldest first; last=0 for all"},
 	{"GET /api/v1/anomalies?service=S&since=1h&last=100", "recent anomalies, firing and resolved (ANOMALIES), oldest first"},
-	{"GET /api/v1/incidents", "the incidents the decide engine tracks, with their state (only the process that decides has them)"},
+	{"GET /api/v1/incidents?service=S&since=24h&last=20", "the incidents with a decision since, in the order they opened, each told whole with its state (as scalpel incidents)"},
 	{"GET /api/v1/incidents/{id}", "an incident's whole story: each step, the commands it sent, the deployers' acks and the approvals"},
+	{"GET /api/v1/decide/incidents", "the decide engine's live incidents: state, firing anomalies, verify and approval deadlines (only the process that decides has them)"},
 	{"GET /api/v1/versions/{service}[/{component}[/{block}]]", "which version was active when, and why (DEPLOYS and DECISIONS)"},
 	{"GET /api/v1/catalog", "the services in the catalog"},
 	{"GET /api/v1/catalog/{service}", "a service's manifest and its revision"},
@@ -65,6 +66,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/anomalies", h.anomalies)
 	mux.HandleFunc("GET /api/v1/incidents", h.incidents)
 	mux.HandleFunc("GET /api/v1/incidents/{id}", h.story)
+	mux.HandleFunc("GET /api/v1/decide/incidents", h.engineIncidents)
 	mux.HandleFunc("GET /api/v1/versions/{target...}", h.versions)
 	mux.HandleFunc("GET /api/v1/catalog", h.catalogList)
 	mux.HandleFunc("GET /api/v1/catalog/{service}", h.catalogGet)
@@ -112,7 +114,7 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (h *handler) decisions(w http.ResponseWriter, r *http.Request) {
-	q, err := readQuery(r, 20)
+	q, err := readQuery(r, time.Hour, 20)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -126,7 +128,7 @@ func (h *handler) decisions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) anomalies(w http.ResponseWriter, r *http.Request) {
-	q, err := readQuery(r, 100)
+	q, err := readQuery(r, time.Hour, 100)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -139,14 +141,28 @@ func (h *handler) anomalies(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, orEmpty(as))
 }
 
-func (h *handler) incidents(w http.ResponseWriter, _ *http.Request) {
+func (h *handler) incidents(w http.ResponseWriter, r *http.Request) {
+	q, err := readQuery(r, 24*time.Hour, 20)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	stories, err := h.o.Reader.Incidents(r.Context(), q.service, q.since, q.last)
+	if err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orEmpty(stories))
+}
+
+func (h *handler) engineIncidents(w http.ResponseWriter, _ *http.Request) {
 	for _, p := range h.o.Pipelines {
 		if p.Leading() {
 			writeJSON(w, http.StatusOK, orEmpty(p.DecideIncidents()))
 			return
 		}
 	}
-	writeError(w, http.StatusServiceUnavailable, errors.New("this process does not decide now, and only the one that does tracks the incidents: ask the process whose /api/v1/status has deciding true, or read an incident's story at /api/v1/incidents/{id}"))
+	writeError(w, http.StatusServiceUnavailable, errors.New("this process does not decide now, and only the one that does holds the engine's incidents: ask the process whose /api/v1/status has deciding true, or read them from the trail at /api/v1/incidents"))
 }
 
 func (h *handler) story(w http.ResponseWriter, r *http.Request) {
@@ -212,7 +228,7 @@ func (h *handler) catalog(w http.ResponseWriter) (*decide.Catalog, bool) {
 	return nil, false
 }
 
-// query is the parameters /decisions and /anomalies take.
+// query is the parameters /decisions, /anomalies and /incidents take.
 type query struct {
 	service string
 	since   time.Time
@@ -220,10 +236,10 @@ type query struct {
 }
 
 // readQuery reads service, since (a duration before now such as 1h, or an RFC 3339 time; default
-// 1h) and last (a count, 0 for all; default def).
-func readQuery(r *http.Request, def int) (query, error) {
+// back) and last (a count, 0 for all; default last).
+func readQuery(r *http.Request, back time.Duration, last int) (query, error) {
 	v := r.URL.Query()
-	q := query{service: v.Get("service"), since: time.Now().Add(-time.Hour), last: def}
+	q := query{service: v.Get("service"), since: time.Now().Add(-back), last: last}
 	if q.service != "" && !schemas.IsName(q.service) {
 		return q, fmt.Errorf("service %q is not a service name (letters, digits, '-' and '_')", q.service)
 	}

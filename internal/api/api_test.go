@@ -27,8 +27,8 @@ import (
 
 // TestAPI runs checkout's story on an embedded server (1.0 for two minutes, 2.0 whose rate-lookup
 // block fails) and reads it back through the API of the process that decided and of one that
-// stands by: the decision and its reason, the anomaly, the incident and its story, the block's
-// versions, the catalog and the process's status; bad parameters, unknown ids and writes get a
+// stands by: the decision and its reason, the anomaly, the incident (the engine's, and as the trail
+// tells it) and its story, the block's versions, the catalog and the process's status; bad parameters, unknown ids and writes get a
 // JSON error that says what to do.
 func TestAPI(t *testing.T) {
 	_, _, js := natstest.Connect(t)
@@ -87,8 +87,12 @@ func TestAPI(t *testing.T) {
 		t.Errorf("anomalies, the last one: %+v", as)
 	}
 	var incs []decide.Incident
-	if get(t, srv, "/api/v1/incidents", &incs); len(incs) != 1 || incs[0].ID != d.IncidentID {
-		t.Errorf("incidents: %+v, want the one of decision %s", incs, d.ID)
+	if get(t, srv, "/api/v1/decide/incidents", &incs); len(incs) != 1 || incs[0].ID != d.IncidentID || incs[0].State != decide.IncidentMitigating {
+		t.Errorf("the engine's incidents: %+v, want the one of decision %s, mitigating", incs, d.ID)
+	}
+	var stories []decide.Story
+	if get(t, other, "/api/v1/incidents?service=checkout", &stories); len(stories) != 1 || stories[0].IncidentID != d.IncidentID || stories[0].State != decide.IncidentMitigating {
+		t.Errorf("incidents from the trail, on the standby: %+v, want the one of decision %s, mitigating", stories, d.ID)
 	}
 	var story decide.Story
 	if get(t, srv, "/api/v1/incidents/"+d.IncidentID, &story); len(story.Steps) == 0 || story.Steps[0].Decision.ID != d.ID {
@@ -136,6 +140,7 @@ func TestAPI(t *testing.T) {
 		{"GET", "/api/v1/decisions?service=check.out", http.StatusBadRequest, "not a service name"},
 		{"GET", "/api/v1/decisions?since=yesterday", http.StatusBadRequest, "give a positive duration"},
 		{"GET", "/api/v1/anomalies?last=-1", http.StatusBadRequest, "give a count"},
+		{"GET", "/api/v1/incidents?since=-2h", http.StatusBadRequest, "give a positive duration"},
 		{"GET", "/api/v1/incidents/no-such-incident", http.StatusNotFound, "no decisions of incident no-such-incident"},
 		{"GET", "/api/v1/versions/a/b/c/d", http.StatusBadRequest, "svc/comp/block"},
 		{"GET", "/api/v1/catalog/no-such-service", http.StatusNotFound, "scalpel catalog apply"},
@@ -148,8 +153,8 @@ func TestAPI(t *testing.T) {
 			t.Errorf("%s %s: %d %s; want %d, JSON saying %q", tt.method, tt.path, code, body, tt.code, tt.says)
 		}
 	}
-	if code, body := do(t, other, "GET", "/api/v1/incidents"); code != http.StatusServiceUnavailable || !strings.Contains(body, "deciding true") {
-		t.Errorf("incidents of the standby: %d %s", code, body)
+	if code, body := do(t, other, "GET", "/api/v1/decide/incidents"); code != http.StatusServiceUnavailable || !strings.Contains(body, "deciding true") {
+		t.Errorf("the engine's incidents on the standby: %d %s", code, body)
 	}
 	if code, body := do(t, srv, "GET", "/api/v1/"); code != http.StatusOK || !strings.Contains(body, "/api/v1/incidents/{id}") {
 		t.Errorf("index: %d %s", code, body)

@@ -1,6 +1,7 @@
-// Package audit reads scalpel's audit trail from the streams: the decisions with their reasons, an
-// incident's whole story, the anomalies detect published, and the version history of a target.
-// The CLI (scalpel decisions, versions, approve) and serve's JSON API read it the same way. Reading
+// Package audit reads scalpel's audit trail from the streams: the decisions with their reasons,
+// the incidents' stories, the anomalies detect published, and the version history of a target.
+// The CLI (scalpel decisions, incidents, versions, approve) and serve's JSON API read it the same
+// way. Reading
 // is passive: ordered consumers, nothing acknowledged or changed.
 package audit
 
@@ -142,34 +143,78 @@ func (r Reader) Story(ctx context.Context, service, incident string) (*decide.St
 	if len(ds) == 0 {
 		return nil, fmt.Errorf("%w: no decisions of incident %s", ErrNotFound, incident)
 	}
-	var (
-		cmds      []schemas.RollbackCommand
-		acks      []schemas.RollbackAck
-		approvals []schemas.Approval
-	)
+	t, err := r.aftermath(ctx, incident)
+	if err != nil {
+		return nil, err
+	}
+	s := decide.NewStory(incident, ds, t.cmds, t.acks, t.approvals)
+	return &s, nil
+}
+
+// Incidents tells the story (Story) of each incident of service (every service when empty) with a
+// decision stored since start, in the order they opened, and keeps the last n (all when n is 0).
+// An incident that opened before start is told from its first decision since.
+func (r Reader) Incidents(ctx context.Context, service string, start time.Time, n int) ([]decide.Story, error) {
+	ds, err := r.Decisions(ctx, service, start, 0, "")
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, d := range ds {
+		if d.IncidentID != "" && !seen[d.IncidentID] {
+			seen[d.IncidentID] = true
+			ids = append(ids, d.IncidentID)
+		}
+	}
+	if n > 0 && len(ids) > n {
+		ids = ids[len(ids)-n:]
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	t, err := r.aftermath(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]decide.Story, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, decide.NewStory(id, ds, t.cmds, t.acks, t.approvals))
+	}
+	return out, nil
+}
+
+// trail is what followed decisions: the commands their steps sent, the deployers' acks, and the
+// approvals people gave.
+type trail struct {
+	cmds      []schemas.RollbackCommand
+	acks      []schemas.RollbackAck
+	approvals []schemas.Approval
+}
+
+// aftermath reads the commands (of incident only, when it is set), every ack and every approval.
+func (r Reader) aftermath(ctx context.Context, incident string) (trail, error) {
+	var t trail
 	ackPrefix := strings.TrimSuffix(r.Subjects.RollbackAck("x"), "x")
 	if err := r.Each(ctx, schemas.StreamRollbacks, r.Subjects.RollbackAll(), time.Time{}, func(m jetstream.Msg) {
 		if strings.HasPrefix(m.Subject(), ackPrefix) {
 			if a, err := schemas.DecodeAck(m.Data()); err == nil {
-				acks = append(acks, *a)
+				t.acks = append(t.acks, *a)
 			}
 			return
 		}
-		if c, err := schemas.DecodeCommandEvent(m.Headers(), m.Data()); err == nil && c.IncidentID == incident {
-			cmds = append(cmds, *c)
+		if c, err := schemas.DecodeCommandEvent(m.Headers(), m.Data()); err == nil && (incident == "" || c.IncidentID == incident) {
+			t.cmds = append(t.cmds, *c)
 		}
 	}); err != nil {
-		return nil, err
+		return t, err
 	}
-	if err := r.Each(ctx, schemas.StreamDecisions, r.Subjects.ApprovalAll(), time.Time{}, func(m jetstream.Msg) {
+	err := r.Each(ctx, schemas.StreamDecisions, r.Subjects.ApprovalAll(), time.Time{}, func(m jetstream.Msg) {
 		if ap, err := schemas.DecodeApproval(m.Data()); err == nil {
-			approvals = append(approvals, *ap)
+			t.approvals = append(t.approvals, *ap)
 		}
-	}); err != nil {
-		return nil, err
-	}
-	s := decide.NewStory(incident, ds, cmds, acks, approvals)
-	return &s, nil
+	})
+	return t, err
 }
 
 // Versions is target's version history: from the DEPLOYS stream (a version became active with a
