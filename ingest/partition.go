@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -102,18 +104,77 @@ func checkRepartition(ctx context.Context, js jetstream.JetStream, sc *jetstream
 	if sameTransform(old, sc.SubjectTransform) {
 		return nil
 	}
+	var filters []string
 	names := str.ListConsumers(ctx)
 	for info := range names.Info() {
+		filters = append(filters, info.Config.FilterSubject)
+		filters = append(filters, info.Config.FilterSubjects...)
+		if info.Config.FilterSubject == "" && len(info.Config.FilterSubjects) == 0 {
+			filters = append(filters, ">")
+		}
 		if info.NumPending > 0 || info.NumAckPending > 0 {
 			return fmt.Errorf("%w: ingest.partitions changes how stream %s is cut (%s to %s), but its consumer %s has %d messages it has not acknowledged, which would stay under the old subjects: "+
-				"stop the producers, let scalpel serve with the old setting acknowledge them, then start it with the new one", ErrInvalidConfig,
-				sc.Name, describeCut(old), describeCut(sc.SubjectTransform), info.Name, info.NumPending+uint64(info.NumAckPending))
+				"stop the producers, let scalpel serve with the old setting acknowledge them, then start it with the new one%s", ErrInvalidConfig,
+				sc.Name, describeCut(old), describeCut(sc.SubjectTransform), info.Name, info.NumPending+uint64(info.NumAckPending), abandoned(info, sc.Name))
 		}
 	}
 	if err := names.Err(); err != nil {
 		return fmt.Errorf("list consumers of %s: %w", sc.Name, err)
 	}
+	// A partition of the old cut that no consumer reads (no process was ever given it) holds
+	// messages nobody acknowledged, which no consumer above counts.
+	for k := range cutPartitions(old) {
+		part := old.Source + "." + strconv.Itoa(k)
+		if slices.ContainsFunc(filters, func(f string) bool { return subjectCovers(f, part) }) {
+			continue
+		}
+		info, err := str.Info(ctx, jetstream.WithSubjectFilter(part))
+		if err != nil {
+			return fmt.Errorf("read stream %s: %w", sc.Name, err)
+		}
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: ingest.partitions changes how stream %s is cut (%s to %s), but its partition %d holds %d messages that no consumer reads (no process was given --partition %d), which would stay under the old subjects: "+
+				"run scalpel serve --partition %d with the old setting until it has caught up, then start with the new one; or, if those messages are not wanted, purge them (nats stream purge %s --subject '%s')", ErrInvalidConfig,
+				sc.Name, describeCut(old), describeCut(sc.SubjectTransform), k, n, k, k, sc.Name, part)
+		}
+	}
 	return nil
+}
+
+// cutPartitions is how many partitions transform t cuts the stream into (0 when it does not:
+// nil, or not a transform partitionTransform made).
+func cutPartitions(t *jetstream.SubjectTransformConfig) int {
+	if t == nil {
+		return 0
+	}
+	_, rest, ok := strings.Cut(t.Destination, "{{partition(")
+	if !ok {
+		return 0
+	}
+	n, _, _ := strings.Cut(rest, ",")
+	k, err := strconv.Atoi(n)
+	if err != nil || k < 0 || k > MaxPartitions {
+		return 0
+	}
+	return k
+}
+
+// abandoned says, of a consumer that no client is pulling from and that delivered nothing for an
+// hour, that it may be one no process uses anymore (one of a partition the stream is no longer
+// cut into, or of the whole stream before it was cut), and how to remove it.
+func abandoned(info *jetstream.ConsumerInfo, stream string) string {
+	if info.NumWaiting > 0 || info.Delivered.Last != nil && time.Since(*info.Delivered.Last) < time.Hour {
+		return ""
+	}
+	since := "ever"
+	if info.Delivered.Last != nil {
+		since = "since " + info.Delivered.Last.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf(". No process has read from %s %s: if none uses it anymore, remove it (nats consumer rm %s %s)", info.Name, since, stream, info.Name)
 }
 
 func sameTransform(a, b *jetstream.SubjectTransformConfig) bool {

@@ -167,6 +167,66 @@ func TestRepartitionWaitsForConsumers(t *testing.T) {
 	}
 }
 
+// TestRepartitionFindsUnreadPartitions: a partition of the old cut that no consumer reads holds
+// messages nobody acknowledged, and a consumer nobody pulls from may be one no process uses
+// anymore: the refusal says which, and what to do. Purged, the stream is cut anew.
+func TestRepartitionFindsUnreadPartitions(t *testing.T) {
+	js := connectWithTopology(t)
+	ctx := context.Background()
+	four := DefaultTopologyConfig()
+	four.TelemetryPartitions = 4
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, four); err != nil {
+		t.Fatal(err)
+	}
+	mine := Partition("checkout", 4)
+	for k := range 4 { // every partition has its consumer but checkout's
+		if k == mine {
+			continue
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamTelemetry, jetstream.ConsumerConfig{Durable: "scalpel-ingest-p" + strconv.Itoa(k),
+			FilterSubject: "telemetry.*.*." + strconv.Itoa(k), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, "telemetry.checkout.c", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	two := DefaultTopologyConfig()
+	two.TelemetryPartitions = 2
+	part := "telemetry.*.*." + strconv.Itoa(mine)
+	err := EnsureTopology(ctx, js, schemas.Subjects{}, two)
+	for _, want := range []string{fmt.Sprintf("partition %d holds 3 messages that no consumer reads", mine), "nats stream purge TELEMETRY --subject '" + part + "'"} {
+		if err == nil || !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("EnsureTopology = %v, want a refusal saying %q", err, want)
+		}
+	}
+
+	// A consumer of checkout's partition that nobody ever pulled from.
+	if _, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamTelemetry, jetstream.ConsumerConfig{Durable: "scalpel-ingest-p" + strconv.Itoa(mine),
+		FilterSubject: part, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	err = EnsureTopology(ctx, js, schemas.Subjects{}, two)
+	if want := fmt.Sprintf("No process has read from scalpel-ingest-p%d ever: if none uses it anymore, remove it (nats consumer rm TELEMETRY scalpel-ingest-p%d)", mine, mine); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("EnsureTopology = %v, want a refusal saying %q", err, want)
+	}
+	if err := js.DeleteConsumer(ctx, schemas.StreamTelemetry, "scalpel-ingest-p"+strconv.Itoa(mine)); err != nil {
+		t.Fatal(err)
+	}
+	str, err := js.Stream(ctx, schemas.StreamTelemetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := str.Purge(ctx, jetstream.WithPurgeSubject(part)); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureTopology(ctx, js, schemas.Subjects{}, two); err != nil {
+		t.Fatalf("purged: %v", err)
+	}
+}
+
 func TestPartitionConfig(t *testing.T) {
 	two, four := 2, 4
 	for _, tt := range []struct {
