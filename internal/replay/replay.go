@@ -451,6 +451,11 @@ func (r *run) prepare(manifests []*schemas.Manifest) {
 		if len(r.cps) > 0 {
 			cp = r.cps[0]
 		}
+		if cp != nil && cp.Partition != nil {
+			// One detector cannot start from one partition's state and read every partition.
+			r.warn("the source holds the checkpoints of %d partitions, but the config does not cut the stream: the detector starts empty (replay with the config's ingest.partitions)", len(r.cps))
+			cp = nil
+		}
 		r.parts = []*part{r.restored(-1, cp)}
 		if p := r.parts[0]; p.after > 0 {
 			r.tl.Checkpoint = r.cps[0].shown()

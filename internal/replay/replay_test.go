@@ -356,3 +356,27 @@ func sum(m map[string]int64) (n int64) {
 	}
 	return n
 }
+
+// TestPartitionCheckpointsNeedTheCut: a bundle whose detectors start from their partitions'
+// checkpoints, replayed with a config that does not cut the stream, has one detector for all of
+// them, which cannot start from one partition's state: it starts empty, and the timeline says why.
+func TestPartitionCheckpointsNeedTheCut(t *testing.T) {
+	k := 1
+	cp, _ := json.Marshal(replay.CheckpointRecord{Object: "detect.scalpel-ingest-p1", Seq: 3, Partition: &k})
+	lat := 12.0
+	ev, _ := json.Marshal(schemas.TelemetryEvent{TS: time.Now().UTC().Add(-time.Minute), Service: "checkout", Component: "cart", Version: "1.0", LatencyMS: &lat})
+	recs := []replay.Record{
+		{Kind: replay.KindCheckpoint, Subject: "scalpel_state/detect.scalpel-ingest-p1", Seq: 3, Data: cp},
+		{Kind: replay.KindTelemetry, Subject: "telemetry.checkout.cart.1", Seq: 4, Data: ev},
+	}
+	tl, err := replay.Run(context.Background(), replay.NewSliceSource(recs), replay.Options{Config: config.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.Checkpoint != nil || len(tl.Warnings) != 1 || !strings.Contains(tl.Warnings[0], "replay with the config's ingest.partitions") {
+		t.Fatalf("checkpoint %v, warnings %q", tl.Checkpoint, tl.Warnings)
+	}
+	if tl.Stats.Events != 1 {
+		t.Errorf("%d events replayed, want the one after the checkpoint", tl.Stats.Events)
+	}
+}
