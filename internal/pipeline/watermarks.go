@@ -10,7 +10,8 @@ import (
 )
 
 // WatermarkKey is the scalpel_state key under which the process that consumes durable shares its
-// detector's watermark, for a process that decides without consuming telemetry (role decide).
+// detector's watermark, for the process that decides on the consumers' event time
+// (followsShared).
 func WatermarkKey(durable string) string { return watermarkPrefix + durable }
 
 const watermarkPrefix = "watermark."
