@@ -26,6 +26,7 @@ bench:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./ingest -run '^$$' -fuzz FuzzDecodeTelemetry -fuzztime $(FUZZTIME)
+	$(GO) test ./ingest -run '^$$' -fuzz FuzzDecodeSubject -fuzztime $(FUZZTIME)
 	$(GO) test ./schemas -run '^$$' -fuzz FuzzParseManifest -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	# A snapshot is kilobytes: minimising each new input at the default 60 s would take the run.

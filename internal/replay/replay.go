@@ -491,8 +491,8 @@ func (r *run) partOf(rec *Record) *part {
 		return r.parts[0]
 	}
 	key := -1
-	if rec.pre.cut {
-		key = rec.pre.part
+	if rec.pre.cut && rec.pre.part < r.o.Config.Ingest.Partitions {
+		key = rec.pre.part // beyond the cut, no partition's consumer would have read it
 	}
 	i, found := slices.BinarySearchFunc(r.parts, key, func(p *part, k int) int { return cmp.Compare(p.key, k) })
 	if !found {
