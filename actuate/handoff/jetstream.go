@@ -7,10 +7,9 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,7 +33,7 @@ type JetStreamConfig struct {
 	MaxDeliver int
 	// NakDelay spaces those redeliveries. Default 5s.
 	NakDelay time.Duration
-	// Logger receives watermill-nats's logs, one level down (default: discard).
+	// Logger receives the subscriber's logs (default: discard).
 	Logger *slog.Logger
 }
 
@@ -62,36 +61,142 @@ func NewJetStreamSubscriber(nc *nats.Conn, cfg JetStreamConfig) (message.Subscri
 	if cfg.Handoff.AckWait == 0 {
 		cfg.Handoff = DefaultConfig()
 	}
-	ackWait := time.Duration(cfg.Handoff.AckWait)
-	init := func(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-		stream, err := js.Stream(ctx, schemas.StreamDecisions)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stream %s: %w", schemas.StreamDecisions, err)
-		}
-		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:       cfg.Durable,
-			FilterSubject: topic,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       ackWait,
-			MaxDeliver:    cfg.MaxDeliver,
-			// Decisions are few and each may take a while to carry out; one at a time keeps them in
-			// order per service and keeps a slow actuator from multiplying the in-flight work.
-			MaxAckPending: 1,
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
-		}
-		// No closer: the durable outlives the process.
-		return cons, nil, nil
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: %w", err)
 	}
-	return wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:                nc,
-		Logger:              wmLogger(cfg.Logger),
-		AckWaitTimeout:      ackWait,
-		ResourceInitializer: init,
-		NakDelay:            wmjs.NewStaticDelay(cfg.NakDelay),
-		Unmarshaler:         unmarshaler{},
+	return &jsSubscriber{nc: nc, js: js, cfg: cfg, ackWait: time.Duration(cfg.Handoff.AckWait), closing: make(chan struct{})}, nil
+}
+
+// jsSubscriber is the hand-off's watermill subscriber on a JetStream durable. watermill-nats's
+// (v2.1.3, the newest) closes a subscription's output channel while nats.go may still be handing
+// it a message: a data race that -race reports when the router stops, and a "send on closed
+// channel" panic whenever the handler's select picks the send after the close. This one closes
+// the output only once the consumer has stopped and no delivery is in progress. A message it
+// gives up on while closing is not acknowledged, and the server redelivers it after AckWait.
+type jsSubscriber struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     JetStreamConfig
+	ackWait time.Duration
+
+	closing chan struct{}
+	once    sync.Once
+	subs    sync.WaitGroup
+}
+
+// Subscribe consumes the durable, filtered on topic, until the subscriber closes or ctx ends.
+func (s *jsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	select {
+	case <-s.closing:
+		return nil, errors.New("handoff: subscriber closed")
+	default:
+	}
+	stream, err := s.js.Stream(ctx, schemas.StreamDecisions)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: stream %s: %w", schemas.StreamDecisions, err)
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       s.cfg.Durable,
+		FilterSubject: topic,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.ackWait,
+		MaxDeliver:    s.cfg.MaxDeliver,
+		// Decisions are few and each may take a while to carry out; one at a time keeps them in
+		// order per service and keeps a slow actuator from multiplying the in-flight work.
+		MaxAckPending: 1,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("handoff: consumer %s: %w", s.cfg.Durable, err)
+	}
+	out := make(chan *message.Message)
+	var (
+		mu       sync.Mutex // guards stopped, and inflight's Add against its Wait
+		stopped  bool
+		inflight sync.WaitGroup
+	)
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return // redelivered after AckWait, to whoever consumes then
+		}
+		inflight.Add(1)
+		mu.Unlock()
+		defer inflight.Done()
+		s.deliver(ctx, msg, out)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("handoff: consume %s: %w", s.cfg.Durable, err)
+	}
+	s.subs.Add(1)
+	go func() {
+		defer s.subs.Done()
+		select {
+		case <-s.closing:
+		case <-ctx.Done():
+		}
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		cc.Stop()
+		inflight.Wait() // every delivery has seen closing or ctx end, and left out alone
+		close(out)
+	}()
+	return out, nil
+}
+
+// deliver hands msg to the router as a watermill message and settles it as the handler does:
+// acked, nacked (redelivered after NakDelay), or left for the server to redeliver after AckWait
+// when the handler takes longer or the subscriber closes first.
+func (s *jsSubscriber) deliver(ctx context.Context, msg jetstream.Msg, out chan<- *message.Message) {
+	m, _ := unmarshaler{}.Unmarshal(msg)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.SetContext(ctx)
+	select {
+	case out <- m:
+	case <-s.closing:
+		return
+	case <-ctx.Done():
+		return
+	}
+	timeout := time.NewTimer(s.ackWait)
+	defer timeout.Stop()
+	log := s.cfg.Logger.With("subject", msg.Subject(), "id", m.UUID)
+	select {
+	case <-m.Acked():
+		if err := msg.DoubleAck(ctx); err != nil {
+			log.Warn("actuate: cannot acknowledge a decision; it will be redelivered", "stage", "actuate", "err", err)
+		}
+	case <-m.Nacked():
+		if err := msg.NakWithDelay(s.cfg.NakDelay); err != nil {
+			log.Warn("actuate: cannot nak a decision; it will be redelivered after ack_wait", "stage", "actuate", "err", err)
+		}
+	case <-timeout.C:
+		log.Debug("actuate: a decision was not settled within ack_wait; the server redelivers it", "stage", "actuate")
+	case <-s.closing:
+	case <-ctx.Done():
+	}
+}
+
+// Close stops every subscription, waits for their outputs to close, then drains the connection.
+func (s *jsSubscriber) Close() error {
+	s.once.Do(func() { close(s.closing) })
+	done := make(chan struct{})
+	go func() {
+		s.subs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		return errors.New("handoff: subscriptions did not stop within 10s")
+	}
+	if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("handoff: drain connection: %w", err)
+	}
+	return nil
 }
 
 // unmarshaler maps a JetStream message onto a watermill one: UUID = Nats-Msg-Id (the decision id,

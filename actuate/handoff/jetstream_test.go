@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,8 @@ import (
 )
 
 // TestJetStreamPath runs the hand-off as serve does: a durable consumer on DECISIONS through
-// watermill-nats on a connection of its own, rejects stored in REJECTED through reject.Publisher.
+// NewJetStreamSubscriber on a connection of its own, rejects stored in REJECTED through
+// reject.Publisher.
 func TestJetStreamPath(t *testing.T) {
 	srv := natstest.Run(t)
 	nc, err := nats.Connect(srv.ClientURL())
@@ -149,5 +151,96 @@ func TestJetStreamPath(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d streams, want the 2 the test created", n)
+	}
+}
+
+// TestJetStreamSubscriberStopsWhileDelivering: closing the subscriber while messages are being
+// handed to the router, again and again, closes each output once no delivery is in progress
+// (under -race: no close against a send, no send on a closed channel), and what was handed out
+// and not acknowledged before the close comes back to the next subscriber on the durable.
+func TestJetStreamSubscriberStopsWhileDelivering(t *testing.T) {
+	srv := natstest.Run(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	subj := schemas.Subjects{}
+	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: schemas.StreamDecisions, Subjects: []string{subj.DecisionAll()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for i := range n {
+		if _, err := js.Publish(ctx, subj.Decision("checkout"), []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fastConfig()
+	cfg.AckWait = schemas.Duration(200 * time.Millisecond)
+	seen := map[string]bool{}
+	subscribe := func() (message.Subscriber, <-chan *message.Message) {
+		own, err := nats.Connect(srv.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := handoff.NewJetStreamSubscriber(own, handoff.JetStreamConfig{Durable: "scalpel-actuate", Subjects: subj, Handoff: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := sub.Subscribe(ctx, subj.DecisionAll())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sub, out
+	}
+	for round := range 30 {
+		sub, out := subscribe()
+		closed := make(chan error, 1)
+		go func() {
+			time.Sleep(time.Duration(round%10) * 2 * time.Millisecond) // close at varying points
+			closed <- sub.Close()
+		}()
+		for m := range out { // ends when the subscriber has closed the output
+			seen[string(m.Payload)] = true
+			m.Ack()
+		}
+		if err := <-closed; err != nil {
+			t.Fatalf("round %d: close: %v", round, err)
+		}
+	}
+	// One that stays until the durable has nothing left: every message was acknowledged once.
+	sub, out := subscribe()
+	defer sub.Close()
+	cons, err := str.Consumer(ctx, "scalpel-actuate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m := <-out:
+			seen[string(m.Payload)] = true
+			m.Ack()
+			continue
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("the durable still holds messages; %d of %d seen", len(seen), n)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			break
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d of %d messages ever delivered", len(seen), n)
 	}
 }

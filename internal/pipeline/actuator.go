@@ -30,8 +30,8 @@ func (p *Pipeline) startActuate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// watermill-nats drains and closes the connection it is given, so it gets one of its own,
-	// dialled with the pipeline connection's options.
+	// The hand-off's subscriber drains and closes the connection it is given, so it gets one of
+	// its own, dialled with the pipeline connection's options.
 	nc, err := ownConn(p.js.Conn())
 	if err != nil {
 		return fmt.Errorf("actuate: connect: %w", err)
