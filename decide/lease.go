@@ -28,6 +28,38 @@ type leaseValue struct {
 	Expires time.Time `json:"expires"`
 }
 
+// LeaseState is what a lease's record says: who holds it, and until when. A lease is held while
+// Holder is set and Expires is in the future.
+type LeaseState struct {
+	Holder  string    `json:"holder,omitempty"`
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// HeldAt reports whether the lease is held at t.
+func (s LeaseState) HeldAt(t time.Time) bool { return s.Holder != "" && t.Before(s.Expires) }
+
+// ReadLease reads the lease under key in kv (the scalpel_state bucket) without taking part in it.
+// A key never written, or given up (Release), reads as not held.
+func ReadLease(ctx context.Context, kv jetstream.KeyValue, key string) (LeaseState, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return LeaseState{}, nil
+	}
+	if err != nil {
+		return LeaseState{}, fmt.Errorf("read lease %s: %w", key, err)
+	}
+	var v leaseValue
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return LeaseState{}, fmt.Errorf("read lease %s: %w", key, err)
+	}
+	if v.Expires.IsZero() {
+		return LeaseState{}, nil
+	}
+	return LeaseState{Holder: v.Holder, Expires: v.Expires}, nil
+}
+
 // Lease makes one process active among several serve processes: the decider (LeaseKey), or the
 // consumer of one ingest durable and its detector. The lease is about processes, not events: it is
 // the one place in decide that reads the wall clock (through now), and no decision depends on it.

@@ -162,7 +162,7 @@ func (c Config) TickSubject(subj schemas.Subjects) (subject, component string) {
 func (c Config) Filters(subj schemas.Subjects) []string {
 	filter := c.filter(subj)
 	if _, on := c.Ticks(subj); on {
-		if tick, _ := c.TickSubject(subj); !subjectCovers(filter, tick) {
+		if tick, _ := c.TickSubject(subj); !SubjectCovers(filter, tick) {
 			return []string{filter, tick}
 		}
 	}
@@ -200,8 +200,9 @@ func (c Config) Consumes(subj schemas.Subjects) (durable, filter string) {
 	return c.durable(), c.filter(subj)
 }
 
-// subjectCovers reports whether every subject that subject matches, filter matches too.
-func subjectCovers(filter, subject string) bool {
+// SubjectCovers reports whether every subject that subject (a subject or a pattern) matches,
+// filter matches too.
+func SubjectCovers(filter, subject string) bool {
 	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
 	for i, t := range f {
 		switch {

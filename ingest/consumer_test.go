@@ -604,8 +604,8 @@ func TestTickSubjects(t *testing.T) {
 		{"telemetry.*.*.>", "telemetry._scalpel.clock", false},
 		{"telemetry._scalpel.clock", "telemetry._scalpel.clock", true},
 	} {
-		if got := subjectCovers(tt.filter, tt.subject); got != tt.want {
-			t.Errorf("subjectCovers(%q, %q) = %v", tt.filter, tt.subject, got)
+		if got := SubjectCovers(tt.filter, tt.subject); got != tt.want {
+			t.Errorf("SubjectCovers(%q, %q) = %v", tt.filter, tt.subject, got)
 		}
 	}
 }

@@ -123,9 +123,9 @@ func checkRepartition(ctx context.Context, js jetstream.JetStream, sc *jetstream
 	}
 	// A partition of the old cut that no consumer reads (no process was ever given it) holds
 	// messages nobody acknowledged, which no consumer above counts.
-	for k := range cutPartitions(old) {
+	for k := range CutPartitions(old) {
 		part := old.Source + "." + strconv.Itoa(k)
-		if slices.ContainsFunc(filters, func(f string) bool { return subjectCovers(f, part) }) {
+		if slices.ContainsFunc(filters, func(f string) bool { return SubjectCovers(f, part) }) {
 			continue
 		}
 		info, err := str.Info(ctx, jetstream.WithSubjectFilter(part))
@@ -145,9 +145,9 @@ func checkRepartition(ctx context.Context, js jetstream.JetStream, sc *jetstream
 	return nil
 }
 
-// cutPartitions is how many partitions transform t cuts the stream into (0 when it does not:
-// nil, or not a transform partitionTransform made).
-func cutPartitions(t *jetstream.SubjectTransformConfig) int {
+// CutPartitions is how many partitions the telemetry stream's transform t cuts it into (0 when
+// it does not: nil, or not a transform ingest.partitions made).
+func CutPartitions(t *jetstream.SubjectTransformConfig) int {
 	if t == nil {
 		return 0
 	}

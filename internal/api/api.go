@@ -39,6 +39,7 @@ type Options struct {
 // endpoints lists what the API serves, for its index and for a path it does not know.
 var endpoints = []endpoint{
 	{"GET /api/v1/status", "this process: its version, and per partition it consumes whether it ingests and decides, its event time and series"},
+	{"GET /api/v1/cluster", "every serve process on the server: how the telemetry is cut, who decides, who consumes each partition and how far behind, and what needs a person (as scalpel status)"},
 	{"GET /api/v1/decisions?service=S&since=1h&last=20", "recent decisions with their reasons (DECISIONS), oldest first; last=0 for all"},
 	{"GET /api/v1/anomalies?service=S&since=1h&last=100", "recent anomalies, firing and resolved (ANOMALIES), oldest first"},
 	{"GET /api/v1/incidents?service=S&since=24h&last=20", "the incidents with a decision since, in the order they opened, each told whole with its state (as scalpel incidents)"},
@@ -62,6 +63,7 @@ func Handler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"endpoints": endpoints})
 	})
 	mux.HandleFunc("GET /api/v1/status", h.status)
+	mux.HandleFunc("GET /api/v1/cluster", h.cluster)
 	mux.HandleFunc("GET /api/v1/decisions", h.decisions)
 	mux.HandleFunc("GET /api/v1/anomalies", h.anomalies)
 	mux.HandleFunc("GET /api/v1/incidents", h.incidents)
@@ -109,6 +111,15 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 		ingesting, deciding := p.Active()
 		st.Pipelines = append(st.Pipelines, PipelineStatus{Partition: p.Partition(), Ready: p.Ready(), Ingests: p.Ingests(),
 			Ingesting: ingesting, Deciding: deciding, Watermark: p.Watermark(), Series: p.SeriesCount()})
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (h *handler) cluster(w http.ResponseWriter, r *http.Request) {
+	st, err := pipeline.ReadClusterStatus(r.Context(), h.o.Reader.JS, h.o.Reader.Subjects)
+	if err != nil {
+		writeError(w, statusOf(err), err)
+		return
 	}
 	writeJSON(w, http.StatusOK, st)
 }

@@ -123,6 +123,10 @@ func TestAPI(t *testing.T) {
 	if p := st.Pipelines; st.Version != "v-test" || len(p) != 1 || !p[0].Ingesting || !p[0].Deciding || p[0].Series == 0 || p[0].Watermark.IsZero() {
 		t.Errorf("status of the active process: %+v", st)
 	}
+	var cl pipeline.ClusterStatus
+	if get(t, other, "/api/v1/cluster", &cl); !cl.Decide.HeldAt(time.Now()) || len(cl.Consumers) != 1 || cl.Consumers[0].Name != "scalpel-ingest" || len(cl.Warnings) != 0 {
+		t.Errorf("cluster, from the standby: %+v", cl)
+	}
 	get(t, other, "/api/v1/status", &st)
 	if p := st.Pipelines; len(p) != 1 || p[0].Ingesting || p[0].Deciding {
 		t.Errorf("status of the standby: %+v", st)

@@ -91,22 +91,9 @@ func (b *Balancer) beat(ctx context.Context) error {
 	if _, err := b.kv.Put(ctx, memberPrefix+b.id, []byte(now.Add(b.ttl).UTC().Format(time.RFC3339Nano))); err != nil {
 		return fmt.Errorf("partition balance: say this process is alive: %w", err)
 	}
-	keys, err := b.kv.ListKeysFiltered(ctx, memberPrefix+">") // a host name may hold dots
+	alive, err := countMembers(ctx, b.kv, now)
 	if err != nil {
-		return fmt.Errorf("partition balance: list processes: %w", err)
-	}
-	alive := 0
-	for k := range keys.Keys() {
-		e, err := b.kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("partition balance: read %s: %w", k, err)
-		}
-		if until, err := time.Parse(time.RFC3339Nano, string(e.Value())); err == nil && until.After(now) {
-			alive++
-		}
+		return fmt.Errorf("partition balance: %w", err)
 	}
 	b.mu.Lock()
 	b.members = max(alive, 1)
@@ -187,4 +174,27 @@ func (b *Balancer) shouldRelease(k int, deciding bool) bool {
 	delete(b.held, k)
 	delete(b.deciding, k)
 	return true
+}
+
+// countMembers counts the processes that share partitions out and are alive at now, as they say
+// under memberPrefix in kv (scalpel_state).
+func countMembers(ctx context.Context, kv jetstream.KeyValue, now time.Time) (int, error) {
+	keys, err := kv.ListKeysFiltered(ctx, memberPrefix+">") // a host name may hold dots
+	if err != nil {
+		return 0, fmt.Errorf("list processes: %w", err)
+	}
+	alive := 0
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", k, err)
+		}
+		if until, err := time.Parse(time.RFC3339Nano, string(e.Value())); err == nil && until.After(now) {
+			alive++
+		}
+	}
+	return alive, nil
 }
