@@ -46,11 +46,8 @@ ordered consumer): it never acknowledges or changes anything.`,
 			if err != nil {
 				return err
 			}
-			if since <= 0 {
-				return fmt.Errorf("--since %s: give a positive duration such as 1h or 30m", since)
-			}
-			if last < 0 {
-				return fmt.Errorf("--last %d: give a count, or 0 for all", last)
+			if err := checkWindow(since, last); err != nil {
+				return err
 			}
 			subj := schemas.Subjects{Prefix: global.prefix}
 			filter := subj.DecisionAll()
@@ -91,6 +88,17 @@ ordered consumer): it never acknowledges or changes anything.`,
 	f.IntVar(&last, "last", 20, "print at most the N most recent decisions (0 = all)")
 	f.StringVar(&incident, "incident", "", "tell the whole story of this incident id (steps, plans, commands, acks, approvals)")
 	return cmd
+}
+
+// checkWindow checks --since and --last, which decisions and incidents take.
+func checkWindow(since time.Duration, last int) error {
+	if since <= 0 {
+		return fmt.Errorf("--since %s: give a positive duration such as 1h or 30m", since)
+	}
+	if last < 0 {
+		return fmt.Errorf("--last %d: give a count, or 0 for all", last)
+	}
+	return nil
 }
 
 // auditReader reads the streams of the installation the global flags point at.

@@ -39,11 +39,8 @@ story in full. Reading is passive (ordered consumers): it never acknowledges or 
 			if err != nil {
 				return err
 			}
-			if since <= 0 {
-				return fmt.Errorf("--since %s: give a positive duration such as 24h or 30m", since)
-			}
-			if last < 0 {
-				return fmt.Errorf("--last %d: give a count, or 0 for all", last)
+			if err := checkWindow(since, last); err != nil {
+				return err
 			}
 			if service != "" && !schemas.IsName(service) {
 				return fmt.Errorf("--service %q: a service name is letters, digits, '-' and '_'", service)
