@@ -59,8 +59,8 @@ from the warm-up. Which start was taken goes to stderr and into the timeline. --
 checkpoint in the bundle, so --from-file starts from it too; --list-checkpoints shows which are
 kept, and so which ranges replay exactly. On a telemetry stream cut into partitions
 (ingest.partitions in --config), the replay runs a detector per partition, as serve did, each from
-its partition's own checkpoint when every partition has one; --partition K replays one partition
-alone. Progress goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
+its partition's own checkpoint (one without starts from --warmup); --partition K replays one
+partition alone. Progress goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
   scalpel replay --since 1h --service checkout --export incident.ndjson
@@ -157,6 +157,9 @@ alone. Progress goes to stderr; Ctrl-C stops and writes what was replayed so far
 							}
 							fmt.Fprintf(cmd.ErrOrStderr(), "%s starts from checkpoint %s/%s (watermark %s, telemetry after sequence %d)\n",
 								which, schemas.ObjectState, cp.Object, cp.Watermark.UTC().Format(time.RFC3339), cp.Seq)
+						}
+						if why != "" {
+							fmt.Fprintf(cmd.ErrOrStderr(), "the other partitions' detectors start empty, %s of telemetry before --since: %s\n", warmup, why)
 						}
 					} else {
 						fmt.Fprintf(cmd.ErrOrStderr(), "detector starts empty, %s of telemetry before --since: %s\n", warmup, why)

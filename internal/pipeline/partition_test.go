@@ -322,13 +322,34 @@ func TestReplayOfEveryPartitionIsLive(t *testing.T) {
 	}
 
 	// From the start of the streams; from the deploy on, each partition's detector starting from
-	// its own process's dated checkpoint; and checkout alone from its partition's.
+	// its own process's dated checkpoint; checkout alone from its partition's; and, with
+	// checkout's partition's checkpoints gone, the other from its checkpoint and checkout's from
+	// the warm-up before it.
 	for _, tt := range []struct {
 		since   time.Time
 		service string
 		parts   []int
-	}{{time.Time{}, "", nil}, {t1, "", []int{0, 1}}, {t1, "checkout", []int{mine}}} {
+		drop    bool // checkout's partition's checkpoints removed first
+	}{{time.Time{}, "", nil, false}, {t1, "", []int{0, 1}, false}, {t1, "checkout", []int{mine}, false}, {t1, "", []int{1 - mine}, true}} {
 		since := tt.since
+		if tt.drop {
+			// Its detector warms up from the stream instead, from before the other's checkpoint.
+			obj, err := js.ObjectStore(context.Background(), schemas.ObjectState)
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := obj.List(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range list {
+				if strings.HasPrefix(o.Name, fmt.Sprintf("detect.scalpel-ingest-p%d", mine)) {
+					if err := obj.Delete(context.Background(), o.Name); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
 		o := replay.ServerOptions{Subjects: cfg.Subjects(), Since: since, Service: tt.service}
 		if !since.IsZero() {
 			o.Checkpoints = &cfg
@@ -351,6 +372,9 @@ func TestReplayOfEveryPartitionIsLive(t *testing.T) {
 		src.Close()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if tt.drop && tl.Stats.FirstEvent.After(t0.Add(time.Second)) {
+			t.Errorf("without its checkpoints, checkout's partition was read from %s, not from the warm-up before %s (the stream starts at %s)", tl.Stats.FirstEvent, since, t0)
 		}
 		if len(tl.Checkpoints) != len(tt.parts) {
 			t.Errorf("since %v, service %q: the timeline names %d checkpoints, want %d", since, tt.service, len(tl.Checkpoints), len(tt.parts))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -73,12 +74,15 @@ type ServerSource struct {
 	meta []Record
 	mi   int
 
-	cps     []*CheckpointRecord // the checkpoints the replay starts from: none, one, or one per partition
-	cpWhy   string              // why there are none
-	cons    jetstream.Consumer
-	r       *streamReader
-	last    uint64
-	pending uint64
+	cps   []*CheckpointRecord // the checkpoints the replay starts from: none, one, or one per partition
+	cpWhy string              // why there are none, or why some partitions have none
+	// warmAlso says that some partitions start from no checkpoint, so the telemetry is read from
+	// Warmup before Since too, if that is earlier than every checkpoint.
+	warmAlso bool
+	cons     jetstream.Consumer
+	r        *streamReader
+	last     uint64
+	pending  uint64
 	// written on nats.go's delivery goroutine, read by Progress on the prefetch goroutine
 	first atomic.Uint64
 	seq   atomic.Uint64
@@ -180,7 +184,7 @@ func (s *ServerSource) findCheckpoint(ctx context.Context) error {
 	}
 	// On a stream cut into partitions, a replay of all of it runs a detector per partition
 	// (Run), and each partition's consumer kept its own checkpoints: of a service, its
-	// partition's; of every partition, each one's, or none when one has none.
+	// partition's; of every partition, each one's that has one.
 	cfg := *s.o.Checkpoints
 	parts := []*int{cfg.Ingest.Partition}
 	if n := cfg.Ingest.Partitions; n > 0 && cfg.Ingest.Partition == nil {
@@ -191,7 +195,10 @@ func (s *ServerSource) findCheckpoint(ctx context.Context) error {
 			}
 		}
 	}
-	var cps []*CheckpointRecord
+	var (
+		cps  []*CheckpointRecord
+		none []string // partitions without one, and why
+	)
 	for _, k := range parts {
 		c := cfg
 		c.Ingest.Partition = k
@@ -200,11 +207,14 @@ func (s *ServerSource) findCheckpoint(ctx context.Context) error {
 			return fmt.Errorf("find a detector checkpoint: %w", err)
 		}
 		if cp == nil {
-			s.cpWhy = why
-			if len(parts) > 1 {
-				s.cpWhy = fmt.Sprintf("partition %d: %s (a replay of every partition starts from checkpoints only when each has one; --partition %d replays the others' from theirs)", *k, why, *k)
+			if len(parts) == 1 {
+				s.cpWhy = why
+				return nil
 			}
-			return nil
+			// That partition's detector starts empty, with Warmup before Since; the others
+			// start from theirs.
+			none = append(none, fmt.Sprintf("partition %d: %s", *k, why))
+			continue
 		}
 		snap := cp.Snapshot
 		if s.o.Service != "" {
@@ -233,6 +243,10 @@ func (s *ServerSource) findCheckpoint(ctx context.Context) error {
 		s.meta = append(s.meta, Record{Kind: KindCheckpoint, Subject: schemas.ObjectState + "/" + cp.Object, Seq: cp.Seq, Data: b})
 	}
 	s.cps = cps
+	if len(none) > 0 {
+		s.warmAlso = len(cps) > 0
+		s.cpWhy = strings.Join(none, "; ")
+	}
 	return nil
 }
 
@@ -247,7 +261,7 @@ func (s *ServerSource) Checkpoint() (*CheckpointRecord, string) {
 }
 
 // Checkpoints returns the detector checkpoints the replay starts from, one per partition of a cut
-// stream it reads every partition of, or nil and why there are none.
+// stream it reads every partition of, and why there are none, or none for some partitions.
 func (s *ServerSource) Checkpoints() ([]*CheckpointRecord, string) {
 	return s.cps, s.cpWhy
 }
@@ -396,11 +410,19 @@ func (s *ServerSource) openTelemetry(ctx context.Context) error {
 	}
 	if len(s.cps) > 0 {
 		// From the earliest: each partition's detector skips what its checkpoint holds (Run).
-		from := s.cps[0].Seq
+		from := s.cps[0].Seq + 1
 		for _, cp := range s.cps {
-			from = min(from, cp.Seq)
+			from = min(from, cp.Seq+1)
 		}
-		occ.DeliverPolicy, occ.OptStartTime, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, from+1
+		if s.warmAlso {
+			// The partitions without one warm up as a replay without checkpoints does.
+			w, err := s.seqAt(ctx, stream, occ.FilterSubjects, *s.startTime())
+			if err != nil {
+				return err
+			}
+			from = min(from, w)
+		}
+		occ.DeliverPolicy, occ.OptStartTime, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, from
 	}
 	cons, err := s.js.OrderedConsumer(ctx, schemas.StreamTelemetry, occ)
 	if err != nil {
@@ -412,6 +434,28 @@ func (s *ServerSource) openTelemetry(ctx context.Context) error {
 		s.done.Store(true)
 	}
 	return nil
+}
+
+// seqAt is the sequence of the first message on filters stored at or after t, or the one after
+// the stream's last when there is none.
+func (s *ServerSource) seqAt(ctx context.Context, stream jetstream.Stream, filters []string, t time.Time) (uint64, error) {
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: filters,
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t})
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
+	}
+	if cons.CachedInfo().NumPending == 0 {
+		return s.last + 1, nil
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", schemas.StreamTelemetry, err)
+	}
+	return md.Sequence.Stream, nil
 }
 
 // Next implements Source.
