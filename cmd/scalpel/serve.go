@@ -313,7 +313,11 @@ func serve(ctx context.Context, cfgs []config.Config, auto bool) error {
 	if err != nil {
 		return err
 	}
+	// What scalpel status warns of, on /metrics for an alert (a partition nobody consumes).
+	cluster := pipeline.NewClusterCollector(js, cfg.Subjects(), 30*time.Second, log)
+	reg.MustRegister(cluster)
 	stopAll := func() {
+		cluster.Stop()
 		for _, p := range ps {
 			p.Stop()
 		}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scalpel-dev/scalpel/decide"
 	"github.com/scalpel-dev/scalpel/ingest"
@@ -129,9 +131,7 @@ func warnings(st *ClusterStatus, partPrefix string, now time.Time) []string {
 	}
 	for k := range st.Telemetry.Partitions {
 		part := partPrefix + strconv.Itoa(k)
-		if !slices.ContainsFunc(st.Consumers, func(c ConsumerStatus) bool {
-			return slices.ContainsFunc(c.Filters, func(f string) bool { return ingest.SubjectCovers(f, part) })
-		}) {
+		if !consumed(st, part) {
 			out = append(out, fmt.Sprintf("partition %d has no consumer: no process was given --partition %d (or auto), and its services' telemetry is not read", k, k))
 		}
 	}
@@ -146,4 +146,81 @@ func warnings(st *ClusterStatus, partPrefix string, now time.Time) []string {
 		}
 	}
 	return out
+}
+
+// ClusterCollector exports, on a process's /metrics, what ReadClusterStatus warns of, so that an
+// alert sees it: the partitions no consumer reads, and the messages that wait on consumers no
+// process holds. It reads the status every interval on a goroutine of its own, not when scraped.
+type ClusterCollector struct {
+	unconsumed, waiting, deciding prometheus.Gauge
+	stop                          func()
+}
+
+// NewClusterCollector reads the status of the processes on js every interval until Stop.
+func NewClusterCollector(js jetstream.JetStream, subj schemas.Subjects, interval time.Duration, log *slog.Logger) *ClusterCollector {
+	c := &ClusterCollector{
+		unconsumed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "scalpel_cluster_partitions_unconsumed",
+			Help: "Partitions of the telemetry stream that no consumer reads: no process was given them, and their services' telemetry is not read (scalpel status). Alert when above 0."}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "scalpel_cluster_unconsumed_messages",
+			Help: "Telemetry messages that wait on durable consumers whose lease no process holds (scalpel status)."}),
+		deciding: prometheus.NewGauge(prometheus.GaugeOpts{Name: "scalpel_cluster_deciding",
+			Help: "1 while some process holds the decide lease, 0 while none does (scalpel status)."}),
+	}
+	read := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		defer cancel()
+		st, err := ReadClusterStatus(ctx, js, subj)
+		if err != nil {
+			log.Debug("cluster status: cannot read it", "err", err)
+			return
+		}
+		now := time.Now()
+		partPrefix := subj.Telemetry("*", "*") + "."
+		n := 0
+		for k := range st.Telemetry.Partitions {
+			if !consumed(st, partPrefix+strconv.Itoa(k)) {
+				n++
+			}
+		}
+		var waiting uint64
+		for _, cs := range st.Consumers {
+			if !cs.Lease.HeldAt(now) {
+				waiting += cs.Pending + uint64(cs.Unacked)
+			}
+		}
+		c.unconsumed.Set(float64(n))
+		c.waiting.Set(float64(waiting))
+		if st.Decide.HeldAt(now) {
+			c.deciding.Set(1)
+		} else {
+			c.deciding.Set(0)
+		}
+	}
+	read()
+	c.stop = every(interval, read)
+	return c
+}
+
+// Stop ends the reads.
+func (c *ClusterCollector) Stop() { c.stop() }
+
+// Describe implements prometheus.Collector.
+func (c *ClusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, g := range []prometheus.Gauge{c.unconsumed, c.waiting, c.deciding} {
+		g.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *ClusterCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, g := range []prometheus.Gauge{c.unconsumed, c.waiting, c.deciding} {
+		g.Collect(ch)
+	}
+}
+
+// consumed reports whether some consumer in st reads every subject of part.
+func consumed(st *ClusterStatus, part string) bool {
+	return slices.ContainsFunc(st.Consumers, func(c ConsumerStatus) bool {
+		return slices.ContainsFunc(c.Filters, func(f string) bool { return ingest.SubjectCovers(f, part) })
+	})
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/scalpel-dev/scalpel/ingest"
 	"github.com/scalpel-dev/scalpel/internal/config"
+	"github.com/scalpel-dev/scalpel/internal/metricstest"
 	"github.com/scalpel-dev/scalpel/internal/natstest"
 	"github.com/scalpel-dev/scalpel/internal/pipeline"
 	"github.com/scalpel-dev/scalpel/schemas"
@@ -83,6 +84,22 @@ func TestClusterStatus(t *testing.T) {
 		t.Errorf("warnings %q, want one of partition 2", st.Warnings)
 	}
 
+	reg := prometheus.NewRegistry()
+	cc := pipeline.NewClusterCollector(js, cfg.Subjects(), 50*time.Millisecond, testLogger(t))
+	t.Cleanup(cc.Stop)
+	reg.MustRegister(cc)
+	gauges := func() string {
+		var out []string
+		for _, name := range []string{"scalpel_cluster_partitions_unconsumed", "scalpel_cluster_unconsumed_messages", "scalpel_cluster_deciding"} {
+			v, _ := metricstest.Value(t, reg, name, nil)
+			out = append(out, fmt.Sprint(v))
+		}
+		return strings.Join(out, " ")
+	}
+	if g := gauges(); g != "1 0 1" {
+		t.Errorf("unconsumed partitions, waiting messages, deciding: %s, want 1 0 1", g)
+	}
+
 	ps[1].Stop()
 	publish(svcOf[1], 7)
 	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -94,6 +111,12 @@ func TestClusterStatus(t *testing.T) {
 			return strings.Contains(w, "scalpel-ingest-p1: no process consumes it, and 7 messages wait")
 		}) {
 			return fmt.Errorf("warnings %q", st.Warnings)
+		}
+		return nil
+	})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if g := gauges(); g != "1 7 1" {
+			return fmt.Errorf("unconsumed partitions, waiting messages, deciding: %s, want 1 7 1", g)
 		}
 		return nil
 	})
