@@ -167,7 +167,8 @@ func NewClusterCollector(js jetstream.JetStream, subj schemas.Subjects, interval
 			Help: "1 while some process holds the decide lease, 0 while none does (scalpel status)."}),
 	}
 	read := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		// Bounded so that stopping, which waits for a read in progress, does not wait long.
+		ctx, cancel := context.WithTimeout(context.Background(), min(interval, 5*time.Second))
 		defer cancel()
 		st, err := ReadClusterStatus(ctx, js, subj)
 		if err != nil {
