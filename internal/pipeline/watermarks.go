@@ -94,11 +94,15 @@ func (p *Pipeline) followsShared() bool {
 // is no longer cut into) drops out after WatermarkStale.
 func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error) {
 	kv := p.dec().state
-	w, err := kv.Watch(ctx, watermarkPrefix+"*", jetstream.IgnoreDeletes())
+	ctx, cancel := context.WithCancel(ctx)
+	watch := func() (jetstream.KeyWatcher, error) {
+		return kv.Watch(ctx, watermarkPrefix+"*", jetstream.IgnoreDeletes()) // stopped with ctx
+	}
+	w, err := watch()
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
 	type mark struct{ wm, at time.Time }
 	marks := map[string]mark{}
 	var last time.Time
@@ -107,6 +111,14 @@ func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error
 		for _, m := range marks {
 			if time.Since(m.at) < WatermarkStale && (low.IsZero() || m.wm.Before(low)) {
 				low = m.wm
+			}
+		}
+		if p.cfg.Ingests() {
+			// This process's own part counts as it is, not as it last shared it: should the
+			// watch fall behind, the others' marks go stale and decide goes on on its own
+			// detector's event time, as it did before it followed the others.
+			if own := p.detect.Watermark(); !own.IsZero() && (low.IsZero() || own.Before(low)) {
+				low = own
 			}
 		}
 		// Also when low has not moved: what was decided since (a rollback whose verify period
@@ -128,7 +140,20 @@ func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error
 				return
 			case e, ok := <-w.Updates():
 				if !ok {
-					return
+					// The watch ended without being stopped (its subscription closed): watch
+					// again, or decide would stand still.
+					for !ok {
+						p.log.Warn("decide: the watch of the consumers' shared watermarks ended; watching again", "stage", "decide")
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(time.Second):
+						}
+						if nw, err := watch(); err == nil {
+							w, ok = nw, true
+						}
+					}
+					continue
 				}
 				if e == nil {
 					continue // the initial values are in
@@ -144,7 +169,6 @@ func (p *Pipeline) followWatermarks(ctx context.Context) (stop func(), err error
 	}()
 	return func() {
 		cancel()
-		_ = w.Stop()
 		wg.Wait()
 	}, nil
 }
