@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/scalpel-dev/scalpel/ingest"
@@ -57,10 +58,11 @@ freezes the baseline the live detector froze for every deploy in the range, a sp
 tempering too; what is older than the warm-up (own profiles, throughput averages) is rebuilt only
 from the warm-up. Which start was taken goes to stderr and into the timeline. --export puts the
 checkpoint in the bundle, so --from-file starts from it too; --list-checkpoints shows which are
-kept, and so which ranges replay exactly. On a telemetry stream cut into partitions
-(ingest.partitions in --config), the replay runs a detector per partition, as serve did, each from
-its partition's own checkpoint (one without starts from --warmup); --partition K replays one
-partition alone. Progress goes to stderr; Ctrl-C stops and writes what was replayed so far.`,
+kept, and so which ranges replay exactly. On a telemetry stream cut into partitions (read from
+the stream, or ingest.partitions in --config), the replay runs a detector per partition, as serve
+did, each from its partition's own checkpoint (one without starts from --warmup); --partition K
+replays one partition alone. Progress goes to stderr; Ctrl-C stops and writes what was replayed so
+far.`,
 		Example: `  scalpel replay --since 2026-11-26T10:00:00Z --until 2026-11-26T10:30:00Z --report incident.html
   scalpel replay --since 1h --service checkout --config stricter.yaml --diff
   scalpel replay --since 1h --service checkout --export incident.ndjson
@@ -97,17 +99,8 @@ partition alone. Progress goes to stderr; Ctrl-C stops and writes what was repla
 			if global.prefix != "" {
 				cfg.NATS.SubjectPrefix = global.prefix
 			}
-			if cmd.Flags().Changed("partition") {
-				if fromFile != "" {
-					return errors.New("--partition reads one partition of the server's telemetry stream: an --from-file bundle has no partitions")
-				}
-				cfg.Ingest.Partition = &partition
-				if err := cfg.Ingest.Validate(); err != nil {
-					return fmt.Errorf("--partition: %w (the --config file must say ingest.partitions, as serve's does)", err)
-				}
-				if service != "" && ingest.Partition(service, cfg.Ingest.Partitions) != partition {
-					return fmt.Errorf("--service %s is stored in partition %d, not %d", service, ingest.Partition(service, cfg.Ingest.Partitions), partition)
-				}
+			if cmd.Flags().Changed("partition") && fromFile != "" {
+				return errors.New("--partition reads one partition of the server's telemetry stream: an --from-file bundle has no partitions")
 			}
 			if !cmd.Flags().Changed("warmup") {
 				warmup = cfg.Detect.ReplayWarmup()
@@ -115,8 +108,39 @@ partition alone. Progress goes to stderr; Ctrl-C stops and writes what was repla
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
+			var js jetstream.JetStream
+			if fromFile == "" {
+				nc, jsc, err := connect()
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				js = jsc
+				// A replay of a cut stream runs a detector per partition, as serve did, which
+				// needs to know the cut: the stream says it when --config does not.
+				if cfg.Ingest.Partitions == 0 {
+					if n, err := telemetryPartitions(ctx, js); err != nil {
+						return err
+					} else if n > 0 {
+						cfg.Ingest.Partitions = n
+						if !quiet && !listCheckpoints && !cmd.Flags().Changed("partition") {
+							fmt.Fprintf(cmd.ErrOrStderr(), "the telemetry stream is cut into %d partitions (ingest.partitions): a detector per partition, as serve ran\n", n)
+						}
+					}
+				}
+			}
+			if cmd.Flags().Changed("partition") {
+				cfg.Ingest.Partition = &partition
+				if err := cfg.Ingest.Validate(); err != nil {
+					return fmt.Errorf("--partition: %w", err)
+				}
+				if service != "" && ingest.Partition(service, cfg.Ingest.Partitions) != partition {
+					return fmt.Errorf("--service %s is stored in partition %d, not %d", service, ingest.Partition(service, cfg.Ingest.Partitions), partition)
+				}
+			}
+
 			if listCheckpoints {
-				return listReplayCheckpoints(ctx, cmd.OutOrStdout(), cfg, asJSON)
+				return listReplayCheckpoints(ctx, cmd.OutOrStdout(), js, cfg, asJSON)
 			}
 			var src replay.Source
 			if fromFile != "" {
@@ -131,11 +155,6 @@ partition alone. Progress goes to stderr; Ctrl-C stops and writes what was repla
 				}
 				src = replay.NewFileSource(f, size)
 			} else {
-				nc, js, err := connect()
-				if err != nil {
-					return err
-				}
-				defer nc.Close()
 				so := replay.ServerOptions{Subjects: cfg.Subjects(), Since: s, Until: u, Warmup: warmup, Service: service}
 				if k := cfg.Ingest.Partition; k != nil {
 					so.Partition, so.Partitions, so.TelemetryFilters = k, cfg.Ingest.Partitions, cfg.Ingest.Filters(cfg.Subjects())
@@ -306,12 +325,7 @@ partition alone. Progress goes to stderr; Ctrl-C stops and writes what was repla
 
 // listReplayCheckpoints prints the detector checkpoints of cfg's ingest consumer, newest first, and
 // whether a replay under cfg can start from each.
-func listReplayCheckpoints(ctx context.Context, w io.Writer, cfg config.Config, asJSON bool) error {
-	nc, js, err := connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
+func listReplayCheckpoints(ctx context.Context, w io.Writer, js jetstream.JetStream, cfg config.Config, asJSON bool) error {
 	// A cut stream's partitions keep their own: those of every partition, or of the one named.
 	cfgs := []config.Config{cfg}
 	if n := cfg.Ingest.Partitions; n > 0 && cfg.Ingest.Partition == nil {
@@ -384,4 +398,17 @@ func pct(f float64) string {
 		return "?%"
 	}
 	return fmt.Sprintf("%.0f%%", 100*f)
+}
+
+// telemetryPartitions is how many partitions the TELEMETRY stream is cut into (0: not cut, or no
+// stream yet).
+func telemetryPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+	str, err := js.Stream(ctx, schemas.StreamTelemetry)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open stream %s: %w", schemas.StreamTelemetry, err)
+	}
+	return ingest.CutPartitions(str.CachedInfo().Config.SubjectTransform), nil
 }

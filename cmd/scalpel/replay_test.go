@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +55,31 @@ func TestReplayListCheckpoints(t *testing.T) {
 	}
 	if out := runCLI(t, "--server", s.ClientURL(), "-o", "json", "replay", "--list-checkpoints"); !strings.Contains(out, `"series": 3`) {
 		t.Errorf("JSON listing: %s", out)
+	}
+}
+
+// TestReplayReadsTheCutFromTheStream: on a telemetry stream cut into partitions, a replay without
+// ingest.partitions in --config runs a detector per partition all the same, as serve did, and
+// --partition needs no --config either.
+func TestReplayReadsTheCutFromTheStream(t *testing.T) {
+	s, _, js := natstest.Connect(t)
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.Topology.TelemetryPartitions = 2
+	if err := ingest.EnsureTopology(ctx, js, cfg.Subjects(), cfg.Topology); err != nil {
+		t.Fatal(err)
+	}
+	lat := 10.0
+	b, _ := json.Marshal(schemas.TelemetryEvent{TS: time.Now().UTC().Add(-time.Minute), Service: "checkout", Component: "cart", Version: "1", LatencyMS: &lat})
+	if _, err := js.Publish(ctx, "telemetry.checkout.cart", b); err != nil {
+		t.Fatal(err)
+	}
+	out := runCLI(t, "--server", s.ClientURL(), "replay")
+	if !strings.Contains(out, "the telemetry stream is cut into 2 partitions") || !strings.Contains(out, "replay: 1 events") {
+		t.Errorf("replay of a cut stream without --config:\n%s", out)
+	}
+	k := strconv.Itoa(ingest.Partition("checkout", 2))
+	if out := runCLI(t, "--server", s.ClientURL(), "replay", "--partition", k); !strings.Contains(out, "replay: 1 events") {
+		t.Errorf("replay --partition %s without --config:\n%s", k, out)
 	}
 }
