@@ -103,14 +103,18 @@ type PipelineStatus struct {
 	Deciding  bool      `json:"deciding"`
 	Watermark time.Time `json:"watermark,omitzero"`
 	Series    int       `json:"series"`
+	// DecideWatermark is the event time decide has reached, when this pipeline decides: its
+	// detector's, or, with partitions, the earliest the consumers share.
+	DecideWatermark time.Time `json:"decide_watermark,omitzero"`
 }
 
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	st := Status{Version: h.o.Version, Pipelines: []PipelineStatus{}}
 	for _, p := range h.o.Pipelines {
 		ingesting, deciding := p.Active()
+		dwm, _ := p.DecideWatermark()
 		st.Pipelines = append(st.Pipelines, PipelineStatus{Partition: p.Partition(), Ready: p.Ready(), Ingests: p.Ingests(),
-			Ingesting: ingesting, Deciding: deciding, Watermark: p.Watermark(), Series: p.SeriesCount()})
+			Ingesting: ingesting, Deciding: deciding, Watermark: p.Watermark(), Series: p.SeriesCount(), DecideWatermark: dwm})
 	}
 	writeJSON(w, http.StatusOK, st)
 }

@@ -463,6 +463,7 @@ func (p *Pipeline) AdvanceDecide(ctx context.Context, watermark time.Time) {
 		return
 	}
 	decisions, err := p.engine.Advance(watermark)
+	p.decideWM, p.decideAt = watermark, time.Now()
 	decisions = append(p.dec().unpublished, decisions...)
 	p.dec().unpublished = nil
 	p.decideMu.Unlock()
@@ -479,6 +480,18 @@ func (p *Pipeline) AdvanceDecide(ctx context.Context, watermark time.Time) {
 		}
 		p.decideMu.Unlock()
 	}
+}
+
+// DecideWatermark is the event time the decide stage has reached (verify periods and approval
+// timeouts end on it), and the wall-clock time it was last advanced; zero while this process does
+// not decide, or has not advanced it yet.
+func (p *Pipeline) DecideWatermark() (watermark, at time.Time) {
+	p.decideMu.Lock()
+	defer p.decideMu.Unlock()
+	if p.dec().stops == nil {
+		return time.Time{}, time.Time{}
+	}
+	return p.decideWM, p.decideAt
 }
 
 // publishDecisions publishes each decision once: a decision already recorded in scalpel_state

@@ -234,7 +234,18 @@ func TestDecidingPartitionWaitsForTheOthers(t *testing.T) {
 	}
 	h.publishJS(evs)
 	h.idleOn(30*time.Second, durable{schemas.StreamTelemetry, "scalpel-ingest-p" + strconv.Itoa(1-mine)})
-	time.Sleep(2 * time.Second) // the watermarks shared (once a second) and followed
+	handled := time.Now()
+	// Decide has advanced since, with the deciding partition at now: on the earliest event time
+	// the partitions share, that is checkout's partition's, still short of the deadline.
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if wm, at := decider.DecideWatermark(); !at.After(handled) || wm.IsZero() {
+			return fmt.Errorf("decide last advanced to %s at %s", wm, at)
+		}
+		return nil
+	})
+	if wm, _ := decider.DecideWatermark(); wm.After(t1.Add(time.Minute)) {
+		t.Errorf("decide advanced to %s, past checkout's partition's event time (its traffic ends at %s)", wm, t1.Add(30*time.Second))
+	}
 	if ds := h.decisions(); len(ds) != 0 {
 		t.Fatalf("decided before checkout's partition reached the anomaly's deadline for its deploy: %s: %s", ds[0].Action, ds[0].Reason)
 	}

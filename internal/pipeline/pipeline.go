@@ -61,6 +61,9 @@ type Pipeline struct {
 	detectStream time.Time
 
 	decideMu sync.Mutex
+	// decideWM is the event time the decide engine was last advanced to, and decideAt when
+	// (wall clock); guarded by decideMu.
+	decideWM, decideAt time.Time
 	// bal shares the partitions out among the processes (Options.Balancer; nil: not shared).
 	bal *Balancer
 	// wmMu guards the watermark shareWatermark shares: when it last wrote it (wmShared), the
