@@ -199,17 +199,46 @@ func TestJetStreamSubscriberStopsWhileDelivering(t *testing.T) {
 		}
 		return sub, out
 	}
+	var cons jetstream.Consumer
 	for round := range 30 {
 		sub, out := subscribe()
-		closed := make(chan error, 1)
-		go func() {
-			time.Sleep(time.Duration(round%10) * 2 * time.Millisecond) // close at varying points
-			closed <- sub.Close()
-		}()
-		for m := range out { // ends when the subscriber has closed the output
-			seen[string(m.Payload)] = true
-			m.Ack()
+		if cons == nil { // the first subscription creates the durable
+			if cons, err = str.Consumer(ctx, "scalpel-actuate"); err != nil {
+				t.Fatal(err)
+			}
 		}
+		closed := make(chan error, 1)
+		closeNow := func() { go func() { closed <- sub.Close() }() }
+		// Close at varying points: at once, or as the round's first, second or third message is
+		// being settled, while the next delivery may already be under way.
+		after := round % 4
+		if after == 0 {
+			closeNow()
+		}
+		got, closing := 0, after == 0
+		poll := time.NewTicker(20 * time.Millisecond)
+	deliveries:
+		for {
+			select {
+			case m, ok := <-out:
+				if !ok {
+					break deliveries // the subscriber has closed the output
+				}
+				seen[string(m.Payload)] = true
+				if got++; got == after {
+					closeNow()
+					closing = true
+				}
+				m.Ack()
+			case <-poll.C:
+				// The durable has fewer left than the round waits for: close all the same.
+				if info, err := cons.Info(ctx); !closing && err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+					closeNow()
+					closing = true
+				}
+			}
+		}
+		poll.Stop()
 		if err := <-closed; err != nil {
 			t.Fatalf("round %d: close: %v", round, err)
 		}
@@ -217,10 +246,6 @@ func TestJetStreamSubscriberStopsWhileDelivering(t *testing.T) {
 	// One that stays until the durable has nothing left: every message was acknowledged once.
 	sub, out := subscribe()
 	defer sub.Close()
-	cons, err := str.Consumer(ctx, "scalpel-actuate")
-	if err != nil {
-		t.Fatal(err)
-	}
 	deadline := time.After(20 * time.Second)
 	for {
 		select {
