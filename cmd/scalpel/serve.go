@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
@@ -38,6 +39,7 @@ func newServeCmd() *cobra.Command {
 		natsListen  string
 		dataDir     string
 		httpListen  string
+		webConfig   string
 		natsURL     string
 		partitions  string
 		role        string
@@ -69,12 +71,15 @@ service that falls silent after a deploy is found, and decide recommends rolling
 HTTP endpoints (default 127.0.0.1:8080): /healthz, /readyz (which says whether this process is
 active or stands by), /metrics (Prometheus), and a read-only JSON API under /api/v1/ (GET
 /api/v1/ lists it): status, decisions, anomalies, incidents and their stories, versions, catalog.
+They speak plain HTTP to anyone who reaches them; --web-config-file (http.web_config_file) turns on
+TLS and basic authentication with the web configuration file Prometheus reads.
 SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exits.`,
 		Example: `  scalpel serve
   scalpel serve --nats-listen 0.0.0.0:4222 --data-dir /var/lib/scalpel
   scalpel serve --nats-url nats://nats.internal:4222 --creds scalpel.creds
   scalpel serve --config scalpel.yaml --nats-url nats://nats.internal:4222 --partition auto
   scalpel serve --config scalpel.yaml --check-config
+  scalpel serve --http-listen 0.0.0.0:8443 --web-config-file web.yaml   # TLS and basic auth
   scalpel serve --print-config > scalpel.yaml     # every setting with its default`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -91,6 +96,9 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 			}
 			if f.Changed("http-listen") {
 				cfg.HTTP.Listen = httpListen
+			}
+			if f.Changed("web-config-file") {
+				cfg.HTTP.WebConfigFile = webConfig
 			}
 			if f.Changed("nats-url") {
 				cfg.NATS.URL = natsURL
@@ -143,7 +151,8 @@ SIGINT or SIGTERM drains the consumers, so no acknowledged work is lost, and exi
 	f.BoolVar(&printConfig, "print-config", false, "print the effective configuration (defaults, file and flags) as YAML and exit")
 	f.StringVar(&natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server (HOST:PORT)")
 	f.StringVar(&dataDir, "data-dir", "./data", "directory of the embedded server's JetStream store")
-	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics; empty disables")
+	f.StringVar(&httpListen, "http-listen", "127.0.0.1:8080", "address of /healthz, /readyz, /metrics and /api/v1/; empty disables")
+	f.StringVar(&webConfig, "web-config-file", "", "TLS and basic authentication for the HTTP endpoints: a web configuration file as Prometheus reads it (http.web_config_file)")
 	f.StringVar(&natsURL, "nats-url", "", "use this NATS server instead of embedding one (e.g. nats://host:4222)")
 	f.StringVar(&role, "role", "all", "all: ingest, detect, and decide when this process holds the decide lease; detect: never decide; decide: decide only (role)")
 	f.StringVar(&partitions, "partition", "", "consume only these partitions of the telemetry, e.g. 0 or 0,1 (ingest.partition; ingest.partitions says how many there are), or auto: a share of them, as the processes alive divide them")
@@ -335,7 +344,7 @@ func serve(ctx context.Context, cfgs []config.Config, auto bool) error {
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
 		rd := audit.Reader{JS: js, Subjects: cfg.Subjects()}
-		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, rd, ps, log)
+		httpSrv, err = startHTTP(cfg.HTTP.Listen, cfg.HTTP.WebConfigFile, reg, rd, ps, log)
 		if err != nil {
 			stopAll()
 			return err
@@ -354,19 +363,28 @@ func serve(ctx context.Context, cfgs []config.Config, auto bool) error {
 	return nil
 }
 
-func startHTTP(addr string, reg *prometheus.Registry, rd audit.Reader, ps []*pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
+func startHTTP(addr, webConfig string, reg *prometheus.Registry, rd audit.Reader, ps []*pipeline.Pipeline, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w (pick another with --http-listen, or --http-listen '' to disable)", addr, err)
 	}
-	srv := &http.Server{Handler: httpHandler(reg, rd, ps...), ReadHeaderTimeout: 5 * time.Second}
+	srv := serveHTTP(ln, webConfig, httpHandler(reg, rd, ps...), log)
+	log.Info("http ready", "addr", ln.Addr().String(), "web_config_file", webConfig)
+	return srv, nil
+}
+
+// serveHTTP serves h on ln, with TLS and basic authentication when webConfig names a web
+// configuration file (exporter-toolkit's, as Prometheus reads it; config.HTTP.WebConfigFile),
+// until the returned server is shut down.
+func serveHTTP(ln net.Listener, webConfig string, h http.Handler, log *slog.Logger) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	flags := &web.FlagConfig{WebListenAddresses: &[]string{ln.Addr().String()}, WebConfigFile: &webConfig}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
+		if err := web.Serve(ln, srv, flags, log.With("component", "http")); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
 		}
 	}()
-	log.Info("http ready", "addr", ln.Addr().String())
-	return srv, nil
+	return srv
 }
 
 // httpHandler serves /healthz, /readyz (which also says whether this process is active or stands

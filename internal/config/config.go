@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
 	"gopkg.in/yaml.v3"
 
 	"github.com/scalpel-dev/scalpel/actuate/exec"
@@ -95,10 +96,17 @@ type NATS struct {
 	SubjectPrefix string `yaml:"subject_prefix" json:"subject_prefix"`
 }
 
-// HTTP configures the health, readiness and metrics endpoints.
+// HTTP configures the health, readiness and metrics endpoints and the JSON API.
 type HTTP struct {
-	// Listen address of /healthz, /readyz, /metrics. Default 127.0.0.1:8080; empty string disables.
+	// Listen address of /healthz, /readyz, /metrics and /api/v1/. Default 127.0.0.1:8080; empty
+	// string disables.
 	Listen string `yaml:"listen" json:"listen"`
+	// WebConfigFile turns on TLS and basic authentication for every endpoint, with the web
+	// configuration file Prometheus and its exporters read (github.com/prometheus/exporter-toolkit:
+	// tls_server_config, basic_auth_users with bcrypt hashes, http_server_config). Certificates
+	// and users are read again on each connection, so they change without a restart. Default
+	// none: plain HTTP, no authentication.
+	WebConfigFile string `yaml:"web_config_file" json:"web_config_file"`
 }
 
 // Actuate chooses which actuators carry a decision's commands, and how the hand-off retries.
@@ -205,6 +213,11 @@ func (c *Config) Validate() error {
 	if c.HTTP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("http.listen %q: want HOST:PORT", c.HTTP.Listen))
+		}
+		if f := c.HTTP.WebConfigFile; f != "" {
+			if err := web.Validate(f); err != nil {
+				errs = append(errs, fmt.Errorf("http.web_config_file %q: %w (the format: https://prometheus.io/docs/prometheus/latest/configuration/https/)", f, err))
+			}
 		}
 	}
 	if p := c.NATS.SubjectPrefix; p != "" {
