@@ -370,7 +370,41 @@ func startHTTP(addr, webConfig string, reg *prometheus.Registry, rd audit.Reader
 	}
 	srv := serveHTTP(ln, webConfig, httpHandler(reg, rd, ps...), log)
 	log.Info("http ready", "addr", ln.Addr().String(), "web_config_file", webConfig)
+	if w := clearPasswords(addr, webConfig); w != "" {
+		log.Warn(w)
+	}
 	return srv, nil
+}
+
+// clearPasswords warns when the web configuration file at path names basic-auth users but no
+// certificate while addr listens beyond the loopback: every request then carries a password in
+// clear across the network. "" when there is nothing to warn of (the file was validated already).
+func clearPasswords(addr, path string) string {
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		TLS struct {
+			Cert     string `yaml:"cert"`
+			CertFile string `yaml:"cert_file"`
+		} `yaml:"tls_server_config"`
+		Users map[string]string `yaml:"basic_auth_users"`
+	}
+	if yaml.Unmarshal(b, &c) != nil || len(c.Users) == 0 || c.TLS.Cert != "" || c.TLS.CertFile != "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return ""
+	}
+	return fmt.Sprintf("%s names basic_auth_users but no tls_server_config, and %s listens beyond this host: passwords cross the network in clear; add a certificate (cert_file, key_file) or listen on 127.0.0.1 behind a proxy that speaks TLS", path, addr)
 }
 
 // serveHTTP serves h on ln, with TLS and basic authentication when webConfig names a web

@@ -177,3 +177,38 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+// TestClearPasswordsWarning: serve warns when users log in without TLS on an address beyond this
+// host, and only then.
+func TestClearPasswordsWarning(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	users := write("users.yaml", "basic_auth_users:\n  sre: $2y$04$abcdefghijklmnopqrstuu5xFJJkQzZ8q0j7z8gYQk8W0y8mJbq6i\n")
+	tlsUsers := write("tls.yaml", "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\nbasic_auth_users:\n  sre: x\n")
+	noUsers := write("nousers.yaml", "http_server_config:\n  http2: false\n")
+	for _, tc := range []struct {
+		addr, file string
+		warn       bool
+	}{
+		{addr: "0.0.0.0:8080", file: users, warn: true},
+		{addr: "10.1.2.3:8080", file: users, warn: true},
+		{addr: ":8080", file: users, warn: true},
+		{addr: "127.0.0.1:8080", file: users},
+		{addr: "[::1]:8080", file: users},
+		{addr: "localhost:8080", file: users},
+		{addr: "0.0.0.0:8443", file: tlsUsers},
+		{addr: "0.0.0.0:8080", file: noUsers},
+		{addr: "0.0.0.0:8080", file: ""},
+	} {
+		got := clearPasswords(tc.addr, tc.file)
+		if (got != "") != tc.warn {
+			t.Errorf("clearPasswords(%q, %s) = %q, want a warning: %v", tc.addr, filepath.Base(tc.file), got, tc.warn)
+		}
+	}
+}
