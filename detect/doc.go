@@ -9,7 +9,7 @@
 //     one), in which H0's rate is predicted from both sides pooled, so the baseline's own
 //     sampling error is part of the test rather than a bound around it; its false-alarm rate is
 //     bounded under continuous monitoring over a watch of any length (sprt.go);
-//   - latency: the fraction of requests above the baseline's quantiles (p50, p90, p99, p99.9) is
+//   - latency: the fraction of requests above the baseline's quantiles (p50, p90, p99.5, p99.9) is
 //     tested by the same sequential test, where the alternative is "every latency scaled by the
 //     minimum effect" (or by the gross factor). p99.9 catches a regression of the tail alone: a
 //     slow path twice as slow doubles the share above p99 but multiplies the share above p99.9

@@ -381,7 +381,9 @@ func TestConcurrentFloor(t *testing.T) {
 
 // TestExceedanceFloor: a tail-only regression reduced to the exceedance count of the best tested
 // quantile carries 0.0266 nats a request for p99 x2 (p99.9), against 0.0477 for the whole
-// distribution; a baseline too small for p99.9 leaves p99, which carries far less.
+// distribution; for p99 +25 % the best is p99.5; a baseline too small for p99.9 leaves p99.5,
+// which carries less (p99, tested in its place until p99.5 took it, far less: 10 to 15 times
+// the floor).
 func TestExceedanceFloor(t *testing.T) {
 	fp := FloorParams{Alpha: 0.001, Beta: 0.01}
 	cfg := detect.DefaultConfig()
@@ -391,8 +393,8 @@ func TestExceedanceFloor(t *testing.T) {
 		lo, hi float64 // exceedance floor / floor
 	}{
 		{Scenario{RPS: 50, Pre: 450, TailMul: 2, Regression: true}, 0.999, 1.75, 1.85},
-		{Scenario{RPS: 50, Pre: 450, TailMul: 1.25, Regression: true}, 0.999, 1.8, 1.95},
-		{Scenario{RPS: 50, Pre: 60, TailMul: 2, Regression: true}, 0.99, 10, 15},
+		{Scenario{RPS: 50, Pre: 450, TailMul: 1.25, Regression: true}, 0.995, 1.6, 1.75},
+		{Scenario{RPS: 50, Pre: 60, TailMul: 2, Regression: true}, 0.995, 3.9, 4.4},
 	} {
 		f, _ := FloorSeconds(&tt.sc, fp)
 		e, q, ok := ExceedanceFloorSeconds(&tt.sc, fp, cfg)
