@@ -59,18 +59,18 @@ const (
 	// driftMinEpochs is how many measured epochs the drift needs before it is read.
 	driftMinEpochs = 3
 	// driftMinExpected is how many latencies an epoch must be expected to hold above a
-	// quantile's threshold for its residual there to be measured: p99.9 from about 100 req/s
-	// on, p99.5 from about 18 (a threshold is a sketch bin's edge, a little above its quantile:
-	// 0.083 % of latencies lie above p99.9's, 0.97 % above p99's, between 25 and 30 of an
-	// epoch's 6 000 at 20 req/s above p99.5's). Fewer tell a drift from chance too poorly to be
-	// worth an incident's price (readDrift): with the margin of the time (one steady series in
-	// ninety, driftTrim), p99.9 measured on 15 latencies an epoch at 50 req/s read above 1 in
-	// 109 of 300 steady series half an hour after a four-minute incident, and in 7 of 300
-	// without one. Such a quantile takes the drift of the quantile below it, scaled to its
-	// share. It was 30 while p99 was tested; at 30, p99.5 at 20 req/s took p90's drift, which
-	// the slow path's wander hardly moves, and the wander at 20 req/s rolled back 50 of 1 000
-	// healthy deploys instead of 21.
-	driftMinExpected = 25
+	// quantile's threshold for its residual there to be measured: p99.9 from about 70 req/s
+	// on, p99.5 from about 13 (a threshold is a sketch bin's edge, a little above its quantile:
+	// 0.083 % of latencies lie above p99.9's, 0.97 % above p99's, about 0.45 % above p99.5's).
+	// Fewer tell a drift from chance too poorly to be worth an incident's price (readDrift):
+	// with the margin of the time (one steady series in ninety, driftTrim), p99.9 measured on
+	// 15 latencies an epoch at 50 req/s read above 1 in 109 of 300 steady series half an hour
+	// after a four-minute incident, and in 7 of 300 without one. Such a quantile takes the drift
+	// of the quantile below it, scaled to its share: for p99.5 that is p90's, which the slow
+	// path's wander hardly moves. It was 30 while p99 was tested (p99 from about 10 req/s). With
+	// p99.5, at 30 the wander at 20 req/s rolled back 50 of 1 000 healthy deploys, at 25 21 of
+	// 1 000 but 43 at 15 req/s, at 18 22 at 15 req/s (docs/design-notes.md).
+	driftMinExpected = 18
 	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale, and a drift as
 	// log2(φ)·driftScale: within 2.2 %, up to 65 535.
 	driftScale = 16
