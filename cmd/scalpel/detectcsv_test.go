@@ -14,13 +14,6 @@ import (
 
 func TestLoadSingleConfig(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
 	tests := []struct {
 		name, body string
 		want       func(single.Config) bool
@@ -39,7 +32,7 @@ func TestLoadSingleConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := ""
 			if tt.name != "none" {
-				path = write(tt.name+".yaml", tt.body)
+				path = writeFile(t, dir, tt.name+".yaml", tt.body)
 			}
 			cfg, err := loadSingleConfig(path)
 			if tt.wantErr != "" {
@@ -90,4 +83,14 @@ func TestDetectCSVUsesConfig(t *testing.T) {
 	if n := alarms(high); n != 0 {
 		t.Fatalf("%d alarms with a threshold of 1", n)
 	}
+}
+
+// writeFile writes body to dir/name and returns its path.
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -115,11 +115,7 @@ func TestHTTPWebConfig(t *testing.T) {
 		"an unknown field":     "tls_server_confg: {}\n",
 		"a file that is empty": "",
 	} {
-		bad := filepath.Join(dir, "bad.yaml")
-		if err := os.WriteFile(bad, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg.HTTP.WebConfigFile = bad
+		cfg.HTTP.WebConfigFile = writeFile(t, dir, "bad.yaml", body)
 		err := cfg.Validate()
 		if name == "a file that is empty" {
 			if err != nil {
@@ -182,16 +178,9 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 // host, and only then.
 func TestClearPasswordsWarning(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	users := write("users.yaml", "basic_auth_users:\n  sre: $2y$04$abcdefghijklmnopqrstuu5xFJJkQzZ8q0j7z8gYQk8W0y8mJbq6i\n")
-	tlsUsers := write("tls.yaml", "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\nbasic_auth_users:\n  sre: x\n")
-	noUsers := write("nousers.yaml", "http_server_config:\n  http2: false\n")
+	users := writeFile(t, dir, "users.yaml", "basic_auth_users:\n  sre: $2y$04$abcdefghijklmnopqrstuu5xFJJkQzZ8q0j7z8gYQk8W0y8mJbq6i\n")
+	tlsUsers := writeFile(t, dir, "tls.yaml", "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\nbasic_auth_users:\n  sre: x\n")
+	noUsers := writeFile(t, dir, "nousers.yaml", "http_server_config:\n  http2: false\n")
 	for _, tc := range []struct {
 		addr, file string
 		warn       bool
