@@ -256,10 +256,14 @@ func DefaultScenarios() []Scenario {
 		// version serves an hour before the deploy, and what counts is found from the deploy on.
 		{Name: "traffic mix wanders (slow share x log-normal σ0.6 over 1min), no change @50rps", RPS: 50, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		{Name: "traffic mix wanders (σ0.6 over 1min), no change @20rps", RPS: 20, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
+		// The same wander where an epoch holds fewer slow requests, too few below about 13 req/s
+		// for p99.5 to measure its drift (detect's driftMinExpected); and a tail twice as slow
+		// where the baseline supports p99.5 (5 req/s) or no tail quantile (2 req/s, fewer than
+		// 2 000 requests: detect.latency_min_tail_count).
+		{Name: "traffic mix wanders (σ0.6 over 1min), no change @15rps", RPS: 15, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		{Name: "traffic mix wanders (σ0.6 over 1min), no change @10rps", RPS: 10, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		{Name: "traffic mix wanders (σ0.6 over 1min), no change @5rps", RPS: 5, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		{Name: "p99 x2 tail-only @5rps, watched 1h", Regression: true, RPS: 5, Pre: pre, Post: watch, TailMul: 2},
-		{Name: "traffic mix wanders (σ0.6 over 1min), no change @15rps", RPS: 15, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		{Name: "p99 x2 tail-only @2rps, watched 1h", Regression: true, RPS: 2, Pre: pre, Post: watch, TailMul: 2},
 		{Name: "p99 x2 tail-only @2rps, the old version 1h, watched 1h", Regression: true, RPS: 2, Pre: watch, Post: watch, TailMul: 2},
 		{Name: "traffic mix wanders (σ0.6 over 5min), no change @50rps", RPS: 50, Pre: watch, Post: post, MixWander: 0.6, MixTau: 300, Settle: watch},
