@@ -653,8 +653,9 @@ func ConcurrentFloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool)
 // regression that sees, of each request, only whether its latency exceeded one of the quantiles
 // cfg tests (as the baseline has them), knowing that exceedance rate before (1-q) and after the
 // change: Wald's boundary over the binary divergence, with the quantile that gives the largest.
-// A quantile counts only if the scenario's baseline holds cfg.LatencyMinTailCount requests above
-// it, as the detector's does. The floor knows the whole latency distribution; the gap between
+// A quantile counts only if the baseline holds cfg.LatencyMinTailCount requests above it, as the
+// detector's must, and the baseline is what the detector's history holds of the old version
+// (heldBaseline), not all it served. The floor knows the whole latency distribution; the gap between
 // the two is the information an exceedance count cannot carry: of a log-normal slow path that
 // got slower, where in the tail each slow request landed. ok is false for anything but a
 // latency-only regression at its full size from the deploy on (no Ramp).
@@ -667,7 +668,7 @@ func ExceedanceFloorSeconds(sc *Scenario, p FloorParams, cfg detect.Config) (sec
 	if sc.CanaryShare > 0 {
 		rate *= sc.CanaryShare
 	}
-	baseline := sc.runRPS(0) * float64(sc.Pre)
+	baseline := heldBaseline(sc.runRPS(0), float64(sc.Pre), cfg)
 	best := 0.0
 	for _, q := range cfg.LatencyQuantiles {
 		if baseline*(1-q) < float64(cfg.LatencyMinTailCount) {
@@ -683,6 +684,23 @@ func ExceedanceFloorSeconds(sc *Scenario, p FloorParams, cfg detect.Config) (sec
 		return 0, 0, false
 	}
 	return waldBoundary(p.Alpha, p.Beta) / best / rate, quantile, true
+}
+
+// heldBaseline is about how many of the requests an old version served at rate over pre seconds
+// its series' history holds at the deploy: the completed epochs it keeps (the last one, or, for
+// a sparse series, as many as hold cfg.HistoryMinRequests, at most cfg.HistoryMaxEpochs) and,
+// on average, half an epoch in progress.
+func heldBaseline(rate, pre float64, cfg detect.Config) float64 {
+	epoch := time.Duration(cfg.HistoryEpoch).Seconds()
+	perEpoch := rate * epoch
+	if epoch <= 0 || perEpoch <= 0 {
+		return rate * pre
+	}
+	kept := 1
+	if perEpoch < float64(cfg.HistoryMinRequests) {
+		kept = min(int(math.Ceil(float64(cfg.HistoryMinRequests)/perEpoch)), max(cfg.HistoryMaxEpochs, 1))
+	}
+	return rate * min(pre, (float64(kept)+0.5)*epoch)
 }
 
 // latencyAbove is the share of latencies above log-latency x when the body is scaled by bm and

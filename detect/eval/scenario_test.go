@@ -395,6 +395,10 @@ func TestExceedanceFloor(t *testing.T) {
 		{Scenario{RPS: 50, Pre: 450, TailMul: 2, Regression: true}, 0.999, 1.75, 1.85},
 		{Scenario{RPS: 50, Pre: 450, TailMul: 1.25, Regression: true}, 0.995, 1.6, 1.75},
 		{Scenario{RPS: 50, Pre: 60, TailMul: 2, Regression: true}, 0.995, 3.9, 4.4},
+		// An old version that served an hour at 2 req/s: its history holds two epochs and a
+		// half, 1 500 requests, too few for p99.5, and p90 alone all but cannot see the tail.
+		{Scenario{RPS: 2, Pre: 3600, TailMul: 2, Regression: true}, 0.9, 1e4, math.Inf(1)},
+		{Scenario{RPS: 5, Pre: 450, TailMul: 2, Regression: true}, 0.995, 3.9, 4.4},
 	} {
 		f, _ := FloorSeconds(&tt.sc, fp)
 		e, q, ok := ExceedanceFloorSeconds(&tt.sc, fp, cfg)
