@@ -52,8 +52,8 @@ ordered consumer): it never acknowledges or changes anything.`,
 			subj := schemas.Subjects{Prefix: global.prefix}
 			filter := subj.DecisionAll()
 			if service != "" {
-				if strings.ContainsAny(service, ".*> ") {
-					return fmt.Errorf("--service %q: a service name cannot contain '.', '*', '>' or spaces", service)
+				if err := checkService("--service", service); err != nil {
+					return err
 				}
 				filter = subj.Decision(service)
 			}
@@ -97,6 +97,15 @@ func checkWindow(since time.Duration, last int) error {
 	}
 	if last < 0 {
 		return fmt.Errorf("--last %d: give a count, or 0 for all", last)
+	}
+	return nil
+}
+
+// checkService checks a service name given with flag (or as the argument, flag "service") before
+// it goes into a subject.
+func checkService(flag, service string) error {
+	if !schemas.IsName(service) {
+		return fmt.Errorf("%s %q: a service name is 1-%d characters of [A-Za-z0-9_-], as in the catalog", flag, service, schemas.MaxNameLen)
 	}
 	return nil
 }

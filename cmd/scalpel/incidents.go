@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scalpel-dev/scalpel/decide"
-	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 func init() { register(newIncidentsCmd) }
@@ -42,8 +41,10 @@ story in full. Reading is passive (ordered consumers): it never acknowledges or 
 			if err := checkWindow(since, last); err != nil {
 				return err
 			}
-			if service != "" && !schemas.IsName(service) {
-				return fmt.Errorf("--service %q: a service name is letters, digits, '-' and '_'", service)
+			if service != "" {
+				if err := checkService("--service", service); err != nil {
+					return err
+				}
 			}
 			nc, js, err := connect()
 			if err != nil {

@@ -46,8 +46,8 @@ With -o json every message is one JSON object per line (NDJSON) with "kind": "co
 				return err
 			}
 			svc := args[0]
-			if !schemas.IsName(svc) {
-				return fmt.Errorf("service %q: a service name is 1-64 characters of [A-Za-z0-9_-]", svc)
+			if err := checkService("service", svc); err != nil {
+				return err
 			}
 			if o.count < 0 {
 				return fmt.Errorf("--count %d: give a number of messages, or 0 to follow until Ctrl-C", o.count)
