@@ -64,9 +64,12 @@ func Handler(o Options) http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/status", h.status)
 	mux.HandleFunc("GET /api/v1/cluster", h.cluster)
-	mux.HandleFunc("GET /api/v1/decisions", h.decisions)
-	mux.HandleFunc("GET /api/v1/anomalies", h.anomalies)
-	mux.HandleFunc("GET /api/v1/incidents", h.incidents)
+	rd := o.Reader
+	mux.HandleFunc("GET /api/v1/decisions", listed(time.Hour, 20, func(ctx context.Context, svc string, since time.Time, last int) ([]schemas.Decision, error) {
+		return rd.Decisions(ctx, svc, since, last, "")
+	}))
+	mux.HandleFunc("GET /api/v1/anomalies", listed(time.Hour, 100, rd.Anomalies))
+	mux.HandleFunc("GET /api/v1/incidents", listed(24*time.Hour, 20, rd.Incidents))
 	mux.HandleFunc("GET /api/v1/incidents/{id}", h.story)
 	mux.HandleFunc("GET /api/v1/decide/incidents", h.engineIncidents)
 	mux.HandleFunc("GET /api/v1/versions/{target...}", h.versions)
@@ -128,46 +131,21 @@ func (h *handler) cluster(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-func (h *handler) decisions(w http.ResponseWriter, r *http.Request) {
-	q, err := readQuery(r, time.Hour, 20)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
+// listed serves a list read from the trail: ?service=&since=&last= with these defaults.
+func listed[T any](defSince time.Duration, defLast int, read func(ctx context.Context, service string, since time.Time, last int) ([]T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := readQuery(r, defSince, defLast)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		xs, err := read(r.Context(), q.service, q.since, q.last)
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, orEmpty(xs))
 	}
-	ds, err := h.o.Reader.Decisions(r.Context(), q.service, q.since, q.last, "")
-	if err != nil {
-		writeError(w, statusOf(err), err)
-		return
-	}
-	writeJSON(w, http.StatusOK, orEmpty(ds))
-}
-
-func (h *handler) anomalies(w http.ResponseWriter, r *http.Request) {
-	q, err := readQuery(r, time.Hour, 100)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	as, err := h.o.Reader.Anomalies(r.Context(), q.service, q.since, q.last)
-	if err != nil {
-		writeError(w, statusOf(err), err)
-		return
-	}
-	writeJSON(w, http.StatusOK, orEmpty(as))
-}
-
-func (h *handler) incidents(w http.ResponseWriter, r *http.Request) {
-	q, err := readQuery(r, 24*time.Hour, 20)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	stories, err := h.o.Reader.Incidents(r.Context(), q.service, q.since, q.last)
-	if err != nil {
-		writeError(w, statusOf(err), err)
-		return
-	}
-	writeJSON(w, http.StatusOK, orEmpty(stories))
 }
 
 func (h *handler) engineIncidents(w http.ResponseWriter, _ *http.Request) {
