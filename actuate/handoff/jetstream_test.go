@@ -25,16 +25,7 @@ import (
 // NewJetStreamSubscriber on a connection of its own, rejects stored in REJECTED through
 // reject.Publisher.
 func TestJetStreamPath(t *testing.T) {
-	srv := natstest.Run(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _, js := natstest.Connect(t)
 	ctx := context.Background()
 	subj := schemas.Subjects{}
 	for _, sc := range []jetstream.StreamConfig{
@@ -159,16 +150,7 @@ func TestJetStreamPath(t *testing.T) {
 // (under -race: no close against a send, no send on a closed channel), and what was handed out
 // and not acknowledged before the close comes back to the next subscriber on the durable.
 func TestJetStreamSubscriberStopsWhileDelivering(t *testing.T) {
-	srv := natstest.Run(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _, js := natstest.Connect(t)
 	ctx := context.Background()
 	subj := schemas.Subjects{}
 	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: schemas.StreamDecisions, Subjects: []string{subj.DecisionAll()}})
