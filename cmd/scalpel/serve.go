@@ -412,7 +412,7 @@ func clearPasswords(addr, path string) string {
 // until the returned server is shut down.
 func serveHTTP(ln net.Listener, webConfig string, h http.Handler, log *slog.Logger) *http.Server {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	flags := &web.FlagConfig{WebListenAddresses: &[]string{ln.Addr().String()}, WebConfigFile: &webConfig}
+	flags := &web.FlagConfig{WebConfigFile: &webConfig} // Serve reads only the file; ln is ours
 	go func() {
 		if err := web.Serve(ln, srv, flags, log.With("component", "http")); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
