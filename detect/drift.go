@@ -36,13 +36,13 @@ import (
 // neighbours); and two residuals an epoch estimate the drift of a few latencies above the
 // threshold (60 an epoch at p99 and 20 req/s) with less noise. Over the last driftMemory
 // completed epochs, the mean residual without the largest 40 % (driftTrimmed, driftTrim),
-// read as a multiple of what independent latencies give and less what they exceed once in
-// twenty series, at least 1, is the variance of an epoch's count beyond independent
-// requests': the latency dispersion (latencyDispersion) is the larger of it and the
-// per-second one, and the latency tests divide their evidence by it, as by the per-second
-// one. That is the quasi-likelihood's evidence at the epoch's time scale: a regression must
-// then stand out against how far the mix itself wanders, which for a tail-only regression on
-// such a service takes minutes, and not seconds.
+// read as a multiple of what independent latencies give, 1 up to what they exceed once in
+// twenty series and shrunk towards 1 by that margin above it (driftOf), is the variance of an
+// epoch's count beyond independent requests': the latency dispersion (latencyDispersion) is
+// the larger of it and the per-second one, and the latency tests divide their evidence by it,
+// as by the per-second one. That is the quasi-likelihood's evidence at the epoch's time
+// scale: a regression must then stand out against how far the mix itself wanders, which for a
+// tail-only regression on such a service takes minutes, and not seconds.
 //
 // The epochs' exceedances are counted whether or not a test of the series fires (unlike the
 // per-second dispersion's): which of its tests fire depends on history older than any replay's
@@ -260,10 +260,20 @@ func (d *Detector) driftMeasured(s *series, q int) (float64, bool) {
 
 // driftOf is the drift that driftMinEpochs … driftMemory residuals give (driftMeasured): the
 // mean of the k − driftTrimmed(k) smallest, as a multiple of its mean for independent
-// latencies, less driftTrim's margin, and at least 1. It sorts chis.
+// latencies, x. It is 1 up to 1 + driftTrim's margin m, where one steady series in twenty
+// reads it, and above that x − m²/(x − 1): 1 at the margin, rising twice as fast as x just past
+// it, and within m²/(x − 1) of x beyond. It used to be x − m, at least 1, which reads every
+// wandering series m low (at ten epochs 1.13: more than a third of a drift of 3), so its
+// tail tests were tempered too little, the more so the fewer latencies its epochs hold above
+// a threshold. The shrinkage keeps the steady series that read 1 at 1, and costs the few that
+// cross the margin a drift about twice their excess over it. It sorts chis.
 func driftOf(chis []float64) float64 {
 	t := driftTrim[len(chis)-driftMinEpochs]
-	return max(1, trimmedMean(chis)/t.mean-t.margin)
+	x := trimmedMean(chis) / t.mean
+	if x <= 1+t.margin {
+		return 1
+	}
+	return x - t.margin*t.margin/(x-1)
 }
 
 // trimmedMean is the mean of the k − driftTrimmed(k) smallest of k residuals. It sorts chis.
