@@ -50,8 +50,9 @@ func p99Config() Config {
 // TestDrift: a series whose slow requests' share wanders over minutes measures how far its
 // exceedances moved between epochs, at the tail's quantiles, from its sixth epoch on; a steady
 // mix measures about 1 (at most 1.3: driftTrim's margin lets one steady series in twenty
-// read a little, and driftOf reads about twice its excess over the margin), and so does one with an incident that doubled the p99's share for four
-// minutes (TestDriftSurvivesAnIncident). The reference a next version is compared with is
+// read a little, and driftOf reads about twice its excess over the margin), and so does one
+// with an incident that doubled the p99's share for four minutes
+// (TestDriftSurvivesAnIncident). The reference a next version is compared with is
 // frozen with it (and says it is the drift), the next version starts from it, and a restored
 // detector has all of it. With latency_drift off, nothing is measured.
 //
@@ -251,6 +252,41 @@ func TestDriftIsRemembered(t *testing.T) {
 		if _, ref := replayed(deploy.Add(-short)); ref.latDrift == live.latDrift {
 			t.Errorf("a replay from %s before the deploy froze the live drift %v: the test cannot fail", short, live.latDrift)
 		}
+	}
+}
+
+// TestDriftOf: the margin decides whether a drift is read, and above it the reading is shrunk
+// towards 1 rather than lowered by the margin, so a wandering series reads close to what its
+// epochs measured: ten epochs measuring x give 1 up to 1 + m, then x − m²/(x − 1), not the
+// x − m that read a drift of 3 as 1.9.
+func TestDriftOf(t *testing.T) {
+	tr := driftTrim[driftMemory-driftMinEpochs]
+	m := tr.margin
+	at := func(x float64) float64 { // ten epochs whose trimmed mean is x times independent latencies'
+		chis := make([]float64, driftMemory)
+		for i := range chis {
+			chis[i] = x * tr.mean
+		}
+		return driftOf(chis)
+	}
+	for _, x := range []float64{0.5, 1, 1 + m/2, 1 + m} {
+		if got := at(x); got != 1 {
+			t.Errorf("measured %.3g, at or below the margin 1 + %.3g: read %.4g, want 1", x, m, got)
+		}
+	}
+	prev := 1.0
+	for _, x := range []float64{1 + m + 0.01, 2.5, 3, 5, 11, 50} {
+		got, want := at(x), x-m*m/(x-1)
+		if math.Abs(got-want) > 1e-9*x {
+			t.Errorf("measured %.3g: read %.4g, want %.4g", x, got, want)
+		}
+		if got <= x-m || got > x || got <= prev {
+			t.Errorf("measured %.3g: read %.4g, want above x − m = %.4g, at most x, and above %.4g (the reading below)", x, got, x-m, prev)
+		}
+		prev = got
+	}
+	if got := at(1 + m + 0.01); got > 1.03 {
+		t.Errorf("just past the margin: read %.4g, want about 1.02 (continuous at the margin)", got)
 	}
 }
 
