@@ -387,14 +387,8 @@ func clearPasswords(addr, path string) string {
 	if err != nil {
 		return ""
 	}
-	var c struct {
-		TLS struct {
-			Cert     string `yaml:"cert"`
-			CertFile string `yaml:"cert_file"`
-		} `yaml:"tls_server_config"`
-		Users map[string]string `yaml:"basic_auth_users"`
-	}
-	if yaml.Unmarshal(b, &c) != nil || len(c.Users) == 0 || c.TLS.Cert != "" || c.TLS.CertFile != "" {
+	var c web.Config // the toolkit's own reading of the file, and its own idea of TLS
+	if yaml.Unmarshal(b, &c) != nil || len(c.Users) == 0 || c.TLSConfig.IsEnabled() {
 		return ""
 	}
 	host, _, err := net.SplitHostPort(addr)
