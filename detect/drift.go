@@ -66,11 +66,25 @@ const (
 	// with the margin of the time (one steady series in ninety, driftTrim), p99.9 measured on
 	// 15 latencies an epoch at 50 req/s read above 1 in 109 of 300 steady series half an hour
 	// after a four-minute incident, and in 7 of 300 without one. Such a quantile takes the drift
-	// of the quantile below it, scaled to its share: for p99.5 that is p90's, which the slow
-	// path's wander hardly moves. It was 30 while p99 was tested (p99 from about 10 req/s). With
+	// of the quantile below it, scaled to its share, or where that one lies far below it (p90
+	// under p99.5), is measured at a substitute threshold that holds enough (placeSubstitute).
+	// It was 30 while p99 was tested (p99 from about 10 req/s). With
 	// p99.5, at 30 the wander at 20 req/s rolled back 50 of 1 000 healthy deploys, at 25 21 of
 	// 1 000 but 43 at 15 req/s, at 18 22 at 15 req/s (docs/design-notes.md).
 	driftMinExpected = 18
+	// driftSubstituteCount is how many latencies the epoch a substitute threshold is read off
+	// held above it (placeSubstitute): a quarter more than driftMinExpected, so that the next
+	// epoch, which is measured against it, is expected to hold driftMinExpected above it even
+	// when it serves a little less (at driftMinExpected itself, any epoch that served less
+	// than the one before would often go unmeasured).
+	driftSubstituteCount = 1.25 * driftMinExpected
+	// driftSubstituteShare is how far a quantile's share must lie below the measured quantile's
+	// under it to be measured at a substitute (placeSubstitute) rather than take that one's
+	// drift scaled: a tenth. p99.9 above a measured p99.5 (a fifth) takes p99.5's, as it did:
+	// measured at a substitute on 22 latencies an epoch at 50 req/s, half an hour after a
+	// four-minute incident that raises its share fifteenfold it read drifts up to 2.6, where
+	// TestDriftSurvivesAnIncident allows 1.2. p99.5 above p90 (a twentieth) is measured at one.
+	driftSubstituteShare = 0.1
 	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale, and a drift as
 	// log2(φ)·driftScale: within 2.2 %, up to 65 535.
 	driftScale = 16
@@ -88,18 +102,35 @@ type drift struct {
 	x  [maxQuantiles]float32
 	xn float32
 	// chi is, newest first, each remembered completed epoch's coded residual per quantile (see
-	// driftScale), and bit q of on says it was measured.
+	// driftScale); bit q of on says it was measured, and bit 4 + q that it was measured at the
+	// quantile's substitute (placeSubstitute).
 	chi [driftMemory][maxQuantiles]uint8
 	on  [driftMemory]uint8
 	// phi is each quantile's drift as the remembered epochs give it (driftDispersion), coded
 	// as log2(φ)·driftScale and set when they change: the latency tests read it as every
 	// bucket closes. Bytes: with float32s the series would outgrow its allocation size.
 	phi [maxQuantiles]uint8
+	// sub says which quantile's slot measures its drift at a substitute threshold
+	// (placeSubstitute): bits 0–2 are 1 + that quantile (0: none), bits 4–5 the quantile whose
+	// threshold the substitute is subOff sketch bins above.
+	sub, subOff uint8
 }
 
-// add adds a closed bucket of n latencies, x above each threshold of the quantiles on
-// says, to the current epoch of s's drift.
+// substitute is the quantile whose drift s measures at a substitute threshold, and that
+// threshold's bin index (ok false: none).
+func (s *series) substitute() (q, idx int, ok bool) {
+	if s.drift.sub&7 == 0 {
+		return 0, 0, false
+	}
+	return int(s.drift.sub&7) - 1, int(s.latThr[s.drift.sub>>4&3]) + int(s.drift.subOff), true
+}
+
+// add adds a closed bucket of n latencies, x above each threshold of the quantiles on says
+// (and above the substitute's, in its quantile's slot), to the current epoch of s's drift.
 func (dr *drift) add(x *[maxQuantiles]float64, n float64, on uint8) {
+	if dr.sub&7 > 0 {
+		on |= 1 << (dr.sub&7 - 1)
+	}
 	if on == 0 {
 		return
 	}
@@ -141,13 +172,17 @@ func (d *Detector) rememberDrift(s *series, elapsed int64) {
 	i := k - 1
 	for q := range d.cfg.LatencyQuantiles {
 		p := float64(dr.share[q])
-		if s.latOn&(1<<q) == 0 || p <= 0 || p >= 1 || n*p < driftMinExpected {
+		sub := dr.sub&7 == uint8(q)+1
+		if (s.latOn&(1<<q) == 0 && !sub) || p <= 0 || p >= 1 || n*p < driftMinExpected {
 			continue
 		}
 		xq := float64(x[q])
 		chi := (residual(xq, n, p, float64(dr.n)) + residual(xq, n, float64(dr.share2[q]), float64(dr.n2))) / 2
 		dr.chi[i][q] = uint8(min(math.Round(math.Log2(1+chi)*driftScale), math.MaxUint8))
 		dr.on[i] |= 1 << q
+		if sub {
+			dr.on[i] |= 1 << (4 + q)
+		}
 	}
 }
 
@@ -173,10 +208,12 @@ func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8, before
 	dr := &s.drift
 	dr.share, dr.n = [maxQuantiles]float32{}, float32(sk.GetCount())
 	dr.share2, dr.n2 = [maxQuantiles]float32{}, 0
+	dr.sub = 0
 	if on == 0 || dr.n <= 0 {
 		return
 	}
 	d.sharesAbove(s, sk, on, &dr.share)
+	d.placeSubstitute(s, sk, on)
 	if before == nil || before.n <= 0 {
 		return
 	}
@@ -187,7 +224,64 @@ func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8, before
 	before.mergeSketchInto(d.sk, b)
 	if dr.n2 = float32(b.GetCount()); dr.n2 > 0 {
 		d.sharesAbove(s, b, on, &dr.share2)
+		if q, idx, ok := s.substitute(); ok {
+			dr.share2[q] = float32(fractionAbove(b, idx))
+		}
 	}
+}
+
+// placeSubstitute places, for the epoch starting, a substitute threshold for the lowest tested
+// quantile above the highest one whose epochs hold driftMinExpected latencies above it, when its
+// own hold fewer and its share is under a tenth of that one's (driftSubstituteShare): the
+// highest bin edge of sk, the epoch that completed, above which it held driftSubstituteCount
+// latencies. The quantile's slot of the drift then measures its residuals there, flagged as a
+// substitute's, and readDrift scales their drift to its share.
+//
+// Why: a quantile measured on too few latencies an epoch took the drift of the one below it,
+// scaled to its share, the bound that holds when the share above the higher quantile wanders no
+// more, relatively, than the share above the lower. Where the lower one is far below, that
+// bound is all but 1: at 10 req/s p99.5 (13 latencies above it an epoch) took p90's, and on a
+// mix whose 2 % slow path wanders, p90's share moves with a twenty-fifth of the slow share's
+// relative variance, so the test at p99.5 was all but untempered and rolled back 34 of 1 000
+// healthy deploys. The substitute (about p99.3 there, within the slow path) is measured on as
+// many latencies as any quantile is, and lies as near the quantile as they allow.
+func (d *Detector) placeSubstitute(s *series, sk *ddsketch.DDSketch, on uint8) {
+	dr := &s.drift
+	n := float64(dr.n)
+	qs := d.cfg.LatencyQuantiles
+	below := -1
+	for q := range qs {
+		if on&(1<<q) != 0 && n*float64(dr.share[q]) >= driftMinExpected && (below < 0 || qs[q] > qs[below]) {
+			below = q
+		}
+	}
+	if below < 0 {
+		return
+	}
+	q := -1
+	for j := range qs {
+		if qs[j] > qs[below] && (q < 0 || qs[j] < qs[q]) {
+			q = j
+		}
+	}
+	if q < 0 || n*(1-qs[q]) >= driftMinExpected || 1-qs[q] >= driftSubstituteShare*(1-qs[below]) {
+		return
+	}
+	bs := bins(sk)
+	idx, above := math.MinInt, 0.0
+	for i := len(bs) - 1; i > 0; i-- {
+		if above += bs[i].count; above >= driftSubstituteCount {
+			idx = bs[i-1].index
+			break
+		}
+	}
+	base := int(s.latThr[below])
+	if idx == math.MinInt || idx <= base {
+		return
+	}
+	idx = min(idx, base+math.MaxUint8)
+	dr.sub, dr.subOff = uint8(q)+1|uint8(below)<<4, uint8(idx-base)
+	dr.share[q] = float32(fractionAbove(sk, idx))
 }
 
 // sharesAbove sets share to sk's share above each of s's thresholds that on says are placed.
@@ -215,20 +309,21 @@ func (d *Detector) setDrift(s *series) {
 }
 
 // readDrift is how many times the variance of s's exceedances of quantile q over an epoch
-// exceeds what independent latencies in a steady mix give (driftMeasured), and at least the
-// drift of the nearest quantile below it that was measured, scaled to q's share: φ − 1 is an
-// epoch's expected count above the threshold times the relative variance of the share, and the
-// share above a higher quantile is the wandering tail's at least as much as the share above a
-// lower one. That bound is what a tail quantile whose epochs hold too few latencies above it
-// takes (driftMinExpected: p99.9 holds 15 at 50 req/s, too few to tell a drift of 3 from
-// chance). 1 when none was measured.
+// exceeds what independent latencies in a steady mix give (driftAt), and at least the drift of
+// the nearest quantile below it that was measured, scaled to q's share: φ − 1 is an epoch's
+// expected count above the threshold times the relative variance of the share, and the share
+// above a higher quantile is the wandering tail's at least as much as the share above a lower
+// one. That bound is what p99.9 takes where its epochs hold too few latencies above it
+// (driftMinExpected: p99.9 holds 15 at 50 req/s, too few to tell a drift of 3 from chance),
+// and a quantile far above the one below it is measured at a substitute instead
+// (placeSubstitute). 1 when none was measured.
 func (d *Detector) readDrift(s *series, q int) float64 {
-	phi, _ := d.driftMeasured(s, q)
+	phi, _ := d.driftAt(s, q)
 	qs := d.cfg.LatencyQuantiles
 	below, belowPhi := -1, 1.0
 	for j := range qs {
 		if qs[j] < qs[q] && (below < 0 || qs[j] > qs[below]) {
-			if p, ok := d.driftMeasured(s, j); ok {
+			if p, ok := d.driftAt(s, j); ok {
 				below, belowPhi = j, p
 			}
 		}
@@ -239,16 +334,44 @@ func (d *Detector) readDrift(s *series, q int) float64 {
 	return max(phi, 1+(belowPhi-1)*(1-qs[q])/(1-qs[below]))
 }
 
-// driftMeasured is quantile q's drift from its own epochs' residuals (driftOf), and whether
-// driftMinEpochs of them were measured.
-func (d *Detector) driftMeasured(s *series, q int) (float64, bool) {
+// driftAt is quantile q's drift from its own epochs' residuals, or where fewer than
+// driftMinEpochs were measured at its threshold, from those measured at its substitute
+// (placeSubstitute), scaled to its share: φ − 1 times its share over the substitute's, as
+// readDrift scales a lower quantile's. That bound assumes the share above q wanders, relatively,
+// as the share above the substitute; where the substitute lies below the wandering tail's start,
+// the share above it wanders less and the bound is low, as a lower quantile's is. The
+// substitute's share is the latest one placed, or where none is placed now (a version that
+// inherited its epochs, or a series whose traffic rose), what driftSubstituteCount makes it.
+// Whether driftMinEpochs were measured either way.
+func (d *Detector) driftAt(s *series, q int) (float64, bool) {
+	if phi, ok := d.driftMeasured(s, q, false); ok {
+		return phi, true
+	}
+	phi, ok := d.driftMeasured(s, q, true)
+	if !ok {
+		return 1, false
+	}
+	dr := &s.drift
+	share, r := 1-d.cfg.LatencyQuantiles[q], 1.0
+	if dr.sub&7 == uint8(q)+1 && dr.share[q] > 0 {
+		r = share / float64(dr.share[q])
+	} else if dr.n > 0 {
+		r = share * float64(dr.n) / driftSubstituteCount
+	}
+	return 1 + (phi-1)*min(r, 1), true
+}
+
+// driftMeasured is quantile q's drift from its own epochs' residuals measured at its threshold
+// (sub false) or at its substitute (sub true), by driftOf, and whether driftMinEpochs of them
+// were measured.
+func (d *Detector) driftMeasured(s *series, q int, sub bool) (float64, bool) {
 	if !d.cfg.LatencyDrift {
 		return 1, false
 	}
 	var buf [driftMemory]float64
 	chis := buf[:0]
 	for i, on := range s.drift.on {
-		if on&(1<<q) != 0 {
+		if on&(1<<q) != 0 && (on&(1<<(4+q)) != 0) == sub {
 			chis = append(chis, math.Exp2(float64(s.drift.chi[i][q])/driftScale)-1)
 		}
 	}
@@ -376,5 +499,10 @@ func (dr *drift) xfer(c *codec) {
 	}
 	for q := range dr.phi {
 		c.u8(&dr.phi[q])
+	}
+	c.u8(&dr.sub)
+	c.u8(&dr.subOff)
+	if c.reading && c.err == nil && (dr.sub&7 > maxQuantiles || dr.sub&^0x37 != 0) {
+		c.fail("a drift's substitute %#x names no quantile", dr.sub)
 	}
 }

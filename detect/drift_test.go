@@ -165,7 +165,7 @@ func TestDriftSurvivesAnIncident(t *testing.T) {
 			if got := d.driftDispersion(s, q999); got > 1.2 {
 				t.Errorf("an incident from %d s to %d s (mix %d): p99.9 drift %.3g, want at most 1.2", start, start+length, seed, got)
 			}
-			if _, measured := d.driftMeasured(s, q999); measured {
+			if _, measured := d.driftMeasured(s, q999, false); measured {
 				t.Errorf("an incident from %d s to %d s (mix %d): p99.9 drift measured on 15 latencies an epoch", start, start+length, seed)
 			}
 		}
@@ -411,11 +411,63 @@ func TestDriftMeasuredWhereLatenciesSuffice(t *testing.T) {
 		events, _ := wandering(1, "1.0.0", t0, 2200, tt.rps, 0, time.Minute, 1, 0)
 		run(d, events, 0, 500)
 		s := d.series[key]
-		if _, ok := d.driftMeasured(s, q99); ok != tt.p99 {
+		if _, ok := d.driftMeasured(s, q99, false); ok != tt.p99 {
 			t.Errorf("%d req/s: p99 drift measured %v, want %v", tt.rps, ok, tt.p99)
 		}
-		if _, ok := d.driftMeasured(s, q999); ok != tt.p999 {
+		if _, ok := d.driftMeasured(s, q999, false); ok != tt.p999 {
 			t.Errorf("%d req/s: p99.9 drift measured %v, want %v", tt.rps, ok, tt.p999)
 		}
+	}
+}
+
+// TestDriftSubstitute: at 10 req/s an epoch holds about 13 latencies above p99.5's threshold,
+// too few to measure its drift on (driftMinExpected), and p90's drift, scaled to p99.5's share,
+// is a twentieth of what a wandering slow path gives it. So p99.5's drift is measured at a
+// substitute threshold that holds driftSubstituteCount (placeSubstitute): within the slow path,
+// it reads the wander, scaled to p99.5's share; a steady mix reads about 1. A restored detector
+// holds the substitute. Each series reads its drift off ten epochs, so the wandering mix's is
+// checked on the mean of eight: on them p99.5 read 1.0 to 5.4, mean 1.7, where the scaled p90
+// it read before read at most 1.13, mean 1.03.
+func TestDriftSubstitute(t *testing.T) {
+	const q995, seeds = 2, 8 // DefaultConfig's p99.5
+	key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+	for _, tt := range []struct {
+		name     string
+		sigma    float64
+		min, max float64 // p99.5's drift: its mean over the seeds, and each one's
+	}{
+		{"steady mix", 0, 1, 1.3},
+		{"wandering mix", 0.6, 1.4, math.Inf(1)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			var sum float64
+			for seed := uint64(1); seed <= seeds; seed++ {
+				d := New(cfg)
+				events, _ := wandering(seed, "1.0.0", t0, 3880, 10, tt.sigma, time.Minute, 1, 0.5)
+				run(d, events, 0, 500)
+				s := d.series[key]
+				if q, _, ok := s.substitute(); !ok || q != q995 {
+					t.Fatalf("seed %d: substitute for quantile %d (%v), want p99.5's", seed, q, ok)
+				}
+				_, own := d.driftMeasured(s, q995, false)
+				_, sub := d.driftMeasured(s, q995, true)
+				if own || !sub {
+					t.Fatalf("seed %d: p99.5's drift measured at its own threshold %v, at its substitute %v; want only the substitute", seed, own, sub)
+				}
+				drift := d.driftDispersion(s, q995)
+				if drift > tt.max {
+					t.Errorf("seed %d: p99.5 drift %.3g, want at most %g", seed, drift, tt.max)
+				}
+				sum += drift
+				r := roundTrip(t, cfg, d)
+				if got := r.series[key].drift; got != s.drift {
+					t.Fatalf("seed %d: restored drift %+v, the original %+v", seed, got, s.drift)
+				}
+			}
+			if mean := sum / seeds; mean < tt.min {
+				t.Errorf("p99.5's drift %.3g on average, want at least %g", mean, tt.min)
+			}
+		})
 	}
 }

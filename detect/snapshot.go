@@ -54,8 +54,9 @@ const (
 	// how much its latency exceedances drift between epochs, and a reference whether its
 	// latency dispersion is that drift; 21: a series' drift the shares of the epoch two back;
 	// 22: the detector how many events MaxSeries kept out; 23: a line where its run of buckets
-	// with requests began, and the detector which units' silence it reads.
-	snapshotVersion = 23
+	// with requests began, and the detector which units' silence it reads; 24: a series' drift
+	// where it measures a quantile too sparse for its own threshold.
+	snapshotVersion = 24
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,

@@ -648,9 +648,16 @@ func (d *Detector) addLatencyDispersion(s *series, b *bucket) {
 		return
 	}
 	var x [maxQuantiles]float64
-	d.aboveThresholds(s, b.sk, d.bucketShift(s, b.idx, s.usualLoads(), true), &x)
+	shift := d.bucketShift(s, b.idx, s.usualLoads(), true)
+	d.aboveThresholds(s, b.sk, shift, &x)
 	d.addExcursion(s, b, &x)
-	s.drift.add(&x, b.latN, s.latOn) // firing or not (see drift.go)
+	// The drift counts firing or not (see drift.go), and at its substitute threshold in the slot
+	// of the quantile that has one (placeSubstitute).
+	xd := x
+	if q, idx, ok := s.substitute(); ok {
+		xd[q] = fractionAbove(b.sk, idx+shift) * b.sk.GetCount()
+	}
+	s.drift.add(&xd, b.latN, s.latOn)
 	if s.frozen() || s.latOn == 0 {
 		return
 	}
