@@ -61,7 +61,8 @@ const (
 	// driftMinExpected is how many latencies an epoch must be expected to hold above a
 	// quantile's threshold for its residual there to be measured: p99.9 from about 70 req/s
 	// on, p99.5 from about 13 (a threshold is a sketch bin's edge, a little above its quantile:
-	// 0.083 % of latencies lie above p99.9's, 0.97 % above p99's, about 0.45 % above p99.5's).
+	// 0.083 % of latencies lie above p99.9's, 0.97 % above p99's, about 0.45 % above p99.5's),
+	// though below about 33 req/s p99.5 is measured at a substitute (driftSubstituteCount).
 	// Fewer tell a drift from chance too poorly to be worth an incident's price (readDrift):
 	// with the margin of the time (one steady series in ninety, driftTrim), p99.9 measured on
 	// 15 latencies an epoch at 50 req/s read above 1 in 109 of 300 steady series half an hour
@@ -72,18 +73,25 @@ const (
 	// p99.5, at 30 the wander at 20 req/s rolled back 50 of 1 000 healthy deploys, at 25 21 of
 	// 1 000 but 43 at 15 req/s, at 18 22 at 15 req/s (docs/design-notes.md).
 	driftMinExpected = 18
-	// driftSubstituteCount is how many latencies the epoch a substitute threshold is read off
-	// held above it (placeSubstitute): a quarter more than driftMinExpected, so that the next
-	// epoch, which is measured against it, is expected to hold driftMinExpected above it even
-	// when it serves a little less (at driftMinExpected itself, any epoch that served less
-	// than the one before would often go unmeasured).
-	driftSubstituteCount = 1.25 * driftMinExpected
+	// driftSubstituteCount is how many latencies an epoch must hold above a quantile's
+	// threshold for a quantile above it to be measured at a substitute (placeSubstitute), and
+	// how many the completed epoch held above the substitute: two and a half times
+	// driftMinExpected, 45. The drift is read off ten residuals, one an epoch, and how well
+	// each measures a wander grows with the latencies it counts: on a wandering mix at 15 and
+	// 20 req/s (20 and 27 latencies an epoch above p99.5's threshold), p99.5's own drift read
+	// under 1.2 in 9 of 40 series, and measured at a substitute that holds 45, in 3 of 40.
+	// Healthy deploys rolled back on the wander, of 1 000 (seed 1): at 15 and 20 req/s 20 and
+	// 14 with p99.5 measured at its own threshold, 9 and 8 at a substitute; at 10 and 5 req/s,
+	// 12 and 6 with a substitute that holds 22 (a quarter more than driftMinExpected, which
+	// the next epoch, counted against it, must hold), 12 and 8 with one that holds 45.
+	driftSubstituteCount = 2.5 * driftMinExpected
 	// driftSubstituteShare is how far a quantile's share must lie below the measured quantile's
 	// under it to be measured at a substitute (placeSubstitute) rather than take that one's
 	// drift scaled: a tenth. p99.9 above a measured p99.5 (a fifth) takes p99.5's, as it did:
 	// measured at a substitute on 22 latencies an epoch at 50 req/s, half an hour after a
 	// four-minute incident that raises its share fifteenfold it read drifts up to 2.6, where
-	// TestDriftSurvivesAnIncident allows 1.2. p99.5 above p90 (a twentieth) is measured at one.
+	// TestDriftSurvivesAnIncident allows 1.2. p99.5 above p90 (a twentieth) is measured at one
+	// below about 33 req/s, where its own threshold holds fewer than driftSubstituteCount.
 	driftSubstituteShare = 0.1
 	// driftScale codes a residual in a byte as log2(1 + chi)·driftScale, and a drift as
 	// log2(φ)·driftScale: within 2.2 %, up to 65 535.
@@ -231,11 +239,11 @@ func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8, before
 }
 
 // placeSubstitute places, for the epoch starting, a substitute threshold for the lowest tested
-// quantile above the highest one whose epochs hold driftMinExpected latencies above it, when its
-// own hold fewer and its share is under a tenth of that one's (driftSubstituteShare): the
-// highest bin edge of sk, the epoch that completed, above which it held driftSubstituteCount
-// latencies. The quantile's slot of the drift then measures its residuals there, flagged as a
-// substitute's, and readDrift scales their drift to its share.
+// quantile above the highest one whose epoch held driftSubstituteCount latencies above it, when
+// its share is under a tenth of that one's (driftSubstituteShare): the highest bin edge of sk,
+// the epoch that completed, above which it held driftSubstituteCount latencies. The quantile's
+// slot of the drift then measures its residuals there, flagged as a substitute's, and driftAt
+// scales their drift to its share. Its own threshold is not measured meanwhile.
 //
 // Why: a quantile measured on too few latencies an epoch took the drift of the one below it,
 // scaled to its share, the bound that holds when the share above the higher quantile wanders no
@@ -243,15 +251,17 @@ func (d *Detector) startDrift(s *series, sk *ddsketch.DDSketch, on uint8, before
 // bound is all but 1: at 10 req/s p99.5 (13 latencies above it an epoch) took p90's, and on a
 // mix whose 2 % slow path wanders, p90's share moves with a twenty-fifth of the slow share's
 // relative variance, so the test at p99.5 was all but untempered and rolled back 34 of 1 000
-// healthy deploys. The substitute (about p99.3 there, within the slow path) is measured on as
-// many latencies as any quantile is, and lies as near the quantile as they allow.
+// healthy deploys. The substitute (about p98.5 there, within the slow path) is measured on as
+// many latencies as a drift needs to be read well, and lies as near the quantile as they
+// allow. Where it falls below the wandering tail's start (p97 at 5 req/s, where the generated
+// slow path is the top 2 %), it reads less than the wander, as the quantile below would.
 func (d *Detector) placeSubstitute(s *series, sk *ddsketch.DDSketch, on uint8) {
 	dr := &s.drift
 	n := float64(dr.n)
 	qs := d.cfg.LatencyQuantiles
 	below := -1
 	for q := range qs {
-		if on&(1<<q) != 0 && n*float64(dr.share[q]) >= driftMinExpected && (below < 0 || qs[q] > qs[below]) {
+		if on&(1<<q) != 0 && n*float64(dr.share[q]) >= driftSubstituteCount && (below < 0 || qs[q] > qs[below]) {
 			below = q
 		}
 	}
@@ -264,7 +274,7 @@ func (d *Detector) placeSubstitute(s *series, sk *ddsketch.DDSketch, on uint8) {
 			q = j
 		}
 	}
-	if q < 0 || n*(1-qs[q]) >= driftMinExpected || 1-qs[q] >= driftSubstituteShare*(1-qs[below]) {
+	if q < 0 || n*(1-qs[q]) >= driftSubstituteCount || 1-qs[q] >= driftSubstituteShare*(1-qs[below]) {
 		return
 	}
 	bs := bins(sk)
