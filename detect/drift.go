@@ -351,8 +351,9 @@ func (d *Detector) readDrift(s *series, q int) float64 {
 // as the share above the substitute; where the substitute lies below the wandering tail's start,
 // the share above it wanders less and the bound is low, as a lower quantile's is. The
 // substitute's share is the latest one placed, or where none is placed now (a version that
-// inherited its epochs, or a series whose traffic rose), what driftSubstituteCount makes it.
-// Whether driftMinEpochs were measured either way.
+// inherited its epochs, or a series whose traffic rose), what driftSubstituteCount makes it
+// (none before the series has completed an epoch: the drift is then read unscaled, a little
+// high, until it has). Whether driftMinEpochs were measured either way.
 func (d *Detector) driftAt(s *series, q int) (float64, bool) {
 	if phi, ok := d.driftMeasured(s, q, false); ok {
 		return phi, true
