@@ -36,8 +36,8 @@ another component, whose traffic spike is no regression: the samples carry proce
 production traffic that are no regression (a heavy latency tail, process pauses of 200 ms and of
 1 s, a batch job that doubles the median for 10 s every 5 min (detect.latency_excursion_max), a
 traffic mix whose slow share wanders over minutes (detect.latency_drift; also at 15, 10 and 5
-req/s, where fewer slow requests tell its drift), a tail incident half an
-hour before the deploy (which that drift must not take for a wander), errors in clumps, bursty
+req/s, where fewer slow requests tell its drift, and with the tail twice as slow at 50 and 20
+req/s), a tail incident half an hour before the deploy (which that drift must not take for a wander), errors in clumps, bursty
 traffic, a cold start with latency_warmup set, also in a rolling update of named instances; with a
 regression on top where it applies), a throughput drop, a new version that hangs (not one request
 more: beside a component that goes on; alone, its cpu and memory still sent; alone and sending
