@@ -37,11 +37,12 @@ production traffic that are no regression (a heavy latency tail, process pauses 
 1 s, a batch job that doubles the median for 10 s every 5 min (detect.latency_excursion_max), a
 traffic mix whose slow share wanders over minutes (detect.latency_drift; also at 15, 10 and 5
 req/s, where fewer slow requests tell its drift, and with the tail twice as slow at 50 and 20
-req/s), a tail incident half an hour before the deploy (which that drift must not take for a wander), errors in clumps, bursty
-traffic, a cold start with latency_warmup set, also in a rolling update of named instances; with a
-regression on top where it applies), a throughput drop, a new version that hangs (not one request
-more: beside a component that goes on; alone, its cpu and memory still sent; alone and sending
-nothing, found through serve's clock ticks), a traffic spike (also one whose latency
+req/s), a tail incident half an hour before the deploy (which that drift must not take for a
+wander), errors in clumps, bursty traffic, a cold start with latency_warmup set, also in a
+rolling update of named instances; with a regression on top where it applies), a throughput
+drop, a new version that hangs (not one request more: beside a component that goes on; alone,
+its cpu and memory still sent; alone and sending nothing, found through serve's clock ticks), a
+traffic spike (also one whose latency
 follows the load, on this component or on a busier one of the same service, and a deploy during it,
 with every latency x2 on top), low traffic (errors at 0.5 req/s, a tail twice as slow at 5 and
 2 req/s), daily cycles (one watched for 6 h with every latency
