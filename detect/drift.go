@@ -274,7 +274,7 @@ func (d *Detector) placeSubstitute(s *series, sk *ddsketch.DDSketch, on uint8) {
 			q = j
 		}
 	}
-	if q < 0 || n*(1-qs[q]) >= driftSubstituteCount || 1-qs[q] >= driftSubstituteShare*(1-qs[below]) {
+	if q < 0 || 1-qs[q] >= driftSubstituteShare*(1-qs[below]) {
 		return
 	}
 	bs := bins(sk)
