@@ -102,6 +102,10 @@ type Scenario struct {
 	// shape (1.2: one in a thousand of them 300 times slower or more): retries, lock waits and
 	// timeouts, whose latencies span far more than the body's.
 	HeavyTail float64 `json:"heavy_tail,omitempty"`
+	// Timeouts > 0 makes this share of every version's requests take timeoutMS: a call
+	// downstream that hung and was cut off by its client's timeout. They lie far above the rest
+	// of the tail, a lump no smooth shape of it fits.
+	Timeouts float64 `json:"timeouts,omitempty"`
 	// ErrClump > 1 makes every version's exceptions come in clumps of this many consecutive
 	// requests, at the same mean rate, as a dependency's blip or a retrying client makes them.
 	ErrClump int `json:"err_clump,omitempty"`
@@ -172,7 +176,9 @@ const (
 	tailShare   = 0.02
 	tailMedian  = 60.0
 	tailSigma   = 0.3
-	heavyShare  = 0.05 // the share of requests a HeavyTail slows
+	// timeoutMS is the latency of a request cut off by its client's timeout (Scenario.Timeouts).
+	timeoutMS  = 1000.0
+	heavyShare = 0.05 // the share of requests a HeavyTail slows
 	// unnamedInstances is how many instances a rolling update starts when the scenario does not
 	// name them (Instances 0): a cold start is still each one's.
 	unnamedInstances = 10
@@ -241,6 +247,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, TailMul: 2},
 		{Name: "heavy tail (5% of requests Pareto 1.2), no change @50rps", RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2},
 		{Name: "heavy tail (5% of requests Pareto 1.2), latency all x2 @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, HeavyTail: 1.2, BodyMul: 2, TailMul: 2},
+		{Name: "timeouts (0.05% of requests cut off at 1s), no change @50rps", RPS: 50, Pre: pre, Post: post, Timeouts: 0.0005},
+		{Name: "timeouts (0.2% of requests cut off at 1s), no change @50rps", RPS: 50, Pre: pre, Post: post, Timeouts: 0.002},
+		{Name: "timeouts (0.05% of requests cut off at 1s), p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, Timeouts: 0.0005, TailMul: 2},
 		{Name: "pauses of 200ms every 10s (+100ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
 		// A collector's long pauses: every request in a second's stall is half a second slower.
 		{Name: "pauses of 1s every 30s (+500ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500},
@@ -602,6 +611,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					}
 					if sc.PauseEvery > 0 && (ts.Sub(scenarioT0)+pausePhase)%(time.Duration(sc.PauseEvery)*time.Second) < time.Duration(sc.PauseMS)*time.Millisecond {
 						lat += sc.PauseAddMS
+					}
+					if sc.Timeouts > 0 && rng.Float64() < sc.Timeouts {
+						lat = timeoutMS
 					}
 					if sc.HeavyTail > 0 && rng.Float64() < heavyShare {
 						lat *= math.Pow(1-rng.Float64(), -1/sc.HeavyTail) // Pareto: a few take 100 or 1000 times as long
