@@ -324,6 +324,9 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 		a.Evidence.Notes = append(a.Evidence.Notes, fmt.Sprintf("H1 also as a change of the tail alone (the requests below %s as the baseline's), against any slowdown within the tolerance: log likelihood ratio %.2f of %.2f",
 			label, mixScore(&t.bank.llr), score))
 	}
+	if ep := &r.excess[q]; ep.on && t.bank != nil {
+		a.Evidence.Notes = append(a.Evidence.Notes, ep.note(label, d.sk.logGamma))
+	}
 	if phi, drift := d.refLatPhi(s, q); phi > 1 {
 		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the baseline's", label, phi, drift))
 	}

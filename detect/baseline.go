@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 
@@ -92,8 +93,11 @@ type reference struct {
 	bodyQ     int32
 	latS      [maxQuantiles][2]rateParams
 	bodyP     [maxQuantiles][3]float64
-	cpuRef    robustRef
-	cpuFit    loadFit // the version's cpu against its load, as it stood when frozen
+	// excess holds, per composite quantile from withinMinQuantile up, the hypotheses of how far
+	// above its threshold its exceedances land (see excessParams); off where it is not tested.
+	excess [maxQuantiles]excessParams
+	cpuRef robustRef
+	cpuFit loadFit // the version's cpu against its load, as it stood when frozen
 	// errPhi is, per error category, how overdispersed the baseline's error counts were
 	// (errorDispersion): the error tests against it temper their evidence by it.
 	errPhi [numCategories]float32
@@ -330,7 +334,163 @@ func (d *Detector) compositeParams(tn *tuning, r *reference) {
 			body := fractionAbove(r.sk, tb-sh) - above
 			r.bodyP[q][l] = clamp(body/math.Max(1-above, 1e-9), 1e-4, 1-1e-4)
 		}
+		if tn.cfg.LatencyExcess && d.cfg.LatencyQuantiles[q] >= withinMinQuantile {
+			r.excess[q] = d.excessParams(tn, r.sk, r.thr[q], levels)
+		}
 	}
+}
+
+// excessParams are the hypotheses of a tail quantile's test of the excess: how far above its
+// threshold the requests that exceed it land, in sketch bins (the offset: 0 for the bin just
+// above the threshold's), each offset counted at most capBins (excessCap). Under each level of
+// the composite H0 the offsets follow the baseline's above the threshold lowered by the level's
+// slowdown; under H_k, the baseline's above it lowered by the alternative's factor, the same
+// scaling the exceedance rates of latencyParams assume. Each is modelled by a geometric
+// distribution truncated at capBins, fitted by the mean (rho0 for H0's levels, rho for the
+// alternatives), so an exceedance's likelihood ratio is ((1−ρk)/(1−ρ0))·(ρk/ρ0)^m below the
+// cap and (ρk/ρ0)^capBins at it, and a bucket's depends only on its exceedances, their summed
+// offsets and how many reached the cap (excessCounts). A pair whose ρk is not above the
+// level's ρ0 adds nothing.
+//
+// Why: the exceedance count throws away where above the threshold a request landed. When the
+// slow path gets twice as slow, the requests above the baseline's p99.9 mostly land several
+// bins above it, where the baseline's seldom do: at the generated mix that carries a third as
+// much evidence again as the count (docs/design-notes.md, "The excess above a tail
+// threshold"). Neither a rank of each request among the baseline's few hundred above the
+// threshold nor a top bin above the slowest of them got much of it (ibid.): their evidence is
+// bounded by how few those are. A fitted shape is not.
+//
+// Why it keeps the false-alarm bound: a geometric has the largest spread among the
+// distributions with its mean and a hazard that does not fall (a tail at least as light as its
+// own, which a log-normal's is, and any single mode's beyond its peak): for those the
+// likelihood ratio, rising in the offset, has a mean of at most 1 under H0. Each alternative
+// is a fixed density, so the product with the count's ratio stays a supermartingale. What the
+// fit cannot know is guarded:
+//   - a fit from the twenty exceedances above a p99.9 is noise: H0's counts one phantom
+//     exceedance at the cap, so it comes out high more often than low;
+//   - a lump far above the rest (timeouts), which no geometric fits: H0's ρ0 is at least
+//     ((atCap+1)/(count+2))^(1/capBins), so it puts no less weight at the cap than the
+//     baseline did, and at the cap a request adds capBins·ln(ρk/ρ0) nats however far it
+//     landed.
+//
+// TestExcessKeepsItsBound measures what is left: the mean likelihood ratio per exceedance under
+// H0, on baselines of the suite's mix, is 0.89 to 0.97 on average and at most 1.06; with a
+// lump of timeouts, 1.00 on average and at most 1.15, on a baseline that drew too few of them.
+type excessParams struct {
+	on   bool
+	bins int32                 // the cap, in sketch bins (excessCapBins)
+	rho0 [3]float64            // H0's at each level of the composite H0 (none, half, full tolerance)
+	rho  [alternatives]float64 // H_k's
+}
+
+// excessCap is how far above its threshold, as a latency ratio's log, an exceedance's offset
+// is still counted (see excessParams): ×1.65, 10 sketch bins at the default accuracy. The
+// offsets a regression moves lie within it (a slow path twice as slow lands 3 to 10 bins above
+// the baseline's p99.9), and it bounds what one request, or a lump of them far out, may add.
+const excessCap = 0.5
+
+// excessCapBins is excessCap in sketch bins, at least one.
+func (d *Detector) excessCapBins() int {
+	return max(1, int(math.Round(excessCap/d.sk.logGamma)))
+}
+
+// excessParams fits the hypotheses of the test of the excess above threshold t on the baseline
+// sketch sk; levels are the composite H0's slowdowns in sketch bins (see excessParams).
+func (d *Detector) excessParams(tn *tuning, sk *ddsketch.DDSketch, t threshold, levels [3]int) excessParams {
+	c := d.excessCapBins()
+	ep := excessParams{bins: int32(c)}
+	for l, sh := range levels {
+		ep.rho0[l] = excessFit(sk, t.index-sh, c, true)
+	}
+	least := min(ep.rho0[0], ep.rho0[1], ep.rho0[2])
+	lo, gross := 1+tn.cfg.LatencyMinEffect, tn.cfg.LatencyGrossFactor
+	for k, f := range [alternatives]float64{lo, math.Sqrt(lo * gross), gross} {
+		shift := int(math.Round(math.Log(f) / d.sk.logGamma))
+		ep.rho[k] = excessFit(sk, t.index-shift, c, false)
+		ep.on = ep.on || ep.rho[k] > least
+	}
+	return ep
+}
+
+// note says what the test of the excess above quantile label's threshold assumes, for an
+// anomaly's evidence; logGamma is the sketch's bin width.
+func (ep *excessParams) note(label string, logGamma float64) string {
+	c := float64(ep.bins)
+	mean := func(rho float64) float64 { return rho * (1 - math.Pow(rho, c)) / (1 - rho) } // E[min(G, c)]
+	return fmt.Sprintf("%s: also how far above the threshold the exceedances landed, in sketch bins of %.1f %% counted up to %g (×%.3g): "+
+		"a geometric with a mean of %.2f bins under H0 (%.2f, %.2f or %.2f under H1)",
+		label, 100*(math.Exp(logGamma)-1), c, math.Exp(c*logGamma), mean(ep.rho0[2]), mean(ep.rho[0]), mean(ep.rho[1]), mean(ep.rho[2]))
+}
+
+// excessFit fits a geometric distribution truncated at capBins to the offsets (see
+// excessCounts) of sk's weight above bin index, by its mean: ρ with E[min(G, capBins)] =
+// ρ(1−ρ^capBins)/(1−ρ) the offsets' mean. For H0 (h0) the mean counts one phantom offset at the
+// cap, and ρ is at least ((atCap+1)/(count+2))^(1/capBins) (see excessParams). 0 when nothing
+// lies above index.
+func excessFit(sk *ddsketch.DDSketch, index, capBins int, h0 bool) float64 {
+	var sum, n, atCap float64
+	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
+		if i > index {
+			off := i - index - 1
+			if off >= capBins {
+				off = capBins
+				atCap += c
+			}
+			sum += c * float64(off)
+			n += c
+		}
+		return false
+	})
+	cb := float64(capBins)
+	floor := 0.0
+	if h0 {
+		sum, n = sum+cb, n+1
+		floor = math.Pow((atCap+1)/(n+1), 1/cb) // n counts the phantom: (atCap+1)/(count+2)
+	}
+	if n <= 0 {
+		return 0
+	}
+	mean := sum / n
+	lo, hi := 0.0, 1.0
+	for range 50 { // ρ(1−ρ^c)/(1−ρ) rises from 0 to c on [0, 1)
+		rho := (lo + hi) / 2
+		if rho*(1-math.Pow(rho, cb))/(1-rho) < mean {
+			lo = rho
+		} else {
+			hi = rho
+		}
+	}
+	return clamp(math.Max(lo, floor), 0, 0.999)
+}
+
+// valid says whether ep's hypotheses can be tested: every rho in [0, 1), and, when on, a cap
+// of one bin or more and H0's above 0.
+func (ep *excessParams) valid() bool {
+	ok := func(v float64) bool { return v >= 0 && v < 1 }
+	if ep.on && (ep.bins < 1 || ep.bins > maxSketchBins) {
+		return false
+	}
+	for _, v := range ep.rho0 {
+		if !ok(v) || ep.on && v <= 0 {
+			return false
+		}
+	}
+	for _, v := range ep.rho {
+		if !ok(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// excessOn says whether any quantile's excess is tested against r.
+func (r *reference) excessOn() bool {
+	for q := range r.excess {
+		if r.excess[q].on {
+			return true
+		}
+	}
+	return false
 }
 
 // tolShift is LatencyTolerance in sketch bins.

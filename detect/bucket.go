@@ -75,6 +75,7 @@ type bucketUse struct {
 // quantile's threshold, xb above the body's.
 type latencyUse struct {
 	n, x, xb float64
+	ex       excessCount // the x exceedances' offsets (see excessCounts)
 }
 
 // unusedLatency is what latency test q has not counted yet of a bucket that now holds n requests
@@ -87,6 +88,16 @@ func (b *bucket) unusedLatency(q int, n, x, xb float64) (float64, float64, float
 	// Counts from a sketch's bins, divided and multiplied back: a bucket that gained nothing may
 	// differ from what was counted in the last bits.
 	return math.Max(n-u.n, 0), math.Max(x-u.x, 0), math.Max(xb-u.xb, 0)
+}
+
+// unusedExcess is what latency test q has not counted yet of the offsets of a bucket's
+// exceedances, which now come to ec (see unusedLatency).
+func (b *bucket) unusedExcess(q int, ec excessCount) excessCount {
+	if b.used == nil {
+		return ec
+	}
+	u := b.used.lat[q].ex
+	return excessCount{m: math.Max(ec.m-u.m, 0), far: math.Max(ec.far-u.far, 0)}
 }
 
 // useLatency marks u as counted by latency test q.

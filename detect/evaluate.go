@@ -87,6 +87,11 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 		}
 		gth := d.gateThresholds(d.th)
+		var ex excessCounts
+		if r.excessOn() {
+			var above [maxQuantiles]float64
+			aboveEachExcess(b.sk, &r.thr, len(d.cfg.LatencyQuantiles), d.readShift(s, b, r, true), &above, &ex, d.excessCapBins())
+		}
 		anyFiring := false
 		// A bucket of an excursion no longer than the baseline's longest is inconclusive (see
 		// excursion.go).
@@ -115,7 +120,8 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			if r.composite[q] {
 				n, x, xb := b.unusedLatency(q, b.latN, s.exceed[q], s.exceed[r.bodyQ])
 				body := bodyEvidence(r, q, n, x, xb)
-				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &th)
+				ec := b.unusedExcess(q, excessCount{m: ex.m[q], far: ex.far[q]})
+				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, &r.excess[q], ec, x, n, b.idx, &th)
 			} else {
 				n, x, _ := b.unusedLatency(q, b.latN, s.exceed[q], 0)
 				v = t.updateBaseline(&r.latP[q], x, n, b.idx, &th)
@@ -410,7 +416,11 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 		if sk := s.open[i].sk; sk != nil {
 			lt[i].n = s.open[i].latN
 			lt[i].shift = d.readShift(s, &s.open[i], r, false)
-			aboveEach(sk, &r.thr, nq, lt[i].shift, &lt[i].x)
+			if r.excessOn() {
+				aboveEachExcess(sk, &r.thr, nq, lt[i].shift, &lt[i].x, &lt[i].ex, d.excessCapBins())
+			} else {
+				aboveEach(sk, &r.thr, nq, lt[i].shift, &lt[i].x)
+			}
 			seen = true
 			if longest > 0 {
 				// As the bucket's close will: a bucket of an excursion no longer than the
@@ -459,7 +469,8 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 		d.readLatency(s, &lt, q, &s.latT[q], &gates[q])
 		for i := range s.open {
 			if s.open[i].sk != nil {
-				s.open[i].useLatency(q, latencyUse{n: lt[i].n, x: lt[i].x[q], xb: lt[i].x[r.bodyQ]})
+				s.open[i].useLatency(q, latencyUse{n: lt[i].n, x: lt[i].x[q], xb: lt[i].x[r.bodyQ],
+					ex: excessCount{m: lt[i].ex.m[q], far: lt[i].ex.far[q]}})
 			}
 		}
 	}
@@ -478,7 +489,8 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 type latencyCounts [maxOpen]struct {
 	n     float64
 	x     [maxQuantiles]float64
-	shift int // the sketch bins its thresholds rose at its load (readShift)
+	ex    excessCounts // the offsets of the exceedances in x, where the excess is tested
+	shift int          // the sketch bins its thresholds rose at its load (readShift)
 	// A canary's: the cohort's open bucket of the same index, its requests with a latency and
 	// those above each of the canary's thresholds (rn 0: none), the canary's own above them
 	// (gx: x, not read at the load, as the checks compare two sides at the same load), and
@@ -538,7 +550,8 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		var v rateVerdict
 		if r.composite[q] {
 			body := bodyEvidence(r, q, n, x, xb)
-			v = t.updateComposite(&r.latP[q], &r.latS[q], &body, x, n, b.idx, &th)
+			ec := b.unusedExcess(q, excessCount{m: lt[i].ex.m[q], far: lt[i].ex.far[q]})
+			v = t.updateComposite(&r.latP[q], &r.latS[q], &body, &r.excess[q], ec, x, n, b.idx, &th)
 		} else {
 			v = t.updateBaseline(&r.latP[q], x, n, b.idx, &th)
 		}

@@ -221,27 +221,58 @@ func validLatency(v float64) bool {
 // fractionAbove(sk, thr[q].index+shift)·count gives (the same sums in the same order), as the
 // bucket's close computes it.
 func aboveEach(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shift int, out *[maxQuantiles]float64) {
+	aboveEachExcess(sk, thr, n, shift, out, nil, 0)
+}
+
+// excessCounts is, per tested quantile, what a test of the excess reads of a bucket besides its
+// count above the threshold (see excessParams): m, the sum over those requests of how many
+// sketch bins above the threshold's bin they landed, less one (0 for the bin just above it),
+// each counted at most capBins; far, how many of them reached capBins.
+type excessCounts struct {
+	m, far [maxQuantiles]float64
+}
+
+// aboveEachExcess is aboveEach that also sums, into ex if not nil, each exceedance's offset
+// above its threshold, capped at capBins (see excessCounts), in the same pass.
+func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shift int, out *[maxQuantiles]float64, ex *excessCounts, capBins int) {
 	total := sk.GetCount()
 	*out = [maxQuantiles]float64{}
+	if ex != nil {
+		*ex = excessCounts{}
+	}
 	if total == 0 {
 		return
 	}
 	// The callback goes through an interface, so what it captures is on the heap: a small local,
 	// not out (which the caller keeps on its stack).
-	var above [maxQuantiles]float64
+	var acc struct {
+		above, m, far [maxQuantiles]float64
+	}
 	idx := [maxQuantiles]int{}
 	for q := range n {
 		idx[q] = thr[q].index + shift
 	}
+	excess := ex != nil
 	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
 		for q := range n {
 			if i > idx[q] {
-				above[q] += c
+				acc.above[q] += c
+				if excess {
+					off := i - idx[q] - 1
+					if off >= capBins {
+						off = capBins
+						acc.far[q] += c
+					}
+					acc.m[q] += c * float64(off)
+				}
 			}
 		}
 		return false
 	})
 	for q := range n {
-		out[q] = above[q] / total * total
+		out[q] = acc.above[q] / total * total
+	}
+	if ex != nil {
+		ex.m, ex.far = acc.m, acc.far
 	}
 }

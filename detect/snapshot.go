@@ -55,8 +55,9 @@ const (
 	// latency dispersion is that drift; 21: a series' drift the shares of the epoch two back;
 	// 22: the detector how many events MaxSeries kept out; 23: a line where its run of buckets
 	// with requests began, and the detector which units' silence it reads; 24: a series' drift
-	// where it measures a quantile too sparse for its own threshold.
-	snapshotVersion = 24
+	// where it measures a quantile too sparse for its own threshold; 25: a reference the
+	// hypotheses of its tail quantiles' excess, and a bucket the excess its tests read of it.
+	snapshotVersion = 25
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
@@ -465,6 +466,8 @@ func (b *bucket) xfer(c *codec) {
 			c.f64(&u.lat[q].n)
 			c.f64(&u.lat[q].x)
 			c.f64(&u.lat[q].xb)
+			c.f64(&u.lat[q].ex.m)
+			c.f64(&u.lat[q].ex.far)
 		}
 		c.i32(&u.latShift)
 		if c.reading && (u.latShift < 0 || u.latShift > maxLoadShift) && c.err == nil {
@@ -498,6 +501,14 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 		r.latS[q][0].xfer(c)
 		r.latS[q][1].xfer(c)
 		c.f64s(r.bodyP[q][:])
+		ep := &r.excess[q]
+		c.bool(&ep.on)
+		c.i32(&ep.bins)
+		c.f64s(ep.rho0[:])
+		c.f64s(ep.rho[:])
+		if c.reading && c.err == nil && !ep.valid() {
+			c.fail("a reference's excess test of quantile %d: rho0 %v, rho %v", q, ep.rho0, ep.rho)
+		}
 	}
 	c.i32(&r.bodyQ)
 	if c.reading && c.err == nil && (r.bodyQ < -1 || r.bodyQ >= maxQuantiles || r.bodyQ < 0 && slices.Contains(r.composite[:], true)) {

@@ -278,7 +278,11 @@ func (t *rateTest) deployLong(rp *rateParams, v rateVerdict, b int64, th *thresh
 //
 // A tail regression with an unchanged body is then tested at about the speed of the test
 // without tolerance; every other regression pays log 2 of threshold (twice the alternatives).
-func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[3]float64, x, n float64, b int64, th *thresholds) rateVerdict {
+//
+// ex, when on, adds to each alternative and level the likelihood ratio of how far above the
+// threshold the x exceedances landed (see excessParams): ec holds their summed offsets and how
+// many reached the cap.
+func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[3]float64, ex *excessParams, ec excessCount, x, n float64, b int64, th *thresholds) rateVerdict {
 	if n <= 0 {
 		return verdictNone
 	}
@@ -291,16 +295,25 @@ func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[
 	}
 	q := rp.h0Rate(t.cx, t.cn)
 	ql := [2]float64{lower[0].h0Rate(t.cx, t.cn), lower[1].h0Rate(t.cx, t.cn)}
+	inc := increments(rp, q, x, n)
+	var exc [3][alternatives]float64 // the excess's evidence at each level of H0
+	if ex.on && x > 0 {
+		for l := range exc {
+			exc[l] = ex.evidence(l, x, ec)
+		}
+		for k := range inc {
+			inc[k] += exc[2][k]
+		}
+	}
 	t.cx += x
 	t.cn += n
-	inc := increments(rp, q, x, n)
 	var incB [alternatives]float64
 	for k := range incB {
 		p := math.Min(rp.r[k]*q, 0.999)
 		old := seg.min(k)
-		seg.llr[2][k] += x*math.Log(p/q) + (n-x)*math.Log((1-p)/(1-q)) + body[2]
+		seg.llr[2][k] += x*math.Log(p/q) + (n-x)*math.Log((1-p)/(1-q)) + body[2] + exc[2][k]
 		for l, h := range ql {
-			seg.llr[l][k] += x*math.Log(p/h) + (n-x)*math.Log((1-p)/(1-h)) + body[l]
+			seg.llr[l][k] += x*math.Log(p/h) + (n-x)*math.Log((1-p)/(1-h)) + body[l] + exc[l][k]
 		}
 		incB[k] = seg.min(k) - old
 	}
@@ -308,6 +321,29 @@ func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[
 		*seg = segment{}
 	}
 	return t.step(inc, &incB, x, n, b, th)
+}
+
+// excessCount is what a test of the excess reads of a bucket besides its x exceedances (see
+// excessCounts): their offsets, summed up to the cap each, and how many reached the cap.
+type excessCount struct {
+	m, far float64
+}
+
+// evidence is, for each alternative, the log likelihood ratio of x exceedances whose offsets are
+// ec against H0 at level l (see excessParams).
+func (ep *excessParams) evidence(l int, x float64, ec excessCount) [alternatives]float64 {
+	var ev [alternatives]float64
+	r0 := ep.rho0[l]
+	if r0 <= 0 {
+		return ev
+	}
+	below := math.Max(x-ec.far, 0)
+	for k, rk := range ep.rho {
+		if rk > r0 {
+			ev[k] = below*math.Log((1-rk)/(1-r0)) + ec.m*math.Log(rk/r0)
+		}
+	}
+	return ev
 }
 
 // segmentRequests is how many requests a segment of a composite test holds: enough that the

@@ -644,3 +644,42 @@ func TestLoadIsNotARegression(t *testing.T) {
 		holdFired(t, tt.name, tt.sc, tt.cfg, 13, runs, tt.lo, tt.hi)
 	}
 }
+
+// TestExcessFindsATailSooner: testing how far above the tail thresholds the exceedances land
+// (detect.latency_excess) finds a slow path twice as slow sooner than their count alone, on the
+// same deploys; and quiet services whose tail is not a smooth shape (timeouts far above the
+// rest, a heavy Pareto tail, stalls) or whose mix wanders fire no more with it than without.
+func TestExcessFindsATailSooner(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("statistical: meaningless under the race detector")
+	}
+	on, off := detect.DefaultConfig(), detect.DefaultConfig()
+	off.LatencyExcess = false
+	meanTTD := func(sc *Scenario, cfg detect.Config, runs int) float64 {
+		var buf []schemas.TelemetryEvent
+		sum := 0.0
+		for run := range runs {
+			var o runOutcome
+			o, buf = runDeploy(sc, cfg, 1, run, buf)
+			if !o.detected {
+				t.Fatalf("%+v: run %d not detected", sc, run)
+			}
+			sum += o.ttd
+		}
+		return sum / float64(runs)
+	}
+	tail := Scenario{Regression: true, RPS: 50, Pre: 450, Post: 330, TailMul: 2}
+	withOff, withOn := meanTTD(&tail, off, 40), meanTTD(&tail, on, 40)
+	t.Logf("p99 x2 tail-only @50rps: %.2f s on average with the excess, %.2f s with the count alone", withOn, withOff)
+	// 5.6 s against 6.2 over these 40 deploys (5.8 s against 6.8 over the suite's 100)
+	if withOn > 0.95*withOff {
+		t.Errorf("p99 x2 tail-only: %.2f s with the excess, %.2f s without; want at least 5 %% sooner", withOn, withOff)
+	}
+	for _, sc := range []Scenario{
+		{Name: "timeouts 0.2 %", RPS: 50, Pre: 450, Post: 330, Timeouts: 0.002},
+		{Name: "heavy tail", RPS: 50, Pre: 450, Post: 330, HeavyTail: 1.2},
+		{Name: "pauses", RPS: 50, Pre: 450, Post: 330, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
+	} {
+		holdFired(t, sc.Name, &sc, on, 1, 40, 0, deploysFired(&sc, off, 1, 40))
+	}
+}
