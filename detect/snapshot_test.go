@@ -139,9 +139,13 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 	}
 	deployed := t0.Add(14*time.Minute + 20*time.Second)
 	cuts = append(cuts, slices.IndexFunc(events, func(e schemas.TelemetryEvent) bool { return !e.TS.Before(deployed) })/batch*batch)
+	excess := false // a cut holds a reference whose tail excess is tested
 	for _, cut := range cuts {
 		first := New(cfg)
 		got := run(first, events[:cut], 0, batch)
+		for _, s := range first.series {
+			excess = excess || s.ref != nil && s.ref.excessOn()
+		}
 		snap, err := first.Snapshot()
 		if err != nil {
 			t.Fatal(err)
@@ -181,6 +185,9 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 		if g, w := encodeJSONL(t, cont), encodeJSONL(t, want); !bytes.Equal(g, w) {
 			t.Errorf("cut at event %d: taking a snapshot changed what the detector emits", cut)
 		}
+	}
+	if !excess {
+		t.Error("no cut holds a reference whose tail excess is tested: the stream no longer covers it")
 	}
 }
 
@@ -227,6 +234,13 @@ func FuzzRestore(f *testing.F) {
 	c := New(DefaultConfig())
 	run(c, cohorts(5, []phase{healthy("1.0.0", 20, 5)}, healthy("1.1.0", 10, 5), 10), 0, 10)
 	if snap, err = c.Snapshot(); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(snap)
+	// A new version compared with the old: its reference tests the tail's excess.
+	x := New(DefaultConfig())
+	run(x, genScenario(3, healthy("1.0.0", 60, 50), healthy("1.1.0", 20, 50)), 0, 64)
+	if snap, err = x.Snapshot(); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(snap)
