@@ -413,13 +413,15 @@ func (d *Detector) excessParams(tn *tuning, sk *ddsketch.DDSketch, t threshold, 
 }
 
 // note says what the test of the excess above quantile label's threshold assumes, for an
-// anomaly's evidence; logGamma is the sketch's bin width.
-func (ep *excessParams) note(label string, logGamma float64) string {
+// anomaly's evidence, and what the new version showed: x latencies above the threshold whose
+// offsets came to m; logGamma is the sketch's bin width.
+func (ep *excessParams) note(label string, logGamma, m, x float64) string {
 	c := float64(ep.bins)
 	mean := func(rho float64) float64 { return rho * (1 - math.Pow(rho, c)) / (1 - rho) } // E[min(G, c)]
 	return fmt.Sprintf("%s: also how far above the threshold the exceedances landed, in sketch bins of %.1f %% counted up to %g (×%.3g): "+
-		"a geometric with a mean of %.2f bins under H0 (%.2f, %.2f or %.2f under H1)",
-		label, 100*(math.Exp(logGamma)-1), c, math.Exp(c*logGamma), mean(ep.rho0[2]), mean(ep.rho[0]), mean(ep.rho[1]), mean(ep.rho[2]))
+		"%.2f bins on average over the new version's %g, against a geometric with a mean of %.2f under H0 (%.2f, %.2f or %.2f under H1)",
+		label, 100*(math.Exp(logGamma)-1), c, math.Exp(c*logGamma), m/math.Max(x, 1), x,
+		mean(ep.rho0[2]), mean(ep.rho[0]), mean(ep.rho[1]), mean(ep.rho[2]))
 }
 
 // excessFit fits a geometric distribution truncated at capBins to the offsets (see
