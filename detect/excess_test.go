@@ -70,14 +70,18 @@ func TestExcessFit(t *testing.T) {
 }
 
 // tailWorld is the scenario suite's latency model: a log-normal body (median 20 ms, σ 0.3) and a
-// slow path of share slow (median 60 ms·tail, σ 0.3); lump more of the requests at 1 s.
+// slow path of share slow (median 60 ms·tail, σ 0.3); retry of the requests take twice as long
+// (a second attempt), and lump more of them 1 s (a timeout).
 type tailWorld struct {
-	slow, tail, lump float64
+	slow, tail, lump, retry float64
 }
 
 func (w tailWorld) cdf(x float64) float64 {
 	phi := func(z float64) float64 { return 0.5 * math.Erfc(-z/math.Sqrt2) }
-	f := (1-w.slow)*phi(math.Log(x/20)/0.3) + w.slow*phi(math.Log(x/(60*w.tail))/0.3)
+	once := func(x float64) float64 {
+		return (1-w.slow)*phi(math.Log(x/20)/0.3) + w.slow*phi(math.Log(x/(60*w.tail))/0.3)
+	}
+	f := (1-w.retry)*once(x) + w.retry*once(x/2)
 	if x >= 1000 {
 		f += w.lump
 	}
@@ -88,10 +92,14 @@ func (w tailWorld) draw(rng *rand.Rand) float64 {
 	if rng.Float64() < w.lump/(1+w.lump) {
 		return 1000
 	}
+	v := 20 * math.Exp(0.3*rng.NormFloat64())
 	if rng.Float64() < w.slow {
-		return 60 * w.tail * math.Exp(0.3*rng.NormFloat64())
+		v = 60 * w.tail * math.Exp(0.3*rng.NormFloat64())
 	}
-	return 20 * math.Exp(0.3*rng.NormFloat64())
+	if rng.Float64() < w.retry {
+		v *= 2
+	}
+	return v
 }
 
 // excessMean is, for each alternative, the mean per exceedance of exceedance-test q's excess
@@ -127,12 +135,14 @@ func excessMean(d *Detector, w tailWorld, slow float64, ep *excessParams, l int,
 // suite's latency mix, the excess's likelihood ratio above p99.5 and p99.9 has a mean of at most
 // 1 per exceedance under H0 (no slowdown, and the tolerance's 10 % against its level), for every
 // alternative, on average over the baselines (0.89 to 0.97): the tail is lighter than the
-// geometric fitted to it. A baseline whose tail came out light by chance reads up to about 1.06.
+// geometric fitted to it. A baseline whose tail came out light by chance reads up to about 1.1.
 // With 0.05 % or 0.2 % of requests timing out at 1 s (a lump far above the rest, which a
 // geometric does not model) the cap and H0's floor at the cap hold it to about 1 on average and
 // 1.15 at most, on a baseline that drew too few of the lump: what the floor's prior of one in
-// two does not cover. And a slow path twice as slow gives each exceedance above p99.5 and p99.9
-// a fifth of a nat or more under the gross alternative, on average.
+// two does not cover. With 0.5 % or 2 % of requests retried once, twice as slow (a second mode
+// inside the tail and the cap), 0.93 to 0.995 on average and up to about 1.2 on the worst baseline.
+// And a slow path twice as slow gives each exceedance above p99.5 and p99.9 a fifth of a nat or
+// more under the gross alternative, on average.
 func TestExcessKeepsItsBound(t *testing.T) {
 	d := New(DefaultConfig())
 	tn := d.tune("svc")
@@ -141,13 +151,14 @@ func TestExcessKeepsItsBound(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	const baselines = 40
 	type key struct {
-		lump float64
-		q, l int
+		lump, retry float64
+		q, l        int
 	}
 	sum, cnt, worst := map[key]float64{}, map[key]float64{}, map[key]float64{}
 	var gross [2]float64
 	for range baselines {
-		for _, w := range []tailWorld{{slow: 0.02, tail: 1}, {slow: 0.02, tail: 1, lump: 0.0005}, {slow: 0.02, tail: 1, lump: 0.002}} {
+		for _, w := range []tailWorld{{slow: 0.02, tail: 1}, {slow: 0.02, tail: 1, lump: 0.0005}, {slow: 0.02, tail: 1, lump: 0.002},
+			{slow: 0.02, tail: 1, retry: 0.005}, {slow: 0.02, tail: 1, retry: 0.02}} {
 			sk := d.sk.new()
 			for range 22500 {
 				d.sk.add(sk, w.draw(rng), 1)
@@ -160,7 +171,7 @@ func TestExcessKeepsItsBound(t *testing.T) {
 				thr := d.sk.thresholdAt(v)
 				ep := d.excessParams(tn, sk, thr, levels)
 				switch {
-				case !ep.valid() || !ep.on && w.lump == 0:
+				case !ep.valid() || !ep.on && w.lump == 0 && w.retry == 0:
 					t.Fatalf("p%g: %+v", 100*qq, ep)
 				case !ep.on:
 					continue // the lump is most of the excess: no alternative puts more far out
@@ -170,14 +181,14 @@ func TestExcessKeepsItsBound(t *testing.T) {
 					if !ok {
 						continue // the lump is all of the tail above the threshold
 					}
-					k := key{w.lump, q, l}
+					k := key{w.lump, w.retry, q, l}
 					for _, v := range lr {
 						sum[k] += v
 						cnt[k]++
 						worst[k] = math.Max(worst[k], v)
 					}
 				}
-				if w.lump == 0 {
+				if w.lump == 0 && w.retry == 0 {
 					_, llr, _ := excessMean(d, tailWorld{slow: 0.02, tail: 2}, 1, &ep, 0, thr)
 					gross[q] += llr[alternatives-1] / baselines
 				}
@@ -187,9 +198,12 @@ func TestExcessKeepsItsBound(t *testing.T) {
 	for k, n := range cnt {
 		m := sum[k] / n
 		t.Logf("%+v: mean likelihood ratio per exceedance under H0 %.4f on average, %.4f at most", k, m, worst[k])
-		avg, most := 1.0, 1.08
-		if k.lump > 0 {
+		avg, most := 1.0, 1.12
+		switch {
+		case k.lump > 0:
 			avg, most = 1.01, 1.2
+		case k.retry > 0:
+			most = 1.3
 		}
 		if m > avg || worst[k] > most {
 			t.Errorf("%+v: mean likelihood ratio per exceedance under H0 %.4f on average, %.4f at most; want at most %g and %g", k, m, worst[k], avg, most)

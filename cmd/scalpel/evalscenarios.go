@@ -34,8 +34,9 @@ busy among 15 quiet: alpha is shared among a deploy's series, detect.alpha_scope
 with the deploys ten minutes apart), cpu regressions at the same load (also in processes that serve
 another component, whose traffic spike is no regression: the samples carry process_rps), shapes of
 production traffic that are no regression (a heavy latency tail, timeouts far above the rest of
-it (also with the tail twice as slow), process pauses of 200 ms and of 1 s, a batch job that
-doubles the median for 10 s every 5 min (detect.latency_excursion_max), a
+it (also with the tail twice as slow), retries that make a second mode inside it, process pauses
+of 200 ms and of 1 s, a batch job that doubles the median for 10 s every 5 min
+(detect.latency_excursion_max), a
 traffic mix whose slow share wanders over minutes (detect.latency_drift; also at 15, 10 and 5
 req/s, where fewer slow requests tell its drift, and with the tail twice as slow at 50 and 20
 req/s), a tail incident half an hour before the deploy (which that drift must not take for a

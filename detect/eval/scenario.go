@@ -106,6 +106,10 @@ type Scenario struct {
 	// downstream that hung and was cut off by its client's timeout. They lie far above the rest
 	// of the tail, a lump no smooth shape of it fits.
 	Timeouts float64 `json:"timeouts,omitempty"`
+	// Retries > 0 makes this share of every version's requests take twice their latency: a
+	// first attempt that failed and was retried. Their latencies make a second mode inside the
+	// tail, which a smooth shape of it does not fit either.
+	Retries float64 `json:"retries,omitempty"`
 	// ErrClump > 1 makes every version's exceptions come in clumps of this many consecutive
 	// requests, at the same mean rate, as a dependency's blip or a retrying client makes them.
 	ErrClump int `json:"err_clump,omitempty"`
@@ -250,6 +254,8 @@ func DefaultScenarios() []Scenario {
 		{Name: "timeouts (0.05% of requests cut off at 1s), no change @50rps", RPS: 50, Pre: pre, Post: post, Timeouts: 0.0005},
 		{Name: "timeouts (0.2% of requests cut off at 1s), no change @50rps", RPS: 50, Pre: pre, Post: post, Timeouts: 0.002},
 		{Name: "timeouts (0.05% of requests cut off at 1s), p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: pre, Post: post, Timeouts: 0.0005, TailMul: 2},
+		{Name: "retries (2% of requests retried once, twice as slow), no change @50rps", RPS: 50, Pre: pre, Post: post, Retries: 0.02},
+		{Name: "retries (0.5% of requests retried once, twice as slow), no change @50rps", RPS: 50, Pre: pre, Post: post, Retries: 0.005},
 		{Name: "pauses of 200ms every 10s (+100ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
 		// A collector's long pauses: every request in a second's stall is half a second slower.
 		{Name: "pauses of 1s every 30s (+500ms), no change @50rps", RPS: 50, Pre: pre, Post: post, PauseEvery: 30, PauseMS: 1000, PauseAddMS: 500},
@@ -611,6 +617,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 					}
 					if sc.PauseEvery > 0 && (ts.Sub(scenarioT0)+pausePhase)%(time.Duration(sc.PauseEvery)*time.Second) < time.Duration(sc.PauseMS)*time.Millisecond {
 						lat += sc.PauseAddMS
+					}
+					if sc.Retries > 0 && rng.Float64() < sc.Retries {
+						lat *= 2
 					}
 					if sc.Timeouts > 0 && rng.Float64() < sc.Timeouts {
 						lat = timeoutMS

@@ -622,10 +622,10 @@ func FloorSeconds(sc *Scenario, p FloorParams) (secs float64, ok bool) {
 
 // modelled reports whether the floors' model describes sc: log-normal latencies that do not
 // change with a version's age, and requests that arrive, fail and slow independently. A Pareto
-// tail, timeouts, pauses, clumped errors, bursty traffic, a wandering mix, a cold start and latencies that
+// tail, timeouts, retries, pauses, clumped errors, bursty traffic, a wandering mix, a cold start and latencies that
 // follow a changing load are outside it, and such a scenario has no floor.
 func (sc *Scenario) modelled() bool {
-	return sc.HeavyTail == 0 && sc.Timeouts == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1 && sc.Burst == 0 && sc.MixWander == 0 && sc.ColdStart <= 1 &&
+	return sc.HeavyTail == 0 && sc.Timeouts == 0 && sc.Retries == 0 && sc.PauseEvery == 0 && sc.ErrClump <= 1 && sc.Burst == 0 && sc.MixWander == 0 && sc.ColdStart <= 1 &&
 		(sc.LoadLatency == 0 || sc.SpikeLen == 0 && sc.CyclePeriod == 0)
 }
 

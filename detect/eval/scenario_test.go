@@ -648,7 +648,8 @@ func TestLoadIsNotARegression(t *testing.T) {
 // TestExcessFindsATailSooner: testing how far above the tail thresholds the exceedances land
 // (detect.latency_excess) finds a slow path twice as slow sooner than their count alone, on the
 // same deploys; and quiet services whose tail is not a smooth shape (timeouts far above the
-// rest, a heavy Pareto tail, stalls) or whose mix wanders fire no more with it than without.
+// rest, retries that make a second mode inside it, a heavy Pareto tail, stalls) fire no more
+// with it than without.
 func TestExcessFindsATailSooner(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("statistical: meaningless under the race detector")
@@ -677,6 +678,7 @@ func TestExcessFindsATailSooner(t *testing.T) {
 	}
 	for _, sc := range []Scenario{
 		{Name: "timeouts 0.2 %", RPS: 50, Pre: 450, Post: 330, Timeouts: 0.002},
+		{Name: "retries 2 %", RPS: 50, Pre: 450, Post: 330, Retries: 0.02},
 		{Name: "heavy tail", RPS: 50, Pre: 450, Post: 330, HeavyTail: 1.2},
 		{Name: "pauses", RPS: 50, Pre: 450, Post: 330, PauseEvery: 10, PauseMS: 200, PauseAddMS: 100},
 	} {
