@@ -327,8 +327,9 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 	if ep := &r.excess[q]; ep.on && t.bank != nil {
 		var above [maxQuantiles]float64
 		var ex excessCounts
-		aboveEachExcess(obs, &r.thr, len(d.cfg.LatencyQuantiles), 0, &above, &ex, int(ep.bins))
-		a.Evidence.Notes = append(a.Evidence.Notes, ep.note(label, d.sk.logGamma, ex.m[q], above[q]))
+		c := d.excessCapBins()
+		aboveEachExcess(obs, &r.thr, len(d.cfg.LatencyQuantiles), 0, &above, &ex, c)
+		a.Evidence.Notes = append(a.Evidence.Notes, ep.note(label, d.sk.logGamma, c, ex[q].m, above[q]))
 	}
 	if phi, drift := d.refLatPhi(s, q); phi > 1 {
 		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the baseline's", label, phi, drift))

@@ -335,7 +335,7 @@ func (d *Detector) compositeParams(tn *tuning, r *reference) {
 			r.bodyP[q][l] = clamp(body/math.Max(1-above, 1e-9), 1e-4, 1-1e-4)
 		}
 		if tn.cfg.LatencyExcess && d.cfg.LatencyQuantiles[q] >= withinMinQuantile {
-			r.excess[q] = d.excessParams(tn, r.sk, r.thr[q], levels)
+			r.excess[q] = d.fitExcess(tn, r.sk, r.thr[q], levels)
 		}
 	}
 }
@@ -379,7 +379,6 @@ func (d *Detector) compositeParams(tn *tuning, r *reference) {
 // with retries (a second mode inside the cap), 0.93 to 0.995 on average and up to 1.19.
 type excessParams struct {
 	on   bool
-	bins int32                 // the cap, in sketch bins (excessCapBins)
 	rho0 [3]float64            // H0's at each level of the composite H0 (none, half, full tolerance)
 	rho  [alternatives]float64 // H_k's
 }
@@ -395,11 +394,11 @@ func (d *Detector) excessCapBins() int {
 	return max(1, int(math.Round(excessCap/d.sk.logGamma)))
 }
 
-// excessParams fits the hypotheses of the test of the excess above threshold t on the baseline
+// fitExcess fits the hypotheses of the test of the excess above threshold t on the baseline
 // sketch sk; levels are the composite H0's slowdowns in sketch bins (see excessParams).
-func (d *Detector) excessParams(tn *tuning, sk *ddsketch.DDSketch, t threshold, levels [3]int) excessParams {
+func (d *Detector) fitExcess(tn *tuning, sk *ddsketch.DDSketch, t threshold, levels [3]int) excessParams {
 	c := d.excessCapBins()
-	ep := excessParams{bins: int32(c)}
+	var ep excessParams
 	for l, sh := range levels {
 		ep.rho0[l] = excessFit(sk, t.index-sh, c, true)
 	}
@@ -415,9 +414,9 @@ func (d *Detector) excessParams(tn *tuning, sk *ddsketch.DDSketch, t threshold, 
 
 // note says what the test of the excess above quantile label's threshold assumes, for an
 // anomaly's evidence, and what the new version showed: x latencies above the threshold whose
-// offsets came to m; logGamma is the sketch's bin width.
-func (ep *excessParams) note(label string, logGamma, m, x float64) string {
-	c := float64(ep.bins)
+// offsets came to m; logGamma is the sketch's bin width, capBins the cap (excessCapBins).
+func (ep *excessParams) note(label string, logGamma float64, capBins int, m, x float64) string {
+	c := float64(capBins)
 	mean := func(rho float64) float64 { return rho * (1 - math.Pow(rho, c)) / (1 - rho) } // E[min(G, c)]
 	return fmt.Sprintf("%s: also how far above the threshold the exceedances landed, in sketch bins of %.1f %% counted up to %g (×%.3g): "+
 		"%.2f bins on average over the new version's %g, against a geometric with a mean of %.2f under H0 (%.2f, %.2f or %.2f under H1)",
@@ -466,13 +465,10 @@ func excessFit(sk *ddsketch.DDSketch, index, capBins int, h0 bool) float64 {
 	return clamp(math.Max(lo, floor), 0, 0.999)
 }
 
-// valid says whether ep's hypotheses can be tested: every rho in [0, 1), and, when on, a cap
-// of one bin or more and H0's above 0.
+// valid says whether ep's hypotheses can be tested: every rho in [0, 1), and, when on, H0's
+// above 0.
 func (ep *excessParams) valid() bool {
 	ok := func(v float64) bool { return v >= 0 && v < 1 }
-	if ep.on && (ep.bins < 1 || ep.bins > maxSketchBins) {
-		return false
-	}
 	for _, v := range ep.rho0 {
 		if !ok(v) || ep.on && v <= 0 {
 			return false

@@ -75,7 +75,7 @@ type bucketUse struct {
 // quantile's threshold, xb above the body's.
 type latencyUse struct {
 	n, x, xb float64
-	ex       excessCount // the x exceedances' offsets (see excessCounts)
+	ex       excessCount // the x exceedances' offsets
 }
 
 // unusedLatency is what latency test q has not counted yet of a bucket that now holds n requests

@@ -120,7 +120,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			if r.composite[q] {
 				n, x, xb := b.unusedLatency(q, b.latN, s.exceed[q], s.exceed[r.bodyQ])
 				body := bodyEvidence(r, q, n, x, xb)
-				ec := b.unusedExcess(q, excessCount{m: ex.m[q], far: ex.far[q]})
+				ec := b.unusedExcess(q, ex[q])
 				v = t.updateComposite(&r.latP[q], &r.latS[q], &body, &r.excess[q], ec, x, n, b.idx, &th)
 			} else {
 				n, x, _ := b.unusedLatency(q, b.latN, s.exceed[q], 0)
@@ -470,7 +470,7 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 		for i := range s.open {
 			if s.open[i].sk != nil {
 				s.open[i].useLatency(q, latencyUse{n: lt[i].n, x: lt[i].x[q], xb: lt[i].x[r.bodyQ],
-					ex: excessCount{m: lt[i].ex.m[q], far: lt[i].ex.far[q]}})
+					ex: lt[i].ex[q]})
 			}
 		}
 	}
@@ -550,7 +550,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		var v rateVerdict
 		if r.composite[q] {
 			body := bodyEvidence(r, q, n, x, xb)
-			ec := b.unusedExcess(q, excessCount{m: lt[i].ex.m[q], far: lt[i].ex.far[q]})
+			ec := b.unusedExcess(q, lt[i].ex[q])
 			v = t.updateComposite(&r.latP[q], &r.latS[q], &body, &r.excess[q], ec, x, n, b.idx, &th)
 		} else {
 			v = t.updateBaseline(&r.latP[q], x, n, b.idx, &th)

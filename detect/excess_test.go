@@ -169,7 +169,7 @@ func TestExcessKeepsItsBound(t *testing.T) {
 					t.Fatal(err)
 				}
 				thr := d.sk.thresholdAt(v)
-				ep := d.excessParams(tn, sk, thr, levels)
+				ep := d.fitExcess(tn, sk, thr, levels)
 				switch {
 				case !ep.valid() || !ep.on && w.lump == 0 && w.retry == 0:
 					t.Fatalf("p%g: %+v", 100*qq, ep)

@@ -225,12 +225,8 @@ func aboveEach(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shift int
 }
 
 // excessCounts is, per tested quantile, what a test of the excess reads of a bucket besides its
-// count above the threshold (see excessParams): m, the sum over those requests of how many
-// sketch bins above the threshold's bin they landed, less one (0 for the bin just above it),
-// each counted at most capBins; far, how many of them reached capBins.
-type excessCounts struct {
-	m, far [maxQuantiles]float64
-}
+// count above the threshold (see excessCount).
+type excessCounts [maxQuantiles]excessCount
 
 // aboveEachExcess is aboveEach that also sums, into ex if not nil, each exceedance's offset
 // above its threshold, capped at capBins (see excessCounts), in the same pass.
@@ -246,7 +242,8 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 	// The callback goes through an interface, so what it captures is on the heap: a small local,
 	// not out (which the caller keeps on its stack).
 	var acc struct {
-		above, m, far [maxQuantiles]float64
+		above [maxQuantiles]float64
+		ex    excessCounts
 	}
 	idx := [maxQuantiles]int{}
 	for q := range n {
@@ -261,9 +258,9 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 					off := i - idx[q] - 1
 					if off >= capBins {
 						off = capBins
-						acc.far[q] += c
+						acc.ex[q].far += c
 					}
-					acc.m[q] += c * float64(off)
+					acc.ex[q].m += c * float64(off)
 				}
 			}
 		}
@@ -273,6 +270,6 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 		out[q] = acc.above[q] / total * total
 	}
 	if ex != nil {
-		ex.m, ex.far = acc.m, acc.far
+		*ex = acc.ex
 	}
 }

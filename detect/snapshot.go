@@ -503,7 +503,6 @@ func (d *Detector) xferReference(c *codec, r *reference) {
 		c.f64s(r.bodyP[q][:])
 		ep := &r.excess[q]
 		c.bool(&ep.on)
-		c.i32(&ep.bins)
 		c.f64s(ep.rho0[:])
 		c.f64s(ep.rho[:])
 		if c.reading && c.err == nil && !ep.valid() {

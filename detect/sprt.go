@@ -324,7 +324,9 @@ func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[
 }
 
 // excessCount is what a test of the excess reads of a bucket besides its x exceedances (see
-// excessCounts): their offsets, summed up to the cap each, and how many reached the cap.
+// excessParams): m, the sum over them of how many sketch bins above the threshold's bin they
+// landed, less one (0 for the bin just above it), each counted at most the cap; far, how many
+// of them reached the cap.
 type excessCount struct {
 	m, far float64
 }
