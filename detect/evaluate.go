@@ -416,11 +416,11 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 		if sk := s.open[i].sk; sk != nil {
 			lt[i].n = s.open[i].latN
 			lt[i].shift = d.readShift(s, &s.open[i], r, false)
+			var ex *excessCounts
 			if r.excessOn() {
-				aboveEachExcess(sk, &r.thr, nq, lt[i].shift, &lt[i].x, &lt[i].ex, d.excessCapBins())
-			} else {
-				aboveEach(sk, &r.thr, nq, lt[i].shift, &lt[i].x)
+				ex = &lt[i].ex
 			}
+			aboveEachExcess(sk, &r.thr, nq, lt[i].shift, &lt[i].x, ex, d.excessCapBins())
 			seen = true
 			if longest > 0 {
 				// As the bucket's close will: a bucket of an excursion no longer than the
