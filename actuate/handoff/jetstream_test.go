@@ -86,18 +86,7 @@ func TestJetStreamPath(t *testing.T) {
 		if got := act.count(); got < 3 {
 			return fmt.Errorf("%d Actuate calls so far", got)
 		}
-		cons, err := js.Consumer(ctx, schemas.StreamDecisions, "scalpel-actuate")
-		if err != nil {
-			return err
-		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending > 0 || info.NumAckPending > 0 {
-			return fmt.Errorf("%d pending, %d unacked", info.NumPending, info.NumAckPending)
-		}
-		return nil
+		return natstest.Idle(ctx, js, schemas.StreamDecisions, "scalpel-actuate")
 	})
 	// good: one call; bad: the first target succeeds, the second is refused once.
 	if got := act.count(); got != 3 {

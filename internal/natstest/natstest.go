@@ -3,6 +3,8 @@
 package natstest
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -72,4 +74,45 @@ func CheckFor(t testing.TB, total, interval time.Duration, fn func() error) {
 		}
 		time.Sleep(interval)
 	}
+}
+
+// Idle returns nil when the durable consumer name on stream has delivered and had acknowledged
+// every message stored so far that it reads, and an error saying what is left otherwise.
+//
+// The consumer's own NumPending is not enough: the server counts a stored message into it from a
+// goroutine of its own, after the publisher has its ack, so for a moment after a burst of
+// publishes a consumer that has caught up with what it was told of reads 0 pending with
+// messages still ahead of it. Idle counts those from the store: an ephemeral consumer with the
+// durable's filters, starting after the last message the durable was given, has its pending
+// count computed from the stream when it is created.
+func Idle(ctx context.Context, js jetstream.JetStream, stream, name string) error {
+	cons, err := js.Consumer(ctx, stream, name)
+	if err != nil {
+		return err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.NumPending > 0 || info.NumAckPending > 0 {
+		return fmt.Errorf("%s/%s: %d pending, %d unacked", stream, name, info.NumPending, info.NumAckPending)
+	}
+	probe, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       info.Delivered.Stream + 1,
+		FilterSubject:     info.Config.FilterSubject,
+		FilterSubjects:    info.Config.FilterSubjects,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("%s/%s: probe what is stored after it: %w", stream, name, err)
+	}
+	pi := probe.CachedInfo()
+	_ = js.DeleteConsumer(ctx, stream, pi.Name)
+	if pi.NumPending > 0 {
+		return fmt.Errorf("%s/%s: %d stored after the last it was given (its own count has not caught up)",
+			stream, name, pi.NumPending)
+	}
+	return nil
 }

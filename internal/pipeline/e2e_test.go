@@ -108,16 +108,8 @@ func (h *harness) idleOn(total time.Duration, ds ...durable) {
 	ctx := context.Background()
 	natstest.CheckFor(h.t, total, 20*time.Millisecond, func() error {
 		for _, d := range ds {
-			cons, err := h.js.Consumer(ctx, d.stream, d.name)
-			if err != nil {
+			if err := natstest.Idle(ctx, h.js, d.stream, d.name); err != nil {
 				return err
-			}
-			info, err := cons.Info(ctx)
-			if err != nil {
-				return err
-			}
-			if info.NumPending > 0 || info.NumAckPending > 0 {
-				return fmt.Errorf("%s/%s: %d pending, %d unacked", d.stream, d.name, info.NumPending, info.NumAckPending)
 			}
 		}
 		return nil

@@ -210,17 +210,9 @@ func (l *live) settle() {
 			{schemas.StreamDecisions, pipeline.DurableDecideApprovals},
 			{schemas.StreamRejected, pipeline.DurableDecideRejected},
 		} {
-			cons, err := l.js.Consumer(l.ctx, c[0], c[1])
-			if err != nil {
-				return err
-			}
-			info, err := cons.Info(l.ctx)
-			if err != nil {
-				return err
-			}
-			if info.NumPending > 0 || info.NumAckPending > 0 {
+			if err := natstest.Idle(l.ctx, l.js, c[0], c[1]); err != nil {
 				prev = -1
-				return fmt.Errorf("%s/%s: %d pending, %d unacked", c[0], c[1], info.NumPending, info.NumAckPending)
+				return err
 			}
 		}
 		n := len(readStream(l.t, l.js, schemas.StreamDecisions, l.subj.Decision("*")))

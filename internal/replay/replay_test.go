@@ -105,16 +105,8 @@ func (l *live) idle(durables ...[2]string) {
 	l.t.Helper()
 	natstest.CheckFor(l.t, 60*time.Second, 50*time.Millisecond, func() error {
 		for _, c := range durables {
-			cons, err := l.js.Consumer(l.ctx, c[0], c[1])
-			if err != nil {
+			if err := natstest.Idle(l.ctx, l.js, c[0], c[1]); err != nil {
 				return err
-			}
-			info, err := cons.Info(l.ctx)
-			if err != nil {
-				return err
-			}
-			if info.NumPending > 0 || info.NumAckPending > 0 {
-				return fmt.Errorf("%s/%s: %d pending, %d unacked", c[0], c[1], info.NumPending, info.NumAckPending)
 			}
 		}
 		return nil
