@@ -7,7 +7,6 @@ import (
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
-	"github.com/DataDog/sketches-go/ddsketch/store"
 
 	"github.com/scalpel-dev/scalpel/schemas"
 )
@@ -32,8 +31,8 @@ func newSketches(relativeAccuracy float64, maxBins int) (*sketches, error) {
 
 // compactBins is how many bins a sketch holds before it is widened (see widen): enough for the
 // latencies of most series (a ratio of ~600 at the default accuracy, 0.5 ms to 300 ms), and
-// what keeps a series' sketches small. A dense store allocates the bins it spans and some 60
-// more for growth, up to its bound.
+// what keeps a series' sketches small. A store allocates the bins it spans and an eighth more
+// for growth, up to its bound (denseStore).
 const compactBins = 128
 
 // new returns an empty sketch, bounded at compactBins until latencies span further (see add).
@@ -42,7 +41,7 @@ func (s *sketches) new() *ddsketch.DDSketch {
 }
 
 func (s *sketches) bounded(bins int) *ddsketch.DDSketch {
-	return ddsketch.NewDDSketch(s.m, store.NewCollapsingLowestDenseStore(bins), store.NewCollapsingLowestDenseStore(16))
+	return ddsketch.NewDDSketch(s.m, newDenseStore(bins), noNegatives{})
 }
 
 // A sketch's store collapses its lowest bins into one when its latencies span more bins than it
@@ -137,13 +136,22 @@ func fractionAbove(sk *ddsketch.DDSketch, index int) float64 {
 		return 0
 	}
 	var above float64
-	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
-		if i > index {
+	lo, counts := positiveBins(sk)
+	for k, c := range counts {
+		if c > 0 && lo+k > index {
 			above += c
 		}
-		return false
-	})
+	}
 	return above / total
+}
+
+// positiveBins is the sketch's store of positive latencies as the counts of its bins from
+// index lo on, empty ones included: a pass over them with no callback (the store's ForEach
+// takes one through an interface, and what it captures goes to the heap). Every sketch of the
+// detector holds a denseStore (sketches.bounded).
+func positiveBins(sk *ddsketch.DDSketch) (lo int, counts []float64) {
+	st := sk.GetPositiveValueStore().(*denseStore)
+	return int(st.minIndex), st.span()
 }
 
 // bin is one non-empty sketch bin; zero latencies get index math.MinInt.
@@ -239,8 +247,6 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 	if total == 0 {
 		return
 	}
-	// The callback goes through an interface, so what it captures is on the heap: a small local,
-	// not out (which the caller keeps on its stack).
 	var acc struct {
 		above [maxQuantiles]float64
 		ex    excessCounts
@@ -250,7 +256,12 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 		idx[q] = thr[q].index + shift
 	}
 	excess := ex != nil
-	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
+	lo, counts := positiveBins(sk)
+	for k, c := range counts {
+		if c == 0 {
+			continue
+		}
+		i := lo + k
 		for q := range n {
 			if i > idx[q] {
 				acc.above[q] += c
@@ -264,8 +275,7 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 				}
 			}
 		}
-		return false
-	})
+	}
 	for q := range n {
 		out[q] = acc.above[q] / total * total
 	}

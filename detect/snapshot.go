@@ -909,7 +909,9 @@ func (sks *sketches) decodeChecked(sk *ddsketch.DDSketch, b []byte) (err error) 
 		return err != nil
 	}
 	probe.GetPositiveValueStore().ForEach(check)
-	probe.GetNegativeValueStore().ForEach(check)
+	if neg := probe.GetNegativeValueStore(); err == nil && !neg.IsEmpty() {
+		err = fmt.Errorf("%g negative latencies (a latency is never negative)", neg.TotalCount())
+	}
 	if z := probe.GetZeroCount(); err == nil && (!(z >= 0) || math.IsInf(z, 0)) {
 		err = fmt.Errorf("zero bin holds %g", z)
 	}
