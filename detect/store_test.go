@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/DataDog/sketches-go/ddsketch"
 
 	enc "github.com/DataDog/sketches-go/ddsketch/encoding"
 	"github.com/DataDog/sketches-go/ddsketch/store"
@@ -127,5 +130,32 @@ func TestDenseStoreHoldsWhatItSpans(t *testing.T) {
 	s.Add(5)
 	if cap(s.bins) < 80 {
 		t.Errorf("a cleared store gave up its bins (%d left)", cap(s.bins))
+	}
+}
+
+// TestDecodeRefusesNegativeLatencies: a snapshot's sketch that holds negative latencies is
+// refused rather than read into a sketch whose negative store keeps nothing.
+func TestDecodeRefusesNegativeLatencies(t *testing.T) {
+	sks, err := newSketches(DefaultConfig().SketchRelativeAccuracy, DefaultConfig().SketchMaxBins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := ddsketch.NewDDSketch(sks.m, store.NewDenseStore(), store.NewDenseStore())
+	for _, v := range []float64{12, 30, -4} {
+		if err := lib.Add(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var b []byte
+	lib.Encode(&b, true)
+	if err := sks.decodeChecked(sks.new(), b); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Fatalf("a sketch with a negative latency decoded (err %v)", err)
+	}
+	good := ddsketch.NewDDSketch(sks.m, store.NewDenseStore(), store.NewDenseStore())
+	_ = good.Add(12)
+	b = b[:0]
+	good.Encode(&b, true)
+	if err := sks.decodeChecked(sks.new(), b); err != nil {
+		t.Fatal(err)
 	}
 }
