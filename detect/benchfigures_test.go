@@ -11,8 +11,8 @@ func TestBenchFigures(t *testing.T) {
 	if ns <= 0 || mem <= 0 {
 		t.Fatalf("implausible figures: %g ns/event, %g B/series", ns, mem)
 	}
-	// The target: a series in steady state (two epochs of history, an own profile) holds at most
-	// 8 KiB. Heap figures are deterministic enough for a bound: the same run measures within a
+	// The target: a series in steady state (every epoch of history its traffic keeps, an own
+	// profile) holds at most 8 KiB. Heap figures are deterministic enough for a bound: the same run measures within a
 	// few bytes.
 	if mem > 8192 {
 		t.Errorf("memory per series %.0f B, target 8192 B", mem)
