@@ -36,10 +36,12 @@ type Config struct {
 	// older ones are let go. A busy series holds them in its last epoch and keeps two epochs, as
 	// above; a sparse one (0.5 req/s serves 150 requests in 5m) keeps older epochs, up to
 	// HistoryMaxEpochs, so its baseline is not a few hundred requests with a handful of errors,
-	// against which only a gross regression is visible. Which epochs are kept is a function of the
-	// last HistoryMaxEpochs epochs of events, so a replay that starts HistoryMaxEpochs+1 epochs
-	// before a deploy freezes the baseline the live detector froze. An epoch without any request
-	// still ends the history. Default 1000.
+	// against which only a gross regression is visible, and so that a tail quantile can be
+	// tested: p99.5 needs LatencyMinTailCount (10) baseline requests above it, 2 000 in all, which
+	// the history of a series down to about 1.1 req/s holds at this default. Which epochs are
+	// kept is a function of the last HistoryMaxEpochs epochs of events, so a replay that starts
+	// HistoryMaxEpochs+1 epochs before a deploy freezes the baseline the live detector froze. An
+	// epoch without any request still ends the history. Default 2000.
 	HistoryMinRequests int64 `json:"history_min_requests" yaml:"history_min_requests"`
 	// HistoryMaxEpochs bounds the completed epochs a sparse series keeps (see
 	// HistoryMinRequests), and with them how old its baseline can be. 1 keeps only the previous
@@ -416,7 +418,7 @@ func DefaultConfig() Config {
 		BucketWidth:             schemas.Duration(time.Second),
 		AllowedLateness:         schemas.Duration(2 * time.Second),
 		HistoryEpoch:            schemas.Duration(5 * time.Minute),
-		HistoryMinRequests:      1000,
+		HistoryMinRequests:      2000,
 		HistoryMaxEpochs:        6,
 		IdleTTL:                 schemas.Duration(30 * time.Minute),
 		MaxSeries:               100000,

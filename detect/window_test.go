@@ -23,7 +23,9 @@ func TestReplayFromMidStreamMatchesLive(t *testing.T) {
 	if len(live) == 0 {
 		t.Fatal("live detector found nothing: the fixture is wrong")
 	}
-	warmup := 2 * time.Duration(cfg.HistoryEpoch) // what the history can span
+	// What the history can span: its blocks serve about 7 req/s, under history_min_requests an
+	// epoch, so they keep older epochs, up to HistoryMaxEpochs.
+	warmup := time.Duration(cfg.HistoryMaxEpochs+1) * time.Duration(cfg.HistoryEpoch)
 	for _, extra := range []time.Duration{0, 17 * time.Second, 2*time.Minute + 31*time.Second, 4 * time.Minute} {
 		from := deploy.Add(-warmup - extra)
 		var tail []schemas.TelemetryEvent

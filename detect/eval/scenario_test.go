@@ -395,9 +395,9 @@ func TestExceedanceFloor(t *testing.T) {
 		{Scenario{RPS: 50, Pre: 450, TailMul: 2, Regression: true}, 0.999, 1.75, 1.85},
 		{Scenario{RPS: 50, Pre: 450, TailMul: 1.25, Regression: true}, 0.995, 1.6, 1.75},
 		{Scenario{RPS: 50, Pre: 60, TailMul: 2, Regression: true}, 0.995, 3.9, 4.4},
-		// An old version that served an hour at 2 req/s: its history holds two epochs and a
-		// half, 1 500 requests, too few for p99.5, and p90 alone all but cannot see the tail.
-		{Scenario{RPS: 2, Pre: 3600, TailMul: 2, Regression: true}, 0.9, 1e4, math.Inf(1)},
+		// An old version that served an hour at 2 req/s: its history holds three epochs and a
+		// half, 2 100 requests (history_min_requests 2 000), enough for p99.5.
+		{Scenario{RPS: 2, Pre: 3600, TailMul: 2, Regression: true}, 0.995, 3.9, 4.4},
 		{Scenario{RPS: 5, Pre: 450, TailMul: 2, Regression: true}, 0.995, 3.9, 4.4},
 	} {
 		f, _ := FloorSeconds(&tt.sc, fp)
@@ -406,6 +406,15 @@ func TestExceedanceFloor(t *testing.T) {
 			t.Errorf("%+v: exceedance floor %.2f s at p%g, floor %.2f s, ratio %.3f; want p%g, ratio in [%g, %g]",
 				tt.sc, e, 100*q, f, e/f, 100*tt.q, tt.lo, tt.hi)
 		}
+	}
+	// With history_min_requests at 1 000 that history held two epochs and a half, 1 500
+	// requests, too few for p99.5, and p90 alone all but cannot see the tail.
+	thin := cfg
+	thin.HistoryMinRequests = 1000
+	sc := Scenario{RPS: 2, Pre: 3600, TailMul: 2, Regression: true}
+	f, _ := FloorSeconds(&sc, fp)
+	if e, q, ok := ExceedanceFloorSeconds(&sc, fp, thin); !ok || q != 0.9 || e/f < 1e4 {
+		t.Errorf("2 req/s, history_min_requests 1 000: exceedance floor %.2f s at p%g, floor %.2f s; want p90, at least 10⁴ times the floor", e, 100*q, f)
 	}
 	for _, sc := range []Scenario{
 		{RPS: 20, Pre: 450, ErrMul: 5, Regression: true},
