@@ -273,8 +273,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "traffic mix wanders (σ0.6 over 1min), no change @20rps", RPS: 20, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		// The same wander where an epoch holds fewer slow requests, too few below about 13 req/s
 		// for p99.5 to measure its drift (detect's driftMinExpected); and a tail twice as slow
-		// where the baseline supports p99.5 (5 req/s) or no tail quantile (2 req/s, fewer than
-		// 2 000 requests: detect.latency_min_tail_count).
+		// where the baseline supports p99.5 (5 req/s; 2 req/s after an old version that served an
+		// hour, whose history holds detect.history_min_requests) or no tail quantile (2 req/s
+		// after 7.5 minutes, fewer than 2 000 requests: detect.latency_min_tail_count).
 		{Name: "traffic mix wanders (σ0.6 over 1min), no change @15rps", RPS: 15, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		{Name: "traffic mix wanders (σ0.6 over 1min), no change @10rps", RPS: 10, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
 		{Name: "traffic mix wanders (σ0.6 over 1min), no change @5rps", RPS: 5, Pre: watch, Post: post, MixWander: 0.6, Settle: watch},
