@@ -431,8 +431,9 @@ func (ep *excessParams) note(label string, logGamma float64, capBins int, m, x f
 // lies above index.
 func excessFit(sk *ddsketch.DDSketch, index, capBins int, h0 bool) float64 {
 	var sum, n, atCap float64
-	sk.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
-		if i > index {
+	first, counts := positiveBins(sk)
+	for k, c := range counts {
+		if i := first + k; c > 0 && i > index {
 			off := i - index - 1
 			if off >= capBins {
 				off = capBins
@@ -441,8 +442,7 @@ func excessFit(sk *ddsketch.DDSketch, index, capBins int, h0 bool) float64 {
 			sum += c * float64(off)
 			n += c
 		}
-		return false
-	})
+	}
 	cb := float64(capBins)
 	floor := 0.0
 	if h0 {
