@@ -247,15 +247,10 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 	if total == 0 {
 		return
 	}
-	var acc struct {
-		above [maxQuantiles]float64
-		ex    excessCounts
-	}
 	idx := [maxQuantiles]int{}
 	for q := range n {
 		idx[q] = thr[q].index + shift
 	}
-	excess := ex != nil
 	lo, counts := positiveBins(sk)
 	for k, c := range counts {
 		if c == 0 {
@@ -263,23 +258,21 @@ func aboveEachExcess(sk *ddsketch.DDSketch, thr *[maxQuantiles]threshold, n, shi
 		}
 		i := lo + k
 		for q := range n {
-			if i > idx[q] {
-				acc.above[q] += c
-				if excess {
-					off := i - idx[q] - 1
-					if off >= capBins {
-						off = capBins
-						acc.ex[q].far += c
-					}
-					acc.ex[q].m += c * float64(off)
+			if i <= idx[q] {
+				continue
+			}
+			out[q] += c
+			if ex != nil {
+				off := i - idx[q] - 1
+				if off >= capBins {
+					off = capBins
+					ex[q].far += c
 				}
+				ex[q].m += c * float64(off)
 			}
 		}
 	}
 	for q := range n {
-		out[q] = acc.above[q] / total * total
-	}
-	if ex != nil {
-		*ex = acc.ex
+		out[q] = out[q] / total * total // as fractionAbove(...)·count gives it
 	}
 }
