@@ -56,8 +56,9 @@ const (
 	// 22: the detector how many events MaxSeries kept out; 23: a line where its run of buckets
 	// with requests began, and the detector which units' silence it reads; 24: a series' drift
 	// where it measures a quantile too sparse for its own threshold; 25: a reference the
-	// hypotheses of its tail quantiles' excess, and a bucket the excess its tests read of it.
-	snapshotVersion = 25
+	// hypotheses of its tail quantiles' excess, and a bucket the excess its tests read of it;
+	// 26: a reference's excess without its cap, which follows from the config.
+	snapshotVersion = 26
 )
 
 // Snapshot returns the detector's whole state: every series with its open buckets, history,
