@@ -301,8 +301,9 @@ func (s *denseStore) Reweight(w float64) error {
 		return nil
 	}
 	s.count *= w
-	for i := range s.span() {
-		s.bins[int(s.minIndex-s.offset)+i] *= w
+	sp := s.span()
+	for i := range sp {
+		sp[i] *= w
 	}
 	return nil
 }
