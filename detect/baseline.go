@@ -57,6 +57,7 @@ type line struct {
 const (
 	refPreviousVersion = "previous_version" // frozen recent history of the version before
 	refBaselineCohort  = "baseline_cohort"  // canary analysis: the baseline cohort's history, and the cohort as it serves
+	refOwnProfile      = "own_profile"      // the series' own decayed past (ownProfile), which no reference holds
 )
 
 // reference is a series' baseline, frozen when it is built so the comparison cannot drift with the
@@ -263,7 +264,7 @@ func (d *Detector) freeze(src *series, kind string, b int64) *reference {
 	for c := range r.errs {
 		r.errP[c] = d.errorParams(tn, r.errs[c], r.n)
 	}
-	if d.setQuantiles(tn, &r.quantileTests, r.sk); r.latOK {
+	if d.setQuantiles(tn, &r.quantileTests, r.sk, tn.latencyTolerance(r.kind)); r.latOK {
 		d.compositeParams(tn, r)
 		// A canary compared with its cohort as it serves leaves the drift to its concurrent
 		// checks (refLatPhi).
@@ -285,8 +286,8 @@ type quantileTests struct {
 }
 
 // setQuantiles reads the tested quantiles off the baseline sketch sk and sets their tests'
-// hypotheses.
-func (d *Detector) setQuantiles(tn *tuning, qt *quantileTests, sk *ddsketch.DDSketch) {
+// hypotheses, H0 tolerating a slowdown of tol (tuning.latencyTolerance).
+func (d *Detector) setQuantiles(tn *tuning, qt *quantileTests, sk *ddsketch.DDSketch, tol float64) {
 	qt.latOK = sk.GetCount() >= float64(d.cfg.MinBaselineRequests)
 	if !qt.latOK {
 		return
@@ -303,7 +304,7 @@ func (d *Detector) setQuantiles(tn *tuning, qt *quantileTests, sk *ddsketch.DDSk
 		}
 		qt.qv[q] = v
 		qt.thr[q] = d.sk.thresholdAt(v)
-		qt.latP[q] = d.latencyParams(tn, sk, qt.thr[q])
+		qt.latP[q] = d.latencyParamsAt(tn, sk, qt.thr[q], d.tolShift(tol))
 	}
 }
 
@@ -311,7 +312,7 @@ func (d *Detector) setQuantiles(tn *tuning, qt *quantileTests, sk *ddsketch.DDSk
 // rateTest.updateComposite). None when the tolerance is below one sketch bin: H0 is then
 // simple.
 func (d *Detector) compositeParams(tn *tuning, r *reference) {
-	tol := d.tolShift(tn)
+	tol := d.tolShift(tn.latencyTolerance(r.kind))
 	r.bodyQ = -1
 	for q, qq := range d.cfg.LatencyQuantiles {
 		if r.latQ[q] && (r.bodyQ < 0 || qq < d.cfg.LatencyQuantiles[r.bodyQ]) {
@@ -492,9 +493,9 @@ func (r *reference) excessOn() bool {
 	return false
 }
 
-// tolShift is LatencyTolerance in sketch bins.
-func (d *Detector) tolShift(tn *tuning) int {
-	return int(math.Round(math.Log(1+tn.cfg.LatencyTolerance) / d.sk.logGamma))
+// tolShift is a latency tolerance (0.1 = +10 %) in whole sketch bins.
+func (d *Detector) tolShift(tol float64) int {
+	return int(math.Round(math.Log(1+tol) / d.sk.logGamma))
 }
 
 // errorParams sets the hypotheses of an error-rate test against a baseline of x errors in n
@@ -518,19 +519,13 @@ func (d *Detector) errorRatios(tn *tuning) [alternatives]float64 {
 	return [alternatives]float64{lo, math.Sqrt(lo * hi), hi}
 }
 
-// latencyParams sets the hypotheses of an exceedance test at threshold t: under H0 a request
-// exceeds t at most as often as a baseline request exceeded t/(1+LatencyTolerance); under H_k
-// every latency is the baseline's scaled by the alternative's factor, so the exceedance rate is
-// the baseline's fraction above t/factor, read off the baseline sketch. This is a minimum effect
-// stated in latency, not in rates.
-func (d *Detector) latencyParams(tn *tuning, sk *ddsketch.DDSketch, t threshold) rateParams {
-	// H0 is "at most LatencyTolerance slower", not "exactly as fast": load moves latency a few
-	// percent (a traffic spike, the busy hour), and a test of exact equality would call that a
-	// regression once it has enough requests.
-	return d.latencyParamsAt(tn, sk, t, d.tolShift(tn))
-}
-
-// latencyParamsAt is latencyParams with H0's tolerance given in sketch bins.
+// latencyParamsAt sets the hypotheses of an exceedance test at threshold t: under H0 a request
+// exceeds t at most as often as a baseline request exceeded it tol sketch bins lower (H0 is "at
+// most the tolerance slower", not "exactly as fast": a test of exact equality would call a few
+// per cent a regression once it had enough requests); under H_k every latency is the
+// baseline's scaled by the alternative's factor, so the exceedance rate is the baseline's
+// fraction above t/factor, read off the baseline sketch. This is a minimum effect stated in
+// latency, not in rates.
 func (d *Detector) latencyParamsAt(tn *tuning, sk *ddsketch.DDSketch, t threshold, tol int) rateParams {
 	n := sk.GetCount()
 	above := fractionAbove(sk, t.index)

@@ -132,7 +132,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				// cent of latency. The quantile itself must have moved by a clear share of the
 				// minimum effect before it is called a regression; until then the test keeps
 				// watching, and the episode opens when the shift grows.
-				if a := d.latencyAnomaly(s, q, time.Time{}, g); a.Effect >= d.latencyGate(d.tune(s.key.Service)) {
+				if a := d.latencyAnomaly(s, q, time.Time{}, g); a.Effect >= latencyGate(d.tune(s.key.Service), s.ref.kind) {
 					s.latEp = true // one anomaly per latency episode, from the quantile that fired first
 					out = d.open(s, epLatency, a, out)
 				}
@@ -272,9 +272,9 @@ func (d *Detector) gateThresholds(th thresholds) thresholds {
 
 // latencyGateRatios are the hypotheses of a canary's check of latency quantile q. H0: the
 // canary's exceedance rate is at most ρ0 times the cohort's, ρ0 being what the latency test's
-// own H0 tolerates (LatencyTolerance), read as its rate over the quantile's share, at least 1:
-// two cohorts that differ by less than the tolerance are not a regression. H_k: r[k] times that,
-// the test's own alternatives.
+// own H0 tolerates (LatencyProfileTolerance for a canary), read as its rate over the quantile's
+// share, at least 1: two cohorts that differ by less than the tolerance are not a regression.
+// H_k: r[k] times that, the test's own alternatives.
 func (d *Detector) latencyGateRatios(r *reference, q int) (float64, [alternatives]float64) {
 	return math.Max(1, r.latP[q].rate()/(1-d.cfg.LatencyQuantiles[q])), r.latP[q].r
 }
@@ -478,7 +478,7 @@ func (d *Detector) readLatencyTests(s *series, first func(q int) bool) {
 	if s.gate != nil {
 		g = &gates[fq]
 	}
-	if a := d.latencyAnomaly(s, fq, d.firedAt(runs[fq].at), g); a.Effect >= d.latencyGate(d.tune(s.key.Service)) {
+	if a := d.latencyAnomaly(s, fq, d.firedAt(runs[fq].at), g); a.Effect >= latencyGate(d.tune(s.key.Service), s.ref.kind) {
 		s.latEp = true
 		d.out = d.open(s, epLatency, a, d.out)
 	}
@@ -1222,9 +1222,9 @@ func (d *Detector) movedHealthy(s *series) bool {
 	return true
 }
 
-// latencyGate is the relative rise of the tested quantile a latency anomaly needs: halfway between
-// what the null hypothesis tolerates and the minimum effect, so load noise stays quiet and a
-// regression of the minimum effect is reported.
-func (d *Detector) latencyGate(tn *tuning) float64 {
-	return (tn.cfg.LatencyTolerance + tn.cfg.LatencyMinEffect) / 2
+// latencyGate is the relative rise of the tested quantile a latency anomaly against a baseline of
+// this kind needs: halfway between what the null hypothesis tolerates and the minimum effect, so
+// load noise stays quiet and a regression of the minimum effect is reported.
+func latencyGate(tn *tuning, kind string) float64 {
+	return (tn.latencyTolerance(kind) + tn.cfg.LatencyMinEffect) / 2
 }

@@ -187,7 +187,8 @@ func (d *Detector) seedOwn(s *series, b int64) *ownProfile {
 // hypotheses, as freeze does for a version baseline.
 func (d *Detector) ownThresholds(s *series, o *ownProfile, b int64) {
 	o.latB = b
-	if d.setQuantiles(d.tune(s.key.Service), &o.quantileTests, o.sk); o.latOK {
+	tn := d.tune(s.key.Service)
+	if d.setQuantiles(tn, &o.quantileTests, o.sk, tn.latencyTolerance(refOwnProfile)); o.latOK {
 		d.driftBaseline(&o.quantileTests, nil, s)
 	}
 }
@@ -251,7 +252,7 @@ func (d *Detector) testOwn(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			}
 			v := t.updateBaseline(&o.latP[q], o.exceed[q], b.latN, b.idx, &th)
 			if (v == verdictFired || t.firing) && !o.latEp {
-				if a := d.ownLatencyAnomaly(s, q); a.Effect >= d.latencyGate(tn) {
+				if a := d.ownLatencyAnomaly(s, q); a.Effect >= latencyGate(tn, refOwnProfile) {
 					o.latEp = true
 					out = d.open(s, epOwnLatency, a, out)
 				}

@@ -252,7 +252,7 @@ func (t *rateTest) deployLong(rp *rateParams, v rateVerdict, b int64, th *thresh
 }
 
 // updateComposite is updateBaseline for a latency quantile above the body, whose H0 is
-// composite: "every latency is the baseline's × s", for s from 1 to 1+LatencyTolerance, and s
+// composite: "every latency is the baseline's × s", for s from 1 to 1+the tolerance, and s
 // may change as load comes and goes. rp is H0 at the full tolerance, lower H0 without tolerance
 // and at half of it; body[l] is the bucket's log likelihood ratio, at level l (0 none, 1 half,
 // 2 full tolerance), of the requests at or below this quantile's threshold: their share above

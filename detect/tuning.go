@@ -87,7 +87,18 @@ func (o ServiceConfig) describe() string {
 	num("error_gross_factor", o.ErrorGrossFactor)
 	num("latency_min_effect", o.LatencyMinEffect)
 	num("latency_tolerance", o.LatencyTolerance)
+	num("latency_profile_tolerance", o.LatencyProfileTolerance)
 	num("latency_gross_factor", o.LatencyGrossFactor)
 	num("throughput_min_drop", o.ThroughputMinDrop)
 	return strings.Join(set, ", ")
+}
+
+// latencyTolerance is the slowdown the latency tests against a baseline of this kind accept
+// under H0 (refPreviousVersion, refBaselineCohort or refOwnProfile): LatencyTolerance against a
+// previous version, LatencyProfileTolerance against anything else.
+func (tn *tuning) latencyTolerance(kind string) float64 {
+	if kind == refPreviousVersion {
+		return tn.cfg.LatencyTolerance
+	}
+	return tn.cfg.LatencyProfileTolerance
 }

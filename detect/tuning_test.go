@@ -3,10 +3,13 @@ package detect
 import (
 	"errors"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
 
 	"github.com/scalpel-dev/scalpel/schemas"
 )
@@ -166,6 +169,7 @@ func TestServiceConfigValidate(t *testing.T) {
 		{"not a service name", map[string]ServiceConfig{"check out": {}}, `services: "check out" is not a service name`},
 		{"tolerance above the service's own minimum effect", map[string]ServiceConfig{"checkout": {LatencyTolerance: &tol, LatencyMinEffect: &big}}, "services.checkout: latency_tolerance must be in [0, latency_min_effect)"},
 		{"tolerance above the default minimum effect", map[string]ServiceConfig{"search": {LatencyTolerance: &tol}}, "services.search: latency_tolerance"},
+		{"profile tolerance above the minimum effect", map[string]ServiceConfig{"search": {LatencyProfileTolerance: &tol}}, "services.search: latency_profile_tolerance must be in [0, latency_min_effect)"},
 		{"no minimum effect", map[string]ServiceConfig{"search": {ErrorMinEffect: &zero}}, "services.search: error_min_effect must be positive"},
 		{"a watch of a second", map[string]ServiceConfig{"search": {DeployWatch: &watch}}, "services.search: deploy_watch"},
 	} {
@@ -199,5 +203,63 @@ func TestConfigFor(t *testing.T) {
 	other.Services = cfg.Services
 	if other.LatencyWarmup != cfg.LatencyWarmup || other.ThroughputMinDrop != cfg.ThroughputMinDrop {
 		t.Errorf("For(search), which has no entry, is not the config")
+	}
+}
+
+// TestToleranceByBaseline: the latency tests against a previous version hold H0 to
+// latency_tolerance, those of a series' own profile to latency_profile_tolerance (both 10 %, two
+// sketch bins, by default), each overridable per service; the latency gate sits halfway between
+// each tolerance and the minimum effect.
+func TestToleranceByBaseline(t *testing.T) {
+	v, o := 0.05, 0.0
+	for _, tc := range []struct {
+		name          string
+		svc           ServiceConfig
+		version, prof float64
+	}{
+		{"defaults", ServiceConfig{}, 0.1, 0.1},
+		{"per service", ServiceConfig{LatencyTolerance: &v, LatencyProfileTolerance: &o}, 0.05, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Services = map[string]ServiceConfig{"checkout": tc.svc}
+			d := New(cfg)
+			run(d, genScenario(5, healthy("1.0.0", 660, 20), healthy("1.1.0", 60, 20)), 0, 200)
+			d.Advance(d.Watermark())
+			key := SeriesKey{Service: "checkout", Component: "tax-calc", Version: "1.0.0"}
+			old := d.series[key]
+			key.Version = "1.1.0"
+			ns := d.series[key]
+			if old == nil || old.own == nil || !old.own.latOK || ns == nil || ns.ref == nil || !ns.ref.latOK {
+				t.Fatalf("want the old version's own profile and the new version's reference, both with latency tests")
+			}
+			tn := d.tune("checkout")
+			for _, c := range []struct {
+				what string
+				qt   *quantileTests
+				sk   *ddsketch.DDSketch
+				kind string
+				tol  float64
+			}{
+				{"the reference of a previous version", &ns.ref.quantileTests, ns.ref.sk, refPreviousVersion, tc.version},
+				{"the own profile", &old.own.quantileTests, old.own.sk, refOwnProfile, tc.prof},
+			} {
+				if got := tn.latencyTolerance(c.kind); got != c.tol {
+					t.Errorf("%s: tolerance %g, want %g", c.what, got, c.tol)
+				}
+				if got, want := latencyGate(tn, c.kind), (c.tol+cfg.LatencyMinEffect)/2; math.Abs(got-want) > 1e-12 {
+					t.Errorf("%s: gate %g, want %g", c.what, got, want)
+				}
+				// H0's rate at p50 is the share of the baseline above the threshold lowered by the
+				// tolerance, in whole bins (the drift scales both counts, not their ratio; the own
+				// profile has decayed a little since its thresholds were set). A bin moves it by
+				// about 0.04 here.
+				thr := c.qt.thr[0]
+				want := fractionAbove(c.sk, thr.index-d.tolShift(c.tol))
+				if got := c.qt.latP[0].rate(); math.Abs(got-want) > 0.01 {
+					t.Errorf("%s: H0's p50 rate %.4f, want %.4f (the share above the threshold %d bins lower)", c.what, got, want, d.tolShift(c.tol))
+				}
+			}
+		})
 	}
 }
