@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -103,6 +104,19 @@ type ScenarioResult struct {
 	Argo0   RuleOutcome `json:"argo_failure_limit_0"`
 	Argo3   RuleOutcome `json:"argo_failure_limit_3"`
 	Flagger RuleOutcome `json:"flagger_threshold_5"`
+	// FalseRollbacks, for a scenario without regression, is each deploy the detector rolled
+	// back: which run, and the test that fired first.
+	FalseRollbacks []FalseRollback `json:"false_rollbacks,omitempty"`
+}
+
+// FalseRollback is one healthy deploy the detector rolled back: run (with the report's seed, the
+// deploy's random draws), and the first anomaly's metric and test, event seconds after the
+// deploy.
+type FalseRollback struct {
+	Run    int     `json:"run"`
+	Metric string  `json:"metric"`
+	Test   string  `json:"test"`
+	AtS    float64 `json:"at_s"`
 }
 
 // ScenarioReport is the suite's result.
@@ -129,6 +143,7 @@ type runOutcome struct {
 	ttd                   float64
 	out                   float64 // event seconds from the deploy to the event after which the anomaly was returned
 	argo0, argo3, flagger float64 // seconds to the rule's rollback, +Inf when none
+	metric, test          string  // the first counted anomaly's
 }
 
 // RunScenarios runs the suite. It stops early (with ctx's error) when ctx is done.
@@ -266,6 +281,9 @@ func summarise(sc *Scenario, os []runOutcome, fp FloorParams) ScenarioResult {
 		if o.detected {
 			res.Detected++
 			ttd[i], out[i] = o.ttd, o.out
+			if !sc.Regression {
+				res.FalseRollbacks = append(res.FalseRollbacks, FalseRollback{Run: i, Metric: o.metric, Test: o.test, AtS: o.ttd})
+			}
 		}
 		for _, r := range []struct {
 			v   float64
@@ -380,6 +398,7 @@ func runDeploy(sc *Scenario, cfg detect.Config, seed uint64, run int, buf []sche
 			o.detected = true
 			o.ttd = a.TSDetected.Sub(deploy).Seconds()
 			o.out = at.Sub(deploy).Seconds()
+			o.metric, o.test = a.Metric, a.Test
 		}
 	}
 	// Advance after every event, as a pipeline whose batches held one event would: what the
@@ -839,6 +858,14 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 			}
 		}
 	}
+	for _, res := range r.Results {
+		if len(res.FalseRollbacks) == 0 {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s: rolled back by %s\n", res.Scenario.Name, firedBy(res.FalseRollbacks)); err != nil {
+			return err
+		}
+	}
 	src := "fixed"
 	if r.Floor.Measured {
 		src = "the A/A false-rollback rate measured here, at least 1/A/A deploys"
@@ -859,6 +886,43 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 		r.AAFalseRollbacks, r.AARuns, 100*float64(r.AAFalseRollbacks)/math.Max(1, float64(r.AARuns)),
 		100*r.AARateCI[0], 100*r.AARateCI[1], 100*r.FalseRollbackRate, r.Seed, r.Elapsed)
 	return err
+}
+
+// firedBy says which tests rolled back healthy deploys, most often first: "2 error_rate
+// msprt-two-sample (runs 432, 977), 1 latency msprt-exceedance-p50+mann-whitney (run 73)".
+func firedBy(fs []FalseRollback) string {
+	type group struct {
+		what string
+		runs []int
+	}
+	var gs []group
+	for _, f := range fs {
+		what := f.Metric + " " + f.Test
+		i := slices.IndexFunc(gs, func(g group) bool { return g.what == what })
+		if i < 0 {
+			i = len(gs)
+			gs = append(gs, group{what: what})
+		}
+		gs[i].runs = append(gs[i].runs, f.Run)
+	}
+	slices.SortStableFunc(gs, func(a, b group) int { return len(b.runs) - len(a.runs) })
+	parts := make([]string, len(gs))
+	for i, g := range gs {
+		runs := make([]string, 0, 6)
+		for k, r := range g.runs {
+			if k == 5 {
+				runs = append(runs, "…")
+				break
+			}
+			runs = append(runs, strconv.Itoa(r))
+		}
+		word := "runs"
+		if len(g.runs) == 1 {
+			word = "run"
+		}
+		parts[i] = fmt.Sprintf("%d %s (%s %s)", len(g.runs), g.what, word, strings.Join(runs, ", "))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // quantileName renders 0.999 as p99.9.

@@ -274,6 +274,47 @@ func TestSummariseCensoredMean(t *testing.T) {
 	}
 }
 
+// TestFalseRollbacksSayWhatFired: a quiet scenario's report names each deploy it rolled back and
+// the test that fired first, and the table groups them by test, most often first; a regression's
+// detections are not false rollbacks.
+func TestFalseRollbacksSayWhatFired(t *testing.T) {
+	inf := math.Inf(1)
+	os := []runOutcome{{ttd: inf}, {detected: true, ttd: 66, metric: "error_rate", test: "msprt-two-sample"},
+		{ttd: inf}, {detected: true, ttd: 1, metric: "latency", test: "msprt-exceedance-p50+mann-whitney"},
+		{detected: true, ttd: 165, metric: "error_rate", test: "msprt-two-sample"}}
+	for i := range os {
+		os[i].argo0, os[i].argo3, os[i].flagger = inf, inf, inf
+	}
+	fp := FloorParams{Alpha: 0.001, Beta: 0.01}
+	quiet := Scenario{Name: "pauses, no change", RPS: 50, Pre: 240, Post: 300}
+	res := summarise(&quiet, os, fp)
+	want := []FalseRollback{{1, "error_rate", "msprt-two-sample", 66}, {3, "latency", "msprt-exceedance-p50+mann-whitney", 1}, {4, "error_rate", "msprt-two-sample", 165}}
+	if !slices.Equal(res.FalseRollbacks, want) {
+		t.Fatalf("false rollbacks %+v, want %+v", res.FalseRollbacks, want)
+	}
+	var b strings.Builder
+	rep := &ScenarioReport{Results: []ScenarioResult{res}, AARuns: 5}
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	line := "pauses, no change: rolled back by 2 error_rate msprt-two-sample (runs 1, 4), 1 latency msprt-exceedance-p50+mann-whitney (run 3)\n"
+	if !strings.Contains(b.String(), line) {
+		t.Errorf("the table does not say what fired:\n%s", b.String())
+	}
+	regressed := quiet
+	regressed.Regression, regressed.ErrMul = true, 5
+	if res := summarise(&regressed, os, fp); res.FalseRollbacks != nil {
+		t.Errorf("a regression's detections listed as false rollbacks: %+v", res.FalseRollbacks)
+	}
+	many := make([]FalseRollback, 7)
+	for i := range many {
+		many[i] = FalseRollback{Run: 10 * i, Metric: "latency", Test: "t"}
+	}
+	if got, want := firedBy(many), "7 latency t (runs 0, 10, 20, 30, 40, …)"; got != want {
+		t.Errorf("firedBy: %q, want %q", got, want)
+	}
+}
+
 func TestRunScenariosProgress(t *testing.T) {
 	scs := []Scenario{
 		{Name: "A/A", RPS: 0, Pre: 240, Post: 30},
