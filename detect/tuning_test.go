@@ -207,9 +207,9 @@ func TestConfigFor(t *testing.T) {
 }
 
 // TestToleranceByBaseline: the latency tests against a previous version hold H0 to
-// latency_tolerance, those of a series' own profile to latency_profile_tolerance (both 10 %, two
-// sketch bins, by default), each overridable per service; the latency gate sits halfway between
-// each tolerance and the minimum effect.
+// latency_tolerance, those of a series' own profile and a canary's cohort to
+// latency_profile_tolerance (both 10 %, two sketch bins, by default), each overridable per
+// service; the latency gate sits halfway between each tolerance and the minimum effect.
 func TestToleranceByBaseline(t *testing.T) {
 	v, o := 0.05, 0.0
 	for _, tc := range []struct {
@@ -234,6 +234,9 @@ func TestToleranceByBaseline(t *testing.T) {
 				t.Fatalf("want the old version's own profile and the new version's reference, both with latency tests")
 			}
 			tn := d.tune("checkout")
+			if got := tn.latencyTolerance(refBaselineCohort); got != tc.prof {
+				t.Errorf("a canary's baseline cohort: tolerance %g, want latency_profile_tolerance's %g", got, tc.prof)
+			}
 			for _, c := range []struct {
 				what string
 				qt   *quantileTests
