@@ -26,6 +26,10 @@ import (
 
 func init() { register(newDemoCmd) }
 
+// demoStallWait is how long the demo's telemetry waits for the embedded server's acks when too
+// many are outstanding: the default 200 ms ended the demo on a loaded machine.
+const demoStallWait = 10 * time.Second
+
 type demoOptions struct {
 	speed    float64
 	seed     uint64
@@ -250,7 +254,10 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		for i := range events {
 			stats.add(&events[i])
 			b, _ := json.Marshal(&events[i])
-			if _, err := js.PublishAsync(cfg.Subjects().Telemetry("checkout", events[i].Component), b, jetstream.WithMsgID(events[i].ID)); err != nil {
+			// A machine too busy to ack as fast as the story runs slows it down (demoStallWait)
+			// rather than ending it.
+			if _, err := js.PublishAsync(cfg.Subjects().Telemetry("checkout", events[i].Component), b,
+				jetstream.WithMsgID(events[i].ID), jetstream.WithStallWait(demoStallWait)); err != nil {
 				return fmt.Errorf("publish telemetry: %w", err)
 			}
 		}

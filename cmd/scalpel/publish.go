@@ -372,10 +372,13 @@ func runPublish(ctx context.Context, js jetstream.JetStream, subj schemas.Subjec
 			break
 		}
 		body := bytes.TrimRight(buf.Bytes(), "\n")
-		// PublishAsync copies nothing: hand it its own slice.
+		// PublishAsync copies nothing: hand it its own slice. When 4096 acks are outstanding it
+		// waits for the server (up to --timeout) instead of failing: a busy server slows the
+		// file down, and only one that stopped acking ends the command.
 		if _, err = js.PublishAsync(subj.Telemetry(ev.Service, ev.Component), append([]byte(nil), body...),
-			jetstream.WithMsgID(ev.ID)); err != nil {
-			err = fmt.Errorf("publish: %w", err)
+			jetstream.WithMsgID(ev.ID), jetstream.WithStallWait(global.timeout)); err != nil {
+			err = fmt.Errorf("publish: %w (no ack from the server for %s with %d outstanding; a busy server needs a longer --timeout)",
+				err, global.timeout, js.PublishAsyncPending())
 			break
 		}
 		st.Published++
