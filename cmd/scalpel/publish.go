@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -349,6 +350,9 @@ func runPublish(ctx context.Context, js jetstream.JetStream, subj schemas.Subjec
 	lastShown := start
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
+	// How long a publish waits for acks once 4096 are outstanding: --timeout, or the library's
+	// 200 ms when it is not set (the library refuses a wait of 0).
+	stallWait := cmp.Or(max(global.timeout, 0), 200*time.Millisecond)
 	var err error
 	for ctx.Err() == nil {
 		now := time.Now()
@@ -376,9 +380,13 @@ func runPublish(ctx context.Context, js jetstream.JetStream, subj schemas.Subjec
 		// waits for the server (up to --timeout) instead of failing: a busy server slows the
 		// file down, and only one that stopped acking ends the command.
 		if _, err = js.PublishAsync(subj.Telemetry(ev.Service, ev.Component), append([]byte(nil), body...),
-			jetstream.WithMsgID(ev.ID), jetstream.WithStallWait(global.timeout)); err != nil {
-			err = fmt.Errorf("publish: %w (no ack from the server for %s with %d outstanding; a busy server needs a longer --timeout)",
-				err, global.timeout, js.PublishAsyncPending())
+			jetstream.WithMsgID(ev.ID), jetstream.WithStallWait(stallWait)); err != nil {
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				err = fmt.Errorf("publish: %w (no ack from the server for %s with %d outstanding; a busy server needs a longer --timeout)",
+					err, stallWait, js.PublishAsyncPending())
+			} else {
+				err = fmt.Errorf("publish: %w", err)
+			}
 			break
 		}
 		st.Published++
