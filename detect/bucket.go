@@ -66,8 +66,9 @@ type bucketUse struct {
 	refErrs, refN [numCategories]float64
 	lat           [maxQuantiles]latencyUse
 	// latShift is how many sketch bins the bucket's latency thresholds rise at its load
-	// (readShift): the most it was read at, so it only rises while the bucket is open. Kept
-	// here, allocated with the first shift, so a bucket at the usual load carries nothing.
+	// (readShift): the latest reading of its count, and once a test has counted part of it the
+	// most it was read at, so it then only rises while the bucket is open. Kept here, allocated
+	// with the first shift, so a bucket at the usual load carries nothing.
 	latShift int32
 }
 
@@ -76,6 +77,16 @@ type bucketUse struct {
 type latencyUse struct {
 	n, x, xb float64
 	ex       excessCount // the x exceedances' offsets
+}
+
+// counted reports whether a latency test has counted part of the bucket (useLatency).
+func (u *bucketUse) counted() bool {
+	for i := range u.lat {
+		if u.lat[i].n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // unusedLatency is what latency test q has not counted yet of a bucket that now holds n requests

@@ -70,15 +70,24 @@ func (d *Detector) loadFactor(k int) float64 {
 // (comp) and its service's (svc). 0: not known yet, and that load is not read.
 type usualLoads struct{ comp, svc float64 }
 
-// readShift raises b's shift against r to the load b has shown so far, and returns it (see
-// bucketShift). The shift only rises within a bucket, so what a test read of it earlier stays
-// counted at a threshold no higher than the one it is read at now (bucket.unusedLatency).
+// readShift is b's shift against r at the load b has shown so far (see bucketShift), as its
+// latency tests read it now. Once a test has counted part of b (bucket.useLatency) the shift
+// only rises, so what it counted stays counted at a threshold no higher than the one b is read
+// at now (bucket.unusedLatency). Until then the latest reading of b's count replaces an earlier
+// one: a read within the bucket after a request in its first tenth reads the rate off a few
+// requests, and the most of those readings was biased upwards (a canary with every latency ×2,
+// which doubled its component's load, was found a bucket later within buckets than at their
+// close). A bucket waiting out the allowed lateness, whose count its lines no longer hold, keeps
+// what it was read at last.
 func (d *Detector) readShift(s *series, b *bucket, r *reference, closed bool) int {
-	shift := int32(d.bucketShift(s, b.idx, r.usual, closed))
+	cur, known := d.bucketShiftKnown(s, b.idx, r.usual, closed)
+	shift := int32(cur)
 	switch {
-	case b.used != nil:
+	case b.used != nil && (!known || b.used.counted()):
 		b.used.latShift = max(b.used.latShift, shift)
 		return int(b.used.latShift)
+	case b.used != nil:
+		b.used.latShift = shift
 	case shift > 0:
 		b.used = &bucketUse{latShift: shift}
 	}
@@ -93,17 +102,23 @@ func (d *Detector) readShift(s *series, b *bucket, r *reference, closed bool) in
 // is read by the requests in it (the close counts them first, advanceTo). An open one is read
 // by them too while it is the newest bucket the line has requests in (over the part of its width
 // the newest event reached) or the one before (as it ended); an older one, waiting out the
-// allowed lateness, keeps what it was read at then (readShift).
+// allowed lateness, reads 0 (readShift keeps what it was read at then).
 func (d *Detector) bucketShift(s *series, idx int64, u usualLoads, closed bool) int {
-	nc, fc := d.lineLoad(s.load, idx, closed)
-	ns, fs := d.lineLoad(s.svc, idx, closed)
-	return max(d.loadShift(nc, u.comp, fc), d.loadShift(ns, u.svc, fs))
+	shift, _ := d.bucketShiftKnown(s, idx, u, closed)
+	return shift
 }
 
-// lineLoad is ln's requests in bucket idx as bucketShift reads them, and the share of the
-// bucket's width they were served over.
-func (d *Detector) lineLoad(ln *line, idx int64, closed bool) (n, frac float64) {
-	frac = 1
+// bucketShiftKnown is bucketShift, and whether both lines still hold bucket idx's count.
+func (d *Detector) bucketShiftKnown(s *series, idx int64, u usualLoads, closed bool) (int, bool) {
+	nc, fc, kc := d.lineLoad(s.load, idx, closed)
+	ns, fs, ks := d.lineLoad(s.svc, idx, closed)
+	return max(d.loadShift(nc, u.comp, fc), d.loadShift(ns, u.svc, fs)), kc && ks
+}
+
+// lineLoad is ln's requests in bucket idx as bucketShift reads them, the share of the bucket's
+// width they were served over, and whether ln still holds them (known).
+func (d *Detector) lineLoad(ln *line, idx int64, closed bool) (n, frac float64, known bool) {
+	frac, known = 1, true
 	switch {
 	case closed:
 		n = ln.closedN(idx)
@@ -115,8 +130,10 @@ func (d *Detector) lineLoad(ln *line, idx int64, closed bool) (n, frac float64) 
 		}
 	case ln.liveB-1 == idx:
 		n = float64(ln.prevN)
+	default:
+		known = false
 	}
-	return n, frac
+	return n, frac, known
 }
 
 // usualLoads are the usual requests per bucket of s's component and of its service, as their
