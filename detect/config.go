@@ -157,26 +157,25 @@ type Config struct {
 	// Default 0.25.
 	LatencyMinEffect float64 `json:"latency_min_effect" yaml:"latency_min_effect"`
 	// LatencyTolerance is the slowdown the null hypothesis of the latency tests against a
-	// previous version still accepts (0.1 = +10 %): latency moves with load, and a regression
-	// is LatencyMinEffect or more. An anomaly also needs the tested quantile to have risen
-	// halfway from this to LatencyMinEffect. Load slows the body of the distribution with the
-	// tail, so a quantile above the lowest tested one is also tested for a change of the tail
-	// alone, with the requests below it showing whether the body slowed: a tail regression is
-	// then not held to this tolerance. 0.05 (one bin of the sketch) finds every slowdown of
-	// the body sooner (every latency ×2 at 20 req/s in 1.1 s instead of 1.5 s on average, a
-	// ramp to ×2 over a minute in 18.4 s instead of 23.6 s) and rolls back more healthy
-	// deploys where a process stalls or latency follows load (1 s pauses every 30 s: 0.7 %
-	// instead of 0.2 %; see docs/design-notes.md, "The tolerance against a previous version").
-	// Must be below LatencyMinEffect. Default 0.1.
+	// previous version still accepts (0.05 = +5 %, one bin of the sketch): latency moves with
+	// load, and a regression is LatencyMinEffect or more. An anomaly also needs the tested
+	// quantile to have risen halfway from this to LatencyMinEffect. Load slows the body of the
+	// distribution with the tail, so a quantile above the lowest tested one is also tested for a
+	// change of the tail alone, with the requests below it showing whether the body slowed: a
+	// tail regression is then not held to this tolerance. At 0.1 (the default until the p50 and
+	// p90 tests needed two buckets' evidence, LatencyBucketCap) a ramp to ×2 over a minute was
+	// found in 23.6 s instead of 18.7 s on average, the median +25 % in 4.4 s instead of 3.3 s;
+	// at 0.05 with one bucket's evidence enough, a 1 s pause covering a new version's first
+	// second rolled back 5 of 1 000 healthy deploys (see docs/design-notes.md, "The tolerance
+	// against a previous version at 5 %"). Must be below LatencyMinEffect. Default 0.05.
 	LatencyTolerance float64 `json:"latency_tolerance" yaml:"latency_tolerance"`
 	// LatencyProfileTolerance is LatencyTolerance for every other latency baseline: a series'
 	// own profile (a change no deploy explains, against an hour of its own past that lags a
 	// day's load) and a canary's baseline cohort (whose verdict rests on its concurrent checks,
-	// at CanaryConcurrentAlpha, whose null hypothesis this tolerance sets). Kept apart so that
-	// the tolerance against a previous version can be lowered alone: at 0.05 the own profile
-	// paged on 5 of 100 traffic spikes whose latency follows the load, and a 50 % canary whose
-	// cohorts both slowed by 30 % rolled back 3 of 100 times. Must be below LatencyMinEffect.
-	// Default 0.1.
+	// at CanaryConcurrentAlpha, whose null hypothesis this tolerance sets). Kept apart, and at
+	// 0.1: at 0.05 the own profile paged on 5 of 100 traffic spikes whose latency follows the
+	// load, and a 50 % canary whose cohorts both slowed by 30 % rolled back 3 of 100 times.
+	// Must be below LatencyMinEffect. Default 0.1.
 	LatencyProfileTolerance float64 `json:"latency_profile_tolerance" yaml:"latency_profile_tolerance"`
 	// LatencyLoadShare is how much of a rise in load the latency tests take for granted: a
 	// bucket in which the series' component (all its versions, cohorts and blocks) served L
@@ -206,17 +205,24 @@ type Config struct {
 	// coincidence read as dozens of requests' evidence. With 200 ms pauses of +100 ms every 10 s,
 	// 13 of 200 A/A deploys fired without a cap and none with it. Capped, an update's likelihood
 	// ratio still has a mean of at most 1 under H0, so the false-alarm bound holds. 0 (default)
-	// is log(1/alpha) + 0.1 (plus ln(1/share) where alpha is shared among a deploy's series,
-	// AlphaScope): one update alone fires a test only in its first run, and only if
-	// every alternative the test mixes carries about that much, so an anomaly mostly needs two
-	// buckets' evidence. That costs a gross regression up to a bucket: every latency ×2 at
-	// 20 req/s is found in 1.5 s on average instead of 1.4 s after a deploy. The own
-	// profile's tests, whose runs are never the first, are not capped by default once the
-	// series' latency dispersion is measured (a completed epoch and a minute more): that holds
-	// back a stall's requests, and the cap made them wait for a second bucket (every latency ×2
-	// without a deploy: 3.2 s on average capped, 1.5 s not). Set, the cap applies to every
-	// latency test. A cap of log(1/alpha) + log 3, which would let one bucket fire whenever one
-	// alternative carries it, left the pauses above at 13 of 200.
+	// is, for the tail quantiles' tests (read after each request above their thresholds),
+	// log(1/alpha) + 0.1 (plus ln(1/share) where alpha is shared among a deploy's series,
+	// AlphaScope): one update alone fires a test only in its first run, and only if every
+	// alternative the test mixes carries about that much. For the p50 and p90 tests (read as
+	// buckets end) it is half that, plus 0.05, so they need two buckets' evidence: half a
+	// second's requests lie above the median, so a cause they share moves that count by dozens,
+	// far more than the baseline's latency dispersion (an average over its seconds) tempers; a
+	// 1 s pause covering a new version's first second, or a load read from a spike's first
+	// second, rolled back 7 of 2 000 healthy deploys with one bucket enough at
+	// latency_tolerance 0.05, and none with two. That costs a gross regression a bucket: every
+	// latency ×2 at 20 req/s is found in 2.0 s on average instead of 1.5 s after a deploy, a
+	// canary's in 2.0 s instead of 1.0 s. The own profile's tests, whose runs are never the
+	// first, are not capped by default once the series' latency dispersion is measured (a
+	// completed epoch and a minute more): that holds back a stall's requests, and the cap made
+	// them wait for a second bucket (every latency ×2 without a deploy: 3.2 s on average capped,
+	// 1.5 s not). Set, the cap applies to every latency test. A cap of log(1/alpha) + log 3,
+	// which would let one bucket fire whenever one alternative carries it, left the pauses above
+	// at 13 of 200.
 	LatencyBucketCap float64 `json:"latency_bucket_cap" yaml:"latency_bucket_cap"`
 	// DeployWatch is how long after a version's first request its error and latency tests
 	// against the version before it run. After it, once none of them is firing, the version is
@@ -457,7 +463,7 @@ func DefaultConfig() Config {
 		LatencyQuantiles:        []float64{0.5, 0.9, 0.995, 0.999},
 		LatencyMinTailCount:     10,
 		LatencyMinEffect:        0.25,
-		LatencyTolerance:        0.1,
+		LatencyTolerance:        0.05,
 		LatencyProfileTolerance: 0.1,
 		LatencyLoadShare:        0.3,
 		LatencyGrossFactor:      2,

@@ -102,7 +102,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				continue
 			}
 			t := &s.latT[q]
-			th := d.thresholdsFor(d.latTh, r)
+			th := d.latencyThresholds(r, q)
 			phi, _ := d.refLatPhi(s, q)
 			th.temper = temperBy(phi)
 			var g *rateTest
@@ -538,7 +538,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		if b.sk == nil || lt[i].aside {
 			continue
 		}
-		th := d.thresholdsFor(d.latTh, r)
+		th := d.latencyThresholds(r, q)
 		th.temper = gth.temper
 		if s.gate != nil {
 			if lt[i].rn > 0 {
@@ -1227,4 +1227,17 @@ func (d *Detector) movedHealthy(s *series) bool {
 // load noise stays quiet and a regression of the minimum effect is reported.
 func latencyGate(tn *tuning, kind string) float64 {
 	return (tn.latencyTolerance(kind) + tn.cfg.LatencyMinEffect) / 2
+}
+
+// latencyThresholds are the thresholds of latency test q against r: the latency tests' with r's
+// share of Alpha (thresholdsFor), and by default, for a quantile whose test is read as its
+// buckets end (p50 and p90: perRequest), a cap on one update's evidence of half the first run's
+// bound, plus 0.1 nats over the two updates, so that such a test needs two buckets' evidence
+// to fire (see Config.LatencyBucketCap).
+func (d *Detector) latencyThresholds(r *reference, q int) thresholds {
+	th := d.thresholdsFor(d.latTh, r)
+	if d.cfg.LatencyBucketCap == 0 && !d.perRequest(r, q) {
+		th.bucketCap = th.bucketCap/2 + 0.05
+	}
+	return th
 }

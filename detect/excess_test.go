@@ -133,8 +133,9 @@ func excessMean(d *Detector, w tailWorld, slow float64, ep *excessParams, l int,
 
 // TestExcessKeepsItsBound: against baselines of 22 500 requests (7.5 min at 50 req/s) of the
 // suite's latency mix, the excess's likelihood ratio above p99.5 and p99.9 has a mean of at most
-// 1 per exceedance under H0 (no slowdown, and the tolerance against its level: 10 %, and 5 %,
-// one sketch bin, which latency_tolerance may be lowered to), for every alternative, on average over the baselines (0.89 to 0.97): the tail is lighter than the
+// 1 per exceedance under H0 (no slowdown, and the tolerance against its level: 5 %, one sketch
+// bin, latency_tolerance's default, and 10 %, latency_profile_tolerance's), for every
+// alternative, on average over the baselines (0.89 to 0.97): the tail is lighter than the
 // geometric fitted to it. A baseline whose tail came out light by chance reads up to about 1.1.
 // With 0.05 % or 0.2 % of requests timing out at 1 s (a lump far above the rest, which a
 // geometric does not model) the cap and H0's floor at the cap hold it to about 1 on average and
@@ -167,7 +168,7 @@ func TestExcessKeepsItsBound(t *testing.T) {
 					t.Fatal(err)
 				}
 				thr := d.sk.thresholdAt(v)
-				for _, tol := range []int{d.tolShift(tn.cfg.LatencyTolerance), d.tolShift(0.05)} {
+				for _, tol := range []int{d.tolShift(tn.cfg.LatencyTolerance), d.tolShift(tn.cfg.LatencyProfileTolerance)} {
 					ep := d.fitExcess(tn, sk, thr, [3]int{0, tol / 2, tol})
 					switch {
 					case !ep.valid() || !ep.on && w.lump == 0 && w.retry == 0:

@@ -207,18 +207,18 @@ func TestConfigFor(t *testing.T) {
 }
 
 // TestToleranceByBaseline: the latency tests against a previous version hold H0 to
-// latency_tolerance, those of a series' own profile and a canary's cohort to
-// latency_profile_tolerance (both 10 %, two sketch bins, by default), each overridable per
-// service; the latency gate sits halfway between each tolerance and the minimum effect.
+// latency_tolerance (5 %, one sketch bin, by default), those of a series' own profile and a
+// canary's cohort to latency_profile_tolerance (10 %, two bins), each overridable per service;
+// the latency gate sits halfway between each tolerance and the minimum effect.
 func TestToleranceByBaseline(t *testing.T) {
-	v, o := 0.05, 0.0
+	v, o := 0.1, 0.0
 	for _, tc := range []struct {
 		name          string
 		svc           ServiceConfig
 		version, prof float64
 	}{
-		{"defaults", ServiceConfig{}, 0.1, 0.1},
-		{"per service", ServiceConfig{LatencyTolerance: &v, LatencyProfileTolerance: &o}, 0.05, 0},
+		{"defaults", ServiceConfig{}, 0.05, 0.1},
+		{"per service", ServiceConfig{LatencyTolerance: &v, LatencyProfileTolerance: &o}, 0.1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
