@@ -1232,8 +1232,8 @@ func latencyGate(tn *tuning, kind string) float64 {
 // latencyThresholds are the thresholds of latency test q against r: the latency tests' with r's
 // share of Alpha (thresholdsFor), and by default, for a quantile whose test is read as its
 // buckets end (p50 and p90: perRequest), a cap on one update's evidence of half the first run's
-// bound, plus 0.1 nats over the two updates, so that such a test needs two buckets' evidence
-// to fire (see Config.LatencyBucketCap).
+// bound plus 0.1 nats, so that such a test needs two buckets' evidence to fire, and two suffice
+// (see Config.LatencyBucketCap).
 func (d *Detector) latencyThresholds(r *reference, q int) thresholds {
 	th := d.thresholdsFor(d.latTh, r)
 	if d.cfg.LatencyBucketCap == 0 && !d.perRequest(r, q) {
