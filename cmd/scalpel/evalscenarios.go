@@ -75,7 +75,8 @@ failureLimit 0 and 3) and Flagger (interval 1m, threshold 5), both with static t
 99th percentile of the baseline period's one-minute error rate and p99 latency (of a service of
 several components, the changed one's: an analysis template queries one metric). Under the table,
 each scenario without a regression that rolled back healthy deploys says which test fired first in
-each, and in which runs (-o json lists every one), so a --config can be judged by what it trips.
+each, and in which runs (-o json lists every one), so a --config can be judged by what it trips;
+and each scenario with a regression that missed deploys within its watch says which runs.
 
 Methods — the floor is what no detector can beat: the expected sample number of Wald's SPRT that
 knows the exact distribution before and after the change, held to the detector's own false-alarm

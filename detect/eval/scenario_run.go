@@ -107,6 +107,9 @@ type ScenarioResult struct {
 	// FalseRollbacks, for a scenario without regression, is each deploy the detector rolled
 	// back: which run, and the test that fired first.
 	FalseRollbacks []FalseRollback `json:"false_rollbacks,omitempty"`
+	// Missed, for a scenario with a regression, is each deploy (run) the detector did not find
+	// within the watch: with the report's seed, the deploy to replay when asking why.
+	Missed []int `json:"missed_runs,omitempty"`
 }
 
 // FalseRollback is one healthy deploy the detector rolled back: run (with the report's seed, the
@@ -278,12 +281,15 @@ func summarise(sc *Scenario, os []runOutcome, fp FloorParams) ScenarioResult {
 	var a0, a3, fl []float64
 	for i, o := range os {
 		ttd[i], out[i] = math.Inf(1), math.Inf(1)
-		if o.detected {
+		switch {
+		case o.detected:
 			res.Detected++
 			ttd[i], out[i] = o.ttd, o.out
 			if !sc.Regression {
 				res.FalseRollbacks = append(res.FalseRollbacks, FalseRollback{Run: i, Metric: o.metric, Test: o.test, AtS: o.ttd})
 			}
+		case sc.Regression:
+			res.Missed = append(res.Missed, i)
 		}
 		for _, r := range []struct {
 			v   float64
@@ -866,6 +872,14 @@ func (r *ScenarioReport) WriteTable(w io.Writer) error {
 			return err
 		}
 	}
+	for _, res := range r.Results {
+		if len(res.Missed) == 0 {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s: missed %s within the %d s watch\n", res.Scenario.Name, runList(res.Missed), res.Scenario.Post); err != nil {
+			return err
+		}
+	}
 	src := "fixed"
 	if r.Floor.Measured {
 		src = "the A/A false-rollback rate measured here, at least 1/A/A deploys"
@@ -908,21 +922,26 @@ func firedBy(fs []FalseRollback) string {
 	slices.SortStableFunc(gs, func(a, b group) int { return len(b.runs) - len(a.runs) })
 	parts := make([]string, len(gs))
 	for i, g := range gs {
-		runs := make([]string, 0, 6)
-		for k, r := range g.runs {
-			if k == 5 {
-				runs = append(runs, "…")
-				break
-			}
-			runs = append(runs, strconv.Itoa(r))
-		}
-		word := "runs"
-		if len(g.runs) == 1 {
-			word = "run"
-		}
-		parts[i] = fmt.Sprintf("%d %s (%s %s)", len(g.runs), g.what, word, strings.Join(runs, ", "))
+		parts[i] = fmt.Sprintf("%d %s (%s)", len(g.runs), g.what, runList(g.runs))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// runList names runs, the first five of them: "run 3", "runs 0, 10, 20, 30, 40, …".
+func runList(runs []int) string {
+	names := make([]string, 0, 6)
+	for k, r := range runs {
+		if k == 5 {
+			names = append(names, "…")
+			break
+		}
+		names = append(names, strconv.Itoa(r))
+	}
+	word := "runs"
+	if len(runs) == 1 {
+		word = "run"
+	}
+	return word + " " + strings.Join(names, ", ")
 }
 
 // quantileName renders 0.999 as p99.9.

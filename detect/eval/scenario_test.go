@@ -274,10 +274,10 @@ func TestSummariseCensoredMean(t *testing.T) {
 	}
 }
 
-// TestFalseRollbacksSayWhatFired: a quiet scenario's report names each deploy it rolled back and
-// the test that fired first, and the table groups them by test, most often first; a regression's
-// detections are not false rollbacks.
-func TestFalseRollbacksSayWhatFired(t *testing.T) {
+// TestRunsAreNamed: a quiet scenario's report names each deploy it rolled back and the test that
+// fired first, and the table groups them by test, most often first; a regression's detections
+// are not false rollbacks, and its report names the deploys it missed.
+func TestRunsAreNamed(t *testing.T) {
 	inf := math.Inf(1)
 	os := []runOutcome{{ttd: inf}, {detected: true, ttd: 66, metric: "error_rate", test: "msprt-two-sample"},
 		{ttd: inf}, {detected: true, ttd: 1, metric: "latency", test: "msprt-exceedance-p50+mann-whitney"},
@@ -302,9 +302,24 @@ func TestFalseRollbacksSayWhatFired(t *testing.T) {
 		t.Errorf("the table does not say what fired:\n%s", b.String())
 	}
 	regressed := quiet
-	regressed.Regression, regressed.ErrMul = true, 5
-	if res := summarise(&regressed, os, fp); res.FalseRollbacks != nil {
+	regressed.Name, regressed.Regression, regressed.ErrMul = "error x5", true, 5
+	res = summarise(&regressed, os, fp)
+	if res.FalseRollbacks != nil {
 		t.Errorf("a regression's detections listed as false rollbacks: %+v", res.FalseRollbacks)
+	}
+	if want := []int{0, 2}; !slices.Equal(res.Missed, want) {
+		t.Errorf("missed runs %v, want %v", res.Missed, want)
+	}
+	b.Reset()
+	rep = &ScenarioReport{Results: []ScenarioResult{res}, AARuns: 5}
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if line := "error x5: missed runs 0, 2 within the 300 s watch\n"; !strings.Contains(b.String(), line) {
+		t.Errorf("the table does not say which deploys were missed:\n%s", b.String())
+	}
+	if res := summarise(&quiet, os, fp); res.Missed != nil {
+		t.Errorf("a quiet scenario's deploys listed as missed: %v", res.Missed)
 	}
 	many := make([]FalseRollback, 7)
 	for i := range many {
