@@ -533,13 +533,14 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		g = s.gate.lat[q]
 		rho0, rho = d.latencyGateRatios(r, q)
 	}
+	lth := d.latencyThresholds(r, q)
+	lth.temper = gth.temper
 	for i := range s.open {
 		b := &s.open[i]
 		if b.sk == nil || lt[i].aside {
 			continue
 		}
-		th := d.latencyThresholds(r, q)
-		th.temper = gth.temper
+		th := lth
 		if s.gate != nil {
 			if lt[i].rn > 0 {
 				g.updatePaired(rho0, rho, lt[i].gx[q], lt[i].n, lt[i].rx[q], lt[i].rn, b.idx, &gth)
