@@ -158,6 +158,11 @@ type Scenario struct {
 	// uncached queries does over minutes. Every version and cohort shares it.
 	MixWander float64 `json:"mix_wander,omitempty"`
 	MixTau    int     `json:"mix_tau_s,omitempty"`
+	// MixSlow > 0 has the wandering mix move the slow path's speed too: its latencies are
+	// multiplied by exp(MixSlow·m) for the mix's unit Gaussian m, so when heavy requests are
+	// more common they are slower as well, and where above a tail threshold the slow requests
+	// land wanders with their share.
+	MixSlow float64 `json:"mix_slow,omitempty"`
 	// Settle > 0 counts no anomaly detected in the run's first Settle seconds: the run's start
 	// stands for a history that in production began long before, and what a series learns
 	// over its first hour (how far its traffic mix wanders) it would have known. Pre as Settle
@@ -283,6 +288,11 @@ func DefaultScenarios() []Scenario {
 		{Name: "p99 x2 tail-only @2rps, watched 1h", Regression: true, RPS: 2, Pre: pre, Post: watch, TailMul: 2},
 		{Name: "p99 x2 tail-only @2rps, the old version 1h, watched 1h", Regression: true, RPS: 2, Pre: watch, Post: watch, TailMul: 2},
 		{Name: "traffic mix wanders (σ0.6 over 5min), no change @50rps", RPS: 50, Pre: watch, Post: post, MixWander: 0.6, MixTau: 300, Settle: watch},
+		// A wander that moves the slow path's speed with its share (±10 % a standard deviation):
+		// where above a tail threshold its requests land wanders too, which the excess's test,
+		// unlike the count's, is not tempered for (excessParams).
+		{Name: "traffic mix wanders, the slow path's speed too (σ0.1), no change @50rps", RPS: 50, Pre: watch, Post: post, MixWander: 0.6, MixSlow: 0.1, Settle: watch},
+		{Name: "traffic mix wanders, the slow path's speed too (σ0.1), no change @20rps", RPS: 20, Pre: watch, Post: post, MixWander: 0.6, MixSlow: 0.1, Settle: watch},
 		{Name: "traffic mix wanders (σ0.6 over 1min), p99 x2 tail-only @50rps", Regression: true, RPS: 50, Pre: watch, Post: post, MixWander: 0.6, Settle: watch, TailMul: 2},
 		// The same where p99.5's drift is measured at a substitute threshold (detect.latency_drift):
 		// what a wander's better-read drift costs a tail regression at a rate where it was read low.
@@ -553,6 +563,9 @@ func (sc *Scenario) generate(seed uint64, run int, buf []schemas.TelemetryEvent)
 				}
 				if incident(sec) {
 					tailM *= sc.IncidentTail
+				}
+				if sc.MixSlow > 0 {
+					tailM *= math.Exp(sc.MixSlow * mix)
 				}
 				age := float64(sec) // the old version started with the scenario, the new one with the deploy
 				if sd.version == newVersion {
