@@ -332,7 +332,11 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 		a.Evidence.Notes = append(a.Evidence.Notes, ep.note(label, d.sk.logGamma, c, ex[q].m, above[q]))
 	}
 	if phi, drift := d.refLatPhi(s, q); phi > 1 {
-		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the baseline's", label, phi, drift))
+		note := latencyDispersionNote("the baseline's", label, phi, drift)
+		if drift && r.excess[q].on && t.bank != nil {
+			note = excessDriftNote(label, phi, float64(r.latPhi[q]))
+		}
+		a.Evidence.Notes = append(a.Evidence.Notes, note)
 	}
 	if refExcursions(s) {
 		a.Evidence.Notes = d.excursionNotes(s, "the baseline's", refExcursion(s), a.Evidence.Notes)
@@ -433,6 +437,18 @@ func latencyDispersionNote(whose, label string, phi float64, drift bool) string 
 	}
 	return fmt.Sprintf("%s latencies above its %s came together, as a process's stalls slow every request in flight: their counts per bucket varied %.3g times as much as independent requests' would, and the test's evidence is divided by that",
 		whose, label, phi)
+}
+
+// excessDriftNote is latencyDispersionNote for a drift of phi above the baseline's quantile
+// label when the test also reads the excess, which the drift does not temper (excessParams);
+// second is the per-second dispersion that does.
+func excessDriftNote(label string, phi, second float64) string {
+	s := fmt.Sprintf("the baseline's share of latencies above its %s moved between epochs as a traffic mix that wanders moves it (heavy requests' share drifting over minutes): its counts per epoch varied %.3g times as much as independent requests' would, and the evidence of the new version's count is divided by that, so a change must stand out against the mix's own wander; the evidence of how far above the threshold its requests landed is not, since a wander moves how many requests exceed the threshold, not where they land",
+		label, phi)
+	if second > 1 {
+		s += fmt.Sprintf(" (that is divided by %.3g, how much the counts varied per bucket)", second)
+	}
+	return s
 }
 
 // excursionNote says that whose latencies made excursions of up to l buckets, and that a test

@@ -378,6 +378,22 @@ func (d *Detector) compositeParams(tn *tuning, r *reference) {
 // H0, on baselines of the suite's mix, is 0.89 to 0.97 on average and at most 1.09; with a
 // lump of timeouts, 1.00 on average and up to 1.15, on a baseline that drew too few of them;
 // with retries (a second mode inside the cap), 0.93 to 0.995 on average and up to 1.19.
+//
+// Why the drift does not temper it: a traffic mix that wanders moves the share of requests that
+// take the slow path, and so how many exceed a tail threshold; the drift measures that, and the
+// count's evidence is divided by it. Where above the threshold those requests land is the slow
+// path's shape, which its share does not move, so the excess's evidence is divided by the
+// per-second dispersion alone (thresholds.exTemper: a stall pushes every request in flight
+// far out). Divided by the drift as well, a tail regression on a wandering mix waited on the
+// count: p99 ×2 on the suite's wander at 50 req/s took 37.9 s on average and 156 s at p95, and
+// now 15.8 s and 44 s (20 req/s: 75.8 → 41.6 s, p95 266 → 124 s), while the wander's healthy
+// deploys rolled back stayed at 47 of 6 000. A mix whose slow requests also slow down as they
+// grow common moves where they land too: the suite's rows "the slow path's speed too" (its
+// latencies ×e^(0.1·m) with the share's factor e^(0.6·m)) rolled back 24 and 30 of 1 000
+// healthy deploys at 50 and 20 req/s with the excess tempered by the drift, and 31 and 32
+// without. Either way above 1 %: at a heavy, slow moment a deploy looks like a tail regression
+// for minutes, and a comparison with the version before it tells the two apart only by the
+// drift (docs/design-notes.md, "The drift tempers the count above a tail threshold").
 type excessParams struct {
 	on   bool
 	rho0 [3]float64            // H0's at each level of the composite H0 (none, half, full tolerance)

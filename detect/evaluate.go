@@ -104,7 +104,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 			t := &s.latT[q]
 			th := d.latencyThresholds(r, q)
 			phi, _ := d.refLatPhi(s, q)
-			th.temper = temperBy(phi)
+			th.temper, th.exTemper = temperBy(phi), temperBy(float64(r.latPhi[q]))
 			var g *rateTest
 			if s.gate != nil {
 				g = &s.gate.lat[q]
@@ -534,7 +534,7 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 		rho0, rho = d.latencyGateRatios(r, q)
 	}
 	lth := d.latencyThresholds(r, q)
-	lth.temper = gth.temper
+	lth.temper, lth.exTemper = gth.temper, temperBy(float64(r.latPhi[q]))
 	for i := range s.open {
 		b := &s.open[i]
 		if b.sk == nil || lt[i].aside {

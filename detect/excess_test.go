@@ -1,11 +1,16 @@
 package detect
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
+
+	"github.com/scalpel-dev/scalpel/schemas"
 )
 
 // TestExcessFit: the fit of a geometric truncated at the cap recovers the ρ of offsets drawn
@@ -216,4 +221,61 @@ func TestExcessKeepsItsBound(t *testing.T) {
 	if gross[0] < 0.2 || gross[1] < 0.2 {
 		t.Errorf("a slow path twice as slow: %.3f and %.3f nats per exceedance above p99.5 and p99.9, want 0.2 or more", gross[0], gross[1])
 	}
+}
+
+// TestTheDriftTempersTheCountNotTheExcess: a composite test's update divides the count's
+// evidence by temper (the larger of the per-second dispersion and the drift) and the excess's
+// by exTemper (the per-second dispersion alone): a traffic mix that wanders moves how many
+// requests exceed a tail threshold, not where above it they land (excessParams).
+func TestTheDriftTempersTheCountNotTheExcess(t *testing.T) {
+	rp := newRateParams(50, 10_000, [alternatives]float64{1.6, 3, 6})
+	lower := [2]rateParams{rp, rp}
+	var body [3]float64
+	ep := excessParams{on: true, rho0: [3]float64{0.7, 0.7, 0.7}, rho: [alternatives]float64{0.8, 0.85, 0.9}}
+	ec := excessCount{m: 40, far: 1}
+	const x, n = 6, 300.0
+	update := func(temper, exTemper float64) [alternatives]float64 {
+		th := thresholds{upper: 20, lower: math.Log(0.01), minRequests: 10, temper: temper, exTemper: exTemper}
+		var rt rateTest
+		rt.updateComposite(&rp, &lower, &body, &ep, ec, x, n, 1, &th)
+		return rt.llr
+	}
+	whole := update(0, 0)
+	ex := ep.evidence(2, x, ec)
+	for _, tt := range []struct{ temper, exTemper float64 }{{0.5, 0}, {0.5, 0.8}, {0.5, 0.5}, {0, 0.8}} {
+		got := update(tt.temper, tt.exTemper)
+		tc, te := cmp.Or(tt.temper, 1), cmp.Or(tt.exTemper, 1)
+		for k := range got {
+			if ex[k] <= 0 || whole[k]-ex[k] <= 0 {
+				t.Fatalf("alternative %d: count %.3g and excess %.3g: want both positive, or the test cannot tell them apart", k, whole[k]-ex[k], ex[k])
+			}
+			if want := tc*(whole[k]-ex[k]) + te*ex[k]; math.Abs(got[k]-want) > 1e-9 {
+				t.Errorf("temper %g, exTemper %g, alternative %d: log likelihood ratio %.6g, want %.6g (the count's %.4g times %g, the excess's %.4g times %g)",
+					tt.temper, tt.exTemper, k, got[k], want, whole[k]-ex[k], tc, ex[k], te)
+			}
+		}
+	}
+}
+
+// TestAWanderTempersTheCountOfATailRegression: on a mix whose slow requests' share wanders, a
+// version whose slow path is twice as slow is found, and its anomaly says that the baseline's
+// drift divided the evidence of its count and not that of where its requests landed.
+func TestAWanderTempersTheCountOfATailRegression(t *testing.T) {
+	d := New(DefaultConfig())
+	old, mix := wandering(1, "1.0.0", t0, 3880, 50, 0.6, time.Minute, 1, 0.5)
+	run(d, old, 0, 500)
+	next, _ := wandering(2, "1.1.0", old[len(old)-1].TS.Add(time.Second), 300, 50, 0.6, time.Minute, 2, mix)
+	for _, a := range run(d, next, 0, 50) {
+		if a.Metric != schemas.MetricLatency || a.Version != "1.1.0" || a.IsResolved() {
+			continue
+		}
+		for _, n := range a.Evidence.Notes {
+			if strings.Contains(n, "evidence of the new version's count is divided by that") && strings.Contains(n, "not where they land") {
+				t.Logf("found %.0f s after the deploy: %s", a.TSDetected.Sub(next[0].TS).Seconds(), n)
+				return
+			}
+		}
+		t.Fatalf("the anomaly %s does not say the drift divided its count's evidence alone: %q", a.Test, a.Evidence.Notes)
+	}
+	t.Fatal("p99 ×2 on a wandering mix not found within 300 s")
 }

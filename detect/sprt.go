@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 
@@ -298,8 +299,14 @@ func (t *rateTest) updateComposite(rp *rateParams, lower *[2]rateParams, body *[
 	inc := increments(rp, q, x, n)
 	var exc [3][alternatives]float64 // the excess's evidence at each level of H0
 	if ex.on && x > 0 {
+		// step multiplies every increment by temper; the excess's is to come out multiplied
+		// by exTemper.
+		f := cmp.Or(th.exTemper, 1) / cmp.Or(th.temper, 1)
 		for l := range exc {
 			exc[l] = ex.evidence(l, x, ec)
+			for k := range exc[l] {
+				exc[l][k] *= f
+			}
 		}
 		for k := range inc {
 			inc[k] += exc[2][k]
@@ -405,6 +412,9 @@ type thresholds struct {
 	// temper multiplies every update's evidence (0: none): an error test's is divided by its
 	// baseline's dispersion (errorDispersion).
 	temper float64
+	// exTemper is what the evidence of a tail quantile's excess is multiplied by instead (0:
+	// none): the per-second dispersion's share of temper, without the drift (see excessParams).
+	exTemper float64
 	// deployLong runs the deploy-long test next to the runs (an error test against a frozen
 	// baseline; see rateTest.deployLong).
 	deployLong bool
