@@ -387,7 +387,7 @@ func (d *Detector) compositeParams(tn *tuning, r *reference) {
 // far out). Divided by the drift as well, a tail regression on a wandering mix waited on the
 // count: p99 ×2 on the suite's wander at 50 req/s took 37.9 s on average and 156 s at p95, and
 // now 15.8 s and 44 s (20 req/s: 75.8 → 41.6 s, p95 266 → 124 s), while the wander's healthy
-// deploys rolled back stayed at 47 of 6 000. A mix whose slow requests also slow down as they
+// deploys rolled back went from 47 to 45 of 6 000. A mix whose slow requests also slow down as they
 // grow common moves where they land too: the suite's rows "the slow path's speed too" (its
 // latencies ×e^(0.1·m) with the share's factor e^(0.6·m)) rolled back 24 and 30 of 1 000
 // healthy deploys at 50 and 20 req/s with the excess tempered by the drift, and 31 and 32
