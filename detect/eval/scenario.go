@@ -354,6 +354,9 @@ func DefaultScenarios() []Scenario {
 		{Name: "canary 5% of 100rps, error x5", Regression: true, RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, ErrMul: 5},
 		{Name: "canary 5% of 100rps, bursty traffic (σ 0.5), no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.05, Burst: 0.5},
 		{Name: "canary 50% of 100rps, no change", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5},
+		// The mix whose slow path's speed wanders with its share, which against the version before
+		// it rolls back about 3 % of healthy deploys: both cohorts serve it at the same moment.
+		{Name: "canary 50% of 100rps, traffic mix wanders, the slow path's speed too (σ0.1), no change", RPS: 100, Pre: watch, Post: post, CanaryShare: 0.5, MixWander: 0.6, MixSlow: 0.1, Settle: watch},
 		{Name: "canary 50% of 100rps, traffic spike x3, no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 50% of 100rps, traffic spike x3, the stable version served 11 min before it (its own profile warm), no regression", RPS: 100, Pre: 660, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3},
 		{Name: "canary 50% of 100rps, traffic spike x3, latency following the load (+60%), no regression", RPS: 100, Pre: pre, Post: post, CanaryShare: 0.5, SpikeAt: 60, SpikeLen: 60, SpikeMul: 3, LoadLatency: 0.3},
