@@ -332,11 +332,11 @@ func (d *Detector) latencyAnomaly(s *series, q int, at time.Time, g *rateTest) s
 		a.Evidence.Notes = append(a.Evidence.Notes, ep.note(label, d.sk.logGamma, c, ex[q].m, above[q]))
 	}
 	if phi, drift := d.refLatPhi(s, q); phi > 1 {
-		note := latencyDispersionNote("the baseline's", label, phi, drift)
-		if drift && r.excess[q].on && t.bank != nil {
-			note = excessDriftNote(label, phi, float64(r.latPhi[q]))
+		exSecond := 0.0
+		if r.excess[q].on && t.bank != nil {
+			exSecond = max(1, float64(r.latPhi[q]))
 		}
-		a.Evidence.Notes = append(a.Evidence.Notes, note)
+		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the baseline's", label, phi, drift, exSecond))
 	}
 	if refExcursions(s) {
 		a.Evidence.Notes = d.excursionNotes(s, "the baseline's", refExcursion(s), a.Evidence.Notes)
@@ -429,24 +429,22 @@ func metricRank(m string) int {
 // latencyDispersionNote says how whose latencies above quantile label varied, phi times as much
 // as independent requests' (latencyDispersion): per bucket, as a process's stalls make them,
 // or, drift, between epochs, as a wandering traffic mix makes them (driftDispersion); and that
-// the test's evidence was divided by that.
-func latencyDispersionNote(whose, label string, phi float64, drift bool) string {
-	if drift {
-		return fmt.Sprintf("%s share of latencies above its %s moved between epochs as a traffic mix that wanders moves it (heavy requests' share drifting over minutes): its counts per epoch varied %.3g times as much as independent requests' would, and the test's evidence is divided by that, so a change must stand out against the mix's own wander",
+// the test's evidence was divided by that. A drift does not divide the evidence of the excess
+// (excessParams): exSecond, for a test that read the excess, is the per-second dispersion that
+// does (at least 1); 0 for any other test.
+func latencyDispersionNote(whose, label string, phi float64, drift bool, exSecond float64) string {
+	if !drift {
+		return fmt.Sprintf("%s latencies above its %s came together, as a process's stalls slow every request in flight: their counts per bucket varied %.3g times as much as independent requests' would, and the test's evidence is divided by that",
 			whose, label, phi)
 	}
-	return fmt.Sprintf("%s latencies above its %s came together, as a process's stalls slow every request in flight: their counts per bucket varied %.3g times as much as independent requests' would, and the test's evidence is divided by that",
+	s := fmt.Sprintf("%s share of latencies above its %s moved between epochs as a traffic mix that wanders moves it (heavy requests' share drifting over minutes): its counts per epoch varied %.3g times as much as independent requests' would, and ",
 		whose, label, phi)
-}
-
-// excessDriftNote is latencyDispersionNote for a drift of phi above the baseline's quantile
-// label when the test also reads the excess, which the drift does not temper (excessParams);
-// second is the per-second dispersion that does.
-func excessDriftNote(label string, phi, second float64) string {
-	s := fmt.Sprintf("the baseline's share of latencies above its %s moved between epochs as a traffic mix that wanders moves it (heavy requests' share drifting over minutes): its counts per epoch varied %.3g times as much as independent requests' would, and the evidence of the new version's count is divided by that, so a change must stand out against the mix's own wander; the evidence of how far above the threshold its requests landed is not, since a wander moves how many requests exceed the threshold, not where they land",
-		label, phi)
-	if second > 1 {
-		s += fmt.Sprintf(" (that is divided by %.3g, how much the counts varied per bucket)", second)
+	if exSecond == 0 {
+		return s + "the test's evidence is divided by that, so a change must stand out against the mix's own wander"
+	}
+	s += "the evidence of the new version's count is divided by that, so a change must stand out against the mix's own wander; the evidence of how far above the threshold its requests landed is not, since a wander moves how many requests exceed the threshold, not where they land"
+	if exSecond > 1 {
+		s += fmt.Sprintf(" (that is divided by %.3g, how much the counts varied per bucket)", exSecond)
 	}
 	return s
 }

@@ -102,9 +102,7 @@ func (d *Detector) test(s *series, out []schemas.Anomaly) []schemas.Anomaly {
 				continue
 			}
 			t := &s.latT[q]
-			th := d.latencyThresholds(r, q)
-			phi, _ := d.refLatPhi(s, q)
-			th.temper, th.exTemper = temperBy(phi), temperBy(float64(r.latPhi[q]))
+			th := d.latencyThresholds(s, q)
 			var g *rateTest
 			if s.gate != nil {
 				g = &s.gate.lat[q]
@@ -526,15 +524,13 @@ func (d *Detector) readLatency(s *series, lt *latencyCounts, q int, t *rateTest,
 	var g rateTest
 	var rho0 float64
 	var rho [alternatives]float64
+	lth := d.latencyThresholds(s, q)
 	gth := d.gateThresholds(d.th)
-	phi, _ := d.refLatPhi(s, q)
-	gth.temper = temperBy(phi)
+	gth.temper = lth.temper
 	if s.gate != nil {
 		g = s.gate.lat[q]
 		rho0, rho = d.latencyGateRatios(r, q)
 	}
-	lth := d.latencyThresholds(r, q)
-	lth.temper, lth.exTemper = gth.temper, temperBy(float64(r.latPhi[q]))
 	for i := range s.open {
 		b := &s.open[i]
 		if b.sk == nil || lt[i].aside {
@@ -1230,13 +1226,18 @@ func latencyGate(tn *tuning, kind string) float64 {
 	return (tn.latencyTolerance(kind) + tn.cfg.LatencyMinEffect) / 2
 }
 
-// latencyThresholds are the thresholds of latency test q against r: the latency tests' with r's
-// share of Alpha (thresholdsFor), and by default, for a quantile whose test is read as its
-// buckets end (p50 and p90: perRequest), a cap on one update's evidence of half the first run's
-// bound plus 0.1 nats, so that such a test needs two buckets' evidence to fire, and two suffice
-// (see Config.LatencyBucketCap).
-func (d *Detector) latencyThresholds(r *reference, q int) thresholds {
+// latencyThresholds are the thresholds of s's latency test q against its reference: the latency
+// tests' with the reference's share of Alpha (thresholdsFor); evidence tempered by the
+// reference's latency dispersion (refLatPhi), the excess's by its per-second part alone
+// (excessParams); and by default, for a quantile whose test is read as its buckets end (p50 and
+// p90: perRequest), a cap on one update's evidence of half the first run's bound plus 0.1 nats,
+// so that such a test needs two buckets' evidence to fire, and two suffice (see
+// Config.LatencyBucketCap).
+func (d *Detector) latencyThresholds(s *series, q int) thresholds {
+	r := s.ref
 	th := d.thresholdsFor(d.latTh, r)
+	phi, _ := d.refLatPhi(s, q)
+	th.temper, th.exTemper = temperBy(phi), temperBy(float64(r.latPhi[q]))
 	if d.cfg.LatencyBucketCap == 0 && !d.perRequest(r, q) {
 		th.bucketCap = th.bucketCap/2 + 0.05
 	}

@@ -347,7 +347,7 @@ func (d *Detector) ownLatencyAnomaly(s *series, q int) schemas.Anomaly {
 			label, t.x/t.n, t.n, label, o.qv[q], o.latP[q].rate(), o.latP[q].r[0], o.latP[q].r[1], o.latP[q].r[2], label),
 		seqNote)
 	if phi := d.latencyDispersion(s, q); phi > 1 {
-		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the series'", label, phi, d.driftDispersion(s, q) >= phi))
+		a.Evidence.Notes = append(a.Evidence.Notes, latencyDispersionNote("the series'", label, phi, d.driftDispersion(s, q) >= phi, 0))
 	}
 	a.Evidence.Notes = d.excursionNotes(s, "the series'", d.ownExcursion(s), a.Evidence.Notes)
 	if note := d.loadNote(o.usualLoads(), s); note != "" {
